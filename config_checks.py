@@ -1,0 +1,98 @@
+"""Checks of the config, the workdir and the data before any work is done.
+
+Each failure is a `ConfigError` with a one-line message naming the field and
+the offending value; `main.py` prints it without a traceback.
+"""
+
+import os
+
+import jax
+
+import models
+
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'exponential', 'linear')
+NORMALIZATIONS = ('unit', 'standardize', 'raw')
+
+
+class ConfigError(ValueError):
+  """A config value, workdir or dataset that the run cannot use."""
+
+
+def _one_of(config, field, choices):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if value not in choices:
+    raise ConfigError(f'{field}={value!r} is not one of: {", ".join(choices)}')
+
+
+def _require(ok: bool, field: str, value, why: str):
+  if not ok:
+    raise ConfigError(f'{field}={value!r}: {why}')
+
+
+def validate(config) -> None:
+  """Raises ConfigError for the first invalid field of `config`."""
+  _one_of(config, 'optimizer', OPTIMIZERS)
+  _one_of(config, 'schedule', SCHEDULES)
+  _one_of(config, 'normalization', NORMALIZATIONS)
+  _one_of(config, 'model.activation', tuple(models.ACTIVATIONS))
+  _one_of(config, 'model.kernel_init', models.KERNEL_INITS)
+  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                'keep_checkpoints', 'shuffle_buffer_size'):
+    _require(isinstance(config[field], int) and config[field] >= 1, field,
+             config[field], 'must be a positive integer')
+  _require(isinstance(config.checkpoint_every_steps, int) and
+           config.checkpoint_every_steps >= 0, 'checkpoint_every_steps',
+           config.checkpoint_every_steps, 'must be an integer >= 0')
+  _require(config.learning_rate > 0, 'learning_rate', config.learning_rate,
+           'must be > 0')
+  for field in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'end_lr_factor'):
+    _require(config[field] >= 0, field, config[field], 'must be >= 0')
+  _require(0 <= config.momentum < 1, 'momentum', config.momentum, 'must be in [0, 1)')
+  _require(0 < config.decay_rate <= 1, 'decay_rate', config.decay_rate,
+           'must be in (0, 1]')
+  _require(config.decay_epochs > 0, 'decay_epochs', config.decay_epochs, 'must be > 0')
+  if config.schedule == 'warmup_cosine':
+    _require(config.warmup_epochs < config.num_epochs, 'warmup_epochs',
+             config.warmup_epochs, f'must be < num_epochs={config.num_epochs}')
+  model = config.model
+  sizes = tuple(model.hidden_sizes)
+  _require(all(isinstance(s, int) and s >= 1 for s in sizes),
+           'model.hidden_sizes', sizes, 'must be positive integers')
+  rates = tuple(model.dropout_rates)
+  _require(len(rates) in (0, len(sizes)), 'model.dropout_rates', rates,
+           f'needs one rate per hidden layer ({len(sizes)})')
+  _require(all(0 <= r < 1 for r in rates), 'model.dropout_rates', rates,
+           'each rate must be in [0, 1)')
+  _require(0 <= model.batchnorm_momentum < 1, 'model.batchnorm_momentum',
+           model.batchnorm_momentum, 'must be in [0, 1)')
+  _require(model.init_scale > 0, 'model.init_scale', model.init_scale, 'must be > 0')
+  if config.manual_dir is not None:
+    _require(os.path.isdir(config.manual_dir), 'manual_dir', config.manual_dir,
+             'is not a directory')
+
+
+def check_workdir(workdir: str) -> None:
+  """The workdir must be a writable directory or creatable as one."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path):
+    _require(os.path.isdir(path), '--workdir', workdir, 'is not a directory')
+    _require(os.access(path, os.W_OK | os.X_OK), '--workdir', workdir,
+             'is not writable')
+  else:
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    _require(os.path.isdir(parent) and os.access(parent, os.W_OK), '--workdir',
+             workdir, f'cannot be created in {parent}')
+
+
+def check_data(config, data) -> None:
+  """Batch sizes must fit the splits the process holds."""
+  num_train = data.num_train * jax.process_count()
+  _require(config.batch_size <= num_train, 'batch_size', config.batch_size,
+           f'is larger than the training split ({num_train} examples)')
+  _require(config.batch_size % jax.device_count() == 0, 'batch_size',
+           config.batch_size, f'is not divisible by the {jax.device_count()} devices')

@@ -1,0 +1,57 @@
+"""Trains the MLP classifier from a config file.
+
+  python main.py --config=configs/default.py --workdir=/tmp/mnist \
+      [--config.FIELD=VALUE ...]
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+import tensorflow as tf
+
+import checkpointing
+import config_checks
+import offline_data
+import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
+flags.DEFINE_enum('mode', 'train', ['train'], 'What to do.')
+config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file with get_config().', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+# Exit statuses (documented in the README).
+EXIT_BAD_INPUT = 2
+
+_INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
+                 checkpointing.CheckpointMismatchError)
+
+
+def _quiet_orbax(record) -> bool:
+  # Orbax narrates every save at INFO; keep its warnings and errors only.
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  # tf.data only runs on the host: keep TensorFlow off any accelerator, which
+  # JAX needs for itself.
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  logging.info('Config:\n%s', FLAGS.config)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except _INPUT_ERRORS as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,75 @@
+"""The MLP classifier."""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    'relu': nn.relu,
+    'gelu': nn.gelu,
+    'swish': nn.swish,
+    'silu': nn.silu,
+    'tanh': nn.tanh,
+    'sigmoid': nn.sigmoid,
+    'elu': nn.elu,
+    'leaky_relu': nn.leaky_relu,
+}
+KERNEL_INITS = ('lecun_normal', 'normal')
+
+
+class MLP(nn.Module):
+  """Flatten -> [Dense -> activation -> Dropout -> BatchNorm] * n -> Dense.
+
+  Takes images as stored (e.g. uint8) and applies `(x - input_shift) /
+  input_scale` itself, so the host ships compact integers and an exported model
+  needs no separate preprocessing.
+  """
+
+  hidden_sizes: Sequence[int]
+  num_classes: int
+  activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
+  dropout_rates: Sequence[float] = ()
+  use_batchnorm: bool = True
+  batchnorm_momentum: float = 0.9
+  kernel_init: str = 'lecun_normal'
+  init_scale: float = 0.01
+  input_shift: float = 0.0
+  input_scale: float = 255.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
+    x = (x - self.input_shift) / self.input_scale
+    if self.kernel_init == 'normal':
+      # The JAX docs' init draws biases from the same normal as the kernels.
+      init = nn.initializers.normal(self.init_scale)
+      dense = lambda n: nn.Dense(n, kernel_init=init, bias_init=init)
+    else:
+      dense = nn.Dense
+    rates = tuple(self.dropout_rates) or (0.0,) * len(self.hidden_sizes)
+    for size, rate in zip(self.hidden_sizes, rates):
+      x = dense(size)(x)
+      x = self.activation(x)
+      if rate > 0:
+        x = nn.Dropout(rate, deterministic=not train)(x)
+      if self.use_batchnorm:
+        x = nn.BatchNorm(use_running_average=not train,
+                         momentum=self.batchnorm_momentum)(x)
+    return dense(self.num_classes)(x)
+
+
+def create_model(model_config, num_classes, input_shift=0.0, input_scale=255.0):
+  """Builds the MLP from the `config.model` section."""
+  return MLP(
+      hidden_sizes=tuple(model_config.hidden_sizes),
+      num_classes=num_classes,
+      activation=ACTIVATIONS[model_config.activation],
+      dropout_rates=tuple(model_config.dropout_rates),
+      use_batchnorm=model_config.use_batchnorm,
+      batchnorm_momentum=model_config.batchnorm_momentum,
+      kernel_init=model_config.kernel_init,
+      init_scale=model_config.init_scale,
+      input_shift=input_shift,
+      input_scale=input_scale,
+  )

@@ -1,0 +1,131 @@
+"""Preparing TFDS datasets from local source files, with no network access.
+
+For the MNIST family (`mnist`, `fashion_mnist`, `kmnist`) the source files are
+the four IDX `.gz` files of the original distribution. TFDS's own builder would
+download them and verify their published checksums; here they are read from
+`manual_dir` and validated by format instead (magic number, dimensions, counts,
+label range), so a re-compressed or recovered copy is accepted. The examples are
+written into the TFDS data dir under the dataset's own name and version, so the
+rest of the program reads them through the ordinary `tfds.builder` path.
+"""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+IDX_FILES = {
+    'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+    'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
+}
+IDX_DATASETS = ('mnist', 'fashion_mnist', 'kmnist')
+_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses.
+
+
+class DataError(ValueError):
+  """Source data that is missing or malformed."""
+
+
+def read_idx(path, expected_ndim):
+  """Reads a gzipped IDX file of unsigned bytes, validating its header.
+
+  Args:
+    path: the `.gz` file.
+    expected_ndim: 3 for images (count, rows, cols), 1 for labels.
+
+  Returns:
+    A uint8 numpy array shaped as the header says.
+
+  Raises:
+    DataError: the file is missing, not gzip, or its header and payload disagree.
+  """
+  if not os.path.isfile(path):
+    raise DataError(f'missing file {path}')
+  try:
+    with gzip.open(path, 'rb') as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:
+    raise DataError(f'{path} is not a readable gzip file ({e})') from None
+  if len(raw) < 4:
+    raise DataError(f'{path} is too short to be an IDX file ({len(raw)} bytes)')
+  zero, dtype, ndim = struct.unpack('>HBB', raw[:4])
+  if zero != 0 or dtype != _UBYTE or ndim != expected_ndim:
+    raise DataError(
+        f'{path}: bad IDX magic number 0x{int.from_bytes(raw[:4], "big"):08x},'
+        f' expected 0x{_UBYTE << 8 | expected_ndim:08x}')
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise DataError(f'{path}: truncated IDX header')
+  shape = struct.unpack(f'>{ndim}I', raw[4:header])
+  size = int(np.prod(shape))
+  if len(raw) - header != size:
+    raise DataError(
+        f'{path}: header says shape {shape} ({size} bytes) but the payload has'
+        f' {len(raw) - header} bytes (truncated or corrupt)')
+  return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def load_idx_split(manual_dir, split):
+  """Returns validated (images [N, 28, 28, 1], labels [N]) for `split`."""
+  image_file, label_file = (os.path.join(manual_dir, f) for f in IDX_FILES[split])
+  images = read_idx(image_file, 3)
+  labels = read_idx(label_file, 1)
+  if images.shape[1:] != (28, 28):
+    raise DataError(f'{image_file}: images are {images.shape[1:]}, expected (28, 28)')
+  if len(images) != len(labels):
+    raise DataError(f'{image_file} has {len(images)} images but {label_file} '
+                    f'has {len(labels)} labels')
+  if len(labels) == 0:
+    raise DataError(f'{label_file} holds no examples')
+  if labels.max() >= tfds_mnist.MNIST_NUM_CLASSES:
+    raise DataError(f'{label_file}: label {labels.max()} out of range 0-9')
+  return images[..., None], labels
+
+
+def validate_manual_dir(dataset, manual_dir):
+  """Checks `manual_dir` before any work; raises DataError naming the problem."""
+  if not os.path.isdir(manual_dir):
+    raise DataError(f'manual_dir={manual_dir!r} is not a directory')
+  if dataset in IDX_DATASETS:
+    for split in IDX_FILES:
+      load_idx_split(manual_dir, split)
+
+
+def _idx_builder_cls(dataset):
+  """A builder that writes `dataset` under its registered name, from IDX files."""
+  base = tfds.builder_cls(dataset)
+
+  class IdxBuilder(base, skip_registration=True):
+    name = base.name
+
+    def _split_generators(self, dl_manager):
+      return [
+          tfds.core.SplitGenerator(
+              name=split, gen_kwargs={'split': split})
+          for split in IDX_FILES
+      ]
+
+    def _generate_examples(self, split):
+      images, labels = load_idx_split(self._manual_dir, split)
+      for index, (image, label) in enumerate(zip(images, labels)):
+        yield index, {'image': image, 'label': int(label)}
+
+  return IdxBuilder
+
+
+def prepare(dataset, data_dir, manual_dir):
+  """Prepares `dataset` into `data_dir` from `manual_dir`, offline.
+
+  A dataset already prepared there is left as it is.
+  """
+  if dataset in IDX_DATASETS:
+    builder = _idx_builder_cls(dataset)(data_dir=data_dir)
+    builder._manual_dir = manual_dir  # pylint: disable=protected-access
+  else:
+    builder = tfds.builder(dataset, data_dir=data_dir)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir, try_download_gcs=False))

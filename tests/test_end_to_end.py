@@ -1,0 +1,144 @@
+"""train_and_evaluate on mocked TFDS data: outputs, resume, re-runs, mismatch."""
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import tiny_config
+import checkpointing
+import train
+
+NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch, 4 eval batches of 16.
+
+
+@pytest.fixture(autouse=True)
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def _run(workdir, **overrides):
+  return train.train_and_evaluate(tiny_config(**overrides), str(workdir))
+
+
+def _tree_digest(path):
+  digest = {}
+  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True)):
+    if os.path.isfile(name):
+      with open(name, 'rb') as f:
+        digest[os.path.relpath(name, path)] = hashlib.sha256(f.read()).hexdigest()
+  return digest
+
+
+def _steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if d.isdigit())
+
+
+def test_run_writes_every_output(tmp_path):
+  state, summary = _run(tmp_path)
+  assert int(state.step) == 12
+  assert _steps(tmp_path) == [6, 12]
+  with open(tmp_path / 'summary.json') as f:
+    written = json.load(f)
+  assert written == summary
+  for key in ('eval_accuracy', 'eval_loss', 'best_eval_accuracy', 'step', 'epoch',
+              'train_wall_s', 'examples_per_s'):
+    assert key in written
+  assert written['step'] == 12 and written['epoch'] == 2.0
+  assert 0.0 <= written['eval_accuracy'] <= written['best_eval_accuracy'] <= 1.0
+  with open(tmp_path / 'config.json') as f:
+    assert json.load(f)['model']['hidden_sizes'] == [16]
+  with open(tmp_path / 'metrics.jsonl') as f:
+    events = [json.loads(line) for line in f]
+  assert [e['step'] for e in events if e['split'] == 'eval'] == [6, 12]
+  assert [e['step'] for e in events if e['split'] == 'train'] == [2, 4, 6, 8, 10, 12]
+  assert {'loss', 'accuracy', 'learning_rate'} <= set(events[0]['metrics'])
+  assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+  """Resumes from mid-epoch and epoch-end checkpoints land on the same result."""
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  kw = dict(checkpoint_every_steps=4, keep_checkpoints=10)
+  final_state, summary = _run(straight, **kw)
+  assert _steps(straight) == [4, 6, 8, 12]
+  for keep_up_to in (8, 4):  # Resume at step 8 (mid epoch 2), then at step 4.
+    shutil.rmtree(resumed, ignore_errors=True)
+    shutil.copytree(straight, resumed)
+    for step in _steps(resumed):
+      if step > keep_up_to:
+        shutil.rmtree(resumed / 'checkpoints' / str(step))
+    state, resumed_summary = _run(resumed, **kw)
+    assert resumed_summary['eval_loss'] == summary['eval_loss']
+    assert resumed_summary['eval_accuracy'] == summary['eval_accuracy']
+    jax.tree.map(np.testing.assert_array_equal, state.params, final_state.params)
+    jax.tree.map(np.testing.assert_array_equal, state.batch_stats,
+                 final_state.batch_stats)
+    jax.tree.map(np.testing.assert_array_equal, state.opt_state,
+                 final_state.opt_state)
+
+
+def test_finished_run_only_reevaluates(tmp_path):
+  _, summary = _run(tmp_path)
+  before = {k: v for k, v in _tree_digest(tmp_path).items()
+            if k.startswith('checkpoints')}
+  state, again = _run(tmp_path)
+  after = {k: v for k, v in _tree_digest(tmp_path).items()
+           if k.startswith('checkpoints')}
+  assert after == before  # Nothing new trained or saved.
+  assert int(state.step) == 12
+  for key in ('eval_loss', 'eval_accuracy', 'step', 'train_wall_s'):
+    assert again[key] == summary[key]
+
+
+def test_more_epochs_continue_from_the_finished_run(tmp_path):
+  _run(tmp_path, num_epochs=1, schedule='constant')
+  state, summary = _run(tmp_path, num_epochs=2, schedule='constant')
+  assert int(state.step) == 12 and summary['epoch'] == 2.0
+  assert _steps(tmp_path) == [6, 12]
+
+
+@pytest.mark.parametrize('overrides, names', [
+    ({'model.hidden_sizes': (32,)}, '(16,) float32 in the checkpoint but (32,) float32'),
+    ({'optimizer': 'momentum'}, 'opt_state'),
+    ({'model.use_batchnorm': False}, 'BatchNorm_0'),
+])
+def test_mismatched_checkpoint_is_refused_and_workdir_untouched(tmp_path, overrides,
+                                                                names):
+  _run(tmp_path)
+  before = _tree_digest(tmp_path)
+  with pytest.raises(checkpointing.CheckpointMismatchError, match='does not fit') as e:
+    _run(tmp_path, **overrides)
+  assert names in str(e.value)
+  assert '\n' not in str(e.value)
+  assert _tree_digest(tmp_path) == before
+
+
+def test_keeps_latest_and_best_checkpoints(tmp_path):
+  _, _ = _run(tmp_path, num_epochs=4, keep_checkpoints=1)
+  steps = _steps(tmp_path)
+  assert steps[-1] == 24
+  with open(tmp_path / 'metrics.jsonl') as f:
+    evals = [json.loads(l) for l in f if '"eval"' in l]
+  accuracies = {e['step']: e['metrics']['accuracy'] for e in evals}
+  best_step = max(accuracies, key=lambda s: (accuracies[s], -s))
+  assert set(steps) <= {24, *[s for s in accuracies
+                              if accuracies[s] == accuracies[best_step]]}
+  assert any(accuracies[s] == accuracies[best_step] for s in steps)
+  assert len(steps) <= 2
+
+
+def test_same_seed_same_numbers(tmp_path):
+  _, a = _run(tmp_path / 'a')
+  _, b = _run(tmp_path / 'b')
+  _, c = _run(tmp_path / 'c', seed=1)
+  assert a['eval_loss'] == b['eval_loss']
+  assert a['eval_loss'] != c['eval_loss']

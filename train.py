@@ -1,0 +1,274 @@
+"""Training and evaluation of the MLP classifier.
+
+`train_and_evaluate(config, workdir)` is the entry point for `main.py` and the
+tests. The math lives in pure, jitted functions (`train_step`, `eval_step`);
+I/O (data, checkpoints, metrics) stays in the loop around them.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+import checkpointing
+import config_checks
+import input_pipeline
+from metric_logging import MetricLogger
+import models
+
+OPTIMIZERS = config_checks.OPTIMIZERS
+SCHEDULES = config_checks.SCHEDULES
+
+
+class TrainState(train_state.TrainState):
+  """Train state with BatchNorm's running statistics."""
+  batch_stats: Any
+
+
+def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
+  """The schedule as a factor of the peak learning rate, by step."""
+  total = config.num_epochs * steps_per_epoch
+  if config.schedule == 'constant':
+    return optax.constant_schedule(1.0)
+  if config.schedule == 'cosine':
+    return optax.cosine_decay_schedule(1.0, total, alpha=config.end_lr_factor)
+  if config.schedule == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, int(config.warmup_epochs * steps_per_epoch), total,
+        end_value=config.end_lr_factor)
+  if config.schedule == 'exponential':
+    # decay_rate per decay_epochs, expressed per epoch so that `staircase`
+    # steps at epoch boundaries.
+    return optax.exponential_decay(
+        1.0, steps_per_epoch, config.decay_rate ** (1 / config.decay_epochs),
+        staircase=config.staircase)
+  if config.schedule == 'linear':
+    return optax.linear_schedule(1.0, config.end_lr_factor, total)
+  raise ValueError(f'schedule={config.schedule!r} is not one of {SCHEDULES}')
+
+
+def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
+  """The learning rate by step: `config.learning_rate` times the schedule."""
+  multiplier = _lr_multiplier(config, steps_per_epoch)
+  return lambda step: config.learning_rate * multiplier(step)
+
+
+def _decay_mask(params):
+  """Weight decay applies to kernels only, not to biases or BatchNorm."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The configured Optax optimizer.
+
+  The peak learning rate, weight decay and momentum are injected
+  hyperparameters: they live in the optimizer state, so a sweep can give each
+  member its own values in one vmapped program.
+  """
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f'optimizer={config.optimizer!r} is not one of {OPTIMIZERS}')
+  multiplier = _lr_multiplier(config, steps_per_epoch)
+  name = config.optimizer
+
+  def make(learning_rate, weight_decay, momentum=None):
+    lr = lambda count: learning_rate * multiplier(count)
+    parts = []
+    if config.grad_clip_norm > 0:
+      parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    if name != 'adamw' and config.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(weight_decay, mask=_decay_mask))
+    parts.append({
+        'sgd': lambda: optax.sgd(lr),
+        'momentum': lambda: optax.sgd(lr, momentum=momentum),
+        'nesterov': lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
+        'adam': lambda: optax.adam(lr),
+        'adamw': lambda: optax.adamw(lr, weight_decay=weight_decay, mask=_decay_mask),
+        'rmsprop': lambda: optax.rmsprop(lr, momentum=momentum),
+    }[name]())
+    return optax.chain(*parts)
+
+  hyperparams = {'learning_rate': config.learning_rate,
+                 'weight_decay': config.weight_decay}
+  if name in ('momentum', 'nesterov', 'rmsprop'):
+    hyperparams['momentum'] = config.momentum
+  return optax.inject_hyperparams(make)(**hyperparams)
+
+
+def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> TrainState:
+  """Initialises parameters, BatchNorm statistics and the optimizer."""
+  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}),
+      tx=create_optimizer(config, steps_per_epoch)).replace(
+          step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
+
+
+def _cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_step(state: TrainState, batch, rng):
+  """One optimizer step; dropout is keyed by (rng, step), so it is replayable."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    return _cross_entropy(logits, batch['label']).mean(), (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(
+      grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats))
+  metrics = {'loss': loss,
+             'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+  return state, metrics
+
+
+@jax.jit
+def eval_step(state: TrainState, batch):
+  """Sums of loss and correct predictions over the unmasked examples."""
+  logits = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batch['image'], train=False)
+  mask = batch['mask']
+  return {
+      'loss_sum': jnp.sum(_cross_entropy(logits, batch['label']) * mask),
+      'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
+      'count': jnp.sum(mask),
+  }
+
+
+def evaluate(state: TrainState, data, batch_size: int) -> dict:
+  """Loss and accuracy over every test example exactly once."""
+  totals = None
+  for batch in input_pipeline.eval_batches(data, batch_size):
+    sums = eval_step(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(totals['count'])
+  return {'loss': float(totals['loss_sum']) / count,
+          'accuracy': float(totals['correct']) / count}
+
+
+def _write_json(path: str, obj) -> None:
+  if jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(obj, f, indent=2)
+      f.write('\n')
+
+
+def _hparams(config) -> dict:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update({f'{key}.{k}': v for k, v in _hparams(value).items()})
+    else:
+      flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  return flat
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains (or resumes training) in `workdir` and evaluates after each epoch.
+
+  Returns:
+    (final train state, summary dict as written to `summary.json`).
+  """
+  # Everything that can refuse the run does so before the workdir is touched.
+  config_checks.validate(config)
+  config_checks.check_workdir(workdir)
+  data = input_pipeline.create_datasets(config)
+  config_checks.check_data(config, data)
+  steps_per_epoch = input_pipeline.steps_per_epoch(data, config.batch_size)
+  total_steps = config.num_epochs * steps_per_epoch
+  shift, scale = input_pipeline.normalization_constants(config, data)
+  model = models.create_model(config.model, data.num_classes, shift, scale)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  state = create_train_state(init_rng, config, model, data.image_shape,
+                             steps_per_epoch)
+
+  manager = checkpointing.create_manager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'), config.keep_checkpoints)
+  meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
+  latest = manager.latest_step()
+  if latest is not None:
+    checkpointing.check_compatible(manager, latest, state)
+    state, meta = checkpointing.restore(manager, latest, state)
+    logging.info('Restored checkpoint %s/%d.', manager.directory, latest)
+
+  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  logger = MetricLogger(workdir)
+  logger.write_hparams(_hparams(config))
+  learning_rate_fn = create_learning_rate_fn(config, steps_per_epoch)
+
+  step = first_step = int(state.step)
+  wall_before, start = meta['train_wall_s'], time.perf_counter()
+  wall = lambda: wall_before + time.perf_counter() - start
+
+  def checkpoint(eval_metrics=None):
+    meta.update(epoch=step // steps_per_epoch, train_wall_s=wall())
+    checkpointing.save(
+        manager, step, state, meta=dict(meta),
+        metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']})
+
+  if step >= total_steps:
+    logging.info('Training already finished at step %d (%d epochs); '
+                 're-evaluating only.', step, config.num_epochs)
+  else:
+    logging.info('Training from step %d to %d (%d steps per epoch).',
+                 step, total_steps, steps_per_epoch)
+  for epoch in range(step // steps_per_epoch, config.num_epochs):
+    epoch_start, train_metrics = time.perf_counter(), []
+    for batch in input_pipeline.train_batches(
+        data, config, epoch, start_step=step - epoch * steps_per_epoch):
+      state, metrics = train_step(state, batch, dropout_rng)
+      step += 1
+      train_metrics.append(metrics)
+      if step % config.log_every_steps == 0:
+        summary = jax.tree.map(lambda *x: jnp.stack(x).mean(), *train_metrics)
+        summary['learning_rate'] = learning_rate_fn(step - 1)
+        logger.write(step, 'train', summary)
+        train_metrics = []
+      if (config.checkpoint_every_steps and step % steps_per_epoch and
+          step % config.checkpoint_every_steps == 0):
+        checkpoint()
+    eval_metrics = evaluate(state, data, config.eval_batch_size)
+    meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'],
+                                     eval_metrics['accuracy'])
+    logger.write(step, 'eval', eval_metrics)
+    checkpoint(eval_metrics)
+    logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.1f s).',
+                 epoch + 1, config.num_epochs, eval_metrics['accuracy'],
+                 eval_metrics['loss'], time.perf_counter() - epoch_start)
+  train_wall_s = meta['train_wall_s']  # As of the last checkpoint.
+  if step == first_step:  # Nothing left to train: evaluate the restored state.
+    eval_metrics = evaluate(state, data, config.eval_batch_size)
+    logger.write(step, 'eval', eval_metrics)
+
+  manager.wait_until_finished()
+  manager.close()
+  logger.close()
+  summary = {
+      'eval_accuracy': eval_metrics['accuracy'],
+      'eval_loss': eval_metrics['loss'],
+      'best_eval_accuracy': max(meta['best_eval_accuracy'], eval_metrics['accuracy']),
+      'step': step,
+      'epoch': step / steps_per_epoch,
+      'train_wall_s': train_wall_s,
+      'examples_per_s': step * config.batch_size / train_wall_s if train_wall_s else 0.0,
+  }
+  _write_json(os.path.join(workdir, 'summary.json'), summary)
+  logging.info('Finished: %s', summary)
+  return state, summary
