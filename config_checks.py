@@ -8,6 +8,7 @@ import os
 
 import jax
 
+import losses
 import models
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
@@ -37,6 +38,7 @@ def validate(config) -> None:
   _one_of(config, 'optimizer', OPTIMIZERS)
   _one_of(config, 'schedule', SCHEDULES)
   _one_of(config, 'normalization', NORMALIZATIONS)
+  _one_of(config, 'loss', tuple(losses.LOSSES))
   _one_of(config, 'model.activation', tuple(models.ACTIVATIONS))
   _one_of(config, 'model.kernel_init', models.KERNEL_INITS)
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',

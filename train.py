@@ -9,9 +9,10 @@ import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
+import flax
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ import optax
 import checkpointing
 import config_checks
 import input_pipeline
+import losses
 from metric_logging import MetricLogger
 import models
 
@@ -29,8 +31,10 @@ SCHEDULES = config_checks.SCHEDULES
 
 
 class TrainState(train_state.TrainState):
-  """Train state with BatchNorm's running statistics."""
+  """Train state with BatchNorm's running statistics and the training loss."""
   batch_stats: Any
+  # Static, like apply_fn and tx: the objective (logits, labels) -> scalar.
+  loss_fn: Callable = flax.struct.field(pytree_node=False, default=None)
 
 
 def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
@@ -109,12 +113,9 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
       apply_fn=model.apply,
       params=variables['params'],
       batch_stats=variables.get('batch_stats', {}),
+      loss_fn=losses.LOSSES[config.loss],
       tx=create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
-
-
-def _cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -126,7 +127,7 @@ def train_step(state: TrainState, batch, rng):
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
         train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-    return _cross_entropy(logits, batch['label']).mean(), (logits, updates)
+    return state.loss_fn(logits, batch['label']), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
@@ -139,13 +140,17 @@ def train_step(state: TrainState, batch, rng):
 
 @jax.jit
 def eval_step(state: TrainState, batch):
-  """Sums of loss and correct predictions over the unmasked examples."""
+  """Sums of cross-entropy and correct predictions over unmasked examples.
+
+  Evaluation always reports standard cross-entropy, whatever the training
+  objective, so losses compare across configs.
+  """
   logits = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats},
       batch['image'], train=False)
   mask = batch['mask']
   return {
-      'loss_sum': jnp.sum(_cross_entropy(logits, batch['label']) * mask),
+      'loss_sum': jnp.sum(losses.cross_entropy(logits, batch['label']) * mask),
       'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
       'count': jnp.sum(mask),
   }

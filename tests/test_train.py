@@ -10,6 +10,7 @@ import tensorflow as tf
 from tests.conftest import tiny_config
 import config_checks
 import input_pipeline
+import losses
 import models
 import train
 
@@ -135,3 +136,30 @@ def test_learning_rate_schedules(schedule, expected):
 def test_weight_decay_spares_biases():
   mask = train._decay_mask({'kernel': jnp.zeros((3, 4)), 'bias': jnp.zeros(4)})
   assert mask == {'kernel': True, 'bias': False}
+
+
+def test_tutorial_losses():
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(8, 10)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 10, 8))
+  ce = losses.cross_entropy(logits, labels).mean()
+  assert float(losses.class_mean_cross_entropy(logits, labels)) == pytest.approx(
+      float(ce) / 10, rel=1e-6)
+  # The book's batch-wide logsumexp equals the per-example one for one example
+  # only.
+  one = (logits[:1], labels[:1])
+  assert float(losses.batch_normalized_cross_entropy(*one)) == pytest.approx(
+      float(losses.class_mean_cross_entropy(*one)), rel=1e-6)
+  assert float(losses.batch_normalized_cross_entropy(logits, labels)) != pytest.approx(
+      float(losses.class_mean_cross_entropy(logits, labels)), rel=1e-3)
+
+
+def test_class_mean_loss_with_sgd_is_cross_entropy_with_a_tenth_of_the_step():
+  def trained(**overrides):
+    config = tiny_config(optimizer='sgd', schedule='constant',
+                         **{'model.dropout_rates': (0.0,)}, **overrides)
+    state, _ = train.train_step(_state(config), _batch(), jax.random.key(0))
+    return state.params
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+               trained(loss='class_mean_cross_entropy', learning_rate=0.1),
+               trained(loss='cross_entropy', learning_rate=0.01))

@@ -1,0 +1,105 @@
+"""Config files, command-line overrides, the locked config and main.py's CLI."""
+
+import os
+import subprocess
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from tests.conftest import ROOT
+import config_checks
+from configs import default, jax_docs, jax_in_action
+
+
+def _parse(*args):
+  argv = ['prog', f'--config={ROOT}/configs/default.py', *args]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', lock_config=True,
+                                  flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_overrides_reach_nested_fields_with_their_types():
+  config = _parse('--config.batch_size=64', '--config.optimizer=adamw',
+                  '--config.model.hidden_sizes=(256, 128)',
+                  '--config.model.dropout_rates=(0.1, 0.2)',
+                  '--config.manual_dir=/data/mnist')
+  assert config.batch_size == 64 and config.optimizer == 'adamw'
+  assert tuple(config.model.hidden_sizes) == (256, 128)
+  assert tuple(config.model.dropout_rates) == (0.1, 0.2)
+  assert config.manual_dir == '/data/mnist'
+  assert config.learning_rate == default.get_config().learning_rate
+
+
+def test_config_is_locked_against_new_fields():
+  config = _parse()
+  with pytest.raises(AttributeError):
+    config.learnin_rate = 0.1  # A typo cannot silently add a field.
+  with pytest.raises((KeyError, AttributeError, flags.IllegalFlagValueError)):
+    _parse('--config.learnin_rate=0.1')
+
+
+def test_wrong_override_type_is_refused():
+  with pytest.raises(flags.IllegalFlagValueError):
+    _parse('--config.batch_size=large')
+
+
+@pytest.mark.parametrize('get_config', [default.get_config, jax_docs.get_config,
+                                        jax_in_action.get_config])
+def test_shipped_configs_are_valid(get_config):
+  config_checks.validate(get_config())
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('optimizer', 'adamm', "optimizer='adamm' is not one of"),
+    ('schedule', 'cosin', "schedule='cosin' is not one of"),
+    ('learning_rate', -1.0, 'learning_rate=-1.0: must be > 0'),
+    ('batch_size', 0, 'batch_size=0: must be a positive integer'),
+    ('model.dropout_rates', (0.5,), 'needs one rate per hidden layer'),
+    ('model.dropout_rates', (1.0, 0.1), 'each rate must be in [0, 1)'),
+    ('model.activation', 'relux', "model.activation='relux' is not one of"),
+])
+def test_bad_values_name_field_and_value(field, value, message):
+  config = default.get_config()
+  *path, last = field.split('.')
+  target = config
+  for part in path:
+    target = target[part]
+  target[last] = value
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.validate(config)
+  assert message in str(e.value)
+
+
+def _main(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args],
+                        cwd=cwd, capture_output=True, text=True, timeout=120,
+                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+
+
+def test_cli_rejects_stray_positional_arguments(tmp_path):
+  result = _main('--config=configs/default.py', f'--workdir={tmp_path}', 'extra')
+  assert result.returncode != 0
+  assert 'Unexpected arguments: extra' in result.stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_cli_requires_workdir():
+  result = _main('--config=configs/default.py')
+  assert result.returncode != 0
+  assert 'workdir' in result.stderr
+
+
+def test_cli_bad_value_is_one_line_and_touches_nothing(tmp_path):
+  workdir = tmp_path / 'run'
+  result = _main('--config=configs/default.py', f'--workdir={workdir}',
+                 '--config.optimizer=adamm')
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert errors == ["error: optimizer='adamm' is not one of: sgd, momentum, "
+                    'nesterov, adam, adamw, rmsprop']
+  assert 'Traceback' not in result.stderr
+  assert not workdir.exists()

@@ -1,0 +1,96 @@
+"""Offline preparation of MNIST from IDX files, and its validation."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import tiny_config
+import input_pipeline
+import offline_data
+
+
+def _write_idx(path, array, truncate=0):
+  header = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(f'>{array.ndim}I', *array.shape)
+  payload = header + array.astype(np.uint8).tobytes()
+  with gzip.open(path, 'wb') as f:
+    f.write(payload[:len(payload) - truncate] if truncate else payload)
+
+
+def _write_mnist(directory, n_train=30, n_test=12, seed=0):
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for split, n in (('train', n_train), ('test', n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, (n,), dtype=np.uint8)
+    image_file, label_file = offline_data.IDX_FILES[split]
+    _write_idx(os.path.join(directory, image_file), images)
+    _write_idx(os.path.join(directory, label_file), labels)
+    arrays[split] = (images, labels)
+  return arrays
+
+
+def test_prepares_mnist_from_idx_files_and_reads_it_through_tfds(tmp_path):
+  manual_dir, data_dir = tmp_path / 'idx', tmp_path / 'tfds'
+  manual_dir.mkdir()
+  arrays = _write_mnist(manual_dir)
+  config = tiny_config(manual_dir=str(manual_dir), data_dir=str(data_dir))
+  data = input_pipeline.create_datasets(config)
+  assert (data.num_train, data.num_test, data.num_classes) == (30, 12, 10)
+  assert (data_dir / 'mnist').is_dir()  # Under TFDS's own name and version.
+  for split, ds in (('train', data.train), ('test', data.test)):
+    # TFDS stores examples in its own (hashed) order: compare as multisets.
+    read = sorted((e['image'][..., 0].tobytes(), int(e['label']))
+                  for e in tfds.as_numpy(ds))
+    images, labels = arrays[split]
+    assert read == sorted((i.tobytes(), int(l)) for i, l in zip(images, labels))
+  # The same dataset is found again with no manual_dir (already prepared).
+  again = input_pipeline.create_datasets(tiny_config(data_dir=str(data_dir)))
+  assert again.num_train == 30
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('missing', 'missing file'),
+    ('magic', 'bad IDX magic number'),
+    ('truncated', 'truncated or corrupt'),
+    ('not_gzip', 'not a readable gzip file'),
+    ('count', 'has 30 images but'),
+    ('label_range', 'out of range'),
+])
+def test_rejects_damaged_idx_files(tmp_path, damage, message):
+  _write_mnist(tmp_path)
+  images_path = tmp_path / 'train-images-idx3-ubyte.gz'
+  labels_path = tmp_path / 'train-labels-idx1-ubyte.gz'
+  images = np.zeros((30, 28, 28), np.uint8)
+  if damage == 'missing':
+    os.remove(labels_path)
+  elif damage == 'magic':
+    _write_idx(images_path, np.zeros(30, np.uint8))  # A labels file.
+  elif damage == 'truncated':
+    _write_idx(images_path, images, truncate=100)
+  elif damage == 'not_gzip':
+    images_path.write_bytes(b'not gzip at all')
+  elif damage == 'count':
+    _write_idx(labels_path, np.zeros(29, np.uint8))
+  elif damage == 'label_range':
+    _write_idx(labels_path, np.full(30, 10, np.uint8))
+  with pytest.raises(offline_data.DataError, match=message):
+    offline_data.validate_manual_dir('mnist', str(tmp_path))
+
+
+def test_no_network_and_no_data_says_how_to_supply_it(tmp_path, monkeypatch):
+  def offline(self, *args, **kwargs):
+    raise ConnectionError('Failed to resolve host')
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
+  with pytest.raises(RuntimeError, match='manual_dir') as e:
+    input_pipeline.create_datasets(tiny_config(data_dir=str(tmp_path)))
+  assert 'train-images-idx3-ubyte.gz' in str(e.value)
+
+
+def test_real_mnist_files_validate(mnist_dir):
+  for split, n in (('train', 60_000), ('test', 10_000)):
+    images, labels = offline_data.load_idx_split(mnist_dir, split)
+    assert images.shape == (n, 28, 28, 1) and labels.shape == (n,)
