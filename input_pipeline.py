@@ -42,7 +42,7 @@ def _builder(config):
   try:
     builder.download_and_prepare()
   except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.
-    raise RuntimeError(
+    raise offline_data.DataError(
         f'could not download dataset={config.dataset!r} ({type(e).__name__}).'
         ' With no network, point --config.manual_dir at a folder holding its'
         ' source files (for mnist: train-images-idx3-ubyte.gz,'

@@ -213,6 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     state, meta = checkpointing.restore(manager, latest, state)
     logging.info('Restored checkpoint %s/%d.', manager.directory, latest)
 
+  os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   logger = MetricLogger(workdir)
   logger.write_hparams(_hparams(config))
@@ -242,9 +243,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       step += 1
       train_metrics.append(metrics)
       if step % config.log_every_steps == 0:
-        summary = jax.tree.map(lambda *x: jnp.stack(x).mean(), *train_metrics)
-        summary['learning_rate'] = learning_rate_fn(step - 1)
-        logger.write(step, 'train', summary)
+        averaged = jax.tree.map(lambda *x: jnp.stack(x).mean(), *train_metrics)
+        averaged['learning_rate'] = learning_rate_fn(step - 1)
+        logger.write(step, 'train', averaged)
         train_metrics = []
       if (config.checkpoint_every_steps and step % steps_per_epoch and
           step % config.checkpoint_every_steps == 0):

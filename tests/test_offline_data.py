@@ -85,7 +85,7 @@ def test_no_network_and_no_data_says_how_to_supply_it(tmp_path, monkeypatch):
   def offline(self, *args, **kwargs):
     raise ConnectionError('Failed to resolve host')
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
-  with pytest.raises(RuntimeError, match='manual_dir') as e:
+  with pytest.raises(offline_data.DataError, match='manual_dir') as e:
     input_pipeline.create_datasets(tiny_config(data_dir=str(tmp_path)))
   assert 'train-images-idx3-ubyte.gz' in str(e.value)
 
