@@ -28,11 +28,6 @@ class MetricLogger:
       self._jsonl.write(json.dumps({'step': step, 'split': split,
                                     'metrics': metrics}) + '\n')
 
-  def flush(self) -> None:
-    self._writer.flush()
-    if self._jsonl:
-      self._jsonl.flush()
-
   def close(self) -> None:
     self._writer.close()
     if self._jsonl:

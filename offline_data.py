@@ -119,8 +119,11 @@ def _idx_builder_cls(dataset):
 def prepare(dataset, data_dir, manual_dir):
   """Prepares `dataset` into `data_dir` from `manual_dir`, offline.
 
-  A dataset already prepared there is left as it is.
+  The files are validated first, so a bad `manual_dir` fails before any work
+  even when the dataset is already prepared. A dataset already prepared there
+  is left as it is.
   """
+  validate_manual_dir(dataset, manual_dir)
   if dataset in IDX_DATASETS:
     builder = _idx_builder_cls(dataset)(data_dir=data_dir)
     builder._manual_dir = manual_dir  # pylint: disable=protected-access
