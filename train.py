@@ -26,9 +26,6 @@ import losses
 from metric_logging import MetricLogger
 import models
 
-OPTIMIZERS = config_checks.OPTIMIZERS
-SCHEDULES = config_checks.SCHEDULES
-
 
 class TrainState(train_state.TrainState):
   """Train state with BatchNorm's running statistics and the training loss."""
@@ -56,7 +53,8 @@ def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
         staircase=config.staircase)
   if config.schedule == 'linear':
     return optax.linear_schedule(1.0, config.end_lr_factor, total)
-  raise ValueError(f'schedule={config.schedule!r} is not one of {SCHEDULES}')
+  raise ValueError(f'schedule={config.schedule!r} is not one of '
+                   f'{config_checks.SCHEDULES}')
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -77,8 +75,9 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
   hyperparameters: they live in the optimizer state, so a sweep can give each
   member its own values in one vmapped program.
   """
-  if config.optimizer not in OPTIMIZERS:
-    raise ValueError(f'optimizer={config.optimizer!r} is not one of {OPTIMIZERS}')
+  if config.optimizer not in config_checks.OPTIMIZERS:
+    raise ValueError(f'optimizer={config.optimizer!r} is not one of '
+                     f'{config_checks.OPTIMIZERS}')
   multiplier = _lr_multiplier(config, steps_per_epoch)
   name = config.optimizer
 

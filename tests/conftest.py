@@ -29,12 +29,16 @@ def tiny_config(**overrides):
   config.log_every_steps = 2
   config.schedule = 'cosine'
   for key, value in overrides.items():
-    target = config
-    *path, last = key.split('.')
-    for part in path:
-      target = target[part]
-    target[last] = value
+    set_field(config, key, value)
   return config
+
+
+def set_field(config, dotted, value):
+  """Sets `config.a.b = value` for `dotted='a.b'`."""
+  *path, last = dotted.split('.')
+  for part in path:
+    config = config[part]
+  config[last] = value
 
 
 @pytest.fixture

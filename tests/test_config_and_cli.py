@@ -8,7 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, set_field
 import config_checks
 from configs import default, jax_docs, jax_in_action
 
@@ -64,11 +64,7 @@ def test_shipped_configs_are_valid(get_config):
 ])
 def test_bad_values_name_field_and_value(field, value, message):
   config = default.get_config()
-  *path, last = field.split('.')
-  target = config
-  for part in path:
-    target = target[part]
-  target[last] = value
+  set_field(config, field, value)
   with pytest.raises(config_checks.ConfigError) as e:
     config_checks.validate(config)
   assert message in str(e.value)

@@ -123,7 +123,7 @@ def test_mismatched_checkpoint_is_refused_and_workdir_untouched(tmp_path, overri
 
 
 def test_keeps_latest_and_best_checkpoints(tmp_path):
-  _, _ = _run(tmp_path, num_epochs=4, keep_checkpoints=1)
+  _run(tmp_path, num_epochs=4, keep_checkpoints=1)
   steps = _steps(tmp_path)
   assert steps[-1] == 24
   with open(tmp_path / 'metrics.jsonl') as f:
