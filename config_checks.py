@@ -8,12 +8,14 @@ import os
 
 import jax
 
+import input_pipeline
 import losses
 import models
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'exponential', 'linear')
 NORMALIZATIONS = ('unit', 'standardize', 'raw')
+DTYPES = ('float32', 'bfloat16')
 
 
 class ConfigError(ValueError):
@@ -41,13 +43,15 @@ def validate(config) -> None:
   _one_of(config, 'loss', tuple(losses.LOSSES))
   _one_of(config, 'model.activation', tuple(models.ACTIVATIONS))
   _one_of(config, 'model.kernel_init', models.KERNEL_INITS)
+  _one_of(config, 'input_mode', input_pipeline.INPUT_MODES)
+  _one_of(config, 'dtype', DTYPES)
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
                 'keep_checkpoints', 'shuffle_buffer_size'):
     _require(isinstance(config[field], int) and config[field] >= 1, field,
              config[field], 'must be a positive integer')
-  _require(isinstance(config.checkpoint_every_steps, int) and
-           config.checkpoint_every_steps >= 0, 'checkpoint_every_steps',
-           config.checkpoint_every_steps, 'must be an integer >= 0')
+  for field in ('checkpoint_every_steps', 'steps_per_call'):
+    _require(isinstance(config[field], int) and config[field] >= 0, field,
+             config[field], 'must be an integer >= 0')
   _require(config.learning_rate > 0, 'learning_rate', config.learning_rate,
            'must be > 0')
   for field in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'end_lr_factor'):

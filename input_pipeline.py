@@ -1,33 +1,56 @@
-"""tf.data input from tensorflow-datasets, yielding numpy batches.
+"""Input from tensorflow-datasets: resident on the device, or streamed.
 
-Batches carry images as stored (uint8): the model scales them on the device,
-with the constants from `normalization_constants`, so four times fewer bytes
-cross from host to device.
+Two paths (`config.input_mode`):
 
-The training order is a pure function of (seed, epoch): a run resumed at step s
-of an epoch skips the first s batches of that epoch's order and sees exactly
-the batches an uninterrupted run would.
+- 'device': a split that fits is read once through tfds and kept on the device
+  as uint8. Each epoch's order is a permutation drawn on the device, and the
+  train step gathers its batch from the resident arrays by index, so a call of
+  many steps needs nothing from the host but a slice of indices.
+- 'stream': tf.data reads, shuffles (with a buffer) and batches on the host;
+  batches of several steps are stacked and sent to the device one call ahead of
+  the one running, so host input overlaps device compute.
+
+'auto' picks 'device' when the splits take at most a quarter of the device's
+memory. Either way images stay uint8 until the model scales them, and the order
+of an epoch is a pure function of (seed, epoch): a run resumed at step s of an
+epoch starts at batch s of that order and sees exactly the batches an
+uninterrupted run would.
 """
 
+import collections
 import dataclasses
-from typing import Iterator
+import functools
+import math
+import os
+from typing import Any, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import offline_data
 
+INPUT_MODES = ('auto', 'device', 'stream')
+# 'auto' keeps the data on the device up to this share of its memory.
+_DEVICE_MEMORY_SHARE = 0.25
 # Examples used to estimate the mean and std-dev for 'standardize'.
 _STATS_EXAMPLES = 10_000
 
 
 @dataclasses.dataclass
 class Data:
-  """This process's share of a dataset, decoded and cached."""
-  train: tf.data.Dataset  # Unbatched training examples of this process.
-  test: tf.data.Dataset  # Unbatched test examples of this process.
+  """This process's share of a dataset.
+
+  With mode 'device', `train` is {'image', 'label'} of device arrays and `test`
+  the same, padded to whole eval batches and stacked as [batches, batch, ...]
+  with a 'mask' of the real examples. With mode 'stream', both are tf.data
+  datasets of single decoded examples (cached).
+  """
+  mode: str  # 'device' or 'stream'.
+  train: Any
+  test: Any
   num_train: int  # Training examples of this process.
   num_test: int  # Test examples of this process.
   num_classes: int
@@ -52,24 +75,83 @@ def _builder(config):
   return builder
 
 
-def _load_split(builder, split):
-  """Loads this process's share of `split`, decoded once and cached."""
+def _device_memory_bytes() -> int:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return int(stats['bytes_limit'])
+  # The CPU backend reports nothing: its memory is the host's.
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def dataset_bytes(builder) -> int | None:
+  """Bytes of the train and test images and labels as stored; None if unknown."""
+  image = builder.info.features['image']
+  per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
+  try:
+    examples = sum(builder.info.splits[s].num_examples for s in ('train', 'test'))
+  except KeyError:  # No split metadata (e.g. tfds.testing.mock_data).
+    return None
+  return examples * per_example
+
+
+def choose_input_mode(config, builder) -> str:
+  """'device' or 'stream', as configured or, for 'auto', by size."""
+  if config.input_mode != 'auto':
+    return config.input_mode
+  size = dataset_bytes(builder)
+  fits = size is not None and size <= _DEVICE_MEMORY_SHARE * _device_memory_bytes()
+  return 'device' if fits else 'stream'
+
+
+def _examples(builder, split) -> tf.data.Dataset:
+  """This process's share of `split`, in stored order, labels as int32."""
   ds = builder.as_dataset(
       split=tfds.split_for_jax_process(split, drop_remainder=False),
       shuffle_files=False,
       read_config=tfds.ReadConfig(interleave_cycle_length=1))
-  ds = ds.map(lambda x: {'image': x['image'], 'label': tf.cast(x['label'], tf.int32)})
-  return ds.cache(), int(ds.cardinality())
+  return ds.map(lambda x: {'image': x['image'], 'label': tf.cast(x['label'], tf.int32)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _load_arrays(builder, split) -> dict:
+  """This process's share of `split` as numpy arrays, read in one pass."""
+  batches = list(tfds.as_numpy(_examples(builder, split).batch(8192)))
+  return {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label')}
+
+
+def stack_eval_batches(examples: dict, batch_size: int) -> dict:
+  """Pads `examples` to whole batches and stacks them as [batches, batch, ...].
+
+  'mask' marks the real examples, so every example counts once and the eval
+  step is compiled for one batch shape.
+  """
+  n = len(examples['label'])
+  num_batches = max(1, -(-n // batch_size))
+  pad = num_batches * batch_size - n
+  out = {}
+  for key, value in examples.items():
+    value = np.pad(value, [(0, pad)] + [(0, 0)] * (value.ndim - 1))
+    out[key] = value.reshape(num_batches, batch_size, *value.shape[1:])
+  out['mask'] = (np.arange(num_batches * batch_size) < n).reshape(num_batches, batch_size)
+  return out
 
 
 def create_datasets(config) -> Data:
   """Loads the train and test splits of `config.dataset`."""
   builder = _builder(config)
-  train, num_train = _load_split(builder, 'train')
-  test, num_test = _load_split(builder, 'test')
   features = builder.info.features
-  return Data(train=train, test=test, num_train=num_train, num_test=num_test,
-              num_classes=features['label'].num_classes,
+  mode = choose_input_mode(config, builder)
+  if mode == 'device':
+    train = _load_arrays(builder, 'train')
+    test = _load_arrays(builder, 'test')
+    num_train, num_test = len(train['label']), len(test['label'])
+    train = jax.device_put(train)
+    test = jax.device_put(stack_eval_batches(test, config.eval_batch_size))
+  else:
+    train, test = _examples(builder, 'train').cache(), _examples(builder, 'test').cache()
+    num_train, num_test = int(train.cardinality()), int(test.cardinality())
+  return Data(mode=mode, train=train, test=test, num_train=num_train,
+              num_test=num_test, num_classes=features['label'].num_classes,
               image_shape=tuple(features['image'].shape))
 
 
@@ -80,8 +162,11 @@ def normalization_constants(config, data: Data):
   if config.normalization == 'raw':
     return 0.0, 1.0
   if config.normalization == 'standardize':
-    images = np.stack([x['image'] for x in
-                       tfds.as_numpy(data.train.take(_STATS_EXAMPLES))])
+    if data.mode == 'device':
+      images = np.asarray(data.train['image'][:_STATS_EXAMPLES])
+    else:
+      images = np.stack([x['image'] for x in
+                         tfds.as_numpy(data.train.take(_STATS_EXAMPLES))])
     images = images.astype(np.float64)
     return float(images.mean()), float(images.std())
   raise ValueError(f'normalization={config.normalization!r} is not one of '
@@ -98,31 +183,67 @@ def steps_per_epoch(data: Data, global_batch_size: int) -> int:
   return data.num_train * jax.process_count() // global_batch_size
 
 
-def train_batches(data: Data, config, epoch: int,
-                  start_step: int = 0) -> Iterator[dict]:
-  """Yields this process's training batches of `epoch` from `start_step` on."""
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _epoch_order(key, num_examples: int, steps: int, batch_size: int, pad: int):
+  """Example indices [steps + pad, batch]: a permutation, then `pad` rows of 0."""
+  order = jax.random.permutation(key, num_examples)[:steps * batch_size]
+  order = order.reshape(steps, batch_size).astype(jnp.int32)
+  return jnp.pad(order, ((0, pad), (0, 0)))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _rows(order, start, length: int):
+  return jax.lax.dynamic_slice_in_dim(order, start, length)
+
+
+def _prefetch_to_device(iterator: Iterator, size: int = 2) -> Iterator:
+  """Keeps `size` (steps, batches) in flight to the device ahead of the consumer."""
+  queue = collections.deque()
+  for steps, batches in iterator:
+    queue.append((steps, jax.device_put(batches)))
+    if len(queue) == size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]],
+                call_length: int) -> Iterator[tuple[int, dict]]:
+  """Yields, per (start, stop) span of steps of `epoch`, one call's input.
+
+  Each item is (steps, batches) with batches of leading size `call_length` >=
+  steps, the rows past `steps` being padding, so every call has one shape and
+  the step is compiled once. Mode 'device' yields {'index': [call_length,
+  batch]} positions into `data.train`; mode 'stream' yields the stacked
+  batches {'image': [call_length, batch, ...], 'label': [call_length, batch]}.
+  """
   batch_size = config.batch_size // jax.process_count()
+  if data.mode == 'device':
+    order = _epoch_order(jax.random.key(epoch_seed(config.seed, epoch)),
+                         data.num_train, data.num_train // batch_size, batch_size,
+                         call_length)
+    for start, stop in spans:
+      yield stop - start, {'index': _rows(order, start, call_length)}
+    return
   ds = data.train.shuffle(
       min(config.shuffle_buffer_size, data.num_train),
       seed=epoch_seed(config.seed, epoch),
       reshuffle_each_iteration=False)
   ds = ds.batch(batch_size, drop_remainder=True)
-  ds = ds.skip(start_step).prefetch(tf.data.AUTOTUNE)
-  return iter(tfds.as_numpy(ds))
+  ds = ds.skip(spans[0][0] if spans else 0).prefetch(tf.data.AUTOTUNE)
+  batches = iter(tfds.as_numpy(ds))
+
+  def stacked():
+    for start, stop in spans:
+      steps = [next(batches) for _ in range(stop - start)]
+      steps += [jax.tree.map(np.zeros_like, steps[0])] * (call_length - len(steps))
+      yield stop - start, {k: np.stack([b[k] for b in steps]) for k in steps[0]}
+  yield from _prefetch_to_device(stacked())
 
 
 def eval_batches(data: Data, batch_size: int) -> Iterator[dict]:
-  """Yields the test split in batches of exactly `batch_size`.
-
-  The last batch is padded and `mask` marks the real examples, so every
-  example counts once and the step is compiled for one shape only.
-  """
+  """Yields the (streamed) test split in padded, masked batches of `batch_size`."""
   ds = data.test.batch(batch_size).prefetch(tf.data.AUTOTUNE)
   for batch in tfds.as_numpy(ds):
-    n = len(batch['label'])
-    pad = batch_size - n
-    yield {
-        'image': np.pad(batch['image'], [(0, pad)] + [(0, 0)] * (batch['image'].ndim - 1)),
-        'label': np.pad(batch['label'], (0, pad)),
-        'mask': np.arange(batch_size) < n,
-    }
+    stacked = stack_eval_batches(batch, batch_size)
+    yield {k: v[0] for k, v in stacked.items()}

@@ -2,9 +2,11 @@
 
 import json
 import os
+import time
 
 from clu import metric_writers
 import jax
+import numpy as np
 
 
 class MetricLogger:
@@ -21,14 +23,40 @@ class MetricLogger:
     self._writer.write_hparams(hparams)
 
   def write(self, step: int, split: str, metrics: dict) -> None:
-    """Logs `metrics` of `split` ('train' or 'eval') at `step`."""
+    """Logs `metrics` of `split` ('train', 'eval', 'epoch') at `step`."""
     metrics = {k: float(v) for k, v in metrics.items()}
     self._writer.write_scalars(step, {f'{split}_{k}': v for k, v in metrics.items()})
     if self._jsonl:
-      self._jsonl.write(json.dumps({'step': step, 'split': split,
+      self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
                                     'metrics': metrics}) + '\n')
 
   def close(self) -> None:
     self._writer.close()
     if self._jsonl:
       self._jsonl.close()
+
+
+class StepAverager:
+  """Averages per-step metrics over windows that end at multiples of `every`."""
+
+  def __init__(self, every: int):
+    self._every = every
+    self._sums, self._count = {}, 0
+
+  def add(self, first_step: int, per_step: dict) -> list:
+    """Takes metrics of steps first_step+1, first_step+2, ... (arrays [n]).
+
+    Returns:
+      [(step, averages)] for each window completed by these steps.
+    """
+    per_step = {k: np.asarray(v, np.float64) for k, v in jax.device_get(per_step).items()}
+    done = []
+    for i in range(len(next(iter(per_step.values())))):
+      for key, values in per_step.items():
+        self._sums[key] = self._sums.get(key, 0.0) + values[i]
+      self._count += 1
+      if (first_step + i + 1) % self._every == 0:
+        done.append((first_step + i + 1,
+                     {k: s / self._count for k, s in self._sums.items()}))
+        self._sums, self._count = {}, 0
+    return done

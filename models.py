@@ -1,6 +1,7 @@
 """The MLP classifier."""
 
-from typing import Callable, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -36,17 +37,19 @@ class MLP(nn.Module):
   init_scale: float = 0.01
   input_shift: float = 0.0
   input_scale: float = 255.0
+  dtype: Any = jnp.float32  # Compute dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
-    x = (x - self.input_shift) / self.input_scale
+    x = ((x - self.input_shift) / self.input_scale).astype(self.dtype)
     if self.kernel_init == 'normal':
       # The JAX docs' init draws biases from the same normal as the kernels.
       init = nn.initializers.normal(self.init_scale)
-      dense = lambda n: nn.Dense(n, kernel_init=init, bias_init=init)
+      dense = functools.partial(nn.Dense, kernel_init=init, bias_init=init,
+                                dtype=self.dtype)
     else:
-      dense = nn.Dense
+      dense = functools.partial(nn.Dense, dtype=self.dtype)
     rates = tuple(self.dropout_rates) or (0.0,) * len(self.hidden_sizes)
     for size, rate in zip(self.hidden_sizes, rates):
       x = dense(size)(x)
@@ -55,12 +58,14 @@ class MLP(nn.Module):
         x = nn.Dropout(rate, deterministic=not train)(x)
       if self.use_batchnorm:
         x = nn.BatchNorm(use_running_average=not train,
-                         momentum=self.batchnorm_momentum)(x)
-    return dense(self.num_classes)(x)
+                         momentum=self.batchnorm_momentum, dtype=self.dtype)(x)
+    # Losses and softmax in float32 whatever the compute dtype.
+    return dense(self.num_classes)(x).astype(jnp.float32)
 
 
-def create_model(model_config, num_classes, input_shift=0.0, input_scale=255.0):
-  """Builds the MLP from the `config.model` section."""
+def create_model(model_config, num_classes, input_shift=0.0, input_scale=255.0,
+                 dtype='float32'):
+  """Builds the MLP from the `config.model` section (`dtype`: compute dtype)."""
   return MLP(
       hidden_sizes=tuple(model_config.hidden_sizes),
       num_classes=num_classes,
@@ -72,4 +77,5 @@ def create_model(model_config, num_classes, input_shift=0.0, input_scale=255.0):
       init_scale=model_config.init_scale,
       input_shift=input_shift,
       input_scale=input_scale,
+      dtype=jnp.dtype(dtype),
   )

@@ -23,7 +23,7 @@ import checkpointing
 import config_checks
 import input_pipeline
 import losses
-from metric_logging import MetricLogger
+import metric_logging
 import models
 
 
@@ -117,9 +117,7 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def train_step(state: TrainState, batch, rng):
-  """One optimizer step; dropout is keyed by (rng, step), so it is replayable."""
+def _train_step(state: TrainState, batch, rng):
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -135,6 +133,44 @@ def train_step(state: TrainState, batch, rng):
   metrics = {'loss': loss,
              'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
   return state, metrics
+
+
+train_step = jax.jit(_train_step, donate_argnums=0)
+train_step.__doc__ = (
+    """One optimizer step; dropout is keyed by (rng, step), so it is replayable.""")
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def train_steps(state: TrainState, batches, rng, num_steps, source=None):
+  """Runs the first `num_steps` of `batches` in a single call (lax.scan).
+
+  Args:
+    state: the train state (donated).
+    batches: stacked batches {'image': [n, batch, ...], 'label': [n, batch]};
+      or, with `source`, {'index': [n, batch]} positions into `source`. Rows
+      from `num_steps` on are padding and skipped, so calls of any length up to
+      n share one compiled program.
+    rng: the run's dropout key (folded with each step's number).
+    num_steps: how many rows of `batches` to train on (<= n).
+    source: optional {'image', 'label'} arrays resident on the device.
+
+  Returns:
+    (state after num_steps steps, per-step metrics {'loss': [n],
+    'accuracy': [n]}, zero in the skipped rows).
+  """
+  def run(state, batch):
+    if source is not None:
+      batch = jax.tree.map(lambda x: x[batch['index']], source)
+    return _train_step(state, batch, rng)
+
+  def body(state, indexed):
+    i, batch = indexed
+    skip = lambda state, batch: (state, jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(run, state, batch)[1]))
+    return jax.lax.cond(i < num_steps, run, skip, state, batch)
+
+  n = jax.tree.leaves(batches)[0].shape[0]
+  return jax.lax.scan(body, state, (jnp.arange(n), batches))
 
 
 @jax.jit
@@ -155,16 +191,48 @@ def eval_step(state: TrainState, batch):
   }
 
 
+@jax.jit
+def eval_steps(state: TrainState, batches):
+  """`eval_step` sums over stacked batches [n, batch, ...], in one call."""
+  def body(totals, batch):
+    return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                       jax.eval_shape(eval_step, state, jax.tree.map(lambda x: x[0], batches)))
+  return jax.lax.scan(body, zeros, batches)[0]
+
+
 def evaluate(state: TrainState, data, batch_size: int) -> dict:
   """Loss and accuracy over every test example exactly once."""
-  totals = None
-  for batch in input_pipeline.eval_batches(data, batch_size):
-    sums = eval_step(state, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if data.mode == 'device':  # The whole split in one call.
+    totals = eval_steps(state, data.test)
+  else:
+    totals = None
+    for batch in input_pipeline.eval_batches(data, batch_size):
+      sums = eval_step(state, batch)
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = int(totals['count'])
   return {'loss': float(totals['loss_sum']) / count,
           'accuracy': float(totals['correct']) / count}
+
+
+def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
+               steps_per_call: int, checkpoint_every_steps: int) -> list:
+  """Splits the steps from `first` to the epoch's end into (start, stop) calls.
+
+  Positions are relative to the epoch. A call ends every `steps_per_call`
+  steps of the epoch (0: one call for the rest of the epoch) and at every
+  global step that is a multiple of `checkpoint_every_steps`, so checkpoints
+  land on exactly the steps configured.
+  """
+  ends = set(range(steps_per_call, steps_per_epoch, steps_per_call)
+             if steps_per_call else ())
+  if checkpoint_every_steps:
+    offset = -epoch_start % checkpoint_every_steps
+    ends.update(range(offset or checkpoint_every_steps, steps_per_epoch,
+                      checkpoint_every_steps))
+  ends = sorted(e for e in ends if e > first) + [steps_per_epoch]
+  return list(zip([first] + ends[:-1], ends))
 
 
 def _write_json(path: str, obj) -> None:
@@ -198,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   steps_per_epoch = input_pipeline.steps_per_epoch(data, config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   shift, scale = input_pipeline.normalization_constants(config, data)
-  model = models.create_model(config.model, data.num_classes, shift, scale)
+  model = models.create_model(config.model, data.num_classes, shift, scale,
+                              config.dtype)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(init_rng, config, model, data.image_shape,
                              steps_per_epoch)
@@ -214,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  logger = MetricLogger(workdir)
+  logger = metric_logging.MetricLogger(workdir)
   logger.write_hparams(_hparams(config))
   learning_rate_fn = create_learning_rate_fn(config, steps_per_epoch)
 
@@ -234,29 +303,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   else:
     logging.info('Training from step %d to %d (%d steps per epoch).',
                  step, total_steps, steps_per_epoch)
+  source = data.train if data.mode == 'device' else None
+  # One compiled length per run: calls never cross a checkpoint step.
+  call_length = min(config.steps_per_call or steps_per_epoch,
+                    config.checkpoint_every_steps or steps_per_epoch,
+                    steps_per_epoch)
+  averager = metric_logging.StepAverager(config.log_every_steps)
+
+  def log_train(first, num_steps, metrics):
+    metrics = jax.tree.map(lambda x: x[:num_steps], jax.device_get(metrics))
+    for at, averaged in averager.add(first, metrics):
+      averaged['learning_rate'] = learning_rate_fn(at - 1)
+      logger.write(at, 'train', averaged)
+
   for epoch in range(step // steps_per_epoch, config.num_epochs):
-    epoch_start, train_metrics = time.perf_counter(), []
-    for batch in input_pipeline.train_batches(
-        data, config, epoch, start_step=step - epoch * steps_per_epoch):
-      state, metrics = train_step(state, batch, dropout_rng)
-      step += 1
-      train_metrics.append(metrics)
-      if step % config.log_every_steps == 0:
-        averaged = jax.tree.map(lambda *x: jnp.stack(x).mean(), *train_metrics)
-        averaged['learning_rate'] = learning_rate_fn(step - 1)
-        logger.write(step, 'train', averaged)
-        train_metrics = []
+    epoch_start, epoch_first_step = time.perf_counter(), step
+    spans = call_spans(step - epoch * steps_per_epoch, epoch * steps_per_epoch,
+                       steps_per_epoch, config.steps_per_call,
+                       config.checkpoint_every_steps)
+    previous = None
+    for num_steps, batches in input_pipeline.train_calls(
+        data, config, epoch, spans, call_length):
+      state, metrics = train_steps(state, batches, dropout_rng, num_steps, source)
+      # The previous call is done by now; fetching its metrics (not this
+      # call's) lets the host prepare the next input while this one runs.
+      if previous:
+        log_train(*previous)
+      previous = (step, num_steps, metrics)
+      step += num_steps
       if (config.checkpoint_every_steps and step % steps_per_epoch and
           step % config.checkpoint_every_steps == 0):
         checkpoint()
+    log_train(*previous)
     eval_metrics = evaluate(state, data, config.eval_batch_size)
     meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'],
                                      eval_metrics['accuracy'])
     logger.write(step, 'eval', eval_metrics)
     checkpoint(eval_metrics)
-    logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.1f s).',
+    epoch_s = time.perf_counter() - epoch_start
+    logger.write(step, 'epoch', {
+        'wall_s': epoch_s,
+        'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
+    logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s, %s input).',
                  epoch + 1, config.num_epochs, eval_metrics['accuracy'],
-                 eval_metrics['loss'], time.perf_counter() - epoch_start)
+                 eval_metrics['loss'], epoch_s, data.mode)
   train_wall_s = meta['train_wall_s']  # As of the last checkpoint.
   if step == first_step:  # Nothing left to train: evaluate the restored state.
     eval_metrics = evaluate(state, data, config.eval_batch_size)

@@ -20,13 +20,23 @@ def get_config():
   # Input scaling: 'unit' = pixels/255 in [0, 1]; 'standardize' = zero mean,
   # unit variance over the training pixels; 'raw' = pixel values 0-255 as-is.
   config.normalization = 'unit'
-  config.shuffle_buffer_size = 60_000  # Examples in the shuffle buffer (>= split = exact shuffle).
+  # Where training data lives: 'device' = read once and kept on the
+  # accelerator (shuffled and batched there); 'stream' = tf.data on the host,
+  # for data too big for that; 'auto' = 'device' when it fits easily.
+  config.input_mode = 'auto'
+  config.shuffle_buffer_size = 60_000  # 'stream' only: shuffle buffer (>= split = exact shuffle).
 
   # Training loop.
   config.batch_size = 128  # Global training batch size.
   config.eval_batch_size = 1000  # Evaluation batch; the last one is padded and masked.
   config.num_epochs = 15  # Passes over the training split.
   config.seed = 0  # Seeds parameter init, dropout and the data order.
+  # Train steps per device call (one lax.scan); 0 = the rest of the epoch.
+  # Calls also end at checkpoint steps. Fewer, longer calls save host overhead.
+  config.steps_per_call = 0
+  # Compute dtype of the layers: 'float32' or 'bfloat16' (parameters,
+  # optimizer state and the loss stay float32).
+  config.dtype = 'float32'
 
   # Optimizer.
   config.optimizer = 'adam'  # sgd | momentum | nesterov | adam | adamw | rmsprop.

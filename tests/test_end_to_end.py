@@ -60,14 +60,16 @@ def test_run_writes_every_output(tmp_path):
     events = [json.loads(line) for line in f]
   assert [e['step'] for e in events if e['split'] == 'eval'] == [6, 12]
   assert [e['step'] for e in events if e['split'] == 'train'] == [2, 4, 6, 8, 10, 12]
+  assert [e['step'] for e in events if e['split'] == 'epoch'] == [6, 12]
   assert {'loss', 'accuracy', 'learning_rate'} <= set(events[0]['metrics'])
   assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize('input_mode', ['device', 'stream'])
+def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode):
   """Resumes from mid-epoch and epoch-end checkpoints land on the same result."""
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  kw = dict(checkpoint_every_steps=4, keep_checkpoints=10)
+  kw = dict(checkpoint_every_steps=4, keep_checkpoints=10, input_mode=input_mode)
   final_state, summary = _run(straight, **kw)
   assert _steps(straight) == [4, 6, 8, 12]
   for keep_up_to in (8, 4):  # Resume at step 8 (mid epoch 2), then at step 4.

@@ -4,6 +4,7 @@ import gzip
 import os
 import struct
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -33,18 +34,32 @@ def _write_mnist(directory, n_train=30, n_test=12, seed=0):
   return arrays
 
 
-def test_prepares_mnist_from_idx_files_and_reads_it_through_tfds(tmp_path):
+def _examples(data, split):
+  """(image bytes, label) of every example of `split`, in either input mode."""
+  if data.mode == 'stream':
+    return [(e['image'][..., 0].tobytes(), int(e['label']))
+            for e in tfds.as_numpy(getattr(data, split))]
+  arrays = jax.device_get(getattr(data, split))
+  if split == 'test':  # Stacked eval batches: keep the unmasked examples.
+    mask = arrays.pop('mask').reshape(-1)
+    arrays = {k: v.reshape(-1, *v.shape[2:])[mask] for k, v in arrays.items()}
+  return [(i[..., 0].tobytes(), int(l)) for i, l in zip(arrays['image'], arrays['label'])]
+
+
+@pytest.mark.parametrize('input_mode', ['device', 'stream'])
+def test_prepares_mnist_from_idx_files_and_reads_it_through_tfds(tmp_path, input_mode):
   manual_dir, data_dir = tmp_path / 'idx', tmp_path / 'tfds'
   manual_dir.mkdir()
   arrays = _write_mnist(manual_dir)
-  config = tiny_config(manual_dir=str(manual_dir), data_dir=str(data_dir))
+  config = tiny_config(manual_dir=str(manual_dir), data_dir=str(data_dir),
+                       input_mode=input_mode)
   data = input_pipeline.create_datasets(config)
+  assert data.mode == input_mode
   assert (data.num_train, data.num_test, data.num_classes) == (30, 12, 10)
   assert (data_dir / 'mnist').is_dir()  # Under TFDS's own name and version.
-  for split, ds in (('train', data.train), ('test', data.test)):
+  for split in ('train', 'test'):
     # TFDS stores examples in its own (hashed) order: compare as multisets.
-    read = sorted((e['image'][..., 0].tobytes(), int(e['label']))
-                  for e in tfds.as_numpy(ds))
+    read = sorted(_examples(data, split))
     images, labels = arrays[split]
     assert read == sorted((i.tobytes(), int(l)) for i, l in zip(images, labels))
   # The same dataset is found again with no manual_dir (already prepared).

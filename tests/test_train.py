@@ -66,7 +66,7 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch():
   n, batch_size = 37, 16  # 16 + 16 + 5 (padded to 16).
   examples = _batch(n, seed=3)
   data = input_pipeline.Data(
-      train=None, test=tf.data.Dataset.from_tensor_slices(examples),
+      mode='stream', train=None, test=tf.data.Dataset.from_tensor_slices(examples),
       num_train=0, num_test=n, num_classes=10, image_shape=(28, 28, 1))
   shapes = set()
   real_eval_step = train.eval_step

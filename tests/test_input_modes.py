@@ -1,0 +1,167 @@
+"""Device-resident and streamed input, scanned multi-step calls, bfloat16."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import tiny_config
+import input_pipeline
+import models
+import train
+
+NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch.
+
+
+@pytest.fixture
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def _state(config, steps_per_epoch=6):
+  model = models.create_model(config.model, 10, dtype=config.dtype)
+  return train.create_train_state(jax.random.key(0), config, model, (28, 28, 1),
+                                  steps_per_epoch)
+
+
+def _batches(n, batch=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (n, batch, 28, 28, 1), dtype=np.uint8),
+          'label': rng.integers(0, 10, (n, batch), dtype=np.int32)}
+
+
+@pytest.mark.parametrize('first, epoch_start, per_call, every, expected', [
+    (0, 0, 0, 0, [(0, 10)]),  # One call for the whole epoch.
+    (0, 0, 4, 0, [(0, 4), (4, 8), (8, 10)]),
+    (3, 0, 4, 0, [(3, 4), (4, 8), (8, 10)]),  # Resumed mid-epoch.
+    (0, 10, 0, 4, [(0, 2), (2, 6), (6, 10)]),  # Checkpoints at global 12, 16.
+    (0, 10, 3, 4, [(0, 2), (2, 3), (3, 6), (6, 9), (9, 10)]),
+    (0, 0, 20, 0, [(0, 10)]),
+])
+def test_call_spans_end_at_call_and_checkpoint_boundaries(first, epoch_start, per_call,
+                                                          every, expected):
+  assert train.call_spans(first, epoch_start, 10, per_call, every) == expected
+
+
+def test_scanned_steps_match_single_steps_and_skip_the_padding():
+  config = tiny_config(schedule='constant', learning_rate=1e-2)
+  batches, rng = _batches(5), jax.random.key(1)
+  single = _state(config)
+  single_losses = []
+  for i in range(3):
+    single, metrics = train.train_step(
+        single, jax.tree.map(lambda x: x[i], batches), rng)
+    single_losses.append(float(metrics['loss']))
+  scanned, metrics = train.train_steps(_state(config), batches, rng, 3)
+  assert int(scanned.step) == 3  # Rows 3 and 4 are padding.
+  np.testing.assert_allclose(metrics['loss'][:3], single_losses, rtol=1e-5)
+  assert np.all(np.asarray(metrics['loss'][3:]) == 0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               scanned.params, single.params)
+
+
+def test_scanned_steps_gather_from_resident_arrays():
+  config = tiny_config(schedule='constant')
+  batches, rng = _batches(4), jax.random.key(1)
+  source = {k: v.reshape(-1, *v.shape[2:]) for k, v in batches.items()}
+  index = {'index': np.arange(32, dtype=np.int32).reshape(4, 8)[::-1].copy()}
+  reversed_batches = jax.tree.map(lambda x: x[::-1], batches)
+  by_value, m1 = train.train_steps(_state(config), reversed_batches, rng, 4)
+  by_index, m2 = train.train_steps(_state(config), index, rng, 4, source)
+  np.testing.assert_array_equal(m1['loss'], m2['loss'])
+  jax.tree.map(np.testing.assert_array_equal, by_value.params, by_index.params)
+
+
+def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
+  config = tiny_config(input_mode='device')
+  data = input_pipeline.create_datasets(config)
+  assert data.mode == 'device'
+
+  def order(epoch):
+    calls = input_pipeline.train_calls(data, config, epoch, [(0, 6)], 6)
+    return [np.asarray(batches['index']) for _, batches in calls][0]
+  first = order(0)
+  assert first.shape == (6, 8)
+  assert len(np.unique(first)) == 48 and first.max() < NUM_EXAMPLES
+  np.testing.assert_array_equal(first, order(0))
+  assert not np.array_equal(first, order(1))
+  # A call starting mid-epoch sees the same rows as the whole-epoch order.
+  calls = input_pipeline.train_calls(data, config, 0, [(2, 5)], 4)
+  steps, batches = next(iter(calls))
+  assert steps == 3
+  np.testing.assert_array_equal(np.asarray(batches['index'])[:3], first[2:5])
+
+
+def test_stream_calls_stack_the_same_batches_in_any_call_length(mock_mnist):
+  config = tiny_config(input_mode='stream')
+  data = input_pipeline.create_datasets(config)
+  whole = list(input_pipeline.train_calls(data, config, 0, [(0, 6)], 6))
+  pieces = list(input_pipeline.train_calls(data, config, 0, [(1, 4), (4, 6)], 3))
+  assert [n for n, _ in pieces] == [3, 2]
+  assert pieces[1][1]['image'].shape == (3, 8, 28, 28, 1)  # Padded to 3 rows.
+  images = np.concatenate([np.asarray(b['image'])[:n] for n, b in pieces])
+  np.testing.assert_array_equal(images, np.asarray(whole[0][1]['image'])[1:])
+
+
+def test_device_and_stream_evaluate_every_example_alike(mock_mnist):
+  state = _state(tiny_config())
+  results = {}
+  for mode in ('device', 'stream'):
+    data = input_pipeline.create_datasets(tiny_config(input_mode=mode,
+                                                      eval_batch_size=16))
+    results[mode] = train.evaluate(state, data, 16)
+  assert results['device']['accuracy'] == results['stream']['accuracy']
+  assert results['device']['loss'] == pytest.approx(results['stream']['loss'], rel=1e-6)
+
+
+@pytest.mark.parametrize('input_mode', ['device', 'stream'])
+def test_steps_per_call_does_not_change_the_result(tmp_path, mock_mnist, input_mode):
+  results = []
+  for per_call in (0, 1, 4):
+    state, summary = train.train_and_evaluate(
+        tiny_config(input_mode=input_mode, steps_per_call=per_call),
+        str(tmp_path / f'{per_call}'))
+    assert int(state.step) == 12
+    results.append((summary['eval_loss'], state.params))
+  for loss, params in results[1:]:
+    assert loss == pytest.approx(results[0][0], rel=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 params, results[0][1])
+
+
+def test_auto_mode_keeps_what_fits_on_the_device(monkeypatch):
+  split = types.SimpleNamespace(num_examples=1000)
+  image = types.SimpleNamespace(shape=(28, 28, 1), np_dtype=np.uint8)
+  builder = types.SimpleNamespace(info=types.SimpleNamespace(
+      features={'image': image}, splits={'train': split, 'test': split}))
+  size = 2000 * (784 + 4)
+  assert input_pipeline.dataset_bytes(builder) == size
+  monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * size)
+  assert input_pipeline.choose_input_mode(tiny_config(), builder) == 'device'
+  monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * size - 1)
+  assert input_pipeline.choose_input_mode(tiny_config(), builder) == 'stream'
+  assert input_pipeline.choose_input_mode(
+      tiny_config(input_mode='device'), builder) == 'device'
+
+
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
+  config = tiny_config(dtype='bfloat16', schedule='constant', learning_rate=1e-2)
+  state = _state(config)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+  batches = _batches(30)
+  batches = jax.tree.map(lambda x: np.repeat(x[:1], 30, axis=0), batches)
+  hidden = state.apply_fn(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batches['image'][0], train=False,
+      capture_intermediates=lambda module, _: isinstance(module, models.nn.Dense))
+  intermediates = jax.tree.leaves(hidden[1])
+  assert intermediates and all(x.dtype == jnp.bfloat16 for x in intermediates)
+  assert hidden[0].dtype == jnp.float32  # Logits for the loss.
+  state, metrics = train.train_steps(state, batches, jax.random.key(0), 30)
+  assert float(metrics['loss'][-1]) < 0.5 * float(metrics['loss'][0])
+  assert all(jnp.dtype(x.dtype) == jnp.float32 for x in jax.tree.leaves(state.opt_state)
+             if jnp.issubdtype(x.dtype, jnp.floating))
