@@ -17,7 +17,6 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 import checkpointing
 import config_checks
@@ -25,6 +24,7 @@ import input_pipeline
 import losses
 import metric_logging
 import models
+import optimizers
 
 
 class TrainState(train_state.TrainState):
@@ -32,77 +32,6 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
   # Static, like apply_fn and tx: the objective (logits, labels) -> scalar.
   loss_fn: Callable = flax.struct.field(pytree_node=False, default=None)
-
-
-def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
-  """The schedule as a factor of the peak learning rate, by step."""
-  total = config.num_epochs * steps_per_epoch
-  if config.schedule == 'constant':
-    return optax.constant_schedule(1.0)
-  if config.schedule == 'cosine':
-    return optax.cosine_decay_schedule(1.0, total, alpha=config.end_lr_factor)
-  if config.schedule == 'warmup_cosine':
-    return optax.warmup_cosine_decay_schedule(
-        0.0, 1.0, int(config.warmup_epochs * steps_per_epoch), total,
-        end_value=config.end_lr_factor)
-  if config.schedule == 'exponential':
-    # decay_rate per decay_epochs, expressed per epoch so that `staircase`
-    # steps at epoch boundaries.
-    return optax.exponential_decay(
-        1.0, steps_per_epoch, config.decay_rate ** (1 / config.decay_epochs),
-        staircase=config.staircase)
-  if config.schedule == 'linear':
-    return optax.linear_schedule(1.0, config.end_lr_factor, total)
-  raise ValueError(f'schedule={config.schedule!r} is not one of '
-                   f'{config_checks.SCHEDULES}')
-
-
-def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
-  """The learning rate by step: `config.learning_rate` times the schedule."""
-  multiplier = _lr_multiplier(config, steps_per_epoch)
-  return lambda step: config.learning_rate * multiplier(step)
-
-
-def _decay_mask(params):
-  """Weight decay applies to kernels only, not to biases or BatchNorm."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
-def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The configured Optax optimizer.
-
-  The peak learning rate, weight decay and momentum are injected
-  hyperparameters: they live in the optimizer state, so a sweep can give each
-  member its own values in one vmapped program.
-  """
-  if config.optimizer not in config_checks.OPTIMIZERS:
-    raise ValueError(f'optimizer={config.optimizer!r} is not one of '
-                     f'{config_checks.OPTIMIZERS}')
-  multiplier = _lr_multiplier(config, steps_per_epoch)
-  name = config.optimizer
-
-  def make(learning_rate, weight_decay, momentum=None):
-    lr = lambda count: learning_rate * multiplier(count)
-    parts = []
-    if config.grad_clip_norm > 0:
-      parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    if name != 'adamw' and config.weight_decay > 0:
-      parts.append(optax.add_decayed_weights(weight_decay, mask=_decay_mask))
-    parts.append({
-        'sgd': lambda: optax.sgd(lr),
-        'momentum': lambda: optax.sgd(lr, momentum=momentum),
-        'nesterov': lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
-        'adam': lambda: optax.adam(lr),
-        'adamw': lambda: optax.adamw(lr, weight_decay=weight_decay, mask=_decay_mask),
-        'rmsprop': lambda: optax.rmsprop(lr, momentum=momentum),
-    }[name]())
-    return optax.chain(*parts)
-
-  hyperparams = {'learning_rate': config.learning_rate,
-                 'weight_decay': config.weight_decay}
-  if name in ('momentum', 'nesterov', 'rmsprop'):
-    hyperparams['momentum'] = config.momentum
-  return optax.inject_hyperparams(make)(**hyperparams)
 
 
 def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> TrainState:
@@ -113,11 +42,12 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
       params=variables['params'],
       batch_stats=variables.get('batch_stats', {}),
       loss_fn=losses.LOSSES[config.loss],
-      tx=create_optimizer(config, steps_per_epoch)).replace(
+      tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
 
 
 def _train_step(state: TrainState, batch, rng):
+  """One optimizer step; dropout is keyed by (rng, step), so it is replayable."""
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -135,9 +65,8 @@ def _train_step(state: TrainState, batch, rng):
   return state, metrics
 
 
+# The step alone, one call per step; `train_steps` scans the same function.
 train_step = jax.jit(_train_step, donate_argnums=0)
-train_step.__doc__ = (
-    """One optimizer step; dropout is keyed by (rng, step), so it is replayable.""")
 
 
 @functools.partial(jax.jit, donate_argnums=0)
@@ -285,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   logger = metric_logging.MetricLogger(workdir)
   logger.write_hparams(_hparams(config))
-  learning_rate_fn = create_learning_rate_fn(config, steps_per_epoch)
+  learning_rate_fn = optimizers.create_learning_rate_fn(config, steps_per_epoch)
 
   step = first_step = int(state.step)
   wall_before, start = meta['train_wall_s'], time.perf_counter()

@@ -12,6 +12,7 @@ import config_checks
 import input_pipeline
 import losses
 import models
+import optimizers
 import train
 
 
@@ -126,15 +127,15 @@ def test_learning_rate_schedules(schedule, expected):
   config = tiny_config(schedule=schedule, learning_rate=2.0, num_epochs=10,
                        warmup_epochs=1.0, end_lr_factor=0.1, decay_rate=0.5,
                        decay_epochs=2.0, staircase=True)
-  lr_fn = train.create_learning_rate_fn(config, steps_per_epoch=10)
+  lr_fn = optimizers.create_learning_rate_fn(config, steps_per_epoch=10)
   for step, factor in expected.items():
     assert float(lr_fn(step)) == pytest.approx(2.0 * factor, rel=1e-5), step
-  optimizer = train.create_optimizer(config, steps_per_epoch=10)
+  optimizer = optimizers.create_optimizer(config, steps_per_epoch=10)
   assert optimizer.init({'w': jnp.zeros(3)}).hyperparams['learning_rate'] == 2.0
 
 
 def test_weight_decay_spares_biases():
-  mask = train._decay_mask({'kernel': jnp.zeros((3, 4)), 'bias': jnp.zeros(4)})
+  mask = optimizers._decay_mask({'kernel': jnp.zeros((3, 4)), 'bias': jnp.zeros(4)})
   assert mask == {'kernel': True, 'bias': False}
 
 

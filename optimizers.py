@@ -1,0 +1,83 @@
+"""Optax optimizers and learning-rate schedules from the config.
+
+The peak learning rate, weight decay and momentum are injected
+hyperparameters (`optax.inject_hyperparams`): they live in the optimizer state,
+so the train step holds no Python-side values and a sweep can give each member
+its own in one vmapped program.
+"""
+
+import jax
+import optax
+
+import config_checks
+
+
+def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
+  """The schedule as a factor of the peak learning rate, by step."""
+  total = config.num_epochs * steps_per_epoch
+  if config.schedule == 'constant':
+    return optax.constant_schedule(1.0)
+  if config.schedule == 'cosine':
+    return optax.cosine_decay_schedule(1.0, total, alpha=config.end_lr_factor)
+  if config.schedule == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, int(config.warmup_epochs * steps_per_epoch), total,
+        end_value=config.end_lr_factor)
+  if config.schedule == 'exponential':
+    # decay_rate per decay_epochs, expressed per epoch so that `staircase`
+    # steps at epoch boundaries.
+    return optax.exponential_decay(
+        1.0, steps_per_epoch, config.decay_rate ** (1 / config.decay_epochs),
+        staircase=config.staircase)
+  if config.schedule == 'linear':
+    return optax.linear_schedule(1.0, config.end_lr_factor, total)
+  raise ValueError(f'schedule={config.schedule!r} is not one of '
+                   f'{config_checks.SCHEDULES}')
+
+
+def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
+  """The learning rate by step: `config.learning_rate` times the schedule."""
+  multiplier = _lr_multiplier(config, steps_per_epoch)
+  return lambda step: config.learning_rate * multiplier(step)
+
+
+def _decay_mask(params):
+  """Weight decay applies to kernels only, not to biases or BatchNorm."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The configured Optax optimizer.
+
+  The peak learning rate, weight decay and momentum are injected
+  hyperparameters: they live in the optimizer state, so a sweep can give each
+  member its own values in one vmapped program.
+  """
+  if config.optimizer not in config_checks.OPTIMIZERS:
+    raise ValueError(f'optimizer={config.optimizer!r} is not one of '
+                     f'{config_checks.OPTIMIZERS}')
+  multiplier = _lr_multiplier(config, steps_per_epoch)
+  name = config.optimizer
+
+  def make(learning_rate, weight_decay, momentum=None):
+    lr = lambda count: learning_rate * multiplier(count)
+    parts = []
+    if config.grad_clip_norm > 0:
+      parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    if name != 'adamw' and config.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(weight_decay, mask=_decay_mask))
+    parts.append({
+        'sgd': lambda: optax.sgd(lr),
+        'momentum': lambda: optax.sgd(lr, momentum=momentum),
+        'nesterov': lambda: optax.sgd(lr, momentum=momentum, nesterov=True),
+        'adam': lambda: optax.adam(lr),
+        'adamw': lambda: optax.adamw(lr, weight_decay=weight_decay, mask=_decay_mask),
+        'rmsprop': lambda: optax.rmsprop(lr, momentum=momentum),
+    }[name]())
+    return optax.chain(*parts)
+
+  hyperparams = {'learning_rate': config.learning_rate,
+                 'weight_decay': config.weight_decay}
+  if name in ('momentum', 'nesterov', 'rmsprop'):
+    hyperparams['momentum'] = config.momentum
+  return optax.inject_hyperparams(make)(**hyperparams)
