@@ -35,6 +35,8 @@ import offline_data
 INPUT_MODES = ('auto', 'device', 'stream')
 # 'auto' keeps the data on the device up to this share of its memory.
 _DEVICE_MEMORY_SHARE = 0.25
+# A streamed evaluation sends at most this many bytes of images per call.
+_EVAL_CALL_BYTES = 64 << 20
 # Examples used to estimate the mean and std-dev for 'standardize'.
 _STATS_EXAMPLES = 10_000
 
@@ -241,9 +243,24 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
   yield from _prefetch_to_device(stacked())
 
 
-def eval_batches(data: Data, batch_size: int) -> Iterator[dict]:
-  """Yields the (streamed) test split in padded, masked batches of `batch_size`."""
+def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
+  """Yields the test split as stacked, padded, masked eval batches, per call.
+
+  Mode 'device': the whole split, one call. Mode 'stream': as many batches
+  per call as fit in `_EVAL_CALL_BYTES` of images (at least one).
+  """
+  if data.mode == 'device':
+    yield data.test
+    return
   ds = data.test.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  group = []
   for batch in tfds.as_numpy(ds):
-    stacked = stack_eval_batches(batch, batch_size)
-    yield {k: v[0] for k, v in stacked.items()}
+    if not group:
+      per_batch = batch_size * batch['image'][0].nbytes
+      batches_per_call = max(1, _EVAL_CALL_BYTES // per_batch)
+    group.append(stack_eval_batches(batch, batch_size))
+    if len(group) == batches_per_call:
+      yield jax.tree.map(lambda *x: np.concatenate(x), *group)
+      group = []
+  if group:
+    yield jax.tree.map(lambda *x: np.concatenate(x), *group)

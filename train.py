@@ -132,13 +132,10 @@ def eval_steps(state: TrainState, batches):
 
 def evaluate(state: TrainState, data, batch_size: int) -> dict:
   """Loss and accuracy over every test example exactly once."""
-  if data.mode == 'device':  # The whole split in one call.
-    totals = eval_steps(state, data.test)
-  else:
-    totals = None
-    for batch in input_pipeline.eval_batches(data, batch_size):
-      sums = eval_step(state, batch)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = None
+  for batches in input_pipeline.eval_calls(data, batch_size):
+    sums = eval_steps(state, batches)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = int(totals['count'])
   return {'loss': float(totals['loss_sum']) / count,

@@ -5,7 +5,9 @@ r"""Speed and memory of the trainer against a minimal loop and PyTorch.
 
 Each part runs in a fresh subprocess (so start-up times and peak memory are
 per part), one after another in one run of this script, and the ratios compare
-figures of that run only:
+figures of that run only. The minimal loop and the trainer alternate
+`--repeats` times; an epoch time is the median over every epoch but the first
+(which compiles) of their runs:
 
   steps         samples/s of the trainer's train step and of a minimal
                 hand-written Flax/Optax step of the same model (per-call and
@@ -44,8 +46,8 @@ flags.DEFINE_string('data_dir', None, 'TFDS data dir; default: a temporary one.'
 flags.DEFINE_list('parts', ['steps', 'minimal_loop', 'trainer', 'torch'], 'What to run.')
 flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 flags.DEFINE_integer('epochs', 15, 'Epochs of the minimal loop (the default config has 15).')
+flags.DEFINE_integer('repeats', 2, 'Runs of the minimal loop and the trainer, alternated.')
 flags.DEFINE_string('part', None, 'Internal: run one part in this process.')
-flags.DEFINE_float('launch_time', None, 'Internal: when the driver started the part.')
 
 STEPS_PER_EPOCH = 60_000 // 128
 
@@ -137,6 +139,29 @@ def part_minimal_loop(data_dir, epochs):
   return {'epochs': baselines.run_minimal_loop(train_split, test_split, epochs)}
 
 
+def _run_minimal_loop(data_dir, epochs):
+  """The minimal loop in a fresh process, in the trainer's terms."""
+  result = _run_part('minimal_loop', f'--data_dir={data_dir}', f'--epochs={epochs}')
+  runs = result['epochs']
+  return {'epoch_s': [e['epoch_s'] for e in runs],
+          'to_98_s': next((e['time'] - result['launch_time'] for e in runs
+                           if e['accuracy'] >= 0.98), None),
+          'wall_s': result['wall_s'], 'eval_accuracy': runs[-1]['accuracy'],
+          'first_epoch_s': runs[0]['epoch_s'], 'peak_rss_mb': result['peak_rss_mb']}
+
+
+def _combine(runs):
+  """One summary of repeated runs: medians over runs and steady epochs."""
+  median = lambda key: (None if any(r[key] is None for r in runs)
+                        else statistics.median(r[key] for r in runs))
+  return {'runs': runs,
+          'steady_epoch_s': statistics.median(
+              t for r in runs for t in r['epoch_s'][1:]),
+          'first_epoch_s': median('first_epoch_s'), 'to_98_s': median('to_98_s'),
+          'wall_s': median('wall_s'), 'eval_accuracy': min(r['eval_accuracy'] for r in runs),
+          'peak_rss_mb': max(r['peak_rss_mb'] for r in runs)}
+
+
 def part_torch():
   import baselines  # pylint: disable=g-import-not-at-top
   try:
@@ -145,42 +170,39 @@ def part_torch():
     return {'skipped': f'torch not installed ({e})'}
 
 
+def _spawn(cmd, log_path):
+  """Runs `cmd` from the repo root; returns (launch time, wall s, peak RSS MB)."""
+  launch = time.time()
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+    _, status, usage = os.wait4(proc.pid, 0)
+  if status:
+    with open(log_path) as f:
+      raise RuntimeError(f'{" ".join(cmd)} failed:\n{f.read()[-3000:]}')
+  return launch, time.time() - launch, usage.ru_maxrss / 1024
+
+
 def _run_part(name, *args):
   """Runs one part in a fresh process; returns its JSON, wall time and peak RSS."""
   with tempfile.TemporaryDirectory() as tmp:
     out_path = os.path.join(tmp, 'out.json')
-    launch = time.time()
-    cmd = [sys.executable, os.path.abspath(__file__), f'--part={name}',
-           f'--launch_time={launch}', f'--json={out_path}', *args]
-    with open(os.path.join(tmp, 'log'), 'w') as log:
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
-      _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.time() - launch
-    if status:
-      with open(os.path.join(tmp, 'log')) as f:
-        raise RuntimeError(f'part {name} failed:\n{f.read()[-3000:]}')
+    launch, wall, rss = _spawn(
+        [sys.executable, os.path.abspath(__file__), f'--part={name}',
+         f'--json={out_path}', *args], os.path.join(tmp, 'log'))
     with open(out_path) as f:
       result = json.load(f)
-  result.update(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, launch_time=launch)
+  result.update(wall_s=wall, peak_rss_mb=rss, launch_time=launch)
   return result
 
 
 def _run_trainer(data_dir, manual_dir):
   """The default config from an empty workdir, as a user runs it."""
   with tempfile.TemporaryDirectory() as workdir:
-    launch = time.time()
-    cmd = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/default.py',
-           f'--workdir={workdir}', f'--config.data_dir={data_dir}',
-           f'--config.manual_dir={manual_dir}']
-    with open(os.path.join(workdir, 'stdout.log'), 'w') as log:
-      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
-      _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.time() - launch
-    if status:
-      with open(os.path.join(workdir, 'stdout.log')) as f:
-        raise RuntimeError(f'trainer failed:\n{f.read()[-3000:]}')
+    launch, wall, rss = _spawn(
+        [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/default.py',
+         f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+         f'--config.manual_dir={manual_dir}'], os.path.join(workdir, 'stdout.log'))
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       events = [json.loads(line) for line in f]
     with open(os.path.join(workdir, 'summary.json')) as f:
@@ -189,9 +211,8 @@ def _run_trainer(data_dir, manual_dir):
   epochs = [e['metrics']['wall_s'] for e in events if e['split'] == 'epoch']
   to_98 = next((e['time'] - launch for e in evals if e['metrics']['accuracy'] >= 0.98),
                None)
-  return {'epoch_s': epochs, 'steady_epoch_s': statistics.median(epochs[1:]),
-          'first_epoch_s': epochs[0], 'to_98_s': to_98, 'wall_s': wall,
-          'eval_accuracy': summary['eval_accuracy'], 'peak_rss_mb': usage.ru_maxrss / 1024}
+  return {'epoch_s': epochs, 'first_epoch_s': epochs[0], 'to_98_s': to_98,
+          'wall_s': wall, 'eval_accuracy': summary['eval_accuracy'], 'peak_rss_mb': rss}
 
 
 def _describe_machine():
@@ -225,14 +246,11 @@ def _report(results):
          steps['trainer_epoch_s'] / steps['trainer_bf16_epoch_s']),
     ]
   if trainer and steps:
-    rows.append(('trainer full epoch (s)', trainer['steady_epoch_s'],
+    rows.append(('trainer full epoch, median (s)', trainer['steady_epoch_s'],
                  'its steps only (s)', steps['trainer_epoch_s'],
                  _ratio(trainer['steady_epoch_s'], steps['trainer_epoch_s'])))
   if trainer and minimal:
-    minimal_epoch = statistics.median(e['epoch_s'] for e in minimal['epochs'][1:])
-    minimal['steady_epoch_s'] = minimal_epoch
-    minimal['to_98_s'] = next((e['time'] - minimal['launch_time'] for e in
-                               minimal['epochs'] if e['accuracy'] >= 0.98), None)
+    minimal_epoch = minimal['steady_epoch_s']
     rows += [
         ('trainer full epoch (s)', trainer['steady_epoch_s'],
          'minimal in-memory scan loop epoch (s)', minimal_epoch,
@@ -295,12 +313,20 @@ def main(argv):
   data_dir = FLAGS.data_dir or tempfile.mkdtemp(prefix='bench_tfds_')
   offline_data.prepare('mnist', data_dir, FLAGS.manual_dir)  # Not timed.
   results = {'machine': _describe_machine()}
+  paired = {'minimal_loop': lambda: _run_minimal_loop(data_dir, FLAGS.epochs),
+            'trainer': lambda: _run_trainer(data_dir, FLAGS.manual_dir)}
+  paired = {k: v for k, v in paired.items() if k in FLAGS.parts}
   for name in FLAGS.parts:
-    print(f'running {name} ...', flush=True)
-    if name == 'trainer':
-      results[name] = _run_trainer(data_dir, FLAGS.manual_dir)
-    else:
-      results[name] = _run_part(name, f'--data_dir={data_dir}', f'--epochs={FLAGS.epochs}')
+    if name not in paired:
+      print(f'running {name} ...', flush=True)
+      results[name] = _run_part(name)
+  # The loops alternate, so a slow spell of the machine hits both alike.
+  runs = {name: [] for name in paired}
+  for repeat in range(FLAGS.repeats):
+    for name, run in paired.items():
+      print(f'running {name} ({repeat + 1}/{FLAGS.repeats}) ...', flush=True)
+      runs[name].append(run())
+  results.update({name: _combine(r) for name, r in runs.items()})
   table = _report(results)
   print(json.dumps(results['machine']))
   print(table)

@@ -61,7 +61,7 @@ def test_dropout_key_depends_on_the_step():
   assert float(m0['loss']) != float(m1['loss'])
 
 
-def test_evaluation_counts_every_example_once_with_a_padded_last_batch():
+def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypatch):
   config = tiny_config()
   state = _state(config)
   n, batch_size = 37, 16  # 16 + 16 + 5 (padded to 16).
@@ -69,17 +69,13 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch():
   data = input_pipeline.Data(
       mode='stream', train=None, test=tf.data.Dataset.from_tensor_slices(examples),
       num_train=0, num_test=n, num_classes=10, image_shape=(28, 28, 1))
-  shapes = set()
-  real_eval_step = train.eval_step
-  def recording_eval_step(state, batch):
-    shapes.add(batch['image'].shape)
-    return real_eval_step(state, batch)
-  train.eval_step = recording_eval_step
-  try:
-    metrics = train.evaluate(state, data, batch_size)
-  finally:
-    train.eval_step = real_eval_step
-  assert shapes == {(batch_size, 28, 28, 1)}  # One compiled shape.
+  # Two batches' worth of images per call: calls of 2 and 1 batches.
+  monkeypatch.setattr(input_pipeline, '_EVAL_CALL_BYTES', 2 * batch_size * 784)
+  calls = list(input_pipeline.eval_calls(data, batch_size))
+  assert [c['image'].shape for c in calls] == [(2, batch_size, 28, 28, 1),
+                                               (1, batch_size, 28, 28, 1)]
+  assert sum(int(c['mask'].sum()) for c in calls) == n
+  metrics = train.evaluate(state, data, batch_size)
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           examples['image'], train=False)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, examples['label'])
