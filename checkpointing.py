@@ -4,8 +4,19 @@ Each checkpoint `WORKDIR/checkpoints/<step>/` holds two items: `state` (the
 train state as a plain state dict: params, batch_stats, optimizer state, step)
 and `meta` (JSON: epoch, best eval accuracy, accumulated wall time, ...). The
 manager keeps the latest `keep_checkpoints` plus the best by eval accuracy.
+
+Orbax writes each checkpoint to a temporary directory and renames it when
+complete, so a process killed mid-save leaves no half checkpoint under a step
+number. `meta` also holds a CRC32 of the state's bytes, checked on restore: a
+checkpoint damaged later (truncated or missing files) is detected, moved to
+`WORKDIR/broken_checkpoints/` and the run falls back to the previous one.
 """
 
+import os
+import shutil
+import zlib
+
+from absl import logging
 import flax
 import jax
 import numpy as np
@@ -17,6 +28,10 @@ BEST_METRIC = 'eval_accuracy'
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint whose structure does not fit the configured train state."""
+
+
+class BrokenCheckpointError(ValueError):
+  """A checkpoint that cannot be read back as it was written."""
 
 
 def create_manager(directory, keep_checkpoints: int) -> ocp.CheckpointManager:
@@ -42,8 +57,13 @@ def _flat_shapes(tree):
 
 def check_compatible(manager: ocp.CheckpointManager, step: int, state) -> None:
   """Raises CheckpointMismatchError naming how checkpoint `step` differs."""
-  saved = manager.item_metadata(step)['state']
+  try:
+    saved = manager.item_metadata(step)['state']
+  except (KeyError, OSError, ValueError) as e:
+    raise BrokenCheckpointError(f'unreadable metadata ({type(e).__name__})') from e
   saved = _flat_shapes(saved.tree if hasattr(saved, 'tree') else saved)
+  if not saved:
+    raise BrokenCheckpointError('no array metadata')
   wanted = _flat_shapes(flax.serialization.to_state_dict(state))
   where = f'{manager.directory}/{step}'
   # Parameters first: they say most plainly which config field differs.
@@ -71,14 +91,24 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, state) -> None:
           '--workdir or the config it was trained with.')
 
 
+def _digest(state_dict) -> int:
+  """CRC32 over every array's bytes, in a fixed (flattened-key) order."""
+  crc = 0
+  flat = flax.traverse_util.flatten_dict(state_dict, sep='/')
+  for key in sorted(flat):
+    crc = zlib.crc32(np.ascontiguousarray(jax.device_get(flat[key])).tobytes(), crc)
+  return crc
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
          metrics: dict | None = None) -> None:
   """Starts an asynchronous save; `metrics` rank it for keep-the-best."""
+  state_dict = flax.serialization.to_state_dict(state)
   manager.save(
       step,
       args=ocp.args.Composite(
-          state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-          meta=ocp.args.JsonSave(meta)),
+          state=ocp.args.StandardSave(state_dict),
+          meta=ocp.args.JsonSave({**meta, 'state_crc32': _digest(state_dict)})),
       metrics=metrics, force=True)
 
 
@@ -90,9 +120,49 @@ def restore(manager: ocp.CheckpointManager, step: int, state):
   """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                         flax.serialization.to_state_dict(state))
-  restored = manager.restore(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                              meta=ocp.args.JsonRestore()))
-  return (flax.serialization.from_state_dict(state, restored['state']),
-          restored['meta'])
+  try:
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                meta=ocp.args.JsonRestore()))
+  except Exception as e:  # Orbax/TensorStore raise many kinds.  pylint: disable=broad-except
+    raise BrokenCheckpointError(f'{type(e).__name__}: {str(e).splitlines()[0][:200]}') from e
+  meta = dict(restored['meta'])
+  if meta.pop('state_crc32', None) != _digest(restored['state']):
+    raise BrokenCheckpointError('the arrays read back differ from those saved (CRC32)')
+  return flax.serialization.from_state_dict(state, restored['state']), meta
+
+
+def restore_latest(manager: ocp.CheckpointManager, state, workdir: str):
+  """Restores the latest readable checkpoint, setting broken ones aside.
+
+  Broken checkpoints newer than the one restored are moved to
+  `workdir/broken_checkpoints/` (only once a good one is found, or none is
+  left), with a warning naming both. A checkpoint that does not fit the config
+  raises CheckpointMismatchError before anything is moved.
+
+  Returns:
+    (state, meta, step), or None when there is no usable checkpoint.
+  """
+  broken, found = [], None
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      check_compatible(manager, step, state)
+      found = (*restore(manager, step, state), step)
+      break
+    except BrokenCheckpointError as e:
+      broken.append((step, e))
+  if broken:
+    aside = os.path.join(workdir, 'broken_checkpoints')
+    os.makedirs(aside, exist_ok=True)
+    for step, error in broken:
+      target = os.path.join(aside, str(step))
+      while os.path.exists(target):
+        target += '_'
+      shutil.move(os.path.join(manager.directory, str(step)), target)
+      logging.warning('Checkpoint %s/%d is broken (%s); moved to %s; %s.',
+                      manager.directory, step, error, target,
+                      f'falling back to checkpoint {found[2]}' if found else
+                      'no earlier checkpoint is usable: starting from scratch')
+    manager.reload()
+  return found

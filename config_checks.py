@@ -8,6 +8,7 @@ import os
 
 import jax
 
+import divergence
 import input_pipeline
 import losses
 import models
@@ -45,8 +46,9 @@ def validate(config) -> None:
   _one_of(config, 'model.kernel_init', models.KERNEL_INITS)
   _one_of(config, 'input_mode', input_pipeline.INPUT_MODES)
   _one_of(config, 'dtype', DTYPES)
+  _one_of(config, 'nan_policy', divergence.NAN_POLICIES)
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
-                'keep_checkpoints', 'shuffle_buffer_size'):
+                'keep_checkpoints', 'shuffle_buffer_size', 'nan_skip_limit'):
     _require(isinstance(config[field], int) and config[field] >= 1, field,
              config[field], 'must be a positive integer')
   for field in ('checkpoint_every_steps', 'steps_per_call'):

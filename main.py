@@ -15,7 +15,9 @@ import tensorflow as tf
 
 import checkpointing
 import config_checks
+import divergence
 import offline_data
+import preemption
 import train
 
 FLAGS = flags.FLAGS
@@ -27,6 +29,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Exit statuses (documented in the README).
 EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+# Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
 
 _INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
                  checkpointing.CheckpointMismatchError)
@@ -51,6 +55,12 @@ def main(argv):
   except _INPUT_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+  except divergence.Diverged as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(EXIT_DIVERGED)
+  except preemption.Interrupted as e:
+    print(f'interrupted: {e}', file=sys.stderr)
+    sys.exit(e.exit_status)
 
 
 if __name__ == '__main__':

@@ -12,12 +12,20 @@ import numpy as np
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, resume_step: int = 0):
+    """Appends to `workdir`'s logs, dropping JSON lines after `resume_step`."""
     self._is_writer = jax.process_index() == 0
     self._writer = metric_writers.create_default_writer(
         workdir, just_logging=not self._is_writer, asynchronous=True)
-    self._jsonl = (open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-                   if self._is_writer else None)
+    self._jsonl = None
+    if self._is_writer:
+      path = os.path.join(workdir, 'metrics.jsonl')
+      if os.path.exists(path):
+        with open(path) as f:
+          kept = [line for line in f if json.loads(line)['step'] <= resume_step]
+        with open(path, 'w') as f:
+          f.writelines(kept)
+      self._jsonl = open(path, 'a')
 
   def write_hparams(self, hparams: dict) -> None:
     self._writer.write_hparams(hparams)

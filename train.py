@@ -17,14 +17,17 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 import checkpointing
 import config_checks
+import divergence
 import input_pipeline
 import losses
 import metric_logging
 import models
 import optimizers
+import preemption
 
 
 class TrainState(train_state.TrainState):
@@ -47,7 +50,12 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
 
 
 def _train_step(state: TrainState, batch, rng):
-  """One optimizer step; dropout is keyed by (rng, step), so it is replayable."""
+  """One optimizer step; dropout is keyed by (rng, step), so it is replayable.
+
+  A step whose loss or gradient is not finite changes nothing but the step
+  counter (metrics['finite'] = 0); `divergence` decides on the host whether
+  the run goes on.
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -58,9 +66,14 @@ def _train_step(state: TrainState, batch, rng):
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(
-      grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats))
-  metrics = {'loss': loss,
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  state = jax.lax.cond(
+      finite,
+      lambda: state.apply_gradients(
+          grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats)),
+      lambda: state.replace(step=state.step + 1))
+  metrics = {'loss': loss, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32),
              'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
   return state, metrics
 
@@ -201,24 +214,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   manager = checkpointing.create_manager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), config.keep_checkpoints)
   meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
-  latest = manager.latest_step()
-  if latest is not None:
-    checkpointing.check_compatible(manager, latest, state)
-    state, meta = checkpointing.restore(manager, latest, state)
+  restored = checkpointing.restore_latest(manager, state, workdir)
+  if restored:
+    state, meta, latest = restored
     logging.info('Restored checkpoint %s/%d.', manager.directory, latest)
 
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  logger = metric_logging.MetricLogger(workdir)
+  step = first_step = int(state.step)
+  # Lines past the checkpoint are from work the resume will redo.
+  logger = metric_logging.MetricLogger(workdir, resume_step=step)
   logger.write_hparams(_hparams(config))
   learning_rate_fn = optimizers.create_learning_rate_fn(config, steps_per_epoch)
-
-  step = first_step = int(state.step)
+  nonfinite = divergence.NonFiniteTracker(
+      config.nan_policy, config.nan_skip_limit, meta.get('skipped_steps', 0),
+      meta.get('nonfinite_in_a_row', 0))
   wall_before, start = meta['train_wall_s'], time.perf_counter()
   wall = lambda: wall_before + time.perf_counter() - start
 
   def checkpoint(eval_metrics=None):
-    meta.update(epoch=step // steps_per_epoch, train_wall_s=wall())
+    meta.update(epoch=step // steps_per_epoch, train_wall_s=wall(), **nonfinite.state())
     checkpointing.save(
         manager, step, state, meta=dict(meta),
         metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']})
@@ -236,51 +251,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                     steps_per_epoch)
   averager = metric_logging.StepAverager(config.log_every_steps)
 
-  def log_train(first, num_steps, metrics):
+  def finish_call(first, num_steps, metrics):
+    """Checks a finished call's steps for divergence, then logs them."""
     metrics = jax.tree.map(lambda x: x[:num_steps], jax.device_get(metrics))
+    nonfinite.update(first, metrics)
     for at, averaged in averager.add(first, metrics):
       averaged['learning_rate'] = learning_rate_fn(at - 1)
       logger.write(at, 'train', averaged)
 
-  for epoch in range(step // steps_per_epoch, config.num_epochs):
-    epoch_start, epoch_first_step = time.perf_counter(), step
-    spans = call_spans(step - epoch * steps_per_epoch, epoch * steps_per_epoch,
-                       steps_per_epoch, config.steps_per_call,
-                       config.checkpoint_every_steps)
-    previous = None
-    for num_steps, batches in input_pipeline.train_calls(
-        data, config, epoch, spans, call_length):
-      state, metrics = train_steps(state, batches, dropout_rng, num_steps, source)
-      # The previous call is done by now; fetching its metrics (not this
-      # call's) lets the host prepare the next input while this one runs.
-      if previous:
-        log_train(*previous)
-      previous = (step, num_steps, metrics)
-      step += num_steps
-      if (config.checkpoint_every_steps and step % steps_per_epoch and
-          step % config.checkpoint_every_steps == 0):
-        checkpoint()
-    log_train(*previous)
-    eval_metrics = evaluate(state, data, config.eval_batch_size)
-    meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'],
-                                     eval_metrics['accuracy'])
-    logger.write(step, 'eval', eval_metrics)
-    checkpoint(eval_metrics)
-    epoch_s = time.perf_counter() - epoch_start
-    logger.write(step, 'epoch', {
-        'wall_s': epoch_s,
-        'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
-    logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s, %s input).',
-                 epoch + 1, config.num_epochs, eval_metrics['accuracy'],
-                 eval_metrics['loss'], epoch_s, data.mode)
-  train_wall_s = meta['train_wall_s']  # As of the last checkpoint.
-  if step == first_step:  # Nothing left to train: evaluate the restored state.
-    eval_metrics = evaluate(state, data, config.eval_batch_size)
-    logger.write(step, 'eval', eval_metrics)
-
-  manager.wait_until_finished()
-  manager.close()
-  logger.close()
+  try:
+    with preemption.stop_on_signals() as stop:
+      for epoch in range(step // steps_per_epoch, config.num_epochs):
+        epoch_start, epoch_first_step = time.perf_counter(), step
+        spans = call_spans(step - epoch * steps_per_epoch, epoch * steps_per_epoch,
+                           steps_per_epoch, config.steps_per_call,
+                           config.checkpoint_every_steps)
+        pending = None
+        for num_steps, batches in input_pipeline.train_calls(
+            data, config, epoch, spans, call_length):
+          state, metrics = train_steps(state, batches, dropout_rng, num_steps, source)
+          # The previous call is done by now; checking its metrics (not this
+          # call's) lets the host prepare the next input while this one runs.
+          if pending:
+            finish_call(*pending)
+          pending = (step, num_steps, metrics)
+          step += num_steps
+          checkpoint_due = (config.checkpoint_every_steps and step % steps_per_epoch
+                            and step % config.checkpoint_every_steps == 0)
+          if checkpoint_due or stop:
+            finish_call(*pending)  # Never save a state that diverged.
+            pending = None
+            checkpoint()
+          if stop:
+            manager.wait_until_finished()
+            raise preemption.Interrupted(stop.signum, step, manager.directory)
+        if pending:
+          finish_call(*pending)
+        eval_metrics = evaluate(state, data, config.eval_batch_size)
+        meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'],
+                                         eval_metrics['accuracy'])
+        logger.write(step, 'eval', eval_metrics)
+        checkpoint(eval_metrics)
+        epoch_s = time.perf_counter() - epoch_start
+        logger.write(step, 'epoch', {
+            'wall_s': epoch_s,
+            'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
+        logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s, %s input).',
+                     epoch + 1, config.num_epochs, eval_metrics['accuracy'],
+                     eval_metrics['loss'], epoch_s, data.mode)
+    train_wall_s = meta['train_wall_s']  # As of the last checkpoint.
+    if step == first_step:  # Nothing left to train: evaluate the restored state.
+      eval_metrics = evaluate(state, data, config.eval_batch_size)
+      logger.write(step, 'eval', eval_metrics)
+  finally:
+    # Also on divergence or interruption: finish pending saves, flush logs.
+    manager.wait_until_finished()
+    manager.close()
+    logger.close()
   summary = {
       'eval_accuracy': eval_metrics['accuracy'],
       'eval_loss': eval_metrics['loss'],
@@ -289,6 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       'epoch': step / steps_per_epoch,
       'train_wall_s': train_wall_s,
       'examples_per_s': step * config.batch_size / train_wall_s if train_wall_s else 0.0,
+      'skipped_steps': nonfinite.skipped,
   }
   _write_json(os.path.join(workdir, 'summary.json'), summary)
   logging.info('Finished: %s', summary)

@@ -55,6 +55,12 @@ def get_config():
   config.decay_epochs = 5.0  # exponential: epochs per `decay_rate` factor.
   config.staircase = False  # exponential: change lr only at epoch boundaries.
 
+  # Non-finite loss or gradient: 'stop' = end the run with an error (the last
+  # good checkpoint stays); 'skip' = drop such updates and go on, ending the run
+  # after `nan_skip_limit` of them in a row.
+  config.nan_policy = 'stop'
+  config.nan_skip_limit = 10  # 'skip': consecutive non-finite steps tolerated.
+
   # Training objective (evaluation always reports standard cross-entropy):
   # 'cross_entropy' (mean over examples); 'class_mean_cross_entropy' (also
   # averaged over classes, as the JAX docs); 'batch_normalized_cross_entropy'

@@ -1,0 +1,68 @@
+"""Stop cleanly on SIGTERM or Ctrl-C: finish the call, checkpoint, exit.
+
+Orbax's own preemption sync needs the JAX distributed service; a
+single-process run gets this plain handler. The first signal only sets a flag
+that the training loop reads between device calls; a second Ctrl-C (or
+SIGTERM) exits at once.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+from absl import logging
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(Exception):
+  """Training stopped on a signal after saving a checkpoint of `step`."""
+
+  def __init__(self, signum: int, step: int, directory: str):
+    self.signum, self.step = signum, step
+    self.exit_status = 128 + signum  # The shell's convention: 143, 130.
+    super().__init__(
+        f'stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved '
+        f'in {directory}. Run the same command to continue.')
+
+
+class StopRequest:
+  """Set by the first SIGTERM/SIGINT; read by the training loop."""
+
+  def __init__(self):
+    self.signum = None
+
+  def __bool__(self):
+    return self.signum is not None
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:
+      print(f'{signal.Signals(signum).name} again: exiting now without a checkpoint.',
+            file=sys.stderr, flush=True)
+      os._exit(128 + signum)  # pylint: disable=protected-access
+    self.signum = signum
+    logging.warning('%s received: saving a checkpoint after the current call, then '
+                    'exiting (send it again to exit at once).',
+                    signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+  """Yields a StopRequest that SIGTERM/SIGINT set while the block runs.
+
+  Handlers can only be installed from the main thread; elsewhere the request
+  is never set and signals keep their previous behaviour.
+  """
+  request = StopRequest()
+  if threading.current_thread() is not threading.main_thread():
+    yield request
+    return
+  previous = {s: signal.signal(s, request._handle) for s in _SIGNALS}  # pylint: disable=protected-access
+  try:
+    yield request
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
