@@ -4,6 +4,7 @@ Each failure is a `ConfigError` with a one-line message naming the field and
 the offending value; `main.py` prints it without a traceback.
 """
 
+import difflib
 import os
 
 import jax
@@ -23,12 +24,23 @@ class ConfigError(ValueError):
   """A config value, workdir or dataset that the run cannot use."""
 
 
-def _one_of(config, field, choices):
-  value = config
+def suggest(value, choices) -> str:
+  """' (did you mean 'x'?)' for the nearest of `choices`, or ''."""
+  close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+  return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def _get(config, field):
   for part in field.split('.'):
-    value = value[part]
+    config = config[part]
+  return config
+
+
+def _one_of(config, field, choices):
+  value = _get(config, field)
   if value not in choices:
-    raise ConfigError(f'{field}={value!r} is not one of: {", ".join(choices)}')
+    raise ConfigError(f'{field}={value!r} is not one of: {", ".join(choices)}'
+                      f'{suggest(value, choices)}')
 
 
 def _require(ok: bool, field: str, value, why: str):
@@ -36,8 +48,17 @@ def _require(ok: bool, field: str, value, why: str):
     raise ConfigError(f'{field}={value!r}: {why}')
 
 
+_NUMBERS = ('learning_rate', 'momentum', 'weight_decay', 'grad_clip_norm',
+            'warmup_epochs', 'end_lr_factor', 'decay_rate', 'decay_epochs',
+            'model.batchnorm_momentum', 'model.init_scale')
+
+
 def validate(config) -> None:
   """Raises ConfigError for the first invalid field of `config`."""
+  for field in _NUMBERS:  # Config files can set any type; flags cannot.
+    value = _get(config, field)
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool),
+             field, value, 'must be a number')
   _one_of(config, 'optimizer', OPTIMIZERS)
   _one_of(config, 'schedule', SCHEDULES)
   _one_of(config, 'normalization', NORMALIZATIONS)

@@ -19,6 +19,7 @@ uninterrupted run would.
 
 import collections
 import dataclasses
+import difflib
 import functools
 import math
 import os
@@ -63,7 +64,18 @@ def _builder(config):
   """Returns the TFDS builder, preparing the dataset first if needed."""
   if config.manual_dir:
     offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    close = difflib.get_close_matches(config.dataset, tfds.list_builders(with_community_datasets=False), n=1)
+    raise offline_data.DataError(
+        f'dataset={config.dataset!r} is not a TFDS dataset'
+        + (f' (did you mean {close[0]!r}?)' if close else '')) from e
+  features = builder.info.features
+  if not {'image', 'label'} <= set(features.keys()):
+    raise offline_data.DataError(
+        f'dataset={config.dataset!r} has no image and label features '
+        f'(it has: {", ".join(features.keys())})')
   try:
     builder.download_and_prepare()
   except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.

@@ -5,6 +5,7 @@
 """
 
 import logging as std_logging
+import re
 import sys
 
 from absl import app
@@ -41,6 +42,27 @@ def _quiet_orbax(record) -> bool:
   return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def _parse_flags(argv):
+  """absl's parsing, but bad flags or config fields are one line and status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    _refuse(str(e).splitlines()[0])
+  except AttributeError as e:  # ml_collections: a field the config lacks.
+    message = str(e).replace('\\n', ' ').replace('\\', '')
+    field = re.search(r"'(\w+)'", message)
+    if not field:
+      raise
+    hint = re.search(r'Did you mean "(\w+)"', message)
+    _refuse(f'unknown config field {field.group(1)!r} in the --config overrides'
+            + (f' (did you mean {hint.group(1)!r}?)' if hint else ''))
+
+
+def _refuse(message):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(EXIT_BAD_INPUT)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -53,8 +75,7 @@ def main(argv):
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except _INPUT_ERRORS as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    _refuse(e)
   except divergence.Diverged as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_DIVERGED)
@@ -64,4 +85,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

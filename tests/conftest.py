@@ -1,8 +1,11 @@
 """Shared fixtures: the repo on sys.path, tiny configs, real MNIST if present."""
 
+import gzip
 import os
+import struct
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,6 +17,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 tf.config.set_visible_devices([], 'GPU')
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+import offline_data  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MNIST_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'mnist')
 
@@ -31,6 +35,28 @@ def tiny_config(**overrides):
   for key, value in overrides.items():
     set_field(config, key, value)
   return config
+
+
+def write_idx(path, array, truncate=0):
+  """Writes `array` as a gzipped IDX file (optionally cut short)."""
+  header = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(f'>{array.ndim}I', *array.shape)
+  payload = header + array.astype(np.uint8).tobytes()
+  with gzip.open(path, 'wb') as f:
+    f.write(payload[:len(payload) - truncate] if truncate else payload)
+
+
+def write_mnist(directory, n_train=30, n_test=12, seed=0):
+  """Random MNIST-shaped IDX files in `directory`; returns the arrays."""
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for split, n in (('train', n_train), ('test', n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, (n,), dtype=np.uint8)
+    image_file, label_file = offline_data.IDX_FILES[split]
+    write_idx(os.path.join(directory, image_file), images)
+    write_idx(os.path.join(directory, label_file), labels)
+    arrays[split] = (images, labels)
+  return arrays
 
 
 def set_field(config, dotted, value):

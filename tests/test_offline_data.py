@@ -1,8 +1,6 @@
 """Offline preparation of MNIST from IDX files, and its validation."""
 
-import gzip
 import os
-import struct
 
 import jax
 import numpy as np
@@ -10,28 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.conftest import tiny_config
+from tests.conftest import write_idx as _write_idx
+from tests.conftest import write_mnist as _write_mnist
 import input_pipeline
 import offline_data
-
-
-def _write_idx(path, array, truncate=0):
-  header = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(f'>{array.ndim}I', *array.shape)
-  payload = header + array.astype(np.uint8).tobytes()
-  with gzip.open(path, 'wb') as f:
-    f.write(payload[:len(payload) - truncate] if truncate else payload)
-
-
-def _write_mnist(directory, n_train=30, n_test=12, seed=0):
-  rng = np.random.default_rng(seed)
-  arrays = {}
-  for split, n in (('train', n_train), ('test', n_test)):
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, (n,), dtype=np.uint8)
-    image_file, label_file = offline_data.IDX_FILES[split]
-    _write_idx(os.path.join(directory, image_file), images)
-    _write_idx(os.path.join(directory, label_file), labels)
-    arrays[split] = (images, labels)
-  return arrays
 
 
 def _examples(data, split):

@@ -1,0 +1,221 @@
+"""Crash safety: broken checkpoints, divergence, signals, kills, bad input."""
+
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import ROOT, tiny_config, write_mnist
+import checkpointing
+import config_checks
+import divergence
+import models
+import train
+
+NUM_EXAMPLES = 50  # Mock splits: 6 steps of 8 per epoch.
+
+
+@pytest.fixture
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def _digest(path):
+  out = {}
+  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True)):
+    if os.path.isfile(name):
+      with open(name, 'rb') as f:
+        out[os.path.relpath(name, path)] = f.read()
+  return out
+
+
+def _steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if d.isdigit())
+
+
+def _largest_file(directory):
+  files = [f for f in glob.glob(os.path.join(directory, '**'), recursive=True)
+           if os.path.isfile(f)]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'delete'])
+def test_broken_latest_checkpoint_falls_back_to_the_previous(tmp_path, mock_mnist,
+                                                             damage, caplog):
+  kw = dict(checkpoint_every_steps=4, keep_checkpoints=10, input_mode='device')
+  workdir = tmp_path
+  _, straight = train.train_and_evaluate(tiny_config(**kw), str(workdir))
+  assert _steps(workdir) == [4, 6, 8, 12]
+  victim = _largest_file(workdir / 'checkpoints' / '12')
+  if damage == 'truncate':
+    with open(victim, 'r+b') as f:
+      f.truncate(os.path.getsize(victim) // 2)
+  else:
+    os.remove(victim)
+  _, resumed = train.train_and_evaluate(tiny_config(**kw), str(workdir))
+  warnings = [r.getMessage() for r in caplog.records if 'is broken' in r.getMessage()]
+  assert len(warnings) == 1
+  assert '/12 is broken' in warnings[0] and 'falling back to checkpoint 8' in warnings[0]
+  assert os.path.isdir(workdir / 'broken_checkpoints' / '12')
+  assert _steps(workdir) == [4, 6, 8, 12]  # Step 12 trained and saved again.
+  assert resumed['eval_loss'] == straight['eval_loss']
+
+
+def test_checksum_catches_a_checkpoint_that_reads_back_wrong(tmp_path, mock_mnist):
+  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  meta_path = tmp_path / 'checkpoints' / '12' / 'meta' / 'metadata'
+  meta = json.loads(meta_path.read_text())
+  meta['state_crc32'] ^= 1  # As if the arrays had changed on disk.
+  meta_path.write_text(json.dumps(meta))
+  state, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert int(state.step) == 12 and summary['step'] == 12
+  assert os.path.isdir(tmp_path / 'broken_checkpoints' / '12')
+
+
+def test_nonfinite_step_changes_nothing_but_the_counter():
+  config = tiny_config(schedule='constant', optimizer='sgd', learning_rate=0.1)
+  model = models.create_model(config.model, 10)
+  state = train.create_train_state(jax.random.key(0), config, model, (28, 28, 1), 6)
+  # Kernels near float32's limit overflow the logits to inf: the loss is NaN.
+  state = state.replace(params=jax.tree.map(lambda p: p * 1e37, state.params))
+  before = jax.device_get(state.params)
+  batch = {'image': np.full((8, 28, 28, 1), 255, np.uint8),
+           'label': np.arange(8, dtype=np.int32)}
+  state, metrics = train.train_step(state, batch, jax.random.key(1))
+  assert float(metrics['finite']) == 0.0
+  assert not np.isfinite(float(metrics['loss']) * float(metrics['grad_norm']))
+  assert int(state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), before)
+
+
+def test_nan_policies_on_the_host():
+  bad = {'finite': np.array([1, 0, 0, 1, 0, 0, 0]), 'loss': np.full(7, np.nan),
+         'grad_norm': np.full(7, np.inf)}
+  with pytest.raises(divergence.Diverged, match=r'at step 12: loss=nan.*stop'):
+    divergence.NonFiniteTracker('stop', 5).update(10, bad)
+  skip = divergence.NonFiniteTracker('skip', 3)
+  with pytest.raises(divergence.Diverged, match=r'at step 17: .*3 non-finite steps in a row'):
+    skip.update(10, bad)
+  assert skip.skipped == 5
+  tolerant = divergence.NonFiniteTracker('skip', 4)
+  tolerant.update(10, bad)
+  assert tolerant.state() == {'skipped_steps': 5, 'nonfinite_in_a_row': 3}
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
+                                                                      mock_mnist):
+  config = tiny_config(optimizer='sgd', schedule='constant', learning_rate=1e30,
+                       checkpoint_every_steps=1, steps_per_call=1,
+                       normalization='raw', **{'model.use_batchnorm': False,
+                                              'model.dropout_rates': (0.0,)})
+  with pytest.raises(divergence.Diverged, match=r'training diverged at step (\d+)') as e:
+    train.train_and_evaluate(config, str(tmp_path))
+  bad_step = int(e.value.args[0].split('step ')[1].split(':')[0])
+  saved = _steps(tmp_path) if (tmp_path / 'checkpoints').exists() else []
+  assert all(s < bad_step for s in saved)
+  manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 10)
+  model = models.create_model(config.model, 10, 0.0, 1.0)
+  template = train.create_train_state(jax.random.key(0), config, model, (28, 28, 1), 6)
+  for step in saved:  # Every saved state is finite.
+    state, _ = checkpointing.restore(manager, step, template)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
+  manager.close()
+
+
+def _main_cmd(workdir, *overrides):
+  return [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/default.py',
+          f'--workdir={workdir}', *overrides]
+
+
+def _start(cmd, log):
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+
+
+def _wait_for_training(workdir, proc, timeout=180):
+  """Returns once a train metric is logged (training is under way)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(path):
+      with open(path) as f:
+        if any('"train"' in line for line in f):
+          return
+    time.sleep(0.05)
+  raise AssertionError(f'training did not start (exit {proc.poll()})')
+
+
+def test_sigterm_saves_the_current_step_and_the_next_run_continues(tmp_path):
+  manual_dir = tmp_path / 'idx'
+  manual_dir.mkdir()
+  write_mnist(manual_dir, n_train=4096, n_test=256)
+  workdir = tmp_path / 'run'
+  cmd = _main_cmd(workdir, f'--config.manual_dir={manual_dir}',
+                  f'--config.data_dir={tmp_path / "tfds"}', '--config.num_epochs=30',
+                  '--config.batch_size=32', '--config.steps_per_call=8',
+                  '--config.log_every_steps=8', '--config.eval_batch_size=256')
+  with open(tmp_path / 'first.log', 'w') as log:
+    proc = _start(cmd, log)
+    _wait_for_training(workdir, proc)
+    time.sleep(0.5)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(timeout=60)
+    took = time.time() - sent
+  output = (tmp_path / 'first.log').read_text()
+  assert status == 128 + signal.SIGTERM, output[-2000:]
+  assert took < 20
+  stopped_at = int(output.split('stopped by SIGTERM at step ')[1].split(';')[0])
+  assert 0 < stopped_at < 30 * 128
+  assert _steps(workdir)[-1] == stopped_at
+  with open(tmp_path / 'second.log', 'w') as log:
+    assert _start(cmd, log).wait(timeout=300) == 0
+  output = (tmp_path / 'second.log').read_text()
+  assert f'Restored checkpoint {workdir}/checkpoints/{stopped_at}' in output
+  assert json.loads((workdir / 'summary.json').read_text())['step'] == 30 * 128
+
+
+@pytest.mark.slow
+def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
+                                                         mnist_data_dir):
+  """The issue's acceptance run: real MNIST, 2 epochs, checkpoints every 100."""
+  overrides = (f'--config.manual_dir={mnist_dir}', f'--config.data_dir={mnist_data_dir}',
+               '--config.num_epochs=2', '--config.checkpoint_every_steps=100',
+               '--config.keep_checkpoints=2')
+  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+  with open(tmp_path / 'straight.log', 'w') as log:
+    assert _start(_main_cmd(straight, *overrides), log).wait(timeout=300) == 0
+  rng = random.Random(int(time.time()))
+  kills = []
+  for attempt in range(3):
+    with open(tmp_path / f'kill{attempt}.log', 'w') as log:
+      proc = _start(_main_cmd(killed, *overrides), log)
+      _wait_for_training(killed, proc)
+      if attempt == 1:  # Aim at a checkpoint being written.
+        deadline = time.time() + 10
+        while (time.time() < deadline and proc.poll() is None and
+               not glob.glob(str(killed / 'checkpoints' / '*tmp*'))):
+          time.sleep(0.002)
+      else:
+        time.sleep(rng.uniform(0, 1.5))
+      proc.send_signal(signal.SIGKILL)
+      kills.append((proc.wait(timeout=60), _steps(killed)))
+  assert [status for status, _ in kills] == [-signal.SIGKILL] * 3, kills
+  with open(tmp_path / 'final.log', 'w') as log:
+    assert _start(_main_cmd(killed, *overrides), log).wait(timeout=300) == 0
+  expected = json.loads((straight / 'summary.json').read_text())
+  got = json.loads((killed / 'summary.json').read_text())
+  assert got['eval_loss'] == expected['eval_loss'], kills
+  assert got['eval_accuracy'] == expected['eval_accuracy']
+  assert got['step'] == expected['step'] == 936
