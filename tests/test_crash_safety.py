@@ -1,5 +1,6 @@
 """Crash safety: broken checkpoints, divergence, signals, kills, bad input."""
 
+import functools
 import glob
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -19,6 +21,7 @@ import checkpointing
 import config_checks
 import divergence
 import models
+import offline_data
 import train
 
 NUM_EXAMPLES = 50  # Mock splits: 6 steps of 8 per epoch.
@@ -219,3 +222,78 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
   assert got['eval_loss'] == expected['eval_loss'], kills
   assert got['eval_accuracy'] == expected['eval_accuracy']
   assert got['step'] == expected['step'] == 936
+
+
+@pytest.fixture(scope='module')
+def finished_workdir(tmp_path_factory):
+  """One finished run that every refused input below must leave as it is."""
+  workdir = tmp_path_factory.mktemp('finished')
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    train.train_and_evaluate(tiny_config(), str(workdir))
+  return workdir
+
+
+@pytest.mark.parametrize('overrides, error, message', [
+    ({'optimizer': 'adamm'}, config_checks.ConfigError, "did you mean 'adam'"),
+    ({'model.activation': 'rleu'}, config_checks.ConfigError, "did you mean 'relu'"),
+    ({'learning_rate': 'fast'}, config_checks.ConfigError,
+     "learning_rate='fast': must be a number"),
+    ({'learning_rate': -0.1}, config_checks.ConfigError, 'learning_rate=-0.1: must be > 0'),
+    ({'batch_size': 0}, config_checks.ConfigError, 'batch_size=0: must be a positive'),
+    ({'model.dropout_rates': (1.0,)}, config_checks.ConfigError, 'must be in [0, 1)'),
+    ({'nan_policy': 'ignore'}, config_checks.ConfigError, "nan_policy='ignore'"),
+    ({'dataset': 'mnst'}, offline_data.DataError, "did you mean 'mnist'"),
+    ({'batch_size': 1000}, config_checks.ConfigError, 'larger than the training split'),
+    ({'manual_dir': '/nonexistent/mnist'}, config_checks.ConfigError,
+     "manual_dir='/nonexistent/mnist': is not a directory"),
+    ({'model.hidden_sizes': (32,)}, checkpointing.CheckpointMismatchError,
+     'does not fit the config'),
+])
+def test_bad_input_is_refused_and_the_finished_workdir_untouched(
+    finished_workdir, mock_mnist, overrides, error, message):
+  before = _digest(finished_workdir)
+  # As a config file would write them: any type, not only the default's.
+  values = tiny_config().to_dict()
+  for dotted, value in overrides.items():
+    *path, last = dotted.split('.')
+    functools.reduce(dict.__getitem__, path, values)[last] = value
+  with pytest.raises(error) as e:
+    train.train_and_evaluate(ml_collections.ConfigDict(values), str(finished_workdir))
+  assert message in str(e.value) and '\n' not in str(e.value)
+  assert _digest(finished_workdir) == before
+
+
+def test_batch_not_divisible_by_the_devices_is_refused(finished_workdir, mock_mnist,
+                                                      monkeypatch):
+  before = _digest(finished_workdir)
+  monkeypatch.setattr(jax, 'device_count', lambda: 3)
+  with pytest.raises(config_checks.ConfigError, match='not divisible by the 3 devices'):
+    train.train_and_evaluate(tiny_config(), str(finished_workdir))
+  assert _digest(finished_workdir) == before
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path, mock_mnist):
+  path = tmp_path / 'file'
+  path.write_text('keep me')
+  with pytest.raises(config_checks.ConfigError, match='is not a directory'):
+    train.train_and_evaluate(tiny_config(), str(path))
+  assert path.read_text() == 'keep me'
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config.lerning_rate=0.1',
+     "error: unknown config field 'lerning_rate' in the --config overrides "
+     "(did you mean 'learning_rate'?)"),
+    ('--config.batch_size=large', 'error: flag --config.batch_size=large: '),
+])
+def test_cli_refuses_misspelt_fields_and_wrong_types_in_one_line(finished_workdir, flag,
+                                                                  message):
+  before = _digest(finished_workdir)
+  result = subprocess.run(_main_cmd(finished_workdir, flag), cwd=ROOT, text=True,
+                          capture_output=True, timeout=120,
+                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-1000:]
+  assert 'Traceback' not in result.stderr
+  assert _digest(finished_workdir) == before
