@@ -96,6 +96,6 @@ def test_cli_bad_value_is_one_line_and_touches_nothing(tmp_path):
   assert result.returncode == 2
   errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert errors == ["error: optimizer='adamm' is not one of: sgd, momentum, "
-                    'nesterov, adam, adamw, rmsprop']
+                    "nesterov, adam, adamw, rmsprop (did you mean 'adam'?)"]
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()
