@@ -37,6 +37,7 @@ class MetricLogger:
     if self._jsonl:
       self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
                                     'metrics': metrics}) + '\n')
+      self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
 
   def close(self) -> None:
     self._writer.close()
