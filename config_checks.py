@@ -13,6 +13,7 @@ import divergence
 import input_pipeline
 import losses
 import models
+import progress
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'exponential', 'linear')
@@ -50,7 +51,7 @@ def _require(ok: bool, field: str, value, why: str):
 
 _NUMBERS = ('learning_rate', 'momentum', 'weight_decay', 'grad_clip_norm',
             'warmup_epochs', 'end_lr_factor', 'decay_rate', 'decay_epochs',
-            'model.batchnorm_momentum', 'model.init_scale')
+            'model.batchnorm_momentum', 'model.init_scale', 'progress_every_s')
 
 
 def validate(config) -> None:
@@ -68,6 +69,15 @@ def validate(config) -> None:
   _one_of(config, 'input_mode', input_pipeline.INPUT_MODES)
   _one_of(config, 'dtype', DTYPES)
   _one_of(config, 'nan_policy', divergence.NAN_POLICIES)
+  _one_of(config, 'progress', progress.STYLES)
+  _require(config.progress_every_s > 0, 'progress_every_s', config.progress_every_s,
+           'must be > 0')
+  _require(isinstance(config.plots, bool), 'plots', config.plots, 'must be True or False')
+  profile = tuple(config.profile_steps)
+  _require(profile == () or (len(profile) == 2 and all(
+      isinstance(s, int) and not isinstance(s, bool) for s in profile)
+      and 1 <= profile[0] <= profile[1]), 'profile_steps', profile,
+           'must be () or (first, last) with 1 <= first <= last')
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
                 'keep_checkpoints', 'shuffle_buffer_size', 'nan_skip_limit'):
     _require(isinstance(config[field], int) and config[field] >= 1, field,

@@ -1,7 +1,10 @@
-"""Trains the MLP classifier from a config file.
+"""Trains the MLP classifier from a config file, or uses a trained workdir.
 
   python main.py --config=configs/default.py --workdir=/tmp/mnist \
       [--config.FIELD=VALUE ...]
+  python main.py ... --mode=eval [--checkpoint=latest|best|STEP]
+  python main.py ... --mode=predict --input=digit.png [more.png ...]
+  python main.py ... --mode=export [--checkpoint=...]
 """
 
 import logging as std_logging
@@ -17,13 +20,20 @@ import tensorflow as tf
 import checkpointing
 import config_checks
 import divergence
+import inference
 import offline_data
 import preemption
 import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
-flags.DEFINE_enum('mode', 'train', ['train'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export'],
+                  'train; eval: a checkpoint on the test split (writes eval.json); '
+                  'predict: classify --input images; export: a TF SavedModel.')
+flags.DEFINE_string('checkpoint', 'latest',
+                    'eval/predict/export: latest, best (by eval accuracy) or a step.')
+flags.DEFINE_multi_string('input', [], 'predict: image files (PNG/JPEG) or folders; '
+                          'further paths may follow as arguments (shell globs).')
 config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -34,7 +44,8 @@ EXIT_DIVERGED = 3
 # Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
 
 _INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
-                 checkpointing.CheckpointMismatchError)
+                 checkpointing.CheckpointMismatchError,
+                 checkpointing.BrokenCheckpointError)
 
 
 def _quiet_orbax(record) -> bool:
@@ -63,17 +74,38 @@ def _refuse(message):
   sys.exit(EXIT_BAD_INPUT)
 
 
+def _run(config, workdir, inputs):
+  """Does what --mode says; prints what a person asked for."""
+  if FLAGS.mode == 'train':
+    train.train_and_evaluate(config, workdir)
+  elif FLAGS.mode == 'eval':
+    result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
+    print(f'checkpoint {result["step"]}: eval_accuracy {result["eval_accuracy"]:.4%}'
+          f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} test '
+          f'images (written to {workdir}/{inference.EVAL_FILE})')
+  elif FLAGS.mode == 'predict':
+    for path, label, probability, _ in inference.predict_files(
+        config, workdir, inputs, FLAGS.checkpoint):
+      print(f'{path}: {label} ({probability:.1%})')
+  else:
+    print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))
+
+
 def main(argv):
-  if len(argv) > 1:
+  inputs = FLAGS.input + argv[1:]
+  if len(argv) > 1 and FLAGS.mode != 'predict':
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.mode == 'predict' and not inputs:
+    _refuse('--mode=predict needs --input=PATH (image files or folders)')
   # tf.data only runs on the host: keep TensorFlow off any accelerator, which
   # JAX needs for itself.
   tf.config.set_visible_devices([], 'GPU')
   tf.config.set_visible_devices([], 'TPU')
   logging.get_absl_handler().addFilter(_quiet_orbax)
-  logging.info('Config:\n%s', FLAGS.config)
+  if FLAGS.mode == 'train':
+    logging.info('Config:\n%s', FLAGS.config)
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    _run(FLAGS.config, FLAGS.workdir, inputs)
   except _INPUT_ERRORS as e:
     _refuse(e)
   except divergence.Diverged as e:

@@ -6,17 +6,24 @@ import time
 
 from clu import metric_writers
 import jax
+import ml_collections
 import numpy as np
 
 
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
-  def __init__(self, workdir: str, resume_step: int = 0):
-    """Appends to `workdir`'s logs, dropping JSON lines after `resume_step`."""
+  def __init__(self, workdir: str, resume_step: int = 0, log_scalars: bool = True):
+    """Appends to `workdir`'s logs, dropping JSON lines after `resume_step`.
+
+    `log_scalars=False` keeps scalars out of the text log (a progress bar
+    shows them), leaving TensorBoard and metrics.jsonl.
+    """
     self._is_writer = jax.process_index() == 0
-    self._writer = metric_writers.create_default_writer(
-        workdir, just_logging=not self._is_writer, asynchronous=True)
+    writers = [metric_writers.LoggingWriter()] if log_scalars else []
+    if self._is_writer:
+      writers.append(metric_writers.SummaryWriter(workdir))
+    self._writer = metric_writers.AsyncMultiWriter(writers)
     self._jsonl = None
     if self._is_writer:
       path = os.path.join(workdir, 'metrics.jsonl')
@@ -69,3 +76,22 @@ class StepAverager:
                      {k: s / self._count for k, s in self._sums.items()}))
         self._sums, self._count = {}, 0
     return done
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as indented JSON (process 0 only)."""
+  if jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(obj, f, indent=2)
+      f.write('\n')
+
+
+def flat_hparams(config) -> dict:
+  """The config as {'a.b': value} with TensorBoard-friendly values."""
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update({f'{key}.{k}': v for k, v in flat_hparams(value).items()})
+    else:
+      flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  return flat

@@ -6,7 +6,6 @@ I/O (data, checkpoints, metrics) stays in the loop around them.
 """
 
 import functools
-import json
 import os
 import time
 from typing import Any, Callable
@@ -17,6 +16,7 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 import checkpointing
@@ -27,7 +27,13 @@ import losses
 import metric_logging
 import models
 import optimizers
+import plots
 import preemption
+import profiling
+import progress as progress_lib
+
+# Written to the workdir: what rebuilds the model besides config and checkpoint.
+MODEL_SPEC = 'model.json'
 
 
 class TrainState(train_state.TrainState):
@@ -47,6 +53,19 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
       loss_fn=losses.LOSSES[config.loss],
       tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
+
+
+def create_state_from_spec(config, spec: dict) -> TrainState:
+  """The freshly initialised train state of `config` for a dataset `spec`.
+
+  `spec` holds num_classes, image_shape, shift, scale and steps_per_epoch,
+  as written to MODEL_SPEC, so inference needs no dataset.
+  """
+  model = models.create_model(config.model, spec['num_classes'], spec['shift'],
+                              spec['scale'], config.dtype)
+  init_rng = jax.random.split(jax.random.key(config.seed))[0]
+  return create_train_state(init_rng, config, model, tuple(spec['image_shape']),
+                            spec['steps_per_epoch'])
 
 
 def _train_step(state: TrainState, batch, rng):
@@ -143,6 +162,28 @@ def eval_steps(state: TrainState, batches):
   return jax.lax.scan(body, zeros, batches)[0]
 
 
+@jax.jit
+def predict_steps(state: TrainState, batches):
+  """Class probabilities [n, batch, classes] for stacked batches [n, batch, ...]."""
+  def predict(images):
+    logits = state.apply_fn(
+        {'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32))
+  return jax.lax.map(predict, batches['image'])
+
+
+def test_predictions(state: TrainState, data, batch_size: int) -> dict:
+  """The test split's {'image', 'label', 'probs'} in order, as numpy arrays."""
+  parts = []
+  for batches in input_pipeline.eval_calls(data, batch_size):
+    probs = predict_steps(state, batches)
+    mask = np.asarray(batches['mask']).reshape(-1)
+    parts.append({'image': np.asarray(batches['image']).reshape(-1, *data.image_shape)[mask],
+                  'label': np.asarray(batches['label']).reshape(-1)[mask],
+                  'probs': np.asarray(probs).reshape(mask.size, -1)[mask]})
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def evaluate(state: TrainState, data, batch_size: int) -> dict:
   """Loss and accuracy over every test example exactly once."""
   totals = None
@@ -156,13 +197,14 @@ def evaluate(state: TrainState, data, batch_size: int) -> dict:
 
 
 def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
-               steps_per_call: int, checkpoint_every_steps: int) -> list:
+               steps_per_call: int, checkpoint_every_steps: int,
+               extra_ends=()) -> list:
   """Splits the steps from `first` to the epoch's end into (start, stop) calls.
 
   Positions are relative to the epoch. A call ends every `steps_per_call`
   steps of the epoch (0: one call for the rest of the epoch) and at every
   global step that is a multiple of `checkpoint_every_steps`, so checkpoints
-  land on exactly the steps configured.
+  land on exactly the steps configured, and at the global steps `extra_ends`.
   """
   ends = set(range(steps_per_call, steps_per_epoch, steps_per_call)
              if steps_per_call else ())
@@ -170,25 +212,9 @@ def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
     offset = -epoch_start % checkpoint_every_steps
     ends.update(range(offset or checkpoint_every_steps, steps_per_epoch,
                       checkpoint_every_steps))
-  ends = sorted(e for e in ends if e > first) + [steps_per_epoch]
+  ends.update(e - epoch_start for e in extra_ends)
+  ends = sorted(e for e in ends if first < e < steps_per_epoch) + [steps_per_epoch]
   return list(zip([first] + ends[:-1], ends))
-
-
-def _write_json(path: str, obj) -> None:
-  if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      json.dump(obj, f, indent=2)
-      f.write('\n')
-
-
-def _hparams(config) -> dict:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update({f'{key}.{k}': v for k, v in _hparams(value).items()})
-    else:
-      flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-  return flat
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -205,11 +231,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   steps_per_epoch = input_pipeline.steps_per_epoch(data, config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   shift, scale = input_pipeline.normalization_constants(config, data)
-  model = models.create_model(config.model, data.num_classes, shift, scale,
-                              config.dtype)
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  state = create_train_state(init_rng, config, model, data.image_shape,
-                             steps_per_epoch)
+  spec = {'num_classes': data.num_classes, 'image_shape': list(data.image_shape),
+          'shift': shift, 'scale': scale, 'steps_per_epoch': steps_per_epoch}
+  state = create_state_from_spec(config, spec)
+  dropout_rng = jax.random.split(jax.random.key(config.seed))[1]
 
   manager = checkpointing.create_manager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), config.keep_checkpoints)
@@ -220,15 +245,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     logging.info('Restored checkpoint %s/%d.', manager.directory, latest)
 
   os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  metric_logging.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  # What inference needs besides the checkpoint and the config.
+  metric_logging.write_json(os.path.join(workdir, MODEL_SPEC), spec)
   step = first_step = int(state.step)
+  show = progress_lib.Progress(
+      style=config.progress, num_epochs=config.num_epochs,
+      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
+      every_s=config.progress_every_s)
   # Lines past the checkpoint are from work the resume will redo.
-  logger = metric_logging.MetricLogger(workdir, resume_step=step)
-  logger.write_hparams(_hparams(config))
+  logger = metric_logging.MetricLogger(workdir, resume_step=step,
+                                       log_scalars=show.style != 'bar')
+  logger.write_hparams(metric_logging.flat_hparams(config))
   learning_rate_fn = optimizers.create_learning_rate_fn(config, steps_per_epoch)
   nonfinite = divergence.NonFiniteTracker(
       config.nan_policy, config.nan_skip_limit, meta.get('skipped_steps', 0),
       meta.get('nonfinite_in_a_row', 0))
+  tracer = profiling.StepTracer(config.profile_steps, workdir)
   wall_before, start = meta['train_wall_s'], time.perf_counter()
   wall = lambda: wall_before + time.perf_counter() - start
 
@@ -252,23 +285,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   averager = metric_logging.StepAverager(config.log_every_steps)
 
   def finish_call(first, num_steps, metrics):
-    """Checks a finished call's steps for divergence, then logs them."""
+    """Checks a finished call's steps for divergence, then reports them."""
     metrics = jax.tree.map(lambda x: x[:num_steps], jax.device_get(metrics))
     nonfinite.update(first, metrics)
+    show.update(first + num_steps, num_steps, metrics)
     for at, averaged in averager.add(first, metrics):
       averaged['learning_rate'] = learning_rate_fn(at - 1)
+      averaged['steps_per_s'] = show.steps_per_s
       logger.write(at, 'train', averaged)
 
   try:
-    with preemption.stop_on_signals() as stop:
+    with preemption.stop_on_signals() as stop, show.logs_above_bar():
       for epoch in range(step // steps_per_epoch, config.num_epochs):
         epoch_start, epoch_first_step = time.perf_counter(), step
+        show.start_epoch(epoch, step)
         spans = call_spans(step - epoch * steps_per_epoch, epoch * steps_per_epoch,
                            steps_per_epoch, config.steps_per_call,
-                           config.checkpoint_every_steps)
+                           config.checkpoint_every_steps, tracer.call_ends())
         pending = None
         for num_steps, batches in input_pipeline.train_calls(
             data, config, epoch, spans, call_length):
+          tracer.before_call(step)
           state, metrics = train_steps(state, batches, dropout_rng, num_steps, source)
           # The previous call is done by now; checking its metrics (not this
           # call's) lets the host prepare the next input while this one runs.
@@ -276,6 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
             finish_call(*pending)
           pending = (step, num_steps, metrics)
           step += num_steps
+          tracer.after_call(step, state)
           checkpoint_due = (config.checkpoint_every_steps and step % steps_per_epoch
                             and step % config.checkpoint_every_steps == 0)
           if checkpoint_due or stop:
@@ -294,30 +332,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         checkpoint(eval_metrics)
         epoch_s = time.perf_counter() - epoch_start
         logger.write(step, 'epoch', {
-            'wall_s': epoch_s,
+            'wall_s': epoch_s, 'steps_per_s': (step - epoch_first_step) / epoch_s,
             'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
-        logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s, %s input).',
-                     epoch + 1, config.num_epochs, eval_metrics['accuracy'],
-                     eval_metrics['loss'], epoch_s, data.mode)
+        show.end_epoch(step, eval_metrics)
+        if show.style == 'off':
+          logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s).',
+                       epoch + 1, config.num_epochs, eval_metrics['accuracy'],
+                       eval_metrics['loss'], epoch_s)
     train_wall_s = meta['train_wall_s']  # As of the last checkpoint.
     if step == first_step:  # Nothing left to train: evaluate the restored state.
       eval_metrics = evaluate(state, data, config.eval_batch_size)
       logger.write(step, 'eval', eval_metrics)
   finally:
     # Also on divergence or interruption: finish pending saves, flush logs.
+    tracer.stop()
     manager.wait_until_finished()
+    best_step = manager.best_step()
     manager.close()
     logger.close()
   summary = {
       'eval_accuracy': eval_metrics['accuracy'],
       'eval_loss': eval_metrics['loss'],
       'best_eval_accuracy': max(meta['best_eval_accuracy'], eval_metrics['accuracy']),
+      'best_step': best_step,
       'step': step,
       'epoch': step / steps_per_epoch,
       'train_wall_s': train_wall_s,
       'examples_per_s': step * config.batch_size / train_wall_s if train_wall_s else 0.0,
       'skipped_steps': nonfinite.skipped,
   }
-  _write_json(os.path.join(workdir, 'summary.json'), summary)
-  logging.info('Finished: %s', summary)
+  metric_logging.write_json(os.path.join(workdir, 'summary.json'), summary)
+  if config.plots and jax.process_index() == 0:
+    plots.write_run_plots(workdir, test_predictions(
+        state, data, config.eval_batch_size))
+  logging.info('%s', progress_lib.run_summary(summary, workdir, best_step))
   return state, summary

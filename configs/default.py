@@ -32,8 +32,9 @@ def get_config():
   config.num_epochs = 15  # Passes over the training split.
   config.seed = 0  # Seeds parameter init, dropout and the data order.
   # Train steps per device call (one lax.scan); 0 = the rest of the epoch.
-  # Calls also end at checkpoint steps. Fewer, longer calls save host overhead.
-  config.steps_per_call = 0
+  # Calls also end at checkpoint steps. Fewer, longer calls save host overhead;
+  # the progress bar and the divergence check advance once per call.
+  config.steps_per_call = 50
   # Compute dtype of the layers: 'float32' or 'bfloat16' (parameters,
   # optimizer state and the loss stay float32).
   config.dtype = 'float32'
@@ -83,5 +84,15 @@ def get_config():
   config.checkpoint_every_steps = 0  # 0 = at the end of every epoch.
   config.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by eval accuracy).
   config.log_every_steps = 100  # Train metrics are averaged and logged this often.
+
+  # What a person sees. 'auto' = a live bar per epoch on a terminal, else
+  # plain log lines; 'bar' | 'log' force one; 'off' = neither.
+  config.progress = 'auto'
+  config.progress_every_s = 30.0  # 'log': at most one progress line this often (and one per epoch).
+  config.plots = True  # Draw learning curves, confusion matrix and worst errors into WORKDIR/plots.
+  # Trace steps [first, last] (global, 1-based) with jax.profiler into
+  # WORKDIR/profile; () = off. The trace spans whole device calls, which end
+  # at these steps.
+  config.profile_steps = ()
 
   return config

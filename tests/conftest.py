@@ -32,6 +32,7 @@ def tiny_config(**overrides):
   config.num_epochs = 2
   config.log_every_steps = 2
   config.schedule = 'cosine'
+  config.plots = False  # Drawing costs seconds; the plot tests turn it on.
   for key, value in overrides.items():
     set_field(config, key, value)
   return config

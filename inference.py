@@ -1,0 +1,184 @@
+"""Using a trained workdir: evaluate a checkpoint, classify image files, export.
+
+Each mode rebuilds the model from the workdir's config (the one given on the
+command line) and `model.json`, and restores a checkpoint chosen by
+`--checkpoint`: 'latest', 'best' (by eval accuracy) or a step number.
+"""
+
+import json
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+
+import checkpointing
+import config_checks
+import input_pipeline
+import metric_logging
+import train
+
+EVAL_FILE = 'eval.json'
+EXPORT_DIR = os.path.join('export', 'saved_model')
+_IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+
+
+def _spec(workdir: str) -> dict:
+  path = os.path.join(workdir, train.MODEL_SPEC)
+  if not os.path.exists(path):
+    raise config_checks.ConfigError(
+        f'--workdir={workdir!r} has no {train.MODEL_SPEC}: not a workdir a '
+        'training run has written (train first)')
+  with open(path) as f:
+    return json.load(f)
+
+
+def restore(config, workdir: str, checkpoint: str = 'latest'):
+  """The train state of checkpoint `checkpoint` of `workdir`.
+
+  Returns:
+    (state, step, spec).
+  """
+  config_checks.validate(config)
+  spec = _spec(workdir)
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  manager = checkpointing.create_manager(directory, config.keep_checkpoints)
+  try:
+    steps = sorted(manager.all_steps())
+    if checkpoint == 'latest':
+      step = steps[-1] if steps else None
+    elif checkpoint == 'best':
+      step = manager.best_step()
+    elif checkpoint.isdigit() and int(checkpoint) in steps:
+      step = int(checkpoint)
+    else:
+      raise config_checks.ConfigError(
+          f'--checkpoint={checkpoint!r} is not latest, best or one of the '
+          f'steps in {directory}: {steps}')
+    if step is None:
+      raise config_checks.ConfigError(
+          f'--checkpoint={checkpoint!r}: {directory} has no such checkpoint')
+    state = train.create_state_from_spec(config, spec)
+    checkpointing.check_compatible(manager, step, state)
+    state, _ = checkpointing.restore(manager, step, state)
+  finally:
+    manager.close()
+  logging.info('Restored %s/%d.', directory, step)
+  return state, step, spec
+
+
+def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dict:
+  """Evaluates a checkpoint on the test split; writes and returns eval.json."""
+  state, step, _ = restore(config, workdir, checkpoint)
+  data = input_pipeline.create_datasets(config)
+  metrics = train.evaluate(state, data, config.eval_batch_size)
+  result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
+            'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
+  metric_logging.write_json(os.path.join(workdir, EVAL_FILE), result)
+  return result
+
+
+def load_digit(path: str, shape=(28, 28, 1)) -> np.ndarray:
+  """An image file as an MNIST-style uint8 array: a light digit on black.
+
+  Any size or colour mode. A light background (a digit drawn dark on
+  white, as people do) is inverted. The digit's bounding box is scaled to fit
+  20x20, keeping its aspect ratio, and centred by its centre of mass in the
+  28x28 frame, as MNIST's digits were.
+  """
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image).convert('L')
+  except (OSError, ValueError) as e:
+    raise config_checks.ConfigError(
+        f'--input={path!r} is not a readable PNG or JPEG image ({e})') from e
+  pixels = np.asarray(image, np.float32)
+  background = np.median(np.concatenate(
+      [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]))
+  if background > 127:
+    pixels, background = 255 - pixels, 255 - background
+  pixels = np.clip(pixels - background, 0, None)
+  if pixels.max() > 0:
+    pixels *= 255 / pixels.max()
+  ink = pixels > 0.2 * 255
+  height, width = shape[0], shape[1]
+  box = int(round(min(height, width) * 20 / 28))
+  if not ink.any():
+    return np.zeros(shape, np.uint8)
+  rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+  crop = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+  scale = box / max(crop.shape)
+  size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+  digit = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(
+      size, Image.Resampling.LANCZOS), np.float32)
+  # Thin strokes on a big canvas fade when shrunk: bring the ink back to full.
+  digit = np.clip(digit, 0, None) * (255 / max(digit.max(), 1e-6))
+  # Centre of mass to the frame's centre, as MNIST's preparation did.
+  mass = digit.sum() or 1.0
+  cy = (digit.sum(1) * np.arange(digit.shape[0])).sum() / mass
+  cx = (digit.sum(0) * np.arange(digit.shape[1])).sum() / mass
+  top = int(np.clip(round(height / 2 - cy), 0, height - digit.shape[0]))
+  left = int(np.clip(round(width / 2 - cx), 0, width - digit.shape[1]))
+  frame = np.zeros((height, width), np.float32)
+  frame[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+  return np.clip(frame, 0, 255).astype(np.uint8).reshape(shape)
+
+
+def _input_files(paths) -> list:
+  """The image files named, a folder standing for the images in it."""
+  files = []
+  for path in paths:
+    if os.path.isdir(path):
+      files += sorted(os.path.join(path, f) for f in os.listdir(path)
+                      if f.lower().endswith(_IMAGE_SUFFIXES))
+    elif os.path.exists(path):
+      files.append(path)
+    else:
+      raise config_checks.ConfigError(f'--input={path!r} does not exist')
+  if not files:
+    raise config_checks.ConfigError(f'--input={list(paths)!r} names no image files')
+  return files
+
+
+def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> list:
+  """Classifies image files; returns [(path, class, probability, probs)]."""
+  files = _input_files(paths)
+  state, _, spec = restore(config, workdir, checkpoint)
+  images = np.stack([load_digit(f, tuple(spec['image_shape'])) for f in files])
+  probs = np.asarray(train.predict_steps(state, {'image': images[None]})[0])
+  return [(f, int(p.argmax()), float(p.max()), p) for f, p in zip(files, probs)]
+
+
+def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
+  """Writes a TF SavedModel of the classifier; returns its directory.
+
+  Its `serving_default` signature takes uint8 images [batch, H, W, C] (as
+  TFDS yields them; the batch size is free) and returns {'scores': class
+  probabilities [batch, num_classes]}. Scaling happens inside the model, so
+  a TF-only server needs no preprocessing of its own.
+  """
+  from orbax import export as oex  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  state, step, spec = restore(config, workdir, checkpoint)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  apply_fn = state.apply_fn
+
+  def scores(variables, images):
+    logits = apply_fn(variables, images, train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32))
+
+  module = oex.JaxModule(jax.device_get(variables), scores, trainable=False,
+                         input_polymorphic_shape='(b, ...)')
+  manager = oex.ExportManager(module, [oex.ServingConfig(
+      'serving_default',
+      input_signature=[tf.TensorSpec([None, *spec['image_shape']], tf.uint8,
+                                     name='images')],
+      tf_postprocessor=lambda probs: {'scores': probs})])
+  directory = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
+  manager.save(directory)
+  logging.info('Exported checkpoint %d to %s.', step, directory)
+  return directory

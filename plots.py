@@ -1,0 +1,178 @@
+"""Pictures of a run, drawn with matplotlib (Agg) into `WORKDIR/plots/`.
+
+- learning_curves.png: train and eval loss and accuracy against step;
+- confusion_matrix.png: test-split counts, true class against predicted;
+- worst_errors.png: the test images the model is most confidently wrong about.
+
+The test predictions are kept in `plots/predictions.npz` (labels,
+probabilities and the worst images), so `report.py` redraws everything from
+the workdir alone, without JAX or the dataset.
+"""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+PLOTS = 'plots'
+PREDICTIONS = 'predictions.npz'
+_WORST = 25  # Images in the worst-errors grid (5 x 5).
+
+
+def read_metrics(workdir: str) -> dict:
+  """{'train': {...}, 'eval': {...}}, each {'step': [...], metric: [...]}."""
+  curves = {'train': {}, 'eval': {}}
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return curves
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      curve = curves.get(record['split'])
+      if curve is None:
+        continue
+      # A re-evaluation logs the same step again: keep the latest.
+      if curve.get('step') and curve['step'][-1] == record['step']:
+        for values in curve.values():
+          values.pop()
+      curve.setdefault('step', []).append(record['step'])
+      for key in ('loss', 'accuracy'):
+        curve.setdefault(key, []).append(record['metrics'].get(key, np.nan))
+  return curves
+
+
+def learning_curves(runs: dict, path: str) -> None:
+  """Loss and accuracy against step; `runs` maps a label to read_metrics()."""
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  for i, (label, curves) in enumerate(runs.items()):
+    color = colors[i % len(colors)]
+    prefix = f'{label}: ' if len(runs) > 1 else ''
+    for ax, key in zip(axes, ('loss', 'accuracy')):
+      train, evaluation = curves['train'], curves['eval']
+      if train.get('step'):
+        ax.plot(train['step'], train[key], color=color, alpha=0.45, linewidth=1,
+                label=f'{prefix}train')
+      if evaluation.get('step'):
+        ax.plot(evaluation['step'], evaluation[key], color=color, marker='o',
+                markersize=3, linewidth=2, label=f'{prefix}test')
+  axes[0].set_yscale('log')
+  axes[0].set_title('Loss (cross-entropy, log scale)')
+  axes[1].set_title('Accuracy')
+  axes[1].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+  _zoom_accuracy(axes[1], runs)
+  for ax in axes:
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _zoom_accuracy(ax, runs: dict) -> None:
+  """Shows accuracies from a little below the lowest test accuracy up to 100 %."""
+  evals = [a for curves in runs.values() for a in curves['eval'].get('accuracy', [])]
+  if evals:
+    low = max(0.0, min(evals) - 0.05)
+    ax.set_ylim(low, 1.0 + (1.0 - low) * 0.02)
+
+
+def confusion_counts(labels, predicted, num_classes: int) -> np.ndarray:
+  """[true, predicted] counts."""
+  counts = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(counts, (labels, predicted), 1)
+  return counts
+
+
+def confusion_matrix(labels, probs, path: str) -> None:
+  """The test split's confusion matrix, counts written in each cell."""
+  num_classes = probs.shape[1]
+  counts = confusion_counts(labels, probs.argmax(-1), num_classes)
+  accuracy = np.trace(counts) / counts.sum()
+  fig, ax = plt.subplots(figsize=(7, 6))
+  # Colour by the share of each true class, so errors in small classes show.
+  shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+  image = ax.imshow(np.sqrt(shares), cmap='Blues', vmin=0, vmax=1)
+  for t in range(num_classes):
+    for p in range(num_classes):
+      if counts[t, p]:
+        ax.text(p, t, str(counts[t, p]), ha='center', va='center', fontsize=7,
+                color='white' if shares[t, p] > 0.5 else 'black')
+  ax.set_xticks(range(num_classes))
+  ax.set_yticks(range(num_classes))
+  ax.set_xlabel('predicted class')
+  ax.set_ylabel('true class')
+  ax.set_title(f'Confusion matrix, test split ({counts.sum()} images, '
+               f'{accuracy:.2%} correct)')
+  colorbar = fig.colorbar(image, ax=ax, fraction=0.046)
+  colorbar.set_ticks(np.sqrt([0, 0.01, 0.1, 0.5, 1]))
+  colorbar.set_ticklabels(['0', '1%', '10%', '50%', '100%'])
+  colorbar.set_label('share of the true class')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def worst_errors(images, labels, probs, indices, path: str) -> None:
+  """A grid of wrongly classified images, most confident first."""
+  n = len(images)
+  cols = 5
+  rows = max(1, -(-n // cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.15))
+  for ax in np.ravel(axes):
+    ax.axis('off')
+  for ax, image, label, p, index in zip(np.ravel(axes), images, labels, probs, indices):
+    ax.imshow(image.squeeze(-1), cmap='gray_r', vmin=0, vmax=255)
+    ax.set_title(f'#{index}: true {label}\npred {p.argmax()} ({p.max():.1%})',
+                 fontsize=8, color='firebrick')
+  fig.suptitle('Most confident mistakes on the test split' if n else
+               'No mistakes on the test split')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def select_worst(labels, probs, k: int = _WORST) -> np.ndarray:
+  """Indices of up to `k` wrong predictions, highest predicted probability first."""
+  wrong = np.flatnonzero(probs.argmax(-1) != labels)
+  return wrong[np.argsort(-probs[wrong].max(-1), kind='stable')][:k]
+
+
+def write_run_plots(workdir: str, predictions: dict) -> None:
+  """Keeps the test predictions in the workdir and draws the run's plots.
+
+  Args:
+    workdir: the run's workdir.
+    predictions: the test split's {'image', 'label', 'probs'} in order.
+  """
+  os.makedirs(os.path.join(workdir, PLOTS), exist_ok=True)
+  worst = select_worst(predictions['label'], predictions['probs'])
+  np.savez_compressed(
+      os.path.join(workdir, PLOTS, PREDICTIONS), label=predictions['label'],
+      probs=predictions['probs'].astype(np.float32), worst_index=worst,
+      worst_image=predictions['image'][worst])
+  draw(workdir)
+
+
+def draw(workdir: str) -> list:
+  """(Re)draws a run's plots from its workdir; returns the files written."""
+  directory = os.path.join(workdir, PLOTS)
+  os.makedirs(directory, exist_ok=True)
+  written = [os.path.join(directory, 'learning_curves.png')]
+  learning_curves({os.path.basename(os.path.abspath(workdir)): read_metrics(workdir)},
+                  written[0])
+  saved = os.path.join(directory, PREDICTIONS)
+  if os.path.exists(saved):
+    with np.load(saved) as p:
+      written.append(os.path.join(directory, 'confusion_matrix.png'))
+      confusion_matrix(p['label'], p['probs'], written[-1])
+      written.append(os.path.join(directory, 'worst_errors.png'))
+      worst = p['worst_index']
+      worst_errors(p['worst_image'], p['label'][worst], p['probs'][worst], worst,
+                   written[-1])
+  return written

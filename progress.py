@@ -1,0 +1,159 @@
+"""What a person watching a run sees: per-epoch progress and a closing summary.
+
+On a terminal each epoch gets a live tqdm bar, left on screen when the epoch
+ends (as Keras `fit` does). Elsewhere (CI, a log file) the same tqdm line is
+written as a plain log line at most every `every_s` seconds and at the end of
+each epoch. Either way tqdm does the timing (rate and the epoch's ETA); the
+run's ETA is the remaining train steps at that rate.
+"""
+
+import contextlib
+import os
+import sys
+
+from absl import logging
+import tqdm
+
+STYLES = ('auto', 'bar', 'log', 'off')
+_BAR = '{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]'
+_LINE = '{desc} {n_fmt}/{total_fmt} steps ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}{postfix}]'
+
+
+class _LogLines:
+  """A file for tqdm that turns each refresh into one absl log line."""
+
+  def write(self, text: str) -> None:
+    text = text.strip('\r\n ')
+    if text:
+      logging.info('%s', text)
+
+  def flush(self) -> None:
+    pass
+
+
+class _AboveTheBar:
+  """A stream for the log handler that prints above the live bar."""
+
+  def write(self, text: str) -> None:
+    tqdm.tqdm.write(text.rstrip('\n'), file=sys.stderr)
+
+  def flush(self) -> None:
+    sys.stderr.flush()
+
+
+def resolve_style(style: str) -> str:
+  """'auto' is 'bar' when stderr is a terminal and 'log' otherwise."""
+  if style != 'auto':
+    return style
+  return 'bar' if sys.stderr.isatty() and os.environ.get('TERM') != 'dumb' else 'log'
+
+
+class Progress:
+  """Progress of one run, fed with the metrics of each finished device call."""
+
+  def __init__(self, *, style: str, num_epochs: int, steps_per_epoch: int,
+               batch_size: int, every_s: float = 30.0):
+    self.style = resolve_style(style)
+    self._num_epochs, self._steps_per_epoch = num_epochs, steps_per_epoch
+    self._batch_size, self._every_s = batch_size, every_s
+    self._bar = None
+    self._sums = {}
+
+  @property
+  def steps_per_s(self) -> float:
+    """tqdm's smoothed rate of the current epoch (0 before its first call)."""
+    if not self._bar:
+      return 0.0
+    info = self._bar.format_dict
+    # tqdm smooths from its second update on; until then, the plain average.
+    done = info['n'] - info['initial']
+    return info['rate'] or (done / info['elapsed'] if info['elapsed'] and done else 0.0)
+
+  def start_epoch(self, epoch: int, step: int) -> None:
+    """Opens the bar of `epoch` (0-based) at global `step` (> 0 on resume)."""
+    self.close()
+    self._sums = {}
+    if self.style == 'off':
+      return
+    bar = self.style == 'bar'
+    self._bar = tqdm.tqdm(
+        total=self._steps_per_epoch, initial=step - epoch * self._steps_per_epoch,
+        desc=f'Epoch {epoch + 1}/{self._num_epochs}', unit='step',
+        file=sys.stderr if bar else _LogLines(), dynamic_ncols=bar,
+        mininterval=0.1 if bar else self._every_s, maxinterval=1e9,
+        delay=0 if bar else 1e-6,  # A log line at 0 % says nothing.
+        bar_format=_BAR if bar else _LINE, leave=True)
+
+  def update(self, step: int, num_steps: int, metrics: dict) -> None:
+    """Adds a call's `num_steps` steps, ending at global `step`.
+
+    `metrics` holds per-step arrays; the bar shows their running epoch means.
+    """
+    if not self._bar:
+      return
+    for key in ('loss', 'accuracy'):
+      total, count = self._sums.get(key, (0.0, 0))
+      self._sums[key] = (total + float(metrics[key].sum()), count + num_steps)
+    self._bar.update(num_steps)
+    self._set_postfix(step)
+
+  def _set_postfix(self, step: int, eval_metrics: dict | None = None) -> None:
+    mean = {k: total / max(count, 1) for k, (total, count) in self._sums.items()}
+    rate = self.steps_per_s
+    remaining = self._num_epochs * self._steps_per_epoch - step
+    parts = [f'loss={mean.get("loss", float("nan")):.4f}',
+             f'acc={mean.get("accuracy", float("nan")):.2%}',
+             f'{rate * self._batch_size:,.0f} ex/s']
+    if eval_metrics:
+      parts += [f'eval_loss={eval_metrics["loss"]:.4f}',
+                f'eval_acc={eval_metrics["accuracy"]:.2%}']
+    elif rate and remaining:
+      parts.append(f'run ETA {tqdm.tqdm.format_interval(remaining / rate)}')
+    self._bar.set_postfix_str(', '.join(parts), refresh=False)
+
+  def end_epoch(self, step: int, eval_metrics: dict) -> None:
+    """Shows the epoch's evaluation on its bar and leaves the bar on screen."""
+    if self._bar:
+      self._set_postfix(step, eval_metrics)
+      self.close()
+
+  def close(self) -> None:
+    if self._bar:
+      self._bar.close()  # Writes the final line (the bar, or a log line).
+      self._bar = None
+
+  @contextlib.contextmanager
+  def logs_above_bar(self):
+    """While the bar is live, absl log lines print above it, not through it."""
+    handler = logging.get_absl_handler().python_handler
+    if self.style != 'bar':
+      yield
+      return
+    stream = handler.stream
+    handler.setStream(_AboveTheBar())
+    try:
+      yield
+    finally:
+      self.close()
+      handler.setStream(stream)
+
+
+def run_summary(summary: dict, workdir: str, best_step: int | None) -> str:
+  """The closing lines of a run: results, speed and where things were written."""
+  workdir = os.path.abspath(workdir)
+  best = f' (best {summary["best_eval_accuracy"]:.2%}'
+  best += f' at step {best_step})' if best_step is not None else ')'
+  lines = [
+      f'Finished {summary["epoch"]:g} epochs, {summary["step"]} steps, in '
+      f'{summary["train_wall_s"]:.1f} s of training '
+      f'({summary["examples_per_s"]:,.0f} examples/s).',
+      f'  test accuracy  {summary["eval_accuracy"]:.2%}{best}, '
+      f'loss {summary["eval_loss"]:.4f}',
+      f'  checkpoints    {os.path.join(workdir, "checkpoints")}',
+      f'  plots          {os.path.join(workdir, "plots")}',
+      f'  metrics        {os.path.join(workdir, "metrics.jsonl")}, summary.json',
+      f'  TensorBoard    tensorboard --logdir {workdir}',
+  ]
+  if summary.get('skipped_steps'):
+    lines.insert(2, f'  skipped        {summary["skipped_steps"]} non-finite steps')
+  return '\n'.join(lines)
