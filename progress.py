@@ -3,13 +3,15 @@
 On a terminal each epoch gets a live tqdm bar, left on screen when the epoch
 ends (as Keras `fit` does). Elsewhere (CI, a log file) the same tqdm line is
 written as a plain log line at most every `every_s` seconds and at the end of
-each epoch. Either way tqdm does the timing (rate and the epoch's ETA); the
-run's ETA is the remaining train steps at that rate.
+each epoch. Either way tqdm does the timing: the epoch's average rate (which,
+as Keras shows it, includes the first call's compilation) and ETA; the run's
+ETA is the remaining train steps at that rate.
 """
 
 import contextlib
 import os
 import sys
+import time
 
 from absl import logging
 import tqdm
@@ -61,18 +63,17 @@ class Progress:
 
   @property
   def steps_per_s(self) -> float:
-    """tqdm's smoothed rate of the current epoch (0 before its first call)."""
+    """The current epoch's steps per second so far (0 before its first call)."""
     if not self._bar:
       return 0.0
-    info = self._bar.format_dict
-    # tqdm smooths from its second update on; until then, the plain average.
-    done = info['n'] - info['initial']
-    return info['rate'] or (done / info['elapsed'] if info['elapsed'] and done else 0.0)
+    info = self._bar.format_dict  # tqdm's own figures, as its line shows them.
+    return (info['n'] - info['initial']) / info['elapsed'] if info['elapsed'] else 0.0
 
   def start_epoch(self, epoch: int, step: int) -> None:
     """Opens the bar of `epoch` (0-based) at global `step` (> 0 on resume)."""
     self.close()
     self._sums = {}
+    self._shown = time.monotonic()
     if self.style == 'off':
       return
     bar = self.style == 'bar'
@@ -80,9 +81,11 @@ class Progress:
         total=self._steps_per_epoch, initial=step - epoch * self._steps_per_epoch,
         desc=f'Epoch {epoch + 1}/{self._num_epochs}', unit='step',
         file=sys.stderr if bar else _LogLines(), dynamic_ncols=bar,
-        mininterval=0.1 if bar else self._every_s, maxinterval=1e9,
+        # Never on its own: a line is drawn after its postfix is set.
+        mininterval=float('inf'), maxinterval=float('inf'),
         delay=0 if bar else 1e-6,  # A log line at 0 % says nothing.
-        bar_format=_BAR if bar else _LINE, leave=True)
+        # A log line is written by end_epoch, not again by close.
+        bar_format=_BAR if bar else _LINE, leave=bar)
 
   def update(self, step: int, num_steps: int, metrics: dict) -> None:
     """Adds a call's `num_steps` steps, ending at global `step`.
@@ -96,6 +99,14 @@ class Progress:
       self._sums[key] = (total + float(metrics[key].sum()), count + num_steps)
     self._bar.update(num_steps)
     self._set_postfix(step)
+    now = time.monotonic()
+    if self.style == 'bar':
+      due = now - self._shown >= 0.1
+    else:  # The epoch's last line is end_epoch's, with the evaluation.
+      due = self._bar.n < self._bar.total and now - self._shown >= self._every_s
+    if due:
+      self._bar.refresh()
+      self._shown = now
 
   def _set_postfix(self, step: int, eval_metrics: dict | None = None) -> None:
     mean = {k: total / max(count, 1) for k, (total, count) in self._sums.items()}
@@ -115,11 +126,13 @@ class Progress:
     """Shows the epoch's evaluation on its bar and leaves the bar on screen."""
     if self._bar:
       self._set_postfix(step, eval_metrics)
+      if self.style != 'bar':
+        self._bar.refresh()
       self.close()
 
   def close(self) -> None:
     if self._bar:
-      self._bar.close()  # Writes the final line (the bar, or a log line).
+      self._bar.close()  # A bar stays on screen with its last figures.
       self._bar = None
 
   @contextlib.contextmanager
@@ -138,7 +151,8 @@ class Progress:
       handler.setStream(stream)
 
 
-def run_summary(summary: dict, workdir: str, best_step: int | None) -> str:
+def run_summary(summary: dict, workdir: str, best_step: int | None,
+                plots: bool = True) -> str:
   """The closing lines of a run: results, speed and where things were written."""
   workdir = os.path.abspath(workdir)
   best = f' (best {summary["best_eval_accuracy"]:.2%}'
@@ -150,7 +164,7 @@ def run_summary(summary: dict, workdir: str, best_step: int | None) -> str:
       f'  test accuracy  {summary["eval_accuracy"]:.2%}{best}, '
       f'loss {summary["eval_loss"]:.4f}',
       f'  checkpoints    {os.path.join(workdir, "checkpoints")}',
-      f'  plots          {os.path.join(workdir, "plots")}',
+      f'  plots          {os.path.join(workdir, "plots") if plots else "off (config.plots)"}',
       f'  metrics        {os.path.join(workdir, "metrics.jsonl")}, summary.json',
       f'  TensorBoard    tensorboard --logdir {workdir}',
   ]

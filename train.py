@@ -365,5 +365,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   if config.plots and jax.process_index() == 0:
     plots.write_run_plots(workdir, test_predictions(
         state, data, config.eval_batch_size))
-  logging.info('%s', progress_lib.run_summary(summary, workdir, best_step))
+  logging.info('%s', progress_lib.run_summary(summary, workdir, best_step,
+                                                 config.plots))
   return state, summary

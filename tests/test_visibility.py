@@ -1,0 +1,186 @@
+"""What a person sees of a run: progress, TensorBoard, plots, summary, profile."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+import tensorflow_datasets as tfds
+
+from tests.conftest import tiny_config
+import config_checks
+import plots
+import progress
+import report
+import train
+
+NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch.
+
+
+@pytest.fixture(autouse=True)
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def _scalars(workdir):
+  """{tag: {step: value}} as TensorBoard's own reader sees the event files."""
+  reader = event_accumulator.EventAccumulator(
+      str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+  reader.Reload()
+  return reader, {tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
+                        for e in reader.Tensors(tag)}
+                  for tag in reader.Tags()['tensors'] if not tag.startswith('_')}
+
+
+def _jsonl(workdir, split):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return {r['step']: r['metrics'] for r in map(json.loads, f) if r['split'] == split}
+
+
+def test_tensorboard_reader_finds_the_scalars_and_hparams(tmp_path):
+  _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  reader, scalars = _scalars(tmp_path)
+  for tag in ('train_loss', 'train_accuracy', 'eval_loss', 'eval_accuracy',
+              'train_learning_rate', 'train_steps_per_s', 'epoch_steps_per_s'):
+    assert tag in scalars, tag
+  # The same numbers as metrics.jsonl, at the same steps (float32 in events).
+  evals = _jsonl(tmp_path, 'eval')
+  assert sorted(scalars['eval_accuracy']) == sorted(evals) == [6, 12]
+  for step, metrics in evals.items():
+    assert scalars['eval_accuracy'][step] == pytest.approx(metrics['accuracy'], rel=1e-6)
+    assert scalars['eval_loss'][step] == pytest.approx(metrics['loss'], rel=1e-6)
+  assert scalars['eval_accuracy'][12] == pytest.approx(summary['eval_accuracy'], rel=1e-6)
+  train_lines = _jsonl(tmp_path, 'train')
+  assert sorted(scalars['train_loss']) == sorted(train_lines)
+  # The cosine schedule decays: the last logged rate is below the first.
+  rates = scalars['train_learning_rate']
+  assert rates[max(rates)] < rates[min(rates)]
+  assert all(v > 0 for v in scalars['epoch_steps_per_s'].values())
+  assert reader.PluginTagToContent('hparams')  # The config as hparams.
+
+
+def test_plots_are_written_and_redrawn_by_report(tmp_path, capsys):
+  first, second = tmp_path / 'adam', tmp_path / 'sgd'
+  train.train_and_evaluate(tiny_config(plots=True), str(first))
+  train.train_and_evaluate(tiny_config(optimizer='sgd', learning_rate=0.1), str(second))
+  names = {'learning_curves.png', 'confusion_matrix.png', 'worst_errors.png',
+           plots.PREDICTIONS}
+  assert set(os.listdir(first / 'plots')) == names
+  for name in names - {plots.PREDICTIONS}:
+    with Image.open(first / 'plots' / name) as image:
+      assert image.size[0] > 400 and image.size[1] > 300
+  with np.load(first / 'plots' / plots.PREDICTIONS) as saved:
+    assert saved['probs'].shape == (NUM_EXAMPLES, 10)
+    np.testing.assert_allclose(saved['probs'].sum(-1), 1.0, rtol=1e-5)
+    # The saved predictions give the accuracy of the final evaluation.
+    accuracy = (saved['probs'].argmax(-1) == saved['label']).mean()
+  with open(first / 'summary.json') as f:
+    assert accuracy == pytest.approx(json.load(f)['eval_accuracy'])
+  assert not (second / 'plots').exists()  # tiny_config: plots off.
+
+  os.remove(first / 'plots' / 'confusion_matrix.png')
+  output = tmp_path / 'compare.png'
+  assert report.main(['--workdir', str(first), str(second), '--output', str(output)]) == 0
+  assert (first / 'plots' / 'confusion_matrix.png').exists()
+  assert (second / 'plots' / 'learning_curves.png').exists()
+  assert output.exists() and str(output) in capsys.readouterr().out
+  assert report.main(['--workdir', str(tmp_path / 'nothing')]) == 2
+
+
+def test_worst_errors_and_confusion_counts():
+  labels = np.array([0, 1, 2, 2])
+  probs = np.array([[0.9, 0.1, 0.0],   # right
+                    [0.6, 0.4, 0.0],   # wrong, 0.6
+                    [0.05, 0.95, 0.0],  # wrong, 0.95
+                    [0.0, 0.0, 1.0]])  # right
+  assert list(plots.select_worst(labels, probs)) == [2, 1]
+  counts = plots.confusion_counts(labels, probs.argmax(-1), 3)
+  np.testing.assert_array_equal(counts, [[1, 0, 0], [1, 0, 0], [0, 1, 1]])
+
+
+def test_read_metrics_keeps_the_latest_eval_of_a_step(tmp_path):
+  lines = [{'step': 6, 'split': 'eval', 'metrics': {'loss': 1.0, 'accuracy': 0.5}},
+           {'step': 6, 'split': 'train', 'metrics': {'loss': 2.0, 'accuracy': 0.4}},
+           {'step': 6, 'split': 'eval', 'metrics': {'loss': 0.9, 'accuracy': 0.6}}]
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.writelines(json.dumps(line) + '\n' for line in lines)
+  curves = plots.read_metrics(str(tmp_path))
+  assert curves['eval'] == {'step': [6], 'loss': [0.9], 'accuracy': [0.6]}
+  assert curves['train']['loss'] == [2.0]
+
+
+def _feed(show, epochs=2, steps=6, per_call=3):
+  metrics = {'loss': np.full(per_call, 0.5), 'accuracy': np.full(per_call, 0.75)}
+  step = 0
+  for epoch in range(epochs):
+    show.start_epoch(epoch, step)
+    for _ in range(steps // per_call):
+      step += per_call
+      show.update(step, per_call, metrics)
+    show.end_epoch(step, {'loss': 0.25, 'accuracy': 0.875})
+  show.close()
+
+
+def test_log_style_writes_progress_lines_with_the_figures(caplog):
+  show = progress.Progress(style='log', num_epochs=2, steps_per_epoch=6,
+                           batch_size=8, every_s=1e-9)
+  with caplog.at_level(logging.INFO):
+    _feed(show)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Epoch')]
+  assert lines[0].startswith('Epoch 1/2 3/6 steps (50%)')
+  assert 'loss=0.5000' in lines[0] and 'acc=75.00%' in lines[0]
+  assert 'ex/s' in lines[0] and 'step/s' in lines[0] and 'run ETA' in lines[0]
+  # Each epoch ends with its evaluation on one line.
+  finals = [l for l in lines if '6/6' in l]
+  assert len(finals) == 2 and all('eval_acc=87.50%' in l for l in finals)
+  assert lines[-1].startswith('Epoch 2/2')
+
+
+def test_bar_style_draws_a_bar_per_epoch(capsys):
+  show = progress.Progress(style='bar', num_epochs=2, steps_per_epoch=6, batch_size=8)
+  _feed(show)
+  err = capsys.readouterr().err
+  assert 'Epoch 1/2 100%|' in err and 'Epoch 2/2 100%|' in err
+  assert 'eval_acc=87.50%' in err
+
+
+def test_auto_style_is_log_when_not_a_terminal():
+  assert progress.resolve_style('auto') == 'log'  # pytest captures stderr.
+
+
+def test_run_summary_names_results_and_places(tmp_path, caplog):
+  with caplog.at_level(logging.INFO):
+    _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  text = progress.run_summary(summary, str(tmp_path), summary['best_step'])
+  assert f'{summary["eval_accuracy"]:.2%}' in text
+  assert f'at step {summary["best_step"]}' in text
+  assert f'tensorboard --logdir {tmp_path}' in text
+  assert os.path.join(str(tmp_path), 'checkpoints') in text
+  assert summary['best_step'] in (6, 12)
+  assert any('tensorboard --logdir' in r.getMessage() for r in caplog.records)
+
+
+def test_profile_steps_trace_into_the_workdir(tmp_path):
+  train.train_and_evaluate(tiny_config(profile_steps=(3, 4)), str(tmp_path))
+  traces = [f for root, _, files in os.walk(tmp_path / 'profile') for f in files
+            if f.endswith('.xplane.pb')]
+  assert len(traces) == 1
+
+
+def test_calls_end_at_the_profiled_range():
+  # Epoch of 10 steps starting at global step 10; trace global steps 13-15.
+  assert train.call_spans(0, 10, 10, 0, 0, extra_ends=(12, 15)) == [
+      (0, 2), (2, 5), (5, 10)]
+
+
+@pytest.mark.parametrize('field,value', [
+    ('profile_steps', (5,)), ('profile_steps', (4, 2)), ('profile_steps', (0, 3)),
+    ('progress', 'fancy'), ('progress_every_s', 0)])
+def test_bad_visibility_fields_are_refused(field, value):
+  with pytest.raises(config_checks.ConfigError, match=field):
+    config_checks.validate(tiny_config(**{field: value}))
