@@ -1,0 +1,137 @@
+"""Using a trained workdir: --mode=eval, predict (image files) and export."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from tests.conftest import ROOT, tiny_config, write_mnist
+import config_checks
+import inference
+import train
+
+NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch.
+
+
+@pytest.fixture
+def trained(tmp_path):
+  """A finished 2-epoch tiny run on mocked MNIST: (config, workdir, summary)."""
+  config = tiny_config(keep_checkpoints=1)
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    _, summary = train.train_and_evaluate(config, str(tmp_path))
+  return config, str(tmp_path), summary
+
+
+def test_eval_of_the_final_checkpoint_reproduces_summary_exactly(trained):
+  config, workdir, summary = trained
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    result = inference.evaluate_checkpoint(config, workdir)
+  assert result['eval_accuracy'] == summary['eval_accuracy']
+  assert result['eval_loss'] == summary['eval_loss']
+  assert result['step'] == 12 and result['num_examples'] == NUM_EXAMPLES
+  with open(os.path.join(workdir, inference.EVAL_FILE)) as f:
+    assert json.load(f) == result
+
+
+def test_checkpoint_choice_best_step_and_refusals(trained):
+  config, workdir, summary = trained
+  # keep_checkpoints=1 keeps the latest (12) and the best by eval accuracy.
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if d.isdigit())
+  _, best, _ = inference.restore(config, workdir, 'best')
+  assert best == summary['best_step'] and best in steps
+  _, latest, _ = inference.restore(config, workdir, str(steps[-1]))
+  assert latest == steps[-1] == 12
+  with pytest.raises(config_checks.ConfigError, match=r"--checkpoint='7' is not"):
+    inference.restore(config, workdir, '7')
+  with pytest.raises(config_checks.ConfigError, match='has no model.json'):
+    inference.restore(config, os.path.join(workdir, 'checkpoints'))
+
+
+def _digit(size=(300, 220), light_background=True, offset=(40, 10)):
+  """A '1'-like bar and a foot, drawn large: dark on white or light on black."""
+  canvas = np.zeros(size[::-1], np.uint8)
+  x, y = offset
+  canvas[y + 20:y + 180, x + 90:x + 115] = 255
+  canvas[y + 160:y + 180, x + 60:x + 150] = 255
+  return 255 - canvas if light_background else canvas
+
+
+def test_load_digit_makes_mnist_style_input(tmp_path):
+  light, dark = tmp_path / 'light.png', tmp_path / 'dark.jpg'
+  Image.fromarray(_digit(light_background=True)).convert('RGB').save(light)
+  Image.fromarray(_digit(light_background=False)).save(dark, quality=95)
+  a, b = inference.load_digit(str(light)), inference.load_digit(str(dark))
+  for image in (a, b):
+    assert image.shape == (28, 28, 1) and image.dtype == np.uint8
+    assert image.max() == 255
+    # Black background at the border, as MNIST.
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    assert border.max() < 30
+    # The digit fits a 20x20 box centred by mass.
+    ys, xs = np.nonzero(image[..., 0] > 50)
+    assert ys.max() - ys.min() < 21 and xs.max() - xs.min() < 21
+    mass = image[..., 0].astype(float)
+    cy = (mass.sum(1) * np.arange(28)).sum() / mass.sum()
+    cx = (mass.sum(0) * np.arange(28)).sum() / mass.sum()
+    assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
+  # Light or dark background, the model sees (nearly) the same digit.
+  assert np.abs(a.astype(int) - b.astype(int)).mean() < 8
+
+
+def test_predict_files_and_bad_inputs(trained, tmp_path):
+  config, workdir, _ = trained
+  folder = tmp_path / 'digits'
+  folder.mkdir()
+  for i in range(3):
+    Image.fromarray(_digit(offset=(10 * i, 5 * i))).save(folder / f'{i}.png')
+  (folder / 'notes.txt').write_text('not an image')
+  results = inference.predict_files(config, workdir, [str(folder)])
+  assert [os.path.basename(r[0]) for r in results] == ['0.png', '1.png', '2.png']
+  for _, label, probability, probs in results:
+    assert probs.shape == (10,) and np.isclose(probs.sum(), 1.0, atol=1e-5)
+    assert label == probs.argmax() and probability == pytest.approx(probs.max())
+  with pytest.raises(config_checks.ConfigError, match='does not exist'):
+    inference.predict_files(config, workdir, [str(tmp_path / 'missing.png')])
+  with pytest.raises(config_checks.ConfigError, match='not a readable PNG or JPEG'):
+    inference.predict_files(config, workdir, [str(folder / 'notes.txt')])
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=240,
+                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+
+
+@pytest.mark.slow
+def test_cli_modes_on_a_trained_workdir(tmp_path):
+  """--mode=eval and --mode=predict (paths after the flags too) from the CLI."""
+  write_mnist(tmp_path, n_train=64, n_test=20)
+  workdir = tmp_path / 'run'
+  overrides = {'manual_dir': str(tmp_path), 'data_dir': str(tmp_path / 'tfds'),
+               'model.hidden_sizes': (16,), 'model.dropout_rates': (0.1,),
+               'batch_size': 16, 'num_epochs': 1}
+  train.train_and_evaluate(tiny_config(**overrides), str(workdir))
+  common = ['--config=configs/default.py', f'--workdir={workdir}'] + [
+      f'--config.{k}={v}' for k, v in overrides.items()]
+  evaluated = _main(*common, '--mode=eval', '--checkpoint=best')
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  with open(workdir / 'summary.json') as f:
+    summary = json.load(f)
+  with open(workdir / inference.EVAL_FILE) as f:
+    result = json.load(f)
+  assert result['eval_accuracy'] == summary['eval_accuracy']
+  assert f'eval_accuracy {summary["eval_accuracy"]:.4%}' in evaluated.stdout
+  Image.fromarray(_digit()).save(tmp_path / 'a.png')
+  Image.fromarray(_digit(light_background=False)).save(tmp_path / 'b.jpg')
+  predicted = _main(*common, '--mode=predict', f'--input={tmp_path / "a.png"}',
+                    str(tmp_path / 'b.jpg'))
+  assert predicted.returncode == 0, predicted.stderr[-2000:]
+  lines = predicted.stdout.splitlines()
+  assert len(lines) == 2 and lines[0].startswith(f'{tmp_path / "a.png"}: ')
+  assert lines[1].endswith('%)')
