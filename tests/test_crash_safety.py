@@ -138,7 +138,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
 
 def _main_cmd(workdir, *overrides):
   return [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/default.py',
-          f'--workdir={workdir}', *overrides]
+          f'--workdir={workdir}', '--config.plots=False', *overrides]
 
 
 def _start(cmd, log):

@@ -129,7 +129,7 @@ def _feed(show, epochs=2, steps=6, per_call=3):
 def test_log_style_writes_progress_lines_with_the_figures(caplog):
   show = progress.Progress(style='log', num_epochs=2, steps_per_epoch=6,
                            batch_size=8, every_s=1e-9)
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):
     _feed(show)
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Epoch')]
   assert lines[0].startswith('Epoch 1/2 3/6 steps (50%)')
@@ -154,7 +154,7 @@ def test_auto_style_is_log_when_not_a_terminal():
 
 
 def test_run_summary_names_results_and_places(tmp_path, caplog):
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):
     _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
   text = progress.run_summary(summary, str(tmp_path), summary['best_step'])
   assert f'{summary["eval_accuracy"]:.2%}' in text
