@@ -93,8 +93,9 @@ def _run(config, workdir, inputs):
 
 def main(argv):
   inputs = FLAGS.input + argv[1:]
-  if len(argv) > 1 and FLAGS.mode != 'predict':
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if inputs and FLAGS.mode != 'predict':
+    raise app.UsageError(f'Unexpected arguments: {" ".join(inputs)} '
+                         '(only --mode=predict takes input files)')
   if FLAGS.mode == 'predict' and not inputs:
     _refuse('--mode=predict needs --input=PATH (image files or folders)')
   # tf.data only runs on the host: keep TensorFlow off any accelerator, which
