@@ -45,7 +45,7 @@ def read_metrics(workdir: str) -> dict:
   return curves
 
 
-def learning_curves(runs: dict, path: str) -> None:
+def learning_curves(runs: dict, path: str, splits=('train', 'eval')) -> None:
   """Loss and accuracy against step; `runs` maps a label to read_metrics()."""
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
@@ -54,10 +54,10 @@ def learning_curves(runs: dict, path: str) -> None:
     prefix = f'{label}: ' if len(runs) > 1 else ''
     for ax, key in zip(axes, ('loss', 'accuracy')):
       train, evaluation = curves['train'], curves['eval']
-      if train.get('step'):
+      if 'train' in splits and train.get('step'):
         ax.plot(train['step'], train[key], color=color, alpha=0.45, linewidth=1,
                 label=f'{prefix}train')
-      if evaluation.get('step'):
+      if 'eval' in splits and evaluation.get('step'):
         ax.plot(evaluation['step'], evaluation[key], color=color, marker='o',
                 markersize=3, linewidth=2, label=f'{prefix}test')
   axes[0].set_yscale('log')

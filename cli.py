@@ -1,0 +1,57 @@
+"""Command-line plumbing shared by main.py and sweep.py: parsing and exits."""
+
+import logging as std_logging
+import re
+import sys
+
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+import checkpointing
+import config_checks
+import offline_data
+
+# Exit statuses (documented in the README).
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+# Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
+
+# Refused with one line and EXIT_BAD_INPUT.
+INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
+                checkpointing.CheckpointMismatchError,
+                checkpointing.BrokenCheckpointError)
+
+
+def _quiet_orbax(record) -> bool:
+  # Orbax narrates every save at INFO; keep its warnings and errors only.
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def parse_flags(argv):
+  """absl's parsing, but bad flags or config fields are one line and status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    refuse(str(e).splitlines()[0])
+  except AttributeError as e:  # ml_collections: a field the config lacks.
+    message = str(e).replace('\\n', ' ').replace('\\', '')
+    field = re.search(r"'(\w+)'", message)
+    if not field:
+      raise
+    hint = re.search(r'Did you mean "(\w+)"', message)
+    refuse(f'unknown config field {field.group(1)!r} in the --config overrides'
+            + (f' (did you mean {hint.group(1)!r}?)' if hint else ''))
+
+
+def refuse(message):
+  """Prints one `error:` line and exits with EXIT_BAD_INPUT."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(EXIT_BAD_INPUT)
+
+
+def setup_host() -> None:
+  """Keeps TensorFlow (host-side tf.data only) off accelerators; quiets Orbax."""
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+  logging.get_absl_handler().addFilter(_quiet_orbax)

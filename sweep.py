@@ -1,0 +1,90 @@
+"""Runs a config sweep: every member in its own workdir, then a ranked summary.
+
+  python sweep.py --config=configs/sweeps/lr_seed.py --workdir=/tmp/sweep \
+      [--config.FIELD=VALUE ...]
+
+The sweep file has get_config() (the base) and get_sweep() (one dict of
+dotted overrides per member); --config overrides apply to every member.
+Member i trains in DIR/<i>_<overrides>/ exactly as main.py would there; a
+member that finished is skipped when the sweep runs again, an unfinished one
+resumes from its checkpoints.
+"""
+
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+import cli
+import config_checks
+import plots
+import sweep_lib
+import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
+flags.DEFINE_enum('parallel', 'sequential', ['sequential'],
+                  'sequential: members one after another in this process.')
+config_flags.DEFINE_config_file(
+    'config', None, 'A sweep file: get_config() and get_sweep().', lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def run_sweep(base, member_overrides: list, workdir: str) -> list:
+  """Trains (or skips, or resumes) every member; returns the ranked rows.
+
+  Every member is validated before any trains.
+  """
+  members = sweep_lib.members(base, member_overrides)
+  config_checks.check_workdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for i, (name, overrides, config) in enumerate(members):
+    member_dir = os.path.join(workdir, name)
+    summary = sweep_lib.finished_summary(member_dir, config)
+    if summary:
+      logging.info('Member %d/%d %s finished before: skipped.', i + 1, len(members), name)
+    else:
+      logging.info('Member %d/%d %s: training.', i + 1, len(members), name)
+      _, summary = train.train_and_evaluate(config, member_dir)
+    rows.append({'name': name, 'overrides': overrides, 'workdir': member_dir,
+                 **{k: summary[k] for k in ('best_eval_accuracy', 'eval_accuracy',
+                                            'eval_loss', 'train_wall_s')}})
+  ranked = sweep_lib.write_summary(workdir, rows)
+  plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},
+                        os.path.join(workdir, 'sweep_eval_curves.png'), splits=('eval',))
+  return ranked
+
+
+def _common_overrides(argv) -> list:
+  """The --config.FIELD=VALUE flags given on the command line."""
+  return [a for a in argv if a.startswith('--config.')]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  cli.setup_host()
+  sweep_path = config_flags.get_config_filename(FLAGS['config'])
+  start = time.perf_counter()
+  try:
+    overrides = sweep_lib.load_sweep(sweep_path)
+    ranked = run_sweep(FLAGS.config, overrides, FLAGS.workdir)
+  except cli.INPUT_ERRORS as e:
+    cli.refuse(e)
+  best = ranked[0]
+  print(f'Sweep of {len(ranked)} members done in {time.perf_counter() - start:.1f} s; '
+        f'summary in {os.path.join(FLAGS.workdir, "sweep_summary.md")}')
+  with open(os.path.join(FLAGS.workdir, 'sweep_summary.md')) as f:
+    print(f.read())
+  print(f'Best: {best["name"]} ({best["best_eval_accuracy"]:.2%}). Train it alone with:')
+  print(sweep_lib.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
+                               _common_overrides(sys.argv), best['overrides']))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,145 @@
+"""Config sweeps: members from a sweep file, their workdirs, and the summary.
+
+A sweep file is a config file with `get_config()` (the base) and
+`get_sweep()`, a list of {dotted field: value} overrides, one per member.
+`product` and `zip_axes` build such lists. Each member trains in
+`DIR/<name>/` with exactly what `main.py` writes there.
+"""
+
+import copy
+import csv
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shlex
+
+import ml_collections
+
+import config_checks
+
+
+def product(**axes) -> list:
+  """Every combination: product(learning_rate=[1e-3, 1e-2], seed=[0, 1]) -> 4."""
+  keys = [k.replace('__', '.') for k in axes]
+  return [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
+
+
+def zip_axes(**axes) -> list:
+  """Values taken together: zip_axes(learning_rate=[1e-3, 1e-2], seed=[0, 1]) -> 2."""
+  lengths = {len(v) for v in axes.values()}
+  if len(lengths) > 1:
+    raise ValueError(f'zip_axes needs lists of one length, got {sorted(lengths)}')
+  keys = [k.replace('__', '.') for k in axes]
+  return [dict(zip(keys, values)) for values in zip(*axes.values())]
+
+
+def load_sweep(path: str) -> list:
+  """The member overrides of sweep file `path` (its get_sweep())."""
+  spec = importlib.util.spec_from_file_location('sweep_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise config_checks.ConfigError(f'--config={path!r} has no get_sweep()')
+  members = list(module.get_sweep())
+  if not members or not all(isinstance(m, dict) for m in members):
+    raise config_checks.ConfigError(
+        f'--config={path!r}: get_sweep() must return a non-empty list of dicts')
+  return members
+
+
+def member_name(index: int, overrides: dict) -> str:
+  """A folder name: the index, then the overrides, e.g. 03_learning_rate=0.01_seed=1."""
+  parts = [f'{k}={v}' for k, v in overrides.items()]
+  name = re.sub(r'[^\w.=,+-]+', '', '_'.join([f'{index:02d}'] + parts))
+  return name[:120]
+
+
+def member_config(base: ml_collections.ConfigDict, overrides: dict):
+  """A copy of `base` with `overrides` set; ConfigError names a bad field."""
+  config = copy.deepcopy(base)  # Keeps field types and placeholders.
+  for dotted, value in overrides.items():
+    *path, last = dotted.split('.')
+    node = config
+    for part in path:
+      if not isinstance(node.get(part), ml_collections.ConfigDict):
+        raise config_checks.ConfigError(f'unknown config field {dotted!r}')
+      node = node[part]
+    if last not in node:
+      hint = config_checks.suggest(last, list(node.keys()))
+      raise config_checks.ConfigError(f'unknown config field {dotted!r}{hint}')
+    if isinstance(node[last], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[last] = value
+    except TypeError as e:
+      raise config_checks.ConfigError(
+          f'{dotted}={value!r}: {str(e).splitlines()[0]}') from e
+  config_checks.validate(config)
+  return config
+
+
+def members(base, overrides_list: list) -> list:
+  """[(name, overrides, config)], or ConfigError listing every invalid member."""
+  out, errors = [], []
+  for i, overrides in enumerate(overrides_list):
+    name = member_name(i, overrides)
+    try:
+      out.append((name, overrides, member_config(base, overrides)))
+    except config_checks.ConfigError as e:
+      errors.append(f'member {name}: {e}')
+  if errors:
+    raise config_checks.ConfigError('; '.join(errors))
+  return out
+
+
+def finished_summary(workdir: str, config) -> dict | None:
+  """The member's summary.json if it finished training with this config."""
+  try:
+    with open(os.path.join(workdir, 'summary.json')) as f:
+      summary = json.load(f)
+    with open(os.path.join(workdir, 'config.json')) as f:
+      same_config = json.load(f) == json.loads(json.dumps(config.to_dict()))
+  except (OSError, ValueError):
+    return None
+  return summary if same_config and summary['epoch'] >= config.num_epochs else None
+
+
+def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -> str:
+  """The main.py command that trains one member alone."""
+  args = ['python', 'main.py', f'--config={sweep_path}', f'--workdir={workdir}']
+  args += common
+  for key, value in overrides.items():
+    args.append(f'--config.{key}={value}')
+  return ' '.join(shlex.quote(a) for a in args)
+
+
+_COLUMNS = ('rank', 'name', 'overrides', 'best_eval_accuracy', 'eval_accuracy',
+            'eval_loss', 'train_wall_s', 'workdir')
+
+
+def write_summary(directory: str, rows: list) -> list:
+  """Writes sweep_summary.csv (sweep order) and .md (ranked); returns ranked rows.
+
+  Each row: name, overrides (dict), best_eval_accuracy, eval_accuracy,
+  eval_loss, train_wall_s, workdir.
+  """
+  ranked = sorted(rows, key=lambda r: (-r['best_eval_accuracy'], r['eval_loss']))
+  for rank, row in enumerate(ranked, 1):
+    row['rank'] = rank
+  with open(os.path.join(directory, 'sweep_summary.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({**row, 'overrides': json.dumps(row['overrides'], sort_keys=True)})
+  lines = ['| rank | member | overrides | best eval acc | final eval acc | '
+           'final eval loss | train time (s) |', '|---|---|---|---|---|---|---|']
+  for row in ranked:
+    overrides = ', '.join(f'{k}={v}' for k, v in row['overrides'].items())
+    lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | '
+                 f'{row["best_eval_accuracy"]:.2%} | {row["eval_accuracy"]:.2%} | '
+                 f'{row["eval_loss"]:.4f} | {row["train_wall_s"]:.1f} |')
+  with open(os.path.join(directory, 'sweep_summary.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  return ranked
