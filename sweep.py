@@ -16,14 +16,10 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 import cli
-import config_checks
-import plots
 import sweep_lib
-import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
@@ -32,32 +28,6 @@ flags.DEFINE_enum('parallel', 'sequential', ['sequential'],
 config_flags.DEFINE_config_file(
     'config', None, 'A sweep file: get_config() and get_sweep().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
-
-
-def run_sweep(base, member_overrides: list, workdir: str) -> list:
-  """Trains (or skips, or resumes) every member; returns the ranked rows.
-
-  Every member is validated before any trains.
-  """
-  members = sweep_lib.members(base, member_overrides)
-  config_checks.check_workdir(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  rows = []
-  for i, (name, overrides, config) in enumerate(members):
-    member_dir = os.path.join(workdir, name)
-    summary = sweep_lib.finished_summary(member_dir, config)
-    if summary:
-      logging.info('Member %d/%d %s finished before: skipped.', i + 1, len(members), name)
-    else:
-      logging.info('Member %d/%d %s: training.', i + 1, len(members), name)
-      _, summary = train.train_and_evaluate(config, member_dir)
-    rows.append({'name': name, 'overrides': overrides, 'workdir': member_dir,
-                 **{k: summary[k] for k in ('best_eval_accuracy', 'eval_accuracy',
-                                            'eval_loss', 'train_wall_s')}})
-  ranked = sweep_lib.write_summary(workdir, rows)
-  plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},
-                        os.path.join(workdir, 'sweep_eval_curves.png'), splits=('eval',))
-  return ranked
 
 
 def _common_overrides(argv) -> list:
@@ -73,7 +43,7 @@ def main(argv):
   start = time.perf_counter()
   try:
     overrides = sweep_lib.load_sweep(sweep_path)
-    ranked = run_sweep(FLAGS.config, overrides, FLAGS.workdir)
+    ranked = sweep_lib.run_sweep(FLAGS.config, overrides, FLAGS.workdir)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
   best = ranked[0]

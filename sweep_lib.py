@@ -15,9 +15,12 @@ import os
 import re
 import shlex
 
+from absl import logging
 import ml_collections
 
 import config_checks
+import plots
+import train
 
 
 def product(**axes) -> list:
@@ -80,7 +83,7 @@ def member_config(base: ml_collections.ConfigDict, overrides: dict):
   return config
 
 
-def members(base, overrides_list: list) -> list:
+def build_members(base, overrides_list: list) -> list:
   """[(name, overrides, config)], or ConfigError listing every invalid member."""
   out, errors = [], []
   for i, overrides in enumerate(overrides_list):
@@ -142,4 +145,30 @@ def write_summary(directory: str, rows: list) -> list:
                  f'{row["eval_loss"]:.4f} | {row["train_wall_s"]:.1f} |')
   with open(os.path.join(directory, 'sweep_summary.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
+  return ranked
+
+
+def run_sweep(base, member_overrides: list, workdir: str) -> list:
+  """Trains (or skips, or resumes) every member; returns the ranked rows.
+
+  Every member is validated before any trains.
+  """
+  members = build_members(base, member_overrides)
+  config_checks.check_workdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  rows = []
+  for i, (name, overrides, config) in enumerate(members):
+    member_dir = os.path.join(workdir, name)
+    summary = finished_summary(member_dir, config)
+    if summary:
+      logging.info('Member %d/%d %s finished before: skipped.', i + 1, len(members), name)
+    else:
+      logging.info('Member %d/%d %s: training.', i + 1, len(members), name)
+      _, summary = train.train_and_evaluate(config, member_dir)
+    rows.append({'name': name, 'overrides': overrides, 'workdir': member_dir,
+                 **{k: summary[k] for k in ('best_eval_accuracy', 'eval_accuracy',
+                                            'eval_loss', 'train_wall_s')}})
+  ranked = write_summary(workdir, rows)
+  plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},
+                        os.path.join(workdir, 'sweep_eval_curves.png'), splits=('eval',))
   return ranked

@@ -1,0 +1,118 @@
+"""Config sweeps: members, validation up front, summaries, skip and resume."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import ROOT, tiny_config, write_mnist
+import config_checks
+import inference
+import sweep_lib
+import train
+
+NUM_EXAMPLES = 50
+
+
+@pytest.fixture(autouse=True)
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
+def test_product_and_zip_helpers():
+  assert sweep_lib.product(learning_rate=[0.1, 0.2], seed=[0, 1]) == [
+      {'learning_rate': 0.1, 'seed': 0}, {'learning_rate': 0.1, 'seed': 1},
+      {'learning_rate': 0.2, 'seed': 0}, {'learning_rate': 0.2, 'seed': 1}]
+  assert sweep_lib.zip_axes(model__dropout_rates=[(0.1,), (0.2,)], seed=[3, 4]) == [
+      {'model.dropout_rates': (0.1,), 'seed': 3},
+      {'model.dropout_rates': (0.2,), 'seed': 4}]
+  with pytest.raises(ValueError, match='one length'):
+    sweep_lib.zip_axes(a=[1, 2], b=[1])
+
+
+def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):
+  overrides = [{'learning_rate': 0.1}, {'learning_rate': -1.0},
+               {'model.activaton': 'relu'}, {'optimizer': 'adamm'}]
+  with pytest.raises(config_checks.ConfigError) as e:
+    sweep_lib.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
+  message = str(e.value)
+  assert 'member 01_learning_rate=-1.0: learning_rate=-1.0: must be > 0' in message
+  assert "member 02_model.activaton=relu: unknown config field 'model.activaton'" in message
+  assert "(did you mean 'activation'?)" in message
+  assert "member 03_optimizer=adamm: optimizer='adamm'" in message
+  assert '00_' not in message
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkeypatch):
+  overrides = sweep_lib.product(learning_rate=[1e-3, 1e-2], seed=[0, 1])
+  workdir = tmp_path / 'sweep'
+  ranked = sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
+  assert len(ranked) == 4
+  with open(workdir / 'sweep_summary.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['name'] for r in rows] == [sweep_lib.member_name(i, o)
+                                       for i, o in enumerate(overrides)]
+  assert set(rows[0]) >= {'name', 'overrides', 'best_eval_accuracy', 'eval_accuracy',
+                          'eval_loss', 'train_wall_s'}
+  accuracies = [r['best_eval_accuracy'] for r in ranked]
+  assert accuracies == sorted(accuracies, reverse=True)
+  table = (workdir / 'sweep_summary.md').read_text().splitlines()
+  assert len(table) == 2 + 4 and table[2].startswith(f'| 1 | {ranked[0]["name"]} |')
+  assert (workdir / 'sweep_eval_curves.png').stat().st_size > 10_000
+  # Each member's workdir is a normal run's: --mode=eval works on it.
+  member = workdir / rows[3]['name']
+  config = sweep_lib.member_config(tiny_config(), overrides[3])
+  result = inference.evaluate_checkpoint(config, str(member))
+  assert result['eval_accuracy'] == float(rows[3]['eval_accuracy'])
+
+  # Run again: nothing trains. Then a member left unfinished resumes alone.
+  calls = []
+  real = train.train_and_evaluate
+  monkeypatch.setattr(train, 'train_and_evaluate',
+                      lambda config, wd: calls.append(wd) or real(config, wd))
+  sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
+  assert calls == []
+  os.remove(workdir / rows[1]['name'] / 'summary.json')
+  again = sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
+  assert calls == [str(workdir / rows[1]['name'])]
+  assert {r['name']: r['eval_accuracy'] for r in again} == {
+      r['name']: float(r['eval_accuracy']) for r in rows}
+
+
+@pytest.mark.slow
+def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
+  write_mnist(tmp_path, n_train=64, n_test=20)
+  sweep_file = tmp_path / 'tiny_sweep.py'
+  sweep_file.write_text(
+      'from configs import default\n'
+      'import sweep_lib\n'
+      'def get_config():\n'
+      '  config = default.get_config()\n'
+      '  config.model.hidden_sizes = (16,)\n'
+      '  config.model.dropout_rates = (0.1,)\n'
+      '  config.batch_size = 16\n'
+      '  config.num_epochs = 1\n'
+      '  config.plots = False\n'
+      '  return config\n'
+      'def get_sweep():\n'
+      '  return sweep_lib.product(learning_rate=[1e-3, 1e-2])\n')
+  workdir = tmp_path / 'sweep'
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
+       f'--workdir={workdir}', f'--config.manual_dir={tmp_path}',
+       f'--config.data_dir={tmp_path / "tfds"}', '--parallel=sequential'],
+      cwd=ROOT, capture_output=True, text=True, timeout=240,
+      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'Sweep of 2 members done' in result.stdout
+  best_command = result.stdout.strip().splitlines()[-1]
+  assert best_command.startswith(f'python main.py --config={sweep_file} ')
+  assert f'--config.manual_dir={tmp_path}' in best_command
+  assert '--config.learning_rate=' in best_command
+  with open(workdir / 'sweep_summary.csv') as f:
+    assert len(list(csv.DictReader(f))) == 2
