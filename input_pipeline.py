@@ -205,6 +205,13 @@ def _epoch_order(key, num_examples: int, steps: int, batch_size: int, pad: int):
   return jnp.pad(order, ((0, pad), (0, 0)))
 
 
+def device_epoch_order(data: Data, seed: int, epoch: int, batch_size: int,
+                       pad: int) -> jax.Array:
+  """Mode 'device': the example indices [steps + pad, batch] of `epoch`."""
+  return _epoch_order(jax.random.key(epoch_seed(seed, epoch)), data.num_train,
+                      data.num_train // batch_size, batch_size, pad)
+
+
 @functools.partial(jax.jit, static_argnums=2)
 def _rows(order, start, length: int):
   return jax.lax.dynamic_slice_in_dim(order, start, length)
@@ -233,9 +240,7 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
   """
   batch_size = config.batch_size // jax.process_count()
   if data.mode == 'device':
-    order = _epoch_order(jax.random.key(epoch_seed(config.seed, epoch)),
-                         data.num_train, data.num_train // batch_size, batch_size,
-                         call_length)
+    order = device_epoch_order(data, config.seed, epoch, batch_size, call_length)
     for start, stop in spans:
       yield stop - start, {'index': _rows(order, start, call_length)}
     return

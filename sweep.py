@@ -23,8 +23,10 @@ import sweep_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
-flags.DEFINE_enum('parallel', 'sequential', ['sequential'],
-                  'sequential: members one after another in this process.')
+flags.DEFINE_enum('parallel', 'vmap', sweep_lib.PARALLEL,
+                  'vmap: members that differ only in learning rate, weight decay, '
+                  'momentum or seed train together as one vmapped program; '
+                  'sequential: one after another in this process.')
 config_flags.DEFINE_config_file(
     'config', None, 'A sweep file: get_config() and get_sweep().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -43,7 +45,8 @@ def main(argv):
   start = time.perf_counter()
   try:
     overrides = sweep_lib.load_sweep(sweep_path)
-    ranked = sweep_lib.run_sweep(FLAGS.config, overrides, FLAGS.workdir)
+    ranked = sweep_lib.run_sweep(FLAGS.config, overrides, FLAGS.workdir,
+                                 FLAGS.parallel)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
   best = ranked[0]

@@ -19,6 +19,9 @@ from absl import logging
 import ml_collections
 
 import config_checks
+import divergence
+import group_train
+import input_pipeline
 import plots
 import train
 
@@ -118,8 +121,8 @@ def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -
   return ' '.join(shlex.quote(a) for a in args)
 
 
-_COLUMNS = ('rank', 'name', 'overrides', 'best_eval_accuracy', 'eval_accuracy',
-            'eval_loss', 'train_wall_s', 'workdir')
+_METRICS = ('best_eval_accuracy', 'eval_accuracy', 'eval_loss', 'train_wall_s')
+_COLUMNS = ('rank', 'name', 'status', 'overrides', *_METRICS, 'workdir')
 
 
 def write_summary(directory: str, rows: list) -> list:
@@ -128,7 +131,9 @@ def write_summary(directory: str, rows: list) -> list:
   Each row: name, overrides (dict), best_eval_accuracy, eval_accuracy,
   eval_loss, train_wall_s, workdir.
   """
-  ranked = sorted(rows, key=lambda r: (-r['best_eval_accuracy'], r['eval_loss']))
+  # Diverged members (NaN) rank last.
+  ranked = sorted(rows, key=lambda r: (r['status'] != 'finished',
+                                       -r['best_eval_accuracy'], r['eval_loss']))
   for rank, row in enumerate(ranked, 1):
     row['rank'] = rank
   with open(os.path.join(directory, 'sweep_summary.csv'), 'w', newline='') as f:
@@ -148,26 +153,72 @@ def write_summary(directory: str, rows: list) -> list:
   return ranked
 
 
-def run_sweep(base, member_overrides: list, workdir: str) -> list:
-  """Trains (or skips, or resumes) every member; returns the ranked rows.
+PARALLEL = ('vmap', 'sequential')
 
-  Every member is validated before any trains.
+
+# The fields that decide what input_pipeline.create_datasets returns.
+_DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'input_mode', 'eval_batch_size')
+
+
+def _train_alone(config, workdir, datasets: dict):
+  """A member trained by itself (data loaded once per sweep); None if it diverged."""
+  key = tuple(str(config[f]) for f in _DATA_FIELDS)
+  if key not in datasets:
+    datasets[key] = input_pipeline.create_datasets(config)
+  try:
+    return train.train_and_evaluate(config, workdir, datasets[key])[1]
+  except divergence.Diverged as e:
+    logging.warning('Member %s stopped: %s', workdir, e)
+    return None
+
+
+def _train(todo: list, parallel: str) -> dict:
+  """Trains [(name, config, workdir)]; returns {name: summary or None}."""
+  results, groups, datasets = {}, {}, {}
+  for item in todo:
+    key = group_train.group_key(item[1]) if parallel == 'vmap' else item[0]
+    groups.setdefault(key, []).append(item)
+  for group in groups.values():
+    names, configs, workdirs = zip(*group)
+    if len(group) > 1:
+      logging.info('Training %d members together: %s', len(group), ', '.join(names))
+      try:
+        results.update(zip(names, group_train.train_group(configs, workdirs)))
+        continue
+      except group_train.NotGroupable as e:
+        logging.warning('Members %s train one by one: %s', ', '.join(names), e)
+    for name, config, workdir in group:
+      logging.info('Training member %s.', name)
+      results[name] = _train_alone(config, workdir, datasets)
+  return results
+
+
+def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'vmap') -> list:
+  """Trains every unfinished member; returns the summary rows, ranked.
+
+  Every member is validated before any trains. With parallel='vmap', members
+  that differ only in values the train state carries train together
+  (group_train); the others, and every member with 'sequential', one by one.
   """
   members = build_members(base, member_overrides)
   config_checks.check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
-  rows = []
-  for i, (name, overrides, config) in enumerate(members):
+  summaries, todo = {}, []
+  for name, _, config in members:
     member_dir = os.path.join(workdir, name)
-    summary = finished_summary(member_dir, config)
-    if summary:
-      logging.info('Member %d/%d %s finished before: skipped.', i + 1, len(members), name)
+    summaries[name] = finished_summary(member_dir, config)
+    if summaries[name]:
+      logging.info('Member %s finished before: skipped.', name)
     else:
-      logging.info('Member %d/%d %s: training.', i + 1, len(members), name)
-      _, summary = train.train_and_evaluate(config, member_dir)
-    rows.append({'name': name, 'overrides': overrides, 'workdir': member_dir,
-                 **{k: summary[k] for k in ('best_eval_accuracy', 'eval_accuracy',
-                                            'eval_loss', 'train_wall_s')}})
+      todo.append((name, config, member_dir))
+  summaries.update(_train(todo, parallel))
+  rows = []
+  for name, overrides, _ in members:
+    summary = summaries[name] or dict.fromkeys(_METRICS, float('nan'))
+    rows.append({'name': name, 'overrides': overrides,
+                 'workdir': os.path.join(workdir, name),
+                 'status': 'finished' if summaries[name] else 'diverged',
+                 **{k: summary[k] for k in _METRICS}})
   ranked = write_summary(workdir, rows)
   plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},
                         os.path.join(workdir, 'sweep_eval_curves.png'), splits=('eval',))

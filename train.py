@@ -217,8 +217,12 @@ def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
   return list(zip([first] + ends[:-1], ends))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data: input_pipeline.Data | None = None):
   """Trains (or resumes training) in `workdir` and evaluates after each epoch.
+
+  `data` (from input_pipeline.create_datasets(config)) may be passed in when
+  several runs share it, as a sweep's members do.
 
   Returns:
     (final train state, summary dict as written to `summary.json`).
@@ -226,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   # Everything that can refuse the run does so before the workdir is touched.
   config_checks.validate(config)
   config_checks.check_workdir(workdir)
-  data = input_pipeline.create_datasets(config)
+  data = data or input_pipeline.create_datasets(config)
   config_checks.check_data(config, data)
   steps_per_epoch = input_pipeline.steps_per_epoch(data, config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch

@@ -2,9 +2,12 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -12,6 +15,7 @@ from tests.conftest import ROOT, tiny_config, write_mnist
 import config_checks
 import inference
 import sweep_lib
+import group_train
 import train
 
 NUM_EXAMPLES = 50
@@ -74,7 +78,7 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkey
   calls = []
   real = train.train_and_evaluate
   monkeypatch.setattr(train, 'train_and_evaluate',
-                      lambda config, wd: calls.append(wd) or real(config, wd))
+                      lambda config, wd, data=None: calls.append(wd) or real(config, wd, data))
   sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
   assert calls == []
   os.remove(workdir / rows[1]['name'] / 'summary.json')
@@ -116,3 +120,62 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
   assert '--config.learning_rate=' in best_command
   with open(workdir / 'sweep_summary.csv') as f:
     assert len(list(csv.DictReader(f))) == 2
+
+
+def test_group_key_separates_structure_from_state_values():
+  key = group_train.group_key
+  base = tiny_config(weight_decay=1e-4)
+  same = tiny_config(learning_rate=0.3, seed=7, momentum=0.5, weight_decay=1e-3)
+  assert key(base) == key(same)
+  assert key(base) != key(tiny_config(weight_decay=0.0))  # One transform fewer.
+  assert key(base) != key(tiny_config(**{'model.hidden_sizes': (8,)}))
+  assert key(base) != key(tiny_config(**{'model.dropout_rates': (0.2,)}))
+
+
+def _group(tmp_path, overrides, **base):
+  configs = [sweep_lib.member_config(tiny_config(input_mode='device', **base), o)
+             for o in overrides]
+  dirs = [str(tmp_path / f'm{i}') for i in range(len(overrides))]
+  return configs, dirs
+
+
+def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
+  overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1},
+               {'learning_rate': 3e-3, 'seed': 2, 'weight_decay': 0.0}]
+  configs, dirs = _group(tmp_path, overrides)
+  together = group_train.train_group(configs, dirs)
+  for i, config in enumerate(configs):
+    state, alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))
+    assert together[i]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
+    assert together[i]['eval_accuracy'] == pytest.approx(alone['eval_accuracy'], abs=0.021)
+    # The member's own checkpoint holds (nearly) the parameters of the lone run.
+    grouped, _, _ = inference.restore(config, dirs[i])
+    for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(state.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    with open(os.path.join(dirs[i], 'summary.json')) as f:
+      assert f.read()
+
+
+def test_a_diverging_member_is_stopped_alone(tmp_path):
+  overrides = [{'learning_rate': 0.05}, {'learning_rate': 1e30}]
+  configs, dirs = _group(tmp_path, overrides, optimizer='sgd')
+  together = group_train.train_group(configs, dirs)
+  assert together[1] is None and not os.path.exists(os.path.join(dirs[1], 'summary.json'))
+  alone = train.train_and_evaluate(configs[0], str(tmp_path / 'alone'))[1]
+  assert together[0]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
+  rows = sweep_lib.run_sweep(tiny_config(input_mode='device', optimizer='sgd'),
+                             overrides, str(tmp_path / 'sweep'))
+  assert [r['status'] for r in rows] == ['finished', 'diverged']
+
+
+def test_an_interrupted_group_resumes_to_the_same_result(tmp_path):
+  overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
+  base = tiny_config(input_mode='device')
+  first = sweep_lib.run_sweep(base, overrides, str(tmp_path))
+  # As if killed after epoch 1: the epoch-2 checkpoints and summaries are gone.
+  for row in first:
+    os.remove(os.path.join(row['workdir'], 'summary.json'))
+    shutil.rmtree(os.path.join(row['workdir'], 'checkpoints', '12'))
+  again = sweep_lib.run_sweep(base, overrides, str(tmp_path))
+  assert {r['name']: r['eval_loss'] for r in again} == pytest.approx(
+      {r['name']: r['eval_loss'] for r in first}, rel=1e-6)
