@@ -19,6 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import cli
+import preemption
 import sweep_lib
 
 FLAGS = flags.FLAGS
@@ -49,6 +50,9 @@ def main(argv):
                                  FLAGS.parallel)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
+  except preemption.Interrupted as e:
+    print(f'interrupted: {e}; run the same command to go on', file=sys.stderr)
+    sys.exit(e.exit_status)
   best = ranked[0]
   print(f'Sweep of {len(ranked)} members done in {time.perf_counter() - start:.1f} s; '
         f'summary in {os.path.join(FLAGS.workdir, "sweep_summary.md")}')
