@@ -166,7 +166,7 @@ def test_sigterm_saves_the_current_step_and_the_next_run_continues(tmp_path):
   write_mnist(manual_dir, n_train=4096, n_test=256)
   workdir = tmp_path / 'run'
   cmd = _main_cmd(workdir, f'--config.manual_dir={manual_dir}',
-                  f'--config.data_dir={tmp_path / "tfds"}', '--config.num_epochs=30',
+                  f'--config.data_dir={tmp_path / "tfds"}', '--config.num_epochs=15',
                   '--config.batch_size=32', '--config.steps_per_call=8',
                   '--config.log_every_steps=8', '--config.eval_batch_size=256')
   with open(tmp_path / 'first.log', 'w') as log:
@@ -181,13 +181,13 @@ def test_sigterm_saves_the_current_step_and_the_next_run_continues(tmp_path):
   assert status == 128 + signal.SIGTERM, output[-2000:]
   assert took < 20
   stopped_at = int(output.split('stopped by SIGTERM at step ')[1].split(';')[0])
-  assert 0 < stopped_at < 30 * 128
+  assert 0 < stopped_at < 15 * 128
   assert _steps(workdir)[-1] == stopped_at
   with open(tmp_path / 'second.log', 'w') as log:
     assert _start(cmd, log).wait(timeout=300) == 0
   output = (tmp_path / 'second.log').read_text()
   assert f'Restored checkpoint {workdir}/checkpoints/{stopped_at}' in output
-  assert json.loads((workdir / 'summary.json').read_text())['step'] == 30 * 128
+  assert json.loads((workdir / 'summary.json').read_text())['step'] == 15 * 128
 
 
 @pytest.mark.slow

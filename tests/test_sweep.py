@@ -140,8 +140,7 @@ def _group(tmp_path, overrides, **base):
 
 
 def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
-  overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1},
-               {'learning_rate': 3e-3, 'seed': 2, 'weight_decay': 0.0}]
+  overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   configs, dirs = _group(tmp_path, overrides)
   together = group_train.train_group(configs, dirs)
   for i, config in enumerate(configs):
