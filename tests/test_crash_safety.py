@@ -160,6 +160,7 @@ def _wait_for_training(workdir, proc, timeout=180):
   raise AssertionError(f'training did not start (exit {proc.poll()})')
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_the_next_run_continues(tmp_path):
   manual_dir = tmp_path / 'idx'
   manual_dir.mkdir()
