@@ -95,8 +95,10 @@ class _Member:
     self.logger.write_hparams(metric_logging.flat_hparams(self.config))
 
 
-def train_group(configs, workdirs) -> list:
+def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> list:
   """Trains the members (configs with equal group_key) together.
+
+  `data`: input_pipeline.create_datasets(configs[0]), if already loaded.
 
   Returns:
     One summary dict per member (as written to its summary.json), or None for
@@ -109,7 +111,7 @@ def train_group(configs, workdirs) -> list:
   for config, workdir in zip(configs, workdirs):
     config_checks.validate(config)
     config_checks.check_workdir(workdir)
-  data = input_pipeline.create_datasets(base)
+  data = data or input_pipeline.create_datasets(base)
   if data.mode != 'device':
     raise NotGroupable('the data is streamed (input_mode=stream)')
   config_checks.check_data(base, data)

@@ -160,13 +160,18 @@ PARALLEL = ('vmap', 'sequential')
 _DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'input_mode', 'eval_batch_size')
 
 
-def _train_alone(config, workdir, datasets: dict):
-  """A member trained by itself (data loaded once per sweep); None if it diverged."""
+def _data(config, datasets: dict):
+  """The config's datasets, loaded once per sweep."""
   key = tuple(str(config[f]) for f in _DATA_FIELDS)
   if key not in datasets:
     datasets[key] = input_pipeline.create_datasets(config)
+  return datasets[key]
+
+
+def _train_alone(config, workdir, datasets: dict):
+  """A member trained by itself; None if it diverged."""
   try:
-    return train.train_and_evaluate(config, workdir, datasets[key])[1]
+    return train.train_and_evaluate(config, workdir, _data(config, datasets))[1]
   except divergence.Diverged as e:
     logging.warning('Member %s stopped: %s', workdir, e)
     return None
@@ -183,7 +188,8 @@ def _train(todo: list, parallel: str) -> dict:
     if len(group) > 1:
       logging.info('Training %d members together: %s', len(group), ', '.join(names))
       try:
-        results.update(zip(names, group_train.train_group(configs, workdirs)))
+        results.update(zip(names, group_train.train_group(
+            configs, workdirs, _data(configs[0], datasets))))
         continue
       except group_train.NotGroupable as e:
         logging.warning('Members %s train one by one: %s', ', '.join(names), e)
