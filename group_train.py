@@ -27,7 +27,6 @@ import divergence
 import input_pipeline
 import metric_logging
 import optimizers
-import plots
 import preemption
 import progress as progress_lib
 import train
@@ -56,6 +55,14 @@ def group_key(config) -> str:
 _group_train_steps = jax.jit(
     jax.vmap(train.train_steps, in_axes=(0, 0, 0, 0, None)), donate_argnums=0)
 _group_eval_steps = jax.jit(jax.vmap(train.eval_steps, in_axes=(0, None)))
+
+
+def _evaluate(stacked, data) -> list:
+  """Each member's {'loss', 'accuracy'} on the resident test split."""
+  sums = jax.device_get(_group_eval_steps(stacked, data.test))
+  count = len(sums['count'])
+  return [train.metrics_from_sums(jax.tree.map(lambda x: x[i], sums))  # pylint: disable=cell-var-from-loop
+          for i in range(count)]
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -214,10 +221,7 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
             raise preemption.Interrupted(stop.signum, step, workdirs[0])
         if pending:
           finish_call(*pending)
-        sums = jax.device_get(_group_eval_steps(stacked, data.test))
-        eval_metrics = [{'loss': float(sums['loss_sum'][i]) / float(sums['count'][i]),
-                         'accuracy': float(sums['correct'][i]) / float(sums['count'][i])}
-                        for i in range(len(members))]
+        eval_metrics = _evaluate(stacked, data)
         for i, m in enumerate(members):
           if m.alive:
             m.meta['best_eval_accuracy'] = max(m.meta['best_eval_accuracy'],
@@ -234,28 +238,14 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
       m.manager.close()
       m.logger.close()
   if eval_metrics is None:  # Nothing was left to train.
-    sums = jax.device_get(_group_eval_steps(stacked, data.test))
-    eval_metrics = [{'loss': float(sums['loss_sum'][i]) / float(sums['count'][i]),
-                     'accuracy': float(sums['correct'][i]) / float(sums['count'][i])}
-                    for i in range(len(members))]
+    eval_metrics = _evaluate(stacked, data)
   summaries = []
   for i, m in enumerate(members):
     if not m.alive:
       summaries.append(None)
       continue
-    wall = m.meta['train_wall_s']
-    summary = {
-        'eval_accuracy': eval_metrics[i]['accuracy'],
-        'eval_loss': eval_metrics[i]['loss'],
-        'best_eval_accuracy': max(m.meta['best_eval_accuracy'], eval_metrics[i]['accuracy']),
-        'best_step': m.best_step, 'step': step, 'epoch': step / steps_per_epoch,
-        'train_wall_s': wall,
-        'examples_per_s': step * m.config.batch_size / wall if wall else 0.0,
-        'skipped_steps': m.tracker.skipped,
-    }
-    metric_logging.write_json(os.path.join(m.workdir, 'summary.json'), summary)
-    if m.config.plots and jax.process_index() == 0:
-      plots.write_run_plots(m.workdir, train.test_predictions(
-          member_state(i), data, m.config.eval_batch_size))
+    summary = train.finish_run(m.workdir, m.config, member_state(i), data,
+                               eval_metrics[i], m.meta, m.best_step, step,
+                               steps_per_epoch, m.tracker.skipped)
     summaries.append(summary)
   return summaries

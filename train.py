@@ -190,10 +190,35 @@ def evaluate(state: TrainState, data, batch_size: int) -> dict:
   for batches in input_pipeline.eval_calls(data, batch_size):
     sums = eval_steps(state, batches)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
+  return metrics_from_sums(jax.device_get(totals))
+
+
+def metrics_from_sums(totals) -> dict:
+  """{'loss', 'accuracy'} from eval_step's sums (host values)."""
   count = int(totals['count'])
   return {'loss': float(totals['loss_sum']) / count,
           'accuracy': float(totals['correct']) / count}
+
+
+def finish_run(workdir: str, config, state, data, eval_metrics: dict, meta: dict,
+               best_step, step: int, steps_per_epoch: int, skipped: int) -> dict:
+  """Writes summary.json (and, if configured, the plots); returns the summary."""
+  wall = meta['train_wall_s']  # As of the last checkpoint.
+  summary = {
+      'eval_accuracy': eval_metrics['accuracy'],
+      'eval_loss': eval_metrics['loss'],
+      'best_eval_accuracy': max(meta['best_eval_accuracy'], eval_metrics['accuracy']),
+      'best_step': best_step,
+      'step': step,
+      'epoch': step / steps_per_epoch,
+      'train_wall_s': wall,
+      'examples_per_s': step * config.batch_size / wall if wall else 0.0,
+      'skipped_steps': skipped,
+  }
+  metric_logging.write_json(os.path.join(workdir, 'summary.json'), summary)
+  if config.plots and jax.process_index() == 0:
+    plots.write_run_plots(workdir, test_predictions(state, data, config.eval_batch_size))
+  return summary
 
 
 def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
@@ -343,7 +368,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s).',
                        epoch + 1, config.num_epochs, eval_metrics['accuracy'],
                        eval_metrics['loss'], epoch_s)
-    train_wall_s = meta['train_wall_s']  # As of the last checkpoint.
     if step == first_step:  # Nothing left to train: evaluate the restored state.
       eval_metrics = evaluate(state, data, config.eval_batch_size)
       logger.write(step, 'eval', eval_metrics)
@@ -354,21 +378,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best_step = manager.best_step()
     manager.close()
     logger.close()
-  summary = {
-      'eval_accuracy': eval_metrics['accuracy'],
-      'eval_loss': eval_metrics['loss'],
-      'best_eval_accuracy': max(meta['best_eval_accuracy'], eval_metrics['accuracy']),
-      'best_step': best_step,
-      'step': step,
-      'epoch': step / steps_per_epoch,
-      'train_wall_s': train_wall_s,
-      'examples_per_s': step * config.batch_size / train_wall_s if train_wall_s else 0.0,
-      'skipped_steps': nonfinite.skipped,
-  }
-  metric_logging.write_json(os.path.join(workdir, 'summary.json'), summary)
-  if config.plots and jax.process_index() == 0:
-    plots.write_run_plots(workdir, test_predictions(
-        state, data, config.eval_batch_size))
+  summary = finish_run(workdir, config, state, data, eval_metrics, meta, best_step,
+                       step, steps_per_epoch, nonfinite.skipped)
   logging.info('%s', progress_lib.run_summary(summary, workdir, best_step,
                                                  config.plots))
   return state, summary
