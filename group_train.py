@@ -112,9 +112,12 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
     a member that diverged.
 
   Raises:
-    NotGroupable: streamed input, or members at different steps.
+    NotGroupable: more than one device, streamed input, or members at
+      different steps.
   """
   base = configs[0]
+  if jax.device_count() > 1:
+    raise NotGroupable(f'{jax.device_count()} devices: each member uses them all')
   for config, workdir in zip(configs, workdirs):
     config_checks.validate(config)
     config_checks.check_workdir(workdir)
@@ -144,7 +147,7 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
     m.state = None
     m.open_logs(step)
   dropout_rngs = jnp.stack([jax.random.split(jax.random.key(c.seed))[1] for c in configs])
-  batch_size = base.batch_size // jax.process_count()
+  batch_size = base.batch_size
   call_length = min(base.steps_per_call or steps_per_epoch,
                     base.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
   show = progress_lib.Progress(

@@ -19,6 +19,7 @@ import checkpointing
 import config_checks
 import input_pipeline
 import metric_logging
+import parallel
 import train
 
 EVAL_FILE = 'eval.json'
@@ -74,7 +75,7 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dic
   """Evaluates a checkpoint on the test split; writes and returns eval.json."""
   state, step, _ = restore(config, workdir, checkpoint)
   data = input_pipeline.create_datasets(config)
-  metrics = train.evaluate(state, data, config.eval_batch_size)
+  metrics = train.evaluate(parallel.replicate(state, data.mesh), data, config.eval_batch_size)
   result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
             'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
   metric_logging.write_json(os.path.join(workdir, EVAL_FILE), result)

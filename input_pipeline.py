@@ -2,13 +2,18 @@
 
 Two paths (`config.input_mode`):
 
-- 'device': a split that fits is read once through tfds and kept on the device
-  as uint8. Each epoch's order is a permutation drawn on the device, and the
-  train step gathers its batch from the resident arrays by index, so a call of
-  many steps needs nothing from the host but a slice of indices.
-- 'stream': tf.data reads, shuffles (with a buffer) and batches on the host;
-  batches of several steps are stacked and sent to the device one call ahead of
-  the one running, so host input overlaps device compute.
+- 'device': a split that fits is read once through tfds and kept on every
+  device as uint8. Each epoch's order is a permutation drawn on the device, and
+  the train step gathers its batch from the resident arrays by index, so a call
+  of many steps needs nothing from the host but a slice of indices. The index
+  rows are split over the mesh: each device (of each process) gathers only its
+  slice of every global batch, and the order is the same for any number of
+  devices and processes.
+- 'stream': each process reads its own share of the split (a per-process TFDS
+  split), and tf.data shuffles (with a buffer) and batches it on the host;
+  batches of several steps are stacked, assembled into global arrays with the
+  other processes' rows and sent to the devices one call ahead of the one
+  running, so host input overlaps device compute.
 
 'auto' picks 'device' when the splits take at most a quarter of the device's
 memory. Either way images stay uint8 until the model scales them, and the order
@@ -32,6 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import offline_data
+import parallel
 
 INPUT_MODES = ('auto', 'device', 'stream')
 # 'auto' keeps the data on the device up to this share of its memory.
@@ -44,26 +50,34 @@ _STATS_EXAMPLES = 10_000
 
 @dataclasses.dataclass
 class Data:
-  """This process's share of a dataset.
+  """A dataset, placed for a device mesh.
 
-  With mode 'device', `train` is {'image', 'label'} of device arrays and `test`
-  the same, padded to whole eval batches and stacked as [batches, batch, ...]
-  with a 'mask' of the real examples. With mode 'stream', both are tf.data
-  datasets of single decoded examples (cached).
+  With mode 'device', `train` is {'image', 'label'} replicated on every device
+  of `mesh` and `test` the same, padded to whole eval batches, stacked as
+  [batches, batch, ...] with a 'mask' of the real examples and split over the
+  mesh along the batch axis. With mode 'stream', both are tf.data datasets of
+  this process's share of single decoded examples (cached).
   """
   mode: str  # 'device' or 'stream'.
   train: Any
   test: Any
-  num_train: int  # Training examples of this process.
-  num_test: int  # Test examples of this process.
+  num_train: int  # Training examples, all processes together.
+  num_test: int  # Test examples, all processes together.
   num_classes: int
   image_shape: tuple
+  mesh: Any = None  # The jax.sharding.Mesh the arrays are placed on.
 
 
 def _builder(config):
   """Returns the TFDS builder, preparing the dataset first if needed."""
   if config.manual_dir:
-    offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    # Process 0 first, so processes sharing a data_dir never write it at once;
+    # the others then find it prepared (or prepare their own disk's).
+    if jax.process_index() == 0:
+      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    parallel.barrier('dataset prepared')
+    if jax.process_index() > 0:
+      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
   try:
     builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -117,10 +131,10 @@ def choose_input_mode(config, builder) -> str:
   return 'device' if fits else 'stream'
 
 
-def _examples(builder, split) -> tf.data.Dataset:
-  """This process's share of `split`, in stored order, labels as int32."""
+def _examples(builder, split, whole: bool = False) -> tf.data.Dataset:
+  """This process's share of `split` (or all of it), in stored order, labels as int32."""
   ds = builder.as_dataset(
-      split=tfds.split_for_jax_process(split, drop_remainder=False),
+      split=split if whole else tfds.split_for_jax_process(split, drop_remainder=False),
       shuffle_files=False,
       read_config=tfds.ReadConfig(interleave_cycle_length=1))
   return ds.map(lambda x: {'image': x['image'], 'label': tf.cast(x['label'], tf.int32)},
@@ -128,8 +142,8 @@ def _examples(builder, split) -> tf.data.Dataset:
 
 
 def _load_arrays(builder, split) -> dict:
-  """This process's share of `split` as numpy arrays, read in one pass."""
-  batches = list(tfds.as_numpy(_examples(builder, split).batch(8192)))
+  """All of `split` as numpy arrays, read in one pass."""
+  batches = list(tfds.as_numpy(_examples(builder, split, whole=True).batch(8192)))
   return {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label')}
 
 
@@ -150,8 +164,16 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   return out
 
 
-def create_datasets(config) -> Data:
-  """Loads the train and test splits of `config.dataset`."""
+def _split_size(builder, split: str, local: tf.data.Dataset) -> int:
+  """Examples in `split`, all processes together."""
+  if jax.process_count() == 1:
+    return int(local.cardinality())
+  return builder.info.splits[split].num_examples
+
+
+def create_datasets(config, mesh=None) -> Data:
+  """Loads the train and test splits of `config.dataset` for `mesh` (default: all devices)."""
+  mesh = mesh or parallel.create_mesh()
   builder = _builder(config)
   features = builder.info.features
   mode = choose_input_mode(config, builder)
@@ -159,14 +181,16 @@ def create_datasets(config) -> Data:
     train = _load_arrays(builder, 'train')
     test = _load_arrays(builder, 'test')
     num_train, num_test = len(train['label']), len(test['label'])
-    train = jax.device_put(train)
-    test = jax.device_put(stack_eval_batches(test, config.eval_batch_size))
+    train = parallel.replicate(train, mesh)
+    test = parallel.put_rows(stack_eval_batches(
+        test, parallel.padded_batch_size(config.eval_batch_size, mesh)), mesh)
   else:
     train, test = _examples(builder, 'train').cache(), _examples(builder, 'test').cache()
-    num_train, num_test = int(train.cardinality()), int(test.cardinality())
+    num_train = _split_size(builder, 'train', train)
+    num_test = _split_size(builder, 'test', test)
   return Data(mode=mode, train=train, test=test, num_train=num_train,
               num_test=num_test, num_classes=features['label'].num_classes,
-              image_shape=tuple(features['image'].shape))
+              image_shape=tuple(features['image'].shape), mesh=mesh)
 
 
 def normalization_constants(config, data: Data):
@@ -193,23 +217,36 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def steps_per_epoch(data: Data, global_batch_size: int) -> int:
-  """Full training batches per epoch (the remainder is dropped, reshuffled)."""
-  return data.num_train * jax.process_count() // global_batch_size
+  """Full training batches per epoch (the remainder is dropped, reshuffled).
+
+  Streamed, each process batches its own share, the smallest of which has
+  num_train // processes examples.
+  """
+  if data.mode == 'device':
+    return data.num_train // global_batch_size
+  processes = jax.process_count()
+  return (data.num_train // processes) // (global_batch_size // processes)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _epoch_order(key, num_examples: int, steps: int, batch_size: int, pad: int):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+def _epoch_order(seed, num_examples: int, steps: int, batch_size: int, pad: int,
+                 sharding=None):
   """Example indices [steps + pad, batch]: a permutation, then `pad` rows of 0."""
-  order = jax.random.permutation(key, num_examples)[:steps * batch_size]
+  order = jax.random.permutation(jax.random.key(seed), num_examples)[:steps * batch_size]
   order = order.reshape(steps, batch_size).astype(jnp.int32)
-  return jnp.pad(order, ((0, pad), (0, 0)))
+  order = jnp.pad(order, ((0, pad), (0, 0)))
+  return order if sharding is None else jax.lax.with_sharding_constraint(order, sharding)
 
 
 def device_epoch_order(data: Data, seed: int, epoch: int, batch_size: int,
-                       pad: int) -> jax.Array:
-  """Mode 'device': the example indices [steps + pad, batch] of `epoch`."""
-  return _epoch_order(jax.random.key(epoch_seed(seed, epoch)), data.num_train,
-                      data.num_train // batch_size, batch_size, pad)
+                       pad: int, sharded: bool = True) -> jax.Array:
+  """Mode 'device': the example indices [steps + pad, batch] of `epoch`.
+
+  The same in every process; `sharded` splits the rows over `data.mesh`.
+  """
+  return _epoch_order(epoch_seed(seed, epoch), data.num_train,
+                      data.num_train // batch_size, batch_size, pad,
+                      parallel.rows(data.mesh) if sharded else None)
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -217,11 +254,11 @@ def _rows(order, start, length: int):
   return jax.lax.dynamic_slice_in_dim(order, start, length)
 
 
-def _prefetch_to_device(iterator: Iterator, size: int = 2) -> Iterator:
-  """Keeps `size` (steps, batches) in flight to the device ahead of the consumer."""
+def _prefetch_to_device(iterator: Iterator, mesh, size: int = 2) -> Iterator:
+  """Keeps `size` (steps, batches) in flight to the devices ahead of the consumer."""
   queue = collections.deque()
   for steps, batches in iterator:
-    queue.append((steps, jax.device_put(batches)))
+    queue.append((steps, parallel.global_rows(batches, mesh)))
     if len(queue) == size:
       yield queue.popleft()
   while queue:
@@ -238,12 +275,12 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
   batch]} positions into `data.train`; mode 'stream' yields the stacked
   batches {'image': [call_length, batch, ...], 'label': [call_length, batch]}.
   """
-  batch_size = config.batch_size // jax.process_count()
   if data.mode == 'device':
-    order = device_epoch_order(data, config.seed, epoch, batch_size, call_length)
+    order = device_epoch_order(data, config.seed, epoch, config.batch_size, call_length)
     for start, stop in spans:
       yield stop - start, {'index': _rows(order, start, call_length)}
     return
+  batch_size = config.batch_size // jax.process_count()
   ds = data.train.shuffle(
       min(config.shuffle_buffer_size, data.num_train),
       seed=epoch_seed(config.seed, epoch),
@@ -257,27 +294,30 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
       steps = [next(batches) for _ in range(stop - start)]
       steps += [jax.tree.map(np.zeros_like, steps[0])] * (call_length - len(steps))
       yield stop - start, {k: np.stack([b[k] for b in steps]) for k in steps[0]}
-  yield from _prefetch_to_device(stacked())
+  yield from _prefetch_to_device(stacked(), data.mesh)
 
 
 def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   """Yields the test split as stacked, padded, masked eval batches, per call.
 
   Mode 'device': the whole split, one call. Mode 'stream': as many batches
-  per call as fit in `_EVAL_CALL_BYTES` of images (at least one).
+  per call as fit in `_EVAL_CALL_BYTES` of images (at least one); every
+  process makes the same number of calls of the same shapes (the processes
+  with fewer examples add masked batches), each its share of the global batch.
   """
   if data.mode == 'device':
     yield data.test
     return
-  ds = data.test.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-  group = []
-  for batch in tfds.as_numpy(ds):
-    if not group:
-      per_batch = batch_size * batch['image'][0].nbytes
-      batches_per_call = max(1, _EVAL_CALL_BYTES // per_batch)
-    group.append(stack_eval_batches(batch, batch_size))
-    if len(group) == batches_per_call:
-      yield jax.tree.map(lambda *x: np.concatenate(x), *group)
-      group = []
-  if group:
-    yield jax.tree.map(lambda *x: np.concatenate(x), *group)
+  processes = jax.process_count()
+  local_batch = parallel.padded_batch_size(batch_size, data.mesh) // processes
+  # The largest share decides how many batches every process sends.
+  num_batches = max(1, -(-(-(-data.num_test // processes)) // local_batch))
+  per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.image_shape)))
+  local = iter(tfds.as_numpy(data.test.batch(local_batch)))
+  empty = {'image': np.zeros((0, *data.image_shape), np.uint8),
+           'label': np.zeros((0,), np.int32)}
+  for first in range(0, num_batches, per_call):
+    group = [stack_eval_batches(next(local, empty), local_batch)
+             for _ in range(min(per_call, num_batches - first))]
+    yield parallel.global_rows(
+        jax.tree.map(lambda *x: np.concatenate(x), *group), data.mesh)

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 import cli
 import divergence
 import inference
+import parallel
 import preemption
 import train
 
@@ -29,6 +30,10 @@ flags.DEFINE_string('checkpoint', 'latest',
                     'eval/predict/export: latest, best (by eval accuracy) or a step.')
 flags.DEFINE_multi_string('input', [], 'predict: image files (PNG/JPEG) or folders; '
                           'further paths may follow as arguments (shell globs).')
+flags.DEFINE_string('jax_coordinator_address', None,
+                    'Multi-process: HOST:PORT of process 0 (the same in every process).')
+flags.DEFINE_integer('jax_num_processes', None, 'Multi-process: how many processes.')
+flags.DEFINE_integer('jax_process_id', None, 'Multi-process: this process, 0 to N-1.')
 config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -58,6 +63,9 @@ def main(argv):
   if FLAGS.mode == 'predict' and not inputs:
     cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
   cli.setup_host()
+  # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.
+  parallel.initialize(FLAGS.jax_coordinator_address, FLAGS.jax_num_processes,
+                      FLAGS.jax_process_id)
   if FLAGS.mode == 'train':
     logging.info('Config:\n%s', FLAGS.config)
   try:

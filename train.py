@@ -7,6 +7,7 @@ I/O (data, checkpoints, metrics) stays in the loop around them.
 
 import functools
 import os
+import signal
 import time
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ import losses
 import metric_logging
 import models
 import optimizers
+import parallel
 import plots
 import preemption
 import profiling
@@ -101,8 +103,7 @@ def _train_step(state: TrainState, batch, rng):
 train_step = jax.jit(_train_step, donate_argnums=0)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def train_steps(state: TrainState, batches, rng, num_steps, source=None):
+def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
   """Runs the first `num_steps` of `batches` in a single call (lax.scan).
 
   Args:
@@ -152,8 +153,7 @@ def eval_step(state: TrainState, batch):
   }
 
 
-@jax.jit
-def eval_steps(state: TrainState, batches):
+def _eval_steps(state: TrainState, batches):
   """`eval_step` sums over stacked batches [n, batch, ...], in one call."""
   def body(totals, batch):
     return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
@@ -162,8 +162,7 @@ def eval_steps(state: TrainState, batches):
   return jax.lax.scan(body, zeros, batches)[0]
 
 
-@jax.jit
-def predict_steps(state: TrainState, batches):
+def _predict_steps(state: TrainState, batches):
   """Class probabilities [n, batch, classes] for stacked batches [n, batch, ...]."""
   def predict(images):
     logits = state.apply_fn(
@@ -172,15 +171,40 @@ def predict_steps(state: TrainState, batches):
   return jax.lax.map(predict, batches['image'])
 
 
+# On one device (sweep groups vmap these; inference and tests call them).
+train_steps = jax.jit(_train_steps, donate_argnums=0)
+eval_steps = jax.jit(_eval_steps)
+predict_steps = jax.jit(_predict_steps)
+
+
+@functools.lru_cache(maxsize=None)
+def mesh_steps(mesh) -> dict:
+  """'train', 'eval' and 'predict' steps compiled for data parallelism on `mesh`.
+
+  The state (and resident data, and the dropout key) are replicated, batches
+  split along their batch axis; metrics, sums and predictions come back
+  replicated, so every process reads them whole.
+  """
+  state, batches = parallel.replicated(mesh), parallel.rows(mesh)
+  return {
+      'train': jax.jit(_train_steps, in_shardings=(state, batches, state, state, state),
+                       out_shardings=(state, state), donate_argnums=0),
+      'eval': jax.jit(_eval_steps, in_shardings=(state, batches), out_shardings=state),
+      # Images and labels too: in a multi-process run each holds only its rows.
+      'predict': jax.jit(lambda s, b: (_predict_steps(s, b), b),
+                         in_shardings=(state, batches), out_shardings=state),
+  }
+
+
 def test_predictions(state: TrainState, data, batch_size: int) -> dict:
   """The test split's {'image', 'label', 'probs'} in order, as numpy arrays."""
   parts = []
   for batches in input_pipeline.eval_calls(data, batch_size):
-    probs = predict_steps(state, batches)
-    mask = np.asarray(batches['mask']).reshape(-1)
-    parts.append({'image': np.asarray(batches['image']).reshape(-1, *data.image_shape)[mask],
-                  'label': np.asarray(batches['label']).reshape(-1)[mask],
-                  'probs': np.asarray(probs).reshape(mask.size, -1)[mask]})
+    probs, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
+    mask = batches['mask'].reshape(-1)
+    parts.append({'image': batches['image'].reshape(-1, *data.image_shape)[mask],
+                  'label': batches['label'].reshape(-1)[mask],
+                  'probs': probs.reshape(mask.size, -1)[mask]})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -188,7 +212,7 @@ def evaluate(state: TrainState, data, batch_size: int) -> dict:
   """Loss and accuracy over every test example exactly once."""
   totals = None
   for batches in input_pipeline.eval_calls(data, batch_size):
-    sums = eval_steps(state, batches)
+    sums = mesh_steps(data.mesh)['eval'](state, batches)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return metrics_from_sums(jax.device_get(totals))
 
@@ -216,8 +240,10 @@ def finish_run(workdir: str, config, state, data, eval_metrics: dict, meta: dict
       'skipped_steps': skipped,
   }
   metric_logging.write_json(os.path.join(workdir, 'summary.json'), summary)
-  if config.plots and jax.process_index() == 0:
-    plots.write_run_plots(workdir, test_predictions(state, data, config.eval_batch_size))
+  if config.plots:
+    predictions = test_predictions(state, data, config.eval_batch_size)  # All processes.
+    if jax.process_index() == 0:
+      plots.write_run_plots(workdir, predictions)
   return summary
 
 
@@ -262,8 +288,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   shift, scale = input_pipeline.normalization_constants(config, data)
   spec = {'num_classes': data.num_classes, 'image_shape': list(data.image_shape),
           'shift': shift, 'scale': scale, 'steps_per_epoch': steps_per_epoch}
-  state = create_state_from_spec(config, spec)
-  dropout_rng = jax.random.split(jax.random.key(config.seed))[1]
+  # Replicated on every device; every process builds the same values.
+  state = parallel.replicate(create_state_from_spec(config, spec), data.mesh)
+  dropout_rng = parallel.replicate(
+      jax.random.split(jax.random.key(config.seed))[1], data.mesh)
+  step_fn = mesh_steps(data.mesh)['train']
 
   manager = checkpointing.create_manager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), config.keep_checkpoints)
@@ -335,7 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         for num_steps, batches in input_pipeline.train_calls(
             data, config, epoch, spans, call_length):
           tracer.before_call(step)
-          state, metrics = train_steps(state, batches, dropout_rng, num_steps, source)
+          state, metrics = step_fn(state, batches, dropout_rng, num_steps, source)
           # The previous call is done by now; checking its metrics (not this
           # call's) lets the host prepare the next input while this one runs.
           if pending:
@@ -345,13 +374,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           tracer.after_call(step, state)
           checkpoint_due = (config.checkpoint_every_steps and step % steps_per_epoch
                             and step % config.checkpoint_every_steps == 0)
-          if checkpoint_due or stop:
+          # A signal to any process stops them all at the same step.
+          stopping = parallel.any_process(stop)
+          if checkpoint_due or stopping:
             finish_call(*pending)  # Never save a state that diverged.
             pending = None
             checkpoint()
-          if stop:
+          if stopping:
             manager.wait_until_finished()
-            raise preemption.Interrupted(stop.signum, step, manager.directory)
+            raise preemption.Interrupted(stop.signum or signal.SIGTERM, step,
+                                         manager.directory)
         if pending:
           finish_call(*pending)
         eval_metrics = evaluate(state, data, config.eval_batch_size)

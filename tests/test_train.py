@@ -13,6 +13,7 @@ import input_pipeline
 import losses
 import models
 import optimizers
+import parallel
 import train
 
 
@@ -68,7 +69,8 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypat
   examples = _batch(n, seed=3)
   data = input_pipeline.Data(
       mode='stream', train=None, test=tf.data.Dataset.from_tensor_slices(examples),
-      num_train=0, num_test=n, num_classes=10, image_shape=(28, 28, 1))
+      num_train=0, num_test=n, num_classes=10, image_shape=(28, 28, 1),
+      mesh=parallel.create_mesh())
   # Two batches' worth of images per call: calls of 2 and 1 batches.
   monkeypatch.setattr(input_pipeline, '_EVAL_CALL_BYTES', 2 * batch_size * 784)
   calls = list(input_pipeline.eval_calls(data, batch_size))
