@@ -129,9 +129,10 @@ def check_workdir(workdir: str) -> None:
 
 
 def check_data(config, data) -> None:
-  """Batch sizes must fit the splits the process holds."""
-  num_train = data.num_train * jax.process_count()
-  _require(config.batch_size <= num_train, 'batch_size', config.batch_size,
-           f'is larger than the training split ({num_train} examples)')
-  _require(config.batch_size % jax.device_count() == 0, 'batch_size',
-           config.batch_size, f'is not divisible by the {jax.device_count()} devices')
+  """The batch must fit the training split and split evenly over the devices."""
+  _require(config.batch_size <= data.num_train, 'batch_size', config.batch_size,
+           f'is larger than the training split ({data.num_train} examples)')
+  devices = data.mesh.size if data.mesh else jax.device_count()
+  _require(config.batch_size % devices == 0, 'batch_size', config.batch_size,
+           f'is not divisible by the {devices} devices (each takes an equal share '
+           'of the global batch)')

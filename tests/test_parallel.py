@@ -1,0 +1,133 @@
+"""Data parallelism: 4 forced CPU devices against 1, and 2 processes against 1.
+
+Both need a fresh JAX (a forced device count, or jax.distributed), so the runs
+are subprocesses on small random MNIST-shaped data, prepared offline.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, tiny_config, write_mnist
+
+_FORCE_4 = '--xla_force_host_platform_device_count=4'
+# The tiny model, as main.py overrides.
+_TINY = ['--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+         '--config.batch_size=8', '--config.eval_batch_size=12',
+         '--config.schedule=cosine', '--config.plots=False', '--config.progress=off']
+
+
+@pytest.fixture(scope='module')
+def small_mnist(tmp_path_factory):
+  """Random MNIST-shaped IDX files (64 train, 28 test examples) and a TFDS dir."""
+  root = tmp_path_factory.mktemp('small_mnist')
+  write_mnist(str(root), n_train=64, n_test=28)
+  return str(root), str(root / 'tfds')
+
+
+def _env(**extra):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', JAX_PLATFORMS='cpu', **extra)
+  env.pop('XLA_FLAGS', None)
+  env.update(extra)
+  return env
+
+
+def _devices_run(config, workdir, *counts):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'tests', 'devices_run.py'),
+       json.dumps(config.to_dict()), str(workdir), *map(str, counts)],
+      cwd=ROOT, env=_env(XLA_FLAGS=_FORCE_4), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+
+
+@pytest.mark.parametrize('input_mode', ['device', 'stream'])
+def test_four_devices_match_one(small_mnist, tmp_path, input_mode):
+  manual_dir, data_dir = small_mnist
+  config = tiny_config(manual_dir=manual_dir, data_dir=data_dir, input_mode=input_mode,
+                       num_epochs=2, steps_per_call=3)
+  runs = _devices_run(config, tmp_path, 1, 4)
+  one, four = runs[1], runs[4]
+  assert 'devices=4' not in one['params_sharding']
+  # Replicated over all four devices of the mesh.
+  assert "'data': 4" in four['params_sharding'] and 'spec=P()' in four['params_sharding']
+  assert four['summary']['step'] == one['summary']['step'] == 2 * 64 // 8
+  # The same batches, dropout masks and global BatchNorm statistics: only
+  # the order of floating-point sums differs.
+  # Adam's normalised step turns the noise of near-zero gradients into
+  # whole steps (at most the learning rate each), so a few parameters move apart.
+  close = np.isclose(four['params'], one['params'], rtol=1e-4, atol=1e-5)
+  assert close.mean() > 0.999
+  assert np.max(np.abs(np.subtract(four['params'], one['params']))) < 16 * config.learning_rate
+  assert four['summary']['eval_loss'] == pytest.approx(one['summary']['eval_loss'], rel=1e-4)
+  assert four['summary']['eval_accuracy'] == one['summary']['eval_accuracy']
+
+
+def test_batch_not_divisible_by_devices_is_refused_before_work(small_mnist, tmp_path):
+  manual_dir, data_dir = small_mnist
+  config = tiny_config(manual_dir=manual_dir, data_dir=data_dir, batch_size=6)
+  runs = _devices_run(config, tmp_path, 4)
+  assert runs[4]["error"] == ("batch_size=6: is not divisible by the 4 devices (each takes "
+                              'an equal share of the global batch)')
+  assert not os.path.exists(tmp_path / '4')
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _main(workdir, manual_dir, data_dir, *flags, processes=1):
+  """Runs main.py as `processes` processes on 127.0.0.1; returns their results."""
+  common = [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/default.py',
+            f'--workdir={workdir}', f'--config.manual_dir={manual_dir}',
+            f'--config.data_dir={data_dir}', *_TINY, *flags]
+  if processes == 1:
+    commands = [common]
+  else:
+    address = f'127.0.0.1:{_free_port()}'
+    commands = [common + [f'--jax_coordinator_address={address}',
+                          f'--jax_num_processes={processes}', f'--jax_process_id={i}']
+                for i in range(processes)]
+  running = [subprocess.Popen(c, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in commands]
+  outputs = [p.communicate(timeout=300) for p in running]
+  return [(p.returncode, out, err) for p, (out, err) in zip(running, outputs)]
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f)
+
+
+def test_two_processes_match_one_and_resume(small_mnist, tmp_path):
+  manual_dir, data_dir = small_mnist
+  alone, shared = tmp_path / 'alone', tmp_path / 'shared'
+  (code, _, err), = _main(alone, manual_dir, data_dir, '--config.num_epochs=2')
+  assert code == 0, err[-3000:]
+  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=2', processes=2)
+  for code, _, err in results:
+    assert code == 0, err[-3000:]
+  assert 'Process 1 of 2' in results[1][2]
+  one, two = _summary(alone), _summary(shared)
+  assert two['step'] == one['step'] == 2 * 64 // 8
+  assert two['eval_loss'] == pytest.approx(one['eval_loss'], rel=1e-4)
+  assert two['eval_accuracy'] == one['eval_accuracy']
+  # Only process 0 wrote the logs: one eval line per epoch, not two.
+  with open(shared / 'metrics.jsonl') as f:
+    evals = [json.loads(line)['step'] for line in f if '"eval"' in line]
+  assert evals == [8, 16]
+  assert len(list(shared.glob('events.out.tfevents.*'))) == 1
+
+  # The same two processes resume from the shared checkpoint.
+  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=3', processes=2)
+  for code, _, err in results:
+    assert code == 0, err[-3000:]
+    assert f'Restored checkpoint {shared}/checkpoints/16' in err
+  assert _summary(shared)['step'] == 24
