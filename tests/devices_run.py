@@ -1,11 +1,13 @@
-"""Trains one config on the first N devices of this process; prints JSON.
+"""Trains configs on the first N devices of this process; prints JSON.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=4 \
-      python tests/devices_run.py CONFIG_JSON WORKDIR N [N ...]
+      python tests/devices_run.py RUNS_JSON WORKDIR
 
 A helper for test_parallel: the forced device count must be set before JAX
-starts, so it runs as its own process. For each N, it trains in WORKDIR/N
-and prints {N: {'summary': ..., 'params': [flat parameter values]}}.
+starts, so it runs as its own process. RUNS_JSON maps a run's name to
+[config dict, N]; each trains in WORKDIR/<name>. It prints {name: {'summary',
+'params' (flat values), 'params_sharding'}} or {name: {'error'}} for a run
+refused with a ConfigError.
 """
 
 import json
@@ -24,20 +26,20 @@ import parallel  # pylint: disable=wrong-import-position
 import train  # pylint: disable=wrong-import-position
 
 
-def main(config_json, workdir, *counts):
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def main(runs_json, workdir):
   out = {}
-  for count in map(int, counts):
+  for name, (config, count) in json.loads(runs_json).items():
+    config = ml_collections.ConfigDict(config)
     mesh = parallel.create_mesh(jax.devices()[:count])
     try:
       data = input_pipeline.create_datasets(config, mesh)
-      state, summary = train.train_and_evaluate(config, os.path.join(workdir, str(count)), data)
+      state, summary = train.train_and_evaluate(config, os.path.join(workdir, name), data)
     except config_checks.ConfigError as e:
-      out[count] = {'error': str(e)}
+      out[name] = {'error': str(e)}
       continue
     params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])
-    out[count] = {'summary': summary, 'params': params.tolist(),
-                  'params_sharding': str(jax.tree.leaves(state.params)[0].sharding)}
+    out[name] = {'summary': summary, 'params': params.tolist(),
+                 'params_sharding': str(jax.tree.leaves(state.params)[0].sharding)}
   print(json.dumps(out))
 
 

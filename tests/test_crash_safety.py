@@ -1,5 +1,6 @@
 """Crash safety: broken checkpoints, divergence, signals, kills, bad input."""
 
+import dataclasses
 import functools
 import glob
 import json
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import ml_collections
@@ -21,6 +23,7 @@ from tests.conftest import ROOT, tiny_config, write_mnist
 import checkpointing
 import config_checks
 import divergence
+import input_pipeline
 import models
 import offline_data
 import train
@@ -267,12 +270,14 @@ def test_bad_input_is_refused_and_the_finished_workdir_untouched(
   assert _digest(finished_workdir) == before
 
 
-def test_batch_not_divisible_by_the_devices_is_refused(finished_workdir, mock_mnist,
-                                                      monkeypatch):
+def test_batch_not_divisible_by_the_devices_is_refused(finished_workdir, mock_mnist):
   before = _digest(finished_workdir)
-  monkeypatch.setattr(jax, 'device_count', lambda: 3)
+  data = input_pipeline.create_datasets(tiny_config())
+  # A mesh of 3 devices, as far as the check can tell (tests/test_parallel.py
+  # runs 4 real ones).
+  data = dataclasses.replace(data, mesh=types.SimpleNamespace(size=3))
   with pytest.raises(config_checks.ConfigError, match='not divisible by the 3 devices'):
-    train.train_and_evaluate(tiny_config(), str(finished_workdir))
+    train.train_and_evaluate(tiny_config(), str(finished_workdir), data)
   assert _digest(finished_workdir) == before
 
 

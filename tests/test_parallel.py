@@ -37,44 +37,45 @@ def _env(**extra):
   return env
 
 
-def _devices_run(config, workdir, *counts):
+def _devices_run(workdir, **runs):
+  """{name: (config, devices)} trained in one process with 4 forced devices."""
+  runs = {name: (config.to_dict(), count) for name, (config, count) in runs.items()}
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'tests', 'devices_run.py'),
-       json.dumps(config.to_dict()), str(workdir), *map(str, counts)],
+      [sys.executable, os.path.join(ROOT, 'tests', 'devices_run.py'), json.dumps(runs),
+       str(workdir)],
       cwd=ROOT, env=_env(XLA_FLAGS=_FORCE_4), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  return {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize('input_mode', ['device', 'stream'])
-def test_four_devices_match_one(small_mnist, tmp_path, input_mode):
+def test_four_devices_match_one_and_uneven_batches_are_refused(small_mnist, tmp_path):
   manual_dir, data_dir = small_mnist
-  config = tiny_config(manual_dir=manual_dir, data_dir=data_dir, input_mode=input_mode,
-                       num_epochs=2, steps_per_call=3)
-  runs = _devices_run(config, tmp_path, 1, 4)
-  one, four = runs[1], runs[4]
-  assert 'devices=4' not in one['params_sharding']
-  # Replicated over all four devices of the mesh.
-  assert "'data': 4" in four['params_sharding'] and 'spec=P()' in four['params_sharding']
-  assert four['summary']['step'] == one['summary']['step'] == 2 * 64 // 8
-  # The same batches, dropout masks and global BatchNorm statistics: only
-  # the order of floating-point sums differs.
-  # Adam's normalised step turns the noise of near-zero gradients into
-  # whole steps (at most the learning rate each), so a few parameters move apart.
-  close = np.isclose(four['params'], one['params'], rtol=1e-4, atol=1e-5)
-  assert close.mean() > 0.999
-  assert np.max(np.abs(np.subtract(four['params'], one['params']))) < 16 * config.learning_rate
-  assert four['summary']['eval_loss'] == pytest.approx(one['summary']['eval_loss'], rel=1e-4)
-  assert four['summary']['eval_accuracy'] == one['summary']['eval_accuracy']
-
-
-def test_batch_not_divisible_by_devices_is_refused_before_work(small_mnist, tmp_path):
-  manual_dir, data_dir = small_mnist
-  config = tiny_config(manual_dir=manual_dir, data_dir=data_dir, batch_size=6)
-  runs = _devices_run(config, tmp_path, 4)
-  assert runs[4]["error"] == ("batch_size=6: is not divisible by the 4 devices (each takes "
-                              'an equal share of the global batch)')
-  assert not os.path.exists(tmp_path / '4')
+  configs = {mode: tiny_config(manual_dir=manual_dir, data_dir=data_dir, input_mode=mode,
+                               num_epochs=2, steps_per_call=3)
+             for mode in ('device', 'stream')}
+  runs = _devices_run(
+      tmp_path, device_1=(configs['device'], 1), device_4=(configs['device'], 4),
+      stream_1=(configs['stream'], 1), stream_4=(configs['stream'], 4),
+      uneven=(tiny_config(manual_dir=manual_dir, data_dir=data_dir, batch_size=6), 4))
+  for mode, config in configs.items():
+    one, four = runs[f'{mode}_1'], runs[f'{mode}_4']
+    assert "'data': 1" in one['params_sharding']
+    # Replicated over all four devices of the mesh.
+    assert "'data': 4" in four['params_sharding'] and 'spec=P()' in four['params_sharding']
+    assert four['summary']['step'] == one['summary']['step'] == 2 * 64 // 8
+    # The same batches, dropout masks and global BatchNorm statistics: only
+    # the order of floating-point sums differs. Adam's normalised step turns
+    # the noise of near-zero gradients into whole steps (at most the learning
+    # rate each), so a few parameters move apart.
+    close = np.isclose(four['params'], one['params'], rtol=1e-4, atol=1e-5)
+    assert close.mean() > 0.999, mode
+    assert np.max(np.abs(np.subtract(four['params'], one['params']))) < 16 * config.learning_rate
+    assert four['summary']['eval_loss'] == pytest.approx(one['summary']['eval_loss'], rel=1e-4)
+    assert four['summary']['eval_accuracy'] == one['summary']['eval_accuracy']
+  # Refused before anything is written.
+  assert runs['uneven']['error'] == ('batch_size=6: is not divisible by the 4 devices (each '
+                                     'takes an equal share of the global batch)')
+  assert not os.path.exists(tmp_path / 'uneven')
 
 
 def _free_port():
@@ -106,6 +107,7 @@ def _summary(workdir):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume(small_mnist, tmp_path):
   manual_dir, data_dir = small_mnist
   alone, shared = tmp_path / 'alone', tmp_path / 'shared'
