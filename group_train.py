@@ -4,7 +4,7 @@ Members that differ only in values the train state carries (the injected
 learning rate, weight decay and momentum, and the seed, which gives the
 initial parameters, dropout keys and data order) share one compiled program:
 the train state is stacked on a leading member axis and `train.train_steps`
-and `train.eval_steps` are vmapped over it, with the resident training data
+and `evaluation.eval_steps` are vmapped over it, with the resident training data
 shared. Each member keeps its own workdir with exactly what `main.py` writes
 (checkpoints, metrics, summary), so it can be resumed or evaluated alone. A
 member that diverges is stopped alone: its later steps are skipped (its
@@ -24,6 +24,7 @@ import numpy as np
 import checkpointing
 import config_checks
 import divergence
+import evaluation
 import input_pipeline
 import metric_logging
 import optimizers
@@ -54,14 +55,14 @@ def group_key(config) -> str:
 # per-member step count lets a diverged member sit out; the data is shared.
 _group_train_steps = jax.jit(
     jax.vmap(train.train_steps, in_axes=(0, 0, 0, 0, None)), donate_argnums=0)
-_group_eval_steps = jax.jit(jax.vmap(train.eval_steps, in_axes=(0, None)))
+_group_eval_steps = jax.jit(jax.vmap(evaluation.eval_steps, in_axes=(0, None)))
 
 
 def _evaluate(stacked, data) -> list:
   """Each member's {'loss', 'accuracy'} on the resident test split."""
   sums = jax.device_get(_group_eval_steps(stacked, data.test))
   count = len(sums['count'])
-  return [train.metrics_from_sums(jax.tree.map(lambda x: x[i], sums))  # pylint: disable=cell-var-from-loop
+  return [evaluation.metrics_from_sums(jax.tree.map(lambda x: x[i], sums))  # pylint: disable=cell-var-from-loop
           for i in range(count)]
 
 

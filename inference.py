@@ -17,6 +17,7 @@ from PIL import ImageOps
 
 import checkpointing
 import config_checks
+import evaluation
 import input_pipeline
 import metric_logging
 import parallel
@@ -75,7 +76,7 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dic
   """Evaluates a checkpoint on the test split; writes and returns eval.json."""
   state, step, _ = restore(config, workdir, checkpoint)
   data = input_pipeline.create_datasets(config)
-  metrics = train.evaluate(parallel.replicate(state, data.mesh), data, config.eval_batch_size)
+  metrics = evaluation.evaluate(parallel.replicate(state, data.mesh), data, config.eval_batch_size)
   result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
             'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
   metric_logging.write_json(os.path.join(workdir, EVAL_FILE), result)
@@ -149,7 +150,7 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   files = _input_files(paths)
   state, _, spec = restore(config, workdir, checkpoint)
   images = np.stack([load_digit(f, tuple(spec['image_shape'])) for f in files])
-  probs = np.asarray(train.predict_steps(state, {'image': images[None]})[0])
+  probs = np.asarray(evaluation.predict_steps(state, {'image': images[None]})[0])
   return [(f, int(p.argmax()), float(p.max()), p) for f, p in zip(files, probs)]
 
 

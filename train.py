@@ -1,8 +1,9 @@
 """Training and evaluation of the MLP classifier.
 
 `train_and_evaluate(config, workdir)` is the entry point for `main.py` and the
-tests. The math lives in pure, jitted functions (`train_step`, `eval_step`);
-I/O (data, checkpoints, metrics) stays in the loop around them.
+tests. The math lives in pure, jitted functions (`train_step` here,
+`eval_step` in evaluation.py); I/O (data, checkpoints, metrics) stays in the
+loop around them.
 """
 
 import functools
@@ -17,12 +18,12 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 import checkpointing
 import config_checks
 import divergence
+import evaluation
 import input_pipeline
 import losses
 import metric_logging
@@ -135,93 +136,20 @@ def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
   return jax.lax.scan(body, state, (jnp.arange(n), batches))
 
 
-@jax.jit
-def eval_step(state: TrainState, batch):
-  """Sums of cross-entropy and correct predictions over unmasked examples.
-
-  Evaluation always reports standard cross-entropy, whatever the training
-  objective, so losses compare across configs.
-  """
-  logits = state.apply_fn(
-      {'params': state.params, 'batch_stats': state.batch_stats},
-      batch['image'], train=False)
-  mask = batch['mask']
-  return {
-      'loss_sum': jnp.sum(losses.cross_entropy(logits, batch['label']) * mask),
-      'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
-      'count': jnp.sum(mask),
-  }
-
-
-def _eval_steps(state: TrainState, batches):
-  """`eval_step` sums over stacked batches [n, batch, ...], in one call."""
-  def body(totals, batch):
-    return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
-  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                       jax.eval_shape(eval_step, state, jax.tree.map(lambda x: x[0], batches)))
-  return jax.lax.scan(body, zeros, batches)[0]
-
-
-def _predict_steps(state: TrainState, batches):
-  """Class probabilities [n, batch, classes] for stacked batches [n, batch, ...]."""
-  def predict(images):
-    logits = state.apply_fn(
-        {'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32))
-  return jax.lax.map(predict, batches['image'])
-
-
-# On one device (sweep groups vmap these; inference and tests call them).
+# On one device (sweep groups vmap it; tests and the benchmark call it).
 train_steps = jax.jit(_train_steps, donate_argnums=0)
-eval_steps = jax.jit(_eval_steps)
-predict_steps = jax.jit(_predict_steps)
 
 
 @functools.lru_cache(maxsize=None)
-def mesh_steps(mesh) -> dict:
-  """'train', 'eval' and 'predict' steps compiled for data parallelism on `mesh`.
+def mesh_train_steps(mesh):
+  """`train_steps` compiled for data parallelism on `mesh`.
 
   The state (and resident data, and the dropout key) are replicated, batches
-  split along their batch axis; metrics, sums and predictions come back
-  replicated, so every process reads them whole.
+  split along their batch axis; the per-step metrics come back replicated.
   """
   state, batches = parallel.replicated(mesh), parallel.rows(mesh)
-  return {
-      'train': jax.jit(_train_steps, in_shardings=(state, batches, state, state, state),
-                       out_shardings=(state, state), donate_argnums=0),
-      'eval': jax.jit(_eval_steps, in_shardings=(state, batches), out_shardings=state),
-      # Images and labels too: in a multi-process run each holds only its rows.
-      'predict': jax.jit(lambda s, b: (_predict_steps(s, b), b),
-                         in_shardings=(state, batches), out_shardings=state),
-  }
-
-
-def test_predictions(state: TrainState, data, batch_size: int) -> dict:
-  """The test split's {'image', 'label', 'probs'} in order, as numpy arrays."""
-  parts = []
-  for batches in input_pipeline.eval_calls(data, batch_size):
-    probs, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
-    mask = batches['mask'].reshape(-1)
-    parts.append({'image': batches['image'].reshape(-1, *data.image_shape)[mask],
-                  'label': batches['label'].reshape(-1)[mask],
-                  'probs': probs.reshape(mask.size, -1)[mask]})
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def evaluate(state: TrainState, data, batch_size: int) -> dict:
-  """Loss and accuracy over every test example exactly once."""
-  totals = None
-  for batches in input_pipeline.eval_calls(data, batch_size):
-    sums = mesh_steps(data.mesh)['eval'](state, batches)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return metrics_from_sums(jax.device_get(totals))
-
-
-def metrics_from_sums(totals) -> dict:
-  """{'loss', 'accuracy'} from eval_step's sums (host values)."""
-  count = int(totals['count'])
-  return {'loss': float(totals['loss_sum']) / count,
-          'accuracy': float(totals['correct']) / count}
+  return jax.jit(_train_steps, in_shardings=(state, batches, state, state, state),
+                 out_shardings=(state, state), donate_argnums=0)
 
 
 def finish_run(workdir: str, config, state, data, eval_metrics: dict, meta: dict,
@@ -241,7 +169,7 @@ def finish_run(workdir: str, config, state, data, eval_metrics: dict, meta: dict
   }
   metric_logging.write_json(os.path.join(workdir, 'summary.json'), summary)
   if config.plots:
-    predictions = test_predictions(state, data, config.eval_batch_size)  # All processes.
+    predictions = evaluation.test_predictions(state, data, config.eval_batch_size)  # All processes.
     if jax.process_index() == 0:
       plots.write_run_plots(workdir, predictions)
   return summary
@@ -292,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = parallel.replicate(create_state_from_spec(config, spec), data.mesh)
   dropout_rng = parallel.replicate(
       jax.random.split(jax.random.key(config.seed))[1], data.mesh)
-  step_fn = mesh_steps(data.mesh)['train']
+  step_fn = mesh_train_steps(data.mesh)
 
   manager = checkpointing.create_manager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), config.keep_checkpoints)
@@ -386,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                          manager.directory)
         if pending:
           finish_call(*pending)
-        eval_metrics = evaluate(state, data, config.eval_batch_size)
+        eval_metrics = evaluation.evaluate(state, data, config.eval_batch_size)
         meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'],
                                          eval_metrics['accuracy'])
         logger.write(step, 'eval', eval_metrics)
@@ -401,7 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        epoch + 1, config.num_epochs, eval_metrics['accuracy'],
                        eval_metrics['loss'], epoch_s)
     if step == first_step:  # Nothing left to train: evaluate the restored state.
-      eval_metrics = evaluate(state, data, config.eval_batch_size)
+      eval_metrics = evaluation.evaluate(state, data, config.eval_batch_size)
       logger.write(step, 'eval', eval_metrics)
   finally:
     # Also on divergence or interruption: finish pending saves, flush logs.

@@ -9,6 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.conftest import tiny_config
+import evaluation
 import input_pipeline
 import models
 import train
@@ -113,7 +114,7 @@ def test_device_and_stream_evaluate_every_example_alike(mock_mnist):
   for mode in ('device', 'stream'):
     data = input_pipeline.create_datasets(tiny_config(input_mode=mode,
                                                       eval_batch_size=16))
-    results[mode] = train.evaluate(state, data, 16)
+    results[mode] = evaluation.evaluate(state, data, 16)
   assert results['device']['accuracy'] == results['stream']['accuracy']
   assert results['device']['loss'] == pytest.approx(results['stream']['loss'], rel=1e-6)
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tests.conftest import tiny_config
 import config_checks
+import evaluation
 import input_pipeline
 import losses
 import models
@@ -77,7 +78,7 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypat
   assert [c['image'].shape for c in calls] == [(2, batch_size, 28, 28, 1),
                                                (1, batch_size, 28, 28, 1)]
   assert sum(int(c['mask'].sum()) for c in calls) == n
-  metrics = train.evaluate(state, data, batch_size)
+  metrics = evaluation.evaluate(state, data, batch_size)
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           examples['image'], train=False)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, examples['label'])
