@@ -311,7 +311,8 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   processes = jax.process_count()
   local_batch = parallel.padded_batch_size(batch_size, data.mesh) // processes
   # The largest share decides how many batches every process sends.
-  num_batches = max(1, -(-(-(-data.num_test // processes)) // local_batch))
+  largest_share = -(-data.num_test // processes)
+  num_batches = max(1, -(-largest_share // local_batch))
   per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.image_shape)))
   local = iter(tfds.as_numpy(data.test.batch(local_batch)))
   empty = {'image': np.zeros((0, *data.image_shape), np.uint8),
