@@ -64,8 +64,13 @@ def main(argv):
     cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
   cli.setup_host()
   # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.
-  parallel.initialize(FLAGS.jax_coordinator_address, FLAGS.jax_num_processes,
-                      FLAGS.jax_process_id)
+  try:
+    parallel.initialize(FLAGS.jax_coordinator_address, FLAGS.jax_num_processes,
+                        FLAGS.jax_process_id)
+  except (ValueError, RuntimeError) as e:
+    cli.refuse(f'--jax_coordinator_address={FLAGS.jax_coordinator_address} '
+               f'--jax_num_processes={FLAGS.jax_num_processes} '
+               f'--jax_process_id={FLAGS.jax_process_id}: {str(e).splitlines()[0]}')
   if FLAGS.mode == 'train':
     logging.info('Config:\n%s', FLAGS.config)
   try:

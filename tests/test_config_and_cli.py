@@ -99,3 +99,14 @@ def test_cli_bad_value_is_one_line_and_touches_nothing(tmp_path):
                     "nesterov, adam, adamw, rmsprop (did you mean 'adam'?)"]
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()
+
+
+def test_incomplete_multi_process_flags_are_one_line_and_touch_nothing(tmp_path):
+  workdir = tmp_path / 'run'
+  result = _main('--config=configs/default.py', f'--workdir={workdir}',
+                 '--jax_num_processes=2', '--jax_process_id=1')
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert errors == ['error: --jax_coordinator_address=None --jax_num_processes=2 '
+                    '--jax_process_id=1: coordinator_address should be defined.']
+  assert not workdir.exists()
