@@ -7,7 +7,6 @@ the offending value; `main.py` prints it without a traceback.
 import difflib
 import os
 
-import jax
 
 import divergence
 import input_pipeline
@@ -132,7 +131,6 @@ def check_data(config, data) -> None:
   """The batch must fit the training split and split evenly over the devices."""
   _require(config.batch_size <= data.num_train, 'batch_size', config.batch_size,
            f'is larger than the training split ({data.num_train} examples)')
-  devices = data.mesh.size if data.mesh else jax.device_count()
-  _require(config.batch_size % devices == 0, 'batch_size', config.batch_size,
-           f'is not divisible by the {devices} devices (each takes an equal share '
-           'of the global batch)')
+  _require(config.batch_size % data.mesh.size == 0, 'batch_size', config.batch_size,
+           f'is not divisible by the {data.mesh.size} devices (each takes an equal '
+           'share of the global batch)')

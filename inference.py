@@ -76,7 +76,8 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dic
   """Evaluates a checkpoint on the test split; writes and returns eval.json."""
   state, step, _ = restore(config, workdir, checkpoint)
   data = input_pipeline.create_datasets(config)
-  metrics = evaluation.evaluate(parallel.replicate(state, data.mesh), data, config.eval_batch_size)
+  state = parallel.replicate(state, data.mesh)
+  metrics = evaluation.evaluate(state, data, config.eval_batch_size)
   result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
             'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
   metric_logging.write_json(os.path.join(workdir, EVAL_FILE), result)

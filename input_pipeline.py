@@ -65,7 +65,7 @@ class Data:
   num_test: int  # Test examples, all processes together.
   num_classes: int
   image_shape: tuple
-  mesh: Any = None  # The jax.sharding.Mesh the arrays are placed on.
+  mesh: Any  # The jax.sharding.Mesh the arrays are placed on.
 
 
 def _builder(config):
