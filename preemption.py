@@ -18,14 +18,21 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Interrupted(Exception):
-  """Training stopped on a signal after saving a checkpoint of `step`."""
+  """Training stopped on a signal after saving a checkpoint of `step`.
 
-  def __init__(self, signum: int, step: int, directory: str):
+  `signum` is None in a process of a multi-process run that stopped because
+  another one received the signal; it exits as if sent SIGTERM.
+  """
+
+  def __init__(self, signum: int | None, step: int, directory: str):
     self.signum, self.step = signum, step
-    self.exit_status = 128 + signum  # The shell's convention: 143, 130.
+    # The shell's convention: 143, 130.
+    self.exit_status = 128 + (signum or signal.SIGTERM)
+    cause = (f'by {signal.Signals(signum).name}' if signum
+             else 'with the other processes (one of them received a signal)')
     super().__init__(
-        f'stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved '
-        f'in {directory}. Run the same command to continue.')
+        f'stopped {cause} at step {step}; checkpoint saved in {directory}. Run the '
+        'same command to continue.')
 
 
 class StopRequest:

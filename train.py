@@ -8,7 +8,6 @@ loop around them.
 
 import functools
 import os
-import signal
 import time
 from typing import Any, Callable
 
@@ -310,8 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             checkpoint()
           if stopping:
             manager.wait_until_finished()
-            raise preemption.Interrupted(stop.signum or signal.SIGTERM, step,
-                                         manager.directory)
+            raise preemption.Interrupted(stop.signum, step, manager.directory)
         if pending:
           finish_call(*pending)
         eval_metrics = evaluation.evaluate(state, data, config.eval_batch_size)

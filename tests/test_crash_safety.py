@@ -26,6 +26,7 @@ import divergence
 import input_pipeline
 import models
 import offline_data
+import preemption
 import train
 
 NUM_EXAMPLES = 50  # Mock splits: 6 steps of 8 per epoch.
@@ -306,3 +307,15 @@ def test_cli_refuses_misspelt_fields_and_wrong_types_in_one_line(finished_workdi
   assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-1000:]
   assert 'Traceback' not in result.stderr
   assert _digest(finished_workdir) == before
+
+
+def test_interrupted_exit_status_and_message():
+  own = preemption.Interrupted(signal.SIGINT, 40, '/w/checkpoints')
+  assert own.exit_status == 130
+  assert str(own) == ('stopped by SIGINT at step 40; checkpoint saved in /w/checkpoints. '
+                      'Run the same command to continue.')
+  # A process stopped because another process of the run got the signal.
+  other = preemption.Interrupted(None, 40, '/w/checkpoints')
+  assert other.exit_status == 143
+  assert str(other).startswith('stopped with the other processes (one of them received '
+                               'a signal) at step 40;')
