@@ -173,7 +173,7 @@ def _split_size(builder, split: str, local: tf.data.Dataset) -> int:
 
 def create_datasets(config, mesh=None) -> Data:
   """Loads the train and test splits of `config.dataset` for `mesh` (default: all devices)."""
-  mesh = mesh or parallel.create_mesh()
+  mesh = parallel.create_mesh() if mesh is None else mesh
   builder = _builder(config)
   features = builder.info.features
   mode = choose_input_mode(config, builder)
@@ -230,23 +230,23 @@ def steps_per_epoch(data: Data, global_batch_size: int) -> int:
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
 def _epoch_order(seed, num_examples: int, steps: int, batch_size: int, pad: int,
-                 sharding=None):
+                 sharding):
   """Example indices [steps + pad, batch]: a permutation, then `pad` rows of 0."""
   order = jax.random.permutation(jax.random.key(seed), num_examples)[:steps * batch_size]
   order = order.reshape(steps, batch_size).astype(jnp.int32)
   order = jnp.pad(order, ((0, pad), (0, 0)))
-  return order if sharding is None else jax.lax.with_sharding_constraint(order, sharding)
+  return jax.lax.with_sharding_constraint(order, sharding)
 
 
 def device_epoch_order(data: Data, seed: int, epoch: int, batch_size: int,
-                       pad: int, sharded: bool = True) -> jax.Array:
+                       pad: int) -> jax.Array:
   """Mode 'device': the example indices [steps + pad, batch] of `epoch`.
 
-  The same in every process; `sharded` splits the rows over `data.mesh`.
+  The same in every process; the rows are split over `data.mesh`.
   """
   return _epoch_order(epoch_seed(seed, epoch), data.num_train,
                       data.num_train // batch_size, batch_size, pad,
-                      parallel.rows(data.mesh) if sharded else None)
+                      parallel.rows(data.mesh))
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -1,9 +1,8 @@
 """Stop cleanly on SIGTERM or Ctrl-C: finish the call, checkpoint, exit.
 
-Orbax's own preemption sync needs the JAX distributed service; a
-single-process run gets this plain handler. The first signal only sets a flag
-that the training loop reads between device calls; a second Ctrl-C (or
-SIGTERM) exits at once.
+The first signal only sets a flag that the training loop reads between device
+calls (in a multi-process run the processes then agree, so a signal to any one
+stops them all at the same step); a second Ctrl-C (or SIGTERM) exits at once.
 """
 
 import contextlib
