@@ -28,18 +28,19 @@ import difflib
 import functools
 import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import offline_data
-import parallel
+from trainkit import offline_data
+from trainkit import parallel
 
 INPUT_MODES = ('auto', 'device', 'stream')
+NORMALIZATIONS = ('unit', 'standardize', 'raw')
 # 'auto' keeps the data on the device up to this share of its memory.
 _DEVICE_MEMORY_SHARE = 0.25
 # A streamed evaluation sends at most this many bytes of images per call.
@@ -68,8 +69,23 @@ class Data:
   mesh: Any  # The jax.sharding.Mesh the arrays are placed on.
 
 
+@functools.cache
+def tensorflow():
+  """TensorFlow, imported on first use and kept off the accelerators.
+
+  It only reads and prepares data on the host (and exports SavedModels), so
+  commands that do neither never import it, and it never takes device memory
+  that JAX needs.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+  return tf
+
+
 def _builder(config):
   """Returns the TFDS builder, preparing the dataset first if needed."""
+  tensorflow()  # Before TFDS touches TensorFlow.
   if config.manual_dir:
     # Process 0 first, so processes sharing a data_dir never write it at once;
     # the others then find it prepared (or prepare their own disk's).
@@ -81,7 +97,8 @@ def _builder(config):
   try:
     builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    close = difflib.get_close_matches(config.dataset, tfds.list_builders(with_community_datasets=False), n=1)
+    close = difflib.get_close_matches(
+        config.dataset, tfds.list_builders(with_community_datasets=False), n=1)
     raise offline_data.DataError(
         f'dataset={config.dataset!r} is not a TFDS dataset'
         + (f' (did you mean {close[0]!r}?)' if close else '')) from e
@@ -131,8 +148,13 @@ def choose_input_mode(config, builder) -> str:
   return 'device' if fits else 'stream'
 
 
-def _examples(builder, split, whole: bool = False) -> tf.data.Dataset:
-  """This process's share of `split` (or all of it), in stored order, labels as int32."""
+def _examples(builder, split, whole: bool = False):
+  """This process's share of `split` (or all of it), in stored order, labels as int32.
+
+  Returns:
+    A tf.data.Dataset of single examples.
+  """
+  tf = tensorflow()
   ds = builder.as_dataset(
       split=split if whole else tfds.split_for_jax_process(split, drop_remainder=False),
       shuffle_files=False,
@@ -164,7 +186,7 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   return out
 
 
-def _split_size(builder, split: str, local: tf.data.Dataset) -> int:
+def _split_size(builder, split: str, local) -> int:
   """Examples in `split`, all processes together."""
   if jax.process_count() == 1:
     return int(local.cardinality())
@@ -246,7 +268,7 @@ def device_epoch_order(data: Data, seed: int, epoch: int, batch_size: int,
   """
   return _epoch_order(epoch_seed(seed, epoch), data.num_train,
                       data.num_train // batch_size, batch_size, pad,
-                      parallel.rows(data.mesh))
+                      parallel.row_sharding(data.mesh))
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -286,7 +308,7 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
       seed=epoch_seed(config.seed, epoch),
       reshuffle_each_iteration=False)
   ds = ds.batch(batch_size, drop_remainder=True)
-  ds = ds.skip(spans[0][0] if spans else 0).prefetch(tf.data.AUTOTUNE)
+  ds = ds.skip(spans[0][0] if spans else 0).prefetch(tensorflow().data.AUTOTUNE)
   batches = iter(tfds.as_numpy(ds))
 
   def stacked():

@@ -14,11 +14,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-import cli
-import divergence
-import inference
-import parallel
-import preemption
+from trainkit import cli
+from trainkit import divergence
+from trainkit import inference
+from trainkit import parallel
+from trainkit import preemption
+from trainkit import workdir as workdir_lib
 import train
 
 FLAGS = flags.FLAGS
@@ -46,7 +47,7 @@ def _run(config, workdir, inputs):
     result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
     print(f'checkpoint {result["step"]}: eval_accuracy {result["eval_accuracy"]:.4%}'
           f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} test '
-          f'images (written to {workdir}/{inference.EVAL_FILE})')
+          f'images (written to {workdir}/{workdir_lib.EVAL})')
   elif FLAGS.mode == 'predict':
     for path, label, probability, _ in inference.predict_files(
         config, workdir, inputs, FLAGS.checkpoint):
@@ -56,6 +57,7 @@ def _run(config, workdir, inputs):
 
 
 def main(argv):
+  """Trains, or evaluates / predicts / exports with a trained workdir (--mode)."""
   inputs = FLAGS.input + argv[1:]
   if inputs and FLAGS.mode != 'predict':
     raise app.UsageError(f'Unexpected arguments: {" ".join(inputs)} '

@@ -1,7 +1,8 @@
 """The MLP classifier."""
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ ACTIVATIONS = {
     'leaky_relu': nn.leaky_relu,
 }
 KERNEL_INITS = ('lecun_normal', 'normal')
+DTYPES = ('float32', 'bfloat16')  # Compute dtypes of the layers.
 
 
 class MLP(nn.Module):

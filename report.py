@@ -11,17 +11,19 @@ import argparse
 import os
 import sys
 
-import plots
+from trainkit import plots
+from trainkit import workdir as workdir_lib
 
 
 def main(argv=None) -> int:
+  """Redraws and overlays; returns the exit status (2: not a workdir)."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', nargs='+', required=True, help='Run workdirs.')
   parser.add_argument('--output', default='compare_runs.png',
                       help='The overlay figure (with two or more workdirs).')
   args = parser.parse_args(argv)
   for workdir in args.workdir:
-    if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    if not os.path.exists(os.path.join(workdir, workdir_lib.METRICS)):
       print(f'error: --workdir={workdir!r} has no metrics.jsonl (not a run\'s workdir)',
             file=sys.stderr)
       return 2

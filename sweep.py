@@ -18,13 +18,13 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-import cli
-import preemption
-import sweep_lib
+from trainkit import cli
+from trainkit import preemption
+from trainkit import sweeps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
-flags.DEFINE_enum('parallel', 'vmap', sweep_lib.PARALLEL,
+flags.DEFINE_enum('parallel', 'vmap', sweeps.PARALLEL,
                   'vmap: members that differ only in learning rate, weight decay, '
                   'momentum or seed train together as one vmapped program; '
                   'sequential: one after another in this process.')
@@ -39,14 +39,15 @@ def _common_overrides(argv) -> list:
 
 
 def main(argv):
+  """Runs the sweep, then prints the ranking and the best member's command."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   cli.setup_host()
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
   start = time.perf_counter()
   try:
-    overrides = sweep_lib.load_sweep(sweep_path)
-    ranked = sweep_lib.run_sweep(FLAGS.config, overrides, FLAGS.workdir,
+    overrides = sweeps.load_sweep(sweep_path)
+    ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir,
                                  FLAGS.parallel)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
@@ -59,7 +60,7 @@ def main(argv):
   with open(os.path.join(FLAGS.workdir, 'sweep_summary.md')) as f:
     print(f.read())
   print(f'Best: {best["name"]} ({best["best_eval_accuracy"]:.2%}). Train it alone with:')
-  print(sweep_lib.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
+  print(sweeps.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
                                _common_overrides(sys.argv), best['overrides']))
 
 

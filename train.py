@@ -1,15 +1,18 @@
-"""Training and evaluation of the MLP classifier.
+"""Training of the MLP classifier: the train state, the pure step, the loop.
 
 `train_and_evaluate(config, workdir)` is the entry point for `main.py` and the
 tests. The math lives in pure, jitted functions (`train_step` here,
-`eval_step` in evaluation.py); I/O (data, checkpoints, metrics) stays in the
-loop around them.
+`eval_step` in trainkit/evaluation.py). `train_loop` is the one training
+loop, for a single run and for a sweep's vmapped group alike: it decides the
+device calls, checkpoints, signals and evaluations, and leaves each run's
+files to its `trainkit.runs.Run`.
 """
 
 import functools
 import os
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from absl import logging
 import flax
@@ -17,25 +20,21 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
-import checkpointing
-import config_checks
-import divergence
-import evaluation
 import input_pipeline
-import losses
-import metric_logging
 import models
-import optimizers
-import parallel
-import plots
-import preemption
-import profiling
-import progress as progress_lib
-
-# Written to the workdir: what rebuilds the model besides config and checkpoint.
-MODEL_SPEC = 'model.json'
+from trainkit import config_checks
+from trainkit import evaluation
+from trainkit import losses
+from trainkit import optimizers
+from trainkit import parallel
+from trainkit import preemption
+from trainkit import profiling
+from trainkit import progress as progress_lib
+from trainkit import runs as runs_lib
+from trainkit import workdir as workdir_lib
 
 
 class TrainState(train_state.TrainState):
@@ -43,6 +42,17 @@ class TrainState(train_state.TrainState):
   batch_stats: Any
   # Static, like apply_fn and tx: the objective (logits, labels) -> scalar.
   loss_fn: Callable = flax.struct.field(pytree_node=False, default=None)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """A run's (parameter init key, dropout key), both from its seed.
+
+  The one place they are derived: a lone run, a sweep member and a restored
+  workdir get the same keys for the same seed. (The data order is drawn from
+  (seed, epoch) in input_pipeline.)
+  """
+  init_key, dropout_key = jax.random.split(jax.random.key(seed))
+  return init_key, dropout_key
 
 
 def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> TrainState:
@@ -57,17 +67,20 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
 
 
-def create_state_from_spec(config, spec: dict) -> TrainState:
-  """The freshly initialised train state of `config` for a dataset `spec`.
+def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
+  """What the model and the schedules need to know of the dataset."""
+  shift, scale = input_pipeline.normalization_constants(config, data)
+  return workdir_lib.ModelSpec(
+      num_classes=data.num_classes, image_shape=tuple(data.image_shape), shift=shift,
+      scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size))
 
-  `spec` holds num_classes, image_shape, shift, scale and steps_per_epoch,
-  as written to MODEL_SPEC, so inference needs no dataset.
-  """
-  model = models.create_model(config.model, spec['num_classes'], spec['shift'],
-                              spec['scale'], config.dtype)
-  init_rng = jax.random.split(jax.random.key(config.seed))[0]
-  return create_train_state(init_rng, config, model, tuple(spec['image_shape']),
-                            spec['steps_per_epoch'])
+
+def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
+  """The freshly initialised train state of `config` for a dataset's `spec`."""
+  model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
+                              config.dtype)
+  return create_train_state(seed_keys(config.seed)[0], config, model, spec.image_shape,
+                            spec.steps_per_epoch)
 
 
 def _train_step(state: TrainState, batch, rng):
@@ -139,39 +152,16 @@ def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
 train_steps = jax.jit(_train_steps, donate_argnums=0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mesh_train_steps(mesh):
   """`train_steps` compiled for data parallelism on `mesh`.
 
   The state (and resident data, and the dropout key) are replicated, batches
   split along their batch axis; the per-step metrics come back replicated.
   """
-  state, batches = parallel.replicated(mesh), parallel.rows(mesh)
+  state, batches = parallel.replicated_sharding(mesh), parallel.row_sharding(mesh)
   return jax.jit(_train_steps, in_shardings=(state, batches, state, state, state),
                  out_shardings=(state, state), donate_argnums=0)
-
-
-def finish_run(workdir: str, config, state, data, eval_metrics: dict, meta: dict,
-               best_step, step: int, steps_per_epoch: int, skipped: int) -> dict:
-  """Writes summary.json (and, if configured, the plots); returns the summary."""
-  wall = meta['train_wall_s']  # As of the last checkpoint.
-  summary = {
-      'eval_accuracy': eval_metrics['accuracy'],
-      'eval_loss': eval_metrics['loss'],
-      'best_eval_accuracy': max(meta['best_eval_accuracy'], eval_metrics['accuracy']),
-      'best_step': best_step,
-      'step': step,
-      'epoch': step / steps_per_epoch,
-      'train_wall_s': wall,
-      'examples_per_s': step * config.batch_size / wall if wall else 0.0,
-      'skipped_steps': skipped,
-  }
-  metric_logging.write_json(os.path.join(workdir, 'summary.json'), summary)
-  if config.plots:
-    predictions = evaluation.test_predictions(state, data, config.eval_batch_size)  # All processes.
-    if jax.process_index() == 0:
-      plots.write_run_plots(workdir, predictions)
-  return summary
 
 
 def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
@@ -195,103 +185,119 @@ def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
   return list(zip([first] + ends[:-1], ends))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data: input_pipeline.Data | None = None):
-  """Trains (or resumes training) in `workdir` and evaluates after each epoch.
+class MeshSteps:
+  """The device program of one run: `train_steps` split over the data mesh.
 
-  `data` (from input_pipeline.create_datasets(config)) may be passed in when
-  several runs share it, as a sweep's members do.
+  `train_loop` drives a list of runs through such a program; this one holds
+  a single run's state as it is (trainkit.grouping.GroupSteps stacks several
+  on a member axis). Per-run arguments come as lists of one.
+  """
+
+  def __init__(self, mesh):
+    self.mesh = mesh
+    self._train_steps = mesh_train_steps(mesh)
+
+  def stack(self, states: list):
+    (state,) = states
+    return state
+
+  def member(self, tree, index: int):
+    del index  # The only member.
+    return tree
+
+  def dropout_keys(self, configs: list):
+    (config,) = configs
+    return parallel.replicate(seed_keys(config.seed)[1], self.mesh)
+
+  def train(self, state, batches: list, rng, num_steps: list, source):
+    return self._train_steps(state, batches[0], rng, num_steps[0], source)
+
+  def evaluate(self, state, data, batch_size: int) -> list:
+    return [evaluation.evaluate(state, data, batch_size)]
+
+
+def _mean(metrics: list) -> dict:
+  """The members' metrics averaged, for the progress display."""
+  return jax.tree.map(lambda *x: np.mean(x, axis=0), *metrics)
+
+
+def train_loop(runs: list, program, data: input_pipeline.Data):
+  """Trains `runs` (each at the same step) to their last epoch, evaluating each epoch.
+
+  The one training loop. `program` runs the device calls: `MeshSteps` for one
+  run, trainkit.grouping's vmapped program for several. The runs share every
+  config field that shapes the loop (epochs, batch, call length, checkpoint
+  cadence). A run that diverges stops alone: it trains, saves and logs no
+  further (its `diverged` holds why); the loop ends when none is left.
 
   Returns:
-    (final train state, summary dict as written to `summary.json`).
+    (final state as `program` holds it, [summary dict or None per run]).
   """
-  # Everything that can refuse the run does so before the workdir is touched.
-  config_checks.validate(config)
-  config_checks.check_workdir(workdir)
-  data = data or input_pipeline.create_datasets(config)
-  config_checks.check_data(config, data)
-  steps_per_epoch = input_pipeline.steps_per_epoch(data, config.batch_size)
+  config = runs[0].config
+  steps_per_epoch = runs[0].spec.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
-  shift, scale = input_pipeline.normalization_constants(config, data)
-  spec = {'num_classes': data.num_classes, 'image_shape': list(data.image_shape),
-          'shift': shift, 'scale': scale, 'steps_per_epoch': steps_per_epoch}
-  # Replicated on every device; every process builds the same values.
-  state = parallel.replicate(create_state_from_spec(config, spec), data.mesh)
-  dropout_rng = parallel.replicate(
-      jax.random.split(jax.random.key(config.seed))[1], data.mesh)
-  step_fn = mesh_train_steps(data.mesh)
-
-  manager = checkpointing.create_manager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), config.keep_checkpoints)
-  meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
-  restored = checkpointing.restore_latest(manager, state, workdir)
-  if restored:
-    state, meta, latest = restored
-    logging.info('Restored checkpoint %s/%d.', manager.directory, latest)
-
-  os.makedirs(workdir, exist_ok=True)
-  metric_logging.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
-  # What inference needs besides the checkpoint and the config.
-  metric_logging.write_json(os.path.join(workdir, MODEL_SPEC), spec)
-  step = first_step = int(state.step)
+  step = first_step = runs[0].step
+  state = program.stack([run.state for run in runs])
+  for run in runs:
+    run.state = None  # The program's state is the only copy.
+  rng = program.dropout_keys([run.config for run in runs])
+  source = data.train if data.mode == 'device' else None
+  # One compiled length per run: calls never cross a checkpoint step.
+  call_length = min(config.steps_per_call or steps_per_epoch,
+                    config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
   show = progress_lib.Progress(
       style=config.progress, num_epochs=config.num_epochs,
-      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size,
+      steps_per_epoch=steps_per_epoch, batch_size=config.batch_size * len(runs),
       every_s=config.progress_every_s)
-  # Lines past the checkpoint are from work the resume will redo.
-  logger = metric_logging.MetricLogger(workdir, resume_step=step,
-                                       log_scalars=show.style != 'bar')
-  logger.write_hparams(metric_logging.flat_hparams(config))
-  learning_rate_fn = optimizers.create_learning_rate_fn(config, steps_per_epoch)
-  nonfinite = divergence.NonFiniteTracker(
-      config.nan_policy, config.nan_skip_limit, meta.get('skipped_steps', 0),
-      meta.get('nonfinite_in_a_row', 0))
-  tracer = profiling.StepTracer(config.profile_steps, workdir)
-  wall_before, start = meta['train_wall_s'], time.perf_counter()
-  wall = lambda: wall_before + time.perf_counter() - start
-
-  def checkpoint(eval_metrics=None):
-    meta.update(epoch=step // steps_per_epoch, train_wall_s=wall(), **nonfinite.state())
-    checkpointing.save(
-        manager, step, state, meta=dict(meta),
-        metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']})
-
+  tracer = profiling.StepTracer(config.profile_steps, [run.workdir for run in runs])
+  for run in runs:
+    # A group's members would interleave unnamed scalar lines in the log.
+    run.open_logs(log_scalars=show.style != 'bar' and len(runs) == 1)
   if step >= total_steps:
     logging.info('Training already finished at step %d (%d epochs); '
                  're-evaluating only.', step, config.num_epochs)
   else:
     logging.info('Training from step %d to %d (%d steps per epoch).',
                  step, total_steps, steps_per_epoch)
-  source = data.train if data.mode == 'device' else None
-  # One compiled length per run: calls never cross a checkpoint step.
-  call_length = min(config.steps_per_call or steps_per_epoch,
-                    config.checkpoint_every_steps or steps_per_epoch,
-                    steps_per_epoch)
-  averager = metric_logging.StepAverager(config.log_every_steps)
+
+  def alive():
+    return [i for i, run in enumerate(runs) if run.alive]
 
   def finish_call(first, num_steps, metrics):
     """Checks a finished call's steps for divergence, then reports them."""
-    metrics = jax.tree.map(lambda x: x[:num_steps], jax.device_get(metrics))
-    nonfinite.update(first, metrics)
-    show.update(first + num_steps, num_steps, metrics)
-    for at, averaged in averager.add(first, metrics):
-      averaged['learning_rate'] = learning_rate_fn(at - 1)
-      averaged['steps_per_s'] = show.steps_per_s
-      logger.write(at, 'train', averaged)
+    metrics = jax.device_get(metrics)
+    shown = []
+    for i in alive():
+      own = jax.tree.map(lambda x: x[:num_steps], program.member(metrics, i))  # pylint: disable=cell-var-from-loop
+      if runs[i].log_train(first, own, show.steps_per_s):
+        shown.append(own)
+    if shown:
+      show.update(first + num_steps, num_steps, _mean(shown))
 
+  def checkpoint(eval_metrics=None):
+    for i in alive():
+      runs[i].checkpoint(step, program.member(state, i), eval_metrics and eval_metrics[i])
+
+  eval_metrics = None
   try:
     with preemption.stop_on_signals() as stop, show.logs_above_bar():
       for epoch in range(step // steps_per_epoch, config.num_epochs):
+        if not alive():
+          break
         epoch_start, epoch_first_step = time.perf_counter(), step
         show.start_epoch(epoch, step)
         spans = call_spans(step - epoch * steps_per_epoch, epoch * steps_per_epoch,
                            steps_per_epoch, config.steps_per_call,
                            config.checkpoint_every_steps, tracer.call_ends())
         pending = None
-        for num_steps, batches in input_pipeline.train_calls(
-            data, config, epoch, spans, call_length):
+        # Each run's own data order (its seed), one call's input at a time.
+        for calls in zip(*[input_pipeline.train_calls(data, run.config, epoch, spans,
+                                                      call_length) for run in runs]):
+          num_steps = calls[0][0]
           tracer.before_call(step)
-          state, metrics = step_fn(state, batches, dropout_rng, num_steps, source)
+          state, metrics = program.train(
+              state, [batches for _, batches in calls], rng,
+              [num_steps if run.alive else 0 for run in runs], source)
           # The previous call is done by now; checking its metrics (not this
           # call's) lets the host prepare the next input while this one runs.
           if pending:
@@ -308,36 +314,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             pending = None
             checkpoint()
           if stopping:
-            manager.wait_until_finished()
-            raise preemption.Interrupted(stop.signum, step, manager.directory)
+            where = (runs[0].checkpoint_dir if len(runs) == 1 else
+                     os.path.commonpath([os.path.abspath(run.workdir) for run in runs]))
+            raise preemption.Interrupted(stop.signum, step, where)
+          if not alive():
+            break
         if pending:
           finish_call(*pending)
-        eval_metrics = evaluation.evaluate(state, data, config.eval_batch_size)
-        meta['best_eval_accuracy'] = max(meta['best_eval_accuracy'],
-                                         eval_metrics['accuracy'])
-        logger.write(step, 'eval', eval_metrics)
+        if not alive():
+          break
+        eval_metrics = program.evaluate(state, data, config.eval_batch_size)
+        for i in alive():
+          runs[i].log_eval(step, eval_metrics[i])
         checkpoint(eval_metrics)
         epoch_s = time.perf_counter() - epoch_start
-        logger.write(step, 'epoch', {
-            'wall_s': epoch_s, 'steps_per_s': (step - epoch_first_step) / epoch_s,
-            'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
-        show.end_epoch(step, eval_metrics)
+        for i in alive():
+          runs[i].log_epoch(step, {
+              'wall_s': epoch_s, 'steps_per_s': (step - epoch_first_step) / epoch_s,
+              'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
+        shown = _mean([eval_metrics[i] for i in alive()])
+        show.end_epoch(step, shown)
         if show.style == 'off':
           logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s).',
-                       epoch + 1, config.num_epochs, eval_metrics['accuracy'],
-                       eval_metrics['loss'], epoch_s)
+                       epoch + 1, config.num_epochs, shown['accuracy'], shown['loss'],
+                       epoch_s)
     if step == first_step:  # Nothing left to train: evaluate the restored state.
-      eval_metrics = evaluation.evaluate(state, data, config.eval_batch_size)
-      logger.write(step, 'eval', eval_metrics)
+      eval_metrics = program.evaluate(state, data, config.eval_batch_size)
+      for i in alive():
+        runs[i].log_eval(step, eval_metrics[i])
   finally:
     # Also on divergence or interruption: finish pending saves, flush logs.
     tracer.stop()
-    manager.wait_until_finished()
-    best_step = manager.best_step()
-    manager.close()
-    logger.close()
-  summary = finish_run(workdir, config, state, data, eval_metrics, meta, best_step,
-                       step, steps_per_epoch, nonfinite.skipped)
-  logging.info('%s', progress_lib.run_summary(summary, workdir, best_step,
-                                                 config.plots))
+    for run in runs:
+      run.close()
+  return state, [run.finish(program.member(state, i), data, eval_metrics[i], step)
+                 if run.alive else None for i, run in enumerate(runs)]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data: input_pipeline.Data | None = None):
+  """Trains (or resumes training) in `workdir` and evaluates after each epoch.
+
+  Args:
+    config: the run's config (see configs/default.py).
+    workdir: where checkpoints, logs and the summary go; a workdir with
+      checkpoints resumes from its latest.
+    data: input_pipeline.create_datasets(config), when several runs share it
+      (as a sweep's members do); loaded here otherwise.
+
+  Returns:
+    (final train state, summary dict as written to `summary.json`).
+
+  Raises:
+    trainkit.divergence.Diverged: a non-finite step ended the run (nan_policy).
+  """
+  # Everything that can refuse the run does so before the workdir is touched.
+  config_checks.validate(config)
+  config_checks.check_workdir(workdir)
+  data = data or input_pipeline.create_datasets(config)
+  config_checks.check_data(config, data)
+  spec = model_spec(config, data)
+  # Replicated on every device; every process builds the same values.
+  state = parallel.replicate(create_state(config, spec), data.mesh)
+  run = runs_lib.Run(config, workdir, spec, state)
+  state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
+  if run.diverged:
+    raise run.diverged
   return state, summary

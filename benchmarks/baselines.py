@@ -19,6 +19,7 @@ DROPOUT = (0.3, 0.4)
 
 
 class MinimalMLP(nn.Module):
+  """The default model, written as a tutorial would."""
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -31,6 +32,8 @@ class MinimalMLP(nn.Module):
 
 
 class State(train_state.TrainState):
+  """TrainState with BatchNorm statistics."""
+
   batch_stats: dict
 
 

@@ -1,7 +1,9 @@
 r"""Speed and memory of the trainer against a minimal loop and PyTorch.
 
-  python benchmarks/benchmark.py --manual_dir=../shared/data/mnist \
+  python -m benchmarks.benchmark --manual_dir=../shared/data/mnist \
       [--json=results.json] [--parts=steps,minimal_loop,trainer,torch]
+
+(from the project root, so that the trainer's modules import).
 
 Each part runs in a fresh subprocess (so start-up times and peak memory are
 per part), one after another in one run of this script, and the ratios compare
@@ -36,8 +38,6 @@ from absl import app
 from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('manual_dir', os.path.join(ROOT, '..', 'shared', 'data', 'mnist'),
@@ -71,7 +71,7 @@ def part_steps():
   """Per-step speed of the trainer's step against the minimal step."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import baselines  # pylint: disable=g-import-not-at-top
+  from benchmarks import baselines  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   import models  # pylint: disable=g-import-not-at-top
   import train  # pylint: disable=g-import-not-at-top
@@ -134,7 +134,7 @@ def part_steps():
 
 
 def part_minimal_loop(data_dir, epochs):
-  import baselines  # pylint: disable=g-import-not-at-top
+  from benchmarks import baselines  # pylint: disable=g-import-not-at-top
   train_split, test_split = _load_mnist(data_dir)
   return {'epochs': baselines.run_minimal_loop(train_split, test_split, epochs)}
 
@@ -163,7 +163,7 @@ def _combine(runs):
 
 
 def part_torch():
-  import baselines  # pylint: disable=g-import-not-at-top
+  from benchmarks import baselines  # pylint: disable=g-import-not-at-top
   try:
     return baselines.torch_steps_per_s(300)
   except ImportError as e:
@@ -188,7 +188,7 @@ def _run_part(name, *args):
   with tempfile.TemporaryDirectory() as tmp:
     out_path = os.path.join(tmp, 'out.json')
     launch, wall, rss = _spawn(
-        [sys.executable, os.path.abspath(__file__), f'--part={name}',
+        [sys.executable, '-m', 'benchmarks.benchmark', f'--part={name}',
          f'--json={out_path}', *args], os.path.join(tmp, 'log'))
     with open(out_path) as f:
       result = json.load(f)
@@ -309,7 +309,7 @@ def main(argv):
     with open(FLAGS.json, 'w') as f:
       json.dump(start[FLAGS.part](), f)
     return
-  import offline_data  # pylint: disable=g-import-not-at-top
+  from trainkit import offline_data  # pylint: disable=g-import-not-at-top
   data_dir = FLAGS.data_dir or tempfile.mkdtemp(prefix='bench_tfds_')
   offline_data.prepare('mnist', data_dir, FLAGS.manual_dir)  # Not timed.
   results = {'machine': _describe_machine()}

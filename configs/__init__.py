@@ -1,0 +1,1 @@
+"""Config files: get_config() functions (and sweep files with get_sweep())."""

@@ -13,7 +13,8 @@ def get_config():
 
   # Data.
   config.dataset = 'mnist'  # TFDS dataset name (28x28 grey images + labels).
-  config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; None = TFDS default (~/tensorflow_datasets).
+  # TFDS data dir; None = TFDS's default (~/tensorflow_datasets).
+  config.data_dir = ml_collections.config_dict.placeholder(str)
   # Folder with the dataset's original source files (for mnist: the four IDX
   # .gz files) to prepare from without network; None = let TFDS download.
   config.manual_dir = ml_collections.config_dict.placeholder(str)
@@ -71,7 +72,8 @@ def get_config():
   # Model.
   config.model = ml_collections.ConfigDict()
   config.model.hidden_sizes = (512, 512)  # Width of each hidden Dense layer.
-  config.model.activation = 'relu'  # relu | gelu | swish | silu | tanh | sigmoid | elu | leaky_relu.
+  # relu | gelu | swish | silu | tanh | sigmoid | elu | leaky_relu.
+  config.model.activation = 'relu'
   config.model.dropout_rates = (0.3, 0.4)  # One rate per hidden layer; 0 = no dropout.
   config.model.use_batchnorm = True  # BatchNorm after each hidden layer's dropout.
   config.model.batchnorm_momentum = 0.9  # Running-average decay of the BN statistics.

@@ -1,7 +1,7 @@
 """Trains configs on the first N devices of this process; prints JSON.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=4 \
-      python tests/devices_run.py RUNS_JSON WORKDIR
+      python -m tests.devices_run RUNS_JSON WORKDIR   # from the project root
 
 A helper for test_parallel: the forced device count must be set before JAX
 starts, so it runs as its own process. RUNS_JSON maps a run's name to
@@ -18,12 +18,10 @@ import jax
 import ml_collections
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import config_checks  # pylint: disable=wrong-import-position
-import input_pipeline  # pylint: disable=wrong-import-position
-import parallel  # pylint: disable=wrong-import-position
-import train  # pylint: disable=wrong-import-position
+import input_pipeline
+import train
+from trainkit import config_checks
+from trainkit import parallel
 
 
 def main(runs_json, workdir):

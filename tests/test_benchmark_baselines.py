@@ -1,16 +1,11 @@
 """The benchmark's hand-written baselines train the trainer's model."""
 
-import os
-import sys
-
 import jax
 import numpy as np
 
+from benchmarks import baselines
 from configs import default
 import models
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
-import baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _shapes(tree):

@@ -8,8 +8,8 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from tests.conftest import ROOT, set_field
-import config_checks
+from tests.helpers import ROOT, set_field
+from trainkit import config_checks
 from configs import default, jax_docs, jax_in_action
 
 
@@ -94,7 +94,7 @@ def test_cli_bad_value_is_one_line_and_touches_nothing(tmp_path):
   result = _main('--config=configs/default.py', f'--workdir={workdir}',
                  '--config.optimizer=adamm')
   assert result.returncode == 2
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert errors == ["error: optimizer='adamm' is not one of: sgd, momentum, "
                     "nesterov, adam, adamw, rmsprop (did you mean 'adam'?)"]
   assert 'Traceback' not in result.stderr
@@ -106,7 +106,7 @@ def test_incomplete_multi_process_flags_are_one_line_and_touch_nothing(tmp_path)
   result = _main('--config=configs/default.py', f'--workdir={workdir}',
                  '--jax_num_processes=2', '--jax_process_id=1')
   assert result.returncode == 2
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert errors == ['error: --jax_coordinator_address=None --jax_num_processes=2 '
                     '--jax_process_id=1: coordinator_address should be defined.']
   assert not workdir.exists()

@@ -19,23 +19,17 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from tests.conftest import ROOT, tiny_config, write_mnist
-import checkpointing
-import config_checks
-import divergence
+from tests.conftest import NUM_EXAMPLES
+from tests.helpers import ROOT, tiny_config, write_mnist
+from trainkit import checkpointing
+from trainkit import config_checks
+from trainkit import divergence
 import input_pipeline
 import models
-import offline_data
-import preemption
+from trainkit import offline_data
+from trainkit import preemption
 import train
 
-NUM_EXAMPLES = 50  # Mock splits: 6 steps of 8 per epoch.
-
-
-@pytest.fixture
-def mock_mnist():
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    yield
 
 
 def _digest(path):
@@ -303,7 +297,7 @@ def test_cli_refuses_misspelt_fields_and_wrong_types_in_one_line(finished_workdi
                           capture_output=True, timeout=120,
                           env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert result.returncode == 2
-  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
   assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-1000:]
   assert 'Traceback' not in result.stderr
   assert _digest(finished_workdir) == before

@@ -9,19 +9,14 @@ import shutil
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from tests.conftest import tiny_config
-import checkpointing
+from tests.helpers import tiny_config
+from trainkit import checkpointing
 import train
 
-NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch, 4 eval batches of 16.
 
 
-@pytest.fixture(autouse=True)
-def mock_mnist():
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    yield
+pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
 def _run(workdir, **overrides):
@@ -129,7 +124,7 @@ def test_keeps_latest_and_best_checkpoints(tmp_path):
   steps = _steps(tmp_path)
   assert steps[-1] == 24
   with open(tmp_path / 'metrics.jsonl') as f:
-    evals = [json.loads(l) for l in f if '"eval"' in l]
+    evals = [json.loads(line) for line in f if '"eval"' in line]
   accuracies = {e['step']: e['metrics']['accuracy'] for e in evals}
   best_step = max(accuracies, key=lambda s: (accuracies[s], -s))
   assert set(steps) <= {24, *[s for s in accuracies

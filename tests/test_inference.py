@@ -10,12 +10,13 @@ import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from tests.conftest import ROOT, tiny_config, write_mnist
-import config_checks
-import inference
+from tests.conftest import NUM_EXAMPLES
+from tests.helpers import ROOT, tiny_config, write_mnist
+from trainkit import config_checks
+from trainkit import inference
+from trainkit import workdir as workdir_lib
 import train
 
-NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch.
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_eval_of_the_final_checkpoint_reproduces_summary_exactly(trained):
   assert result['eval_accuracy'] == summary['eval_accuracy']
   assert result['eval_loss'] == summary['eval_loss']
   assert result['step'] == 12 and result['num_examples'] == NUM_EXAMPLES
-  with open(os.path.join(workdir, inference.EVAL_FILE)) as f:
+  with open(os.path.join(workdir, workdir_lib.EVAL)) as f:
     assert json.load(f) == result
 
 
@@ -123,7 +124,7 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
-  with open(workdir / inference.EVAL_FILE) as f:
+  with open(workdir / workdir_lib.EVAL) as f:
     result = json.load(f)
   assert result['eval_accuracy'] == summary['eval_accuracy']
   assert f'eval_accuracy {summary["eval_accuracy"]:.4%}' in evaluated.stdout

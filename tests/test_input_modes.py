@@ -6,21 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from tests.conftest import tiny_config
-import evaluation
+from tests.conftest import NUM_EXAMPLES
+from tests.helpers import tiny_config
+from trainkit import evaluation
 import input_pipeline
 import models
 import train
 
-NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch.
-
-
-@pytest.fixture
-def mock_mnist():
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    yield
 
 
 def _state(config, steps_per_epoch=6):
@@ -55,7 +48,7 @@ def test_scanned_steps_match_single_steps_and_skip_the_padding():
   single_losses = []
   for i in range(3):
     single, metrics = train.train_step(
-        single, jax.tree.map(lambda x: x[i], batches), rng)
+        single, jax.tree.map(lambda x, i=i: x[i], batches), rng)
     single_losses.append(float(metrics['loss']))
   scanned, metrics = train.train_steps(_state(config), batches, rng, 3)
   assert int(scanned.step) == 3  # Rows 3 and 4 are padding.

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 import models
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.conftest import tiny_config
-from tests.conftest import write_idx as _write_idx
-from tests.conftest import write_mnist as _write_mnist
+from tests.helpers import tiny_config
+from tests.helpers import write_idx as _write_idx
+from tests.helpers import write_mnist as _write_mnist
 import input_pipeline
-import offline_data
+from trainkit import offline_data
 
 
 def _examples(data, split):
@@ -23,7 +23,8 @@ def _examples(data, split):
   if split == 'test':  # Stacked eval batches: keep the unmasked examples.
     mask = arrays.pop('mask').reshape(-1)
     arrays = {k: v.reshape(-1, *v.shape[2:])[mask] for k, v in arrays.items()}
-  return [(i[..., 0].tobytes(), int(l)) for i, l in zip(arrays['image'], arrays['label'])]
+  return [(image[..., 0].tobytes(), int(label))
+          for image, label in zip(arrays['image'], arrays['label'])]
 
 
 @pytest.mark.parametrize('input_mode', ['device', 'stream'])
@@ -41,7 +42,7 @@ def test_prepares_mnist_from_idx_files_and_reads_it_through_tfds(tmp_path, input
     # TFDS stores examples in its own (hashed) order: compare as multisets.
     read = sorted(_examples(data, split))
     images, labels = arrays[split]
-    assert read == sorted((i.tobytes(), int(l)) for i, l in zip(images, labels))
+    assert read == sorted((image.tobytes(), int(label)) for image, label in zip(images, labels))
   # The same dataset is found again with no manual_dir (already prepared).
   again = input_pipeline.create_datasets(tiny_config(data_dir=str(data_dir)))
   assert again.num_train == 30

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny_config, write_mnist
+from tests.helpers import ROOT, tiny_config, write_mnist
 
 _FORCE_4 = '--xla_force_host_platform_device_count=4'
 # The tiny model, as main.py overrides.
@@ -41,7 +41,7 @@ def _devices_run(workdir, **runs):
   """{name: (config, devices)} trained in one process with 4 forced devices."""
   runs = {name: (config.to_dict(), count) for name, (config, count) in runs.items()}
   result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'tests', 'devices_run.py'), json.dumps(runs),
+      [sys.executable, '-m', 'tests.devices_run', json.dumps(runs),
        str(workdir)],
       cwd=ROOT, env=_env(XLA_FLAGS=_FORCE_4), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

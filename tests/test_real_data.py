@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from configs import default
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests import test_visibility
-import inference
-import offline_data
+from trainkit import inference
+from trainkit import offline_data
 import train
 
 

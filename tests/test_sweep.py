@@ -9,40 +9,35 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from tests.conftest import ROOT, tiny_config, write_mnist
-import config_checks
-import inference
-import sweep_lib
-import group_train
+from tests.helpers import ROOT, tiny_config, write_mnist
+from trainkit import config_checks
+from trainkit import inference
+from trainkit import sweeps
+from trainkit import grouping
 import train
 
-NUM_EXAMPLES = 50
 
 
-@pytest.fixture(autouse=True)
-def mock_mnist():
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    yield
+pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
 def test_product_and_zip_helpers():
-  assert sweep_lib.product(learning_rate=[0.1, 0.2], seed=[0, 1]) == [
+  assert sweeps.product(learning_rate=[0.1, 0.2], seed=[0, 1]) == [
       {'learning_rate': 0.1, 'seed': 0}, {'learning_rate': 0.1, 'seed': 1},
       {'learning_rate': 0.2, 'seed': 0}, {'learning_rate': 0.2, 'seed': 1}]
-  assert sweep_lib.zip_axes(model__dropout_rates=[(0.1,), (0.2,)], seed=[3, 4]) == [
+  assert sweeps.zip_axes(model__dropout_rates=[(0.1,), (0.2,)], seed=[3, 4]) == [
       {'model.dropout_rates': (0.1,), 'seed': 3},
       {'model.dropout_rates': (0.2,), 'seed': 4}]
   with pytest.raises(ValueError, match='one length'):
-    sweep_lib.zip_axes(a=[1, 2], b=[1])
+    sweeps.zip_axes(a=[1, 2], b=[1])
 
 
 def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):
   overrides = [{'learning_rate': 0.1}, {'learning_rate': -1.0},
                {'model.activaton': 'relu'}, {'optimizer': 'adamm'}]
   with pytest.raises(config_checks.ConfigError) as e:
-    sweep_lib.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
+    sweeps.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
   message = str(e.value)
   assert 'member 01_learning_rate=-1.0: learning_rate=-1.0: must be > 0' in message
   assert "member 02_model.activaton=relu: unknown config field 'model.activaton'" in message
@@ -53,13 +48,13 @@ def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):
 
 
 def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkeypatch):
-  overrides = sweep_lib.product(learning_rate=[1e-3, 1e-2], seed=[0, 1])
+  overrides = sweeps.product(learning_rate=[1e-3, 1e-2], seed=[0, 1])
   workdir = tmp_path / 'sweep'
-  ranked = sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
+  ranked = sweeps.run_sweep(tiny_config(), overrides, str(workdir))
   assert len(ranked) == 4
   with open(workdir / 'sweep_summary.csv') as f:
     rows = list(csv.DictReader(f))
-  assert [r['name'] for r in rows] == [sweep_lib.member_name(i, o)
+  assert [r['name'] for r in rows] == [sweeps.member_name(i, o)
                                        for i, o in enumerate(overrides)]
   assert set(rows[0]) >= {'name', 'overrides', 'best_eval_accuracy', 'eval_accuracy',
                           'eval_loss', 'train_wall_s'}
@@ -70,7 +65,7 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkey
   assert (workdir / 'sweep_eval_curves.png').stat().st_size > 10_000
   # Each member's workdir is a normal run's: --mode=eval works on it.
   member = workdir / rows[3]['name']
-  config = sweep_lib.member_config(tiny_config(), overrides[3])
+  config = sweeps.member_config(tiny_config(), overrides[3])
   result = inference.evaluate_checkpoint(config, str(member))
   assert result['eval_accuracy'] == float(rows[3]['eval_accuracy'])
 
@@ -79,10 +74,10 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkey
   real = train.train_and_evaluate
   monkeypatch.setattr(train, 'train_and_evaluate',
                       lambda config, wd, data=None: calls.append(wd) or real(config, wd, data))
-  sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
+  sweeps.run_sweep(tiny_config(), overrides, str(workdir))
   assert calls == []
   os.remove(workdir / rows[1]['name'] / 'summary.json')
-  again = sweep_lib.run_sweep(tiny_config(), overrides, str(workdir))
+  again = sweeps.run_sweep(tiny_config(), overrides, str(workdir))
   assert calls == [str(workdir / rows[1]['name'])]
   assert {r['name']: r['eval_accuracy'] for r in again} == {
       r['name']: float(r['eval_accuracy']) for r in rows}
@@ -104,7 +99,7 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
       '  config.plots = False\n'
       '  return config\n'
       'def get_sweep():\n'
-      '  return sweep_lib.product(learning_rate=[1e-3, 1e-2])\n')
+      '  return sweeps.product(learning_rate=[1e-3, 1e-2])\n')
   workdir = tmp_path / 'sweep'
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
@@ -123,7 +118,7 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
 
 
 def test_group_key_separates_structure_from_state_values():
-  key = group_train.group_key
+  key = grouping.group_key
   base = tiny_config(weight_decay=1e-4)
   same = tiny_config(learning_rate=0.3, seed=7, momentum=0.5, weight_decay=1e-3)
   assert key(base) == key(same)
@@ -133,7 +128,7 @@ def test_group_key_separates_structure_from_state_values():
 
 
 def _group(tmp_path, overrides, **base):
-  configs = [sweep_lib.member_config(tiny_config(input_mode='device', **base), o)
+  configs = [sweeps.member_config(tiny_config(input_mode='device', **base), o)
              for o in overrides]
   dirs = [str(tmp_path / f'm{i}') for i in range(len(overrides))]
   return configs, dirs
@@ -142,7 +137,7 @@ def _group(tmp_path, overrides, **base):
 def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
   overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   configs, dirs = _group(tmp_path, overrides)
-  together = group_train.train_group(configs, dirs)
+  together = grouping.train_group(configs, dirs)
   for i, config in enumerate(configs):
     state, alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))
     assert together[i]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
@@ -158,11 +153,11 @@ def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
 def test_a_diverging_member_is_stopped_alone(tmp_path):
   overrides = [{'learning_rate': 0.05}, {'learning_rate': 1e30}]
   configs, dirs = _group(tmp_path, overrides, optimizer='sgd')
-  together = group_train.train_group(configs, dirs)
+  together = grouping.train_group(configs, dirs)
   assert together[1] is None and not os.path.exists(os.path.join(dirs[1], 'summary.json'))
   alone = train.train_and_evaluate(configs[0], str(tmp_path / 'alone'))[1]
   assert together[0]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
-  rows = sweep_lib.run_sweep(tiny_config(input_mode='device', optimizer='sgd'),
+  rows = sweeps.run_sweep(tiny_config(input_mode='device', optimizer='sgd'),
                              overrides, str(tmp_path / 'sweep'))
   assert [r['status'] for r in rows] == ['finished', 'diverged']
 
@@ -170,11 +165,11 @@ def test_a_diverging_member_is_stopped_alone(tmp_path):
 def test_an_interrupted_group_resumes_to_the_same_result(tmp_path):
   overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   base = tiny_config(input_mode='device')
-  first = sweep_lib.run_sweep(base, overrides, str(tmp_path))
+  first = sweeps.run_sweep(base, overrides, str(tmp_path))
   # As if killed after epoch 1: the epoch-2 checkpoints and summaries are gone.
   for row in first:
     os.remove(os.path.join(row['workdir'], 'summary.json'))
     shutil.rmtree(os.path.join(row['workdir'], 'checkpoints', '12'))
-  again = sweep_lib.run_sweep(base, overrides, str(tmp_path))
+  again = sweeps.run_sweep(base, overrides, str(tmp_path))
   assert {r['name']: r['eval_loss'] for r in again} == pytest.approx(
       {r['name']: r['eval_loss'] for r in first}, rel=1e-6)

@@ -7,14 +7,13 @@ import optax
 import pytest
 import tensorflow as tf
 
-from tests.conftest import tiny_config
-import config_checks
-import evaluation
+from tests.helpers import tiny_config
+from trainkit import evaluation
 import input_pipeline
-import losses
+from trainkit import losses
 import models
-import optimizers
-import parallel
+from trainkit import optimizers
+from trainkit import parallel
 import train
 
 
@@ -87,7 +86,7 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypat
       float(np.mean(np.argmax(logits, -1) == examples['label'])))
 
 
-@pytest.mark.parametrize('optimizer', config_checks.OPTIMIZERS)
+@pytest.mark.parametrize('optimizer', optimizers.OPTIMIZERS)
 def test_every_optimizer_trains_and_injects_its_hyperparameters(optimizer):
   config = tiny_config(optimizer=optimizer, learning_rate=3e-3, weight_decay=1e-4,
                        grad_clip_norm=1.0, schedule='constant')

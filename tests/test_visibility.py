@@ -9,22 +9,18 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
-import tensorflow_datasets as tfds
 
-from tests.conftest import tiny_config
-import config_checks
-import plots
-import progress
+from tests.conftest import NUM_EXAMPLES
+from tests.helpers import tiny_config
+from trainkit import config_checks
+from trainkit import plots
+from trainkit import progress
 import report
 import train
 
-NUM_EXAMPLES = 50  # Per split: 6 steps of 8 per epoch.
 
 
-@pytest.fixture(autouse=True)
-def mock_mnist():
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    yield
+pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
 def _scalars(workdir):
@@ -136,8 +132,8 @@ def test_log_style_writes_progress_lines_with_the_figures(caplog):
   assert 'loss=0.5000' in lines[0] and 'acc=75.00%' in lines[0]
   assert 'ex/s' in lines[0] and 'step/s' in lines[0] and 'run ETA' in lines[0]
   # Each epoch ends with its evaluation on one line.
-  finals = [l for l in lines if '6/6' in l]
-  assert len(finals) == 2 and all('eval_acc=87.50%' in l for l in finals)
+  finals = [line for line in lines if '6/6' in line]
+  assert len(finals) == 2 and all('eval_acc=87.50%' in line for line in finals)
   assert lines[-1].startswith('Epoch 2/2')
 
 

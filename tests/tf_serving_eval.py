@@ -12,11 +12,11 @@ import sys
 for _name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax'):
   sys.modules[_name] = None  # `import jax` now raises ImportError.
 
-import gzip  # pylint: disable=g-import-not-at-top,wrong-import-position
-import os  # pylint: disable=g-import-not-at-top,wrong-import-position
+import gzip  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
+import os  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 
 
 def read_idx(path):

@@ -4,7 +4,7 @@
 """
 
 from configs import default
-import sweep_lib
+from trainkit import sweeps
 
 
 def get_config():
@@ -18,4 +18,4 @@ def get_config():
 
 def get_sweep():
   """One dict of dotted overrides per member."""
-  return sweep_lib.product(learning_rate=[3e-4, 1e-3, 3e-3, 1e-2], seed=[0, 1])
+  return sweeps.product(learning_rate=[3e-4, 1e-3, 3e-3, 1e-2], seed=[0, 1])

@@ -4,7 +4,7 @@
 """
 
 from configs import default
-import sweep_lib
+from trainkit import sweeps
 
 
 def get_config():
@@ -18,6 +18,6 @@ def get_config():
 
 def get_sweep():
   """Dropout pairs zipped with decays; `model__dropout_rates` is model.dropout_rates."""
-  return sweep_lib.zip_axes(
+  return sweeps.zip_axes(
       model__dropout_rates=[(0.1, 0.1), (0.3, 0.4), (0.5, 0.5)],
       weight_decay=[0.0, 1e-4, 1e-3])

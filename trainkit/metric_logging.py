@@ -9,6 +9,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from trainkit import workdir as workdir_lib
+
 
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
@@ -26,7 +28,7 @@ class MetricLogger:
     self._writer = metric_writers.AsyncMultiWriter(writers)
     self._jsonl = None
     if self._is_writer:
-      path = os.path.join(workdir, 'metrics.jsonl')
+      path = os.path.join(workdir, workdir_lib.METRICS)
       if os.path.exists(path):
         with open(path) as f:
           kept = [line for line in f if json.loads(line)['step'] <= resume_step]
@@ -76,14 +78,6 @@ class StepAverager:
                      {k: s / self._count for k, s in self._sums.items()}))
         self._sums, self._count = {}, 0
     return done
-
-
-def write_json(path: str, obj) -> None:
-  """Writes `obj` as indented JSON (process 0 only)."""
-  if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      json.dump(obj, f, indent=2)
-      f.write('\n')
 
 
 def flat_hparams(config) -> dict:

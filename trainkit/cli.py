@@ -6,11 +6,10 @@ import sys
 
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
-import checkpointing
-import config_checks
-import offline_data
+from trainkit import checkpointing
+from trainkit import config_checks
+from trainkit import offline_data
 
 # Exit statuses (documented in the README).
 EXIT_BAD_INPUT = 2
@@ -29,7 +28,7 @@ def _quiet_orbax(record) -> bool:
 
 
 def parse_flags(argv):
-  """absl's parsing, but bad flags or config fields are one line and status 2."""
+  """Parses flags as absl does, but bad flags or config fields are one line and status 2."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -51,7 +50,5 @@ def refuse(message):
 
 
 def setup_host() -> None:
-  """Keeps TensorFlow (host-side tf.data only) off accelerators; quiets Orbax."""
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
+  """Quiets Orbax's per-save INFO lines in the log."""
   logging.get_absl_handler().addFilter(_quiet_orbax)

@@ -3,21 +3,26 @@
 The loop calls `before_call(step)` before dispatching the call that starts
 after global step `step`, and `after_call(step, state)` once it is dispatched.
 Calls end at the range's bounds, so the trace holds exactly the device calls
-of steps first..last (and the host work around them).
+of steps first..last (and the host work around them). A sweep's vmapped group
+is traced once, and each member's workdir gets a copy of that trace (it is
+the program that trained the member).
 """
 
 import os
+import shutil
 
 from absl import logging
 import jax
+
+from trainkit import workdir as workdir_lib
 
 
 class StepTracer:
   """Starts and stops one trace around steps `first`..`last` (1-based)."""
 
-  def __init__(self, profile_steps, workdir: str):
+  def __init__(self, profile_steps, workdirs: list):
     self.bounds = tuple(profile_steps)
-    self.logdir = os.path.join(os.path.abspath(workdir), 'profile')
+    self.logdirs = [os.path.join(os.path.abspath(w), workdir_lib.PROFILE) for w in workdirs]
     self._active = False
 
   def call_ends(self) -> tuple:
@@ -26,9 +31,9 @@ class StepTracer:
 
   def before_call(self, step: int) -> None:
     if self.bounds and not self._active and step == self.bounds[0] - 1:
-      jax.profiler.start_trace(self.logdir)
+      jax.profiler.start_trace(self.logdirs[0])
       self._active = True
-      logging.info('Profiling steps %d-%d into %s.', *self.bounds, self.logdir)
+      logging.info('Profiling steps %d-%d into %s.', *self.bounds, self.logdirs[0])
 
   def after_call(self, step: int, state) -> None:
     """Stops the trace once the call reaching `step` has run on the device."""
@@ -37,6 +42,9 @@ class StepTracer:
       self.stop()
 
   def stop(self) -> None:
+    """Ends the trace, if one is running, and copies it to the other workdirs."""
     if self._active:
       jax.profiler.stop_trace()
       self._active = False
+      for logdir in self.logdirs[1:]:
+        shutil.copytree(self.logdirs[0], logdir, dirs_exist_ok=True)

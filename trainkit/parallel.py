@@ -49,19 +49,19 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def replicated(mesh) -> NamedSharding:
+def replicated_sharding(mesh) -> NamedSharding:
   """Every device holds the whole array (the train state, resident data)."""
   return NamedSharding(mesh, P())
 
 
-def rows(mesh) -> NamedSharding:
+def row_sharding(mesh) -> NamedSharding:
   """Stacked batches [steps, batch, ...] split along the batch axis."""
   return NamedSharding(mesh, P(None, DATA_AXIS))
 
 
 def replicate(tree, mesh):
   """Places host values, equal in every process, on every device of `mesh`."""
-  sharding = replicated(mesh)
+  sharding = replicated_sharding(mesh)
 
   def put(x):
     if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -73,7 +73,7 @@ def replicate(tree, mesh):
 
 def put_rows(tree, mesh):
   """Stacked batches the same in every process, split along the batch axis."""
-  return jax.device_put(jax.tree.map(np.asarray, tree), rows(mesh))
+  return jax.device_put(jax.tree.map(np.asarray, tree), row_sharding(mesh))
 
 
 def global_rows(tree, mesh):
@@ -83,7 +83,7 @@ def global_rows(tree, mesh):
   in process order.
   """
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(rows(mesh), np.asarray(x)), tree)
+      lambda x: jax.make_array_from_process_local_data(row_sharding(mesh), np.asarray(x)), tree)
 
 
 def padded_batch_size(batch_size: int, mesh) -> int:

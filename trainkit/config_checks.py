@@ -7,17 +7,12 @@ the offending value; `main.py` prints it without a traceback.
 import difflib
 import os
 
-
-import divergence
 import input_pipeline
-import losses
 import models
-import progress
-
-OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
-SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'exponential', 'linear')
-NORMALIZATIONS = ('unit', 'standardize', 'raw')
-DTYPES = ('float32', 'bfloat16')
+from trainkit import divergence
+from trainkit import losses
+from trainkit import optimizers
+from trainkit import progress
 
 
 class ConfigError(ValueError):
@@ -59,14 +54,14 @@ def validate(config) -> None:
     value = _get(config, field)
     _require(isinstance(value, (int, float)) and not isinstance(value, bool),
              field, value, 'must be a number')
-  _one_of(config, 'optimizer', OPTIMIZERS)
-  _one_of(config, 'schedule', SCHEDULES)
-  _one_of(config, 'normalization', NORMALIZATIONS)
+  _one_of(config, 'optimizer', optimizers.OPTIMIZERS)
+  _one_of(config, 'schedule', optimizers.SCHEDULES)
+  _one_of(config, 'normalization', input_pipeline.NORMALIZATIONS)
   _one_of(config, 'loss', tuple(losses.LOSSES))
   _one_of(config, 'model.activation', tuple(models.ACTIVATIONS))
   _one_of(config, 'model.kernel_init', models.KERNEL_INITS)
   _one_of(config, 'input_mode', input_pipeline.INPUT_MODES)
-  _one_of(config, 'dtype', DTYPES)
+  _one_of(config, 'dtype', models.DTYPES)
   _one_of(config, 'nan_policy', divergence.NAN_POLICIES)
   _one_of(config, 'progress', progress.STYLES)
   _require(config.progress_every_s > 0, 'progress_every_s', config.progress_every_s,

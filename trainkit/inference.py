@@ -5,7 +5,6 @@ command line) and `model.json`, and restores a checkpoint chosen by
 `--checkpoint`: 'latest', 'best' (by eval accuracy) or a step number.
 """
 
-import json
 import os
 
 from absl import logging
@@ -15,27 +14,15 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
-import checkpointing
-import config_checks
-import evaluation
+from trainkit import checkpointing
+from trainkit import config_checks
+from trainkit import evaluation
 import input_pipeline
-import metric_logging
-import parallel
+from trainkit import parallel
+from trainkit import workdir as workdir_lib
 import train
 
-EVAL_FILE = 'eval.json'
-EXPORT_DIR = os.path.join('export', 'saved_model')
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
-
-
-def _spec(workdir: str) -> dict:
-  path = os.path.join(workdir, train.MODEL_SPEC)
-  if not os.path.exists(path):
-    raise config_checks.ConfigError(
-        f'--workdir={workdir!r} has no {train.MODEL_SPEC}: not a workdir a '
-        'training run has written (train first)')
-  with open(path) as f:
-    return json.load(f)
 
 
 def restore(config, workdir: str, checkpoint: str = 'latest'):
@@ -45,8 +32,13 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
     (state, step, spec).
   """
   config_checks.validate(config)
-  spec = _spec(workdir)
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  try:
+    spec = workdir_lib.ModelSpec.read(workdir)
+  except FileNotFoundError:
+    raise config_checks.ConfigError(
+        f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
+        'training run has written (train first)') from None
+  directory = os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)
   manager = checkpointing.create_manager(directory, config.keep_checkpoints)
   try:
     steps = sorted(manager.all_steps())
@@ -63,7 +55,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
     if step is None:
       raise config_checks.ConfigError(
           f'--checkpoint={checkpoint!r}: {directory} has no such checkpoint')
-    state = train.create_state_from_spec(config, spec)
+    state = train.create_state(config, spec)
     checkpointing.check_compatible(manager, step, state)
     state, _ = checkpointing.restore(manager, step, state)
   finally:
@@ -80,7 +72,8 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dic
   metrics = evaluation.evaluate(state, data, config.eval_batch_size)
   result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
             'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
-  metric_logging.write_json(os.path.join(workdir, EVAL_FILE), result)
+  if jax.process_index() == 0:
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.EVAL), result)
   return result
 
 
@@ -150,7 +143,7 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   """Classifies image files; returns [(path, class, probability, probs)]."""
   files = _input_files(paths)
   state, _, spec = restore(config, workdir, checkpoint)
-  images = np.stack([load_digit(f, tuple(spec['image_shape'])) for f in files])
+  images = np.stack([load_digit(f, spec.image_shape) for f in files])
   probs = np.asarray(evaluation.predict_steps(state, {'image': images[None]})[0])
   return [(f, int(p.argmax()), float(p.max()), p) for f, p in zip(files, probs)]
 
@@ -164,7 +157,7 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
   a TF-only server needs no preprocessing of its own.
   """
   from orbax import export as oex  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = input_pipeline.tensorflow()
 
   state, step, spec = restore(config, workdir, checkpoint)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -178,10 +171,10 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
                          input_polymorphic_shape='(b, ...)')
   manager = oex.ExportManager(module, [oex.ServingConfig(
       'serving_default',
-      input_signature=[tf.TensorSpec([None, *spec['image_shape']], tf.uint8,
+      input_signature=[tf.TensorSpec([None, *spec.image_shape], tf.uint8,
                                      name='images')],
       tf_postprocessor=lambda probs: {'scores': probs})])
-  directory = os.path.join(os.path.abspath(workdir), EXPORT_DIR)
+  directory = os.path.join(os.path.abspath(workdir), workdir_lib.EXPORT)
   manager.save(directory)
   logging.info('Exported checkpoint %d to %s.', step, directory)
   return directory

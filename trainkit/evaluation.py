@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import input_pipeline
-import losses
-import parallel
+from trainkit import losses
+from trainkit import parallel
 
 
 @jax.jit
@@ -57,7 +57,7 @@ eval_steps = jax.jit(_eval_steps)
 predict_steps = jax.jit(_predict_steps)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mesh_steps(mesh) -> dict:
   """'eval' and 'predict' compiled for `mesh`: state replicated, batches split.
 
@@ -65,7 +65,7 @@ def mesh_steps(mesh) -> dict:
   whole; 'predict' returns the batches too, as in a multi-process run each
   process holds only its own rows.
   """
-  state, batches = parallel.replicated(mesh), parallel.rows(mesh)
+  state, batches = parallel.replicated_sharding(mesh), parallel.row_sharding(mesh)
   return {
       'eval': jax.jit(_eval_steps, in_shardings=(state, batches), out_shardings=state),
       'predict': jax.jit(lambda s, b: (_predict_steps(s, b), b),

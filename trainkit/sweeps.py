@@ -18,11 +18,12 @@ import shlex
 from absl import logging
 import ml_collections
 
-import config_checks
-import divergence
-import group_train
+from trainkit import config_checks
+from trainkit import divergence
+from trainkit import grouping
 import input_pipeline
-import plots
+from trainkit import plots
+from trainkit import workdir as workdir_lib
 import train
 
 
@@ -103,9 +104,9 @@ def build_members(base, overrides_list: list) -> list:
 def finished_summary(workdir: str, config) -> dict | None:
   """The member's summary.json if it finished training with this config."""
   try:
-    with open(os.path.join(workdir, 'summary.json')) as f:
+    with open(os.path.join(workdir, workdir_lib.SUMMARY)) as f:
       summary = json.load(f)
-    with open(os.path.join(workdir, 'config.json')) as f:
+    with open(os.path.join(workdir, workdir_lib.CONFIG)) as f:
       same_config = json.load(f) == json.loads(json.dumps(config.to_dict()))
   except (OSError, ValueError):
     return None
@@ -181,17 +182,17 @@ def _train(todo: list, parallel: str) -> dict:
   """Trains [(name, config, workdir)]; returns {name: summary or None}."""
   results, groups, datasets = {}, {}, {}
   for item in todo:
-    key = group_train.group_key(item[1]) if parallel == 'vmap' else item[0]
+    key = grouping.group_key(item[1]) if parallel == 'vmap' else item[0]
     groups.setdefault(key, []).append(item)
   for group in groups.values():
     names, configs, workdirs = zip(*group)
     if len(group) > 1:
       logging.info('Training %d members together: %s', len(group), ', '.join(names))
       try:
-        results.update(zip(names, group_train.train_group(
+        results.update(zip(names, grouping.train_group(
             configs, workdirs, _data(configs[0], datasets))))
         continue
-      except group_train.NotGroupable as e:
+      except grouping.NotGroupable as e:
         logging.warning('Members %s train one by one: %s', ', '.join(names), e)
     for name, config, workdir in group:
       logging.info('Training member %s.', name)

@@ -9,7 +9,8 @@ its own in one vmapped program.
 import jax
 import optax
 
-import config_checks
+OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'exponential', 'linear')
 
 
 def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
@@ -32,7 +33,7 @@ def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
   if config.schedule == 'linear':
     return optax.linear_schedule(1.0, config.end_lr_factor, total)
   raise ValueError(f'schedule={config.schedule!r} is not one of '
-                   f'{config_checks.SCHEDULES}')
+                   f'{SCHEDULES}')
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -53,9 +54,9 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
   hyperparameters: they live in the optimizer state, so a sweep can give each
   member its own values in one vmapped program.
   """
-  if config.optimizer not in config_checks.OPTIMIZERS:
+  if config.optimizer not in OPTIMIZERS:
     raise ValueError(f'optimizer={config.optimizer!r} is not one of '
-                     f'{config_checks.OPTIMIZERS}')
+                     f'{OPTIMIZERS}')
   multiplier = _lr_multiplier(config, steps_per_epoch)
   name = config.optimizer
 

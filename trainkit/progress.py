@@ -17,8 +17,9 @@ from absl import logging
 import tqdm
 
 STYLES = ('auto', 'bar', 'log', 'off')
-_BAR = '{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]'
-_LINE = '{desc} {n_fmt}/{total_fmt} steps ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}{postfix}]'
+_TIMES = '[{elapsed}<{remaining}, {rate_fmt}{postfix}]'
+_BAR = '{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} ' + _TIMES
+_LINE = '{desc} {n_fmt}/{total_fmt} steps ({percentage:.0f}%) ' + _TIMES
 
 
 class _LogLines:

@@ -23,6 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from trainkit import workdir as workdir_lib
+
 BEST_METRIC = 'eval_accuracy'
 
 
@@ -154,7 +156,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str):
     except BrokenCheckpointError as e:
       broken.append((step, e))
   if broken:
-    aside = os.path.join(workdir, 'broken_checkpoints')
+    aside = os.path.join(workdir, workdir_lib.BROKEN_CHECKPOINTS)
     os.makedirs(aside, exist_ok=True)
     for step, error in broken:
       target = os.path.join(aside, str(step))

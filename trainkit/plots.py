@@ -18,7 +18,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-PLOTS = 'plots'
+from trainkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 PREDICTIONS = 'predictions.npz'
 _WORST = 25  # Images in the worst-errors grid (5 x 5).
 
@@ -26,7 +27,7 @@ _WORST = 25  # Images in the worst-errors grid (5 x 5).
 def read_metrics(workdir: str) -> dict:
   """{'train': {...}, 'eval': {...}}, each {'step': [...], metric: [...]}."""
   curves = {'train': {}, 'eval': {}}
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = os.path.join(workdir, workdir_lib.METRICS)
   if not os.path.exists(path):
     return curves
   with open(path) as f:
@@ -150,10 +151,10 @@ def write_run_plots(workdir: str, predictions: dict) -> None:
     workdir: the run's workdir.
     predictions: the test split's {'image', 'label', 'probs'} in order.
   """
-  os.makedirs(os.path.join(workdir, PLOTS), exist_ok=True)
+  os.makedirs(os.path.join(workdir, workdir_lib.PLOTS), exist_ok=True)
   worst = select_worst(predictions['label'], predictions['probs'])
   np.savez_compressed(
-      os.path.join(workdir, PLOTS, PREDICTIONS), label=predictions['label'],
+      os.path.join(workdir, workdir_lib.PLOTS, PREDICTIONS), label=predictions['label'],
       probs=predictions['probs'].astype(np.float32), worst_index=worst,
       worst_image=predictions['image'][worst])
   draw(workdir)
@@ -161,7 +162,7 @@ def write_run_plots(workdir: str, predictions: dict) -> None:
 
 def draw(workdir: str) -> list:
   """(Re)draws a run's plots from its workdir; returns the files written."""
-  directory = os.path.join(workdir, PLOTS)
+  directory = os.path.join(workdir, workdir_lib.PLOTS)
   os.makedirs(directory, exist_ok=True)
   written = [os.path.join(directory, 'learning_curves.png')]
   learning_curves({os.path.basename(os.path.abspath(workdir)): read_metrics(workdir)},

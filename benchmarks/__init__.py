@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of the trainer against its peers."""

@@ -1,0 +1,102 @@
+"""What many tests share: tiny configs, small IDX files, digests, the CLI runner."""
+
+import glob
+import gzip
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+from configs import default
+from trainkit import offline_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'mnist')
+ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+
+
+def set_field(config, dotted, value):
+  """Sets `config.a.b = value` for `dotted='a.b'`."""
+  *path, last = dotted.split('.')
+  for part in path:
+    config = config[part]
+  config[last] = value
+
+
+def tiny_config(**overrides):
+  """A config small enough to train in a second on mocked data (dotted overrides)."""
+  config = default.get_config()
+  config.model.hidden_sizes = (16,)
+  config.model.dropout_rates = (0.1,)
+  config.batch_size = 8
+  config.eval_batch_size = 16
+  config.num_epochs = 2
+  config.log_every_steps = 2
+  config.schedule = 'cosine'
+  config.plots = False  # Drawing costs seconds; the plot tests turn it on.
+  for key, value in overrides.items():
+    set_field(config, key, value)
+  return config
+
+
+def config_flags(**overrides) -> list:
+  """`--config.a.b=value` flags for dotted overrides."""
+  return [f'--config.{key}={value}' for key, value in overrides.items()]
+
+
+def write_idx(path, array, truncate=0):
+  """Writes `array` as a gzipped IDX file (optionally cut short)."""
+  header = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(f'>{array.ndim}I',
+                                                                  *array.shape)
+  payload = header + array.astype(np.uint8).tobytes()
+  with gzip.open(path, 'wb') as f:
+    f.write(payload[:len(payload) - truncate] if truncate else payload)
+
+
+def write_mnist(directory, n_train=30, n_test=12, seed=0):
+  """Random MNIST-shaped IDX files in `directory`; returns the arrays."""
+  rng = np.random.default_rng(seed)
+  arrays = {}
+  for split, n in (('train', n_train), ('test', n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, (n,), dtype=np.uint8)
+    image_file, label_file = offline_data.IDX_FILES[split]
+    write_idx(os.path.join(directory, image_file), images)
+    write_idx(os.path.join(directory, label_file), labels)
+    arrays[split] = (images, labels)
+  return arrays
+
+
+def digest(path) -> dict:
+  """{relative path: sha256} of every file under `path`."""
+  out = {}
+  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True)):
+    if os.path.isfile(name):
+      with open(name, 'rb') as f:
+        out[os.path.relpath(name, path)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def checkpoint_steps(workdir) -> list:
+  """The steps of the checkpoints in `workdir`, sorted."""
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if d.isdigit())
+
+
+def main_command(*args) -> list:
+  """The `python main.py ...` command line."""
+  return [sys.executable, os.path.join(ROOT, 'main.py'), *args]
+
+
+def run_main(*args, timeout=240, script='main.py') -> subprocess.CompletedProcess:
+  """Runs main.py (or sweep.py) from the project root; captures its output."""
+  return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def error_lines(stderr: str) -> list:
+  """The `error: ...` lines of a command's stderr."""
+  return [line for line in stderr.splitlines() if line.startswith('error:')]

@@ -1,0 +1,131 @@
+"""Sweep members trained together, as one vmapped program over a member axis.
+
+Members that differ only in values the train state carries (the injected
+learning rate, weight decay and momentum, and the seed, which gives the
+initial parameters, dropout keys and data order) share one compiled program:
+the train state is stacked on a leading member axis and `train.train_steps`
+and `evaluation.eval_steps` are vmapped over it, with the resident training
+data shared. `GroupSteps` is that program; `train.train_loop`, the loop of
+every run, drives it, so each member's workdir holds exactly what a lone run
+writes and can be resumed or evaluated alone. A member that diverges is
+stopped alone: its later steps are skipped (its step count is 0) and nothing
+more of it is saved.
+"""
+
+import json
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+
+import input_pipeline
+import train
+from trainkit import config_checks
+from trainkit import evaluation
+from trainkit import runs as runs_lib
+
+# Fields whose values live in the train state (see optimizers.py), so members
+# that differ only in these can train as one program.
+STATE_FIELDS = ('learning_rate', 'weight_decay', 'momentum', 'seed')
+
+
+class NotGroupable(Exception):
+  """Members that cannot train together (then they train one by one)."""
+
+
+def group_key(config) -> str:
+  """Equal for configs that can share one vmapped program."""
+  fields = config.to_dict()
+  for name in STATE_FIELDS:
+    fields.pop(name)
+  # Decay > 0 adds a transform (and state) to the optimizer chain.
+  fields['weight_decay_on'] = config.weight_decay > 0
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+# The member axis leads the state, batches of indices, dropout keys and step
+# counts (0 lets a diverged member sit out); the resident data is shared.
+_group_train_steps = jax.jit(
+    jax.vmap(train.train_steps, in_axes=(0, 0, 0, 0, None)), donate_argnums=0)
+_group_eval_steps = jax.jit(jax.vmap(evaluation.eval_steps, in_axes=(0, None)))
+
+
+class GroupSteps:
+  """The device program of a group: the members' states stacked, one device.
+
+  The same interface as train.MeshSteps, with per-run arguments stacked on a
+  leading member axis.
+  """
+
+  def __init__(self, template: train.TrainState):
+    # One static part (model, optimizer code) for all; the arrays are each member's.
+    self._template = template
+
+  def stack(self, states: list):
+    return jax.tree.map(lambda *x: jnp.stack(x), *[
+        self._template.replace(step=s.step, params=s.params, batch_stats=s.batch_stats,
+                               opt_state=s.opt_state) for s in states])
+
+  def member(self, tree, index: int):
+    return jax.tree.map(lambda x: x[index], tree)
+
+  def dropout_keys(self, configs: list):
+    return jnp.stack([train.seed_keys(c.seed)[1] for c in configs])
+
+  def train(self, state, batches: list, rng, num_steps: list, source):
+    stacked = {'index': jnp.stack([b['index'] for b in batches])}
+    return _group_train_steps(state, stacked, rng, jnp.asarray(num_steps, jnp.int32),
+                              source)
+
+  def evaluate(self, state, data, batch_size: int) -> list:
+    del batch_size  # The resident test split is stacked in eval batches already.
+    sums = jax.device_get(_group_eval_steps(state, data.test))
+    return [evaluation.metrics_from_sums(self.member(sums, i))
+            for i in range(len(sums['count']))]
+
+
+def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> list:
+  """Trains the members (configs with equal group_key) together.
+
+  Args:
+    configs: the members' configs.
+    workdirs: their workdirs, one each.
+    data: input_pipeline.create_datasets(configs[0]), if already loaded.
+
+  Returns:
+    One summary dict per member (as written to its summary.json), or None for
+    a member that diverged.
+
+  Raises:
+    NotGroupable: more than one device, streamed input, or members at
+      different steps; nothing has been written then.
+  """
+  base = configs[0]
+  if jax.device_count() > 1:
+    raise NotGroupable(f'{jax.device_count()} devices: each member uses them all')
+  for config, workdir in zip(configs, workdirs):
+    config_checks.validate(config)
+    config_checks.check_workdir(workdir)
+  data = data or input_pipeline.create_datasets(base)
+  if data.mode != 'device':
+    raise NotGroupable('the data is streamed (input_mode=stream)')
+  config_checks.check_data(base, data)
+  spec = train.model_spec(base, data)
+  runs = []
+  try:
+    for config, workdir in zip(configs, workdirs):
+      runs.append(runs_lib.Run(config, workdir, spec, train.create_state(config, spec)))
+  except Exception:
+    for run in runs:
+      run.close()
+    raise
+  steps = {run.step for run in runs}
+  if len(steps) > 1:
+    for run in runs:
+      run.close()
+    raise NotGroupable(f'members are at different steps {sorted(steps)}')
+  _, summaries = train.train_loop(runs, GroupSteps(train.create_state(base, spec)), data)
+  for run in runs:
+    if run.diverged:
+      logging.warning('Member %s stopped: %s', run.workdir, run.diverged)
+  return summaries

@@ -1,0 +1,155 @@
+"""One run's bookkeeping around the training loop, in its workdir.
+
+`Run` holds what belongs to one workdir: its checkpoint manager and the loop
+counters saved with each checkpoint (`meta`), the non-finite step tracker,
+the metric averager and logger. `train.train_loop` calls it to checkpoint and
+to report metrics, and at the end to write the summary, for a lone run and
+for each member of a vmapped group alike.
+"""
+
+import os
+import time
+
+from absl import logging
+import jax
+
+from trainkit import checkpointing
+from trainkit import divergence
+from trainkit import evaluation
+from trainkit import metric_logging
+from trainkit import optimizers
+from trainkit import progress
+from trainkit import workdir as workdir_lib
+
+
+class Run:
+  """One run's workdir: checkpoints, loop counters, divergence and logs.
+
+  Created before any file is written: it opens the checkpoint manager and
+  restores the latest usable checkpoint (`state`, `step`). `open_logs` then
+  writes the config and model spec and opens the metric logs; the loop
+  reports to it and checkpoints through it; `close` ends the saves and logs,
+  and `finish` writes the summary.
+  """
+
+  def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state):
+    """Restores the latest checkpoint of `workdir` into `state`'s structure."""
+    self.config, self.workdir, self.spec = config, workdir, spec
+    self.checkpoint_dir = os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)
+    self.manager = checkpointing.create_manager(self.checkpoint_dir,
+                                                config.keep_checkpoints)
+    self.meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
+    try:
+      restored = checkpointing.restore_latest(self.manager, state, workdir)
+    except Exception:
+      self.manager.close()
+      raise
+    self.restored_step = None
+    if restored:
+      state, self.meta, self.restored_step = restored
+      logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, self.restored_step)
+    self.state, self.step = state, int(state.step)
+    self.tracker = divergence.NonFiniteTracker(
+        config.nan_policy, config.nan_skip_limit, self.meta.get('skipped_steps', 0),
+        self.meta.get('nonfinite_in_a_row', 0))
+    self.averager = metric_logging.StepAverager(config.log_every_steps)
+    self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
+    self.diverged = None  # The Diverged error that stopped this run, if any.
+    self.best_step = None
+    self._logger = None
+    self._is_writer = jax.process_index() == 0  # Of the files besides checkpoints.
+    self._wall_before, self._start = self.meta['train_wall_s'], time.perf_counter()
+
+  @property
+  def alive(self) -> bool:
+    """False once the run diverged: it trains, saves and logs no further."""
+    return self.diverged is None
+
+  def open_logs(self, log_scalars: bool) -> None:
+    """Writes the config and model spec and opens the metric logs.
+
+    Lines past the restored checkpoint are from work the resume redoes, and
+    are dropped. `log_scalars=False` keeps train scalars out of the text log.
+    """
+    os.makedirs(self.workdir, exist_ok=True)
+    if self._is_writer:
+      workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.CONFIG),
+                             self.config.to_dict())
+      self.spec.write(self.workdir)
+    self._logger = metric_logging.MetricLogger(
+        self.workdir, resume_step=self.step, log_scalars=log_scalars)
+    self._logger.write_hparams(metric_logging.flat_hparams(self.config))
+    self._start = time.perf_counter()
+
+  def wall_s(self) -> float:
+    """Training wall time, including earlier runs of this workdir."""
+    return self._wall_before + time.perf_counter() - self._start
+
+  def log_train(self, first_step: int, metrics: dict, steps_per_s: float) -> bool:
+    """Takes per-step metrics of steps first_step+1...; False if they diverged."""
+    try:
+      self.tracker.update(first_step, metrics)
+    except divergence.Diverged as e:
+      self.diverged = e
+      return False
+    for at, averaged in self.averager.add(first_step, metrics):
+      averaged['learning_rate'] = self.learning_rate_fn(at - 1)
+      averaged['steps_per_s'] = steps_per_s
+      self._logger.write(at, 'train', averaged)
+    return True
+
+  def log_eval(self, step: int, metrics: dict) -> None:
+    self.meta['best_eval_accuracy'] = max(self.meta['best_eval_accuracy'],
+                                          metrics['accuracy'])
+    self._logger.write(step, 'eval', metrics)
+
+  def log_epoch(self, step: int, metrics: dict) -> None:
+    self._logger.write(step, 'epoch', metrics)
+
+  def checkpoint(self, step: int, state, eval_metrics: dict | None = None) -> None:
+    """Starts an asynchronous save of `state` with the loop counters.
+
+    With `eval_metrics` (an epoch's end), the checkpoint is ranked for
+    keep-the-best by its eval accuracy.
+    """
+    self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
+                     **self.tracker.state())
+    checkpointing.save(
+        self.manager, step, state, meta=dict(self.meta),
+        metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']})
+
+  def close(self) -> None:
+    """Waits for pending saves and closes the manager and the logs."""
+    self.manager.wait_until_finished()
+    self.best_step = self.manager.best_step()
+    self.manager.close()
+    if self._logger:
+      self._logger.close()
+
+  def finish(self, state, data, eval_metrics: dict, step: int) -> dict:
+    """Writes summary.json (and, if configured, the plots); returns the summary."""
+    wall = self.meta['train_wall_s']  # As of the last checkpoint.
+    summary = {
+        'eval_accuracy': eval_metrics['accuracy'],
+        'eval_loss': eval_metrics['loss'],
+        'best_eval_accuracy': max(self.meta['best_eval_accuracy'],
+                                  eval_metrics['accuracy']),
+        'best_step': self.best_step,
+        'step': step,
+        'epoch': step / self.spec.steps_per_epoch,
+        'train_wall_s': wall,
+        'examples_per_s': step * self.config.batch_size / wall if wall else 0.0,
+        'skipped_steps': self.tracker.skipped,
+    }
+    if self._is_writer:
+      workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.SUMMARY), summary)
+    if self.config.plots:
+      # Imported here: matplotlib costs a second that runs without plots skip.
+      from trainkit import plots  # pylint: disable=g-import-not-at-top
+      predictions = evaluation.test_predictions(  # Every process takes part.
+          state, data, self.config.eval_batch_size)
+      if self._is_writer:
+        plots.write_run_plots(self.workdir, predictions)
+    logging.info('%s', progress.run_summary(summary, self.workdir, self.best_step,
+                                            self.config.plots))
+    return summary

@@ -1,0 +1,55 @@
+"""What a run's workdir holds: every file's name, and the model spec.
+
+Light on purpose (no JAX): report.py reads workdirs with it alone.
+"""
+
+import dataclasses
+import json
+import os
+
+CONFIG = 'config.json'  # The resolved config.
+MODEL_SPEC = 'model.json'  # What rebuilds the model besides config and checkpoint.
+CHECKPOINTS = 'checkpoints'
+BROKEN_CHECKPOINTS = 'broken_checkpoints'
+METRICS = 'metrics.jsonl'
+SUMMARY = 'summary.json'
+EVAL = 'eval.json'  # --mode=eval.
+PLOTS = 'plots'
+PROFILE = 'profile'
+EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as indented JSON (in a multi-process run, process 0 only calls it)."""
+  with open(path, 'w') as f:
+    json.dump(obj, f, indent=2)
+    f.write('\n')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What the dataset tells the model, so inference needs no dataset.
+
+  Attributes:
+    num_classes: output classes.
+    image_shape: one image's shape, e.g. (28, 28, 1).
+    shift: inputs are scaled as (pixels - shift) / scale inside the model.
+    scale: see `shift`.
+    steps_per_epoch: training steps per epoch (the schedules are in steps).
+  """
+  num_classes: int
+  image_shape: tuple
+  shift: float
+  scale: float
+  steps_per_epoch: int
+
+  def write(self, workdir: str) -> None:
+    write_json(os.path.join(workdir, MODEL_SPEC),
+               {**dataclasses.asdict(self), 'image_shape': list(self.image_shape)})
+
+  @classmethod
+  def read(cls, workdir: str) -> 'ModelSpec':
+    """The spec a training run wrote (FileNotFoundError if there is none)."""
+    with open(os.path.join(workdir, MODEL_SPEC)) as f:
+      fields = json.load(f)
+    return cls(**{**fields, 'image_shape': tuple(fields['image_shape'])})
