@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import types
 
@@ -20,7 +19,8 @@ import tensorflow_datasets as tfds
 
 from configs import default
 from tests.conftest import NUM_EXAMPLES
-from tests.helpers import ROOT, tiny_config, write_mnist
+from tests.helpers import (ENV, ROOT, checkpoint_steps, digest, error_lines, main_command,
+                           run_main, tiny_config, write_mnist)
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import divergence
@@ -30,20 +30,6 @@ from trainkit import offline_data
 from trainkit import preemption
 import train
 
-
-
-def _digest(path):
-  out = {}
-  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True)):
-    if os.path.isfile(name):
-      with open(name, 'rb') as f:
-        out[os.path.relpath(name, path)] = f.read()
-  return out
-
-
-def _steps(workdir):
-  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                if d.isdigit())
 
 
 def _largest_file(directory):
@@ -58,7 +44,7 @@ def test_broken_latest_checkpoint_falls_back_to_the_previous(tmp_path, mock_mnis
   kw = dict(checkpoint_every_steps=4, keep_checkpoints=10, input_mode='device')
   workdir = tmp_path
   _, straight = train.train_and_evaluate(tiny_config(**kw), str(workdir))
-  assert _steps(workdir) == [4, 6, 8, 12]
+  assert checkpoint_steps(workdir) == [4, 6, 8, 12]
   victim = _largest_file(workdir / 'checkpoints' / '12')
   if damage == 'truncate':
     with open(victim, 'r+b') as f:
@@ -70,7 +56,7 @@ def test_broken_latest_checkpoint_falls_back_to_the_previous(tmp_path, mock_mnis
   assert len(warnings) == 1
   assert '/12 is broken' in warnings[0] and 'falling back to checkpoint 8' in warnings[0]
   assert os.path.isdir(workdir / 'broken_checkpoints' / '12')
-  assert _steps(workdir) == [4, 6, 8, 12]  # Step 12 trained and saved again.
+  assert checkpoint_steps(workdir) == [4, 6, 8, 12]  # Step 12 trained and saved again.
   assert resumed['eval_loss'] == straight['eval_loss']
 
 
@@ -124,8 +110,9 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
   with pytest.raises(divergence.Diverged, match=r'training diverged at step (\d+)') as e:
     train.train_and_evaluate(config, str(tmp_path))
   bad_step = int(e.value.args[0].split('step ')[1].split(':')[0])
-  saved = _steps(tmp_path) if (tmp_path / 'checkpoints').exists() else []
-  assert all(s < bad_step for s in saved)
+  saved = checkpoint_steps(tmp_path) if (tmp_path / 'checkpoints').exists() else []
+  # Checkpoints every step: those before the bad step are saved, none after.
+  assert saved and saved == list(range(1, bad_step))
   manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 10)
   model = models.create_model(config.model, 10, 0.0, 1.0)
   template = train.create_train_state(jax.random.key(0), config, model, (28, 28, 1), 6)
@@ -135,14 +122,29 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
   manager.close()
 
 
+def test_skip_policy_drops_nonfinite_steps_and_finishes(tmp_path, mock_mnist):
+  # After one enormous (finite) step every loss overflows: each later update is
+  # dropped, the run goes on to its end, and the summary counts the drops.
+  config = tiny_config(optimizer='sgd', schedule='constant', learning_rate=1e30,
+                       nan_policy='skip', nan_skip_limit=100, normalization='raw',
+                       **{'model.use_batchnorm': False, 'model.dropout_rates': (0.0,)})
+  state, summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['step'] == int(state.step) == 12
+  assert 1 <= summary['skipped_steps'] <= 11
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.params)))
+  manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 10)
+  _, meta = checkpointing.restore(manager, 12, state)
+  manager.close()
+  assert meta['skipped_steps'] == summary['skipped_steps']
+
+
 def _main_cmd(workdir, *overrides):
-  return [sys.executable, os.path.join(ROOT, 'main.py'), '--config=configs/default.py',
-          f'--workdir={workdir}', '--config.plots=False', *overrides]
+  return main_command('--config=configs/default.py', f'--workdir={workdir}',
+                      '--config.plots=False', *overrides)
 
 
 def _start(cmd, log):
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
 
 
 def _wait_for_training(workdir, proc, timeout=180):
@@ -158,8 +160,20 @@ def _wait_for_training(workdir, proc, timeout=180):
   raise AssertionError(f'training did not start (exit {proc.poll()})')
 
 
+def _stop(cmd, workdir, log_path, signum):
+  """Starts `cmd`, sends `signum` once it trains; returns (status, seconds, output)."""
+  with open(log_path, 'w') as log:
+    proc = _start(cmd, log)
+    _wait_for_training(workdir, proc)
+    time.sleep(0.5)
+    sent = time.time()
+    proc.send_signal(signum)
+    status = proc.wait(timeout=60)
+  return status, time.time() - sent, log_path.read_text()
+
+
 @pytest.mark.slow
-def test_sigterm_saves_the_current_step_and_the_next_run_continues(tmp_path):
+def test_ctrl_c_and_sigterm_save_the_current_step_and_the_next_run_continues(tmp_path):
   manual_dir = tmp_path / 'idx'
   manual_dir.mkdir()
   write_mnist(manual_dir, n_train=4096, n_test=256)
@@ -168,24 +182,22 @@ def test_sigterm_saves_the_current_step_and_the_next_run_continues(tmp_path):
                   f'--config.data_dir={tmp_path / "tfds"}', '--config.num_epochs=15',
                   '--config.batch_size=32', '--config.steps_per_call=8',
                   '--config.log_every_steps=8', '--config.eval_batch_size=256')
-  with open(tmp_path / 'first.log', 'w') as log:
-    proc = _start(cmd, log)
-    _wait_for_training(workdir, proc)
-    time.sleep(0.5)
-    sent = time.time()
-    proc.send_signal(signal.SIGTERM)
-    status = proc.wait(timeout=60)
-    took = time.time() - sent
-  output = (tmp_path / 'first.log').read_text()
-  assert status == 128 + signal.SIGTERM, output[-2000:]
-  assert took < 20
-  stopped_at = int(output.split('stopped by SIGTERM at step ')[1].split(';')[0])
-  assert 0 < stopped_at < 15 * 128
-  assert _steps(workdir)[-1] == stopped_at
-  with open(tmp_path / 'second.log', 'w') as log:
+  previous = None
+  for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then a scheduler's stop.
+    name = signal.Signals(signum).name
+    status, took, output = _stop(cmd, workdir, tmp_path / f'{name}.log', signum)
+    assert status == 128 + signum, output[-2000:]
+    assert took < 20
+    if previous:
+      assert f'Restored checkpoint {workdir}/checkpoints/{previous}' in output
+    stopped_at = int(output.split(f'stopped by {name} at step ')[1].split(';')[0])
+    assert (previous or 0) < stopped_at < 15 * 128
+    assert checkpoint_steps(workdir)[-1] == stopped_at
+    previous = stopped_at
+  with open(tmp_path / 'last.log', 'w') as log:
     assert _start(cmd, log).wait(timeout=300) == 0
-  output = (tmp_path / 'second.log').read_text()
-  assert f'Restored checkpoint {workdir}/checkpoints/{stopped_at}' in output
+  output = (tmp_path / 'last.log').read_text()
+  assert f'Restored checkpoint {workdir}/checkpoints/{previous}' in output
   assert json.loads((workdir / 'summary.json').read_text())['step'] == 15 * 128
 
 
@@ -201,27 +213,43 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
   config = default.get_config()
   config.update(fields)
   train.train_and_evaluate(config, str(straight))
-  rng = random.Random(int(time.time()))
+  seed = int(time.time())  # In every failure message, to replay the kill times.
+  rng = random.Random(seed)
   kills = []
+
+  def saved():
+    return checkpoint_steps(killed) if (killed / 'checkpoints').exists() else []
+
   for attempt in range(3):
     with open(tmp_path / f'kill{attempt}.log', 'w') as log:
       proc = _start(_main_cmd(killed, *overrides), log)
       _wait_for_training(killed, proc)
+      before = saved()
       if attempt == 1:  # Aim at a checkpoint being written.
         deadline = time.time() + 10
         while (time.time() < deadline and proc.poll() is None and
                not glob.glob(str(killed / 'checkpoints' / '*tmp*'))):
           time.sleep(0.002)
       else:
+        if attempt == 2:  # Not before this run saved a checkpoint of its own.
+          deadline = time.time() + 60
+          while time.time() < deadline and proc.poll() is None and saved() == before:
+            time.sleep(0.01)
         time.sleep(rng.uniform(0, 1.5))
       proc.send_signal(signal.SIGKILL)
-      kills.append((proc.wait(timeout=60), _steps(killed)))
-  assert [status for status, _ in kills] == [-signal.SIGKILL] * 3, kills
+      kills.append((proc.wait(timeout=60), saved()))
+    if before:  # A run that found checkpoints resumed from the latest.
+      assert (f'Restored checkpoint {killed}/checkpoints/{before[-1]}'
+              in (tmp_path / f'kill{attempt}.log').read_text()), (seed, kills)
+  assert [status for status, _ in kills] == [-signal.SIGKILL] * 3, (seed, kills)
+  assert kills[2][1], (seed, kills)  # The last kill left checkpoints behind.
   with open(tmp_path / 'final.log', 'w') as log:
     assert _start(_main_cmd(killed, *overrides), log).wait(timeout=300) == 0
+  assert (f'Restored checkpoint {killed}/checkpoints/{kills[2][1][-1]}'
+          in (tmp_path / 'final.log').read_text()), (seed, kills)
   expected = json.loads((straight / 'summary.json').read_text())
   got = json.loads((killed / 'summary.json').read_text())
-  assert got['eval_loss'] == expected['eval_loss'], kills
+  assert got['eval_loss'] == expected['eval_loss'], (seed, kills)
   assert got['eval_accuracy'] == expected['eval_accuracy']
   assert got['step'] == expected['step'] == 936
 
@@ -253,7 +281,7 @@ def finished_workdir(tmp_path_factory):
 ])
 def test_bad_input_is_refused_and_the_finished_workdir_untouched(
     finished_workdir, mock_mnist, overrides, error, message):
-  before = _digest(finished_workdir)
+  before = digest(finished_workdir)
   # As a config file would write them: any type, not only the default's.
   values = tiny_config().to_dict()
   for dotted, value in overrides.items():
@@ -262,18 +290,18 @@ def test_bad_input_is_refused_and_the_finished_workdir_untouched(
   with pytest.raises(error) as e:
     train.train_and_evaluate(ml_collections.ConfigDict(values), str(finished_workdir))
   assert message in str(e.value) and '\n' not in str(e.value)
-  assert _digest(finished_workdir) == before
+  assert digest(finished_workdir) == before
 
 
 def test_batch_not_divisible_by_the_devices_is_refused(finished_workdir, mock_mnist):
-  before = _digest(finished_workdir)
+  before = digest(finished_workdir)
   data = input_pipeline.create_datasets(tiny_config())
   # A mesh of 3 devices, as far as the check can tell (tests/test_parallel.py
   # runs 4 real ones).
   data = dataclasses.replace(data, mesh=types.SimpleNamespace(size=3))
   with pytest.raises(config_checks.ConfigError, match='not divisible by the 3 devices'):
     train.train_and_evaluate(tiny_config(), str(finished_workdir), data)
-  assert _digest(finished_workdir) == before
+  assert digest(finished_workdir) == before
 
 
 def test_workdir_that_is_a_file_is_refused(tmp_path, mock_mnist):
@@ -290,17 +318,16 @@ def test_workdir_that_is_a_file_is_refused(tmp_path, mock_mnist):
      "(did you mean 'learning_rate'?)"),
     ('--config.batch_size=large', 'error: flag --config.batch_size=large: '),
 ])
+@pytest.mark.slow  # A process start each.
 def test_cli_refuses_misspelt_fields_and_wrong_types_in_one_line(finished_workdir, flag,
                                                                   message):
-  before = _digest(finished_workdir)
-  result = subprocess.run(_main_cmd(finished_workdir, flag), cwd=ROOT, text=True,
-                          capture_output=True, timeout=120,
-                          env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  before = digest(finished_workdir)
+  result = run_main('--config=configs/default.py', f'--workdir={finished_workdir}', flag)
   assert result.returncode == 2
-  errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
+  errors = error_lines(result.stderr)
   assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-1000:]
   assert 'Traceback' not in result.stderr
-  assert _digest(finished_workdir) == before
+  assert digest(finished_workdir) == before
 
 
 def test_interrupted_exit_status_and_message():

@@ -3,6 +3,7 @@
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 
@@ -61,7 +62,7 @@ def test_run_writes_every_output(tmp_path):
 
 
 @pytest.mark.parametrize('input_mode', ['device', 'stream'])
-def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode):
+def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode, caplog):
   """Resumes from mid-epoch and epoch-end checkpoints land on the same result."""
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   kw = dict(checkpoint_every_steps=4, keep_checkpoints=10, input_mode=input_mode)
@@ -73,7 +74,12 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode):
     for step in _steps(resumed):
       if step > keep_up_to:
         shutil.rmtree(resumed / 'checkpoints' / str(step))
-    state, resumed_summary = _run(resumed, **kw)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger='absl'):
+      state, resumed_summary = _run(resumed, **kw)
+    # It resumed (a retrain from scratch would give the same numbers).
+    assert f'Restored checkpoint {resumed}/checkpoints/{keep_up_to}.' in caplog.text
+    assert f'Training from step {keep_up_to} to 12' in caplog.text
     assert resumed_summary['eval_loss'] == summary['eval_loss']
     assert resumed_summary['eval_accuracy'] == summary['eval_accuracy']
     jax.tree.map(np.testing.assert_array_equal, state.params, final_state.params)
@@ -96,9 +102,11 @@ def test_finished_run_only_reevaluates(tmp_path):
     assert again[key] == summary[key]
 
 
-def test_more_epochs_continue_from_the_finished_run(tmp_path):
+def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):
   _run(tmp_path, num_epochs=1, schedule='constant')
-  state, summary = _run(tmp_path, num_epochs=2, schedule='constant')
+  with caplog.at_level(logging.INFO, logger='absl'):
+    state, summary = _run(tmp_path, num_epochs=2, schedule='constant')
+  assert 'Training from step 6 to 12' in caplog.text
   assert int(state.step) == 12 and summary['epoch'] == 2.0
   assert _steps(tmp_path) == [6, 12]
 

@@ -2,16 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
 from tests.conftest import NUM_EXAMPLES
-from tests.helpers import ROOT, tiny_config, write_mnist
+from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
 from trainkit import config_checks
 from trainkit import inference
 from trainkit import workdir as workdir_lib
@@ -21,33 +20,38 @@ import train
 
 @pytest.fixture
 def trained(tmp_path):
-  """A finished 2-epoch tiny run on mocked MNIST: (config, workdir, summary)."""
-  config = tiny_config(keep_checkpoints=1)
+  """A finished 2-epoch tiny run on mocked MNIST: (config, workdir, summary, state)."""
+  config = tiny_config(keep_checkpoints=1, num_epochs=4)
   with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    _, summary = train.train_and_evaluate(config, str(tmp_path))
-  return config, str(tmp_path), summary
+    state, summary = train.train_and_evaluate(config, str(tmp_path))
+  return config, str(tmp_path), summary, state
 
 
 def test_eval_of_the_final_checkpoint_reproduces_summary_exactly(trained):
-  config, workdir, summary = trained
+  config, workdir, summary, _ = trained
   with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
     result = inference.evaluate_checkpoint(config, workdir)
   assert result['eval_accuracy'] == summary['eval_accuracy']
   assert result['eval_loss'] == summary['eval_loss']
-  assert result['step'] == 12 and result['num_examples'] == NUM_EXAMPLES
+  assert result['step'] == 24 and result['num_examples'] == NUM_EXAMPLES
   with open(os.path.join(workdir, workdir_lib.EVAL)) as f:
     assert json.load(f) == result
 
 
 def test_checkpoint_choice_best_step_and_refusals(trained):
-  config, workdir, summary = trained
-  # keep_checkpoints=1 keeps the latest (12) and the best by eval accuracy.
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                 if d.isdigit())
+  config, workdir, summary, _ = trained
+  # keep_checkpoints=1 keeps the latest (24) and the best by eval accuracy,
+  # which the eval lines tell.
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    evals = {r['step']: r['metrics']['accuracy'] for r in map(json.loads, f)
+             if r['split'] == 'eval'}
+  assert sorted(evals) == [6, 12, 18, 24]
+  best_accuracy = max(evals.values())
   _, best, _ = inference.restore(config, workdir, 'best')
-  assert best == summary['best_step'] and best in steps
-  _, latest, _ = inference.restore(config, workdir, str(steps[-1]))
-  assert latest == steps[-1] == 12
+  assert evals[best] == best_accuracy and summary['best_step'] == best
+  assert checkpoint_steps(workdir) == sorted({best, 24})
+  _, latest, _ = inference.restore(config, workdir, '24')
+  assert latest == 24
   with pytest.raises(config_checks.ConfigError, match=r"--checkpoint='7' is not"):
     inference.restore(config, workdir, '7')
   with pytest.raises(config_checks.ConfigError, match='has no model.json'):
@@ -86,7 +90,7 @@ def test_load_digit_makes_mnist_style_input(tmp_path):
 
 
 def test_predict_files_and_bad_inputs(trained, tmp_path):
-  config, workdir, _ = trained
+  config, workdir, _, state = trained
   folder = tmp_path / 'digits'
   folder.mkdir()
   for i in range(3):
@@ -94,24 +98,26 @@ def test_predict_files_and_bad_inputs(trained, tmp_path):
   (folder / 'notes.txt').write_text('not an image')
   results = inference.predict_files(config, workdir, [str(folder)])
   assert [os.path.basename(r[0]) for r in results] == ['0.png', '1.png', '2.png']
-  for _, label, probability, probs in results:
+  for path, label, probability, probs in results:
     assert probs.shape == (10,) and np.isclose(probs.sum(), 1.0, atol=1e-5)
     assert label == probs.argmax() and probability == pytest.approx(probs.max())
+    # The trained parameters classified it (not a freshly initialised model).
+    logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                            inference.load_digit(path)[None], train=False)
+    np.testing.assert_allclose(probs, jax.nn.softmax(logits[0]), rtol=1e-5, atol=1e-6)
+    fresh = train.create_state(config, workdir_lib.ModelSpec.read(workdir))
+    untrained = fresh.apply_fn({'params': fresh.params, 'batch_stats': fresh.batch_stats},
+                               inference.load_digit(path)[None], train=False)
+    assert not np.allclose(probs, jax.nn.softmax(untrained[0]), atol=1e-3)
   with pytest.raises(config_checks.ConfigError, match='does not exist'):
     inference.predict_files(config, workdir, [str(tmp_path / 'missing.png')])
   with pytest.raises(config_checks.ConfigError, match='not a readable PNG or JPEG'):
     inference.predict_files(config, workdir, [str(folder / 'notes.txt')])
 
 
-def _main(*args):
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *args],
-                        cwd=ROOT, capture_output=True, text=True, timeout=240,
-                        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
-
-
 @pytest.mark.slow
 def test_cli_modes_on_a_trained_workdir(tmp_path):
-  """--mode=eval and --mode=predict (paths after the flags too) from the CLI."""
+  """--mode=eval, predict (paths after the flags too) and export from the CLI."""
   write_mnist(tmp_path, n_train=64, n_test=20)
   workdir = tmp_path / 'run'
   overrides = {'manual_dir': str(tmp_path), 'data_dir': str(tmp_path / 'tfds'),
@@ -120,7 +126,7 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   train.train_and_evaluate(tiny_config(**overrides), str(workdir))
   common = ['--config=configs/default.py', f'--workdir={workdir}'] + [
       f'--config.{k}={v}' for k, v in overrides.items()]
-  evaluated = _main(*common, '--mode=eval', '--checkpoint=best')
+  evaluated = run_main(*common, '--mode=eval', '--checkpoint=best')
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
@@ -130,9 +136,14 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   assert f'eval_accuracy {summary["eval_accuracy"]:.4%}' in evaluated.stdout
   Image.fromarray(_digit()).save(tmp_path / 'a.png')
   Image.fromarray(_digit(light_background=False)).save(tmp_path / 'b.jpg')
-  predicted = _main(*common, '--mode=predict', f'--input={tmp_path / "a.png"}',
+  predicted = run_main(*common, '--mode=predict', f'--input={tmp_path / "a.png"}',
                     str(tmp_path / 'b.jpg'))
   assert predicted.returncode == 0, predicted.stderr[-2000:]
   lines = predicted.stdout.splitlines()
   assert len(lines) == 2 and lines[0].startswith(f'{tmp_path / "a.png"}: ')
   assert lines[1].endswith('%)')
+  exported = run_main(*common, '--mode=export')
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  saved_model = workdir / 'export' / 'saved_model'
+  assert exported.stdout.strip().splitlines()[-1] == str(saved_model)
+  assert (saved_model / 'saved_model.pb').stat().st_size > 1000

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
@@ -99,6 +100,38 @@ def test_stream_calls_stack_the_same_batches_in_any_call_length(mock_mnist):
   assert pieces[1][1]['image'].shape == (3, 8, 28, 28, 1)  # Padded to 3 rows.
   images = np.concatenate([np.asarray(b['image'])[:n] for n, b in pieces])
   np.testing.assert_array_equal(images, np.asarray(whole[0][1]['image'])[1:])
+
+
+def test_shuffle_buffer_size_sets_how_far_streamed_examples_move(mock_mnist):
+  def first_epoch(buffer):
+    config = tiny_config(input_mode='stream', shuffle_buffer_size=buffer)
+    data = input_pipeline.create_datasets(config)
+    (_, batches), = input_pipeline.train_calls(data, config, 0, [(0, 6)], 6)
+    stored = np.stack([e['label'] for e in tfds.as_numpy(data.train)])
+    return np.asarray(batches['label']).reshape(-1), stored
+  unshuffled, stored = first_epoch(1)  # A buffer of one keeps the stored order.
+  np.testing.assert_array_equal(unshuffled, stored[:48])
+  shuffled, _ = first_epoch(NUM_EXAMPLES)
+  assert not np.array_equal(shuffled, stored[:48])
+
+
+def test_standardize_scales_inputs_by_the_training_pixels(mock_mnist):
+  config = tiny_config(input_mode='device', normalization='standardize')
+  data = input_pipeline.create_datasets(config)
+  pixels = np.asarray(data.train['image'], np.float64)
+  shift, scale = input_pipeline.normalization_constants(config, data)
+  assert shift == pytest.approx(pixels.mean()) and scale == pytest.approx(pixels.std())
+  # The model sees zero-mean, unit-variance inputs: a bias-free linear probe
+  # of the first input pixel gives back the standardised value.
+  model = models.create_model(tiny_config(**{'model.hidden_sizes': (),
+                                             'model.dropout_rates': ()}).model,
+                              num_classes=1, input_shift=shift, input_scale=scale)
+  variables = {'params': {'Dense_0': {
+      'kernel': np.eye(784, 1, dtype=np.float32), 'bias': np.zeros(1, np.float32)}}}
+  images = np.asarray(data.train['image'][:4])
+  out = model.apply(variables, images, train=False)
+  np.testing.assert_allclose(out[:, 0], (images.reshape(4, -1)[:, 0] - shift) / scale,
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_device_and_stream_evaluate_every_example_alike(mock_mnist):

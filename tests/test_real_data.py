@@ -50,6 +50,7 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
 
   # --mode=eval of the final checkpoint gives summary.json's numbers exactly.
   result = inference.evaluate_checkpoint(config, workdir)
+  assert result['num_examples'] == 10_000
   assert result['eval_accuracy'] == summary['eval_accuracy']
   assert result['eval_loss'] == summary['eval_loss']
 

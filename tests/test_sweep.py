@@ -1,7 +1,9 @@
 """Config sweeps: members, validation up front, summaries, skip and resume."""
 
 import csv
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,14 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT, tiny_config, write_mnist
+from tests.helpers import ROOT, checkpoint_steps, digest, tiny_config, write_mnist
 from trainkit import config_checks
 from trainkit import inference
-from trainkit import sweeps
 from trainkit import grouping
+from trainkit import sweeps
 import train
-
-
 
 pytestmark = pytest.mark.usefixtures('mock_mnist')
 
@@ -47,7 +47,7 @@ def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):
   assert not (tmp_path / 'sweep').exists()
 
 
-def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkeypatch):
+def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path):
   overrides = sweeps.product(learning_rate=[1e-3, 1e-2], seed=[0, 1])
   workdir = tmp_path / 'sweep'
   ranked = sweeps.run_sweep(tiny_config(), overrides, str(workdir))
@@ -69,18 +69,23 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path, monkey
   result = inference.evaluate_checkpoint(config, str(member))
   assert result['eval_accuracy'] == float(rows[3]['eval_accuracy'])
 
-  # Run again: nothing trains. Then a member left unfinished resumes alone.
-  calls = []
-  real = train.train_and_evaluate
-  monkeypatch.setattr(train, 'train_and_evaluate',
-                      lambda config, wd, data=None: calls.append(wd) or real(config, wd, data))
+  # Run again: nothing trains, whichever path (a group or alone) would train it.
+  members = {r['name']: digest(workdir / r['name']) for r in rows}
   sweeps.run_sweep(tiny_config(), overrides, str(workdir))
-  assert calls == []
-  os.remove(workdir / rows[1]['name'] / 'summary.json')
+  assert {name: digest(workdir / name) for name in members} == members
+  # A member stopped after its first epoch resumes alone; the others stay as they are.
+  unfinished = workdir / rows[1]['name']
+  os.remove(unfinished / 'summary.json')
+  shutil.rmtree(unfinished / 'checkpoints' / '12')
   again = sweeps.run_sweep(tiny_config(), overrides, str(workdir))
-  assert calls == [str(workdir / rows[1]['name'])]
+  assert checkpoint_steps(unfinished) == [6, 12]
+  for name, files in members.items():
+    if name != rows[1]['name']:
+      assert digest(workdir / name) == files
   assert {r['name']: r['eval_accuracy'] for r in again} == {
       r['name']: float(r['eval_accuracy']) for r in rows}
+  assert {r['name']: r['eval_loss'] for r in again} == {
+      r['name']: float(r['eval_loss']) for r in rows}
 
 
 @pytest.mark.slow
@@ -89,7 +94,7 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
   sweep_file = tmp_path / 'tiny_sweep.py'
   sweep_file.write_text(
       'from configs import default\n'
-      'import sweep_lib\n'
+      'from trainkit import sweeps\n'
       'def get_config():\n'
       '  config = default.get_config()\n'
       '  config.model.hidden_sizes = (16,)\n'
@@ -147,7 +152,46 @@ def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
     for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(state.params)):
       np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     with open(os.path.join(dirs[i], 'summary.json')) as f:
-      assert f.read()
+      assert json.load(f) == together[i]
+
+
+def _layout(workdir) -> set:
+  """A workdir's files, with the names that hold a time or host made generic."""
+  names = set()
+  for name in digest(workdir):
+    name = re.sub(r'^events\.out\.tfevents\..*', 'events.out.tfevents', name)
+    names.add(re.sub(r'^profile/.*/[^/.]*(\.[^/]*)$', r'profile/...\1', name))
+  return names
+
+
+def _metric_keys(workdir) -> dict:
+  """{split: (steps, metric names)} of metrics.jsonl."""
+  keys = {}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    for record in map(json.loads, f):
+      steps, names = keys.setdefault(record['split'], ([], set()))
+      steps.append(record['step'])
+      names.update(record['metrics'])
+  return keys
+
+
+def test_a_group_members_workdir_holds_what_a_lone_run_writes(tmp_path):
+  overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
+  configs, dirs = _group(tmp_path, overrides, plots=True, profile_steps=(2, 3))
+  grouping.train_group(configs, dirs)
+  alone = tmp_path / 'alone'
+  train.train_and_evaluate(configs[1], str(alone))
+  expected = _layout(alone)
+  assert any(n.startswith('profile/...') and n.endswith('.xplane.pb') for n in expected)
+  assert {'plots/learning_curves.png', 'checkpoints/12/meta/metadata', 'model.json',
+          'config.json', 'summary.json', 'metrics.jsonl'} <= expected
+  for member in dirs:
+    assert _layout(member) == expected
+    assert _metric_keys(member) == _metric_keys(alone)
+  assert set(_metric_keys(alone)) == {'train', 'eval', 'epoch'}
+  for name in ('config.json', 'model.json'):
+    with open(os.path.join(dirs[1], name)) as a, open(alone / name) as b:
+      assert json.load(a) == json.load(b)
 
 
 def test_a_diverging_member_is_stopped_alone(tmp_path):

@@ -100,6 +100,59 @@ def test_every_optimizer_trains_and_injects_its_hyperparameters(optimizer):
   assert not np.allclose(before, state.params['Dense_0']['kernel'])
 
 
+_REFERENCE = {  # What each optimizer name must build, written with optax directly.
+    'sgd': lambda lr, m: optax.sgd(lr),
+    'momentum': lambda lr, m: optax.sgd(lr, momentum=m),
+    'nesterov': lambda lr, m: optax.sgd(lr, momentum=m, nesterov=True),
+    'adam': lambda lr, m: optax.adam(lr),
+    'adamw': lambda lr, m: optax.adamw(lr, weight_decay=0.0),
+    'rmsprop': lambda lr, m: optax.rmsprop(lr, momentum=m),
+}
+
+
+@pytest.mark.parametrize('optimizer', optimizers.OPTIMIZERS)
+def test_each_optimizer_makes_the_updates_of_its_optax_namesake(optimizer):
+  config = tiny_config(optimizer=optimizer, learning_rate=0.05, momentum=0.8,
+                       schedule='constant')
+  ours = optimizers.create_optimizer(config, steps_per_epoch=10)
+  reference = _REFERENCE[optimizer](0.05, 0.8)
+  params = {'w': jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), 'b': jnp.asarray([0.1, -0.1])}
+  grads = [jax.tree.map(lambda p, k=k: jnp.sin(p * (k + 1)) + 0.3 * k, params)
+           for k in range(3)]
+  ours_state, reference_state = ours.init(params), reference.init(params)
+  for g in grads:  # Several steps, so momentum and moments matter.
+    mine, ours_state = ours.update(g, ours_state, params)
+    theirs, reference_state = reference.update(g, reference_state, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 mine, theirs)
+
+
+def test_nesterov_and_momentum_differ():
+  params = {'w': jnp.ones(3)}
+  updates = []
+  for name in ('momentum', 'nesterov'):
+    tx = optimizers.create_optimizer(
+        tiny_config(optimizer=name, learning_rate=0.1, schedule='constant'), 10)
+    state = tx.init(params)
+    for _ in range(2):
+      update, state = tx.update({'w': jnp.ones(3)}, state, params)
+    updates.append(update['w'])
+  assert not np.allclose(*updates)
+
+
+def test_grad_clip_norm_bounds_the_gradient():
+  config = tiny_config(optimizer='sgd', learning_rate=1.0, schedule='constant',
+                       grad_clip_norm=0.5)
+  tx = optimizers.create_optimizer(config, 10)
+  params = {'w': jnp.zeros(4)}
+  big = {'w': jnp.asarray([3.0, 4.0, 0.0, 0.0])}  # Norm 5.
+  update, _ = tx.update(big, tx.init(params), params)
+  np.testing.assert_allclose(update['w'], [-0.3, -0.4, 0.0, 0.0], rtol=1e-6)
+  small = {'w': jnp.asarray([0.03, 0.04, 0.0, 0.0])}  # Under the bound: unchanged.
+  update, _ = tx.update(small, tx.init(params), params)
+  np.testing.assert_allclose(update['w'], [-0.03, -0.04, 0.0, 0.0], rtol=1e-6)
+
+
 def test_injected_learning_rate_scales_the_update():
   """The swept value really drives the step (not a closed-over constant)."""
   config = tiny_config(optimizer='sgd', schedule='constant', learning_rate=1.0,

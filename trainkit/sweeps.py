@@ -205,7 +205,7 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'vmap'
 
   Every member is validated before any trains. With parallel='vmap', members
   that differ only in values the train state carries train together
-  (group_train); the others, and every member with 'sequential', one by one.
+  (trainkit.grouping); the others, and every member with 'sequential', one by one.
   """
   members = build_members(base, member_overrides)
   config_checks.check_workdir(workdir)
