@@ -1,17 +1,15 @@
 """train_and_evaluate on mocked TFDS data: outputs, resume, re-runs, mismatch."""
 
 import glob
-import hashlib
 import json
 import logging
-import os
 import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_config
+from tests.helpers import checkpoint_steps, digest, tiny_config
 from trainkit import checkpointing
 import train
 
@@ -24,24 +22,10 @@ def _run(workdir, **overrides):
   return train.train_and_evaluate(tiny_config(**overrides), str(workdir))
 
 
-def _tree_digest(path):
-  digest = {}
-  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True)):
-    if os.path.isfile(name):
-      with open(name, 'rb') as f:
-        digest[os.path.relpath(name, path)] = hashlib.sha256(f.read()).hexdigest()
-  return digest
-
-
-def _steps(workdir):
-  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints'))
-                if d.isdigit())
-
-
 def test_run_writes_every_output(tmp_path):
   state, summary = _run(tmp_path)
   assert int(state.step) == 12
-  assert _steps(tmp_path) == [6, 12]
+  assert checkpoint_steps(tmp_path) == [6, 12]
   with open(tmp_path / 'summary.json') as f:
     written = json.load(f)
   assert written == summary
@@ -67,11 +51,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode, caplog):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   kw = dict(checkpoint_every_steps=4, keep_checkpoints=10, input_mode=input_mode)
   final_state, summary = _run(straight, **kw)
-  assert _steps(straight) == [4, 6, 8, 12]
+  assert checkpoint_steps(straight) == [4, 6, 8, 12]
   for keep_up_to in (8, 4):  # Resume at step 8 (mid epoch 2), then at step 4.
     shutil.rmtree(resumed, ignore_errors=True)
     shutil.copytree(straight, resumed)
-    for step in _steps(resumed):
+    for step in checkpoint_steps(resumed):
       if step > keep_up_to:
         shutil.rmtree(resumed / 'checkpoints' / str(step))
     caplog.clear()
@@ -91,10 +75,10 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode, caplog):
 
 def test_finished_run_only_reevaluates(tmp_path):
   _, summary = _run(tmp_path)
-  before = {k: v for k, v in _tree_digest(tmp_path).items()
+  before = {k: v for k, v in digest(tmp_path).items()
             if k.startswith('checkpoints')}
   state, again = _run(tmp_path)
-  after = {k: v for k, v in _tree_digest(tmp_path).items()
+  after = {k: v for k, v in digest(tmp_path).items()
            if k.startswith('checkpoints')}
   assert after == before  # Nothing new trained or saved.
   assert int(state.step) == 12
@@ -108,7 +92,7 @@ def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):
     state, summary = _run(tmp_path, num_epochs=2, schedule='constant')
   assert 'Training from step 6 to 12' in caplog.text
   assert int(state.step) == 12 and summary['epoch'] == 2.0
-  assert _steps(tmp_path) == [6, 12]
+  assert checkpoint_steps(tmp_path) == [6, 12]
 
 
 @pytest.mark.parametrize('overrides, names', [
@@ -119,17 +103,17 @@ def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):
 def test_mismatched_checkpoint_is_refused_and_workdir_untouched(tmp_path, overrides,
                                                                 names):
   _run(tmp_path)
-  before = _tree_digest(tmp_path)
+  before = digest(tmp_path)
   with pytest.raises(checkpointing.CheckpointMismatchError, match='does not fit') as e:
     _run(tmp_path, **overrides)
   assert names in str(e.value)
   assert '\n' not in str(e.value)
-  assert _tree_digest(tmp_path) == before
+  assert digest(tmp_path) == before
 
 
 def test_keeps_latest_and_best_checkpoints(tmp_path):
   _run(tmp_path, num_epochs=4, keep_checkpoints=1)
-  steps = _steps(tmp_path)
+  steps = checkpoint_steps(tmp_path)
   assert steps[-1] == 24
   with open(tmp_path / 'metrics.jsonl') as f:
     evals = [json.loads(line) for line in f if '"eval"' in line]

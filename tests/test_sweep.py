@@ -160,6 +160,7 @@ def _layout(workdir) -> set:
   names = set()
   for name in digest(workdir):
     name = re.sub(r'^events\.out\.tfevents\..*', 'events.out.tfevents', name)
+    name = re.sub(r'/d/[0-9a-f]+$', '/d/<chunk>', name)  # Orbax names data chunks by hash.
     names.add(re.sub(r'^profile/.*/[^/.]*(\.[^/]*)$', r'profile/...\1', name))
   return names
 
