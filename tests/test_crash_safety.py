@@ -145,19 +145,19 @@ def _start(cmd, log):
   return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
 
 
-def _wait_for_training(workdir, proc, timeout=180):
+def _wait_for_training(workdir, proc, log_path, timeout=180):
   """Returns once `proc` logs a train metric (training is under way).
 
-  Lines of an earlier run up to its latest checkpoint stay in the file, so
-  only a line past that checkpoint is this process's.
+  Lines an earlier, killed run wrote past its last checkpoint stay in the
+  file until this process opens its logs (then it logs 'Training from step'),
+  so only a later line past the restored checkpoint is this process's.
   """
   path = os.path.join(workdir, 'metrics.jsonl')
   checkpoints = os.path.join(workdir, 'checkpoints')
-  resumed_at = checkpoint_steps(workdir)[-1] if os.path.isdir(checkpoints) and \
-      checkpoint_steps(workdir) else 0
+  resumed_at = max(checkpoint_steps(workdir) if os.path.isdir(checkpoints) else [0])
   deadline = time.time() + timeout
   while time.time() < deadline and proc.poll() is None:
-    if os.path.exists(path):
+    if os.path.exists(path) and 'Training from step' in log_path.read_text():
       with open(path) as f:
         records = [json.loads(line) for line in f if line.endswith('\n')]
       if any(r['split'] == 'train' and r['step'] > resumed_at for r in records):
@@ -170,7 +170,7 @@ def _stop(cmd, workdir, log_path, signum):
   """Starts `cmd`, sends `signum` once it trains; returns (status, seconds, output)."""
   with open(log_path, 'w') as log:
     proc = _start(cmd, log)
-    _wait_for_training(workdir, proc)
+    _wait_for_training(workdir, proc, log_path)
     time.sleep(0.5)
     sent = time.time()
     proc.send_signal(signum)
@@ -230,7 +230,7 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
     before = saved()
     with open(tmp_path / f'kill{attempt}.log', 'w') as log:
       proc = _start(_main_cmd(killed, *overrides), log)
-      _wait_for_training(killed, proc)
+      _wait_for_training(killed, proc, tmp_path / f'kill{attempt}.log')
       if attempt == 1:  # Aim at a checkpoint being written.
         deadline = time.time() + 10
         while (time.time() < deadline and proc.poll() is None and
