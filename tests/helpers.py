@@ -42,11 +42,6 @@ def tiny_config(**overrides):
   return config
 
 
-def config_flags(**overrides) -> list:
-  """`--config.a.b=value` flags for dotted overrides."""
-  return [f'--config.{key}={value}' for key, value in overrides.items()]
-
-
 def write_idx(path, array, truncate=0):
   """Writes `array` as a gzipped IDX file (optionally cut short)."""
   header = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(f'>{array.ndim}I',
