@@ -28,8 +28,8 @@ import difflib
 import functools
 import math
 import os
-from typing import Any
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

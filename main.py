@@ -64,7 +64,7 @@ def main(argv):
                          '(only --mode=predict takes input files)')
   if FLAGS.mode == 'predict' and not inputs:
     cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
-  cli.setup_host()
+  cli.setup_logging()
   # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.
   try:
     parallel.initialize(FLAGS.jax_coordinator_address, FLAGS.jax_num_processes,

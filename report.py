@@ -24,8 +24,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   for workdir in args.workdir:
     if not os.path.exists(os.path.join(workdir, workdir_lib.METRICS)):
-      print(f'error: --workdir={workdir!r} has no metrics.jsonl (not a run\'s workdir)',
-            file=sys.stderr)
+      print(f'error: --workdir={workdir!r} has no {workdir_lib.METRICS} (not a run\'s '
+            'workdir)', file=sys.stderr)
       return 2
   runs = {}
   for workdir in args.workdir:

@@ -42,13 +42,12 @@ def main(argv):
   """Runs the sweep, then prints the ranking and the best member's command."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  cli.setup_host()
+  cli.setup_logging()
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
   start = time.perf_counter()
   try:
     overrides = sweeps.load_sweep(sweep_path)
-    ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir,
-                                 FLAGS.parallel)
+    ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
   except preemption.Interrupted as e:
@@ -56,12 +55,12 @@ def main(argv):
     sys.exit(e.exit_status)
   best = ranked[0]
   print(f'Sweep of {len(ranked)} members done in {time.perf_counter() - start:.1f} s; '
-        f'summary in {os.path.join(FLAGS.workdir, "sweep_summary.md")}')
-  with open(os.path.join(FLAGS.workdir, 'sweep_summary.md')) as f:
+        f'summary in {os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)}')
+  with open(os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)) as f:
     print(f.read())
   print(f'Best: {best["name"]} ({best["best_eval_accuracy"]:.2%}). Train it alone with:')
   print(sweeps.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
-                               _common_overrides(sys.argv), best['overrides']))
+                            _common_overrides(sys.argv), best['overrides']))
 
 
 if __name__ == '__main__':

@@ -49,6 +49,6 @@ def refuse(message):
   sys.exit(EXIT_BAD_INPUT)
 
 
-def setup_host() -> None:
+def setup_logging() -> None:
   """Quiets Orbax's per-save INFO lines in the log."""
   logging.get_absl_handler().addFilter(_quiet_orbax)

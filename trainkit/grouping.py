@@ -115,15 +115,13 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
   try:
     for config, workdir in zip(configs, workdirs):
       runs.append(runs_lib.Run(config, workdir, spec, train.create_state(config, spec)))
-  except Exception:
+    steps = {run.step for run in runs}
+    if len(steps) > 1:
+      raise NotGroupable(f'members are at different steps {sorted(steps)}')
+  except Exception:  # Nothing was written: release the members' managers.
     for run in runs:
       run.close()
     raise
-  steps = {run.step for run in runs}
-  if len(steps) > 1:
-    for run in runs:
-      run.close()
-    raise NotGroupable(f'members are at different steps {sorted(steps)}')
   _, summaries = train.train_loop(runs, GroupSteps(train.create_state(base, spec)), data)
   for run in runs:
     if run.diverged:

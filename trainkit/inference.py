@@ -38,7 +38,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
     raise config_checks.ConfigError(
         f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
         'training run has written (train first)') from None
-  directory = os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)
+  directory = workdir_lib.checkpoint_dir(workdir)
   manager = checkpointing.create_manager(directory, config.keep_checkpoints)
   try:
     steps = sorted(manager.all_steps())

@@ -35,7 +35,7 @@ class Run:
   def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state):
     """Restores the latest checkpoint of `workdir` into `state`'s structure."""
     self.config, self.workdir, self.spec = config, workdir, spec
-    self.checkpoint_dir = os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)
+    self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
                                                 config.keep_checkpoints)
     self.meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
@@ -44,10 +44,9 @@ class Run:
     except Exception:
       self.manager.close()
       raise
-    self.restored_step = None
     if restored:
-      state, self.meta, self.restored_step = restored
-      logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, self.restored_step)
+      state, self.meta, restored_step = restored
+      logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
         config.nan_policy, config.nan_skip_limit, self.meta.get('skipped_steps', 0),

@@ -122,6 +122,10 @@ def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -
   return ' '.join(shlex.quote(a) for a in args)
 
 
+# The sweep directory's summaries, beside the members' workdirs.
+SUMMARY_CSV = 'sweep_summary.csv'
+SUMMARY_MD = 'sweep_summary.md'
+
 _METRICS = ('best_eval_accuracy', 'eval_accuracy', 'eval_loss', 'train_wall_s')
 _COLUMNS = ('rank', 'name', 'status', 'overrides', *_METRICS, 'workdir')
 
@@ -137,7 +141,7 @@ def write_summary(directory: str, rows: list) -> list:
                                        -r['best_eval_accuracy'], r['eval_loss']))
   for rank, row in enumerate(ranked, 1):
     row['rank'] = rank
-  with open(os.path.join(directory, 'sweep_summary.csv'), 'w', newline='') as f:
+  with open(os.path.join(directory, SUMMARY_CSV), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=_COLUMNS)
     writer.writeheader()
     for row in rows:
@@ -149,7 +153,7 @@ def write_summary(directory: str, rows: list) -> list:
     lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | '
                  f'{row["best_eval_accuracy"]:.2%} | {row["eval_accuracy"]:.2%} | '
                  f'{row["eval_loss"]:.4f} | {row["train_wall_s"]:.1f} |')
-  with open(os.path.join(directory, 'sweep_summary.md'), 'w') as f:
+  with open(os.path.join(directory, SUMMARY_MD), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   return ranked
 

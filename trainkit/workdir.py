@@ -19,6 +19,11 @@ PROFILE = 'profile'
 EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
 
 
+def checkpoint_dir(workdir: str) -> str:
+  """The absolute path of a workdir's checkpoints (Orbax wants it absolute)."""
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+
+
 def write_json(path: str, obj) -> None:
   """Writes `obj` as indented JSON (in a multi-process run, process 0 only calls it)."""
   with open(path, 'w') as f:
