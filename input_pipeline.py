@@ -1,19 +1,24 @@
-"""Input from tensorflow-datasets: resident on the device, or streamed.
+"""Input from tensorflow-datasets, read through Grain: resident on the device, or streamed.
 
-Two paths (`config.input_mode`):
+Datasets are prepared as ArrayRecord and read by index (trainkit/data_sources.py);
+nothing here imports TensorFlow. Two paths (`config.input_mode`):
 
-- 'device': a split that fits is read once through tfds and kept on every
-  device as uint8. Each epoch's order is a permutation drawn on the device, and
-  the train step gathers its batch from the resident arrays by index, so a call
-  of many steps needs nothing from the host but a slice of indices. The index
-  rows are split over the mesh: each device (of each process) gathers only its
-  slice of every global batch, and the order is the same for any number of
-  devices and processes.
-- 'stream': each process reads its own share of the split (a per-process TFDS
-  split), and tf.data shuffles (with a buffer) and batches it on the host;
-  batches of several steps are stacked, assembled into global arrays with the
-  other processes' rows and sent to the devices one call ahead of the one
-  running, so host input overlaps device compute.
+- 'device': a split that fits is decoded once per machine (then memory-mapped
+  from trainkit/decoded_cache.py) and kept on every device as uint8. Each
+  epoch's order is a permutation drawn on the device, and the train step
+  gathers its batch from the resident arrays by index, so a call of many steps
+  needs nothing from the host but a slice of indices. The index rows are split
+  over the mesh: each device (of each process) gathers only its slice of every
+  global batch, and the order is the same for any number of devices and
+  processes.
+- 'stream': Grain shuffles the indices of the whole split (a permutation
+  computed per index, no buffer), cuts them into global batches, and each
+  process reads and decodes, in `input_workers` worker processes, only its own
+  rows of every global batch, so the batches are the same for any number of
+  processes and host memory does not grow with the dataset. Batches of several
+  steps are stacked, assembled into global arrays with the other processes'
+  rows and sent to the devices one call ahead of the one running. The Grain
+  iterator's state goes into every checkpoint; a resumed run continues from it.
 
 'auto' picks 'device' when the splits take at most a quarter of the device's
 memory. Either way images stay uint8 until the model scales them, and the order
@@ -24,19 +29,20 @@ uninterrupted run would.
 
 import collections
 import dataclasses
-import difflib
 import functools
 import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
-from trainkit import offline_data
+from trainkit import data_sources
+from trainkit import decoded_cache
 from trainkit import parallel
 
 INPUT_MODES = ('auto', 'device', 'stream')
@@ -56,8 +62,9 @@ class Data:
   With mode 'device', `train` is {'image', 'label'} replicated on every device
   of `mesh` and `test` the same, padded to whole eval batches, stacked as
   [batches, batch, ...] with a 'mask' of the real examples and split over the
-  mesh along the batch axis. With mode 'stream', both are tf.data datasets of
-  this process's share of single decoded examples (cached).
+  mesh along the batch axis. With mode 'stream', both are random-access
+  sources of the whole split (data_sources.source); each process reads its
+  own rows.
   """
   mode: str  # 'device' or 'stream'.
   train: Any
@@ -67,57 +74,7 @@ class Data:
   num_classes: int
   image_shape: tuple
   mesh: Any  # The jax.sharding.Mesh the arrays are placed on.
-
-
-@functools.cache
-def tensorflow():
-  """TensorFlow, imported on first use and kept off the accelerators.
-
-  It only reads and prepares data on the host (and exports SavedModels), so
-  commands that do neither never import it, and it never takes device memory
-  that JAX needs.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-  return tf
-
-
-def _builder(config):
-  """Returns the TFDS builder, preparing the dataset first if needed."""
-  tensorflow()  # Before TFDS touches TensorFlow.
-  if config.manual_dir:
-    # Process 0 first, so processes sharing a data_dir never write it at once;
-    # the others then find it prepared (or prepare their own disk's).
-    if jax.process_index() == 0:
-      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
-    parallel.barrier('dataset prepared')
-    if jax.process_index() > 0:
-      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
-  try:
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    close = difflib.get_close_matches(
-        config.dataset, tfds.list_builders(with_community_datasets=False), n=1)
-    raise offline_data.DataError(
-        f'dataset={config.dataset!r} is not a TFDS dataset'
-        + (f' (did you mean {close[0]!r}?)' if close else '')) from e
-  features = builder.info.features
-  if not {'image', 'label'} <= set(features.keys()):
-    raise offline_data.DataError(
-        f'dataset={config.dataset!r} has no image and label features '
-        f'(it has: {", ".join(features.keys())})')
-  try:
-    builder.download_and_prepare()
-  except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.
-    raise offline_data.DataError(
-        f'could not download dataset={config.dataset!r} ({type(e).__name__}).'
-        ' With no network, point --config.manual_dir at a folder holding its'
-        ' source files (for mnist: train-images-idx3-ubyte.gz,'
-        ' train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz,'
-        ' t10k-labels-idx1-ubyte.gz), or --config.data_dir at a TFDS data dir'
-        ' where it is already prepared.') from e
-  return builder
+  workers: int = 0  # Processes that decode streamed examples (0: this one).
 
 
 def _device_memory_bytes() -> int:
@@ -148,25 +105,19 @@ def choose_input_mode(config, builder) -> str:
   return 'device' if fits else 'stream'
 
 
-def _examples(builder, split, whole: bool = False):
-  """This process's share of `split` (or all of it), in stored order, labels as int32.
-
-  Returns:
-    A tf.data.Dataset of single examples.
-  """
-  tf = tensorflow()
-  ds = builder.as_dataset(
-      split=split if whole else tfds.split_for_jax_process(split, drop_remainder=False),
-      shuffle_files=False,
-      read_config=tfds.ReadConfig(interleave_cycle_length=1))
-  return ds.map(lambda x: {'image': x['image'], 'label': tf.cast(x['label'], tf.int32)},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+def _load_split(config, builder, split: str) -> dict:
+  """All of `split` as numpy arrays: memory-mapped from the decoded cache, or decoded."""
+  return decoded_cache.load(
+      builder, split, config.cache_dir,
+      lambda: data_sources.read_all(data_sources.source(builder, split),
+                                    _workers(config.input_workers)))
 
 
-def _load_arrays(builder, split) -> dict:
-  """All of `split` as numpy arrays, read in one pass."""
-  batches = list(tfds.as_numpy(_examples(builder, split, whole=True).batch(8192)))
-  return {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label')}
+def _workers(requested: int) -> int:
+  """Grain's worker processes need absl flags parsed (a library caller has none)."""
+  if requested and not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return requested
 
 
 def stack_eval_batches(examples: dict, batch_size: int) -> dict:
@@ -186,33 +137,27 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   return out
 
 
-def _split_size(builder, split: str, local) -> int:
-  """Examples in `split`, all processes together."""
-  if jax.process_count() == 1:
-    return int(local.cardinality())
-  return builder.info.splits[split].num_examples
-
-
 def create_datasets(config, mesh=None) -> Data:
   """Loads the train and test splits of `config.dataset` for `mesh` (default: all devices)."""
   mesh = parallel.create_mesh() if mesh is None else mesh
-  builder = _builder(config)
+  builder = data_sources.builder(config)
   features = builder.info.features
   mode = choose_input_mode(config, builder)
   if mode == 'device':
-    train = _load_arrays(builder, 'train')
-    test = _load_arrays(builder, 'test')
+    train = _load_split(config, builder, 'train')
+    test = _load_split(config, builder, 'test')
     num_train, num_test = len(train['label']), len(test['label'])
     train = parallel.replicate(train, mesh)
     test = parallel.put_rows(stack_eval_batches(
         test, parallel.padded_batch_size(config.eval_batch_size, mesh)), mesh)
   else:
-    train, test = _examples(builder, 'train').cache(), _examples(builder, 'test').cache()
-    num_train = _split_size(builder, 'train', train)
-    num_test = _split_size(builder, 'test', test)
+    train = data_sources.source(builder, 'train')
+    test = data_sources.source(builder, 'test')
+    num_train, num_test = len(train), len(test)
   return Data(mode=mode, train=train, test=test, num_train=num_train,
               num_test=num_test, num_classes=features['label'].num_classes,
-              image_shape=tuple(features['image'].shape), mesh=mesh)
+              image_shape=tuple(features['image'].shape), mesh=mesh,
+              workers=_workers(config.input_workers))
 
 
 def normalization_constants(config, data: Data):
@@ -225,8 +170,8 @@ def normalization_constants(config, data: Data):
     if data.mode == 'device':
       images = np.asarray(data.train['image'][:_STATS_EXAMPLES])
     else:
-      images = np.stack([x['image'] for x in
-                         tfds.as_numpy(data.train.take(_STATS_EXAMPLES))])
+      images = data_sources.read(data.train, range(min(_STATS_EXAMPLES, data.num_train)))
+      images = images['image']
     images = images.astype(np.float64)
     return float(images.mean()), float(images.std())
   raise ValueError(f'normalization={config.normalization!r} is not one of '
@@ -239,15 +184,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def steps_per_epoch(data: Data, global_batch_size: int) -> int:
-  """Full training batches per epoch (the remainder is dropped, reshuffled).
-
-  Streamed, each process batches its own share, the smallest of which has
-  num_train // processes examples.
-  """
-  if data.mode == 'device':
-    return data.num_train // global_batch_size
-  processes = jax.process_count()
-  return (data.num_train // processes) // (global_batch_size // processes)
+  """Full training batches per epoch (the remainder is dropped, reshuffled)."""
+  return data.num_train // global_batch_size
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
@@ -277,46 +215,106 @@ def _rows(order, start, length: int):
 
 
 def _prefetch_to_device(iterator: Iterator, mesh, size: int = 2) -> Iterator:
-  """Keeps `size` (steps, batches) in flight to the devices ahead of the consumer."""
+  """Keeps `size` (steps, batches, state) in flight to the devices ahead of the consumer."""
   queue = collections.deque()
-  for steps, batches in iterator:
-    queue.append((steps, parallel.global_rows(batches, mesh)))
+  for steps, batches, state in iterator:
+    queue.append((steps, parallel.global_rows(batches, mesh), state))
     if len(queue) == size:
       yield queue.popleft()
   while queue:
     yield queue.popleft()
 
 
+def _own_rows(lo: int, hi: int, rows):
+  return rows[lo:hi]
+
+
+def _stream_dataset(data: Data, config, epoch: int):
+  """Grain: this process's rows of each global batch of `epoch`, read and decoded."""
+  import grain  # pylint: disable=g-import-not-at-top
+  local = config.batch_size // jax.process_count()
+  lo = jax.process_index() * local
+  return (grain.MapDataset.range(data.num_train)
+          .shuffle(seed=epoch_seed(config.seed, epoch))
+          .batch(config.batch_size, drop_remainder=True)
+          .map(functools.partial(_own_rows, lo, lo + local))
+          .map(functools.partial(data_sources.read, data.train)))
+
+
+def _stream_iterator(data: Data, config, epoch: int, first: int, resume: dict | None):
+  """A Grain iterator over `epoch` from batch `first`, and what positions it.
+
+  `resume` is the input state of the checkpoint being resumed (see
+  `train_calls`): when it is this epoch's, at this batch, with as many
+  workers, the iterator is restored from Grain's saved state; otherwise it
+  starts at `first` by index (the same batches: the order is a pure function).
+  """
+  import grain  # pylint: disable=g-import-not-at-top
+  fits = (resume and resume.get('epoch') == epoch and resume.get('position') == first
+          and resume.get('workers') == data.workers and resume.get('grain'))
+  start = resume['start'] if fits else first
+  iterator = _stream_dataset(data, config, epoch)[start:].to_iter_dataset(
+      grain.ReadOptions(num_threads=1 if data.workers else 2, prefetch_buffer_size=4))
+  if data.workers:
+    iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
+  iterator = iter(iterator)
+  if fits:
+    iterator.set_state(resume['grain'])
+    logging.info('Input resumed from its saved Grain state at batch %d of epoch %d.',
+                 first, epoch + 1)
+  return iterator, start
+
+
 def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]],
-                call_length: int) -> Iterator[tuple[int, dict]]:
+                call_length: int, resume: dict | None = None
+                ) -> Iterator[tuple[int, dict, dict | None]]:
   """Yields, per (start, stop) span of steps of `epoch`, one call's input.
 
-  Each item is (steps, batches) with batches of leading size `call_length` >=
-  steps, the rows past `steps` being padding, so every call has one shape and
-  the step is compiled once. Mode 'device' yields {'index': [call_length,
-  batch]} positions into `data.train`; mode 'stream' yields the stacked
-  batches {'image': [call_length, batch, ...], 'label': [call_length, batch]}.
+  Each item is (steps, batches, input state) with batches of leading size
+  `call_length` >= steps, the rows past `steps` being padding, so every call
+  has one shape and the step is compiled once. Mode 'device' yields
+  {'index': [call_length, batch]} positions into `data.train` and no state;
+  mode 'stream' yields the stacked batches {'image': [call_length, batch,
+  ...], 'label': [call_length, batch]} and the input state after them (the
+  Grain iterator's, with where it stands), which a checkpoint at the call's
+  end saves and `resume` takes back.
   """
   if data.mode == 'device':
     order = device_epoch_order(data, config.seed, epoch, config.batch_size, call_length)
     for start, stop in spans:
-      yield stop - start, {'index': _rows(order, start, call_length)}
+      yield stop - start, {'index': _rows(order, start, call_length)}, None
     return
-  batch_size = config.batch_size // jax.process_count()
-  ds = data.train.shuffle(
-      min(config.shuffle_buffer_size, data.num_train),
-      seed=epoch_seed(config.seed, epoch),
-      reshuffle_each_iteration=False)
-  ds = ds.batch(batch_size, drop_remainder=True)
-  ds = ds.skip(spans[0][0] if spans else 0).prefetch(tensorflow().data.AUTOTUNE)
-  batches = iter(tfds.as_numpy(ds))
+  if not spans:
+    return
+  batches, start = _stream_iterator(data, config, epoch, spans[0][0], resume)
 
   def stacked():
-    for start, stop in spans:
-      steps = [next(batches) for _ in range(stop - start)]
+    for first, stop in spans:
+      steps = [next(batches) for _ in range(stop - first)]
+      state = {'epoch': epoch, 'start': start, 'position': stop,
+               'workers': data.workers, 'grain': batches.get_state()}
       steps += [jax.tree.map(np.zeros_like, steps[0])] * (call_length - len(steps))
-      yield stop - start, {k: np.stack([b[k] for b in steps]) for k in steps[0]}
-  yield from _prefetch_to_device(stacked(), data.mesh)
+      yield stop - first, {k: np.stack([b[k] for b in steps]) for k in steps[0]}, state
+  try:
+    yield from _prefetch_to_device(stacked(), data.mesh)
+  finally:
+    batches.close()  # Stops its worker processes.
+
+
+def _local_eval_batches(data: Data, local_batch: int) -> Iterator[dict]:
+  """This process's share of the test split, in order, in batches of `local_batch`."""
+  import grain  # pylint: disable=g-import-not-at-top
+  processes, index = jax.process_count(), jax.process_index()
+  share = -(-data.num_test // processes)
+  lo, hi = min(index * share, data.num_test), min((index + 1) * share, data.num_test)
+  if lo == hi:
+    return
+  iterator = iter(grain.MapDataset.range(lo, hi).batch(local_batch)
+                  .map(functools.partial(data_sources.read, data.test)).to_iter_dataset())
+  try:
+    yield from iterator
+  finally:
+    iterator.close()
 
 
 def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
@@ -336,7 +334,7 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   largest_share = -(-data.num_test // processes)
   num_batches = max(1, -(-largest_share // local_batch))
   per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.image_shape)))
-  local = iter(tfds.as_numpy(data.test.batch(local_batch)))
+  local = _local_eval_batches(data, local_batch)
   empty = {'image': np.zeros((0, *data.image_shape), np.uint8),
            'label': np.zeros((0,), np.int32)}
   for first in range(0, num_batches, per_call):

@@ -65,6 +65,7 @@ def main(argv):
   if FLAGS.mode == 'predict' and not inputs:
     cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
   cli.setup_logging()
+  cli.use_compilation_cache(FLAGS.config.cache_dir)
   # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.
   try:
     parallel.initialize(FLAGS.jax_coordinator_address, FLAGS.jax_num_processes,

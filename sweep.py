@@ -43,6 +43,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   cli.setup_logging()
+  cli.use_compilation_cache(FLAGS.config.cache_dir)
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
   start = time.perf_counter()
   try:

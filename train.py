@@ -276,9 +276,11 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
 
   def checkpoint(eval_metrics=None):
     for i in alive():
-      runs[i].checkpoint(step, program.member(state, i), eval_metrics and eval_metrics[i])
+      runs[i].checkpoint(step, program.member(state, i), eval_metrics and eval_metrics[i],
+                         input_states[i])
 
   eval_metrics = None
+  input_states = [None] * len(runs)
   try:
     with preemption.stop_on_signals() as stop, show.logs_above_bar():
       for epoch in range(step // steps_per_epoch, config.num_epochs):
@@ -290,13 +292,16 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
                            steps_per_epoch, config.steps_per_call,
                            config.checkpoint_every_steps, tracer.call_ends())
         pending = None
-        # Each run's own data order (its seed), one call's input at a time.
+        # Each run's own data order (its seed), one call's input at a time;
+        # a streamed input resumes from the state its checkpoint saved.
         for calls in zip(*[input_pipeline.train_calls(data, run.config, epoch, spans,
-                                                      call_length) for run in runs]):
+                                                      call_length, run.input_state)
+                           for run in runs]):
           num_steps = calls[0][0]
+          input_states = [input_state for _, _, input_state in calls]
           tracer.before_call(step)
           state, metrics = program.train(
-              state, [batches for _, batches in calls], rng,
+              state, [batches for _, batches, _ in calls], rng,
               [num_steps if run.alive else 0 for run in runs], source)
           # The previous call is done by now; checking its metrics (not this
           # call's) lets the host prepare the next input while this one runs.
@@ -376,7 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   spec = model_spec(config, data)
   # Replicated on every device; every process builds the same values.
   state = parallel.replicate(create_state(config, spec), data.mesh)
-  run = runs_lib.Run(config, workdir, spec, state)
+  run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream')
   state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
   if run.diverged:
     raise run.diverged

@@ -21,11 +21,17 @@ def get_config():
   # Input scaling: 'unit' = pixels/255 in [0, 1]; 'standardize' = zero mean,
   # unit variance over the training pixels; 'raw' = pixel values 0-255 as-is.
   config.normalization = 'unit'
-  # Where training data lives: 'device' = read once and kept on the
-  # accelerator (shuffled and batched there); 'stream' = tf.data on the host,
-  # for data too big for that; 'auto' = 'device' when it fits easily.
+  # Where training data lives: 'device' = decoded once and kept on the
+  # accelerator (shuffled and batched there); 'stream' = read from disk by
+  # Grain each epoch, for data too big for that; 'auto' = 'device' when it fits easily.
   config.input_mode = 'auto'
-  config.shuffle_buffer_size = 60_000  # 'stream' only: shuffle buffer (>= split = exact shuffle).
+  # Worker processes that decode examples ('stream', and the first decoding of
+  # a split for 'device'); 0 = decode in the training process.
+  config.input_workers = 2
+  # Per-user caches: decoded splits (memory-mapped at start-up, see
+  # trainkit/decoded_cache.py) and, when main.py or sweep.py run, JAX's
+  # compiled programs. '' = no caches.
+  config.cache_dir = '~/.cache/trainkit'
 
   # Training loop.
   config.batch_size = 128  # Global training batch size.

@@ -1,6 +1,9 @@
 """Shared fixtures: mocked TFDS data and the real MNIST files if present."""
 
 import os
+import zlib
+
+import numpy as np
 
 import pytest
 import tensorflow_datasets as tfds
@@ -14,10 +17,41 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 NUM_EXAMPLES = 50
 
 
+class FakeSource:
+  """A random-access source of random MNIST-shaped examples, fixed per (split, index).
+
+  Stands in for TFDS's ArrayRecord data source under `tfds.testing.mock_data`
+  (whose own mock source has no working batched read).
+  """
+
+  def __init__(self, split: str, num_examples: int = NUM_EXAMPLES):
+    self.split, self.num_examples = split, num_examples
+
+  def __len__(self):
+    return self.num_examples
+
+  def __getitem__(self, index):
+    if not 0 <= index < self.num_examples:
+      raise IndexError(index)
+    rng = np.random.default_rng([zlib.crc32(self.split.encode()), int(index)])
+    return {'image': rng.integers(0, 256, (28, 28, 1), dtype=np.uint8),
+            'label': int(rng.integers(0, 10))}
+
+  def __getitems__(self, indices):
+    return [self[i] for i in indices]
+
+
+def mock_data(num_examples: int = NUM_EXAMPLES):
+  """tfds.testing.mock_data, with FakeSource as every split's data source."""
+  return tfds.testing.mock_data(
+      num_examples=num_examples,
+      as_data_source_fn=lambda builder, split, **kw: FakeSource(split, num_examples))
+
+
 @pytest.fixture
 def mock_mnist():
   """TFDS returns random MNIST-shaped examples, NUM_EXAMPLES per split."""
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_data():
     yield
 
 

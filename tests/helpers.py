@@ -37,6 +37,8 @@ def tiny_config(**overrides):
   config.log_every_steps = 2
   config.schedule = 'cosine'
   config.plots = False  # Drawing costs seconds; the plot tests turn it on.
+  config.input_workers = 0  # Worker processes cost a second to start.
+  config.cache_dir = ''  # No writes to the user's cache; the cache tests set one.
   for key, value in overrides.items():
     set_field(config, key, value)
   return config

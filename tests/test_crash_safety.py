@@ -15,10 +15,9 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import default
-from tests.conftest import NUM_EXAMPLES
+from tests.conftest import mock_data
 from tests.helpers import (ENV, ROOT, checkpoint_steps, digest, error_lines, main_command,
                            run_main, tiny_config, write_mnist)
 from trainkit import checkpointing
@@ -265,7 +264,7 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
 def finished_workdir(tmp_path_factory):
   """One finished run that every refused input below must leave as it is."""
   workdir = tmp_path_factory.mktemp('finished')
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_data():
     train.train_and_evaluate(tiny_config(), str(workdir))
   return workdir
 

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-import tensorflow_datasets as tfds
 
 from tests.conftest import NUM_EXAMPLES
+from tests.conftest import mock_data
 from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
 from trainkit import config_checks
 from trainkit import inference
@@ -22,14 +22,14 @@ import train
 def trained(tmp_path):
   """A finished 2-epoch tiny run on mocked MNIST: (config, workdir, summary, state)."""
   config = tiny_config(keep_checkpoints=1, num_epochs=4)
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_data():
     state, summary = train.train_and_evaluate(config, str(tmp_path))
   return config, str(tmp_path), summary, state
 
 
 def test_eval_of_the_final_checkpoint_reproduces_summary_exactly(trained):
   config, workdir, summary, _ = trained
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_data():
     result = inference.evaluate_checkpoint(config, workdir)
   assert result['eval_accuracy'] == summary['eval_accuracy']
   assert result['eval_loss'] == summary['eval_loss']

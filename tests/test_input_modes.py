@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
 from trainkit import evaluation
 import input_pipeline
+from trainkit import data_sources
 import models
 import train
 
@@ -78,7 +78,7 @@ def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
 
   def order(epoch):
     calls = input_pipeline.train_calls(data, config, epoch, [(0, 6)], 6)
-    return [np.asarray(batches['index']) for _, batches in calls][0]
+    return [np.asarray(batches['index']) for _, batches, _ in calls][0]
   first = order(0)
   assert first.shape == (6, 8)
   assert len(np.unique(first)) == 48 and first.max() < NUM_EXAMPLES
@@ -86,7 +86,7 @@ def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
   assert not np.array_equal(first, order(1))
   # A call starting mid-epoch sees the same rows as the whole-epoch order.
   calls = input_pipeline.train_calls(data, config, 0, [(2, 5)], 4)
-  steps, batches = next(iter(calls))
+  steps, batches, _ = next(iter(calls))
   assert steps == 3
   np.testing.assert_array_equal(np.asarray(batches['index'])[:3], first[2:5])
 
@@ -96,23 +96,34 @@ def test_stream_calls_stack_the_same_batches_in_any_call_length(mock_mnist):
   data = input_pipeline.create_datasets(config)
   whole = list(input_pipeline.train_calls(data, config, 0, [(0, 6)], 6))
   pieces = list(input_pipeline.train_calls(data, config, 0, [(1, 4), (4, 6)], 3))
-  assert [n for n, _ in pieces] == [3, 2]
+  assert [n for n, _, _ in pieces] == [3, 2]
   assert pieces[1][1]['image'].shape == (3, 8, 28, 28, 1)  # Padded to 3 rows.
-  images = np.concatenate([np.asarray(b['image'])[:n] for n, b in pieces])
+  images = np.concatenate([np.asarray(b['image'])[:n] for n, b, _ in pieces])
   np.testing.assert_array_equal(images, np.asarray(whole[0][1]['image'])[1:])
 
 
-def test_shuffle_buffer_size_sets_how_far_streamed_examples_move(mock_mnist):
-  def first_epoch(buffer):
-    config = tiny_config(input_mode='stream', shuffle_buffer_size=buffer)
-    data = input_pipeline.create_datasets(config)
-    (_, batches), = input_pipeline.train_calls(data, config, 0, [(0, 6)], 6)
-    stored = np.stack([e['label'] for e in tfds.as_numpy(data.train)])
-    return np.asarray(batches['label']).reshape(-1), stored
-  unshuffled, stored = first_epoch(1)  # A buffer of one keeps the stored order.
-  np.testing.assert_array_equal(unshuffled, stored[:48])
-  shuffled, _ = first_epoch(NUM_EXAMPLES)
-  assert not np.array_equal(shuffled, stored[:48])
+def test_streamed_epoch_is_a_global_shuffle_the_same_for_any_process_count(
+    mock_mnist, monkeypatch):
+  config = tiny_config(input_mode='stream')
+  data = input_pipeline.create_datasets(config)
+  stored = data_sources.read(data.train, range(NUM_EXAMPLES))['image']
+
+  def epoch(processes, index, number=0):
+    monkeypatch.setattr(jax, 'process_count', lambda: processes)
+    monkeypatch.setattr(jax, 'process_index', lambda: index)
+    return [b['image'] for b in input_pipeline._stream_dataset(data, config, number)]
+  whole = epoch(1, 0)
+  # Each of two processes reads its half of every global batch, no more.
+  halves = [epoch(2, i) for i in range(2)]
+  for batch, first, second in zip(whole, *halves):
+    assert len(first) == len(second) == 4
+    np.testing.assert_array_equal(batch, np.concatenate([first, second]))
+  # 6 batches of 8 distinct examples of the split, not in stored order.
+  flat = np.concatenate(whole).reshape(48, -1)
+  positions = [int(np.flatnonzero((stored.reshape(NUM_EXAMPLES, -1) == x).all(1))[0])
+               for x in flat]
+  assert len(set(positions)) == 48 and positions != sorted(positions)
+  assert not np.array_equal(np.concatenate(epoch(1, 0, number=1)), np.concatenate(whole))
 
 
 def test_standardize_scales_inputs_by_the_training_pixels(mock_mnist):

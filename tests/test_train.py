@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow as tf
 
 from tests.helpers import tiny_config
 from trainkit import evaluation
@@ -62,13 +61,26 @@ def test_dropout_key_depends_on_the_step():
   assert float(m0['loss']) != float(m1['loss'])
 
 
+class _ArraySource:
+  """Random access to stacked examples, as data_sources.source gives it."""
+
+  def __init__(self, examples):
+    self.examples = examples
+
+  def __len__(self):
+    return len(self.examples['label'])
+
+  def __getitems__(self, indices):
+    return [{k: v[i] for k, v in self.examples.items()} for i in indices]
+
+
 def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypatch):
   config = tiny_config()
   state = _state(config)
   n, batch_size = 37, 16  # 16 + 16 + 5 (padded to 16).
   examples = _batch(n, seed=3)
   data = input_pipeline.Data(
-      mode='stream', train=None, test=tf.data.Dataset.from_tensor_slices(examples),
+      mode='stream', train=None, test=_ArraySource(examples),
       num_train=0, num_test=n, num_classes=10, image_shape=(28, 28, 1),
       mesh=parallel.create_mesh())
   # Two batches' worth of images per call: calls of 2 and 1 batches.

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
-from tensorboard.util import tensor_util
 
 from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
@@ -26,11 +25,10 @@ pytestmark = pytest.mark.usefixtures('mock_mnist')
 def _scalars(workdir):
   """{tag: {step: value}} as TensorBoard's own reader sees the event files."""
   reader = event_accumulator.EventAccumulator(
-      str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+      str(workdir), size_guidance={event_accumulator.SCALARS: 0})
   reader.Reload()
-  return reader, {tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-                        for e in reader.Tensors(tag)}
-                  for tag in reader.Tags()['tensors'] if not tag.startswith('_')}
+  return reader, {tag: {e.step: e.value for e in reader.Scalars(tag)}
+                  for tag in reader.Tags()['scalars']}
 
 
 def _jsonl(workdir, split):

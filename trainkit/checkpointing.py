@@ -12,6 +12,7 @@ checkpoint damaged later (truncated or missing files) is detected, moved to
 `WORKDIR/broken_checkpoints/` and the run falls back to the previous one.
 """
 
+import json
 import os
 import shutil
 import zlib
@@ -26,6 +27,8 @@ from orbax.checkpoint import checkpoint_managers
 from trainkit import workdir as workdir_lib
 
 BEST_METRIC = 'eval_accuracy'
+# The checkpoint item holding a streamed input's Grain iterator state.
+INPUT_ITEM = 'input'
 
 
 class CheckpointMismatchError(ValueError):
@@ -36,20 +39,27 @@ class BrokenCheckpointError(ValueError):
   """A checkpoint that cannot be read back as it was written."""
 
 
-def create_manager(directory, keep_checkpoints: int) -> ocp.CheckpointManager:
-  """A manager that saves asynchronously and keeps latest-N plus the best."""
+def create_manager(directory, keep_checkpoints: int,
+                   streamed: bool = False) -> ocp.CheckpointManager:
+  """A manager that saves asynchronously and keeps latest-N plus the best.
+
+  `streamed`: checkpoints also hold the Grain iterator state of the input.
+  """
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep_checkpoints),
       checkpoint_managers.BestN(
           get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
           keep_checkpoints_without_metrics=False),
   ])
+  handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
+  if streamed:
+    import grain  # pylint: disable=g-import-not-at-top
+    handlers[INPUT_ITEM] = grain.checkpoint.CheckpointHandler()
   return ocp.CheckpointManager(
       directory,
       options=ocp.CheckpointManagerOptions(
           preservation_policy=policy, enable_async_checkpointing=True),
-      item_handlers={'state': ocp.StandardCheckpointHandler(),
-                     'meta': ocp.JsonCheckpointHandler()})
+      item_handlers=handlers)
 
 
 def _flat_shapes(tree):
@@ -103,20 +113,61 @@ def _digest(state_dict) -> int:
   return crc
 
 
+class _GrainState:
+  """A Grain iterator's state as of one step, for Grain's Orbax handler.
+
+  The handler asks its item for `get_state()` when it writes (and calls
+  `set_state` and `start_prefetch` when it reads); the live iterator is
+  already further on by then, so the state is taken at the step and kept here.
+  """
+
+  def __init__(self, state: dict | None = None):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.state).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.state = json.loads(state)
+
+  def start_prefetch(self) -> None:
+    pass
+
+
+def _input_file(manager, step: int) -> str:
+  """Where Grain's handler keeps this process's iterator state."""
+  return os.path.join(manager.directory, str(step), INPUT_ITEM,
+                      f'process_{jax.process_index()}-of-{jax.process_count()}.json')
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
-         metrics: dict | None = None) -> None:
-  """Starts an asynchronous save; `metrics` rank it for keep-the-best."""
+         metrics: dict | None = None, input_state: dict | None = None) -> None:
+  """Starts an asynchronous save; `metrics` rank it for keep-the-best.
+
+  `input_state` (streamed input, see input_pipeline.train_calls) is saved
+  with it: its Grain iterator state through Grain's Orbax handler, one file
+  per process, and where that iterator stands in the meta.
+  """
   state_dict = flax.serialization.to_state_dict(state)
+  items = {}
+  if input_state is not None:
+    import grain  # pylint: disable=g-import-not-at-top
+    input_state = dict(input_state)
+    items[INPUT_ITEM] = grain.checkpoint.CheckpointSave(_GrainState(input_state.pop('grain')))
+    meta = {**meta, INPUT_ITEM: input_state}
   manager.save(
       step,
       args=ocp.args.Composite(
           state=ocp.args.StandardSave(state_dict),
-          meta=ocp.args.JsonSave({**meta, 'state_crc32': _digest(state_dict)})),
+          meta=ocp.args.JsonSave({**meta, 'state_crc32': _digest(state_dict)}), **items),
       metrics=metrics, force=True)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, state):
+def restore(manager: ocp.CheckpointManager, step: int, state, streamed: bool = False):
   """Restores checkpoint `step` into the structure of `state`.
+
+  `streamed` (a manager made with it): also the input's Grain iterator state,
+  in meta[INPUT_ITEM], if it was saved by as many processes.
 
   Returns:
     (state, meta).
@@ -133,10 +184,23 @@ def restore(manager: ocp.CheckpointManager, step: int, state):
   meta = dict(restored['meta'])
   if meta.pop('state_crc32', None) != _digest(restored['state']):
     raise BrokenCheckpointError('the arrays read back differ from those saved (CRC32)')
+  if streamed and INPUT_ITEM in meta and os.path.exists(_input_file(manager, step)):
+    import grain  # pylint: disable=g-import-not-at-top
+    try:
+      grain_state = manager.restore(step, args=ocp.args.Composite(**{
+          INPUT_ITEM: grain.checkpoint.CheckpointRestore(_GrainState())}))[INPUT_ITEM]
+      meta[INPUT_ITEM] = {**meta[INPUT_ITEM], 'grain': grain_state.state}
+    except (OSError, ValueError) as e:
+      raise BrokenCheckpointError(f'unreadable input state ({type(e).__name__})') from e
+  else:
+    # Saved by another number of processes, or none: the input starts from
+    # the step by index instead (the same batches, see input_pipeline).
+    meta.pop(INPUT_ITEM, None)
   return flax.serialization.from_state_dict(state, restored['state']), meta
 
 
-def restore_latest(manager: ocp.CheckpointManager, state, workdir: str):
+def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
+                   streamed: bool = False):
   """Restores the latest readable checkpoint, setting broken ones aside.
 
   Broken checkpoints newer than the one restored are moved to
@@ -151,7 +215,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str):
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       check_compatible(manager, step, state)
-      found = (*restore(manager, step, state), step)
+      found = (*restore(manager, step, state, streamed), step)
       break
     except BrokenCheckpointError as e:
       broken.append((step, e))

@@ -1,11 +1,13 @@
 """Command-line plumbing shared by main.py and sweep.py: parsing and exits."""
 
 import logging as std_logging
+import os
 import re
 import sys
 
 from absl import flags
 from absl import logging
+import jax
 
 from trainkit import checkpointing
 from trainkit import config_checks
@@ -47,6 +49,21 @@ def refuse(message):
   """Prints one `error:` line and exits with EXIT_BAD_INPUT."""
   print(f'error: {message}', file=sys.stderr)
   sys.exit(EXIT_BAD_INPUT)
+
+
+def use_compilation_cache(cache_dir: str) -> None:
+  """JAX's persistent compilation cache in CACHE_DIR/jax ('' = off).
+
+  Set before anything compiles. Every program is cached, however small or
+  quick to compile: this project's programs compile in well under JAX's
+  default one-second threshold, and a command compiles many of them.
+  """
+  if not cache_dir:
+    return
+  jax.config.update('jax_compilation_cache_dir',
+                    os.path.join(os.path.expanduser(cache_dir), 'jax'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def setup_logging() -> None:

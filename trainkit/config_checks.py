@@ -73,10 +73,12 @@ def validate(config) -> None:
       and 1 <= profile[0] <= profile[1]), 'profile_steps', profile,
            'must be () or (first, last) with 1 <= first <= last')
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
-                'keep_checkpoints', 'shuffle_buffer_size', 'nan_skip_limit'):
+                'keep_checkpoints', 'nan_skip_limit'):
     _require(isinstance(config[field], int) and config[field] >= 1, field,
              config[field], 'must be a positive integer')
-  for field in ('checkpoint_every_steps', 'steps_per_call'):
+  _require(isinstance(config.cache_dir, str), 'cache_dir', config.cache_dir,
+           "must be a folder or '' (no caches)")
+  for field in ('checkpoint_every_steps', 'steps_per_call', 'input_workers'):
     _require(isinstance(config[field], int) and config[field] >= 0, field,
              config[field], 'must be an integer >= 0')
   _require(config.learning_rate > 0, 'learning_rate', config.learning_rate,

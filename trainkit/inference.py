@@ -16,6 +16,7 @@ from PIL import ImageOps
 
 from trainkit import checkpointing
 from trainkit import config_checks
+from trainkit import data_sources
 from trainkit import evaluation
 import input_pipeline
 from trainkit import parallel
@@ -157,7 +158,7 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
   a TF-only server needs no preprocessing of its own.
   """
   from orbax import export as oex  # pylint: disable=g-import-not-at-top
-  tf = input_pipeline.tensorflow()
+  tf = data_sources.tensorflow()
 
   state, step, spec = restore(config, workdir, checkpoint)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}

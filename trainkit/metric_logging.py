@@ -1,13 +1,15 @@
-"""Metrics to TensorBoard and the log (clu) and to `metrics.jsonl`."""
+"""Metrics to TensorBoard (tensorboardX, no TensorFlow), the log and `metrics.jsonl`."""
 
 import json
 import os
 import time
 
-from clu import metric_writers
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
+import tensorboardX
+from tensorboardX import summary as tb_summary
 
 from trainkit import workdir as workdir_lib
 
@@ -22,10 +24,11 @@ class MetricLogger:
     shows them), leaving TensorBoard and metrics.jsonl.
     """
     self._is_writer = jax.process_index() == 0
-    writers = [metric_writers.LoggingWriter()] if log_scalars else []
-    if self._is_writer:
-      writers.append(metric_writers.SummaryWriter(workdir))
-    self._writer = metric_writers.AsyncMultiWriter(writers)
+    self._log_scalars = log_scalars
+    # tensorboardX writes the event file from its own thread; its format is
+    # TensorBoard's (its reader is what the tests read it with).
+    self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10)
+                    if self._is_writer else None)
     self._jsonl = None
     if self._is_writer:
       path = os.path.join(workdir, workdir_lib.METRICS)
@@ -37,19 +40,30 @@ class MetricLogger:
       self._jsonl = open(path, 'a')
 
   def write_hparams(self, hparams: dict) -> None:
-    self._writer.write_hparams(hparams)
+    """The config as TensorBoard hparams (its HPARAMS tab), in the run's event file."""
+    if self._events:
+      # The summaries of the hparams plugin, written straight into this
+      # run's file (tensorboardX's add_hparams would open another run).
+      for proto in tb_summary.hparams(hparams, {}):
+        self._events.file_writer.add_summary(proto)
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     """Logs `metrics` of `split` ('train', 'eval', 'epoch') at `step`."""
     metrics = {k: float(v) for k, v in metrics.items()}
-    self._writer.write_scalars(step, {f'{split}_{k}': v for k, v in metrics.items()})
+    named = {f'{split}_{k}': v for k, v in metrics.items()}
+    if self._log_scalars:
+      logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in named.items()))
+    if self._events:
+      for tag, value in named.items():
+        self._events.add_scalar(tag, value, step)
     if self._jsonl:
       self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
                                     'metrics': metrics}) + '\n')
       self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
 
   def close(self) -> None:
-    self._writer.close()
+    if self._events:
+      self._events.close()
     if self._jsonl:
       self._jsonl.close()
 

@@ -6,7 +6,9 @@ download them and verify their published checksums; here they are read from
 `manual_dir` and validated by format instead (magic number, dimensions, counts,
 label range), so a re-compressed or recovered copy is accepted. The examples are
 written into the TFDS data dir under the dataset's own name and version, so the
-rest of the program reads them through the ordinary `tfds.builder` path.
+rest of the program reads them through the ordinary `tfds.builder` path. They
+are written as ArrayRecord, which is read by index without TensorFlow
+(trainkit/data_sources.py); only this preparation imports TensorFlow.
 """
 
 import gzip
@@ -125,10 +127,14 @@ def prepare(dataset, data_dir, manual_dir):
   """
   validate_manual_dir(dataset, manual_dir)
   if dataset in IDX_DATASETS:
-    builder = _idx_builder_cls(dataset)(data_dir=data_dir)
+    builder = _idx_builder_cls(dataset)(data_dir=data_dir, file_format='array_record')
     builder._manual_dir = manual_dir  # pylint: disable=protected-access
   else:
-    builder = tfds.builder(dataset, data_dir=data_dir)
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
+  if builder.is_prepared():
+    return
+  from trainkit import data_sources  # pylint: disable=g-import-not-at-top
+  data_sources.tensorflow()  # Preparing writes through TensorFlow, on the host.
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(
           manual_dir=manual_dir, try_download_gcs=False))

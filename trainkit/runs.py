@@ -32,20 +32,27 @@ class Run:
   and `finish` writes the summary.
   """
 
-  def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state):
-    """Restores the latest checkpoint of `workdir` into `state`'s structure."""
+  def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state,
+               streamed: bool = False):
+    """Restores the latest checkpoint of `workdir` into `state`'s structure.
+
+    `streamed`: the input is streamed, and its state is checkpointed too.
+    """
     self.config, self.workdir, self.spec = config, workdir, spec
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
-                                                config.keep_checkpoints)
+                                                config.keep_checkpoints, streamed)
     self.meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
     try:
-      restored = checkpointing.restore_latest(self.manager, state, workdir)
+      restored = checkpointing.restore_latest(self.manager, state, workdir, streamed)
     except Exception:
       self.manager.close()
       raise
+    # A streamed input's position in the restored checkpoint (else None).
+    self.input_state = None
     if restored:
       state, self.meta, restored_step = restored
+      self.input_state = self.meta.pop(checkpointing.INPUT_ITEM, None)
       logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
@@ -105,17 +112,20 @@ class Run:
   def log_epoch(self, step: int, metrics: dict) -> None:
     self._logger.write(step, 'epoch', metrics)
 
-  def checkpoint(self, step: int, state, eval_metrics: dict | None = None) -> None:
+  def checkpoint(self, step: int, state, eval_metrics: dict | None = None,
+                 input_state: dict | None = None) -> None:
     """Starts an asynchronous save of `state` with the loop counters.
 
     With `eval_metrics` (an epoch's end), the checkpoint is ranked for
-    keep-the-best by its eval accuracy.
+    keep-the-best by its eval accuracy. `input_state` is a streamed input's
+    position after `step` (input_pipeline.train_calls).
     """
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
     checkpointing.save(
         self.manager, step, state, meta=dict(self.meta),
-        metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']})
+        metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']},
+        input_state=input_state)
 
   def close(self) -> None:
     """Waits for pending saves and closes the manager and the logs."""

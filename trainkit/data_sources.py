@@ -1,0 +1,113 @@
+"""TFDS datasets as random-access sources: prepared once, then read without TensorFlow.
+
+A dataset is prepared into the TFDS data dir in the ArrayRecord format (from
+`manual_dir` offline, see trainkit/offline_data.py, or by TFDS's download), the
+only step that imports TensorFlow. From then on every command reads it through
+`builder.as_data_source` (ArrayRecord files, random access by index, images
+decoded by TFDS with PIL), which Grain consumes; TensorFlow is not imported.
+"""
+
+import difflib
+import functools
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from trainkit import offline_data
+from trainkit import parallel
+
+# Examples decoded per read when a whole split is loaded.
+_READ_CHUNK = 4096
+
+
+@functools.cache
+def tensorflow():
+  """TensorFlow, imported on first use and kept off the accelerators.
+
+  Only preparing a dataset and exporting a SavedModel use it, and it must
+  never take device memory that JAX needs.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+  return tf
+
+
+def _not_a_dataset(name: str, error: Exception) -> offline_data.DataError:
+  close = difflib.get_close_matches(
+      name, tfds.list_builders(with_community_datasets=False), n=1)
+  return offline_data.DataError(
+      f'dataset={name!r} is not a TFDS dataset'
+      + (f' (did you mean {close[0]!r}?)' if close else ''))
+
+
+def _download_and_prepare(config, builder) -> None:
+  """Prepares a dataset that is not in the data dir yet (imports TensorFlow)."""
+  tensorflow()  # Before TFDS touches TensorFlow.
+  try:
+    builder.download_and_prepare(file_format='array_record')
+  except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.
+    raise offline_data.DataError(
+        f'could not download dataset={config.dataset!r} ({type(e).__name__}).'
+        ' With no network, point --config.manual_dir at a folder holding its'
+        ' source files (for mnist: train-images-idx3-ubyte.gz,'
+        ' train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz,'
+        ' t10k-labels-idx1-ubyte.gz), or --config.data_dir at a TFDS data dir'
+        ' where it is already prepared.') from e
+
+
+def builder(config):
+  """The TFDS builder of `config.dataset`, prepared (as ArrayRecord) if it was not."""
+  if config.manual_dir:
+    # Process 0 first, so processes sharing a data_dir never write it at once;
+    # the others then find it prepared (or prepare their own disk's).
+    if jax.process_index() == 0:
+      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    parallel.barrier('dataset prepared')
+    if jax.process_index() > 0:
+      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+  try:
+    found = tfds.builder(config.dataset, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise _not_a_dataset(config.dataset, e) from e
+  features = found.info.features
+  if not {'image', 'label'} <= set(features.keys()):
+    raise offline_data.DataError(
+        f'dataset={config.dataset!r} has no image and label features '
+        f'(it has: {", ".join(features.keys())})')
+  if not found.is_prepared():
+    _download_and_prepare(config, found)
+    found = tfds.builder(config.dataset, data_dir=config.data_dir)
+  return found
+
+
+def source(found_builder, split: str):
+  """Random access to `split`: source[i] is {'image': uint8 array, 'label': int}."""
+  try:
+    return found_builder.as_data_source(split=split)
+  except NotImplementedError as e:  # Prepared by an earlier version, as TFRecord.
+    raise offline_data.DataError(
+        f'dataset={found_builder.name!r} in {found_builder.data_dir} is prepared '
+        'in a format without random access; convert it once with `tfds '
+        f'convert_format --dataset_version_dir={found_builder.data_dir} '
+        '--out_file_format=array_record` or give another --config.data_dir') from e
+
+
+def read(source_, indices) -> dict:
+  """The examples at `indices`, decoded and stacked: {'image', 'label' (int32)}."""
+  examples = source_.__getitems__(np.asarray(indices).tolist())
+  return {'image': np.stack([np.asarray(e['image']) for e in examples]),
+          'label': np.asarray([e['label'] for e in examples], np.int32)}
+
+
+def read_all(source_, workers: int = 0) -> dict:
+  """Every example of `source_` as stacked arrays, decoded by `workers` processes."""
+  import grain  # pylint: disable=g-import-not-at-top
+  n = len(source_)
+  chunks = grain.MapDataset.range(n).batch(_READ_CHUNK).map(
+      functools.partial(read, source_)).to_iter_dataset()
+  if workers:
+    chunks = chunks.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  parts = list(chunks)
+  return {k: np.concatenate([p[k] for p in parts]) for k in ('image', 'label')}
