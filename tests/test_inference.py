@@ -11,6 +11,7 @@ from PIL import Image
 from tests.conftest import NUM_EXAMPLES
 from tests.conftest import mock_data
 from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
+from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import inference
 from trainkit import workdir as workdir_lib
@@ -147,3 +148,23 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   saved_model = workdir / 'export' / 'saved_model'
   assert exported.stdout.strip().splitlines()[-1] == str(saved_model)
   assert (saved_model / 'saved_model.pb').stat().st_size > 1000
+
+
+def test_the_best_checkpoint_is_known_after_a_restart(tmp_path):
+  """Its metric is on disk: a resumed run keeps and reports the same best."""
+  state = {'w': np.zeros(3, np.float32)}
+
+  def manager():
+    return checkpointing.create_manager(str(tmp_path), keep_checkpoints=1)
+  first = manager()
+  for step, accuracy in ((6, 0.14), (12, 0.12), (18, 0.08)):
+    checkpointing.save(first, step, state, {}, {checkpointing.BEST_METRIC: accuracy})
+  first.wait_until_finished()
+  assert first.best_step() == 6
+  first.close()
+  again = manager()
+  assert again.best_step() == 6
+  checkpointing.save(again, 24, state, {}, {checkpointing.BEST_METRIC: 0.06})
+  again.wait_until_finished()
+  assert again.all_steps() == [6, 24] and again.best_step() == 6
+  again.close()

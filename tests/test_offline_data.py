@@ -11,14 +11,17 @@ from tests.helpers import tiny_config
 from tests.helpers import write_idx as _write_idx
 from tests.helpers import write_mnist as _write_mnist
 import input_pipeline
+from trainkit import data_sources
 from trainkit import offline_data
 
 
 def _examples(data, split):
   """(image bytes, label) of every example of `split`, in either input mode."""
   if data.mode == 'stream':
-    return [(e['image'][..., 0].tobytes(), int(e['label']))
-            for e in tfds.as_numpy(getattr(data, split))]
+    source = getattr(data, split)
+    read = data_sources.read(source, range(len(source)))
+    return [(image[..., 0].tobytes(), int(label))
+            for image, label in zip(read['image'], read['label'])]
   arrays = jax.device_get(getattr(data, split))
   if split == 'test':  # Stacked eval batches: keep the unmasked examples.
     mask = arrays.pop('mask').reshape(-1)

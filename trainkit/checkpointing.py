@@ -58,7 +58,10 @@ def create_manager(directory, keep_checkpoints: int,
   return ocp.CheckpointManager(
       directory,
       options=ocp.CheckpointManagerOptions(
-          preservation_policy=policy, enable_async_checkpointing=True),
+          preservation_policy=policy, enable_async_checkpointing=True,
+          # Without best_fn, Orbax writes no metrics to disk and best_step()
+          # is the latest: the best would be forgotten by a resumed run.
+          best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max'),
       item_handlers=handlers)
 
 

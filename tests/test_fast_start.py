@@ -1,0 +1,141 @@
+"""The fast run path: no TensorFlow, decoded splits cached, compilations cached."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import ENV, ROOT, run_main, tiny_config, write_mnist
+import input_pipeline
+from trainkit import data_sources
+from trainkit import decoded_cache
+
+
+def _prepared(tmp_path, **overrides):
+  manual_dir = tmp_path / 'idx'
+  manual_dir.mkdir(exist_ok=True)
+  write_mnist(manual_dir, n_train=40, n_test=20)
+  return tiny_config(manual_dir=str(manual_dir), data_dir=str(tmp_path / 'tfds'),
+                     input_mode='device', **overrides)
+
+
+def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monkeypatch):
+  config = _prepared(tmp_path, cache_dir=str(tmp_path / 'cache'))
+  first = input_pipeline.create_datasets(config)
+  folders = sorted(glob.glob(str(tmp_path / 'cache' / 'decoded' / 'mnist-*')))
+  assert [os.path.basename(f).split('-')[2] for f in folders] == ['test', 'train']
+  train_folder = next(f for f in folders if '-train-' in f)
+
+  decodes = []
+  real_read_all = data_sources.read_all
+  monkeypatch.setattr(data_sources, 'read_all',
+                      lambda *a, **k: decodes.append(1) or real_read_all(*a, **k))
+  again = input_pipeline.create_datasets(config)
+  assert decodes == []  # Both splits memory-mapped from the cache.
+  np.testing.assert_array_equal(np.asarray(again.train['image']),
+                                np.asarray(first.train['image']))
+  np.testing.assert_array_equal(np.asarray(again.train['label']),
+                                np.asarray(first.train['label']))
+  # The same arrays TFDS decodes.
+  builder = data_sources.builder(config)
+  direct = real_read_all(data_sources.source(builder, 'train'))
+  np.testing.assert_array_equal(np.asarray(again.train['image']), direct['image'])
+
+  # The prepared train file changes (here: its time stamp): decoded again,
+  # into a new folder, and the stale copy is gone.
+  record = glob.glob(str(tmp_path / 'tfds' / 'mnist' / '*' / 'mnist-train.*'))[0]
+  os.utime(record, ns=(0, 0))
+  input_pipeline.create_datasets(config)
+  assert decodes == [1]
+  now = glob.glob(str(tmp_path / 'cache' / 'decoded' / 'mnist-*-train-*'))
+  assert len(now) == 1 and now[0] != train_folder
+  with open(os.path.join(now[0], 'key.json')) as f:
+    assert json.load(f)['split'] == 'train'
+
+
+def test_no_cache_dir_writes_no_cache(tmp_path):
+  config = _prepared(tmp_path, cache_dir='')
+  data = input_pipeline.create_datasets(config)
+  assert data.num_train == 40
+  assert not os.path.exists(tmp_path / 'cache')
+  assert decoded_cache.cache_key(data_sources.builder(config), 'train') is not None
+
+
+def _imported(script, *args):
+  result = subprocess.run(
+      [sys.executable, '-m', 'tests.modules_at_exit', script, *args], cwd=ROOT, env=ENV,
+      capture_output=True, text=True, timeout=300)
+  lines = [line for line in result.stderr.splitlines() if line.startswith('IMPORTED:')]
+  assert lines, result.stderr[-3000:]
+  return result, lines[-1]
+
+
+@pytest.mark.slow
+def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path):
+  manual_dir, data_dir = tmp_path / 'idx', tmp_path / 'tfds'
+  manual_dir.mkdir()
+  write_mnist(manual_dir, n_train=40, n_test=20)
+  common = [f'--config.data_dir={data_dir}', '--config.num_epochs=1',
+            '--config.batch_size=8', '--config.model.hidden_sizes=(16,)',
+            '--config.model.dropout_rates=(0.1,)', f'--config.cache_dir={tmp_path / "c"}',
+            '--config.progress=off']
+  # Preparing the dataset is TensorFlow's one job.
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path / "w0"}',
+                    f'--config.manual_dir={manual_dir}', *common)
+  assert result.returncode == 0, result.stderr[-3000:]
+  image = tmp_path / 'digit.png'
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(image)
+  workdir = f'--workdir={tmp_path / "w"}'
+  commands = {
+      'train': ['main.py', '--config=configs/default.py', workdir,
+                f'--config.manual_dir={manual_dir}', *common],
+      'streamed': ['main.py', '--config=configs/default.py', f'--workdir={tmp_path / "s"}',
+                   '--config.input_mode=stream', '--config.input_workers=1', *common],
+      'rerun': ['main.py', '--config=configs/default.py', workdir, *common],
+      'eval': ['main.py', '--config=configs/default.py', workdir, '--mode=eval', *common],
+      'predict': ['main.py', '--config=configs/default.py', workdir, '--mode=predict',
+                  f'--input={image}', *common],
+      'sweep': ['sweep.py', '--config=configs/sweeps/lr_seed.py',
+                f'--workdir={tmp_path / "sweep"}', *common],
+  }
+  for name, command in commands.items():
+    result, imported = _imported(*command)
+    assert result.returncode == 0, (name, result.stderr[-3000:])
+    assert imported == 'IMPORTED: []', (name, imported)
+
+
+@pytest.mark.slow
+def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
+  manual_dir = tmp_path / 'idx'
+  manual_dir.mkdir()
+  write_mnist(manual_dir, n_train=40, n_test=20)
+  cache = tmp_path / 'cache'
+
+  def train(name, cache_dir):
+    workdir = tmp_path / name
+    result = subprocess.run(
+        [sys.executable, 'main.py', '--config=configs/default.py', f'--workdir={workdir}',
+         f'--config.manual_dir={manual_dir}', f'--config.data_dir={tmp_path / "tfds"}',
+         '--config.num_epochs=1', '--config.batch_size=8', '--config.plots=False',
+         '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+         f'--config.cache_dir={cache_dir}'], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, env={**ENV, 'JAX_DEBUG_LOG_MODULES': 'jax._src.compiler'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (meta,) = glob.glob(str(workdir / 'checkpoints' / '*' / 'meta' / 'metadata'))
+    with open(meta) as f:
+      return result.stderr, json.load(f)['state_crc32']
+
+  cold_log, cold = train('cold', cache)
+  warm_log, warm = train('warm', cache)
+  _, off = train('off', '')
+  assert os.listdir(cache / 'jax')
+  assert 'Persistent compilation cache hit' not in cold_log
+  # The train steps, the eval steps and the rest come from the cache.
+  assert warm_log.count('Persistent compilation cache hit') >= 5
+  assert 'PERSISTENT COMPILATION CACHE MISS' not in warm_log.split('Training from step')[1]
+  assert cold == warm == off  # The same parameters, optimizer state and counters.
