@@ -2,10 +2,14 @@
 
 import jax
 import numpy as np
+import pytest
 
 from benchmarks import baselines
+from benchmarks import tables
+from benchmarks.peers import common
 from configs import default
 import models
+from trainkit import optimizers
 
 
 def _shapes(tree):
@@ -37,3 +41,36 @@ def test_minimal_scan_epoch_trains():
     losses.append(float(np.mean(epoch_losses)))
   assert int(state.step) == 12
   assert losses[-1] < losses[0]
+
+
+def test_peers_train_the_default_configs_model_with_its_schedule():
+  config = default.get_config()
+  assert (common.HIDDEN, common.DROPOUT) == (tuple(config.model.hidden_sizes),
+                                             tuple(config.model.dropout_rates))
+  assert (common.BATCH, common.PEAK_LR) == (config.batch_size, config.learning_rate)
+  schedule = optimizers.create_learning_rate_fn(config, 468)
+  for step in (0, 1, 100, 234, 235, 1000, 468 * 15 - 1):
+    assert common.warmup_cosine(step, 468, 15) == pytest.approx(float(schedule(step)),
+                                                                rel=1e-5, abs=1e-9)
+
+
+def test_matmul_roofline_uses_every_product():
+  weights = baselines.matmul_weights()
+  images = np.random.default_rng(0).integers(0, 256, (256, 28, 28, 1), dtype=np.uint8)
+  updated = baselines.matmul_epoch(images, weights)
+  assert [w.shape for w in updated] == [(784, 512), (512, 512), (512, 10)]
+  assert all(not np.array_equal(a, b) for a, b in zip(updated, weights))
+
+
+def test_checks_compare_with_the_targets():
+  results = {'trainer_1': {'wall_s': 4.0}, 'keras_1': {'wall_s': 7.0},
+             'trainer': {'wall_s': 30.0, 'eval_accuracy': 0.986, 'steady_epoch_s': 1.6,
+                         'peak_rss_mb': 1000},
+             'keras': {'wall_s': 35.0}, 'latency': {'rerun_s': 2.0, 'eval_s': 4.0,
+                                                   'predict_s': 1.0}}
+  verdicts = {text.split(' =')[0].split(' {')[0]: ok for text, ok in tables.checks(results)}
+  assert verdicts['Keras / trainer, 1-epoch whole command'] is True  # 1.75x
+  assert verdicts['Keras / trainer, 15-epoch whole command'] is False  # 1.17x
+  assert [ok for text, ok in tables.checks(results) if 'steady epoch' in text] == [False]
+  assert [ok for text, ok in tables.checks(results) if text.startswith('eval')] == [False]
+  assert 'FAIL' in tables.table(results, 468)

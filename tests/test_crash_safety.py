@@ -207,11 +207,17 @@ def test_ctrl_c_and_sigterm_save_the_current_step_and_the_next_run_continues(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('input_mode, epochs', [('device', 2), ('stream', 1)])
 def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
-                                                         mnist_data_dir):
-  """The issue's acceptance run: real MNIST, 2 epochs, checkpoints every 100."""
-  fields = {'manual_dir': mnist_dir, 'data_dir': mnist_data_dir, 'num_epochs': 2,
-            'checkpoint_every_steps': 100, 'keep_checkpoints': 2, 'plots': False}
+                                                         mnist_data_dir, input_mode, epochs):
+  """The issue's acceptance run: real MNIST, checkpoints every 100 steps.
+
+  Streamed, from disk by Grain's worker processes: each run resumes from the
+  iterator state of the checkpoint it restores.
+  """
+  fields = {'manual_dir': mnist_dir, 'data_dir': mnist_data_dir, 'num_epochs': epochs,
+            'checkpoint_every_steps': 100, 'keep_checkpoints': 2, 'plots': False,
+            'input_mode': input_mode, 'cache_dir': str(tmp_path / 'cache')}
   overrides = [f'--config.{k}={v}' for k, v in fields.items()]
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   # The uninterrupted reference runs in this process (a process start saved).
@@ -245,8 +251,10 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
       proc.send_signal(signal.SIGKILL)
       kills.append((proc.wait(timeout=60), saved()))
     if before:  # A run that found checkpoints resumed from the latest.
-      assert (f'Restored checkpoint {killed}/checkpoints/{before[-1]}'
-              in (tmp_path / f'kill{attempt}.log').read_text()), (seed, kills)
+      log = (tmp_path / f'kill{attempt}.log').read_text()
+      assert f'Restored checkpoint {killed}/checkpoints/{before[-1]}' in log, (seed, kills)
+      if input_mode == 'stream' and before[-1] % 468:
+        assert 'Input resumed from its saved Grain state' in log, (seed, kills)
   assert [status for status, _ in kills] == [-signal.SIGKILL] * 3, (seed, kills)
   assert kills[2][1], (seed, kills)  # The last kill left checkpoints behind.
   with open(tmp_path / 'final.log', 'w') as log:
@@ -257,7 +265,7 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
   got = json.loads((killed / 'summary.json').read_text())
   assert got['eval_loss'] == expected['eval_loss'], (seed, kills)
   assert got['eval_accuracy'] == expected['eval_accuracy']
-  assert got['step'] == expected['step'] == 936
+  assert got['step'] == expected['step'] == 468 * epochs
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,126 @@
+r"""Peak memory of streamed training as the dataset grows: 1x, 4x and 16x MNIST.
+
+  python -m benchmarks.stream_memory --manual_dir=../shared/data/mnist \
+      [--scales=1,4,16] [--json=out.json]
+
+For each scale, MNIST's training images are repeated (each copy with its
+pixels rolled, so copies differ) into IDX files of that many examples, which
+are prepared as a TFDS dataset (not timed) and trained on for one epoch with
+`input_mode=stream`. The resident memory of the training process and of its
+Grain workers is sampled from /proc every 0.1 s; host memory must not grow with
+the dataset, since nothing holds more than a few batches of it.
+"""
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from benchmarks import whole_command
+from trainkit import offline_data
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('manual_dir', os.path.join(whole_command.ROOT, '..', 'shared', 'data',
+                                               'mnist'), 'The MNIST IDX files.')
+flags.DEFINE_list('scales', ['1', '4', '16'], 'Training-set sizes, in MNISTs.')
+flags.DEFINE_string('json', None, 'Write the results here as JSON.')
+flags.DEFINE_string('work', None, 'Where the generated datasets go (default: a temporary dir).')
+
+
+def _write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim]) + b''.join(
+      int(d).to_bytes(4, 'big') for d in array.shape)
+  with gzip.open(path, 'wb', compresslevel=1) as f:
+    f.write(header)
+    f.write(np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def _scaled_idx(directory, scale):
+  """IDX files with `scale` copies of MNIST's training split (the test split as is)."""
+  os.makedirs(directory, exist_ok=True)
+  images, labels = offline_data.load_idx_split(FLAGS.manual_dir, 'train')
+  copies = [np.roll(images[..., 0], shift=k, axis=2) for k in range(scale)]
+  _write_idx(os.path.join(directory, 'train-images-idx3-ubyte.gz'), np.concatenate(copies))
+  _write_idx(os.path.join(directory, 'train-labels-idx1-ubyte.gz'), np.tile(labels, scale))
+  for name in offline_data.IDX_FILES['test']:
+    shutil.copy(os.path.join(FLAGS.manual_dir, name), directory)
+
+
+def _rss_mb(pid):
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1024
+  except (OSError, StopIteration):
+    return 0.0
+
+
+def _children(pid):
+  try:
+    with open(f'/proc/{pid}/task/{pid}/children') as f:
+      return [int(c) for c in f.read().split()]
+  except OSError:
+    return []
+
+
+def _train_streamed(idx_dir, data_dir, workdir):
+  """One epoch streamed; peak RSS of the trainer, of its largest worker, and of all."""
+  cmd = [sys.executable, os.path.join(whole_command.ROOT, 'main.py'),
+         '--config=configs/default.py', f'--workdir={workdir}',
+         f'--config.manual_dir={idx_dir}', f'--config.data_dir={data_dir}',
+         '--config.input_mode=stream', '--config.num_epochs=1', '--config.plots=False',
+         '--config.progress=off', "--config.cache_dir=''"]
+  start = time.time()
+  with open(os.path.join(workdir + '.log'), 'w') as log:
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=whole_command.ROOT)
+    peak = {'trainer_mb': 0.0, 'worker_mb': 0.0, 'total_mb': 0.0}
+    while proc.poll() is None:
+      own = _rss_mb(proc.pid)
+      workers = [_rss_mb(c) for c in _children(proc.pid)]
+      peak['trainer_mb'] = max(peak['trainer_mb'], own)
+      peak['worker_mb'] = max([peak['worker_mb'], *workers])
+      peak['total_mb'] = max(peak['total_mb'], own + sum(workers))
+      time.sleep(0.1)
+  if proc.returncode:
+    raise RuntimeError(f'{" ".join(cmd)} failed; see {workdir}.log')
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  return {**peak, 'wall_s': time.time() - start, 'steps': summary['step'],
+          'eval_accuracy': summary['eval_accuracy']}
+
+
+def main(argv):
+  del argv
+  work = FLAGS.work or tempfile.mkdtemp(prefix='stream_memory_')
+  results = {}
+  for scale in map(int, FLAGS.scales):
+    idx_dir, data_dir = (os.path.join(work, f'{scale}x', d) for d in ('idx', 'tfds'))
+    print(f'preparing {scale}x MNIST ({scale * 60_000} training examples) ...', flush=True)
+    _scaled_idx(idx_dir, scale)
+    offline_data.prepare('mnist', data_dir, idx_dir)
+    print(f'training on {scale}x, streamed ...', flush=True)
+    results[f'{scale}x'] = _train_streamed(idx_dir, data_dir, os.path.join(work, f'{scale}x',
+                                                                          'run'))
+    print(json.dumps(results[f'{scale}x']), flush=True)
+  base = results[f'{FLAGS.scales[0]}x']
+  print('| training set | steps | peak RSS trainer (MB) | largest worker (MB) | '
+        'all processes (MB) | vs smallest | wall (s) |')
+  print('|---|---|---|---|---|---|---|')
+  for name, r in results.items():
+    print(f'| {name} MNIST | {r["steps"]} | {r["trainer_mb"]:.0f} | {r["worker_mb"]:.0f} | '
+          f'{r["total_mb"]:.0f} | {r["total_mb"] / base["total_mb"]:.3f} | {r["wall_s"]:.1f} |')
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
