@@ -1,10 +1,12 @@
 """Command-line plumbing shared by main.py and sweep.py: parsing and exits."""
 
+import atexit
 import logging as std_logging
 import os
 import re
 import sys
 
+from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -43,6 +45,30 @@ def parse_flags(argv):
     hint = re.search(r'Did you mean "(\w+)"', message)
     refuse(f'unknown config field {field.group(1)!r} in the --config overrides'
             + (f' (did you mean {hint.group(1)!r}?)' if hint else ''))
+
+
+def run(main) -> None:
+  """Absl's app.run(main) with this module's flag parsing, then a quick exit.
+
+  Once `main` is done, everything the command wrote is closed. Python's
+  teardown of the interpreter (the XLA client, every module) then costs about
+  half a second that a user waits for, so the exit handlers run, the streams
+  are flushed and the process ends there. An uncaught error still ends with
+  its traceback, as usual.
+  """
+  try:
+    app.run(main, flags_parser=parse_flags)
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  if code is not None and not isinstance(code, int):
+    print(code, file=sys.stderr)
+    code = 1
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code or 0)  # pylint: disable=protected-access
 
 
 def refuse(message):

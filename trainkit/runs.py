@@ -7,7 +7,9 @@ to report metrics, and at the end to write the summary, for a lone run and
 for each member of a vmapped group alike.
 """
 
+import importlib
 import os
+import threading
 import time
 
 from absl import logging
@@ -82,6 +84,10 @@ class Run:
       workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.CONFIG),
                              self.config.to_dict())
       self.spec.write(self.workdir)
+    if self.config.plots and self._is_writer:
+      # matplotlib takes most of a second to import: done while training runs.
+      threading.Thread(target=importlib.import_module, args=('trainkit.plots',),
+                       daemon=True).start()
     self._logger = metric_logging.MetricLogger(
         self.workdir, resume_step=self.step, log_scalars=log_scalars)
     self._logger.write_hparams(metric_logging.flat_hparams(self.config))
@@ -135,6 +141,11 @@ class Run:
     if self._logger:
       self._logger.close()
 
+  def _plots_drawn(self) -> bool:
+    """Whether the plots of this checkpoint are there (a finished run, run again)."""
+    directory = os.path.join(self.workdir, workdir_lib.PLOTS)
+    return all(os.path.exists(os.path.join(directory, name)) for name in workdir_lib.PLOT_FILES)
+
   def finish(self, state, data, eval_metrics: dict, step: int) -> dict:
     """Writes summary.json (and, if configured, the plots); returns the summary."""
     wall = self.meta['train_wall_s']  # As of the last checkpoint.
@@ -152,7 +163,7 @@ class Run:
     }
     if self._is_writer:
       workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.SUMMARY), summary)
-    if self.config.plots:
+    if self.config.plots and not (step == self.step and self._plots_drawn()):
       # Imported here: matplotlib costs a second that runs without plots skip.
       from trainkit import plots  # pylint: disable=g-import-not-at-top
       predictions = evaluation.test_predictions(  # Every process takes part.

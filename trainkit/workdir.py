@@ -15,6 +15,10 @@ METRICS = 'metrics.jsonl'
 SUMMARY = 'summary.json'
 EVAL = 'eval.json'  # --mode=eval.
 PLOTS = 'plots'
+# In PLOTS: the test predictions, and what a run draws from them.
+PREDICTIONS = 'predictions.npz'
+PLOT_FILES = ('learning_curves.png', 'confusion_matrix.png', 'worst_errors.png',
+              PREDICTIONS)
 PROFILE = 'profile'
 EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
 
