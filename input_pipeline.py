@@ -109,8 +109,7 @@ def _load_split(config, builder, split: str) -> dict:
   """All of `split` as numpy arrays: memory-mapped from the decoded cache, or decoded."""
   return decoded_cache.load(
       builder, split, config.cache_dir,
-      lambda: data_sources.read_all(data_sources.source(builder, split),
-                                    _workers(config.input_workers)))
+      lambda: data_sources.read_all(data_sources.source(builder, split)))
 
 
 def _workers(requested: int) -> int:
@@ -157,7 +156,7 @@ def create_datasets(config, mesh=None) -> Data:
   return Data(mode=mode, train=train, test=test, num_train=num_train,
               num_test=num_test, num_classes=features['label'].num_classes,
               image_shape=tuple(features['image'].shape), mesh=mesh,
-              workers=_workers(config.input_workers))
+              workers=_workers(config.input_workers) if mode == 'stream' else 0)
 
 
 def normalization_constants(config, data: Data):

@@ -35,6 +35,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -222,7 +223,7 @@ def _commands(data_dir, cache_dir):
       runs['trainer' + suffix] = functools.partial(
           whole_command.run_trainer, data_dir, manual_dir, cache_dir, n)
     if 'peers' in FLAGS.parts:
-      if not os.path.exists(FLAGS.peers_python):
+      if not shutil.which(FLAGS.peers_python):
         print(f'peers skipped: no {FLAGS.peers_python} (see benchmarks/requirements-peers.txt)')
         continue
       for peer in whole_command.PEERS:

@@ -25,8 +25,8 @@ def get_config():
   # accelerator (shuffled and batched there); 'stream' = read from disk by
   # Grain each epoch, for data too big for that; 'auto' = 'device' when it fits easily.
   config.input_mode = 'auto'
-  # Worker processes that decode examples ('stream', and the first decoding of
-  # a split for 'device'); 0 = decode in the training process.
+  # 'stream': worker processes that read and decode the examples; 0 = the
+  # training process does.
   config.input_workers = 2
   # Per-user caches: decoded splits (memory-mapped at start-up, see
   # trainkit/decoded_cache.py) and, when main.py or sweep.py run, JAX's

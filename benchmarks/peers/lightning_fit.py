@@ -1,4 +1,4 @@
-"""The benchmark's training in PyTorch Lightning on the CPU, as a Lightning user writes it.
+"""The benchmark's training in PyTorch Lightning, as a Lightning user writes it (GPU if any).
 
 Same model, optimizer, schedule (stepped per batch), batch and data as
 keras_fit.py; the test split is the validation loader, run after every epoch.
@@ -84,11 +84,12 @@ def main():
   test = data.DataLoader(data.TensorDataset(x_test, y_test.long()), batch_size=1000)
   model = MLP(len(train), args.epochs)
   times = EpochTimes()
-  trainer = L.Trainer(max_epochs=args.epochs, accelerator='cpu', devices=1,
+  trainer = L.Trainer(max_epochs=args.epochs, accelerator='auto', devices=1,
                       default_root_dir=args.workdir, callbacks=[times],
                       enable_progress_bar=False)
   trainer.fit(model, train, test)
-  common.report(framework=f'Lightning {L.__version__} (PyTorch {torch.__version__}, CPU)',
+  device = 'GPU' if torch.cuda.is_available() else 'CPU'
+  common.report(framework=f'Lightning {L.__version__} (PyTorch {torch.__version__}, {device})',
                 accuracy=model.accuracy[-1], epoch_s=times.times)
 
 
