@@ -11,6 +11,7 @@ Grain workers is sampled from /proc every 0.1 s; host memory must not grow with
 the dataset, since nothing holds more than a few batches of it.
 """
 
+import glob
 import gzip
 import json
 import os
@@ -63,11 +64,15 @@ def _rss_mb(pid):
 
 
 def _children(pid):
-  try:
-    with open(f'/proc/{pid}/task/{pid}/children') as f:
-      return [int(c) for c in f.read().split()]
-  except OSError:
-    return []
+  """Every child process of `pid`, whichever of its threads started it."""
+  children = []
+  for task in glob.glob(f'/proc/{pid}/task/*/children'):
+    try:
+      with open(task) as f:
+        children += [int(c) for c in f.read().split()]
+    except OSError:
+      pass
+  return children
 
 
 def _train_streamed(idx_dir, data_dir, workdir):

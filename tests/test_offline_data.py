@@ -80,6 +80,24 @@ def test_rejects_damaged_idx_files(tmp_path, damage, message):
     offline_data.validate_manual_dir('mnist', str(tmp_path))
 
 
+def test_a_prepared_dataset_reads_only_the_headers_of_manual_dir(tmp_path):
+  manual_dir, data_dir = tmp_path / 'idx', str(tmp_path / 'tfds')
+  manual_dir.mkdir()
+  _write_mnist(manual_dir)
+  offline_data.prepare('mnist', data_dir, str(manual_dir))
+  images_path = manual_dir / 'train-images-idx3-ubyte.gz'
+  # A payload cut short is not read again once prepared ...
+  _write_idx(images_path, np.zeros((30, 28, 28), np.uint8), truncate=100)
+  offline_data.prepare('mnist', data_dir, str(manual_dir))
+  # ... but files that are not these (by their headers) are still refused.
+  _write_idx(images_path, np.zeros((31, 28, 28), np.uint8))
+  with pytest.raises(offline_data.DataError, match='has 31 images but'):
+    offline_data.prepare('mnist', data_dir, str(manual_dir))
+  _write_idx(images_path, np.zeros(30, np.uint8))
+  with pytest.raises(offline_data.DataError, match='bad IDX magic number'):
+    offline_data.prepare('mnist', data_dir, str(manual_dir))
+
+
 def test_no_network_and_no_data_says_how_to_supply_it(tmp_path, monkeypatch):
   def offline(self, *args, **kwargs):
     raise ConnectionError('Failed to resolve host')

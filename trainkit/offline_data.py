@@ -31,6 +31,31 @@ class DataError(ValueError):
   """Source data that is missing or malformed."""
 
 
+def _check_header(path, raw: bytes, expected_ndim: int) -> tuple:
+  """The shape an IDX header declares; DataError if it is not unsigned bytes of that rank."""
+  if len(raw) < 4:
+    raise DataError(f'{path} is too short to be an IDX file ({len(raw)} bytes)')
+  zero, dtype, ndim = struct.unpack('>HBB', raw[:4])
+  if zero != 0 or dtype != _UBYTE or ndim != expected_ndim:
+    raise DataError(
+        f'{path}: bad IDX magic number 0x{int.from_bytes(raw[:4], "big"):08x},'
+        f' expected 0x{_UBYTE << 8 | expected_ndim:08x}')
+  if len(raw) < 4 + 4 * ndim:
+    raise DataError(f'{path}: truncated IDX header')
+  return struct.unpack(f'>{ndim}I', raw[4:4 + 4 * ndim])
+
+
+def _read(path, size: int = -1) -> bytes:
+  """The first `size` (all: -1) uncompressed bytes of a gzip file."""
+  if not os.path.isfile(path):
+    raise DataError(f'missing file {path}')
+  try:
+    with gzip.open(path, 'rb') as f:
+      return f.read(size)
+  except (OSError, EOFError) as e:
+    raise DataError(f'{path} is not a readable gzip file ({e})') from None
+
+
 def read_idx(path, expected_ndim):
   """Reads a gzipped IDX file of unsigned bytes, validating its header.
 
@@ -44,30 +69,27 @@ def read_idx(path, expected_ndim):
   Raises:
     DataError: the file is missing, not gzip, or its header and payload disagree.
   """
-  if not os.path.isfile(path):
-    raise DataError(f'missing file {path}')
-  try:
-    with gzip.open(path, 'rb') as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
-    raise DataError(f'{path} is not a readable gzip file ({e})') from None
-  if len(raw) < 4:
-    raise DataError(f'{path} is too short to be an IDX file ({len(raw)} bytes)')
-  zero, dtype, ndim = struct.unpack('>HBB', raw[:4])
-  if zero != 0 or dtype != _UBYTE or ndim != expected_ndim:
-    raise DataError(
-        f'{path}: bad IDX magic number 0x{int.from_bytes(raw[:4], "big"):08x},'
-        f' expected 0x{_UBYTE << 8 | expected_ndim:08x}')
-  header = 4 + 4 * ndim
-  if len(raw) < header:
-    raise DataError(f'{path}: truncated IDX header')
-  shape = struct.unpack(f'>{ndim}I', raw[4:header])
+  raw = _read(path)
+  shape = _check_header(path, raw, expected_ndim)
+  header = 4 + 4 * expected_ndim
   size = int(np.prod(shape))
   if len(raw) - header != size:
     raise DataError(
         f'{path}: header says shape {shape} ({size} bytes) but the payload has'
         f' {len(raw) - header} bytes (truncated or corrupt)')
   return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _check_split_headers(manual_dir, split) -> None:
+  """What the headers of `split`'s files say, checked without reading the payload."""
+  image_file, label_file = (os.path.join(manual_dir, f) for f in IDX_FILES[split])
+  images = _check_header(image_file, _read(image_file, 16), 3)
+  labels = _check_header(label_file, _read(label_file, 8), 1)
+  if images[1:] != (28, 28):
+    raise DataError(f'{image_file}: images are {images[1:]}, expected (28, 28)')
+  if images[0] != labels[0]:
+    raise DataError(f'{image_file} has {images[0]} images but {label_file} '
+                    f'has {labels[0]} labels')
 
 
 def load_idx_split(manual_dir, split):
@@ -87,13 +109,21 @@ def load_idx_split(manual_dir, split):
   return images[..., None], labels
 
 
-def validate_manual_dir(dataset, manual_dir):
-  """Checks `manual_dir` before any work; raises DataError naming the problem."""
+def validate_manual_dir(dataset, manual_dir, payload: bool = True):
+  """Checks `manual_dir` before any work; raises DataError naming the problem.
+
+  With `payload=False` only the files' headers are read (a dataset already
+  prepared from them needs no more, and reading every image costs time and
+  memory in proportion to the dataset).
+  """
   if not os.path.isdir(manual_dir):
     raise DataError(f'manual_dir={manual_dir!r} is not a directory')
   if dataset in IDX_DATASETS:
     for split in IDX_FILES:
-      load_idx_split(manual_dir, split)
+      if payload:
+        load_idx_split(manual_dir, split)
+      else:
+        _check_split_headers(manual_dir, split)
 
 
 def _idx_builder_cls(dataset):
@@ -121,11 +151,11 @@ def _idx_builder_cls(dataset):
 def prepare(dataset, data_dir, manual_dir):
   """Prepares `dataset` into `data_dir` from `manual_dir`, offline.
 
-  The files are validated first, so a bad `manual_dir` fails before any work
-  even when the dataset is already prepared. A dataset already prepared there
-  is left as it is.
+  The files are validated first, so a bad `manual_dir` fails before any work;
+  when the dataset is already prepared there (and left as it is), by their
+  headers only.
   """
-  validate_manual_dir(dataset, manual_dir)
+  validate_manual_dir(dataset, manual_dir, payload=False)
   if dataset in IDX_DATASETS:
     builder = _idx_builder_cls(dataset)(data_dir=data_dir, file_format='array_record')
     builder._manual_dir = manual_dir  # pylint: disable=protected-access
@@ -133,6 +163,7 @@ def prepare(dataset, data_dir, manual_dir):
     builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
     return
+  validate_manual_dir(dataset, manual_dir)
   from trainkit import data_sources  # pylint: disable=g-import-not-at-top
   data_sources.tensorflow()  # Preparing writes through TensorFlow, on the host.
   builder.download_and_prepare(
