@@ -36,7 +36,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +43,7 @@ import numpy as np
 from trainkit import data_sources
 from trainkit import decoded_cache
 from trainkit import parallel
+from trainkit import streaming
 
 INPUT_MODES = ('auto', 'device', 'stream')
 NORMALIZATIONS = ('unit', 'standardize', 'raw')
@@ -75,6 +75,7 @@ class Data:
   image_shape: tuple
   mesh: Any  # The jax.sharding.Mesh the arrays are placed on.
   workers: int = 0  # Processes that decode streamed examples (0: this one).
+  stream: Any = None  # The open streaming.Stream of the run being trained, if any.
 
 
 def _device_memory_bytes() -> int:
@@ -224,46 +225,6 @@ def _prefetch_to_device(iterator: Iterator, mesh, size: int = 2) -> Iterator:
     yield queue.popleft()
 
 
-def _own_rows(lo: int, hi: int, rows):
-  return rows[lo:hi]
-
-
-def _stream_dataset(data: Data, config, epoch: int):
-  """Grain: this process's rows of each global batch of `epoch`, read and decoded."""
-  import grain  # pylint: disable=g-import-not-at-top
-  local = config.batch_size // jax.process_count()
-  lo = jax.process_index() * local
-  return (grain.MapDataset.range(data.num_train)
-          .shuffle(seed=epoch_seed(config.seed, epoch))
-          .batch(config.batch_size, drop_remainder=True)
-          .map(functools.partial(_own_rows, lo, lo + local))
-          .map(functools.partial(data_sources.read, data.train)))
-
-
-def _stream_iterator(data: Data, config, epoch: int, first: int, resume: dict | None):
-  """A Grain iterator over `epoch` from batch `first`, and what positions it.
-
-  `resume` is the input state of the checkpoint being resumed (see
-  `train_calls`): when it is this epoch's, at this batch, with as many
-  workers, the iterator is restored from Grain's saved state; otherwise it
-  starts at `first` by index (the same batches: the order is a pure function).
-  """
-  import grain  # pylint: disable=g-import-not-at-top
-  fits = (resume and resume.get('epoch') == epoch and resume.get('position') == first
-          and resume.get('workers') == data.workers and resume.get('grain'))
-  start = resume['start'] if fits else first
-  iterator = _stream_dataset(data, config, epoch)[start:].to_iter_dataset(
-      grain.ReadOptions(num_threads=1 if data.workers else 2, prefetch_buffer_size=4))
-  if data.workers:
-    iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.workers))
-  iterator = iter(iterator)
-  if fits:
-    iterator.set_state(resume['grain'])
-    logging.info('Input resumed from its saved Grain state at batch %d of epoch %d.',
-                 first, epoch + 1)
-  return iterator, start
-
-
 def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]],
                 call_length: int, resume: dict | None = None
                 ) -> Iterator[tuple[int, dict, dict | None]]:
@@ -285,35 +246,29 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
     return
   if not spans:
     return
-  batches, start = _stream_iterator(data, config, epoch, spans[0][0], resume)
+  first = epoch * steps_per_epoch(data, config.batch_size) + spans[0][0]
+  stream = data.stream
+  if stream is None or stream.position != first or stream.key != (
+      config.seed, config.batch_size, config.num_epochs):
+    close_stream(data)
+    stream = data.stream = streaming.Stream(
+        data, config, [epoch_seed(config.seed, e) for e in range(config.num_epochs)],
+        first, resume)
 
   def stacked():
-    for first, stop in spans:
-      steps = [next(batches) for _ in range(stop - first)]
-      state = {'epoch': epoch, 'start': start, 'position': stop,
-               'workers': data.workers, 'grain': batches.get_state()}
+    for start, stop in spans:
+      steps = stream.take(stop - start)
+      state = stream.state()
       steps += [jax.tree.map(np.zeros_like, steps[0])] * (call_length - len(steps))
-      yield stop - first, {k: np.stack([b[k] for b in steps]) for k in steps[0]}, state
-  try:
-    yield from _prefetch_to_device(stacked(), data.mesh)
-  finally:
-    batches.close()  # Stops its worker processes.
+      yield stop - start, {k: np.stack([b[k] for b in steps]) for k in steps[0]}, state
+  yield from _prefetch_to_device(stacked(), data.mesh)
 
 
-def _local_eval_batches(data: Data, local_batch: int) -> Iterator[dict]:
-  """This process's share of the test split, in order, in batches of `local_batch`."""
-  import grain  # pylint: disable=g-import-not-at-top
-  processes, index = jax.process_count(), jax.process_index()
-  share = -(-data.num_test // processes)
-  lo, hi = min(index * share, data.num_test), min((index + 1) * share, data.num_test)
-  if lo == hi:
-    return
-  iterator = iter(grain.MapDataset.range(lo, hi).batch(local_batch)
-                  .map(functools.partial(data_sources.read, data.test)).to_iter_dataset())
-  try:
-    yield from iterator
-  finally:
-    iterator.close()
+def close_stream(data: Data) -> None:
+  """Ends a streamed run's input (its worker processes), if one is open."""
+  if data.stream is not None:
+    data.stream.close()
+    data.stream = None
 
 
 def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
@@ -333,7 +288,7 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   largest_share = -(-data.num_test // processes)
   num_batches = max(1, -(-largest_share // local_batch))
   per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.image_shape)))
-  local = _local_eval_batches(data, local_batch)
+  local = streaming.local_eval_batches(data, local_batch)
   empty = {'image': np.zeros((0, *data.image_shape), np.uint8),
            'label': np.zeros((0,), np.int32)}
   for first in range(0, num_batches, per_call):

@@ -355,6 +355,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   finally:
     # Also on divergence or interruption: finish pending saves, flush logs.
     tracer.stop()
+    input_pipeline.close_stream(data)
     for run in runs:
       run.close()
   return state, [run.finish(program.member(state, i), data, eval_metrics[i], step)

@@ -5,10 +5,12 @@ r"""Peak memory of streamed training as the dataset grows: 1x, 4x and 16x MNIST.
 
 For each scale, MNIST's training images are repeated (each copy with its
 pixels rolled, so copies differ) into IDX files of that many examples, which
-are prepared as a TFDS dataset (not timed) and trained on for one epoch with
-`input_mode=stream`. The resident memory of the training process and of its
-Grain workers is sampled from /proc every 0.1 s; host memory must not grow with
-the dataset, since nothing holds more than a few batches of it.
+are prepared as a TFDS dataset (not timed) and trained on with
+`input_mode=stream` for one epoch, or as many as make `--min_steps` (so a small
+dataset runs as long as the others and its workers reach their steady size).
+The resident memory of the training process and of its Grain workers is
+sampled from /proc every 0.1 s; host memory must not grow with the dataset,
+since nothing holds more than a few batches of it.
 """
 
 import glob
@@ -33,6 +35,7 @@ flags.DEFINE_string('manual_dir', os.path.join(whole_command.ROOT, '..', 'shared
                                                'mnist'), 'The MNIST IDX files.')
 flags.DEFINE_list('scales', ['1', '4', '16'], 'Training-set sizes, in MNISTs.')
 flags.DEFINE_string('json', None, 'Write the results here as JSON.')
+flags.DEFINE_integer('min_steps', 1875, 'Train each scale for at least this many steps.')
 flags.DEFINE_string('work', None, 'Where the generated datasets go (default: a temporary dir).')
 
 
@@ -75,13 +78,14 @@ def _children(pid):
   return children
 
 
-def _train_streamed(idx_dir, data_dir, workdir):
+def _train_streamed(idx_dir, data_dir, workdir, epochs):
   """One epoch streamed; peak RSS of the trainer, of its largest worker, and of all."""
   cmd = [sys.executable, os.path.join(whole_command.ROOT, 'main.py'),
          '--config=configs/default.py', f'--workdir={workdir}',
          f'--config.manual_dir={idx_dir}', f'--config.data_dir={data_dir}',
-         '--config.input_mode=stream', '--config.num_epochs=1', '--config.plots=False',
+         '--config.input_mode=stream', f'--config.num_epochs={epochs}', '--config.plots=False',
          '--config.progress=off', "--config.cache_dir=''"]
+  shutil.rmtree(workdir, ignore_errors=True)  # From scratch, not a re-evaluation.
   start = time.time()
   with open(os.path.join(workdir + '.log'), 'w') as log:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -112,8 +116,9 @@ def main(argv):
     _scaled_idx(idx_dir, scale)
     offline_data.prepare('mnist', data_dir, idx_dir)
     print(f'training on {scale}x, streamed ...', flush=True)
-    results[f'{scale}x'] = _train_streamed(idx_dir, data_dir, os.path.join(work, f'{scale}x',
-                                                                          'run'))
+    epochs = -(-FLAGS.min_steps // (scale * 60_000 // 128))
+    results[f'{scale}x'] = _train_streamed(idx_dir, data_dir,
+                                           os.path.join(work, f'{scale}x', 'run'), epochs)
     print(json.dumps(results[f'{scale}x']), flush=True)
   base = results[f'{FLAGS.scales[0]}x']
   print('| training set | steps | peak RSS trainer (MB) | largest worker (MB) | '

@@ -67,6 +67,14 @@ def write_mnist(directory, n_train=30, n_test=12, seed=0):
   return arrays
 
 
+def idx_dir(parent, n_train=40, n_test=20):
+  """`parent/idx` holding small random MNIST IDX files; returns its path."""
+  directory = os.path.join(parent, 'idx')
+  os.makedirs(directory, exist_ok=True)
+  write_mnist(directory, n_train=n_train, n_test=n_test)
+  return directory
+
+
 def digest(path) -> dict:
   """{relative path: sha256} of every file under `path`."""
   out = {}

@@ -9,17 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import ENV, ROOT, run_main, tiny_config, write_mnist
+from tests.helpers import ENV, ROOT, idx_dir, run_main, tiny_config
 import input_pipeline
 from trainkit import data_sources
 from trainkit import decoded_cache
 
 
 def _prepared(tmp_path, **overrides):
-  manual_dir = tmp_path / 'idx'
-  manual_dir.mkdir(exist_ok=True)
-  write_mnist(manual_dir, n_train=40, n_test=20)
-  return tiny_config(manual_dir=str(manual_dir), data_dir=str(tmp_path / 'tfds'),
+  return tiny_config(manual_dir=idx_dir(tmp_path), data_dir=str(tmp_path / 'tfds'),
                      input_mode='device', **overrides)
 
 
@@ -76,9 +73,7 @@ def _imported(script, *args):
 
 @pytest.mark.slow
 def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path):
-  manual_dir, data_dir = tmp_path / 'idx', tmp_path / 'tfds'
-  manual_dir.mkdir()
-  write_mnist(manual_dir, n_train=40, n_test=20)
+  manual_dir, data_dir = idx_dir(tmp_path), tmp_path / 'tfds'
   common = [f'--config.data_dir={data_dir}', '--config.num_epochs=1',
             '--config.batch_size=8', '--config.model.hidden_sizes=(16,)',
             '--config.model.dropout_rates=(0.1,)', f'--config.cache_dir={tmp_path / "c"}',
@@ -111,9 +106,7 @@ def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path
 
 @pytest.mark.slow
 def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
-  manual_dir = tmp_path / 'idx'
-  manual_dir.mkdir()
-  write_mnist(manual_dir, n_train=40, n_test=20)
+  manual_dir = idx_dir(tmp_path)
   cache = tmp_path / 'cache'
 
   def train(name, cache_dir):

@@ -12,6 +12,7 @@ from tests.helpers import tiny_config
 from trainkit import evaluation
 import input_pipeline
 from trainkit import data_sources
+from trainkit import streaming
 import models
 import train
 
@@ -111,7 +112,8 @@ def test_streamed_epoch_is_a_global_shuffle_the_same_for_any_process_count(
   def epoch(processes, index, number=0):
     monkeypatch.setattr(jax, 'process_count', lambda: processes)
     monkeypatch.setattr(jax, 'process_index', lambda: index)
-    return [b['image'] for b in input_pipeline._stream_dataset(data, config, number)]
+    seed = input_pipeline.epoch_seed(config.seed, number)
+    return [b['image'] for b in streaming.epoch_batches(data, config, seed)]
   whole = epoch(1, 0)
   # Each of two processes reads its half of every global batch, no more.
   halves = [epoch(2, i) for i in range(2)]

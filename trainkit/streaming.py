@@ -1,0 +1,94 @@
+"""The streamed input: Grain reading a random-access source, epoch after epoch.
+
+Every global batch of an epoch is a slice of one index-shuffled order of the
+whole split (Grain's `MapDataset.shuffle`: a permutation computed per index,
+no buffer), and each process reads and decodes only its own rows of it, so the
+batches are the same for any number of processes and host memory does not
+grow with the dataset. One Grain iterator serves a run's every epoch (its
+worker processes start once), and its state, with the global step it stands
+at, goes into each checkpoint (input_pipeline.train_calls).
+"""
+
+import functools
+
+from absl import logging
+import jax
+
+from trainkit import data_sources
+
+
+def _own_rows(lo: int, hi: int, rows):
+  return rows[lo:hi]
+
+
+def epoch_batches(data, config, epoch_seed: int):
+  """Grain: this process's rows of each global batch of one epoch, read and decoded."""
+  import grain  # pylint: disable=g-import-not-at-top
+  local = config.batch_size // jax.process_count()
+  lo = jax.process_index() * local
+  return (grain.MapDataset.range(data.num_train)
+          .shuffle(seed=epoch_seed)
+          .batch(config.batch_size, drop_remainder=True)
+          .map(functools.partial(_own_rows, lo, lo + local))
+          .map(functools.partial(data_sources.read, data.train)))
+
+
+class Stream:
+  """One run's streamed input: a Grain iterator over all its epochs, and where it stands.
+
+  `position` is the global step whose batch `next()` returns. `resume` is the
+  input state of the checkpoint being resumed (`state()` as saved): when it
+  stands at `first` and was made with as many workers, the iterator is
+  restored from Grain's saved state; otherwise it starts at `first` by index
+  (the same batches: the order is a pure function of seed, epoch and step).
+  """
+
+  def __init__(self, data, config, epoch_seeds: list, first: int, resume: dict | None):
+    import grain  # pylint: disable=g-import-not-at-top
+    self.key = (config.seed, config.batch_size, len(epoch_seeds))
+    self.workers = data.workers
+    fits = bool(resume and resume.get('position') == first and
+                resume.get('workers') == self.workers and resume.get('grain') is not None)
+    self.start = resume['start'] if fits else first
+    epochs = [epoch_batches(data, config, seed) for seed in epoch_seeds]
+    batches = grain.MapDataset.concatenate(epochs) if len(epochs) > 1 else epochs[0]
+    iterator = batches[self.start:].to_iter_dataset(
+        grain.ReadOptions(num_threads=1 if self.workers else 2, prefetch_buffer_size=4))
+    if self.workers:
+      iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+    self.iterator = iter(iterator)
+    self.position = first
+    if fits:
+      self.iterator.set_state(resume['grain'])
+      logging.info('Input resumed from its saved Grain state at step %d.', first)
+
+  def take(self, n: int) -> list:
+    """The next `n` batches."""
+    batches = [next(self.iterator) for _ in range(n)]
+    self.position += n
+    return batches
+
+  def state(self) -> dict:
+    """Where the input stands, for a checkpoint (JSON)."""
+    return {'start': self.start, 'position': self.position, 'workers': self.workers,
+            'grain': self.iterator.get_state()}
+
+  def close(self) -> None:
+    """Stops the worker processes."""
+    self.iterator.close()
+
+
+def local_eval_batches(data, local_batch: int):
+  """This process's share of the test split, in order, in batches of `local_batch`."""
+  import grain  # pylint: disable=g-import-not-at-top
+  processes, index = jax.process_count(), jax.process_index()
+  share = -(-data.num_test // processes)
+  lo, hi = min(index * share, data.num_test), min((index + 1) * share, data.num_test)
+  if lo == hi:
+    return
+  iterator = iter(grain.MapDataset.range(lo, hi).batch(local_batch)
+                  .map(functools.partial(data_sources.read, data.test)).to_iter_dataset())
+  try:
+    yield from iterator
+  finally:
+    iterator.close()
