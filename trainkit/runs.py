@@ -7,6 +7,7 @@ to report metrics, and at the end to write the summary, for a lone run and
 for each member of a vmapped group alike.
 """
 
+import concurrent.futures
 import importlib
 import os
 import threading
@@ -14,6 +15,7 @@ import time
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 
 from trainkit import checkpointing
 from trainkit import divergence
@@ -22,6 +24,12 @@ from trainkit import metric_logging
 from trainkit import optimizers
 from trainkit import progress
 from trainkit import workdir as workdir_lib
+
+
+# The thread that runs every checkpoint save of this process, one at a time:
+# Orbax's asynchronous saves from several threads at once (a sweep group's
+# members) wait on each other's signals.
+_SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint')
 
 
 class Run:
@@ -63,6 +71,7 @@ class Run:
     self.averager = metric_logging.StepAverager(config.log_every_steps)
     self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
     self.diverged = None  # The Diverged error that stopped this run, if any.
+    self._saving = None  # The save in flight (a Future of _SAVER).
     self.best_step = None
     self._logger = None
     self._is_writer = jax.process_index() == 0  # Of the files besides checkpoints.
@@ -128,13 +137,25 @@ class Run:
     """
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
-    checkpointing.save(
-        self.manager, step, state, meta=dict(self.meta),
-        metrics=eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']},
-        input_state=input_state)
+    # The live state is donated to the next device call, and Orbax's save and
+    # the checksum take host time that the device would wait for: they work on
+    # a copy made on the device, in a thread of their own, one save at a time.
+    snapshot = jax.tree.map(jnp.copy, state)
+    self._wait_for_save()
+    self._saving = _SAVER.submit(
+        checkpointing.save, self.manager, step, snapshot, dict(self.meta),
+        eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']},
+        input_state)
+
+  def _wait_for_save(self) -> None:
+    """Waits for the save in flight, if any; raises what it raised."""
+    if self._saving is not None:
+      saving, self._saving = self._saving, None
+      saving.result()
 
   def close(self) -> None:
     """Waits for pending saves and closes the manager and the logs."""
+    self._wait_for_save()
     self.manager.wait_until_finished()
     self.best_step = self.manager.best_step()
     self.manager.close()
