@@ -153,7 +153,9 @@ def _wait_for_training(workdir, proc, log_path, timeout=180):
   """
   path = os.path.join(workdir, 'metrics.jsonl')
   checkpoints = os.path.join(workdir, 'checkpoints')
-  resumed_at = max(checkpoint_steps(workdir) if os.path.isdir(checkpoints) else [0])
+  # The folder exists as soon as a run starts, and may hold no checkpoint yet.
+  resumed_at = max(checkpoint_steps(workdir) if os.path.isdir(checkpoints) else [],
+                   default=0)
   deadline = time.time() + timeout
   while time.time() < deadline and proc.poll() is None:
     if os.path.exists(path) and 'Training from step' in log_path.read_text():
