@@ -7,6 +7,7 @@ time and peak resident memory come from the operating system.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def run_trainer(data_dir, manual_dir, cache_dir, epochs, workdir=None):
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   if own:
-    subprocess.run(['rm', '-rf', workdir], check=True)
+    shutil.rmtree(workdir)
   evals = [e for e in events if e['split'] == 'eval']
   epoch_s = [e['metrics']['wall_s'] for e in events if e['split'] == 'epoch']
   to_98 = next((e['time'] - launch for e in evals if e['metrics']['accuracy'] >= 0.98),

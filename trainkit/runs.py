@@ -137,20 +137,19 @@ class Run:
     """
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
-    args = (self.manager, step, state, dict(self.meta),
-            eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']},
-            input_state)
+    metrics = eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']}
     self._wait_for_save()
     if jax.process_count() > 1:
       # Orbax synchronises the processes with device collectives, which must
       # stay in order with the training thread's.
-      checkpointing.save(*args)
+      checkpointing.save(self.manager, step, state, dict(self.meta), metrics, input_state)
       return
     # The live state is donated to the next device call, and Orbax's save and
     # the checksum take host time that the device would wait for: they work on
     # a copy made on the device, in a thread of their own, one save at a time.
-    snapshot = jax.tree.map(jnp.copy, state)
-    self._saving = _SAVER.submit(checkpointing.save, *args[:2], snapshot, *args[3:])
+    self._saving = _SAVER.submit(checkpointing.save, self.manager, step,
+                                 jax.tree.map(jnp.copy, state), dict(self.meta), metrics,
+                                 input_state)
 
   def _wait_for_save(self) -> None:
     """Waits for the save in flight, if any; raises what it raised."""
