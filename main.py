@@ -16,10 +16,12 @@ from ml_collections import config_flags
 
 from trainkit import cli
 from trainkit import divergence
+from trainkit import full_disk
 from trainkit import inference
 from trainkit import parallel
 from trainkit import preemption
 from trainkit import workdir as workdir_lib
+from trainkit import workdir_lock
 import train
 
 FLAGS = flags.FLAGS
@@ -27,6 +29,10 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summar
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export'],
                   'train; eval: a checkpoint on the test split (writes eval.json); '
                   'predict: classify --input images; export: a TF SavedModel.')
+flags.DEFINE_bool('continue_with_changes', False,
+                  'train: resume a trained workdir with a config that changes its '
+                  'continuable fields (more epochs, learning rate, schedule, ...), '
+                  'recorded in WORKDIR/config_history.jsonl.')
 flags.DEFINE_string('checkpoint', 'latest',
                     'eval/predict/export: latest, best (by eval accuracy) or a step.')
 flags.DEFINE_multi_string('input', [], 'predict: image files (PNG/JPEG) or folders; '
@@ -42,16 +48,24 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def _run(config, workdir, inputs):
   """Does what --mode says; prints what a person asked for."""
   if FLAGS.mode == 'train':
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir,
+                             continue_with_changes=FLAGS.continue_with_changes)
   elif FLAGS.mode == 'eval':
     result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
     print(f'checkpoint {result["step"]}: eval_accuracy {result["eval_accuracy"]:.4%}'
           f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} test '
           f'images (written to {workdir}/{workdir_lib.EVAL})')
   elif FLAGS.mode == 'predict':
+    missing = 0
     for path, label, probability, _ in inference.predict_files(
         config, workdir, inputs, FLAGS.checkpoint):
-      print(f'{path}: {label} ({probability:.1%})')
+      if label is None:
+        missing += 1
+        print(f'{path}: no digit found (the image is blank or one colour)')
+      else:
+        print(f'{path}: {label} ({probability:.1%})')
+    if missing:
+      sys.exit(cli.EXIT_NO_DIGIT)
   else:
     print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))
 
@@ -80,6 +94,10 @@ def main(argv):
     _run(FLAGS.config, FLAGS.workdir, inputs)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
+  except workdir_lock.WorkdirBusy as e:
+    cli.refuse(e, cli.EXIT_WORKDIR_BUSY)
+  except full_disk.DiskFull as e:
+    cli.refuse(e, cli.EXIT_DISK_FULL)
   except divergence.Diverged as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(cli.EXIT_DIVERGED)

@@ -26,6 +26,7 @@ import optax
 import input_pipeline
 import models
 from trainkit import config_checks
+from trainkit import config_history
 from trainkit import evaluation
 from trainkit import losses
 from trainkit import optimizers
@@ -35,6 +36,7 @@ from trainkit import profiling
 from trainkit import progress as progress_lib
 from trainkit import runs as runs_lib
 from trainkit import workdir as workdir_lib
+from trainkit import workdir_lock
 
 
 class TrainState(train_state.TrainState):
@@ -363,32 +365,40 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data: input_pipeline.Data | None = None):
+                       data: input_pipeline.Data | None = None,
+                       continue_with_changes: bool = False):
   """Trains (or resumes training) in `workdir` and evaluates after each epoch.
 
   Args:
     config: the run's config (see configs/default.py).
     workdir: where checkpoints, logs and the summary go; a workdir with
-      checkpoints resumes from its latest.
+      checkpoints resumes from its latest, with the config it was trained
+      with (trainkit/config_history.py).
     data: input_pipeline.create_datasets(config), when several runs share it
       (as a sweep's members do); loaded here otherwise.
+    continue_with_changes: a resume may change the continuable fields
+      (more epochs, a new learning rate, ...); they are recorded.
 
   Returns:
     (final train state, summary dict as written to `summary.json`).
 
   Raises:
     trainkit.divergence.Diverged: a non-finite step ended the run (nan_policy).
+    trainkit.workdir_lock.WorkdirBusy: another run holds the workdir.
   """
   # Everything that can refuse the run does so before the workdir is touched.
   config_checks.validate(config)
   config_checks.check_workdir(workdir)
-  data = data or input_pipeline.create_datasets(config)
-  config_checks.check_data(config, data)
-  spec = model_spec(config, data)
-  # Replicated on every device; every process builds the same values.
-  state = parallel.replicate(create_state(config, spec), data.mesh)
-  run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream')
-  state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
+  changes = config_history.check_resume(config, workdir, continue_with_changes)
+  with workdir_lock.hold(workdir):
+    data = data or input_pipeline.create_datasets(config)
+    config_checks.check_data(config, data)
+    spec = model_spec(config, data)
+    # Replicated on every device; every process builds the same values.
+    state = parallel.replicate(create_state(config, spec), data.mesh)
+    run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream',
+                       config_changes=changes)
+    state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
   if run.diverged:
     raise run.diverged
   return state, summary

@@ -1,6 +1,8 @@
 """Shared fixtures: mocked TFDS data and the real MNIST files if present."""
 
+import contextlib
 import os
+from unittest import mock
 import zlib
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.helpers import MNIST_DIR
+from trainkit import data_sources
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -41,11 +44,18 @@ class FakeSource:
     return [self[i] for i in indices]
 
 
+@contextlib.contextmanager
 def mock_data(num_examples: int = NUM_EXAMPLES):
-  """tfds.testing.mock_data, with FakeSource as every split's data source."""
-  return tfds.testing.mock_data(
+  """tfds.testing.mock_data, with FakeSource as every split's data source.
+
+  Its mocked download needs no network, so the check that the download host
+  is reachable is skipped too.
+  """
+  with tfds.testing.mock_data(
       num_examples=num_examples,
-      as_data_source_fn=lambda builder, split, **kw: FakeSource(split, num_examples))
+      as_data_source_fn=lambda builder, split, **kw: FakeSource(split, num_examples)), \
+      mock.patch.object(data_sources, '_check_reachable', lambda config: None):
+    yield
 
 
 @pytest.fixture

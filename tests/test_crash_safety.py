@@ -25,7 +25,6 @@ from trainkit import config_checks
 from trainkit import divergence
 import input_pipeline
 import models
-from trainkit import offline_data
 from trainkit import preemption
 import train
 
@@ -289,12 +288,15 @@ def finished_workdir(tmp_path_factory):
     ({'batch_size': 0}, config_checks.ConfigError, 'batch_size=0: must be a positive'),
     ({'model.dropout_rates': (1.0,)}, config_checks.ConfigError, 'must be in [0, 1)'),
     ({'nan_policy': 'ignore'}, config_checks.ConfigError, "nan_policy='ignore'"),
-    ({'dataset': 'mnst'}, offline_data.DataError, "did you mean 'mnist'"),
-    ({'batch_size': 1000}, config_checks.ConfigError, 'larger than the training split'),
+    # A trained workdir refuses these before their own checks could (their
+    # refusals on a fresh workdir: test_misuse.py, test_end_to_end.py).
+    ({'dataset': 'mnst'}, config_checks.ConfigError,
+     'dataset "mnist" -> "mnst" cannot change in a trained workdir'),
+    ({'batch_size': 1000}, config_checks.ConfigError, 'batch_size 8 -> 1000 cannot change'),
     ({'manual_dir': '/nonexistent/mnist'}, config_checks.ConfigError,
      "manual_dir='/nonexistent/mnist': is not a directory"),
-    ({'model.hidden_sizes': (32,)}, checkpointing.CheckpointMismatchError,
-     'does not fit the config'),
+    ({'model.hidden_sizes': (32,)}, config_checks.ConfigError,
+     'model.hidden_sizes [16] -> [32] cannot change'),
 ])
 def test_bad_input_is_refused_and_the_finished_workdir_untouched(
     finished_workdir, mock_mnist, overrides, error, message):

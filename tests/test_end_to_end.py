@@ -3,6 +3,7 @@
 import glob
 import json
 import logging
+import os
 import shutil
 
 import jax
@@ -18,8 +19,9 @@ import train
 pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
-def _run(workdir, **overrides):
-  return train.train_and_evaluate(tiny_config(**overrides), str(workdir))
+def _run(workdir, continue_with_changes=False, **overrides):
+  return train.train_and_evaluate(tiny_config(**overrides), str(workdir),
+                                  continue_with_changes=continue_with_changes)
 
 
 def test_run_writes_every_output(tmp_path):
@@ -91,7 +93,8 @@ def test_finished_run_only_reevaluates(tmp_path):
 def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):
   _run(tmp_path, num_epochs=1, schedule='constant')
   with caplog.at_level(logging.INFO, logger='absl'):
-    state, summary = _run(tmp_path, num_epochs=2, schedule='constant')
+    state, summary = _run(tmp_path, num_epochs=2, schedule='constant',
+                          continue_with_changes=True)
   assert 'Training from step 6 to 12' in caplog.text
   assert int(state.step) == 12 and summary['epoch'] == 2.0
   assert checkpoint_steps(tmp_path) == [6, 12]
@@ -105,6 +108,9 @@ def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):
 def test_mismatched_checkpoint_is_refused_and_workdir_untouched(tmp_path, overrides,
                                                                 names):
   _run(tmp_path)
+  # Without its config.json (a workdir of an older version), the checkpoint's
+  # own structure is what refuses another model.
+  os.remove(tmp_path / 'config.json')
   before = digest(tmp_path)
   with pytest.raises(checkpointing.CheckpointMismatchError, match='does not fit') as e:
     _run(tmp_path, **overrides)

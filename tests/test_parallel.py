@@ -128,7 +128,8 @@ def test_two_processes_match_one_and_resume(small_mnist, tmp_path):
   assert len(list(shared.glob('events.out.tfevents.*'))) == 1
 
   # The same two processes resume from the shared checkpoint.
-  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=3', processes=2)
+  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=3',
+                  '--continue_with_changes', processes=2)
   for code, _, err in results:
     assert code == 0, err[-3000:]
     assert f'Restored checkpoint {shared}/checkpoints/16' in err

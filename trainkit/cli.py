@@ -15,15 +15,63 @@ from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import offline_data
 
-# Exit statuses (documented in the README).
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
+# Exit statuses (the README has them as a table).
+EXIT_BAD_INPUT = 2  # Refused before any work: one `error:` line.
+EXIT_DIVERGED = 3  # Training diverged (nan_policy).
+EXIT_WORKDIR_BUSY = 4  # Another live run holds the workdir.
+EXIT_DISK_FULL = 5  # No room to write; what was saved before is intact.
+EXIT_NO_DIGIT = 6  # --mode=predict: an input image has no digit in it.
 # Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
 
 # Refused with one line and EXIT_BAD_INPUT.
 INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
                 checkpointing.CheckpointMismatchError,
                 checkpointing.BrokenCheckpointError)
+
+
+def _config_file(argv) -> tuple | None:
+  """(path, argument or None) that --config names in `argv` (`file.py[:argument]`)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      path = arg[len('--config='):]
+    elif arg == '--config' and i + 1 < len(argv):
+      path = argv[i + 1]
+    else:
+      continue
+    if not os.path.exists(path) and ':' in path:
+      return tuple(path.split(':', 1))  # ml_collections' `file.py:argument`.
+    return path, None
+  return None
+
+
+def check_config_file(path: str, argument: str | None = None) -> None:
+  """Refuses a config file that cannot give a config, naming the file and why.
+
+  Run before absl parses the flags: ml_collections would report each of
+  these with a traceback.
+  """
+  where = f'--config={path}'
+  if not os.path.isfile(path):
+    refuse(f'{where}: no such file')
+  try:
+    with open(path) as f:
+      code = compile(f.read(), path, 'exec')
+  except SyntaxError as e:
+    refuse(f'{where}: syntax error on line {e.lineno}: {e.msg}')
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    refuse(f'{where}: cannot be read ({e})')
+  module = {'__name__': 'config_file', '__file__': os.path.abspath(path)}
+  try:
+    exec(code, module)  # pylint: disable=exec-used
+    get_config = module.get('get_config')
+    if not callable(get_config):
+      refuse(f'{where}: defines no get_config() function')
+    get_config() if argument is None else get_config(argument)
+  except SystemExit:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    refuse(f'{where}: {"get_config()" if "get_config" in module else "loading it"} raised '
+           f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'.rstrip(': '))
 
 
 def _quiet_orbax(record) -> bool:
@@ -33,6 +81,9 @@ def _quiet_orbax(record) -> bool:
 
 def parse_flags(argv):
   """Parses flags as absl does, but bad flags or config fields are one line and status 2."""
+  config_file = _config_file(argv[1:])
+  if config_file is not None:
+    check_config_file(*config_file)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -71,10 +122,10 @@ def run(main) -> None:
   os._exit(code or 0)  # pylint: disable=protected-access
 
 
-def refuse(message):
-  """Prints one `error:` line and exits with EXIT_BAD_INPUT."""
+def refuse(message, status: int = EXIT_BAD_INPUT):
+  """Prints one `error:` line and exits with `status`."""
   print(f'error: {message}', file=sys.stderr)
-  sys.exit(EXIT_BAD_INPUT)
+  sys.exit(status)
 
 
 def use_compilation_cache(cache_dir: str) -> None:

@@ -9,6 +9,10 @@ decoded by TFDS with PIL), which Grain consumes; TensorFlow is not imported.
 
 import difflib
 import functools
+import os
+import socket
+import threading
+import urllib.parse
 
 import jax
 import numpy as np
@@ -49,16 +53,53 @@ def _download_and_prepare(config, builder) -> None:
     builder.download_and_prepare(file_format='array_record')
   except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.
     raise offline_data.DataError(
-        f'could not download dataset={config.dataset!r} ({type(e).__name__}).'
-        ' With no network, point --config.manual_dir at a folder holding its'
-        ' source files (for mnist: train-images-idx3-ubyte.gz,'
-        ' train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz,'
-        ' t10k-labels-idx1-ubyte.gz), or --config.data_dir at a TFDS data dir'
-        ' where it is already prepared.') from e
+        f'could not download dataset={config.dataset!r} ({type(e).__name__}). '
+        + _OFFLINE_HINT) from e
+
+
+def _check_reachable(config, timeout_s: float = 5.0) -> None:
+  """Refuses a download at once when TFDS's download host cannot be reached.
+
+  TFDS retries each file for minutes before it gives up; a name lookup and a
+  connection to storage.googleapis.com (where TFDS looks first, and MNIST's
+  files are), or to the proxy the environment names, take seconds.
+  """
+  proxy = os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy')
+  target = urllib.parse.urlsplit(proxy) if proxy else None
+  host, port = ((target.hostname, target.port or 80) if target
+                else ('storage.googleapis.com', 443))
+  result = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout_s).close()
+      result.append(None)
+    except OSError as e:
+      result.append(e)
+
+  thread = threading.Thread(target=connect, daemon=True)  # Name lookups ignore timeouts.
+  thread.start()
+  thread.join(timeout_s)
+  if not result or result[0] is not None:
+    why = f'{type(result[0]).__name__}: {result[0]}' if result else f'no answer in {timeout_s:g} s'
+    raise offline_data.DataError(
+        f'dataset={config.dataset!r} is not prepared in data_dir={config.data_dir!r} and '
+        f'cannot be downloaded: {host}:{port} is not reachable ({why}). ' + _OFFLINE_HINT)
+
+
+_OFFLINE_HINT = (
+    'With no network, point --config.manual_dir at a folder holding its source '
+    'files (for mnist: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
+    't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --config.data_dir '
+    'at a TFDS data dir where it is already prepared.')
 
 
 def builder(config):
   """The TFDS builder of `config.dataset`, prepared (as ArrayRecord) if it was not."""
+  try:  # The same refusal of an unknown name whichever way it would be prepared.
+    tfds.builder_cls(config.dataset)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise _not_a_dataset(config.dataset, e) from e
   if config.manual_dir:
     # Process 0 first, so processes sharing a data_dir never write it at once;
     # the others then find it prepared (or prepare their own disk's).
@@ -77,6 +118,7 @@ def builder(config):
         f'dataset={config.dataset!r} has no image and label features '
         f'(it has: {", ".join(features.keys())})')
   if not found.is_prepared():
+    _check_reachable(config)
     _download_and_prepare(config, found)
     found = tfds.builder(config.dataset, data_dir=config.data_dir)
   return found

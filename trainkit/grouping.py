@@ -12,6 +12,7 @@ stopped alone: its later steps are skipped (its step count is 0) and nothing
 more of it is saved.
 """
 
+import contextlib
 import json
 
 from absl import logging
@@ -23,6 +24,7 @@ import train
 from trainkit import config_checks
 from trainkit import evaluation
 from trainkit import runs as runs_lib
+from trainkit import workdir_lock
 
 # Fields whose values live in the train state (see optimizers.py), so members
 # that differ only in these can train as one program.
@@ -84,13 +86,16 @@ class GroupSteps:
             for i in range(len(sums['count']))]
 
 
-def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> list:
+def train_group(configs, workdirs, data: input_pipeline.Data | None = None,
+                changes: list | None = None) -> list:
   """Trains the members (configs with equal group_key) together.
 
   Args:
     configs: the members' configs.
-    workdirs: their workdirs, one each.
+    workdirs: their workdirs, one each (each locked while it trains).
     data: input_pipeline.create_datasets(configs[0]), if already loaded.
+    changes: per member, the config changes its resume makes
+      (config_history.check_resume), if any.
 
   Returns:
     One summary dict per member (as written to its summary.json), or None for
@@ -111,10 +116,19 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
     raise NotGroupable('the data is streamed (input_mode=stream)')
   config_checks.check_data(base, data)
   spec = train.model_spec(base, data)
+  with contextlib.ExitStack() as locks:
+    for workdir in workdirs:
+      locks.enter_context(workdir_lock.hold(workdir))
+    return _train_runs(configs, workdirs, data, spec, changes or [None] * len(configs))
+
+
+def _train_runs(configs, workdirs, data, spec, changes) -> list:
+  """train_group's work, with the members' workdirs locked."""
   runs = []
   try:
-    for config, workdir in zip(configs, workdirs):
-      runs.append(runs_lib.Run(config, workdir, spec, train.create_state(config, spec)))
+    for config, workdir, changed in zip(configs, workdirs, changes):
+      runs.append(runs_lib.Run(config, workdir, spec, train.create_state(config, spec),
+                               config_changes=changed))
     steps = {run.step for run in runs}
     if len(steps) > 1:
       raise NotGroupable(f'members are at different steps {sorted(steps)}')
@@ -122,7 +136,8 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None) -> l
     for run in runs:
       run.close()
     raise
-  _, summaries = train.train_loop(runs, GroupSteps(train.create_state(base, spec)), data)
+  _, summaries = train.train_loop(runs, GroupSteps(train.create_state(configs[0], spec)),
+                                 data)
   for run in runs:
     if run.diverged:
       logging.warning('Member %s stopped: %s', run.workdir, run.diverged)

@@ -6,6 +6,7 @@ command line) and `model.json`, and restores a checkpoint chosen by
 """
 
 import os
+import warnings
 
 from absl import logging
 import jax
@@ -16,11 +17,14 @@ from PIL import ImageOps
 
 from trainkit import checkpointing
 from trainkit import config_checks
+from trainkit import config_history
 from trainkit import data_sources
 from trainkit import evaluation
+from trainkit import full_disk
 import input_pipeline
 from trainkit import parallel
 from trainkit import workdir as workdir_lib
+from trainkit import workdir_lock
 import train
 
 _IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
@@ -33,6 +37,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
     (state, step, spec).
   """
   config_checks.validate(config)
+  config_history.check_inference(config, workdir)
   try:
     spec = workdir_lib.ModelSpec.read(workdir)
   except FileNotFoundError:
@@ -66,29 +71,44 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dict:
-  """Evaluates a checkpoint on the test split; writes and returns eval.json."""
-  state, step, _ = restore(config, workdir, checkpoint)
-  data = input_pipeline.create_datasets(config)
-  state = parallel.replicate(state, data.mesh)
-  metrics = evaluation.evaluate(state, data, config.eval_batch_size)
-  result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
-            'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
-  if jax.process_index() == 0:
-    workdir_lib.write_json(os.path.join(workdir, workdir_lib.EVAL), result)
+  """Evaluates a checkpoint on the test split; writes and returns eval.json.
+
+  Holds the workdir's lock (it writes there): refused while a run trains in it.
+  """
+  if not os.path.isdir(workdir):
+    raise config_checks.ConfigError(f'--workdir={workdir!r} does not exist (train first)')
+  with workdir_lock.hold(workdir, 'eval'):
+    state, step, _ = restore(config, workdir, checkpoint)
+    data = input_pipeline.create_datasets(config)
+    state = parallel.replicate(state, data.mesh)
+    metrics = evaluation.evaluate(state, data, config.eval_batch_size)
+    result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
+              'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
+    if jax.process_index() == 0:
+      with full_disk.writing(workdir_lib.EVAL, workdir):
+        workdir_lib.write_json(os.path.join(workdir, workdir_lib.EVAL), result)
   return result
 
 
-def load_digit(path: str, shape=(28, 28, 1)) -> np.ndarray:
+def load_digit(path: str, shape=(28, 28, 1)) -> np.ndarray | None:
   """An image file as an MNIST-style uint8 array: a light digit on black.
 
   Any size or colour mode. A light background (a digit drawn dark on
   white, as people do) is inverted. The digit's bounding box is scaled to fit
   20x20, keeping its aspect ratio, and centred by its centre of mass in the
-  28x28 frame, as MNIST's digits were.
+  28x28 frame, as MNIST's digits were. None when the image has no ink (blank,
+  or one colour): there is no digit to classify.
   """
   try:
-    with Image.open(path) as image:
-      image = ImageOps.exif_transpose(image).convert('L')
+    with warnings.catch_warnings():
+      # Past PIL's limit (89 M pixels) an image is refused before it is decoded.
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert('L')
+  except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    raise config_checks.ConfigError(
+        f'--input={path!r} is too large to decode safely ({e}); scale it down '
+        'first') from None
   except (OSError, ValueError) as e:
     raise config_checks.ConfigError(
         f'--input={path!r} is not a readable PNG or JPEG image ({e})') from e
@@ -104,7 +124,7 @@ def load_digit(path: str, shape=(28, 28, 1)) -> np.ndarray:
   height, width = shape[0], shape[1]
   box = int(round(min(height, width) * 20 / 28))
   if not ink.any():
-    return np.zeros(shape, np.uint8)
+    return None
   rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
   crop = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
   scale = box / max(crop.shape)
@@ -141,12 +161,22 @@ def _input_files(paths) -> list:
 
 
 def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> list:
-  """Classifies image files; returns [(path, class, probability, probs)]."""
+  """Classifies image files; returns [(path, class, probability, probs)].
+
+  An image with no digit in it gets (path, None, None, None).
+  """
   files = _input_files(paths)
   state, _, spec = restore(config, workdir, checkpoint)
-  images = np.stack([load_digit(f, spec.image_shape) for f in files])
-  probs = np.asarray(evaluation.predict_steps(state, {'image': images[None]})[0])
-  return [(f, int(p.argmax()), float(p.max()), p) for f, p in zip(files, probs)]
+  digits = [load_digit(f, spec.image_shape) for f in files]
+  found = [d for d in digits if d is not None]
+  probs = iter(np.asarray(evaluation.predict_steps(state, {'image': np.stack(found)[None]})[0])
+               if found else [])
+  results = []
+  for path, digit in zip(files, digits):
+    p = next(probs) if digit is not None else None
+    results.append((path, None, None, None) if p is None else
+                   (path, int(p.argmax()), float(p.max()), p))
+  return results
 
 
 def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
@@ -160,6 +190,12 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
   from orbax import export as oex  # pylint: disable=g-import-not-at-top
   tf = data_sources.tensorflow()
 
+  with workdir_lock.hold(workdir, 'export'):
+    return _export(tf, oex, config, workdir, checkpoint)
+
+
+def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
+  """export_saved_model's work, under the workdir's lock."""
   state, step, spec = restore(config, workdir, checkpoint)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   apply_fn = state.apply_fn

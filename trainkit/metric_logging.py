@@ -11,7 +11,16 @@ import numpy as np
 import tensorboardX
 from tensorboardX import summary as tb_summary
 
+from trainkit import full_disk
 from trainkit import workdir as workdir_lib
+
+
+def _step(line: str) -> float:
+  """A metrics.jsonl line's step; inf for a line cut short (by a full disk)."""
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError):
+    return float('inf')
 
 
 class MetricLogger:
@@ -34,7 +43,7 @@ class MetricLogger:
       path = os.path.join(workdir, workdir_lib.METRICS)
       if os.path.exists(path):
         with open(path) as f:
-          kept = [line for line in f if json.loads(line)['step'] <= resume_step]
+          kept = [line for line in f if _step(line) <= resume_step]
         with open(path, 'w') as f:
           f.writelines(kept)
       self._jsonl = open(path, 'a')
@@ -57,9 +66,12 @@ class MetricLogger:
       for tag, value in named.items():
         self._events.add_scalar(tag, value, step)
     if self._jsonl:
-      self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
-                                    'metrics': metrics}) + '\n')
-      self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
+      with full_disk.writing(workdir_lib.METRICS, self._jsonl.name):
+        # tensorboardX's thread would fail with tracebacks of its own.
+        full_disk.ensure_space(self._jsonl.name, 2**16, workdir_lib.METRICS)
+        self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
+                                      'metrics': metrics}) + '\n')
+        self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
 
   def close(self) -> None:
     if self._events:

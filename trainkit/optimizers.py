@@ -7,6 +7,7 @@ its own in one vmapped program.
 """
 
 import jax
+import numpy as np
 import optax
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop')
@@ -82,3 +83,15 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
   if name in ('momentum', 'nesterov', 'rmsprop'):
     hyperparams['momentum'] = config.momentum
   return optax.inject_hyperparams(make)(**hyperparams)
+
+
+def with_hyperparams(opt_state, config):
+  """`opt_state` (of create_optimizer) holding `config`'s injected hyperparameters.
+
+  A checkpoint restores the values it was trained with; a resume that
+  changes them (config_history's --continue_with_changes) sets the new ones,
+  each placed as the value it replaces.
+  """
+  hyperparams = {name: jax.device_put(np.asarray(config[name], value.dtype), value.sharding)
+                 for name, value in opt_state.hyperparams.items()}
+  return opt_state._replace(hyperparams=hyperparams)

@@ -18,10 +18,13 @@ import jax
 import jax.numpy as jnp
 
 from trainkit import checkpointing
+from trainkit import config_history
 from trainkit import divergence
 from trainkit import evaluation
+from trainkit import full_disk
 from trainkit import metric_logging
 from trainkit import optimizers
+from trainkit import parallel
 from trainkit import progress
 from trainkit import workdir as workdir_lib
 
@@ -43,10 +46,12 @@ class Run:
   """
 
   def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state,
-               streamed: bool = False):
+               streamed: bool = False, config_changes: dict | None = None):
     """Restores the latest checkpoint of `workdir` into `state`'s structure.
 
     `streamed`: the input is streamed, and its state is checkpointed too.
+    `config_changes`: what this resume changes of the workdir's config
+    (config_history.check_resume); recorded when the logs open.
     """
     self.config, self.workdir, self.spec = config, workdir, spec
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
@@ -64,6 +69,12 @@ class Run:
       state, self.meta, restored_step = restored
       self.input_state = self.meta.pop(checkpointing.INPUT_ITEM, None)
       logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
+      if config_changes:
+        # The checkpoint holds the hyperparameters it was trained with.
+        state = state.replace(opt_state=optimizers.with_hyperparams(state.opt_state, config))
+        logging.warning('Training on from step %d with changes to the config: %s.',
+                        restored_step, config_changes)
+    self.config_changes = config_changes if restored else None
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
         config.nan_policy, config.nan_skip_limit, self.meta.get('skipped_steps', 0),
@@ -90,9 +101,12 @@ class Run:
     """
     os.makedirs(self.workdir, exist_ok=True)
     if self._is_writer:
-      workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.CONFIG),
-                             self.config.to_dict())
-      self.spec.write(self.workdir)
+      with full_disk.writing('the config', self.workdir):
+        if self.config_changes:
+          config_history.record(self.workdir, self.step, self.config_changes)
+        workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.CONFIG),
+                               self.config.to_dict())
+        self.spec.write(self.workdir)
     if self.config.plots and self._is_writer:
       # matplotlib takes most of a second to import: done while training runs.
       threading.Thread(target=importlib.import_module, args=('trainkit.plots',),
@@ -139,6 +153,11 @@ class Run:
                      **self.tracker.state())
     metrics = eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']}
     self._wait_for_save()
+    # Room for this checkpoint and the one Orbax may still be committing, or
+    # no save at all: one that runs out of space fails in Orbax's threads.
+    needed = 2 * sum(x.nbytes for x in jax.tree.leaves(state)) + 2**20
+    if parallel.any_process(full_disk.free_bytes(self.checkpoint_dir) < needed):
+      raise full_disk.DiskFull(f'checkpoint {step}', self.checkpoint_dir, needed)
     if jax.process_count() > 1:
       # Orbax synchronises the processes with device collectives, which must
       # stay in order with the training thread's.
@@ -155,12 +174,14 @@ class Run:
     """Waits for the save in flight, if any; raises what it raised."""
     if self._saving is not None:
       saving, self._saving = self._saving, None
-      saving.result()
+      with full_disk.writing('a checkpoint', self.checkpoint_dir):
+        saving.result()
 
   def close(self) -> None:
     """Waits for pending saves and closes the manager and the logs."""
     self._wait_for_save()
-    self.manager.wait_until_finished()
+    with full_disk.writing('a checkpoint', self.checkpoint_dir):
+      self.manager.wait_until_finished()
     self.best_step = self.manager.best_step()
     self.manager.close()
     if self._logger:
@@ -187,14 +208,23 @@ class Run:
         'skipped_steps': self.tracker.skipped,
     }
     if self._is_writer:
-      workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.SUMMARY), summary)
+      with full_disk.writing(workdir_lib.SUMMARY, self.workdir):
+        workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.SUMMARY), summary)
     if self.config.plots and not (step == self.step and self._plots_drawn()):
       # Imported here: matplotlib costs a second that runs without plots skip.
       from trainkit import plots  # pylint: disable=g-import-not-at-top
       predictions = evaluation.test_predictions(  # Every process takes part.
           state, data, self.config.eval_batch_size)
       if self._is_writer:
-        plots.write_run_plots(self.workdir, predictions)
+        directory = os.path.join(self.workdir, workdir_lib.PLOTS)
+        try:
+          with full_disk.writing('the plots', directory):
+            plots.write_run_plots(self.workdir, predictions)
+        except full_disk.DiskFull:
+          for name in workdir_lib.PLOT_FILES:  # None half-written is taken as drawn.
+            if os.path.exists(os.path.join(directory, name)):
+              os.remove(os.path.join(directory, name))
+          raise
     logging.info('%s', progress.run_summary(summary, self.workdir, self.best_step,
                                             self.config.plots))
     return summary

@@ -19,10 +19,12 @@ from absl import logging
 import ml_collections
 
 from trainkit import config_checks
+from trainkit import config_history
 from trainkit import divergence
 from trainkit import grouping
 import input_pipeline
 from trainkit import plots
+from trainkit import workdir_lock
 from trainkit import workdir as workdir_lib
 import train
 
@@ -173,17 +175,21 @@ def _data(config, datasets: dict):
   return datasets[key]
 
 
-def _train_alone(config, workdir, datasets: dict):
+def _train_alone(config, workdir, datasets: dict, continue_with_changes: bool):
   """A member trained by itself; None if it diverged."""
   try:
-    return train.train_and_evaluate(config, workdir, _data(config, datasets))[1]
+    return train.train_and_evaluate(config, workdir, _data(config, datasets),
+                                    continue_with_changes)[1]
   except divergence.Diverged as e:
     logging.warning('Member %s stopped: %s', workdir, e)
     return None
 
 
-def _train(todo: list, parallel: str) -> dict:
-  """Trains [(name, config, workdir)]; returns {name: summary or None}."""
+def _train(todo: list, parallel: str, changes: dict, continue_with_changes: bool) -> dict:
+  """Trains [(name, config, workdir)]; returns {name: summary or None}.
+
+  `changes`: {name: config changes its resume makes} (config_history).
+  """
   results, groups, datasets = {}, {}, {}
   for item in todo:
     key = grouping.group_key(item[1]) if parallel == 'vmap' else item[0]
@@ -194,35 +200,48 @@ def _train(todo: list, parallel: str) -> dict:
       logging.info('Training %d members together: %s', len(group), ', '.join(names))
       try:
         results.update(zip(names, grouping.train_group(
-            configs, workdirs, _data(configs[0], datasets))))
+            configs, workdirs, _data(configs[0], datasets),
+            [changes[name] for name in names])))
         continue
       except grouping.NotGroupable as e:
         logging.warning('Members %s train one by one: %s', ', '.join(names), e)
     for name, config, workdir in group:
       logging.info('Training member %s.', name)
-      results[name] = _train_alone(config, workdir, datasets)
+      results[name] = _train_alone(config, workdir, datasets, continue_with_changes)
   return results
 
 
-def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'vmap') -> list:
+def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'vmap',
+              continue_with_changes: bool = False) -> list:
   """Trains every unfinished member; returns the summary rows, ranked.
 
-  Every member is validated before any trains. With parallel='vmap', members
-  that differ only in values the train state carries train together
+  Every member is validated before any trains, its workdir's config too (a
+  member resumed with another config is refused as main.py refuses it, or
+  continues with `continue_with_changes`). The sweep's folder and each
+  member's workdir are locked while they are written. With parallel='vmap',
+  members that differ only in values the train state carries train together
   (trainkit.grouping); the others, and every member with 'sequential', one by one.
   """
   members = build_members(base, member_overrides)
   config_checks.check_workdir(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  changes = {name: config_history.check_resume(config, os.path.join(workdir, name),
+                                               continue_with_changes)
+             for name, _, config in members}
+  with workdir_lock.hold(workdir, 'sweep'):
+    return _run_members(members, workdir, parallel, changes, continue_with_changes)
+
+
+def _run_members(members, workdir, parallel, changes, continue_with_changes) -> list:
+  """run_sweep's work, under the sweep folder's lock."""
   summaries, todo = {}, []
   for name, _, config in members:
     member_dir = os.path.join(workdir, name)
-    summaries[name] = finished_summary(member_dir, config)
+    summaries[name] = None if changes[name] else finished_summary(member_dir, config)
     if summaries[name]:
       logging.info('Member %s finished before: skipped.', name)
     else:
       todo.append((name, config, member_dir))
-  summaries.update(_train(todo, parallel))
+  summaries.update(_train(todo, parallel, changes, continue_with_changes))
   rows = []
   for name, overrides, _ in members:
     summary = summaries[name] or dict.fromkeys(_METRICS, float('nan'))

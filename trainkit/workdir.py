@@ -29,10 +29,20 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def write_json(path: str, obj) -> None:
-  """Writes `obj` as indented JSON (in a multi-process run, process 0 only calls it)."""
-  with open(path, 'w') as f:
-    json.dump(obj, f, indent=2)
-    f.write('\n')
+  """Writes `obj` as indented JSON, whole or not at all (a temporary file renamed).
+
+  A full disk or a kill never leaves a half-written file for the next run to
+  read. In a multi-process run, process 0 only calls it.
+  """
+  temporary = f'{path}.tmp-{os.getpid()}'
+  try:
+    with open(temporary, 'w') as f:
+      json.dump(obj, f, indent=2)
+      f.write('\n')
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
 
 
 @dataclasses.dataclass(frozen=True)

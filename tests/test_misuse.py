@@ -1,0 +1,327 @@
+"""Trust under misuse: config drift on resume, one run per workdir, full disks,
+config-file mistakes, unknown datasets, no network, and predict's odd images."""
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import mock_data
+from tests.helpers import ENV, ROOT, digest, error_lines, idx_dir, run_main, tiny_config
+from trainkit import cli
+from trainkit import config_checks
+from trainkit import config_history
+from trainkit import inference
+from trainkit import metric_logging
+from trainkit import offline_data
+from trainkit import sweeps
+from trainkit import workdir_lock
+import input_pipeline
+import train
+
+STEPS_PER_EPOCH = 6  # The tiny config on mocked data: 50 examples, batch 8.
+
+
+@pytest.fixture
+def finished(tmp_path):
+  """A finished 2-epoch tiny run on mocked data: (config, workdir)."""
+  config = tiny_config()
+  with mock_data():
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  return config, str(tmp_path / 'run')
+
+
+@pytest.mark.parametrize('field, value, listed', [
+    ('learning_rate', 0.002, 'learning_rate 0.001 -> 0.002'),
+    ('num_epochs', 3, 'num_epochs 2 -> 3'),
+    ('schedule', 'constant', 'schedule "cosine" -> "constant"'),
+])
+def test_a_resume_with_a_changed_config_is_refused_and_touches_nothing(
+    finished, field, value, listed):
+  config, workdir = finished
+  before = digest(workdir)
+  config[field] = value
+  with mock_data(), pytest.raises(config_checks.ConfigError) as e:
+    train.train_and_evaluate(config, workdir)
+  message = str(e.value)
+  assert listed in message and '--continue_with_changes' in message
+  assert f'from step {2 * STEPS_PER_EPOCH}' in message and '\n' not in message
+  assert digest(workdir) == before
+
+
+@pytest.mark.parametrize('field, value', [('batch_size', 4), ('seed', 1),
+                                          ('model.hidden_sizes', (8,)),
+                                          ('optimizer', 'sgd'), ('dataset', 'fashion_mnist')])
+def test_fields_that_define_the_checkpoint_never_change(finished, field, value):
+  config, workdir = finished
+  before = digest(workdir)
+  *parents, last = field.split('.')
+  target = config
+  for part in parents:
+    target = target[part]
+  target[last] = value
+  with mock_data(), pytest.raises(config_checks.ConfigError, match='cannot change'):
+    train.train_and_evaluate(config, workdir, continue_with_changes=True)
+  assert digest(workdir) == before
+
+
+def test_continuing_with_changes_records_them_and_trains_with_them(finished):
+  config, workdir = finished
+  config.num_epochs, config.learning_rate = 3, 0.002
+  config.progress, config.steps_per_call = 'off', 4  # Operational: never a change.
+  with mock_data():
+    state, summary = train.train_and_evaluate(config, workdir, continue_with_changes=True)
+  assert summary['step'] == 3 * STEPS_PER_EPOCH
+  # The checkpoint held the old learning rate; the new one is what trained on.
+  assert float(state.opt_state.hyperparams['learning_rate']) == np.float32(0.002)
+  with open(os.path.join(workdir, config_history.HISTORY)) as f:
+    (line,) = [json.loads(line) for line in f]
+  assert line['step'] == 2 * STEPS_PER_EPOCH
+  assert line['changes'] == {'learning_rate': [0.001, 0.002], 'num_epochs': [2, 3]}
+  with open(os.path.join(workdir, 'config.json')) as f:
+    stored = json.load(f)
+  assert stored['num_epochs'] == 3 and stored['learning_rate'] == 0.002
+  # Now the workdir's config: the same command again changes nothing.
+  before = digest(workdir)
+  with mock_data():
+    train.train_and_evaluate(config, workdir)
+  assert digest(workdir)[config_history.HISTORY] == before[config_history.HISTORY]
+  # Fewer epochs than trained cannot be continued.
+  config.num_epochs = 2
+  with mock_data(), pytest.raises(config_checks.ConfigError, match='has trained 3 epochs'):
+    train.train_and_evaluate(config, workdir, continue_with_changes=True)
+
+
+def test_inference_refuses_another_model_but_not_other_training_fields(finished):
+  config, workdir = finished
+  config.learning_rate, config.num_epochs = 0.5, 9  # Irrelevant to reading a checkpoint.
+  with mock_data():
+    assert inference.evaluate_checkpoint(config, workdir)['step'] == 2 * STEPS_PER_EPOCH
+  config.model.activation = 'gelu'  # The same arrays, another model.
+  with pytest.raises(config_checks.ConfigError, match='model.activation "relu" -> "gelu"'):
+    inference.restore(config, workdir)
+
+
+def test_a_sweep_checks_each_members_config(tmp_path):
+  overrides = sweeps.product(learning_rate=[1e-3, 1e-2])
+  with mock_data():
+    sweeps.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
+    before = digest(tmp_path / 'sweep')
+    with pytest.raises(config_checks.ConfigError, match='batch_size 8 -> 4'):
+      sweeps.run_sweep(tiny_config(batch_size=4), overrides, str(tmp_path / 'sweep'))
+    assert digest(tmp_path / 'sweep') == before
+    ranked = sweeps.run_sweep(tiny_config(num_epochs=3), overrides, str(tmp_path / 'sweep'),
+                              continue_with_changes=True)
+  assert all(json.load(open(os.path.join(r['workdir'], 'summary.json')))['epoch'] == 3
+             for r in ranked)
+
+
+def _hold_in_another_process(workdir):
+  """A process holding `workdir`'s lock, started and holding when this returns."""
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from trainkit import workdir_lock\n'
+       'with workdir_lock.hold(sys.argv[1]):\n'
+       '  print("held", flush=True)\n'
+       '  time.sleep(120)\n', workdir], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == 'held'
+  return holder
+
+
+def test_a_second_run_is_refused_while_one_holds_the_workdir(finished):
+  config, workdir = finished
+  before = digest(workdir)
+  holder = _hold_in_another_process(workdir)
+  try:
+    with mock_data(), pytest.raises(workdir_lock.WorkdirBusy) as e:
+      train.train_and_evaluate(config, workdir)
+    assert f'pid {holder.pid} on {socket.gethostname()} since ' in str(e.value)
+    with mock_data(), pytest.raises(workdir_lock.WorkdirBusy):
+      inference.evaluate_checkpoint(config, workdir)
+    # Reading only: predict needs no lock.
+    image = os.path.join(os.path.dirname(workdir), 'x.png')
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(image)
+    assert inference.predict_files(config, workdir, [image])
+    assert digest(workdir) == before
+  finally:
+    holder.kill()  # SIGKILL: the lock of a dead process blocks no one.
+    holder.wait()
+  with mock_data():
+    _, summary = train.train_and_evaluate(config, workdir)
+  assert summary['step'] == 2 * STEPS_PER_EPOCH
+
+
+@pytest.mark.slow  # Two process starts.
+def test_cli_exit_statuses_for_a_busy_workdir_and_a_blank_image(finished, tmp_path):
+  _, workdir = finished
+  holder = _hold_in_another_process(str(tmp_path / 'busy'))
+  try:
+    result = run_main('--config=configs/default.py', f'--workdir={tmp_path / "busy"}',
+                      '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+                      '--config.cache_dir=')
+  finally:
+    holder.kill()
+    holder.wait()
+  assert result.returncode == cli.EXIT_WORKDIR_BUSY, result.stderr[-2000:]
+  assert len(error_lines(result.stderr)) == 1 and 'Traceback' not in result.stderr
+  assert 'is in use by pid' in result.stderr
+  Image.fromarray(np.full((40, 30), 200, np.uint8)).save(tmp_path / 'grey.png')
+  predicted = run_main('--config=configs/default.py', f'--workdir={workdir}',
+                       '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+                       '--mode=predict', f'--input={tmp_path / "grey.png"}')
+  assert predicted.returncode == cli.EXIT_NO_DIGIT, predicted.stderr[-2000:]
+  assert predicted.stdout.strip() == f'{tmp_path / "grey.png"}: no digit found (the image is ' \
+      'blank or one colour)'
+
+
+def _png_header_only(path, width, height):
+  """A PNG whose header claims width x height (its pixels are never read)."""
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data
+            + struct.pack('>I', zlib.crc32(kind + data)))
+  with open(path, 'wb') as f:
+    f.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height,
+                                                             8, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+
+
+@pytest.mark.parametrize('side', [12_000, 30_000])  # Past PIL's warning; past its error.
+def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, side):
+  path = str(tmp_path / 'bomb.png')
+  _png_header_only(path, side, side)
+  with pytest.raises(config_checks.ConfigError, match='too large to decode safely') as e:
+    inference.load_digit(path)
+  assert '\n' not in str(e.value)
+
+
+def test_predict_says_no_digit_for_a_blank_or_uniform_image(finished, tmp_path):
+  config, workdir = finished
+  for name, pixels in (('white.png', np.full((50, 50), 255, np.uint8)),
+                       ('black.png', np.zeros((28, 28), np.uint8))):
+    Image.fromarray(pixels).save(tmp_path / name)
+  Image.new('RGB', (64, 48), (30, 120, 200)).save(tmp_path / 'blue.jpg')
+  assert inference.load_digit(str(tmp_path / 'blue.jpg')) is None
+  results = inference.predict_files(config, workdir, [str(tmp_path)])
+  assert [r[1:] for r in results] == [(None, None, None)] * 3
+
+
+@pytest.mark.parametrize('text, problem', [
+    (None, 'no such file'),
+    ('def get_config(:\n', 'syntax error on line 1'),
+    ('X = 1\n', 'defines no get_config() function'),
+    ('def get_config():\n  raise ValueError("boom")\n', 'get_config() raised ValueError: boom'),
+    ('import no_such_module\n', 'loading it raised ModuleNotFoundError'),
+])
+def test_config_file_mistakes_are_one_line(tmp_path, capsys, text, problem):
+  path = tmp_path / 'my_config.py'
+  if text is not None:
+    path.write_text(text)
+  with pytest.raises(SystemExit) as e:
+    cli.parse_flags(['main.py', f'--config={path}', f'--workdir={tmp_path / "w"}'])
+  assert e.value.code == cli.EXIT_BAD_INPUT
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith(f'error: --config={path}: {problem}')
+  assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.slow  # A process start.
+def test_cli_config_file_mistake_has_no_traceback(tmp_path):
+  (tmp_path / 'broken.py').write_text('def get_config(:\n')
+  result = run_main(f'--config={tmp_path / "broken.py"}', f'--workdir={tmp_path / "w"}')
+  assert result.returncode == cli.EXIT_BAD_INPUT
+  assert error_lines(result.stderr) == [
+      f'error: --config={tmp_path / "broken.py"}: syntax error on line 1: invalid syntax']
+  assert 'Traceback' not in result.stderr
+
+
+def test_an_unknown_dataset_is_refused_alike_with_or_without_manual_dir(tmp_path):
+  messages = []
+  for manual_dir in (None, idx_dir(tmp_path)):
+    config = tiny_config(dataset='mnistt', manual_dir=manual_dir,
+                         data_dir=str(tmp_path / 'tfds'))
+    with pytest.raises(offline_data.DataError) as e:
+      input_pipeline.create_datasets(config)
+    messages.append(str(e.value))
+  assert messages == ["dataset='mnistt' is not a TFDS dataset (did you mean 'mnist'?)"] * 2
+  assert not (tmp_path / 'tfds').exists()
+
+
+def test_no_network_fails_within_seconds(tmp_path, monkeypatch):
+  try:  # This test needs a machine where the download host is out of reach.
+    socket.create_connection(('storage.googleapis.com', 443), timeout=3).close()
+    pytest.skip('storage.googleapis.com is reachable: the network is up')
+  except OSError:
+    pass
+  config = tiny_config(data_dir=str(tmp_path / 'tfds'))
+  start = time.perf_counter()
+  with pytest.raises(offline_data.DataError, match='cannot be downloaded') as e:
+    input_pipeline.create_datasets(config)
+  assert time.perf_counter() - start < 10
+  assert 'manual_dir' in str(e.value)
+  # Through a proxy that refuses, the proxy is named.
+  monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
+  with pytest.raises(offline_data.DataError, match=r'127\.0\.0\.1:9 is not reachable'):
+    input_pipeline.create_datasets(config)
+
+
+def test_a_metrics_line_cut_short_by_a_full_disk_is_dropped_on_resume(tmp_path):
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.write(json.dumps({'step': 2, 'split': 'train', 'time': 0, 'metrics': {}}) + '\n')
+    f.write('{"step": 4, "split": "tr')
+  metric_logging.MetricLogger(str(tmp_path), resume_step=6).close()
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert len(lines) == 1 and json.loads(lines[0])['step'] == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 2 MiB tmpfs mounted at tmp_path/disk (root only); yields its path."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  mounted = os.geteuid() == 0 and subprocess.run(
+      ['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(mount)],
+      capture_output=True).returncode == 0
+  if not mounted:
+    reason = 'mounting a tmpfs needs root (and a mount namespace that allows it)'
+    if os.environ.get('CI') == 'true':
+      pytest.fail(f'CI=true but {reason}')
+    pytest.skip(reason)
+  try:
+    yield mount
+  finally:
+    subprocess.run(['umount', '-l', str(mount)], check=False)
+
+
+@pytest.mark.slow  # Two runs of main.py on a real full filesystem.
+def test_a_full_disk_ends_in_one_line_and_loses_no_checkpoint(tmp_path, small_disk):
+  workdir = small_disk / 'run'
+  common = ['--config=configs/default.py', f'--workdir={workdir}',
+            f'--config.manual_dir={idx_dir(tmp_path)}', f'--config.data_dir={tmp_path / "tfds"}',
+            '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+            '--config.batch_size=8', '--config.num_epochs=12', '--config.keep_checkpoints=100',
+            '--config.plots=false', '--config.cache_dir=', '--config.progress=off']
+  full = run_main(*common)
+  assert full.returncode == cli.EXIT_DISK_FULL, full.stderr[-3000:]
+  (line,) = error_lines(full.stderr)
+  assert line.startswith('error: no space left on the disk: writing checkpoint ')
+  assert 'MiB free of 2.0 MiB' in line
+  assert 'Traceback' not in full.stderr
+  saved = sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
+  assert 2 <= len(saved) < 12
+  # With room again, the same command resumes from the last complete
+  # checkpoint (its CRC is checked on restore) and finishes.
+  subprocess.run(['mount', '-o', 'remount,size=64m', str(small_disk)], check=True)
+  resumed = run_main(*common)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Restored checkpoint {workdir / "checkpoints"}/{saved[-1]}.' in resumed.stderr
+  assert not [d for d in os.listdir(workdir / 'checkpoints') if not d.isdigit()]
+  with open(workdir / 'summary.json') as f:
+    assert json.load(f)['epoch'] == 12

@@ -1,0 +1,154 @@
+"""A trained workdir's config is its contract: a resume with another config.
+
+`WORKDIR/config.json` is the config its latest checkpoint was trained with, and
+`WORKDIR/config_history.jsonl` lists every change accepted on a resume, one
+line each: {"step", "time", "changes": {field: [old, new]}}. Undoing the
+changes from the last line up gives the config the run started with, so the
+two files always say how every step was trained.
+
+A resume whose config differs from config.json is refused before any work,
+with one line listing each difference. Fields fall in three kinds:
+
+  OPERATIONAL   where data and caches are, progress, logging, checkpoint
+                cadence, eval batch, call length: they never change what is
+                trained, and may differ freely (config.json takes the new ones);
+  CONTINUABLE   the length of training, the optimizer's hyperparameters and
+                schedule, the input mode and the non-finite policy: a resume
+                with `--continue_with_changes` trains on with the new values
+                from the restored step (the schedule is the new config's, at
+                that step) and records them in the history;
+  the rest      batch size, dataset, seed, model, optimizer, loss, dtype, ...:
+                they decide what the checkpoint's step and arrays mean, and
+                stay refused; such a run needs a new workdir.
+
+The inference modes (eval, predict, export) read a checkpoint with the
+config given; they are refused only where it would rebuild another model
+(INFERENCE fields).
+"""
+
+import json
+import os
+import time
+
+from trainkit import config_checks
+from trainkit import workdir as workdir_lib
+
+HISTORY = 'config_history.jsonl'
+
+OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
+               'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
+               'checkpoint_every_steps', 'steps_per_call', 'log_every_steps',
+               'eval_batch_size')
+CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
+               'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
+               'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
+               'nan_skip_limit')
+INFERENCE = ('dataset', 'dtype', 'model.')
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _as_json(config) -> dict:
+  """The config as config.json holds it (tuples as lists)."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def differences(stored: dict, config) -> dict:
+  """{dotted field: (old, new)} where `config` differs from a stored config.
+
+  Fields one side lacks (a config.json written by another version of the
+  program) are not compared.
+  """
+  old, new = _flat(stored), _flat(_as_json(config))
+  return {k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+
+
+def _latest_step(workdir: str) -> int | None:
+  directory = workdir_lib.checkpoint_dir(workdir)
+  steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
+      directory) else []
+  return max(steps) if steps else None
+
+
+def _stored(workdir: str) -> dict | None:
+  try:
+    with open(os.path.join(workdir, workdir_lib.CONFIG)) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+  except ValueError as e:
+    raise config_checks.ConfigError(
+        f'{os.path.join(workdir, workdir_lib.CONFIG)} is not valid JSON ({e}); the '
+        'workdir no longer says how it was trained') from None
+
+
+def _listed(changes: dict) -> str:
+  return ', '.join(f'{k} {json.dumps(old)} -> {json.dumps(new)}'
+                   for k, (old, new) in changes.items())
+
+
+def check_resume(config, workdir: str, continue_with_changes: bool = False) -> dict:
+  """Refuses a resume of a trained `workdir` with a config it was not trained with.
+
+  Returns:
+    The continuable changes to record ({field: (old, new)}; empty when the
+    configs agree, or when the workdir has no checkpoint yet).
+
+  Raises:
+    config_checks.ConfigError: with one line naming each differing field.
+  """
+  step = _latest_step(workdir)
+  stored = _stored(workdir) if step is not None else None
+  if stored is None:
+    return {}
+  changed = {k: v for k, v in differences(stored, config).items() if k not in OPERATIONAL}
+  if not changed:
+    return {}
+  fixed = {k: v for k, v in changed.items() if k not in CONTINUABLE}
+  where = f'--workdir={workdir!r} (checkpoint at step {step})'
+  if fixed:
+    raise config_checks.ConfigError(
+        f'{where} was trained with another config: {_listed(fixed)} cannot change '
+        'in a trained workdir (they decide what its checkpoints mean); give its '
+        f'values (see {workdir_lib.CONFIG} there) or use another --workdir')
+  if not continue_with_changes:
+    raise config_checks.ConfigError(
+        f'{where} was trained with another config: {_listed(changed)}; run with '
+        f'--continue_with_changes to train on with these from step {step} '
+        f'(recorded in {HISTORY}), or give its values, or use another --workdir')
+  epochs = changed.get('num_epochs')
+  with open(os.path.join(workdir, workdir_lib.MODEL_SPEC)) as f:
+    steps_per_epoch = json.load(f)['steps_per_epoch']
+  if epochs and epochs[1] * steps_per_epoch < step:
+    raise config_checks.ConfigError(
+        f'num_epochs={epochs[1]}: {where} has trained {step / steps_per_epoch:g} '
+        'epochs already')
+  return changed
+
+
+def check_inference(config, workdir: str) -> None:
+  """Refuses to read `workdir`'s checkpoints as another model than it trained."""
+  stored = _stored(workdir)
+  if stored is None:
+    return
+  changed = {k: v for k, v in differences(stored, config).items()
+             if k in INFERENCE or k.startswith(INFERENCE[-1])}
+  if changed:
+    raise config_checks.ConfigError(
+        f'--workdir={workdir!r} was trained with another model or data: '
+        f'{_listed(changed)}; give its values (see {workdir_lib.CONFIG} there)')
+
+
+def record(workdir: str, step: int, changes: dict) -> None:
+  """Appends the changes a resume at `step` made to the history."""
+  with open(os.path.join(workdir, HISTORY), 'a') as f:
+    f.write(json.dumps({'step': step, 'time': time.time(),
+                        'changes': {k: list(v) for k, v in changes.items()}}) + '\n')
