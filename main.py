@@ -2,6 +2,7 @@
 
   python main.py --config=configs/default.py --workdir=/tmp/mnist \
       [--config.FIELD=VALUE ...]
+  python main.py ... --config.num_epochs=30 --continue_with_changes  # train on
   python main.py ... --mode=eval [--checkpoint=latest|best|STEP]
   python main.py ... --mode=predict --input=digit.png [more.png ...]
   python main.py ... --mode=export [--checkpoint=...]

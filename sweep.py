@@ -19,8 +19,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from trainkit import cli
+from trainkit import full_disk
 from trainkit import preemption
 from trainkit import sweeps
+from trainkit import workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
@@ -28,6 +30,10 @@ flags.DEFINE_enum('parallel', 'vmap', sweeps.PARALLEL,
                   'vmap: members that differ only in learning rate, weight decay, '
                   'momentum or seed train together as one vmapped program; '
                   'sequential: one after another in this process.')
+flags.DEFINE_bool('continue_with_changes', False,
+                  'Resume members whose workdirs were trained with other values of '
+                  'the continuable fields (more epochs, learning rate, ...), '
+                  'recorded in each member\'s config_history.jsonl.')
 config_flags.DEFINE_config_file(
     'config', None, 'A sweep file: get_config() and get_sweep().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -48,9 +54,14 @@ def main(argv):
   start = time.perf_counter()
   try:
     overrides = sweeps.load_sweep(sweep_path)
-    ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel)
+    ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
+                              FLAGS.continue_with_changes)
   except cli.INPUT_ERRORS as e:
     cli.refuse(e)
+  except workdir_lock.WorkdirBusy as e:
+    cli.refuse(e, cli.EXIT_WORKDIR_BUSY)
+  except full_disk.DiskFull as e:
+    cli.refuse(e, cli.EXIT_DISK_FULL)
   except preemption.Interrupted as e:
     print(f'interrupted: {e}; run the same command to go on', file=sys.stderr)
     sys.exit(e.exit_status)

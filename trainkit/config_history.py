@@ -125,9 +125,11 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
         f'--continue_with_changes to train on with these from step {step} '
         f'(recorded in {HISTORY}), or give its values, or use another --workdir')
   epochs = changed.get('num_epochs')
-  with open(os.path.join(workdir, workdir_lib.MODEL_SPEC)) as f:
-    steps_per_epoch = json.load(f)['steps_per_epoch']
-  if epochs and epochs[1] * steps_per_epoch < step:
+  try:
+    steps_per_epoch = workdir_lib.ModelSpec.read(workdir).steps_per_epoch
+  except (OSError, ValueError, TypeError):
+    steps_per_epoch = None  # Then the run itself finds it has nothing left to train.
+  if epochs and steps_per_epoch and epochs[1] * steps_per_epoch < step:
     raise config_checks.ConfigError(
         f'num_epochs={epochs[1]}: {where} has trained {step / steps_per_epoch:g} '
         'epochs already')
