@@ -6,6 +6,7 @@
   python main.py ... --mode=eval [--checkpoint=latest|best|STEP]
   python main.py ... --mode=predict --input=digit.png [more.png ...]
   python main.py ... --mode=export [--checkpoint=...]
+  python main.py ... --mode=summary   # The model as a table; no data is loaded.
 """
 
 import sys
@@ -16,9 +17,11 @@ from absl import logging
 from ml_collections import config_flags
 
 from trainkit import cli
+from trainkit import config_checks
 from trainkit import divergence
 from trainkit import full_disk
 from trainkit import inference
+from trainkit import model_summary
 from trainkit import parallel
 from trainkit import preemption
 from trainkit import workdir as workdir_lib
@@ -27,9 +30,10 @@ import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export'],
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export', 'summary'],
                   'train; eval: a checkpoint on the test split (writes eval.json); '
-                  'predict: classify --input images; export: a TF SavedModel.')
+                  'predict: classify --input images; export: a TF SavedModel; '
+                  'summary: print the model as a table (no data loaded).')
 flags.DEFINE_bool('continue_with_changes', False,
                   'train: resume a trained workdir with a config that changes its '
                   'continuable fields (more epochs, learning rate, schedule, ...), '
@@ -67,8 +71,11 @@ def _run(config, workdir, inputs):
         print(f'{path}: {label} ({probability:.1%})')
     if missing:
       sys.exit(cli.EXIT_NO_DIGIT)
-  else:
+  elif FLAGS.mode == 'export':
     print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))
+  else:
+    config_checks.validate(config)
+    print(model_summary.table(config, model_summary.spec_without_data(config, workdir)))
 
 
 def main(argv):

@@ -1,11 +1,18 @@
 """Model behaviour: shapes, dropout only in training, BatchNorm statistics."""
 
+import logging
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from tests.helpers import tiny_config
+from configs import default
+from tests.helpers import run_main, tiny_config
+from trainkit import model_summary
 import models
+import train
 
 
 def _model_and_vars(**overrides):
@@ -76,3 +83,41 @@ def test_input_scaling_is_applied_inside_the_model():
   np.testing.assert_allclose(unit.apply(variables, images, train=False),
                              raw.apply(variables, images / 255.0, train=False),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_the_summary_table_counts_what_the_issue_and_keras_count(tmp_path):
+  config = default.get_config()
+  spec = model_summary.spec_without_data(config, str(tmp_path))  # No data loaded.
+  assert (spec.num_classes, spec.image_shape) == (10, (28, 28, 1))
+  assert not os.listdir(tmp_path)
+  text = model_summary.table(config, spec)
+  for layer in ('Dense_0', 'Dropout_0', 'BatchNorm_0', 'Dense_1', 'BatchNorm_1', 'Dense_2'):
+    assert f'│ {layer} ' in text
+  assert '401,920 (1.6 MB)' in text and '5,130 (20.5 KB)' in text  # Per layer.
+  assert 'Trainable parameters: 671,754 (2.7 MB)' in text
+  assert 'BatchNorm statistics: 2,048 (8.2 KB)' in text
+  # Adam: two moments per parameter, and five scalars (step counts, the
+  # injected learning rate and weight decay).
+  assert 'Optimizer state (adam): 1,343,513 (5.4 MB)' in text
+  flops = int(text.split('computes them): ')[1].split()[0].replace(',', ''))
+  # Forward and backward of the three products (no input gradient for the
+  # first layer): 2 * (784*512 + 512*512 + 512*10) * 3 - 2 * 784*512 = 3.21 M.
+  assert 3.1e6 < flops < 3.4e6
+
+
+def test_a_training_run_keeps_and_logs_the_summary(tmp_path, mock_mnist, caplog):
+  with caplog.at_level(logging.INFO, logger='absl'):
+    train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path))
+  text = (tmp_path / model_summary.SUMMARY_FILE).read_text()
+  # 784*16+16 (Dense_0) + 2*16 (BatchNorm_0) + 16*10+10 (Dense_1).
+  assert 'Trainable parameters: 12,762 (51.0 KB)' in text
+  assert text in caplog.text
+
+
+@pytest.mark.slow  # A process start.
+def test_cli_summary_mode_prints_the_table_without_data(tmp_path):
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path / "w"}',
+                    f'--config.data_dir={tmp_path / "tfds"}', '--mode=summary')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'Trainable parameters: 671,754' in result.stdout
+  assert not (tmp_path / 'w').exists()

@@ -23,6 +23,7 @@ from trainkit import divergence
 from trainkit import evaluation
 from trainkit import full_disk
 from trainkit import metric_logging
+from trainkit import model_summary
 from trainkit import optimizers
 from trainkit import parallel
 from trainkit import progress
@@ -107,6 +108,12 @@ class Run:
         workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.CONFIG),
                                self.config.to_dict())
         self.spec.write(self.workdir)
+        path = os.path.join(self.workdir, model_summary.SUMMARY_FILE)
+        if not os.path.exists(path):  # The model cannot change in a workdir.
+          model_summary.write(self.workdir, model_summary.table(
+              self.config, self.spec, layer_flops=False))
+      with open(path) as f:
+        logging.info('Model summary (%s):\n%s', path, f.read())
     if self.config.plots and self._is_writer:
       # matplotlib takes most of a second to import: done while training runs.
       threading.Thread(target=importlib.import_module, args=('trainkit.plots',),

@@ -1,0 +1,99 @@
+"""The model as a table, as Keras's and Elegy's `summary()` print it, from Flax's tabulate.
+
+Each layer with its input and output shapes, forward and forward+backward
+FLOPs, parameters and BatchNorm statistics (count and bytes); then the totals
+a user sizes a run by: trainable parameters, BatchNorm statistics, optimizer
+state, and FLOPs per training example. `--mode=summary` prints it without
+loading any data (the dataset's registered metadata gives the shapes); a
+training run logs it and keeps it as WORKDIR/model_summary.txt.
+"""
+
+import math
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import models
+from trainkit import offline_data
+from trainkit import optimizers
+from trainkit import workdir as workdir_lib
+
+SUMMARY_FILE = 'model_summary.txt'
+
+
+def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
+  """The workdir's model.json, or the shapes the dataset's metadata declares.
+
+  Only shapes matter to the table: the input scaling is left at its default
+  and the schedule's length at one step per epoch.
+  """
+  try:
+    return workdir_lib.ModelSpec.read(workdir)
+  except FileNotFoundError:
+    pass
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    features = tfds.builder(config.dataset, data_dir=config.data_dir).info.features
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise offline_data.DataError(f'dataset={config.dataset!r} is not a TFDS dataset') from e
+  return workdir_lib.ModelSpec(num_classes=features['label'].num_classes,
+                               image_shape=tuple(features['image'].shape), shift=0.0,
+                               scale=255.0, steps_per_epoch=1)
+
+
+def _count(tree) -> tuple:
+  leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, 'dtype')]
+  return (sum(math.prod(x.shape) for x in leaves),
+          sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves))
+
+
+def _size(n_bytes: int) -> str:
+  for unit, scale in (('GB', 1e9), ('MB', 1e6), ('KB', 1e3)):
+    if n_bytes >= scale:
+      return f'{n_bytes / scale:.1f} {unit}'
+  return f'{n_bytes} B'
+
+
+def table(config, spec: workdir_lib.ModelSpec, layer_flops: bool = True,
+          width: int = 140) -> str:
+  """The summary of `config`'s model on inputs of `spec`, as plain text.
+
+  `layer_flops`: each layer's FLOPs too (half a second more: Flax lowers each
+  layer apart); the total per training example is always there.
+  """
+  model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
+                              dtype=config.dtype)
+  example = jnp.zeros((1, *spec.image_shape), jnp.uint8)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  console = {'width': width, 'force_terminal': False, 'color_system': None}
+  layers = nn.tabulate(model, rngs, compute_flops=layer_flops,
+                       compute_vjp_flops=layer_flops, console_kwargs=console)(example,
+                                                                             train=True)
+  variables = jax.eval_shape(lambda: model.init(rngs, example, train=False))
+  params, params_bytes = _count(variables['params'])
+  stats, stats_bytes = _count(variables.get('batch_stats', {}))
+  tx = optimizers.create_optimizer(config, spec.steps_per_epoch)
+  opt, opt_bytes = _count(jax.eval_shape(tx.init, variables['params']))
+  flops = jax.jit(lambda v, x: jax.grad(lambda p: model.apply(
+      {**v, 'params': p}, x, train=True, rngs={'dropout': rngs['dropout']},
+      mutable=['batch_stats'])[0].sum())(v['params'])).lower(
+          variables, example).cost_analysis()
+  flops = (flops[0] if isinstance(flops, list) else flops or {}).get('flops')
+  totals = [
+      f'Trainable parameters: {params:,} ({_size(params_bytes)})',
+      f'BatchNorm statistics: {stats:,} ({_size(stats_bytes)})',
+      f'Optimizer state ({config.optimizer}): {opt:,} ({_size(opt_bytes)})',
+      'FLOPs per training example (forward and backward, as the train step computes them): '
+      + (f'{flops:,.0f}' if flops else 'unknown'),
+  ]
+  return layers.rstrip() + '\n' + '\n'.join(totals) + '\n'
+
+
+def write(workdir: str, text: str) -> None:
+  """Keeps the table in the workdir (whole or not at all)."""
+  path = os.path.join(workdir, SUMMARY_FILE)
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
