@@ -42,6 +42,7 @@ import numpy as np
 
 from trainkit import data_sources
 from trainkit import decoded_cache
+from trainkit import offline_data
 from trainkit import parallel
 from trainkit import streaming
 
@@ -76,6 +77,20 @@ class Data:
   mesh: Any  # The jax.sharding.Mesh the arrays are placed on.
   workers: int = 0  # Processes that decode streamed examples (0: this one).
   stream: Any = None  # The open streaming.Stream of the run being trained, if any.
+  validation: Any = None  # Placed as `test` is; None without a validation split.
+  num_validation: int = 0
+
+
+def validation_view(data: Data) -> Data:
+  """`data` with the validation split where evaluation reads the test split.
+
+  Every evaluation function reads `test`: given this view, they evaluate the
+  validation split, exactly as they do the test split. Without a validation
+  split, `data` itself (the epochs are then evaluated on the test split).
+  """
+  if data.validation is None:
+    return data
+  return dataclasses.replace(data, test=data.validation, num_test=data.num_validation)
 
 
 def _device_memory_bytes() -> int:
@@ -137,27 +152,71 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   return out
 
 
+def _splits(config, builder, mode: str) -> dict:
+  """{'train', 'validation', 'test'}: the configured splits (TFDS split syntax).
+
+  Slices are taken of whole splits, each loaded once (from the decoded
+  cache on the device path), so 'train[:55000]' and 'train[55000:]' share
+  one copy. A validation split that shares examples with the training split
+  is refused unless `allow_split_overlap`.
+  """
+  whole = {}
+
+  def load(name):
+    if name not in whole:
+      whole[name] = (_load_split(config, builder, name) if mode == 'device'
+                     else data_sources.source(builder, name))
+    return whole[name]
+
+  size_of = lambda name: len(load(name)['label'] if mode == 'device' else load(name))
+  specs = {'train': config.train_split, 'validation': config.validation_split,
+           'test': config.test_split}
+  ranges = {k: data_sources.split_ranges(v, size_of) for k, v in specs.items() if v}
+  shared = data_sources.overlap(ranges['train'], ranges.get('validation', []))
+  if shared and not config.allow_split_overlap:
+    raise offline_data.DataError(
+        f'validation_split={config.validation_split!r} shares {shared} examples with '
+        f'train_split={config.train_split!r}; choose disjoint splits (or set '
+        'allow_split_overlap=True)')
+  out = {}
+  for key, parts in ranges.items():
+    if mode == 'stream':
+      out[key] = (whole[parts[0][0]] if len(parts) == 1 and parts[0][1:] == (
+          0, len(whole[parts[0][0]])) else data_sources.SplitSource(whole, parts))
+    elif len(parts) == 1:  # A view of the (memory-mapped) whole split.
+      name, lo, hi = parts[0]
+      out[key] = {k: v[lo:hi] for k, v in whole[name].items()}
+    else:
+      out[key] = {k: np.concatenate([whole[n][k][lo:hi] for n, lo, hi in parts])
+                  for k in ('image', 'label')}
+  return out
+
+
 def create_datasets(config, mesh=None) -> Data:
-  """Loads the train and test splits of `config.dataset` for `mesh` (default: all devices)."""
+  """Loads the configured splits of `config.dataset` for `mesh` (default: all devices)."""
   mesh = parallel.create_mesh() if mesh is None else mesh
   builder = data_sources.builder(config)
   features = builder.info.features
   mode = choose_input_mode(config, builder)
+  splits = _splits(config, builder, mode)
+  size = lambda split: len(split['label'] if mode == 'device' else split)
+  sizes = {k: size(v) for k, v in splits.items()}
+  for key in splits:
+    if not sizes[key]:
+      raise offline_data.DataError(
+          f'{key}_split={config[key + "_split"]!r} selects no examples')
   if mode == 'device':
-    train = _load_split(config, builder, 'train')
-    test = _load_split(config, builder, 'test')
-    num_train, num_test = len(train['label']), len(test['label'])
-    train = parallel.replicate(train, mesh)
-    test = parallel.put_rows(stack_eval_batches(
-        test, parallel.padded_batch_size(config.eval_batch_size, mesh)), mesh)
-  else:
-    train = data_sources.source(builder, 'train')
-    test = data_sources.source(builder, 'test')
-    num_train, num_test = len(train), len(test)
-  return Data(mode=mode, train=train, test=test, num_train=num_train,
-              num_test=num_test, num_classes=features['label'].num_classes,
+    eval_batch = parallel.padded_batch_size(config.eval_batch_size, mesh)
+    for key in splits:
+      splits[key] = (parallel.replicate(splits[key], mesh) if key == 'train' else
+                     parallel.put_rows(stack_eval_batches(splits[key], eval_batch), mesh))
+  return Data(mode=mode, train=splits['train'], test=splits['test'],
+              num_train=sizes['train'], num_test=sizes['test'],
+              num_classes=features['label'].num_classes,
               image_shape=tuple(features['image'].shape), mesh=mesh,
-              workers=_workers(config.input_workers) if mode == 'stream' else 0)
+              workers=_workers(config.input_workers) if mode == 'stream' else 0,
+              validation=splits.get('validation'),
+              num_validation=sizes.get('validation', 0))
 
 
 def normalization_constants(config, data: Data):

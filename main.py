@@ -3,7 +3,7 @@
   python main.py --config=configs/default.py --workdir=/tmp/mnist \
       [--config.FIELD=VALUE ...]
   python main.py ... --config.num_epochs=30 --continue_with_changes  # train on
-  python main.py ... --mode=eval [--checkpoint=latest|best|STEP]
+  python main.py ... --mode=eval [--checkpoint=latest|best|STEP] [--split=SPLIT]
   python main.py ... --mode=predict --input=digit.png [more.png ...]
   python main.py ... --mode=export [--checkpoint=...]
   python main.py ... --mode=summary   # The model as a table; no data is loaded.
@@ -40,6 +40,8 @@ flags.DEFINE_bool('continue_with_changes', False,
                   'recorded in WORKDIR/config_history.jsonl.')
 flags.DEFINE_string('checkpoint', 'latest',
                     'eval/predict/export: latest, best (by eval accuracy) or a step.')
+flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syntax '
+                    "(e.g. 'train[55000:]'); default: the config's test_split.")
 flags.DEFINE_multi_string('input', [], 'predict: image files (PNG/JPEG) or folders; '
                           'further paths may follow as arguments (shell globs).')
 flags.DEFINE_string('jax_coordinator_address', None,
@@ -56,10 +58,10 @@ def _run(config, workdir, inputs):
     train.train_and_evaluate(config, workdir,
                              continue_with_changes=FLAGS.continue_with_changes)
   elif FLAGS.mode == 'eval':
-    result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint)
+    result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, FLAGS.split)
     print(f'checkpoint {result["step"]}: eval_accuracy {result["eval_accuracy"]:.4%}'
-          f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} test '
-          f'images (written to {workdir}/{workdir_lib.EVAL})')
+          f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} images of '
+          f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
   elif FLAGS.mode == 'predict':
     missing = 0
     for path, label, probability, _ in inference.predict_files(

@@ -248,6 +248,9 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   for run in runs:
     run.state = None  # The program's state is the only copy.
   rng = program.dropout_keys([run.config for run in runs])
+  # The epochs are evaluated on the validation split (the test split is for
+  # the end: Run.finish), or on the test split if there is none.
+  eval_data = input_pipeline.validation_view(data)
   source = data.train if data.mode == 'device' else None
   # One compiled length per run: calls never cross a checkpoint step.
   call_length = min(config.steps_per_call or steps_per_epoch,
@@ -335,7 +338,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
           finish_call(*pending)
         if not alive():
           break
-        eval_metrics = program.evaluate(state, data, config.eval_batch_size)
+        eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
         for i in alive():
           runs[i].log_eval(step, eval_metrics[i])
         checkpoint(eval_metrics)
@@ -351,7 +354,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
                        epoch + 1, config.num_epochs, shown['accuracy'], shown['loss'],
                        epoch_s)
     if step == first_step:  # Nothing left to train: evaluate the restored state.
-      eval_metrics = program.evaluate(state, data, config.eval_batch_size)
+      eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
       for i in alive():
         runs[i].log_eval(step, eval_metrics[i])
   finally:

@@ -13,6 +13,17 @@ def get_config():
 
   # Data.
   config.dataset = 'mnist'  # TFDS dataset name (28x28 grey images + labels).
+  # Splits, in TFDS split syntax. The last 5,000 training images are held out
+  # for validation (MNIST's classic 55,000 / 5,000): every epoch is evaluated on
+  # them and the best checkpoint chosen by them, so the test split is touched
+  # only to report, once, at the end. validation_split='' = none (then the
+  # epochs are evaluated on the test split, as the tutorials do).
+  config.train_split = 'train[:55000]'
+  config.validation_split = 'train[55000:]'
+  config.test_split = 'test'
+  config.allow_split_overlap = False  # Refuse a validation split sharing training examples.
+  # The best checkpoint: the validation metric 'accuracy' (highest) or 'loss' (lowest).
+  config.best_metric = 'accuracy'
   # TFDS data dir; None = TFDS's default (~/tensorflow_datasets).
   config.data_dir = ml_collections.config_dict.placeholder(str)
   # Folder with the dataset's original source files (for mnist: the four IDX

@@ -39,6 +39,9 @@ def tiny_config(**overrides):
   config.plots = False  # Drawing costs seconds; the plot tests turn it on.
   config.input_workers = 0  # Worker processes cost a second to start.
   config.cache_dir = ''  # No writes to the user's cache; the cache tests set one.
+  # All 50 mocked examples to train on; epochs evaluated on the test split
+  # (the validation tests set a validation split).
+  config.train_split, config.validation_split = 'train', ''
   for key, value in overrides.items():
     set_field(config, key, value)
   return config

@@ -39,17 +39,20 @@ class BrokenCheckpointError(ValueError):
   """A checkpoint that cannot be read back as it was written."""
 
 
-def create_manager(directory, keep_checkpoints: int,
-                   streamed: bool = False) -> ocp.CheckpointManager:
+def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
+                   best_metric: str = 'accuracy') -> ocp.CheckpointManager:
   """A manager that saves asynchronously and keeps latest-N plus the best.
 
   `streamed`: checkpoints also hold the Grain iterator state of the input.
+  `best_metric`: of the epochs' evaluation (the validation split): the
+  highest 'accuracy' or the lowest 'loss' is the best.
   """
+  key, lowest = f'eval_{best_metric}', best_metric == 'loss'
+  metric = lambda metrics: metrics.get(key, metrics.get(BEST_METRIC))
   policy = checkpoint_managers.AnyPreservationPolicy([
       checkpoint_managers.LatestN(n=keep_checkpoints),
-      checkpoint_managers.BestN(
-          get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
-          keep_checkpoints_without_metrics=False),
+      checkpoint_managers.BestN(get_metric_fn=metric, reverse=lowest, n=1,
+                                keep_checkpoints_without_metrics=False),
   ])
   handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
   if streamed:
@@ -61,7 +64,7 @@ def create_manager(directory, keep_checkpoints: int,
           preservation_policy=policy, enable_async_checkpointing=True,
           # Without best_fn, Orbax writes no metrics to disk and best_step()
           # is the latest: the best would be forgotten by a resumed run.
-          best_fn=lambda metrics: metrics[BEST_METRIC], best_mode='max'),
+          best_fn=metric, best_mode='min' if lowest else 'max'),
       item_handlers=handlers)
 
 

@@ -76,6 +76,12 @@ def validate(config) -> None:
                 'keep_checkpoints', 'nan_skip_limit'):
     _require(isinstance(config[field], int) and config[field] >= 1, field,
              config[field], 'must be a positive integer')
+  for field in ('train_split', 'test_split'):
+    _require(isinstance(config[field], str) and config[field], field, config[field],
+             "must name a split in TFDS split syntax (e.g. 'train[:55000]')")
+  _require(isinstance(config.validation_split, str), 'validation_split',
+           config.validation_split, "must be a split in TFDS split syntax or '' (none)")
+  _one_of(config, 'best_metric', ('accuracy', 'loss'))
   _require(isinstance(config.cache_dir, str), 'cache_dir', config.cache_dir,
            "must be a folder or '' (no caches)")
   for field in ('checkpoint_every_steps', 'steps_per_call', 'input_workers'):

@@ -38,11 +38,11 @@ HISTORY = 'config_history.jsonl'
 OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
                'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
                'checkpoint_every_steps', 'steps_per_call', 'log_every_steps',
-               'eval_batch_size')
+               'eval_batch_size', 'test_split', 'allow_split_overlap')
 CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
                'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
-               'nan_skip_limit')
+               'nan_skip_limit', 'validation_split', 'best_metric')
 INFERENCE = ('dataset', 'dtype', 'model.')
 
 

@@ -12,6 +12,7 @@ import functools
 import os
 import socket
 import threading
+import types
 import urllib.parse
 
 import jax
@@ -159,3 +160,57 @@ def read_all(source_) -> dict:
   finally:
     chunks.close()
   return {k: np.concatenate([p[k] for p in parts]) for k in ('image', 'label')}
+
+
+def split_ranges(spec: str, size_of) -> list:
+  """[(split, start, stop)] that TFDS split syntax `spec` selects, in order.
+
+  E.g. 'train[:55000]' -> [('train', 0, 55000)]; `size_of(name)` gives a
+  named split's size. Raises DataError for a spec TFDS cannot read.
+  """
+  names = {part.split('[')[0].strip() for part in spec.split('+')}
+  try:
+    sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names}
+    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(sizes)
+  except (ValueError, AssertionError, KeyError) as e:
+    raise offline_data.DataError(f'split {spec!r}: {str(e).splitlines()[0]}') from None
+  out = []
+  for i in instructions:
+    size = size_of(i.splitname)
+    out.append((i.splitname, 0 if i.from_ is None else i.from_,
+                size if i.to is None else i.to))
+  return out
+
+
+def overlap(a: list, b: list) -> int:
+  """How many examples two split_ranges results share."""
+  return sum(max(0, min(hi, hi2) - max(lo, lo2))
+             for name, lo, hi in a for name2, lo2, hi2 in b if name == name2)
+
+
+class SplitSource:
+  """Random access to the examples `split_ranges` selects from whole-split sources."""
+
+  def __init__(self, sources: dict, ranges: list):
+    self._sources, self._ranges = sources, ranges
+    self._starts = np.cumsum([0] + [hi - lo for _, lo, hi in ranges])
+
+  def __len__(self):
+    return int(self._starts[-1])
+
+  def _locate(self, index: int):
+    part = int(np.searchsorted(self._starts, index, side='right')) - 1
+    name, lo, _ = self._ranges[part]
+    return self._sources[name], lo + index - int(self._starts[part])
+
+  def __getitem__(self, index):
+    if not 0 <= index < len(self):
+      raise IndexError(index)
+    source, i = self._locate(int(index))
+    return source[i]
+
+  def __getitems__(self, indices):
+    if len(self._ranges) == 1:  # One slice: the source's own batched read.
+      name, lo, _ = self._ranges[0]
+      return self._sources[name].__getitems__([lo + int(i) for i in indices])
+    return [self[i] for i in indices]

@@ -45,7 +45,8 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
         f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
         'training run has written (train first)') from None
   directory = workdir_lib.checkpoint_dir(workdir)
-  manager = checkpointing.create_manager(directory, config.keep_checkpoints)
+  manager = checkpointing.create_manager(directory, config.keep_checkpoints,
+                                         best_metric=config.best_metric)
   try:
     steps = sorted(manager.all_steps())
     if checkpoint == 'latest':
@@ -70,11 +71,15 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
   return state, step, spec
 
 
-def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dict:
-  """Evaluates a checkpoint on the test split; writes and returns eval.json.
+def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
+                        split: str = '') -> dict:
+  """Evaluates a checkpoint on `split` (default: the test split); writes eval.json.
 
   Holds the workdir's lock (it writes there): refused while a run trains in it.
   """
+  if split:  # Evaluated where the test split would be.
+    config = config.copy_and_resolve_references()
+    config.test_split, config.validation_split = split, ''
   if not os.path.isdir(workdir):
     raise config_checks.ConfigError(f'--workdir={workdir!r} does not exist (train first)')
   with workdir_lock.hold(workdir, 'eval'):
@@ -83,7 +88,8 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest') -> dic
     state = parallel.replicate(state, data.mesh)
     metrics = evaluation.evaluate(state, data, config.eval_batch_size)
     result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
-              'step': step, 'checkpoint': checkpoint, 'num_examples': data.num_test}
+              'step': step, 'checkpoint': checkpoint, 'split': config.test_split,
+              'num_examples': data.num_test}
     if jax.process_index() == 0:
       with full_disk.writing(workdir_lib.EVAL, workdir):
         workdir_lib.write_json(os.path.join(workdir, workdir_lib.EVAL), result)

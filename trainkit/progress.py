@@ -162,8 +162,14 @@ def run_summary(summary: dict, workdir: str, best_step: int | None,
       f'Finished {summary["epoch"]:g} epochs, {summary["step"]} steps, in '
       f'{summary["train_wall_s"]:.1f} s of training '
       f'({summary["examples_per_s"]:,.0f} examples/s).',
-      f'  test accuracy  {summary["eval_accuracy"]:.2%}{best}, '
-      f'loss {summary["eval_loss"]:.4f}',
+      *([f'  validation     accuracy {summary["eval_accuracy"]:.2%}{best}, '
+         f'loss {summary["eval_loss"]:.4f} ({summary["eval_split"]})',
+         f'  test           accuracy {summary["test_accuracy"]:.2%}, loss '
+         f'{summary["test_loss"]:.4f} (final); {summary["best_test_accuracy"]:.2%}, '
+         f'loss {summary["best_test_loss"]:.4f} (best checkpoint)']
+        if 'best_test_accuracy' in summary else
+        [f'  test accuracy  {summary["eval_accuracy"]:.2%}, loss {summary["eval_loss"]:.4f}'
+         ' (no validation split: no checkpoint is chosen by it)']),
       f'  checkpoints    {os.path.join(workdir, "checkpoints")}',
       f'  plots          {os.path.join(workdir, "plots") if plots else "off (config.plots)"}',
       f'  metrics        {os.path.join(workdir, "metrics.jsonl")}, summary.json',

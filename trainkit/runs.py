@@ -57,7 +57,8 @@ class Run:
     self.config, self.workdir, self.spec = config, workdir, spec
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
-                                                config.keep_checkpoints, streamed)
+                                                config.keep_checkpoints, streamed,
+                                                config.best_metric)
     self.meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
     try:
       restored = checkpointing.restore_latest(self.manager, state, workdir, streamed)
@@ -158,7 +159,8 @@ class Run:
     """
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
-    metrics = eval_metrics and {checkpointing.BEST_METRIC: eval_metrics['accuracy']}
+    metrics = eval_metrics and {'eval_accuracy': eval_metrics['accuracy'],
+                                'eval_loss': eval_metrics['loss']}
     self._wait_for_save()
     # Room for this checkpoint and the one Orbax may still be committing, or
     # no save at all: one that runs out of space fails in Orbax's threads.
@@ -199,15 +201,46 @@ class Run:
     directory = os.path.join(self.workdir, workdir_lib.PLOTS)
     return all(os.path.exists(os.path.join(directory, name)) for name in workdir_lib.PLOT_FILES)
 
+  def _test_figures(self, state, data, eval_metrics: dict, step: int) -> dict:
+    """The test split's figures, of the final checkpoint and of the best.
+
+    With a validation split, the test split is evaluated here only, once per
+    checkpoint reported. Without one the epochs were evaluated on the test
+    split: the final figures are those, and no checkpoint is called best by
+    them (that would be choosing on the test split).
+    """
+    if data.validation is None:
+      return {'test_accuracy': eval_metrics['accuracy'], 'test_loss': eval_metrics['loss']}
+    batch = self.config.eval_batch_size
+    final = evaluation.evaluate(state, data, batch)
+    best = final
+    if self.best_step is not None and self.best_step != step:
+      manager = checkpointing.create_manager(self.checkpoint_dir, self.config.keep_checkpoints,
+                                             best_metric=self.config.best_metric)
+      try:
+        best_state, _ = checkpointing.restore(manager, self.best_step, state)
+      finally:
+        manager.close()
+      best = evaluation.evaluate(best_state, data, batch)
+    return {'test_accuracy': final['accuracy'], 'test_loss': final['loss'],
+            'best_test_accuracy': best['accuracy'], 'best_test_loss': best['loss']}
+
   def finish(self, state, data, eval_metrics: dict, step: int) -> dict:
-    """Writes summary.json (and, if configured, the plots); returns the summary."""
+    """Writes summary.json (and, if configured, the plots); returns the summary.
+
+    `eval_*` are the epochs' evaluation split's (`eval_split`: the validation
+    split, or the test split without one); `test_*` the test split's, of the
+    final checkpoint, and `best_test_*` of the best (by validation).
+    """
     wall = self.meta['train_wall_s']  # As of the last checkpoint.
     summary = {
+        'eval_split': self.config.validation_split or self.config.test_split,
         'eval_accuracy': eval_metrics['accuracy'],
         'eval_loss': eval_metrics['loss'],
         'best_eval_accuracy': max(self.meta['best_eval_accuracy'],
                                   eval_metrics['accuracy']),
         'best_step': self.best_step,
+        **self._test_figures(state, data, eval_metrics, step),
         'step': step,
         'epoch': step / self.spec.steps_per_epoch,
         'train_wall_s': wall,

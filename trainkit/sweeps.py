@@ -128,7 +128,10 @@ def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -
 SUMMARY_CSV = 'sweep_summary.csv'
 SUMMARY_MD = 'sweep_summary.md'
 
-_METRICS = ('best_eval_accuracy', 'eval_accuracy', 'eval_loss', 'train_wall_s')
+# Ranked by the epochs' evaluation (the validation split); the test split's
+# accuracy is shown for information only.
+_METRICS = ('best_eval_accuracy', 'eval_accuracy', 'eval_loss', 'test_accuracy',
+            'train_wall_s')
 _COLUMNS = ('rank', 'name', 'status', 'overrides', *_METRICS, 'workdir')
 
 
@@ -149,12 +152,14 @@ def write_summary(directory: str, rows: list) -> list:
     for row in rows:
       writer.writerow({**row, 'overrides': json.dumps(row['overrides'], sort_keys=True)})
   lines = ['| rank | member | overrides | best eval acc | final eval acc | '
-           'final eval loss | train time (s) |', '|---|---|---|---|---|---|---|']
+           'final eval loss | test acc (info) | train time (s) |',
+           '|---|---|---|---|---|---|---|---|']
   for row in ranked:
     overrides = ', '.join(f'{k}={v}' for k, v in row['overrides'].items())
     lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | '
                  f'{row["best_eval_accuracy"]:.2%} | {row["eval_accuracy"]:.2%} | '
-                 f'{row["eval_loss"]:.4f} | {row["train_wall_s"]:.1f} |')
+                 f'{row["eval_loss"]:.4f} | {row["test_accuracy"]:.2%} | '
+                 f'{row["train_wall_s"]:.1f} |')
   with open(os.path.join(directory, SUMMARY_MD), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   return ranked
@@ -248,7 +253,7 @@ def _run_members(members, workdir, parallel, changes, continue_with_changes) -> 
     rows.append({'name': name, 'overrides': overrides,
                  'workdir': os.path.join(workdir, name),
                  'status': 'finished' if summaries[name] else 'diverged',
-                 **{k: summary[k] for k in _METRICS}})
+                 **{k: summary.get(k, float('nan')) for k in _METRICS}})
   ranked = write_summary(workdir, rows)
   plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},
                         os.path.join(workdir, 'sweep_eval_curves.png'), splits=('eval',))

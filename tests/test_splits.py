@@ -1,0 +1,85 @@
+"""Honest model selection: train, validation and test splits."""
+
+import json
+import os
+
+import pytest
+
+from tests.helpers import tiny_config
+from trainkit import checkpointing
+from trainkit import evaluation
+from trainkit import inference
+from trainkit import offline_data
+import input_pipeline
+import train
+
+pytestmark = pytest.mark.usefixtures('mock_mnist')
+
+# 50 mocked training examples: 40 to train on (5 steps of 8), 10 to validate.
+SPLITS = {'train_split': 'train[:40]', 'validation_split': 'train[40:]'}
+
+
+def _evals(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return {r['step']: r['metrics'] for r in map(json.loads, f) if r['split'] == 'eval'}
+
+
+def test_the_best_checkpoint_is_chosen_by_validation_and_test_is_reported_apart(tmp_path):
+  config = tiny_config(num_epochs=4, keep_checkpoints=1, best_metric='loss', **SPLITS)
+  state, summary = train.train_and_evaluate(config, str(tmp_path))
+  data = input_pipeline.create_datasets(config)
+  assert (data.num_train, data.num_validation, data.num_test) == (40, 10, 50)
+  validation = input_pipeline.validation_view(data)
+  # The epochs were evaluated on the validation split...
+  evals = _evals(tmp_path)
+  assert sorted(evals) == [5, 10, 15, 20]
+  assert evals[20]['loss'] == pytest.approx(evaluation.evaluate(state, validation, 16)['loss'])
+  # ... and the best checkpoint is the one with the lowest validation loss.
+  best = min(evals, key=lambda step: evals[step]['loss'])
+  assert summary['best_step'] == best and summary['eval_split'] == 'train[40:]'
+  # The test split, evaluated apart: the final checkpoint and the best one.
+  test = evaluation.evaluate(state, data, 16)
+  assert summary['test_loss'] == pytest.approx(test['loss'])
+  assert summary['test_loss'] != pytest.approx(summary['eval_loss'])
+  manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 1, best_metric='loss')
+  try:
+    best_state, _ = checkpointing.restore(manager, best, state)
+  finally:
+    manager.close()
+  assert summary['best_test_loss'] == pytest.approx(
+      evaluation.evaluate(best_state, data, 16)['loss'])
+  # --mode=eval --split evaluates any split of a checkpoint.
+  result = inference.evaluate_checkpoint(config, str(tmp_path), split='train[40:]')
+  assert result['split'] == 'train[40:]' and result['num_examples'] == 10
+  assert result['eval_loss'] == pytest.approx(evals[20]['loss'])
+
+
+def test_without_a_validation_split_no_checkpoint_is_chosen_by_test(tmp_path):
+  _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert summary['eval_split'] == 'test'
+  assert summary['test_accuracy'] == summary['eval_accuracy']
+  assert 'best_test_accuracy' not in summary
+
+
+def test_a_validation_split_overlapping_training_is_refused_unless_allowed(tmp_path):
+  config = tiny_config(train_split='train[:40]', validation_split='train[30:]')
+  with pytest.raises(offline_data.DataError, match='shares 10 examples with') as e:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert '\n' not in str(e.value) and not (tmp_path / 'run').exists()
+  config.allow_split_overlap = True
+  assert input_pipeline.create_datasets(config).num_validation == 20
+
+
+@pytest.mark.parametrize('spec, sizes', [('train[:10%]+train[-5:]', 10),
+                                         ('train[40:]', 10), ('test[:50%]', 25)])
+def test_split_syntax_selects_the_same_examples_in_both_modes(spec, sizes):
+  loaded = {}
+  for mode in ('device', 'stream'):
+    config = tiny_config(input_mode=mode, validation_split=spec, allow_split_overlap=True)
+    data = input_pipeline.create_datasets(config)
+    assert data.num_validation == sizes
+    loaded[mode] = evaluation.evaluate(
+        train.create_state(config, train.model_spec(config, data)),
+        input_pipeline.validation_view(data), 16)
+  assert loaded['device']['accuracy'] == loaded['stream']['accuracy']
+  assert loaded['device']['loss'] == pytest.approx(loaded['stream']['loss'], rel=1e-6)
