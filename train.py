@@ -219,6 +219,14 @@ class MeshSteps:
   def train(self, state, batches: list, rng, num_steps: list, source):
     return self._train_steps(state, batches[0], rng, num_steps[0], source)
 
+  def set_learning_rate(self, state, index: int, value: float):
+    """`state` with its injected peak learning rate set to `value`."""
+    del index  # The only member.
+    rate = state.opt_state.hyperparams['learning_rate']
+    return state.replace(opt_state=state.opt_state._replace(hyperparams={
+        **state.opt_state.hyperparams,
+        'learning_rate': jax.device_put(np.asarray(value, rate.dtype), rate.sharding)}))
+
   def evaluate(self, state, data, batch_size: int) -> list:
     return [evaluation.evaluate(state, data, batch_size)]
 
@@ -263,15 +271,18 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   for run in runs:
     # A group's members would interleave unnamed scalar lines in the log.
     run.open_logs(log_scalars=show.style != 'bar' and len(runs) == 1)
-  if step >= total_steps:
-    logging.info('Training already finished at step %d (%d epochs); '
-                 're-evaluating only.', step, config.num_epochs)
+  if step >= total_steps or not any(run.alive for run in runs):
+    logging.info('Training already finished at step %d (%s); re-evaluating only.', step,
+                 runs[0].stop_reason or f'{config.num_epochs} epochs')
   else:
     logging.info('Training from step %d to %d (%d steps per epoch).',
                  step, total_steps, steps_per_epoch)
 
-  def alive():
+  def alive():  # The runs still training.
     return [i for i, run in enumerate(runs) if run.alive]
+
+  def finished():  # The runs that end with a summary: all but the diverged.
+    return [i for i, run in enumerate(runs) if run.diverged is None]
 
   def finish_call(first, num_steps, metrics):
     """Checks a finished call's steps for divergence, then reports them."""
@@ -284,8 +295,8 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
     if shown:
       show.update(first + num_steps, num_steps, _mean(shown))
 
-  def checkpoint(eval_metrics=None):
-    for i in alive():
+  def checkpoint(eval_metrics=None, which=None):
+    for i in alive() if which is None else which:
       runs[i].checkpoint(step, program.member(state, i), eval_metrics and eval_metrics[i],
                          input_states[i])
 
@@ -339,15 +350,21 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
         if not alive():
           break
         eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
-        for i in alive():
+        evaluated = alive()
+        for i in evaluated:
           runs[i].log_eval(step, eval_metrics[i])
-        checkpoint(eval_metrics)
+          # Plateaus and early stopping decide on the epoch's evaluation; the
+          # checkpoint below saves their state with the state they changed.
+          rate = runs[i].after_epoch(epoch + 1, eval_metrics[i])
+          if rate is not None:
+            state = program.set_learning_rate(state, i, rate)
+        checkpoint(eval_metrics, evaluated)
         epoch_s = time.perf_counter() - epoch_start
-        for i in alive():
+        for i in evaluated:
           runs[i].log_epoch(step, {
               'wall_s': epoch_s, 'steps_per_s': (step - epoch_first_step) / epoch_s,
               'examples_per_s': (step - epoch_first_step) * config.batch_size / epoch_s})
-        shown = _mean([eval_metrics[i] for i in alive()])
+        shown = _mean([eval_metrics[i] for i in evaluated])
         show.end_epoch(step, shown)
         if show.style == 'off':
           logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s).',
@@ -355,7 +372,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
                        epoch_s)
     if step == first_step:  # Nothing left to train: evaluate the restored state.
       eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
-      for i in alive():
+      for i in finished():
         runs[i].log_eval(step, eval_metrics[i])
   finally:
     # Also on divergence or interruption: finish pending saves, flush logs.
@@ -363,8 +380,9 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
     input_pipeline.close_stream(data)
     for run in runs:
       run.close()
-  return state, [run.finish(program.member(state, i), data, eval_metrics[i], step)
-                 if run.alive else None for i, run in enumerate(runs)]
+  return state, [run.finish(program.member(state, i), data, eval_metrics[i],
+                            int(program.member(state, i).step))
+                 if run.diverged is None else None for i, run in enumerate(runs)]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

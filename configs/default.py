@@ -66,6 +66,15 @@ def get_config():
   config.weight_decay = 0.0
   config.grad_clip_norm = 0.0  # Clip gradients to this global norm; 0 = off.
 
+  # On the epochs' validation figures (Keras's EarlyStopping and
+  # ReduceLROnPlateau); their state is checkpointed, so a resumed run decides alike.
+  config.early_stopping_patience = 0  # Epochs without improvement before stopping; 0 = off.
+  config.early_stopping_metric = 'loss'  # 'loss' (lower is better) or 'accuracy'.
+  config.early_stopping_min_delta = 0.0  # A smaller change is no improvement.
+  config.plateau_patience = 0  # Epochs without a lower validation loss, then a cut; 0 = off.
+  config.plateau_factor = 0.1  # The learning rate is multiplied by this at each plateau.
+  config.plateau_min_delta = 1e-4  # A smaller decrease of the loss is no improvement (> 0).
+
   # Learning-rate schedule: constant | cosine | warmup_cosine | exponential | linear.
   config.schedule = 'warmup_cosine'
   config.warmup_epochs = 0.5  # Linear warmup from 0 (warmup_cosine); < num_epochs.

@@ -1,8 +1,11 @@
-"""Honest model selection: train, validation and test splits."""
+"""Honest model selection: train, validation and test splits; early stopping, plateaus."""
 
 import json
 import os
+import shutil
 
+import jax
+import numpy as np
 import pytest
 
 from tests.helpers import tiny_config
@@ -83,3 +86,29 @@ def test_split_syntax_selects_the_same_examples_in_both_modes(spec, sizes):
         input_pipeline.validation_view(data), 16)
   assert loaded['device']['accuracy'] == loaded['stream']['accuracy']
   assert loaded['device']['loss'] == pytest.approx(loaded['stream']['loss'], rel=1e-6)
+
+
+def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path):
+  # Nothing counts as an improvement (min_delta 10): the learning rate is
+  # halved after each epoch from the second, and the run stops after epoch 4.
+  config = tiny_config(num_epochs=10, keep_checkpoints=10, early_stopping_patience=3,
+                       early_stopping_min_delta=10.0, plateau_patience=1,
+                       plateau_factor=0.5, plateau_min_delta=10.0, **SPLITS)
+  state, summary = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  assert summary['stop_reason'].startswith('early stopping after epoch 4: the validation '
+                                           'loss did not improve by more than 10 for 3 epochs')
+  assert summary['step'] == 4 * 5 and summary['epoch'] == 4
+  rate = float(state.opt_state.hyperparams['learning_rate'])
+  assert rate == pytest.approx(1e-3 * 0.5 ** 3)
+  # Killed after epoch 2's checkpoint: its later checkpoints never were.
+  shutil.copytree(tmp_path / 'whole', tmp_path / 'resumed')
+  for step in (15, 20):
+    shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
+  resumed_state, resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  for key in ('stop_reason', 'step', 'eval_loss', 'test_loss', 'best_step'):
+    assert resumed[key] == summary[key], key
+  jax.tree.map(np.testing.assert_array_equal, resumed_state.params, state.params)
+  jax.tree.map(np.testing.assert_array_equal, resumed_state.opt_state, state.opt_state)
+  # Run again, a stopped run only re-evaluates.
+  _, again = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  assert again['step'] == 20 and again['stop_reason'] == summary['stop_reason']

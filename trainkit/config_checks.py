@@ -82,6 +82,17 @@ def validate(config) -> None:
   _require(isinstance(config.validation_split, str), 'validation_split',
            config.validation_split, "must be a split in TFDS split syntax or '' (none)")
   _one_of(config, 'best_metric', ('accuracy', 'loss'))
+  _one_of(config, 'early_stopping_metric', ('loss', 'accuracy'))
+  for field in ('early_stopping_patience', 'plateau_patience'):
+    _require(isinstance(config[field], int) and config[field] >= 0, field, config[field],
+             'must be an integer >= 0 (0 = off)')
+  _require(isinstance(config.early_stopping_min_delta, (int, float))
+           and config.early_stopping_min_delta >= 0, 'early_stopping_min_delta',
+           config.early_stopping_min_delta, 'must be >= 0')
+  _require(isinstance(config.plateau_min_delta, (int, float)) and config.plateau_min_delta > 0,
+           'plateau_min_delta', config.plateau_min_delta, 'must be > 0')
+  _require(isinstance(config.plateau_factor, (int, float)) and 0 < config.plateau_factor < 1,
+           'plateau_factor', config.plateau_factor, 'must be in (0, 1)')
   _require(isinstance(config.cache_dir, str), 'cache_dir', config.cache_dir,
            "must be a folder or '' (no caches)")
   for field in ('checkpoint_every_steps', 'steps_per_call', 'input_workers'):

@@ -42,7 +42,10 @@ OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress
 CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
                'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
-               'nan_skip_limit', 'validation_split', 'best_metric')
+               'nan_skip_limit', 'validation_split', 'best_metric',
+               'early_stopping_patience', 'early_stopping_metric',
+               'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
+               'plateau_min_delta')
 INFERENCE = ('dataset', 'dtype', 'model.')
 
 

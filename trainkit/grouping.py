@@ -79,6 +79,13 @@ class GroupSteps:
     return _group_train_steps(state, stacked, rng, jnp.asarray(num_steps, jnp.int32),
                               source)
 
+  def set_learning_rate(self, state, index: int, value: float):
+    """`state` with member `index`'s injected peak learning rate set to `value`."""
+    rates = state.opt_state.hyperparams['learning_rate']
+    return state.replace(opt_state=state.opt_state._replace(hyperparams={
+        **state.opt_state.hyperparams,
+        'learning_rate': rates.at[index].set(jnp.asarray(value, rates.dtype))}))
+
   def evaluate(self, state, data, batch_size: int) -> list:
     del batch_size  # The resident test split is stacked in eval batches already.
     sums = jax.device_get(_group_eval_steps(state, data.test))

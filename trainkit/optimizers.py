@@ -85,13 +85,16 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
   return optax.inject_hyperparams(make)(**hyperparams)
 
 
-def with_hyperparams(opt_state, config):
+def with_hyperparams(opt_state, config, lr_scale: float = 1.0):
   """`opt_state` (of create_optimizer) holding `config`'s injected hyperparameters.
 
   A checkpoint restores the values it was trained with; a resume that
   changes them (config_history's --continue_with_changes) sets the new ones,
-  each placed as the value it replaces.
+  each placed as the value it replaces. `lr_scale`: the factor plateaus put
+  on the learning rate so far (trainkit/plateaus.py).
   """
-  hyperparams = {name: jax.device_put(np.asarray(config[name], value.dtype), value.sharding)
+  values = {name: config[name] for name in opt_state.hyperparams}
+  values['learning_rate'] = values['learning_rate'] * lr_scale
+  hyperparams = {name: jax.device_put(np.asarray(values[name], value.dtype), value.sharding)
                  for name, value in opt_state.hyperparams.items()}
   return opt_state._replace(hyperparams=hyperparams)

@@ -26,6 +26,7 @@ from trainkit import metric_logging
 from trainkit import model_summary
 from trainkit import optimizers
 from trainkit import parallel
+from trainkit import plateaus
 from trainkit import progress
 from trainkit import workdir as workdir_lib
 
@@ -73,7 +74,8 @@ class Run:
       logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
       if config_changes:
         # The checkpoint holds the hyperparameters it was trained with.
-        state = state.replace(opt_state=optimizers.with_hyperparams(state.opt_state, config))
+        state = state.replace(opt_state=optimizers.with_hyperparams(
+            state.opt_state, config, plateaus.lr_scale(self.meta)))
         logging.warning('Training on from step %d with changes to the config: %s.',
                         restored_step, config_changes)
     self.config_changes = config_changes if restored else None
@@ -92,8 +94,28 @@ class Run:
 
   @property
   def alive(self) -> bool:
-    """False once the run diverged: it trains, saves and logs no further."""
-    return self.diverged is None
+    """False once the run diverged or stopped early: it trains, saves and logs no further."""
+    return self.diverged is None and self.stop_reason is None
+
+  @property
+  def stop_reason(self) -> str | None:
+    """Why the run stopped before its last epoch (early stopping), or None."""
+    return self.meta.get('stop_reason')
+
+  def after_epoch(self, epoch: int, metrics: dict) -> float | None:
+    """Steps the plateau and early-stopping state; a new peak learning rate, or None.
+
+    Decided before the epoch's checkpoint, which saves the decisions.
+    """
+    scale = plateaus.reduce_on_plateau(self.config, self.meta, metrics)
+    if scale is not None:
+      logging.warning('Validation loss on a plateau after epoch %d: learning rate x %g.',
+                      epoch, scale)
+    reason = plateaus.early_stop(self.config, self.meta, metrics, epoch)
+    if reason:
+      logging.warning('Stopping: %s.', reason)
+      self.meta['stop_reason'] = reason
+    return None if scale is None else self.config.learning_rate * scale
 
   def open_logs(self, log_scalars: bool) -> None:
     """Writes the config and model spec and opens the metric logs.
@@ -246,6 +268,7 @@ class Run:
         'train_wall_s': wall,
         'examples_per_s': step * self.config.batch_size / wall if wall else 0.0,
         'skipped_steps': self.tracker.skipped,
+        'stop_reason': self.stop_reason or 'completed',
     }
     if self._is_writer:
       with full_disk.writing(workdir_lib.SUMMARY, self.workdir):
