@@ -75,6 +75,7 @@ def _imported(script, *args):
 def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path):
   manual_dir, data_dir = idx_dir(tmp_path), tmp_path / 'tfds'
   common = [f'--config.data_dir={data_dir}', '--config.num_epochs=1',
+            '--config.train_split=train', '--config.validation_split=',
             '--config.batch_size=8', '--config.model.hidden_sizes=(16,)',
             '--config.model.dropout_rates=(0.1,)', f'--config.cache_dir={tmp_path / "c"}',
             '--config.progress=off']
@@ -116,6 +117,7 @@ def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
          f'--config.manual_dir={manual_dir}', f'--config.data_dir={tmp_path / "tfds"}',
          '--config.num_epochs=1', '--config.batch_size=8', '--config.plots=False',
          '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+         '--config.train_split=train', '--config.validation_split=',
          f'--config.cache_dir={cache_dir}'], cwd=ROOT, capture_output=True, text=True,
         timeout=300, env={**ENV, 'JAX_DEBUG_LOG_MODULES': 'jax._src.compiler'})
     assert result.returncode == 0, result.stderr[-3000:]

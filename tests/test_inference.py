@@ -123,6 +123,7 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   workdir = tmp_path / 'run'
   overrides = {'manual_dir': str(tmp_path), 'data_dir': str(tmp_path / 'tfds'),
                'model.hidden_sizes': (16,), 'model.dropout_rates': (0.1,),
+               'train_split': 'train', 'validation_split': '',
                'batch_size': 16, 'num_epochs': 1}
   train.train_and_evaluate(tiny_config(**overrides), str(workdir))
   common = ['--config=configs/default.py', f'--workdir={workdir}'] + [

@@ -306,6 +306,7 @@ def test_a_full_disk_ends_in_one_line_and_loses_no_checkpoint(tmp_path, small_di
   common = ['--config=configs/default.py', f'--workdir={workdir}',
             f'--config.manual_dir={idx_dir(tmp_path)}', f'--config.data_dir={tmp_path / "tfds"}',
             '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+            '--config.train_split=train', '--config.validation_split=',
             '--config.batch_size=8', '--config.num_epochs=12', '--config.keep_checkpoints=100',
             '--config.plots=false', '--config.cache_dir=', '--config.progress=off']
   full = run_main(*common)

@@ -17,7 +17,9 @@ from tests.helpers import ROOT, tiny_config, write_mnist
 
 _FORCE_4 = '--xla_force_host_platform_device_count=4'
 # The tiny model, as main.py overrides.
-_TINY = ['--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+# Small IDX files: train on all of them, evaluate the epochs on the test split.
+_TINY = ['--config.train_split=train', '--config.validation_split=',
+         '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
          '--config.batch_size=8', '--config.eval_batch_size=12',
          '--config.schedule=cosine', '--config.plots=False', '--config.progress=off']
 

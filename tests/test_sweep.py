@@ -109,7 +109,8 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
        f'--workdir={workdir}', f'--config.manual_dir={tmp_path}',
-       f'--config.data_dir={tmp_path / "tfds"}', '--parallel=sequential'],
+       f'--config.data_dir={tmp_path / "tfds"}', '--config.train_split=train',
+       '--config.validation_split=', '--parallel=sequential'],
       cwd=ROOT, capture_output=True, text=True, timeout=240,
       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert result.returncode == 0, result.stderr[-2000:]

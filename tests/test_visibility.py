@@ -151,11 +151,18 @@ def test_run_summary_names_results_and_places(tmp_path, caplog):
   with caplog.at_level(logging.INFO, logger='absl'):
     _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
   text = progress.run_summary(summary, str(tmp_path), summary['best_step'])
-  assert f'{summary["eval_accuracy"]:.2%}' in text
-  assert f'at step {summary["best_step"]}' in text
+  assert f'test accuracy  {summary["eval_accuracy"]:.2%}' in text
+  assert 'no validation split' in text
+  _, summary = train.train_and_evaluate(
+      tiny_config(train_split='train[:40]', validation_split='train[40:]'),
+      str(tmp_path / 'validated'))
+  validated = progress.run_summary(summary, str(tmp_path), summary['best_step'])
+  assert f'validation     accuracy {summary["eval_accuracy"]:.2%}' in validated
+  assert f'at step {summary["best_step"]}' in validated
+  assert f'test           accuracy {summary["test_accuracy"]:.2%}' in validated
   assert f'tensorboard --logdir {tmp_path}' in text
   assert os.path.join(str(tmp_path), 'checkpoints') in text
-  assert summary['best_step'] in (6, 12)
+  assert summary['best_step'] in (5, 10)
   assert any('tensorboard --logdir' in r.getMessage() for r in caplog.records)
 
 
