@@ -36,6 +36,7 @@ from trainkit import profiling
 from trainkit import progress as progress_lib
 from trainkit import runs as runs_lib
 from trainkit import workdir as workdir_lib
+from trainkit import warm_start
 from trainkit import workdir_lock
 
 
@@ -67,6 +68,19 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
       loss_fn=losses.LOSSES[config.loss],
       tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
+
+
+def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainState:
+  """The state a run in `workdir` starts from before it restores its own checkpoints.
+
+  Fresh, or warm-started from `config.init_from` when the workdir has no
+  checkpoint of its own to resume (trainkit/warm_start.py).
+  """
+  state = create_state(config, spec)
+  if config.init_from and not workdir_lib.checkpoint_steps(workdir):
+    state = warm_start.load(config, state)
+    logging.info('Warm start: parameters and BatchNorm statistics from %s.', config.init_from)
+  return state
 
 
 def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
@@ -416,7 +430,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     config_checks.check_data(config, data)
     spec = model_spec(config, data)
     # Replicated on every device; every process builds the same values.
-    state = parallel.replicate(create_state(config, spec), data.mesh)
+    state = parallel.replicate(initial_state(config, spec, workdir), data.mesh)
     run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream',
                        config_changes=changes)
     state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)

@@ -49,6 +49,12 @@ def get_config():
   config.eval_batch_size = 1000  # Evaluation batch; the last one is padded and masked.
   config.num_epochs = 15  # Passes over the training split.
   config.seed = 0  # Seeds parameter init, dropout and the data order.
+  # Warm start: parameters and BatchNorm statistics from another run's
+  # checkpoint, 'WORKDIR[:STEP|:best|:latest]' (fresh optimizer and step); '' = none.
+  config.init_from = ''
+  # Regular expression of parameter paths (e.g. 'Dense_2' for a new head) that
+  # keep their fresh initialisation in a warm start.
+  config.init_exclude = ''
   # Train steps per device call (one lax.scan); 0 = the rest of the epoch.
   # Calls also end at checkpoint steps. Fewer, longer calls save host overhead;
   # the progress bar and the divergence check advance once per call.

@@ -205,6 +205,23 @@ def restore(manager: ocp.CheckpointManager, step: int, state, streamed: bool = F
   return flax.serialization.from_state_dict(state, restored['state']), meta
 
 
+def read_state_dict(manager: ocp.CheckpointManager, step: int) -> dict:
+  """Checkpoint `step`'s train state as saved (a state dict of host arrays), CRC-checked.
+
+  For a state of another structure than this config's (a warm start that
+  changes the head): no target is given, the arrays come back as saved.
+  """
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # Orbax/TensorStore raise many kinds.  pylint: disable=broad-except
+    raise BrokenCheckpointError(f'{type(e).__name__}: {str(e).splitlines()[0][:200]}') from e
+  state = jax.device_get(restored['state'])
+  if restored['meta'].get('state_crc32') != _digest(state):
+    raise BrokenCheckpointError('the arrays read back differ from those saved (CRC32)')
+  return state
+
+
 def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
                    streamed: bool = False):
   """Restores the latest readable checkpoint, setting broken ones aside.

@@ -6,6 +6,7 @@ the offending value; `main.py` prints it without a traceback.
 
 import difflib
 import os
+import re
 
 import input_pipeline
 import models
@@ -82,6 +83,17 @@ def validate(config) -> None:
   _require(isinstance(config.validation_split, str), 'validation_split',
            config.validation_split, "must be a split in TFDS split syntax or '' (none)")
   _one_of(config, 'best_metric', ('accuracy', 'loss'))
+  for field in ('init_from', 'init_exclude'):
+    _require(isinstance(config[field], str), field, config[field], "must be a string ('' = none)")
+  if config.init_exclude:
+    try:
+      re.compile(config.init_exclude)
+    except re.error as e:
+      raise ConfigError(
+          f'init_exclude={config.init_exclude!r}: not a regular expression ({e})') from None
+  if config.init_from:
+    from trainkit import warm_start  # pylint: disable=g-import-not-at-top
+    warm_start.check(config.init_from)
   _one_of(config, 'early_stopping_metric', ('loss', 'accuracy'))
   for field in ('early_stopping_patience', 'plateau_patience'):
     _require(isinstance(config[field], int) and config[field] >= 0, field, config[field],

@@ -75,10 +75,8 @@ def differences(stored: dict, config) -> dict:
 
 
 def _latest_step(workdir: str) -> int | None:
-  directory = workdir_lib.checkpoint_dir(workdir)
-  steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
-      directory) else []
-  return max(steps) if steps else None
+  steps = workdir_lib.checkpoint_steps(workdir)
+  return steps[-1] if steps else None
 
 
 def _stored(workdir: str) -> dict | None:

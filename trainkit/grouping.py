@@ -134,7 +134,7 @@ def _train_runs(configs, workdirs, data, spec, changes) -> list:
   runs = []
   try:
     for config, workdir, changed in zip(configs, workdirs, changes):
-      runs.append(runs_lib.Run(config, workdir, spec, train.create_state(config, spec),
+      runs.append(runs_lib.Run(config, workdir, spec, train.initial_state(config, spec, workdir),
                                config_changes=changed))
     steps = {run.step for run in runs}
     if len(steps) > 1:

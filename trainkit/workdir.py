@@ -28,6 +28,14 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
 
 
+def checkpoint_steps(workdir: str) -> list:
+  """The steps of the workdir's complete checkpoints, sorted (by their folder names)."""
+  directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 def write_json(path: str, obj) -> None:
   """Writes `obj` as indented JSON, whole or not at all (a temporary file renamed).
 

@@ -1,0 +1,82 @@
+"""Warm start: a new run's parameters and BatchNorm statistics from another run.
+
+`init_from=WORKDIR` (or `WORKDIR:STEP`, `WORKDIR:best`, `WORKDIR:latest`, the
+default) loads the parameters and BatchNorm statistics of that checkpoint
+into a freshly initialised train state: the optimizer state and the step
+counter stay fresh. Arrays whose path ('params/Dense_2/kernel', ...) matches
+`init_exclude` (a regular expression) keep their fresh initialisation, so a
+head of another shape can be trained on top of the rest. Any other array
+that the checkpoint lacks, or holds with another shape, is refused in one
+line naming it. Only a run that starts from scratch is warm-started; a run
+that resumes its own checkpoints ignores `init_from`.
+"""
+
+import os
+import re
+
+import flax
+import numpy as np
+
+from trainkit import checkpointing
+from trainkit import config_checks
+from trainkit import workdir as workdir_lib
+
+
+def parse(init_from: str) -> tuple:
+  """(workdir, 'latest' | 'best' | step) named by `init_from`."""
+  workdir, _, which = init_from.rpartition(':')
+  if not workdir or not (which in ('latest', 'best') or which.isdigit()):
+    workdir, which = init_from, 'latest'
+  return workdir, int(which) if which.isdigit() else which
+
+
+def check(init_from: str) -> None:
+  """Refuses an `init_from` that names no workdir with checkpoints (before any work)."""
+  workdir, _ = parse(init_from)
+  if not os.path.isdir(workdir_lib.checkpoint_dir(workdir)):
+    raise config_checks.ConfigError(
+        f'init_from={init_from!r}: {workdir!r} has no checkpoints folder (a trained '
+        'workdir, optionally with :STEP, :best or :latest)')
+
+
+def load(config, state):
+  """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
+  workdir, which = parse(config.init_from)
+  manager = checkpointing.create_manager(workdir_lib.checkpoint_dir(workdir), 1,
+                                         best_metric=config.best_metric)
+  try:
+    steps = sorted(manager.all_steps())
+    step = (steps[-1] if steps else None) if which == 'latest' else (
+        manager.best_step() if which == 'best' else which)
+    if step is None or step not in steps:
+      raise config_checks.ConfigError(
+          f'init_from={config.init_from!r}: no such checkpoint (there are {steps})')
+    saved = checkpointing.read_state_dict(manager, step)
+  finally:
+    manager.close()
+  exclude = re.compile(config.init_exclude) if config.init_exclude else None
+  loaded = {}
+  for collection in ('params', 'batch_stats'):
+    fresh = flax.traverse_util.flatten_dict(
+        flax.serialization.to_state_dict(getattr(state, collection)), sep='/')
+    theirs = flax.traverse_util.flatten_dict(saved.get(collection) or {}, sep='/')
+    out = {}
+    for key, value in fresh.items():
+      path = f'{collection}/{key}'
+      if exclude and exclude.search(path):
+        out[key] = value
+        continue
+      if key not in theirs:
+        raise config_checks.ConfigError(
+            f'init_from={config.init_from!r}: checkpoint {step} has no {path}; leave it '
+            'freshly initialised with init_exclude')
+      if (theirs[key].shape, theirs[key].dtype) != (value.shape, value.dtype):
+        raise config_checks.ConfigError(
+            f'init_from={config.init_from!r}: {path} is {theirs[key].shape} '
+            f'{np.dtype(theirs[key].dtype).name} in checkpoint {step} but {value.shape} '
+            f'{np.dtype(value.dtype).name} here; leave it freshly initialised with '
+            'init_exclude')
+      out[key] = np.asarray(theirs[key])
+    loaded[collection] = flax.serialization.from_state_dict(
+        getattr(state, collection), flax.traverse_util.unflatten_dict(out, sep='/'))
+  return state.replace(**loaded)
