@@ -71,6 +71,9 @@ def get_config():
   # added to the gradient (L2) for the others. 0 = off.
   config.weight_decay = 0.0
   config.grad_clip_norm = 0.0  # Clip gradients to this global norm; 0 = off.
+  # Average the gradients of this many steps into one update (optax.MultiSteps):
+  # an effective batch of k * batch_size in the memory of one. 1 = off.
+  config.grad_accumulation_steps = 1
 
   # On the epochs' validation figures (Keras's EarlyStopping and
   # ReduceLROnPlateau); their state is checkpointed, so a resumed run decides alike.

@@ -1,5 +1,7 @@
 """The math of training: steps, donation, exact evaluation, optimizer factory."""
 
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -227,3 +229,39 @@ def test_class_mean_loss_with_sgd_is_cross_entropy_with_a_tenth_of_the_step():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
                trained(loss='class_mean_cross_entropy', learning_rate=0.1),
                trained(loss='cross_entropy', learning_rate=0.01))
+
+
+def test_gradient_accumulation_takes_the_batchs_mean_gradient_in_k_steps():
+  # No BatchNorm or dropout: then k micro-batches average to the full batch.
+  common = {'model.use_batchnorm': False, 'model.dropout_rates': (), 'optimizer': 'sgd',
+            'schedule': 'constant', 'learning_rate': 0.1}
+  whole = _state(tiny_config(**common))
+  accumulated = _state(tiny_config(grad_accumulation_steps=2, **common))
+  batch = _batch(n=16)
+  halves = [jax.tree.map(lambda x, i=i: x[8 * i:8 * (i + 1)], batch) for i in range(2)]
+  rng = jax.random.key(0)
+  whole, _ = train.train_step(whole, batch, rng)
+  before = jax.tree.map(np.asarray, accumulated.params)  # The step donates the state.
+  accumulated, _ = train.train_step(accumulated, halves[0], rng)
+  jax.tree.map(np.testing.assert_array_equal, accumulated.params, before)  # Only summed.
+  accumulated, _ = train.train_step(accumulated, halves[1], rng)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               accumulated.params, whole.params)
+  # The schedule counts updates: 2 epochs of 10 steps are 10 updates of 2.
+  rate = optimizers.create_learning_rate_fn(
+      tiny_config(grad_accumulation_steps=2, schedule='linear', end_lr_factor=0.0), 10)
+  assert float(rate(10)) == pytest.approx(0.5e-3) and float(rate(11)) == float(rate(10))
+
+
+def test_accumulated_gradients_resume_exactly_mid_update(tmp_path, mock_mnist):
+  # 6 steps per epoch, updates every 4: the epoch's checkpoint holds a half sum.
+  config = tiny_config(num_epochs=3, grad_accumulation_steps=4, keep_checkpoints=5)
+  state, summary = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  assert int(state.opt_state.gradient_step) == 18 // 4
+  shutil.copytree(tmp_path / 'whole', tmp_path / 'resumed')
+  for step in (12, 18):
+    shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
+  resumed, again = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert again['eval_loss'] == summary['eval_loss']
+  jax.tree.map(np.testing.assert_array_equal, resumed.params, state.params)
+  jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)

@@ -23,6 +23,7 @@ import input_pipeline
 import train
 from trainkit import config_checks
 from trainkit import evaluation
+from trainkit import optimizers
 from trainkit import runs as runs_lib
 from trainkit import workdir_lock
 
@@ -81,10 +82,9 @@ class GroupSteps:
 
   def set_learning_rate(self, state, index: int, value: float):
     """`state` with member `index`'s injected peak learning rate set to `value`."""
-    rates = state.opt_state.hyperparams['learning_rate']
-    return state.replace(opt_state=state.opt_state._replace(hyperparams={
-        **state.opt_state.hyperparams,
-        'learning_rate': rates.at[index].set(jnp.asarray(value, rates.dtype))}))
+    rates = optimizers.hyperparams(state.opt_state)['learning_rate']
+    return state.replace(opt_state=optimizers.replace_hyperparams(
+        state.opt_state, learning_rate=rates.at[index].set(jnp.asarray(value, rates.dtype))))
 
   def evaluate(self, state, data, batch_size: int) -> list:
     del batch_size  # The resident test split is stacked in eval batches already.

@@ -15,8 +15,13 @@ SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'exponential', 'linear')
 
 
 def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
-  """The schedule as a factor of the peak learning rate, by step."""
-  total = config.num_epochs * steps_per_epoch
+  """The schedule as a factor of the peak learning rate, by optimizer update.
+
+  With gradient accumulation an update takes `grad_accumulation_steps` train
+  steps, and the schedule counts updates.
+  """
+  steps_per_epoch = steps_per_epoch / config.grad_accumulation_steps
+  total = int(config.num_epochs * steps_per_epoch)
   if config.schedule == 'constant':
     return optax.constant_schedule(1.0)
   if config.schedule == 'cosine':
@@ -40,7 +45,8 @@ def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
 def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
   """The learning rate by step: `config.learning_rate` times the schedule."""
   multiplier = _lr_multiplier(config, steps_per_epoch)
-  return lambda step: config.learning_rate * multiplier(step)
+  every = config.grad_accumulation_steps
+  return lambda step: config.learning_rate * multiplier(step // every)
 
 
 def _decay_mask(params):
@@ -82,7 +88,26 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
                  'weight_decay': config.weight_decay}
   if name in ('momentum', 'nesterov', 'rmsprop'):
     hyperparams['momentum'] = config.momentum
-  return optax.inject_hyperparams(make)(**hyperparams)
+  tx = optax.inject_hyperparams(make)(**hyperparams)
+  if config.grad_accumulation_steps > 1:
+    # Gradients of k steps averaged into one update: k times the batch, in
+    # the memory of one. Its state (the running sum) is in every checkpoint.
+    tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accumulation_steps)
+  return tx
+
+
+def hyperparams(opt_state) -> dict:
+  """The injected hyperparameters in `opt_state` (of create_optimizer)."""
+  inner = getattr(opt_state, 'inner_opt_state', opt_state)  # optax.MultiSteps.
+  return inner.hyperparams
+
+
+def replace_hyperparams(opt_state, **values):
+  """`opt_state` with the named injected hyperparameters replaced (arrays)."""
+  if hasattr(opt_state, 'inner_opt_state'):
+    return opt_state._replace(
+        inner_opt_state=replace_hyperparams(opt_state.inner_opt_state, **values))
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, **values})
 
 
 def with_hyperparams(opt_state, config, lr_scale: float = 1.0):
@@ -93,8 +118,9 @@ def with_hyperparams(opt_state, config, lr_scale: float = 1.0):
   each placed as the value it replaces. `lr_scale`: the factor plateaus put
   on the learning rate so far (trainkit/plateaus.py).
   """
-  values = {name: config[name] for name in opt_state.hyperparams}
+  current = hyperparams(opt_state)
+  values = {name: config[name] for name in current}
   values['learning_rate'] = values['learning_rate'] * lr_scale
-  hyperparams = {name: jax.device_put(np.asarray(values[name], value.dtype), value.sharding)
-                 for name, value in opt_state.hyperparams.items()}
-  return opt_state._replace(hyperparams=hyperparams)
+  return replace_hyperparams(opt_state, **{
+      name: jax.device_put(np.asarray(values[name], value.dtype), value.sharding)
+      for name, value in current.items()})
