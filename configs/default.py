@@ -74,6 +74,9 @@ def get_config():
   # Average the gradients of this many steps into one update (optax.MultiSteps):
   # an effective batch of k * batch_size in the memory of one. 1 = off.
   config.grad_accumulation_steps = 1
+  # Evaluate (and export) an exponential moving average of the parameters,
+  # with this decay per update, e.g. 0.999; 0 = off (the parameters themselves).
+  config.ema_decay = 0.0
 
   # On the epochs' validation figures (Keras's EarlyStopping and
   # ReduceLROnPlateau); their state is checkpointed, so a resumed run decides alike.

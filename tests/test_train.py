@@ -265,3 +265,31 @@ def test_accumulated_gradients_resume_exactly_mid_update(tmp_path, mock_mnist):
   assert again['eval_loss'] == summary['eval_loss']
   jax.tree.map(np.testing.assert_array_equal, resumed.params, state.params)
   jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)
+
+
+def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mock_mnist):
+  config = tiny_config(ema_decay=0.9, num_epochs=2, keep_checkpoints=5, input_mode='device')
+  state, summary = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  ema = optax.tree_utils.tree_get(state.opt_state, 'ema_params')
+  assert not np.allclose(ema['Dense_0']['kernel'], state.params['Dense_0']['kernel'])
+  data = input_pipeline.create_datasets(config)
+  # The summary's figures are the average's, not the raw parameters'.
+  averaged = evaluation.evaluate(state, data, 16)
+  raw = evaluation.metrics_from_sums(jax.device_get(evaluation.mesh_steps(data.mesh)['eval'](
+      state, data.test)))
+  assert summary['eval_loss'] == pytest.approx(averaged['loss'])
+  assert summary['eval_loss'] != pytest.approx(raw['loss'])
+  # One update from fresh parameters p0 to p1: ema = 0.9 p0 + 0.1 p1.
+  fresh = _state(config, 6)
+  stepped, _ = train.train_step(_state(config, 6), _batch(n=8), jax.random.key(1))
+  one = optax.tree_utils.tree_get(stepped.opt_state, 'ema_params')
+  np.testing.assert_allclose(
+      one['Dense_0']['kernel'],
+      0.9 * fresh.params['Dense_0']['kernel'] + 0.1 * stepped.params['Dense_0']['kernel'],
+      rtol=1e-5, atol=1e-7)
+  # Resumed from epoch 1, the average ends the same.
+  shutil.copytree(tmp_path / 'whole', tmp_path / 'resumed')
+  shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / '12')
+  resumed, again = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert again['eval_loss'] == summary['eval_loss']
+  jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)

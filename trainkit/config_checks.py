@@ -115,6 +115,8 @@ def validate(config) -> None:
   for field in ('weight_decay', 'grad_clip_norm', 'warmup_epochs', 'end_lr_factor'):
     _require(config[field] >= 0, field, config[field], 'must be >= 0')
   _require(0 <= config.momentum < 1, 'momentum', config.momentum, 'must be in [0, 1)')
+  _require(isinstance(config.ema_decay, (int, float)) and 0 <= config.ema_decay < 1,
+           'ema_decay', config.ema_decay, 'must be in [0, 1) (0 = off)')
   _require(0 < config.decay_rate <= 1, 'decay_rate', config.decay_rate,
            'must be in (0, 1]')
   _require(config.decay_epochs > 0, 'decay_epochs', config.decay_epochs, 'must be > 0')

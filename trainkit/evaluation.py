@@ -13,6 +13,7 @@ import numpy as np
 
 import input_pipeline
 from trainkit import losses
+from trainkit import optimizers
 from trainkit import parallel
 
 
@@ -75,6 +76,7 @@ def mesh_steps(mesh) -> dict:
 
 def test_predictions(state, data, batch_size: int) -> dict:
   """The test split's {'image', 'label', 'probs'} in order, as numpy arrays."""
+  state = optimizers.params_for_eval(state)
   parts = []
   for batches in input_pipeline.eval_calls(data, batch_size):
     probs, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
@@ -86,7 +88,11 @@ def test_predictions(state, data, batch_size: int) -> dict:
 
 
 def evaluate(state, data, batch_size: int) -> dict:
-  """Loss and accuracy over every test example exactly once."""
+  """Loss and accuracy over every test example exactly once.
+
+  Of the averaged parameters, when an average is kept (config.ema_decay).
+  """
+  state = optimizers.params_for_eval(state)
   totals = None
   for batches in input_pipeline.eval_calls(data, batch_size):
     sums = mesh_steps(data.mesh)['eval'](state, batches)

@@ -21,6 +21,7 @@ from trainkit import config_history
 from trainkit import data_sources
 from trainkit import evaluation
 from trainkit import full_disk
+from trainkit import optimizers
 import input_pipeline
 from trainkit import parallel
 from trainkit import workdir as workdir_lib
@@ -68,7 +69,8 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
   finally:
     manager.close()
   logging.info('Restored %s/%d.', directory, step)
-  return state, step, spec
+  # Evaluation, prediction and export use the averaged parameters, if kept.
+  return optimizers.params_for_eval(state), step, spec
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',

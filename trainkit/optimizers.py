@@ -6,7 +6,10 @@ so the train step holds no Python-side values and a sweep can give each member
 its own in one vmapped program.
 """
 
+from typing import NamedTuple
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -82,6 +85,8 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
         'adamw': lambda: optax.adamw(lr, weight_decay=weight_decay, mask=_decay_mask),
         'rmsprop': lambda: optax.rmsprop(lr, momentum=momentum),
     }[name]())
+    if config.ema_decay > 0:
+      parts.append(ema_of_params(config.ema_decay))
     return optax.chain(*parts)
 
   hyperparams = {'learning_rate': config.learning_rate,
@@ -94,6 +99,36 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
     # the memory of one. Its state (the running sum) is in every checkpoint.
     tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accumulation_steps)
   return tx
+
+
+class EmaParamsState(NamedTuple):
+  """The exponential moving average of the parameters after each update."""
+  ema_params: optax.Params
+
+
+def ema_of_params(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the parameters; updates pass unchanged.
+
+  Last in the chain, it sees each final update: the new parameters are
+  params + updates. Living in the optimizer state, the average is
+  checkpointed, resumed, stacked in sweep groups and skipped with a
+  non-finite step like the rest of it.
+  """
+  def init(params):
+    return EmaParamsState(jax.tree.map(jnp.copy, params))  # Never the same buffers.
+
+  def update(updates, state, params=None):
+    new = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, new)
+    return updates, EmaParamsState(ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def params_for_eval(state):
+  """`state` with the parameters evaluation uses: their average, if one is kept."""
+  ema = optax.tree_utils.tree_get(state.opt_state, 'ema_params')
+  return state if ema is None else state.replace(params=ema)
 
 
 def hyperparams(opt_state) -> dict:
