@@ -360,3 +360,39 @@ def test_interrupted_exit_status_and_message():
   assert other.exit_status == 143
   assert str(other).startswith('stopped with the other processes (one of them received '
                                'a signal) at step 40;')
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_at_the_same_epoch_after_a_sigkill(tmp_path):
+  manual_dir = tmp_path / 'idx'
+  manual_dir.mkdir()
+  write_mnist(manual_dir, n_train=4096, n_test=256)
+  # Nothing counts as an improvement: the rate is halved from epoch 2 on and
+  # the run stops after epoch 3, of 112 steps each.
+  fields = {'manual_dir': str(manual_dir), 'data_dir': str(tmp_path / 'tfds'),
+            'train_split': 'train[:3584]', 'validation_split': 'train[3584:]',
+            'batch_size': 32, 'eval_batch_size': 256, 'num_epochs': 15,
+            'early_stopping_patience': 2, 'early_stopping_min_delta': 10.0,
+            'plateau_patience': 1, 'plateau_factor': 0.5, 'plateau_min_delta': 10.0,
+            'cache_dir': '', 'plots': False}
+  config = default.get_config()
+  config.update(fields)
+  _, expected = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  assert expected['step'] == 3 * 112 and expected['stop_reason'].startswith(
+      'early stopping after epoch 3')
+  killed = tmp_path / 'killed'
+  cmd = _main_cmd(killed, *[f'--config.{k}={v}' for k, v in fields.items()])
+  with open(tmp_path / 'kill.log', 'w') as log:
+    proc = _start(cmd, log)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / 'checkpoints' / '112').exists():
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+  assert checkpoint_steps(killed)[-1] < 3 * 112  # Killed before it stopped.
+  with open(tmp_path / 'final.log', 'w') as log:
+    assert _start(cmd, log).wait(timeout=300) == 0
+  assert 'Restored checkpoint' in (tmp_path / 'final.log').read_text()
+  got = json.loads((killed / 'summary.json').read_text())
+  for key in ('stop_reason', 'step', 'eval_loss', 'test_loss', 'best_step'):
+    assert got[key] == expected[key], key
