@@ -3,6 +3,7 @@ config-file mistakes, unknown datasets, no network, and predict's odd images."""
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -30,13 +31,20 @@ import train
 STEPS_PER_EPOCH = 6  # The tiny config on mocked data: 50 examples, batch 8.
 
 
-@pytest.fixture
-def finished(tmp_path):
-  """A finished 2-epoch tiny run on mocked data: (config, workdir)."""
-  config = tiny_config()
+@pytest.fixture(scope='module')
+def _trained(tmp_path_factory):
+  """A finished 2-epoch tiny run on mocked data, trained once for the module."""
+  workdir = tmp_path_factory.mktemp('trained') / 'run'
   with mock_data():
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
-  return config, str(tmp_path / 'run')
+    train.train_and_evaluate(tiny_config(), str(workdir))
+  return workdir
+
+
+@pytest.fixture
+def finished(_trained, tmp_path):
+  """A copy of that run for one test: (config, workdir)."""
+  shutil.copytree(_trained, tmp_path / 'run')
+  return tiny_config(), str(tmp_path / 'run')
 
 
 @pytest.mark.parametrize('field, value, listed', [

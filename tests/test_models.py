@@ -100,6 +100,7 @@ def test_the_summary_table_counts_what_the_issue_and_keras_count(tmp_path):
   # injected learning rate and weight decay).
   assert 'Optimizer state (adam): 1,343,513 (5.4 MB)' in text
   flops = int(text.split('computes them): ')[1].split()[0].replace(',', ''))
+  assert 'FLOPs' not in model_summary.table(config, spec, flops=False)
   # Forward and backward of the three products (no input gradient for the
   # first layer): 2 * (784*512 + 512*512 + 512*10) * 3 - 2 * 784*512 = 3.21 M.
   assert 3.1e6 < flops < 3.4e6

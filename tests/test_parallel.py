@@ -112,27 +112,33 @@ def _summary(workdir):
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume(small_mnist, tmp_path):
   manual_dir, data_dir = small_mnist
+  # 48 to train on, 16 to validate (in eval batches of 12: the last one padded).
+  splits = ['--config.train_split=train[:48]', '--config.validation_split=train[48:]']
   alone, shared = tmp_path / 'alone', tmp_path / 'shared'
-  (code, _, err), = _main(alone, manual_dir, data_dir, '--config.num_epochs=2')
+  (code, _, err), = _main(alone, manual_dir, data_dir, '--config.num_epochs=2', *splits)
   assert code == 0, err[-3000:]
-  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=2', processes=2)
+  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=2', *splits,
+                  processes=2)
   for code, _, err in results:
     assert code == 0, err[-3000:]
   assert 'Process 1 of 2' in results[1][2]
   one, two = _summary(alone), _summary(shared)
-  assert two['step'] == one['step'] == 2 * 64 // 8
-  assert two['eval_loss'] == pytest.approx(one['eval_loss'], rel=1e-4)
-  assert two['eval_accuracy'] == one['eval_accuracy']
+  assert two['step'] == one['step'] == 2 * 48 // 8
+  # Validation and test, each example once, alike in one process and in two.
+  assert two['eval_split'] == 'train[48:]'
+  for split in ('eval', 'test'):
+    assert two[f'{split}_loss'] == pytest.approx(one[f'{split}_loss'], rel=1e-4)
+    assert two[f'{split}_accuracy'] == one[f'{split}_accuracy']
   # Only process 0 wrote the logs: one eval line per epoch, not two.
   with open(shared / 'metrics.jsonl') as f:
     evals = [json.loads(line)['step'] for line in f if '"eval"' in line]
-  assert evals == [8, 16]
+  assert evals == [6, 12]
   assert len(list(shared.glob('events.out.tfevents.*'))) == 1
 
   # The same two processes resume from the shared checkpoint.
-  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=3',
+  results = _main(shared, manual_dir, data_dir, '--config.num_epochs=3', *splits,
                   '--continue_with_changes', processes=2)
   for code, _, err in results:
     assert code == 0, err[-3000:]
-    assert f'Restored checkpoint {shared}/checkpoints/16' in err
-  assert _summary(shared)['step'] == 24
+    assert f'Restored checkpoint {shared}/checkpoints/12' in err
+  assert _summary(shared)['step'] == 18

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.conftest import mock_data
 from tests.helpers import tiny_config
 from trainkit import config_checks
 from trainkit import evaluation
@@ -19,12 +20,13 @@ import train
 pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
-@pytest.fixture
-def source(tmp_path):
-  """A finished 2-epoch tiny run: (config, workdir)."""
-  config = tiny_config()
-  train.train_and_evaluate(config, str(tmp_path / 'source'))
-  return config, str(tmp_path / 'source')
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+  """A finished 2-epoch tiny run, read only by the tests: (config, workdir)."""
+  config, workdir = tiny_config(), tmp_path_factory.mktemp('warm') / 'source'
+  with mock_data():
+    train.train_and_evaluate(config, str(workdir))
+  return config, str(workdir)
 
 
 def test_a_warm_started_state_evaluates_exactly_as_its_checkpoint(source, tmp_path):

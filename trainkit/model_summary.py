@@ -5,7 +5,8 @@ FLOPs, parameters and BatchNorm statistics (count and bytes); then the totals
 a user sizes a run by: trainable parameters, BatchNorm statistics, optimizer
 state, and FLOPs per training example. `--mode=summary` prints it without
 loading any data (the dataset's registered metadata gives the shapes); a
-training run logs it and keeps it as WORKDIR/model_summary.txt.
+training run logs it and keeps it as WORKDIR/model_summary.txt, without the
+FLOPs (they cost half a second to count).
 """
 
 import math
@@ -56,38 +57,37 @@ def _size(n_bytes: int) -> str:
   return f'{n_bytes} B'
 
 
-def table(config, spec: workdir_lib.ModelSpec, layer_flops: bool = True,
-          width: int = 140) -> str:
+def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 140) -> str:
   """The summary of `config`'s model on inputs of `spec`, as plain text.
 
-  `layer_flops`: each layer's FLOPs too (half a second more: Flax lowers each
-  layer apart); the total per training example is always there.
+  `flops`: each layer's FLOPs and the total per training example too (half a
+  second more: Flax lowers each layer apart, and the step is lowered once).
   """
   model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
                               dtype=config.dtype)
   example = jnp.zeros((1, *spec.image_shape), jnp.uint8)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   console = {'width': width, 'force_terminal': False, 'color_system': None}
-  layers = nn.tabulate(model, rngs, compute_flops=layer_flops,
-                       compute_vjp_flops=layer_flops, console_kwargs=console)(example,
-                                                                             train=True)
+  layers = nn.tabulate(model, rngs, compute_flops=flops, compute_vjp_flops=flops,
+                       console_kwargs=console)(example, train=True)
   variables = jax.eval_shape(lambda: model.init(rngs, example, train=False))
   params, params_bytes = _count(variables['params'])
   stats, stats_bytes = _count(variables.get('batch_stats', {}))
   tx = optimizers.create_optimizer(config, spec.steps_per_epoch)
   opt, opt_bytes = _count(jax.eval_shape(tx.init, variables['params']))
-  flops = jax.jit(lambda v, x: jax.grad(lambda p: model.apply(
-      {**v, 'params': p}, x, train=True, rngs={'dropout': rngs['dropout']},
-      mutable=['batch_stats'])[0].sum())(v['params'])).lower(
-          variables, example).cost_analysis()
-  flops = (flops[0] if isinstance(flops, list) else flops or {}).get('flops')
   totals = [
       f'Trainable parameters: {params:,} ({_size(params_bytes)})',
       f'BatchNorm statistics: {stats:,} ({_size(stats_bytes)})',
       f'Optimizer state ({config.optimizer}): {opt:,} ({_size(opt_bytes)})',
-      'FLOPs per training example (forward and backward, as the train step computes them): '
-      + (f'{flops:,.0f}' if flops else 'unknown'),
   ]
+  if flops:
+    cost = jax.jit(lambda v, x: jax.grad(lambda p: model.apply(
+        {**v, 'params': p}, x, train=True, rngs={'dropout': rngs['dropout']},
+        mutable=['batch_stats'])[0].sum())(v['params'])).lower(
+            variables, example).cost_analysis()
+    total = (cost[0] if isinstance(cost, list) else cost or {}).get('flops')
+    totals.append('FLOPs per training example (forward and backward, as the train step '
+                  'computes them): ' + (f'{total:,.0f}' if total else 'unknown'))
   return layers.rstrip() + '\n' + '\n'.join(totals) + '\n'
 
 

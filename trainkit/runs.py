@@ -134,7 +134,7 @@ class Run:
         path = os.path.join(self.workdir, model_summary.SUMMARY_FILE)
         if not os.path.exists(path):  # The model cannot change in a workdir.
           model_summary.write(self.workdir, model_summary.table(
-              self.config, self.spec, layer_flops=False))
+              self.config, self.spec, flops=False))
       with open(path) as f:
         logging.info('Model summary (%s):\n%s', path, f.read())
     if self.config.plots and self._is_writer:
