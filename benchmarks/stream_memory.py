@@ -86,7 +86,7 @@ def _train_streamed(idx_dir, data_dir, workdir, epochs):
          '--config.input_mode=stream', f'--config.num_epochs={epochs}', '--config.plots=False',
          # All of the (1x, 4x, 16x) training split streamed, as the sizes say.
          '--config.train_split=train', '--config.validation_split=',
-         '--config.progress=off', "--config.cache_dir=''"]
+         '--config.progress=off', '--config.cache_dir=']
   shutil.rmtree(workdir, ignore_errors=True)  # From scratch, not a re-evaluation.
   start = time.time()
   with open(os.path.join(workdir + '.log'), 'w') as log:
