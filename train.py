@@ -236,10 +236,8 @@ class MeshSteps:
   def set_learning_rate(self, state, index: int, value: float):
     """`state` with its injected peak learning rate set to `value`."""
     del index  # The only member.
-    rate = optimizers.hyperparams(state.opt_state)['learning_rate']
-    return state.replace(opt_state=optimizers.replace_hyperparams(
-        state.opt_state,
-        learning_rate=jax.device_put(np.asarray(value, rate.dtype), rate.sharding)))
+    return state.replace(opt_state=optimizers.replace_hyperparams(state.opt_state,
+                                                                  learning_rate=value))
 
   def evaluate(self, state, data, batch_size: int) -> list:
     return [evaluation.evaluate(state, data, batch_size)]

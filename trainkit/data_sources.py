@@ -39,12 +39,16 @@ def tensorflow():
   return tf
 
 
-def _not_a_dataset(name: str, error: Exception) -> offline_data.DataError:
-  close = difflib.get_close_matches(
-      name, tfds.list_builders(with_community_datasets=False), n=1)
-  return offline_data.DataError(
-      f'dataset={name!r} is not a TFDS dataset'
-      + (f' (did you mean {close[0]!r}?)' if close else ''))
+def check_name(name: str) -> None:
+  """Refuses a dataset name TFDS does not know, with the nearest it does."""
+  try:
+    tfds.builder_cls(name)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    close = difflib.get_close_matches(
+        name, tfds.list_builders(with_community_datasets=False), n=1)
+    raise offline_data.DataError(
+        f'dataset={name!r} is not a TFDS dataset'
+        + (f' (did you mean {close[0]!r}?)' if close else '')) from e
 
 
 def _download_and_prepare(config, builder) -> None:
@@ -97,10 +101,7 @@ _OFFLINE_HINT = (
 
 def builder(config):
   """The TFDS builder of `config.dataset`, prepared (as ArrayRecord) if it was not."""
-  try:  # The same refusal of an unknown name whichever way it would be prepared.
-    tfds.builder_cls(config.dataset)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise _not_a_dataset(config.dataset, e) from e
+  check_name(config.dataset)  # The same refusal whichever way it would be prepared.
   if config.manual_dir:
     # Process 0 first, so processes sharing a data_dir never write it at once;
     # the others then find it prepared (or prepare their own disk's).
@@ -109,10 +110,7 @@ def builder(config):
     parallel.barrier('dataset prepared')
     if jax.process_index() > 0:
       offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
-  try:
-    found = tfds.builder(config.dataset, data_dir=config.data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise _not_a_dataset(config.dataset, e) from e
+  found = tfds.builder(config.dataset, data_dir=config.data_dir)
   features = found.info.features
   if not {'image', 'label'} <= set(features.keys()):
     raise offline_data.DataError(

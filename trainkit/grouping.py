@@ -84,7 +84,7 @@ class GroupSteps:
     """`state` with member `index`'s injected peak learning rate set to `value`."""
     rates = optimizers.hyperparams(state.opt_state)['learning_rate']
     return state.replace(opt_state=optimizers.replace_hyperparams(
-        state.opt_state, learning_rate=rates.at[index].set(jnp.asarray(value, rates.dtype))))
+        state.opt_state, learning_rate=rates.at[index].set(value)))
 
   def evaluate(self, state, data, batch_size: int) -> list:
     del batch_size  # The resident test split is stacked in eval batches already.

@@ -69,8 +69,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
   finally:
     manager.close()
   logging.info('Restored %s/%d.', directory, step)
-  # Evaluation, prediction and export use the averaged parameters, if kept.
-  return optimizers.params_for_eval(state), step, spec
+  return state, step, spec
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
@@ -175,6 +174,7 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   """
   files = _input_files(paths)
   state, _, spec = restore(config, workdir, checkpoint)
+  state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
   digits = [load_digit(f, spec.image_shape) for f in files]
   found = [d for d in digits if d is not None]
   probs = iter(np.asarray(evaluation.predict_steps(state, {'image': np.stack(found)[None]})[0])
@@ -205,6 +205,7 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
 def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
   """export_saved_model's work, under the workdir's lock."""
   state, step, spec = restore(config, workdir, checkpoint)
+  state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   apply_fn = state.apply_fn
 

@@ -10,14 +10,13 @@ FLOPs (they cost half a second to count).
 """
 
 import math
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 import models
-from trainkit import offline_data
+from trainkit import data_sources
 from trainkit import optimizers
 from trainkit import workdir as workdir_lib
 
@@ -35,10 +34,8 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
   except FileNotFoundError:
     pass
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    features = tfds.builder(config.dataset, data_dir=config.data_dir).info.features
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise offline_data.DataError(f'dataset={config.dataset!r} is not a TFDS dataset') from e
+  data_sources.check_name(config.dataset)
+  features = tfds.builder(config.dataset, data_dir=config.data_dir).info.features
   return workdir_lib.ModelSpec(num_classes=features['label'].num_classes,
                                image_shape=tuple(features['image'].shape), shift=0.0,
                                scale=255.0, steps_per_epoch=1)
@@ -91,9 +88,3 @@ def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 
   return layers.rstrip() + '\n' + '\n'.join(totals) + '\n'
 
 
-def write(workdir: str, text: str) -> None:
-  """Keeps the table in the workdir (whole or not at all)."""
-  path = os.path.join(workdir, SUMMARY_FILE)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)

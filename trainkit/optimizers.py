@@ -138,11 +138,18 @@ def hyperparams(opt_state) -> dict:
 
 
 def replace_hyperparams(opt_state, **values):
-  """`opt_state` with the named injected hyperparameters replaced (arrays)."""
+  """`opt_state` with the named injected hyperparameters replaced.
+
+  Each value (a number, or an array of a sweep group's values) takes the
+  dtype and placement of the one it replaces.
+  """
   if hasattr(opt_state, 'inner_opt_state'):
     return opt_state._replace(
         inner_opt_state=replace_hyperparams(opt_state.inner_opt_state, **values))
-  return opt_state._replace(hyperparams={**opt_state.hyperparams, **values})
+  old = opt_state.hyperparams
+  return opt_state._replace(hyperparams={**old, **{
+      name: jax.device_put(np.asarray(value, old[name].dtype), old[name].sharding)
+      for name, value in values.items()}})
 
 
 def with_hyperparams(opt_state, config, lr_scale: float = 1.0):
@@ -153,9 +160,6 @@ def with_hyperparams(opt_state, config, lr_scale: float = 1.0):
   each placed as the value it replaces. `lr_scale`: the factor plateaus put
   on the learning rate so far (trainkit/plateaus.py).
   """
-  current = hyperparams(opt_state)
-  values = {name: config[name] for name in current}
+  values = {name: config[name] for name in hyperparams(opt_state)}
   values['learning_rate'] = values['learning_rate'] * lr_scale
-  return replace_hyperparams(opt_state, **{
-      name: jax.device_put(np.asarray(values[name], value.dtype), value.sharding)
-      for name, value in current.items()})
+  return replace_hyperparams(opt_state, **values)

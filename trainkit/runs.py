@@ -133,8 +133,8 @@ class Run:
         self.spec.write(self.workdir)
         path = os.path.join(self.workdir, model_summary.SUMMARY_FILE)
         if not os.path.exists(path):  # The model cannot change in a workdir.
-          model_summary.write(self.workdir, model_summary.table(
-              self.config, self.spec, flops=False))
+          workdir_lib.write_text(path, model_summary.table(self.config, self.spec,
+                                                           flops=False))
       with open(path) as f:
         logging.info('Model summary (%s):\n%s', path, f.read())
     if self.config.plots and self._is_writer:

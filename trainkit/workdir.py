@@ -36,8 +36,8 @@ def checkpoint_steps(workdir: str) -> list:
   return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
 
 
-def write_json(path: str, obj) -> None:
-  """Writes `obj` as indented JSON, whole or not at all (a temporary file renamed).
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` whole or not at all (a temporary file renamed).
 
   A full disk or a kill never leaves a half-written file for the next run to
   read. In a multi-process run, process 0 only calls it.
@@ -45,12 +45,16 @@ def write_json(path: str, obj) -> None:
   temporary = f'{path}.tmp-{os.getpid()}'
   try:
     with open(temporary, 'w') as f:
-      json.dump(obj, f, indent=2)
-      f.write('\n')
+      f.write(text)
     os.replace(temporary, path)
   finally:
     if os.path.exists(temporary):
       os.remove(temporary)
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as indented JSON, whole or not at all (write_text)."""
+  write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
 @dataclasses.dataclass(frozen=True)
