@@ -1,13 +1,17 @@
-"""Runs a config sweep: every member in its own workdir, then a ranked summary.
+"""Runs a config sweep or a search: every member in its own workdir, then a ranked summary.
 
   python sweep.py --config=configs/sweeps/lr_seed.py --workdir=/tmp/sweep \
       [--config.FIELD=VALUE ...]
+  python sweep.py --config=configs/sweeps/search.py --workdir=/tmp/search \
+      [--storage=postgresql://...] [--launcher=slurm --workers=8]
 
-The sweep file has get_config() (the base) and get_sweep() (one dict of
-dotted overrides per member); --config overrides apply to every member.
-Member i trains in DIR/<i>_<overrides>/ exactly as main.py would there; a
-member that finished is skipped when the sweep runs again, an unfinished one
-resumes from its checkpoints.
+The sweep file has get_config() (the base) and either get_sweep() (one dict of
+dotted overrides per member) or get_search() (a trainkit.search_space.Search:
+an Optuna study with early pruning); --config overrides apply to every member.
+Member i trains in DIR/<i>_<overrides>/ (a search's trial in DIR/trial_NNNN/)
+exactly as main.py would there; a member that finished is skipped when the
+sweep runs again, an unfinished one resumes from its checkpoints. Any number
+of workers may run the same search command; they share its trials.
 """
 
 import os
@@ -21,6 +25,7 @@ from ml_collections import config_flags
 from trainkit import cli
 from trainkit import full_disk
 from trainkit import preemption
+from trainkit import search_space
 from trainkit import sweeps
 from trainkit import workdir_lock
 
@@ -34,6 +39,19 @@ flags.DEFINE_bool('continue_with_changes', False,
                   'Resume members whose workdirs were trained with other values of '
                   'the continuable fields (more epochs, learning rate, ...), '
                   'recorded in each member\'s config_history.jsonl.')
+flags.DEFINE_string('storage', None,
+                    'A search\'s Optuna storage: an RDB URL (postgresql://, mysql://, '
+                    'sqlite:///) shared by workers on many machines; default: the '
+                    'journal file DIR/optuna_journal.log.')
+flags.DEFINE_string('study', None, 'A search\'s study name in the storage; default: '
+                    'the base name of --workdir.')
+flags.DEFINE_enum('launcher', 'none', ('none', 'local', 'slurm'),
+                  'A search\'s workers: none = this process is one; slurm = submit '
+                  '--workers jobs (a job array, through submitit); local = run them '
+                  'as processes here and wait.')
+flags.DEFINE_integer('workers', 1, 'How many workers --launcher starts.')
+flags.DEFINE_list('slurm', [], 'submitit executor parameters for --launcher=slurm, '
+                  'e.g. slurm_partition=gpu,timeout_min=600,gpus_per_node=1.')
 config_flags.DEFINE_config_file(
     'config', None, 'A sweep file: get_config() and get_sweep().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -53,6 +71,10 @@ def main(argv):
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
   start = time.perf_counter()
   try:
+    spec = search_space.load_search(sweep_path)
+    if spec is not None:
+      _search(spec, sweep_path, start)
+      return
     overrides = sweeps.load_sweep(sweep_path)
     ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
                               FLAGS.continue_with_changes)
@@ -73,6 +95,45 @@ def main(argv):
   print(f'Best: {best["name"]} ({best["best_eval_accuracy"]:.2%}). Train it alone with:')
   print(sweeps.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
                             _common_overrides(sys.argv), best['overrides']))
+
+
+def _search(spec, sweep_path: str, start: float) -> None:
+  """Works on the search's trials with the other workers, then prints the ranking."""
+  # Imported here: Optuna and its storages cost a second that list sweeps skip.
+  from trainkit import search  # pylint: disable=g-import-not-at-top
+  from trainkit import search_results  # pylint: disable=g-import-not-at-top
+  directory = FLAGS.workdir
+  study, storage = search.prepare(spec, FLAGS.config, directory, FLAGS.storage,
+                                  FLAGS.study, sweep_path)
+  ran = 0
+  if FLAGS.launcher == 'none':
+    ran = search.run_worker(study, storage, spec, FLAGS.config, directory)
+  else:
+    from trainkit import launch  # pylint: disable=g-import-not-at-top
+    jobs = launch.launch(FLAGS.launcher, FLAGS.workers, FLAGS.slurm, directory, sys.argv)
+    print(f'Submitted {len(jobs)} workers ({FLAGS.launcher}): jobs '
+          f'{", ".join(job.job_id for job in jobs)}; their logs in '
+          f'{os.path.join(directory, "launch")}.')
+    if FLAGS.launcher == 'slurm':
+      storage_url = FLAGS.storage or os.path.join(directory, search.JOURNAL)
+      print(f'Follow the study with: optuna-dashboard {storage_url}')
+      return
+    for job in jobs:
+      job.result()  # Raises what a worker raised.
+  ranked = search_results.rows(study, directory)
+  search_results.write(study, directory, ranked)
+  search_results.plot(study, directory)
+  print(f'Search of {len(ranked)} trials done in {time.perf_counter() - start:.1f} s '
+        f'(this worker ran {ran}); summary in '
+        f'{os.path.join(directory, sweeps.SUMMARY_MD)}')
+  with open(os.path.join(directory, sweeps.SUMMARY_MD)) as f:
+    print(f.read())
+  command = search_results.best_command(study, FLAGS.config, sweep_path, directory,
+                                        _common_overrides(sys.argv))
+  if command:
+    print(f'Best: {study.best_trial.user_attrs.get("workdir")} '
+          f'({study.best_value:.4f}). Train it alone with:')
+    print(command)
 
 
 if __name__ == '__main__':

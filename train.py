@@ -399,7 +399,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data: input_pipeline.Data | None = None,
-                       continue_with_changes: bool = False):
+                       continue_with_changes: bool = False, epoch_hook=None):
   """Trains (or resumes training) in `workdir` and evaluates after each epoch.
 
   Args:
@@ -411,6 +411,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       (as a sweep's members do); loaded here otherwise.
     continue_with_changes: a resume may change the continuable fields
       (more epochs, a new learning rate, ...); they are recorded.
+    epoch_hook: optional `(epoch, eval_metrics) -> str | None`, called after
+      each epoch's evaluation; a string stops the run there with that
+      `stop_reason` (a search's pruner, trainkit/search.py).
 
   Returns:
     (final train state, summary dict as written to `summary.json`).
@@ -430,7 +433,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Replicated on every device; every process builds the same values.
     state = parallel.replicate(initial_state(config, spec, workdir), data.mesh)
     run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream',
-                       config_changes=changes)
+                       config_changes=changes, epoch_hook=epoch_hook)
     state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
   if run.diverged:
     raise run.diverged

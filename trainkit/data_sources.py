@@ -55,7 +55,10 @@ def _download_and_prepare(config, builder) -> None:
   """Prepares a dataset that is not in the data dir yet (imports TensorFlow)."""
   tensorflow()  # Before TFDS touches TensorFlow.
   try:
-    builder.download_and_prepare(file_format='array_record')
+    with offline_data.preparing(config.dataset, config.data_dir):
+      if builder.is_prepared():  # By another process while this one waited.
+        return
+      builder.download_and_prepare(file_format='array_record')
   except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.
     raise offline_data.DataError(
         f'could not download dataset={config.dataset!r} ({type(e).__name__}). '

@@ -11,6 +11,8 @@ are written as ArrayRecord, which is read by index without TensorFlow
 (trainkit/data_sources.py); only this preparation imports TensorFlow.
 """
 
+import contextlib
+import fcntl
 import gzip
 import os
 import struct
@@ -148,6 +150,20 @@ def _idx_builder_cls(dataset):
   return IdxBuilder
 
 
+@contextlib.contextmanager
+def preparing(dataset: str, data_dir: str | None):
+  """Held while `dataset` is prepared into `data_dir`.
+
+  Processes sharing a data dir (a search's workers, started together) prepare
+  it once: the others wait, then find it prepared.
+  """
+  root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, f'.{dataset}.prepare.lock'), 'a') as f:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+    yield
+
+
 def prepare(dataset, data_dir, manual_dir):
   """Prepares `dataset` into `data_dir` from `manual_dir`, offline.
 
@@ -163,9 +179,12 @@ def prepare(dataset, data_dir, manual_dir):
     builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
     return
-  validate_manual_dir(dataset, manual_dir)
-  from trainkit import data_sources  # pylint: disable=g-import-not-at-top
-  data_sources.tensorflow()  # Preparing writes through TensorFlow, on the host.
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          manual_dir=manual_dir, try_download_gcs=False))
+  with preparing(dataset, data_dir):
+    if builder.is_prepared():  # By another process while this one waited.
+      return
+    validate_manual_dir(dataset, manual_dir)
+    from trainkit import data_sources  # pylint: disable=g-import-not-at-top
+    data_sources.tensorflow()  # Preparing writes through TensorFlow, on the host.
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir, try_download_gcs=False))

@@ -1,4 +1,4 @@
-"""Stop cleanly on SIGTERM or Ctrl-C: finish the call, checkpoint, exit.
+"""Stop cleanly on SIGTERM, Ctrl-C or SLURM's SIGUSR2: finish the call, checkpoint, exit.
 
 The first signal only sets a flag that the training loop reads between device
 calls (in a multi-process run the processes then agree, so a signal to any one
@@ -13,7 +13,9 @@ import threading
 
 from absl import logging
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# SIGUSR2: what a SLURM job is sent before its time limit (--signal=USR2@120,
+# as the search launcher asks: trainkit/launch.py).
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class Interrupted(Exception):
@@ -35,7 +37,7 @@ class Interrupted(Exception):
 
 
 class StopRequest:
-  """Set by the first SIGTERM/SIGINT; read by the training loop."""
+  """Set by the first SIGTERM/SIGINT/SIGUSR2; read by the training loop."""
 
   def __init__(self):
     self.signum = None
@@ -57,7 +59,7 @@ class StopRequest:
 
 @contextlib.contextmanager
 def stop_on_signals():
-  """Yields a StopRequest that SIGTERM/SIGINT set while the block runs.
+  """Yields a StopRequest that SIGTERM/SIGINT/SIGUSR2 set while the block runs.
 
   Handlers can only be installed from the main thread; elsewhere the request
   is never set and signals keep their previous behaviour.

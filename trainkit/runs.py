@@ -48,14 +48,19 @@ class Run:
   """
 
   def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state,
-               streamed: bool = False, config_changes: dict | None = None):
+               streamed: bool = False, config_changes: dict | None = None,
+               epoch_hook=None):
     """Restores the latest checkpoint of `workdir` into `state`'s structure.
 
     `streamed`: the input is streamed, and its state is checkpointed too.
     `config_changes`: what this resume changes of the workdir's config
     (config_history.check_resume); recorded when the logs open.
+    `epoch_hook(epoch, metrics)`: called with each epoch's evaluation; a
+    string it returns stops the run there, as early stopping does (a
+    search's pruner: trainkit/search.py).
     """
     self.config, self.workdir, self.spec = config, workdir, spec
+    self._epoch_hook = epoch_hook
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
                                                 config.keep_checkpoints, streamed,
@@ -112,6 +117,8 @@ class Run:
       logging.warning('Validation loss on a plateau after epoch %d: learning rate x %g.',
                       epoch, scale)
     reason = plateaus.early_stop(self.config, self.meta, metrics, epoch)
+    if not reason and self._epoch_hook:
+      reason = self._epoch_hook(epoch, metrics)
     if reason:
       logging.warning('Stopping: %s.', reason)
       self.meta['stop_reason'] = reason

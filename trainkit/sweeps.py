@@ -172,8 +172,8 @@ PARALLEL = ('vmap', 'sequential')
 _DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'input_mode', 'eval_batch_size')
 
 
-def _data(config, datasets: dict):
-  """The config's datasets, loaded once per sweep."""
+def shared_data(config, datasets: dict):
+  """The config's datasets, loaded once per sweep (`datasets` holds them)."""
   key = tuple(str(config[f]) for f in _DATA_FIELDS)
   if key not in datasets:
     datasets[key] = input_pipeline.create_datasets(config)
@@ -183,7 +183,7 @@ def _data(config, datasets: dict):
 def _train_alone(config, workdir, datasets: dict, continue_with_changes: bool):
   """A member trained by itself; None if it diverged."""
   try:
-    return train.train_and_evaluate(config, workdir, _data(config, datasets),
+    return train.train_and_evaluate(config, workdir, shared_data(config, datasets),
                                     continue_with_changes)[1]
   except divergence.Diverged as e:
     logging.warning('Member %s stopped: %s', workdir, e)
@@ -205,7 +205,7 @@ def _train(todo: list, parallel: str, changes: dict, continue_with_changes: bool
       logging.info('Training %d members together: %s', len(group), ', '.join(names))
       try:
         results.update(zip(names, grouping.train_group(
-            configs, workdirs, _data(configs[0], datasets),
+            configs, workdirs, shared_data(configs[0], datasets),
             [changes[name] for name in names])))
         continue
       except grouping.NotGroupable as e:

@@ -1,0 +1,102 @@
+"""A pruned search against the grid over the same ranges: accuracy, epochs, wall time.
+
+  python -m benchmarks.search --data_dir=DIR [--manual_dir=...] [--json=out.json]
+
+Both are whole `sweep.py` commands on real MNIST, one after the other on this
+machine, each from an empty sweep directory and cache directory: the example search
+(configs/sweeps/search.py: TPE + Hyperband) and the 27-point grid of the same
+space (3 values a dimension, every trial trained its full 5 epochs). Reported:
+the best validation accuracy of each, the member-epochs each trained, their
+wall times, and the search's share of the grid's epochs and time.
+"""
+
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+from benchmarks import whole_command
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('manual_dir', os.path.join(whole_command.ROOT, '..', 'shared', 'data',
+                                               'mnist'), 'The MNIST IDX files.')
+flags.DEFINE_string('data_dir', None, 'TFDS data dir (MNIST prepared there once).')
+flags.DEFINE_string('json', None, 'Write the results here as JSON.')
+flags.DEFINE_list('runs', ['search', 'grid'], 'Which commands to run.')
+flags.DEFINE_string('changes', '', 'dataclasses.replace arguments for the search, '
+                    'e.g. "num_trials=24, reduction_factor=5" (to try other settings).')
+flags.DEFINE_string('keep', None, 'Keep the sweep directories here.')
+
+_SWEEP_FILE = '''
+import dataclasses
+from configs.sweeps import search as example
+get_config = example.get_config
+def get_search():
+  return dataclasses.replace(example.get_search(), {changes})
+'''
+GRID = "sampler='grid', pruner='none'"
+
+
+def run(name: str, data_dir: str, manual_dir: str, directory: str) -> dict:
+  """One whole sweep.py command; its figures from the sweep summary."""
+  sweep_file = os.path.join(directory, f'{name}_sweep.py')
+  with open(sweep_file, 'w') as f:
+    f.write(_SWEEP_FILE.format(changes=GRID if name == 'grid' else FLAGS.changes))
+  workdir = os.path.join(directory, name)
+  cmd = [sys.executable, os.path.join(whole_command.ROOT, 'sweep.py'),
+         f'--config={sweep_file}', f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+         f'--config.manual_dir={manual_dir}',
+         # A cache of its own, empty at the start, as a user's first command has.
+         f'--config.cache_dir={os.path.join(directory, name + "_cache")}']
+  _, wall, rss = whole_command.spawn(cmd, os.path.join(directory, f'{name}.log'))
+  with open(os.path.join(workdir, 'sweep_summary.csv')) as f:
+    rows = list(csv.DictReader(f))
+  complete = [r for r in rows if r['state'] == 'complete']
+  best = max(complete, key=lambda r: float(r['value']))
+  return {'trials': len(rows),
+          'states': {s: sum(r['state'] == s for r in rows) for s in {r['state'] for r in rows}},
+          'member_epochs': sum(float(r['epochs']) for r in rows),
+          'best_validation_accuracy': float(best['value']),
+          'best_params': json.loads(best['params']),
+          'best_test_accuracy': float(best['test_accuracy']),
+          'wall_s': wall, 'peak_rss_mb': rss}
+
+
+def main(argv):
+  del argv
+  data_dir = FLAGS.data_dir or tempfile.mkdtemp(prefix='bench_tfds_')
+  directory = FLAGS.keep or tempfile.mkdtemp(prefix='bench_search_')
+  os.makedirs(directory, exist_ok=True)
+  results = {}
+  try:
+    for name in FLAGS.runs:
+      results[name] = run(name, data_dir, FLAGS.manual_dir, directory)
+      print(name, json.dumps(results[name]), flush=True)
+  finally:
+    if not FLAGS.keep:
+      shutil.rmtree(directory, ignore_errors=True)
+  if {'search', 'grid'} <= set(results):
+    search, grid = results['search'], results['grid']
+    results['ratios'] = {
+        'accuracy_gap_points': 100 * (grid['best_validation_accuracy']
+                                      - search['best_validation_accuracy']),
+        'epochs_share': search['member_epochs'] / grid['member_epochs'],
+        'wall_share': search['wall_s'] / grid['wall_s']}
+    print('| | best validation acc | member-epochs | wall (s) |\n|---|---|---|---|')
+    for name in ('search', 'grid'):
+      r = results[name]
+      print(f'| {name} | {r["best_validation_accuracy"]:.2%} | {r["member_epochs"]:g} | '
+            f'{r["wall_s"]:.1f} |')
+    print(json.dumps(results['ratios']))
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,314 @@
+"""Searches with Optuna: a study whose trials are member workdirs, shared by workers.
+
+Every trial trains in `DIR/trial_NNNN/` exactly as `main.py` would there
+(resumable, `--mode=eval` works on it, locked while it runs), and reports
+its validation metric after every epoch to the study's pruner, which may stop
+it there (`stop_reason` 'pruned ...' in its summary.json; its checkpoints
+stay).
+
+Any number of workers run the same command against one sweep directory and
+storage. The study's trials are all queued when it is created (Optuna's
+`enqueue_trial`; the values of a TPE, random or QMC trial are drawn when a
+worker takes it), and a worker takes one by moving it from WAITING to RUNNING,
+which the storage does for one worker only: no trial runs twice, and the
+study has exactly its number of trials however many workers join. While a
+trial runs, its worker records a heartbeat; a trial not heard of for
+`grace_s` (its worker was killed) is failed by the next worker that looks and
+queued again by Optuna's `RetryHeartbeatStaleTrialCallback`, with its values and
+reported epochs, and the worker that takes it resumes its workdir's
+checkpoint. A worker stays until no trial is waiting or running.
+"""
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import warnings
+
+from absl import logging
+import optuna
+from optuna.storages import _heartbeat
+from optuna.storages import journal
+from optuna.trial import TrialState
+import sqlalchemy
+
+from trainkit import config_checks
+from trainkit import divergence
+from trainkit import preemption
+from trainkit import search_space
+from trainkit import sweeps
+from trainkit import workdir as workdir_lib
+import train
+
+JOURNAL = 'optuna_journal.log'  # The default storage, in the sweep directory.
+_BEAT = 'heartbeat'  # The system attribute of a journal trial's last heartbeat (epoch s).
+
+
+
+@contextlib.contextmanager
+def experimental():
+  """Silences Optuna's experimental-feature warnings inside the block.
+
+  Heartbeats, retries and the matplotlib plots are marked experimental; the
+  version is pinned and they are tested here, and the warning would repeat
+  at every poll of the queue.
+  """
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+    yield
+
+
+class _HeartbeatJournal(journal.JournalStorage, _heartbeat.BaseHeartbeat):
+  """Optuna's journal-file storage with the heartbeat its RDB storage has.
+
+  The beat is a trial system attribute (a timestamp); Optuna's own
+  `fail_stale_trials` and retry callback then work on it as on an RDB.
+  """
+
+  def __init__(self, path: str, interval: int, grace: int, callback):
+    super().__init__(journal.JournalFileBackend(path))
+    self._interval, self._grace, self._callback = interval, grace, callback
+
+  def record_heartbeat(self, trial_id: int) -> None:
+    self.set_trial_system_attr(trial_id, _BEAT, time.time())
+
+  def _get_stale_trial_ids(self, study_id: int) -> list:
+    now = time.time()
+    return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False,  # pylint: disable=protected-access
+                                                      states=(TrialState.RUNNING,))
+            if now - t.system_attrs.get(_BEAT, t.datetime_start.timestamp()) > self._grace]
+
+  def get_heartbeat_interval(self) -> int:
+    return self._interval
+
+  def get_heartbeat_stale_trial_callback(self):
+    return self._callback
+
+
+def open_storage(url: str | None, directory: str, search: search_space.Search):
+  """The study's storage: the journal file in `directory`, or the RDB at `url`."""
+  with experimental():
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
+        max_retry=search.max_retry, inherit_intermediate_values=True)
+  if not url:
+    return _HeartbeatJournal(os.path.join(directory, JOURNAL), search.heartbeat_s,
+                             search.grace_s, retry)
+  try:
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=search.heartbeat_s, grace_period=search.grace_s,
+        heartbeat_stale_trial_callback=retry, engine_kwargs={'pool_pre_ping': True})
+  except Exception as e:  # SQLAlchemy's many errors: a bad URL, no server, no driver.
+    message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise config_checks.ConfigError(f'--storage={url!r}: cannot open it: {message}') from e
+
+
+def _sampler(search: search_space.Search):
+  if search.sampler == 'tpe':
+    with experimental():  # Multivariate: learning rate and weight decay interact.
+      return optuna.samplers.TPESampler(seed=search.seed, multivariate=True,
+                                        n_startup_trials=search.startup_trials)
+  if search.sampler == 'qmc':
+    return optuna.samplers.QMCSampler(seed=search.seed)
+  # 'grid' trials have every value fixed when queued: the sampler draws nothing.
+  return optuna.samplers.RandomSampler(seed=search.seed)
+
+
+def _pruner(search: search_space.Search, num_epochs: int):
+  if search.pruner == 'hyperband':
+    return optuna.pruners.HyperbandPruner(search.min_epochs, num_epochs,
+                                          search.reduction_factor)
+  if search.pruner == 'successive_halving':
+    return optuna.pruners.SuccessiveHalvingPruner(search.min_epochs,
+                                                  search.reduction_factor)
+  if search.pruner == 'median':
+    return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials,
+                                       n_warmup_steps=search.min_epochs - 1)
+  return optuna.pruners.NopPruner()
+
+
+def _differences(stored: dict, ours: dict, prefix: str = '') -> list:
+  """'field: stored -> ours' for every leaf that differs."""
+  out = []
+  for key in sorted(set(stored) | set(ours)):
+    a, b = stored.get(key), ours.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f'{prefix}{key}.')
+    elif a != b:
+      out.append(f'{prefix}{key} {a!r} -> {b!r}')
+  return out
+
+
+def open_study(storage, name: str, search: search_space.Search, base) -> optuna.Study:
+  """Creates the study with its queue of trials, or joins it if it exists.
+
+  A study made by another search (other space, budget or base config) is
+  refused with the differences. Creating is atomic in the storage: of
+  workers starting together one creates and queues, the others wait for it.
+  """
+  record = {'search': search.describe(),
+            'base_config': json.loads(base.to_json_best_effort())}
+  kwargs = dict(study_name=name, storage=storage, sampler=_sampler(search),
+                pruner=_pruner(search, base.num_epochs))
+  if name in optuna.study.get_all_study_names(storage):
+    study = optuna.load_study(**kwargs)
+  else:
+    try:
+      study = optuna.create_study(
+          direction='maximize' if search.metric == 'accuracy' else 'minimize', **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:
+      study = optuna.load_study(**kwargs)
+    else:
+      for key, value in record.items():
+        study.set_user_attr(key, value)
+      queue = search.queue()
+      for params in queue:
+        study.enqueue_trial(params)
+      study.set_user_attr('queued', len(queue))
+      return study
+  for _ in range(600):  # The creator may still be queueing.
+    attrs = study.user_attrs
+    if 'queued' in attrs:
+      break
+    time.sleep(0.5)
+  else:
+    raise config_checks.ConfigError(
+        f'study {name!r} exists but its trials were never queued (its creator died); '
+        'give another --study or --workdir')
+  stored = {k: json.loads(json.dumps(attrs.get(k))) for k in record}
+  ours = {k: json.loads(json.dumps(v)) for k, v in record.items()}
+  changed = _differences(stored, ours)
+  if changed:
+    raise config_checks.ConfigError(
+        f'study {name!r} was created by another search: {"; ".join(changed[:5])}; '
+        'give the same sweep file and overrides, or another --study / --workdir')
+  return study
+
+
+def _take(study: optuna.Study, storage) -> optuna.Trial | None:
+  """Moves a queued trial to RUNNING for this worker alone, or None if none waits."""
+  for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    try:
+      if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):  # pylint: disable=protected-access
+        return optuna.Trial(study, frozen._trial_id)  # pylint: disable=protected-access
+    except optuna.exceptions.UpdateFinishedTrialError:
+      continue
+  return None
+
+
+@contextlib.contextmanager
+def _heartbeats(storage, trial_id: int, interval: int):
+  """Records the trial's heartbeat every `interval` seconds while the block runs."""
+  done = threading.Event()
+
+  def beat():
+    while True:
+      storage.record_heartbeat(trial_id)
+      if done.wait(interval):
+        return
+
+  thread = threading.Thread(target=beat, daemon=True, name='heartbeat')
+  thread.start()
+  try:
+    yield
+  finally:
+    done.set()
+    thread.join()
+
+
+def trial_name(frozen) -> str:
+  """A trial's workdir name, shared by its retries: trial_<first attempt's number>."""
+  with experimental():
+    number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+  return f'trial_{frozen.number if number is None else number:04d}'
+
+
+def _run_trial(study, storage, trial, search, base, directory, datasets):
+  """Trains one trial in its workdir and tells the study how it ended."""
+  frozen = storage.get_trial(trial._trial_id)  # pylint: disable=protected-access
+  name = trial_name(frozen)
+  params = {key: dim.suggest(trial, key) for key, dim in search.space.items()}
+  config = search_space.trial_config(base, params, search.metric)
+  workdir = os.path.join(directory, name)
+  trial.set_user_attr('workdir', name)
+  trial.set_user_attr('worker', f'{socket.gethostname()}:{os.getpid()}')
+  logging.info('Trial %d (%s): %s', trial.number, name, params)
+
+  def report(epoch: int, metrics: dict) -> str | None:
+    trial.report(float(metrics[search.metric]), epoch)
+    # A trial that trained its whole budget is complete, whatever its rank.
+    if epoch < config.num_epochs and trial.should_prune():
+      return f'pruned by the search after epoch {epoch} ({search.pruner})'
+    return None
+
+  try:
+    with _heartbeats(storage, trial._trial_id, search.heartbeat_s):  # pylint: disable=protected-access
+      _, summary = train.train_and_evaluate(
+          config, workdir, sweeps.shared_data(config, datasets), epoch_hook=report)
+  except divergence.Diverged as e:
+    logging.warning('Trial %d diverged: %s', trial.number, e)
+    trial.set_user_attr('status', 'diverged')
+    study.tell(trial, state=TrialState.FAIL)
+    return
+  except preemption.Interrupted:
+    # Checkpointed; queued again at once for the next worker to resume.
+    trial.set_user_attr('status', 'interrupted')
+    study.tell(trial, state=TrialState.FAIL)
+    with experimental():
+      storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))  # pylint: disable=protected-access
+    raise
+  except BaseException:  # An error of its own: recorded, then raised.
+    trial.set_user_attr('status', 'failed')
+    study.tell(trial, state=TrialState.FAIL)
+    raise
+  pruned = summary['stop_reason'].startswith('pruned')
+  trial.set_user_attr('status', 'pruned' if pruned else 'complete')
+  trial.set_user_attr('epochs', summary['epoch'])
+  if pruned:
+    study.tell(trial, state=TrialState.PRUNED)
+    return
+  reported = storage.get_trial(trial._trial_id).intermediate_values.values()  # pylint: disable=protected-access
+  study.tell(trial, (max if search.metric == 'accuracy' else min)(reported))
+
+
+def run_worker(study: optuna.Study, storage, search, base, directory: str,
+               poll_s: float = 2.0) -> int:
+  """Runs queued trials until none waits or runs; returns how many this worker ran."""
+  datasets, ran = {}, 0
+  while True:
+    with experimental():
+      optuna.storages.fail_stale_trials(study)
+    trial = _take(study, storage)
+    if trial is not None:
+      _run_trial(study, storage, trial, search, base, directory, datasets)
+      ran += 1
+      continue
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+      return ran
+    # Another worker's trial: it ends, or its worker died and it is queued again.
+    time.sleep(min(poll_s, search.heartbeat_s))
+
+
+RECORD = 'search.json'  # What the sweep directory's search is, and where its trials are.
+
+
+def prepare(spec: search_space.Search, base, directory: str, url: str | None,
+            study_name: str | None, sweep_path: str):
+  """Checks everything, then opens the storage and the study; (study, storage).
+
+  A bad search, config or storage is refused before the directory is touched.
+  """
+  spec.check(base)
+  config_checks.check_workdir(directory)
+  name = study_name or os.path.basename(os.path.abspath(directory))
+  storage = open_storage(url, directory, spec) if url else None
+  os.makedirs(directory, exist_ok=True)
+  storage = storage or open_storage(url, directory, spec)
+  study = open_study(storage, name, spec, base)
+  shown = url and sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+  workdir_lib.write_json(os.path.join(directory, RECORD), {
+      'study': name, 'storage': shown or os.path.join(directory, JOURNAL),
+      'sweep_file': sweep_path, **study.user_attrs})
+  return study, storage
