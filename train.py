@@ -96,12 +96,21 @@ def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
 
   Built by one jitted program (the same values as op by op): dozens of small
   initialisers dispatched one at a time cost half a second at every start.
+  The program is traced with placeholder values of the injected
+  hyperparameters, which are set afterwards: it is the same program (one
+  compilation, cached) for every learning rate and weight decay a sweep or a
+  search tries.
   """
   model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
                               config.dtype)
-  init = jax.jit(lambda rng: create_train_state(rng, config, model, spec.image_shape,
+  traced = config.copy_and_resolve_references()
+  traced.learning_rate, traced.momentum = 1.0, 0.9
+  traced.weight_decay = 1.0 if config.weight_decay > 0 else 0.0  # On or off: its structure.
+  init = jax.jit(lambda rng: create_train_state(rng, traced, model, spec.image_shape,
                                                 spec.steps_per_epoch))
-  return init(seed_keys(config.seed)[0])
+  state = init(seed_keys(config.seed)[0])
+  return state.replace(tx=optimizers.create_optimizer(config, spec.steps_per_epoch),
+                       opt_state=optimizers.with_hyperparams(state.opt_state, config))
 
 
 def _train_step(state: TrainState, batch, rng):

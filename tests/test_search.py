@@ -165,6 +165,20 @@ def test_a_grid_search_runs_every_point_once(tmp_path):
   assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
 
 
+@pytest.mark.usefixtures('mock_mnist')
+def test_a_diverged_trial_is_failed_as_diverged_and_the_search_goes_on(tmp_path):
+  spec = _spec(space={'learning_rate': ss.Categorical((1e-3, 1e30))}, sampler='grid',
+               pruner='none')
+  study, _, ran = _search(tmp_path / 's', spec, _config(num_epochs=1))
+  assert ran == 2
+  by_rate = {t.params['learning_rate']: t for t in study.get_trials()}
+  assert by_rate[1e30].state == TrialState.FAIL
+  assert by_rate[1e30].user_attrs['status'] == 'diverged'
+  assert by_rate[1e-3].state == TrialState.COMPLETE
+  ranked = search_results.rows(study, str(tmp_path / 's'))
+  assert [r['state'] for r in ranked] == ['complete', 'diverged']
+
+
 def test_joining_a_study_of_another_search_is_refused(tmp_path):
   directory = str(tmp_path / 's')
   search.prepare(_spec(), _config(), directory, None, None, 'sweep.py')
@@ -173,6 +187,12 @@ def test_joining_a_study_of_another_search_is_refused(tmp_path):
   assert "study 's' was created by another search: search.num_trials 6 -> 8" in str(e.value)
   with pytest.raises(config_checks.ConfigError, match='base_config.batch_size 8 -> 16'):
     search.prepare(_spec(), _config(batch_size=16), directory, None, None, 'sweep.py')
+  # In a shared RDB (SQLite here), a new sweep directory refused is not left behind.
+  url = f'sqlite:///{tmp_path / "studies.db"}'
+  search.prepare(_spec(), _config(), str(tmp_path / 'a'), url, 'shared', 'sweep.py')
+  with pytest.raises(config_checks.ConfigError, match="study 'shared' was created by another"):
+    search.prepare(_spec(seed=1), _config(), str(tmp_path / 'b'), url, 'shared', 'sweep.py')
+  assert not (tmp_path / 'b').exists()
 
 
 def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path):

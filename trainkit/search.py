@@ -22,6 +22,7 @@ checkpoint. A worker stays until no trial is waiting or running.
 import contextlib
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -96,9 +97,10 @@ def open_storage(url: str | None, directory: str, search: search_space.Search):
     return _HeartbeatJournal(os.path.join(directory, JOURNAL), search.heartbeat_s,
                              search.grace_s, retry)
   try:
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=search.heartbeat_s, grace_period=search.grace_s,
-        heartbeat_stale_trial_callback=retry, engine_kwargs={'pool_pre_ping': True})
+    with experimental():  # The heartbeat arguments are marked experimental.
+      return optuna.storages.RDBStorage(
+          url, heartbeat_interval=search.heartbeat_s, grace_period=search.grace_s,
+          heartbeat_stale_trial_callback=retry, engine_kwargs={'pool_pre_ping': True})
   except Exception as e:  # SQLAlchemy's many errors: a bad URL, no server, no driver.
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise config_checks.ConfigError(f'--storage={url!r}: cannot open it: {message}') from e
@@ -235,7 +237,13 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
   trial.set_user_attr('worker', f'{socket.gethostname()}:{os.getpid()}')
   logging.info('Trial %d (%s): %s', trial.number, name, params)
 
+  # A retry inherits the epochs its first attempt reported; its resume may
+  # evaluate some of them again, already reported and judged.
+  judged = set(frozen.intermediate_values)
+
   def report(epoch: int, metrics: dict) -> str | None:
+    if epoch in judged:
+      return None
     trial.report(float(metrics[search.metric]), epoch)
     # A trial that trained its whole budget is complete, whatever its rank.
     if epoch < config.num_epochs and trial.should_prune():
@@ -304,9 +312,15 @@ def prepare(spec: search_space.Search, base, directory: str, url: str | None,
   config_checks.check_workdir(directory)
   name = study_name or os.path.basename(os.path.abspath(directory))
   storage = open_storage(url, directory, spec) if url else None
+  created = not os.path.isdir(directory)
   os.makedirs(directory, exist_ok=True)
-  storage = storage or open_storage(url, directory, spec)
-  study = open_study(storage, name, spec, base)
+  try:
+    storage = storage or open_storage(url, directory, spec)
+    study = open_study(storage, name, spec, base)
+  except config_checks.ConfigError:
+    if created:  # Refused: as if never run (an RDB's study is not ours to touch).
+      shutil.rmtree(directory)
+    raise
   shown = url and sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
   workdir_lib.write_json(os.path.join(directory, RECORD), {
       'study': name, 'storage': shown or os.path.join(directory, JOURNAL),
