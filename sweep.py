@@ -53,7 +53,8 @@ flags.DEFINE_integer('workers', 1, 'How many workers --launcher starts.')
 flags.DEFINE_list('slurm', [], 'submitit executor parameters for --launcher=slurm, '
                   'e.g. slurm_partition=gpu,timeout_min=600,gpus_per_node=1.')
 config_flags.DEFINE_config_file(
-    'config', None, 'A sweep file: get_config() and get_sweep().', lock_config=True)
+    'config', None, 'A sweep file: get_config(), and get_sweep() or get_search().',
+    lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -71,11 +72,12 @@ def main(argv):
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
   start = time.perf_counter()
   try:
-    spec = search_space.load_search(sweep_path)
+    module = sweeps.load_sweep_file(sweep_path)
+    spec = search_space.load_search(sweep_path, module)
     if spec is not None:
       _search(spec, sweep_path, start)
       return
-    overrides = sweeps.load_sweep(sweep_path)
+    overrides = sweeps.load_sweep(sweep_path, module)
     ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
                               FLAGS.continue_with_changes)
   except cli.INPUT_ERRORS as e:

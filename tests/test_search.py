@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 import pytest
 
 from tests import conftest
-from tests.helpers import ENV, ROOT, checkpoint_steps, tiny_config, write_mnist
+from tests.helpers import ENV, ROOT, checkpoint_steps, error_lines, tiny_config, write_mnist
 from trainkit import config_checks
 from trainkit import inference
 from trainkit import launch
@@ -382,6 +382,21 @@ def test_a_sigterm_checkpoints_the_trial_and_the_same_command_resumes_it(tmp_pat
   trials = _study(tmp_path, None).get_trials()
   assert sorted(t.user_attrs['workdir'] for t in trials if t.state == TrialState.COMPLETE) == [
       'trial_0000', 'trial_0001']
+
+
+@pytest.mark.slow
+def test_the_command_refuses_a_bad_search_in_one_line_before_any_work(tmp_path):
+  result = subprocess.run(
+      _sweep_command(tmp_path, 2, 2, '--config.validation_split=',
+                     '--storage=postgresql+psycopg2://nobody@127.0.0.1:9/none'),
+      cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert error_lines(result.stderr) == [
+      "error: search: validation_split='' but a search ranks its trials on a validation "
+      'split (ranked on the test split, its test accuracy would be overfitted); set one, '
+      "e.g. --config.validation_split='train[55000:]'"]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'search').exists()
 
 
 @pytest.mark.slow

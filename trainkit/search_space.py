@@ -8,7 +8,6 @@ config) before any trial starts.
 """
 
 import dataclasses
-import importlib.util
 import math
 
 import numpy as np
@@ -188,11 +187,8 @@ def trial_config(base, params: dict, metric: str):
   return config
 
 
-def load_search(path: str) -> Search | None:
+def load_search(path: str, module) -> Search | None:
   """The Search of sweep file `path` (its get_search()), or None if it has none."""
-  spec = importlib.util.spec_from_file_location('sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
   if not hasattr(module, 'get_search'):
     return None
   search = module.get_search()

@@ -44,13 +44,19 @@ def zip_axes(**axes) -> list:
   return [dict(zip(keys, values)) for values in zip(*axes.values())]
 
 
-def load_sweep(path: str) -> list:
-  """The member overrides of sweep file `path` (its get_sweep())."""
+def load_sweep_file(path: str):
+  """The module of sweep file `path` (its get_config() and get_sweep() or get_search())."""
   spec = importlib.util.spec_from_file_location('sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_sweep(path: str, module=None) -> list:
+  """The member overrides of sweep file `path` (its get_sweep())."""
+  module = module or load_sweep_file(path)
   if not hasattr(module, 'get_sweep'):
-    raise config_checks.ConfigError(f'--config={path!r} has no get_sweep()')
+    raise config_checks.ConfigError(f'--config={path!r} has no get_sweep() or get_search()')
   members = list(module.get_sweep())
   if not members or not all(isinstance(m, dict) for m in members):
     raise config_checks.ConfigError(
