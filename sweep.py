@@ -125,8 +125,10 @@ def _search(spec, sweep_path: str, start: float) -> None:
   ranked = search_results.rows(study, directory)
   search_results.write(study, directory, ranked)
   search_results.plot(study, directory)
+  who = (f'this worker ran {ran}' if FLAGS.launcher == 'none'
+         else f'{FLAGS.workers} {FLAGS.launcher} workers')
   print(f'Search of {len(ranked)} trials done in {time.perf_counter() - start:.1f} s '
-        f'(this worker ran {ran}); summary in '
+        f'({who}); summary in '
         f'{os.path.join(directory, sweeps.SUMMARY_MD)}')
   with open(os.path.join(directory, sweeps.SUMMARY_MD)) as f:
     print(f.read())

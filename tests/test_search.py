@@ -406,6 +406,7 @@ def test_the_local_launcher_runs_workers_that_share_the_study(tmp_path):
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Submitted 2 workers (local)' in result.stdout
+  assert 'Search of 4 trials done in' in result.stdout and '(2 local workers)' in result.stdout
   trials = _study(tmp_path, None).get_trials()
   assert sorted(t.user_attrs['workdir'] for t in trials) == [f'trial_{i:04d}' for i in range(4)]
   assert all(t.state == TrialState.COMPLETE for t in trials)
