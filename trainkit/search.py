@@ -47,7 +47,6 @@ JOURNAL = 'optuna_journal.log'  # The default storage, in the sweep directory.
 _BEAT = 'heartbeat'  # The system attribute of a journal trial's last heartbeat (epoch s).
 
 
-
 @contextlib.contextmanager
 def experimental():
   """Silences Optuna's experimental-feature warnings inside the block.
@@ -149,8 +148,9 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
   refused with the differences. Creating is atomic in the storage: of
   workers starting together one creates and queues, the others wait for it.
   """
-  record = {'search': search.describe(),
-            'base_config': json.loads(base.to_json_best_effort())}
+  # As the storage gives it back (JSON), to compare with what it holds.
+  record = json.loads(json.dumps({'search': search.describe(),
+                                  'base_config': base.to_dict()}))
   kwargs = dict(study_name=name, storage=storage, sampler=_sampler(search),
                 pruner=_pruner(search, base.num_epochs))
   if name in optuna.study.get_all_study_names(storage):
@@ -178,9 +178,7 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
     raise config_checks.ConfigError(
         f'study {name!r} exists but its trials were never queued (its creator died); '
         'give another --study or --workdir')
-  stored = {k: json.loads(json.dumps(attrs.get(k))) for k in record}
-  ours = {k: json.loads(json.dumps(v)) for k, v in record.items()}
-  changed = _differences(stored, ours)
+  changed = _differences({k: attrs.get(k) for k in record}, record)
   if changed:
     raise config_checks.ConfigError(
         f'study {name!r} was created by another search: {"; ".join(changed[:5])}; '
@@ -189,7 +187,11 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
 
 
 def _take(study: optuna.Study, storage) -> optuna.Trial | None:
-  """Moves a queued trial to RUNNING for this worker alone, or None if none waits."""
+  """Moves a queued trial to RUNNING for this worker alone, or None if none waits.
+
+  Not `Study.ask`, which creates a trial when none waits: the queue is the
+  study's budget.
+  """
   for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
     try:
       if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):  # pylint: disable=protected-access
@@ -239,12 +241,13 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
 
   # A retry inherits the epochs its first attempt reported; its resume may
   # evaluate some of them again, already reported and judged.
-  judged = set(frozen.intermediate_values)
+  reported = dict(frozen.intermediate_values)
 
   def report(epoch: int, metrics: dict) -> str | None:
-    if epoch in judged:
+    if epoch in reported:
       return None
-    trial.report(float(metrics[search.metric]), epoch)
+    reported[epoch] = float(metrics[search.metric])
+    trial.report(reported[epoch], epoch)
     # A trial that trained its whole budget is complete, whatever its rank.
     if epoch < config.num_epochs and trial.should_prune():
       return f'pruned by the search after epoch {epoch} ({search.pruner})'
@@ -270,14 +273,10 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     trial.set_user_attr('status', 'failed')
     study.tell(trial, state=TrialState.FAIL)
     raise
-  pruned = summary['stop_reason'].startswith('pruned')
-  trial.set_user_attr('status', 'pruned' if pruned else 'complete')
-  trial.set_user_attr('epochs', summary['epoch'])
-  if pruned:
+  if summary['stop_reason'].startswith('pruned'):
     study.tell(trial, state=TrialState.PRUNED)
-    return
-  reported = storage.get_trial(trial._trial_id).intermediate_values.values()  # pylint: disable=protected-access
-  study.tell(trial, (max if search.metric == 'accuracy' else min)(reported))
+  else:  # Its objective: the best epoch.
+    study.tell(trial, (max if search.metric == 'accuracy' else min)(reported.values()))
 
 
 def run_worker(study: optuna.Study, storage, search, base, directory: str,
@@ -311,11 +310,13 @@ def prepare(spec: search_space.Search, base, directory: str, url: str | None,
   spec.check(base)
   config_checks.check_workdir(directory)
   name = study_name or os.path.basename(os.path.abspath(directory))
+  # An RDB is opened (or refused) before the directory is made; the journal
+  # file lives in it.
   storage = open_storage(url, directory, spec) if url else None
   created = not os.path.isdir(directory)
   os.makedirs(directory, exist_ok=True)
   try:
-    storage = storage or open_storage(url, directory, spec)
+    storage = storage or open_storage(None, directory, spec)
     study = open_study(storage, name, spec, base)
   except config_checks.ConfigError:
     if created:  # Refused: as if never run (an RDB's study is not ours to touch).

@@ -47,7 +47,7 @@ def rows(study: optuna.Study, directory: str) -> list:
         if last.intermediate_values else float('nan'))
     out.append({
         'trial': name, 'state': state, 'value': value,
-        'params': json.dumps(last.params, sort_keys=True), '_params': last.params,
+        'params': last.params,
         'epochs': summary.get('epoch', len(last.intermediate_values)),
         'best_eval_accuracy': summary.get('best_eval_accuracy', float('nan')),
         'eval_loss': summary.get('eval_loss', float('nan')),
@@ -68,13 +68,14 @@ def write(study: optuna.Study, directory: str, ranked: list) -> None:
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, extrasaction='ignore')
   writer.writeheader()
-  writer.writerows(ranked)
+  writer.writerows({**row, 'params': json.dumps(row['params'], sort_keys=True)}
+                   for row in ranked)
   workdir_lib.write_text(os.path.join(directory, sweeps.SUMMARY_CSV), buffer.getvalue())
   metric = study.user_attrs.get('search', {}).get('metric', 'accuracy')
   lines = [f'| rank | trial | state | objective (validation {metric}) | params | epochs | '
            'test acc (info) | attempts |', '|---|---|---|---|---|---|---|---|']
   for row in ranked:
-    params = ', '.join(f'{k}={_short(v)}' for k, v in row['_params'].items())
+    params = ', '.join(f'{k}={_short(v)}' for k, v in row['params'].items())
     lines.append(f'| {row["rank"]} | {row["trial"]} | {row["state"]} | {row["value"]:.4f} | '
                  f'{params} | {row["epochs"]:g} | {row["test_accuracy"]:.2%} | '
                  f'{row["attempts"]} |')
