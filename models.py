@@ -5,6 +5,7 @@ from typing import Any
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ACTIVATIONS = {
@@ -21,12 +22,44 @@ KERNEL_INITS = ('lecun_normal', 'normal')
 DTYPES = ('float32', 'bfloat16')  # Compute dtypes of the layers.
 
 
+class Dropout(nn.Module):
+  """Flax's `nn.Dropout`, with a keep probability that may be a traced value.
+
+  Named like it, so its dropout keys (the module path folded in) and masks
+  are the same. Kept units are multiplied by 1 / keep rather than divided by
+  keep: XLA rewrites a division by a traced scalar one way alone and another
+  under vmap, and a sweep member trained in a vmapped group must compute what
+  it computes alone.
+  """
+
+  @nn.compact
+  def __call__(self, x, keep_prob, *, deterministic: bool):
+    if deterministic:
+      return x
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep_prob, x.shape)
+    return jax.lax.select(mask, x * (1 / jnp.asarray(keep_prob, x.dtype)), jnp.zeros_like(x))
+
+
+def keep_probabilities(rates, num_layers: int) -> tuple:
+  """1 - rate for each of `num_layers` hidden layers (no rates: no dropout).
+
+  In double precision on the host, as nn.Dropout computes it (in float32 on
+  the device, 1 - rate differs in the last bit for rates above one half).
+  """
+  return tuple(1.0 - float(rate) for rate in tuple(rates) or (0.0,) * num_layers)
+
+
 class MLP(nn.Module):
   """Flatten -> [Dense -> activation -> Dropout -> BatchNorm] * n -> Dense.
 
   Takes images as stored (e.g. uint8) and applies `(x - input_shift) /
   input_scale` itself, so the host ships compact integers and an exported model
   needs no separate preprocessing.
+
+  A hidden layer whose `dropout_rates` entry is 0 has no dropout. In training,
+  `keep_probs` (1 - rate per hidden layer, see `keep_probabilities`) may be
+  given as values instead of the rates: the train step passes the train
+  state's, so one compiled step serves every rate of a sweep or search.
   """
 
   hidden_sizes: Sequence[int]
@@ -42,7 +75,7 @@ class MLP(nn.Module):
   dtype: Any = jnp.float32  # Compute dtype; parameters stay float32.
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, keep_probs=None):
     x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
     x = ((x - self.input_shift) / self.input_scale).astype(self.dtype)
     if self.kernel_init == 'normal':
@@ -53,11 +86,13 @@ class MLP(nn.Module):
     else:
       dense = functools.partial(nn.Dense, dtype=self.dtype)
     rates = tuple(self.dropout_rates) or (0.0,) * len(self.hidden_sizes)
-    for size, rate in zip(self.hidden_sizes, rates):
+    if keep_probs is None:
+      keep_probs = keep_probabilities(rates, len(rates))
+    for i, (size, rate) in enumerate(zip(self.hidden_sizes, rates)):
       x = dense(size)(x)
       x = self.activation(x)
       if rate > 0:
-        x = nn.Dropout(rate, deterministic=not train)(x)
+        x = Dropout()(x, keep_probs[i], deterministic=not train)
       if self.use_batchnorm:
         x = nn.BatchNorm(use_running_average=not train,
                          momentum=self.batchnorm_momentum, dtype=self.dtype)(x)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from absl import logging
 import flax
+from flax import serialization
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,31 @@ from trainkit import workdir_lock
 class TrainState(train_state.TrainState):
   """Train state with BatchNorm's running statistics and the training loss."""
   batch_stats: Any
+  # Dropout's keep probability per hidden layer ([n] float32): values the
+  # step takes, not constants of the model, so one compiled step serves every
+  # rate (apply_fn's model holds placeholders). Not checkpointed: the
+  # config sets them.
+  keep_probs: Any = None
   # Static, like apply_fn and tx: the objective (logits, labels) -> scalar.
   loss_fn: Callable = flax.struct.field(pytree_node=False, default=None)
+
+
+# What a checkpoint holds of the train state (its keep_probs come from the config).
+_CHECKPOINTED = ('step', 'params', 'batch_stats', 'opt_state')
+serialization.register_serialization_state(
+    TrainState,
+    lambda state: {name: serialization.to_state_dict(getattr(state, name))
+                   for name in _CHECKPOINTED},
+    lambda state, saved: state.replace(**{
+        name: serialization.from_state_dict(getattr(state, name), saved[name], name=name)
+        for name in _CHECKPOINTED}),
+    override=True)
+
+
+def keep_probs(config) -> jax.Array:
+  """The train state's dropout keep probabilities for `config`."""
+  return jnp.asarray(models.keep_probabilities(config.model.dropout_rates,
+                                               len(config.model.hidden_sizes)), jnp.float32)
 
 
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -65,6 +89,7 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
       apply_fn=model.apply,
       params=variables['params'],
       batch_stats=variables.get('batch_stats', {}),
+      keep_probs=keep_probs(config),
       loss_fn=losses.LOSSES[config.loss],
       tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
@@ -91,26 +116,41 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size))
 
 
+# The static parts (model, optimizer) of train states, by placeholder config.
+_STATIC_PARTS = {}
+
+
 def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
   """The freshly initialised train state of `config` for a dataset's `spec`.
 
   Built by one jitted program (the same values as op by op): dozens of small
   initialisers dispatched one at a time cost half a second at every start.
-  The program is traced with placeholder values of the injected
-  hyperparameters, which are set afterwards: it is the same program (one
-  compilation, cached) for every learning rate and weight decay a sweep or a
-  search tries.
+
+  The values the state carries (seed, injected learning rate, weight decay
+  and momentum, dropout keep probabilities) are placeholders while it is
+  built and set afterwards; whether a decay or a dropout rate is zero is
+  structure, kept. So configs that differ only in those values get the same
+  init program and the very same model and optimizer objects, which jit
+  caches by: one compiled train step serves every member of a sweep or
+  search (none traced or compiled again).
   """
-  model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
-                              config.dtype)
   traced = config.copy_and_resolve_references()
-  traced.learning_rate, traced.momentum = 1.0, 0.9
-  traced.weight_decay = 1.0 if config.weight_decay > 0 else 0.0  # On or off: its structure.
+  traced.seed, traced.learning_rate, traced.momentum = 0, 1.0, 0.9
+  traced.weight_decay = 1.0 if config.weight_decay > 0 else 0.0
+  traced.model.dropout_rates = tuple(0.5 if rate > 0 else 0.0
+                                     for rate in config.model.dropout_rates)
+  key = (traced.to_json_best_effort(sort_keys=True), spec)
+  if key not in _STATIC_PARTS:
+    _STATIC_PARTS[key] = (
+        models.create_model(traced.model, spec.num_classes, spec.shift, spec.scale,
+                            config.dtype),
+        optimizers.create_optimizer(traced, spec.steps_per_epoch))
+  model, tx = _STATIC_PARTS[key]
   init = jax.jit(lambda rng: create_train_state(rng, traced, model, spec.image_shape,
                                                 spec.steps_per_epoch))
   state = init(seed_keys(config.seed)[0])
-  return state.replace(tx=optimizers.create_optimizer(config, spec.steps_per_epoch),
-                       opt_state=optimizers.with_hyperparams(state.opt_state, config))
+  return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
+                       keep_probs=keep_probs(config))
 
 
 def _train_step(state: TrainState, batch, rng):
@@ -125,7 +165,8 @@ def _train_step(state: TrainState, batch, rng):
   def loss_fn(params):
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
-        train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+        train=True, keep_probs=state.keep_probs, rngs={'dropout': dropout_rng},
+        mutable=['batch_stats'])
     return state.loss_fn(logits, batch['label']), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(

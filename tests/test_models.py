@@ -46,6 +46,19 @@ def test_dropout_is_active_only_in_training():
   np.testing.assert_array_equal(run(False, 0), run(False, 1))
 
 
+def test_dropout_rates_given_as_values_train_as_the_models_own():
+  model, variables, images = _model_and_vars(**{'model.hidden_sizes': (16, 8),
+                                                'model.dropout_rates': (0.6, 0.25)})
+  def run(keep_probs):
+    return model.apply(variables, images, train=True, keep_probs=keep_probs,
+                       rngs={'dropout': jax.random.key(3)}, mutable=['batch_stats'])[0]
+  own = jax.jit(lambda: run(None))()
+  given = jax.jit(run)(jnp.asarray(models.keep_probabilities((0.6, 0.25), 2), jnp.float32))
+  np.testing.assert_array_equal(own, given)
+  other = jax.jit(run)(jnp.asarray([0.9, 0.9], jnp.float32))
+  assert not np.allclose(own, other)
+
+
 def test_batchnorm_uses_running_averages_in_evaluation():
   model, variables, images = _model_and_vars(**{'model.dropout_rates': (0.0,)})
   _, updates = model.apply(variables, images, train=True, mutable=['batch_stats'])

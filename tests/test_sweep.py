@@ -126,11 +126,12 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
 def test_group_key_separates_structure_from_state_values():
   key = grouping.group_key
   base = tiny_config(weight_decay=1e-4)
-  same = tiny_config(learning_rate=0.3, seed=7, momentum=0.5, weight_decay=1e-3)
+  same = tiny_config(learning_rate=0.3, seed=7, momentum=0.5, weight_decay=1e-3,
+                     **{'model.dropout_rates': (0.4,)})
   assert key(base) == key(same)
   assert key(base) != key(tiny_config(weight_decay=0.0))  # One transform fewer.
   assert key(base) != key(tiny_config(**{'model.hidden_sizes': (8,)}))
-  assert key(base) != key(tiny_config(**{'model.dropout_rates': (0.2,)}))
+  assert key(base) != key(tiny_config(**{'model.dropout_rates': (0.0,)}))  # No dropout layer.
 
 
 def _group(tmp_path, overrides, **base):
@@ -141,7 +142,8 @@ def _group(tmp_path, overrides, **base):
 
 
 def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
-  overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
+  overrides = [{'learning_rate': 1e-3, 'seed': 0},
+               {'learning_rate': 1e-2, 'seed': 1, 'model.dropout_rates': (0.6,)}]
   configs, dirs = _group(tmp_path, overrides)
   together = grouping.train_group(configs, dirs)
   for i, config in enumerate(configs):

@@ -15,6 +15,8 @@ from trainkit import losses
 import models
 from trainkit import optimizers
 from trainkit import parallel
+from trainkit import workdir as workdir_lib
+import flax
 import train
 
 
@@ -47,6 +49,31 @@ def test_train_step_consumes_the_donated_state():
   new_state, _ = train.train_step(state, _batch(), jax.random.key(1))
   assert kernel.is_deleted()
   assert not new_state.params['Dense_0']['kernel'].is_deleted()
+
+
+def test_one_compiled_step_serves_every_dropout_rate():
+  spec = workdir_lib.ModelSpec(num_classes=10, image_shape=(28, 28, 1), shift=0.0,
+                               scale=255.0, steps_per_epoch=10)
+  step = jax.jit(train._train_step)  # pylint: disable=protected-access
+  losses = {}
+  for rate in (0.2, 0.7, 0.0):
+    state = train.create_state(tiny_config(**{'model.dropout_rates': (rate,)}), spec)
+    np.testing.assert_array_equal(state.keep_probs, np.float32([1 - rate]))
+    losses[rate] = float(step(state, _batch(), jax.random.key(1))[1]['loss'])
+  # Rate 0 has no dropout layer: a second program; the other rates share one.
+  assert step._cache_size() == 2  # pylint: disable=protected-access
+  assert len(set(losses.values())) == 3
+
+
+def test_checkpoints_leave_the_dropout_rates_to_the_config():
+  state = _state(tiny_config(**{'model.dropout_rates': (0.3,)}))
+  saved = flax.serialization.to_state_dict(state)
+  assert set(saved) == {'step', 'params', 'batch_stats', 'opt_state'}
+  other = _state(tiny_config(**{'model.dropout_rates': (0.6,)}))
+  restored = flax.serialization.from_state_dict(other, saved)
+  np.testing.assert_array_equal(restored.keep_probs, np.float32([0.4]))
+  np.testing.assert_array_equal(restored.params['Dense_0']['kernel'],
+                                state.params['Dense_0']['kernel'])
 
 
 def test_dropout_key_depends_on_the_step():

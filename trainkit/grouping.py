@@ -1,8 +1,9 @@
 """Sweep members trained together, as one vmapped program over a member axis.
 
 Members that differ only in values the train state carries (the injected
-learning rate, weight decay and momentum, and the seed, which gives the
-initial parameters, dropout keys and data order) share one compiled program:
+learning rate, weight decay and momentum, the dropout rates, and the seed,
+which gives the initial parameters, dropout keys and data order) share one
+compiled program:
 the train state is stacked on a leading member axis and `train.train_steps`
 and `evaluation.eval_steps` are vmapped over it, with the resident training
 data shared. `GroupSteps` is that program; `train.train_loop`, the loop of
@@ -41,8 +42,10 @@ def group_key(config) -> str:
   fields = config.to_dict()
   for name in STATE_FIELDS:
     fields.pop(name)
-  # Decay > 0 adds a transform (and state) to the optimizer chain.
+  # Decay > 0 adds a transform (and state) to the optimizer chain, a rate > 0
+  # a dropout layer.
   fields['weight_decay_on'] = config.weight_decay > 0
+  fields['model']['dropout_rates'] = [rate > 0 for rate in config.model.dropout_rates]
   return json.dumps(fields, sort_keys=True, default=str)
 
 
@@ -67,7 +70,8 @@ class GroupSteps:
   def stack(self, states: list):
     return jax.tree.map(lambda *x: jnp.stack(x), *[
         self._template.replace(step=s.step, params=s.params, batch_stats=s.batch_stats,
-                               opt_state=s.opt_state) for s in states])
+                               opt_state=s.opt_state, keep_probs=s.keep_probs)
+        for s in states])
 
   def member(self, tree, index: int):
     return jax.tree.map(lambda x: x[index], tree)
