@@ -49,6 +49,12 @@ def keep_probabilities(rates, num_layers: int) -> tuple:
   return tuple(1.0 - float(rate) for rate in tuple(rates) or (0.0,) * num_layers)
 
 
+def keep_probs(model_config) -> jax.Array:
+  """The keep probabilities of the `config.model` section, as the train state holds them."""
+  return jnp.asarray(keep_probabilities(model_config.dropout_rates,
+                                        len(model_config.hidden_sizes)), jnp.float32)
+
+
 class MLP(nn.Module):
   """Flatten -> [Dense -> activation -> Dropout -> BatchNorm] * n -> Dense.
 

@@ -26,6 +26,7 @@ import optax
 
 import input_pipeline
 import models
+from trainkit import carried_values
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import evaluation
@@ -65,12 +66,6 @@ serialization.register_serialization_state(
     override=True)
 
 
-def keep_probs(config) -> jax.Array:
-  """The train state's dropout keep probabilities for `config`."""
-  return jnp.asarray(models.keep_probabilities(config.model.dropout_rates,
-                                               len(config.model.hidden_sizes)), jnp.float32)
-
-
 def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
   """A run's (parameter init key, dropout key), both from its seed.
 
@@ -89,7 +84,7 @@ def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> Trai
       apply_fn=model.apply,
       params=variables['params'],
       batch_stats=variables.get('batch_stats', {}),
-      keep_probs=keep_probs(config),
+      keep_probs=models.keep_probs(config.model),
       loss_fn=losses.LOSSES[config.loss],
       tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
@@ -116,7 +111,8 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size))
 
 
-# The static parts (model, optimizer) of train states, by placeholder config.
+# The static parts of train states (model, optimizer, init program), by
+# carried_values.structure_key.
 _STATIC_PARTS = {}
 
 
@@ -126,31 +122,25 @@ def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
   Built by one jitted program (the same values as op by op): dozens of small
   initialisers dispatched one at a time cost half a second at every start.
 
-  The values the state carries (seed, injected learning rate, weight decay
-  and momentum, dropout keep probabilities) are placeholders while it is
-  built and set afterwards; whether a decay or a dropout rate is zero is
-  structure, kept. So configs that differ only in those values get the same
-  init program and the very same model and optimizer objects, which jit
-  caches by: one compiled train step serves every member of a sweep or
-  search (none traced or compiled again).
+  The values the state carries (trainkit/carried_values.py) are placeholders
+  while it is built and set afterwards. So configs that differ only in them
+  get the very same init program, model and optimizer objects, which jit
+  caches by: every run of a sweep or search in one process reuses the train
+  step compiled for the first, with nothing traced or compiled again.
   """
-  traced = config.copy_and_resolve_references()
-  traced.seed, traced.learning_rate, traced.momentum = 0, 1.0, 0.9
-  traced.weight_decay = 1.0 if config.weight_decay > 0 else 0.0
-  traced.model.dropout_rates = tuple(0.5 if rate > 0 else 0.0
-                                     for rate in config.model.dropout_rates)
-  key = (traced.to_json_best_effort(sort_keys=True), spec)
+  key = (carried_values.structure_key(config), spec)
   if key not in _STATIC_PARTS:
+    traced = carried_values.placeholders(config)
+    model = models.create_model(traced.model, spec.num_classes, spec.shift, spec.scale,
+                                config.dtype)
     _STATIC_PARTS[key] = (
-        models.create_model(traced.model, spec.num_classes, spec.shift, spec.scale,
-                            config.dtype),
-        optimizers.create_optimizer(traced, spec.steps_per_epoch))
-  model, tx = _STATIC_PARTS[key]
-  init = jax.jit(lambda rng: create_train_state(rng, traced, model, spec.image_shape,
-                                                spec.steps_per_epoch))
+        model, optimizers.create_optimizer(traced, spec.steps_per_epoch),
+        jax.jit(lambda rng: create_train_state(rng, traced, model, spec.image_shape,
+                                               spec.steps_per_epoch)))
+  _, tx, init = _STATIC_PARTS[key]
   state = init(seed_keys(config.seed)[0])
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
-                       keep_probs=keep_probs(config))
+                       keep_probs=models.keep_probs(config.model))
 
 
 def _train_step(state: TrainState, batch, rng):

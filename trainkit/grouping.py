@@ -1,12 +1,10 @@
 """Sweep members trained together, as one vmapped program over a member axis.
 
-Members that differ only in values the train state carries (the injected
-learning rate, weight decay and momentum, the dropout rates, and the seed,
-which gives the initial parameters, dropout keys and data order) share one
-compiled program:
-the train state is stacked on a leading member axis and `train.train_steps`
-and `evaluation.eval_steps` are vmapped over it, with the resident training
-data shared. `GroupSteps` is that program; `train.train_loop`, the loop of
+Members that differ only in values the train state carries
+(trainkit/carried_values.py) share one compiled program: the train state is
+stacked on a leading member axis and `train.train_steps` and
+`evaluation.eval_steps` are vmapped over it, with the resident training data
+shared. `GroupSteps` is that program; `train.train_loop`, the loop of
 every run, drives it, so each member's workdir holds exactly what a lone run
 writes and can be resumed or evaluated alone. A member that diverges is
 stopped alone: its later steps are skipped (its step count is 0) and nothing
@@ -14,7 +12,6 @@ more of it is saved.
 """
 
 import contextlib
-import json
 
 from absl import logging
 import jax
@@ -22,15 +19,12 @@ import jax.numpy as jnp
 
 import input_pipeline
 import train
+from trainkit import carried_values
 from trainkit import config_checks
 from trainkit import evaluation
 from trainkit import optimizers
 from trainkit import runs as runs_lib
 from trainkit import workdir_lock
-
-# Fields whose values live in the train state (see optimizers.py), so members
-# that differ only in these can train as one program.
-STATE_FIELDS = ('learning_rate', 'weight_decay', 'momentum', 'seed')
 
 
 class NotGroupable(Exception):
@@ -39,14 +33,7 @@ class NotGroupable(Exception):
 
 def group_key(config) -> str:
   """Equal for configs that can share one vmapped program."""
-  fields = config.to_dict()
-  for name in STATE_FIELDS:
-    fields.pop(name)
-  # Decay > 0 adds a transform (and state) to the optimizer chain, a rate > 0
-  # a dropout layer.
-  fields['weight_decay_on'] = config.weight_decay > 0
-  fields['model']['dropout_rates'] = [rate > 0 for rate in config.model.dropout_rates]
-  return json.dumps(fields, sort_keys=True, default=str)
+  return carried_values.structure_key(config)
 
 
 # The member axis leads the state, batches of indices, dropout keys and step

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 import models
+from trainkit import carried_values
 from trainkit import data_sources
 from trainkit import optimizers
 from trainkit import workdir as workdir_lib
@@ -54,19 +55,34 @@ def _size(n_bytes: int) -> str:
   return f'{n_bytes} B'
 
 
+# Tables made in this process, by their arguments' structure_key.
+_TABLES = {}
+
+
 def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 140) -> str:
   """The summary of `config`'s model on inputs of `spec`, as plain text.
 
   `flops`: each layer's FLOPs and the total per training example too (half a
   second more: Flax lowers each layer apart, and the step is lowered once).
+  The values a train state carries (trainkit/carried_values.py) do not show
+  (dropout's keep probability is an input, shown by its shape), so the runs
+  of a sweep or search share one table, made once in a process.
   """
+  key = (carried_values.structure_key(config), spec, flops, width)
+  if key not in _TABLES:
+    _TABLES[key] = _table(carried_values.placeholders(config), spec, flops, width)
+  return _TABLES[key]
+
+
+def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
   model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
                               dtype=config.dtype)
   example = jnp.zeros((1, *spec.image_shape), jnp.uint8)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  keep = models.keep_probs(config.model)
   console = {'width': width, 'force_terminal': False, 'color_system': None}
   layers = nn.tabulate(model, rngs, compute_flops=flops, compute_vjp_flops=flops,
-                       console_kwargs=console)(example, train=True)
+                       console_kwargs=console)(example, train=True, keep_probs=keep)
   variables = jax.eval_shape(lambda: model.init(rngs, example, train=False))
   params, params_bytes = _count(variables['params'])
   stats, stats_bytes = _count(variables.get('batch_stats', {}))
@@ -79,8 +95,8 @@ def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 
   ]
   if flops:
     cost = jax.jit(lambda v, x: jax.grad(lambda p: model.apply(
-        {**v, 'params': p}, x, train=True, rngs={'dropout': rngs['dropout']},
-        mutable=['batch_stats'])[0].sum())(v['params'])).lower(
+        {**v, 'params': p}, x, train=True, keep_probs=keep,
+        rngs={'dropout': rngs['dropout']}, mutable=['batch_stats'])[0].sum())(v['params'])).lower(
             variables, example).cost_analysis()
     total = (cost[0] if isinstance(cost, list) else cost or {}).get('flops')
     totals.append('FLOPs per training example (forward and backward, as the train step '
