@@ -1,6 +1,7 @@
 """A pruned search against the grid over the same ranges: accuracy, epochs, wall time.
 
-  python -m benchmarks.search --data_dir=DIR [--seeds=0,1,2] [--json=out.json]
+  python -m benchmarks.search --data_dir=DIR [--seeds=0,1,2] [--replicates=3]
+      [--json=out.json]
 
 Both are whole `sweep.py` commands on real MNIST, one after the other on this
 machine, each from an empty sweep directory and cache directory: the example search
@@ -36,6 +37,9 @@ flags.DEFINE_string('changes', '', 'dataclasses.replace arguments for the search
 flags.DEFINE_string('keep', None, 'Keep the sweep directories here.')
 flags.DEFINE_list('seeds', ['0'], 'Run the pair once per seed (config.seed and the '
                   "search's sampler seed).")
+flags.DEFINE_integer('replicates', 0, "Then train each pair's two best configurations "
+                     'with this many other seeds (1000, 1001, ...): how good the '
+                     'configuration each picked is, rather than its one lucky or unlucky draw.')
 
 _SWEEP_FILE = '''
 import dataclasses
@@ -45,6 +49,14 @@ def get_search():
   return dataclasses.replace(example.get_search(), seed={seed}, {changes})
 '''
 GRID = "sampler='grid', pruner='none'"
+_REPLICATE_FILE = '''
+from configs.sweeps import search as example
+from trainkit import search_space
+def get_config():
+  return search_space.trial_config(example.get_config(), {params!r}, 'accuracy')
+def get_sweep():
+  return [{{'seed': seed}} for seed in {seeds!r}]
+'''
 
 
 def run(name: str, seed: int, data_dir: str, manual_dir: str, directory: str) -> dict:
@@ -74,11 +86,32 @@ def run(name: str, seed: int, data_dir: str, manual_dir: str, directory: str) ->
           'wall_s': wall, 'peak_rss_mb': rss}
 
 
+def replicate(name: str, params: dict, data_dir: str, manual_dir: str,
+              directory: str) -> list:
+  """The best validation accuracy of `params` trained with FLAGS.replicates other seeds."""
+  sweep_file = os.path.join(directory, f'{name}_replicates.py')
+  with open(sweep_file, 'w') as f:
+    f.write(_REPLICATE_FILE.format(params=params,
+                                   seeds=[1000 + k for k in range(FLAGS.replicates)]))
+  workdir = os.path.join(directory, f'{name}_replicates')
+  cmd = [sys.executable, os.path.join(whole_command.ROOT, 'sweep.py'),
+         f'--config={sweep_file}', f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+         f'--config.manual_dir={manual_dir}',
+         f'--config.cache_dir={os.path.join(directory, "replicates_cache")}']
+  whole_command.spawn(cmd, os.path.join(directory, f'{name}_replicates.log'))
+  with open(os.path.join(workdir, 'sweep_summary.csv')) as f:
+    return [float(r['best_eval_accuracy']) for r in csv.DictReader(f)]
+
+
 def _ratios(search: dict, grid: dict) -> dict:
-  return {'accuracy_gap_points': 100 * (grid['best_validation_accuracy']
-                                        - search['best_validation_accuracy']),
-          'epochs_share': search['member_epochs'] / grid['member_epochs'],
-          'wall_share': search['wall_s'] / grid['wall_s']}
+  ratios = {'accuracy_gap_points': 100 * (grid['best_validation_accuracy']
+                                          - search['best_validation_accuracy']),
+            'epochs_share': search['member_epochs'] / grid['member_epochs'],
+            'wall_share': search['wall_s'] / grid['wall_s']}
+  if 'replicates' in search:
+    mean = lambda r: sum(r['replicates']) / len(r['replicates'])
+    ratios['replicated_gap_points'] = 100 * (mean(grid) - mean(search))
+  return ratios
 
 
 def main(argv):
@@ -93,6 +126,11 @@ def main(argv):
         results.setdefault(seed, {})[name] = run(name, seed, data_dir, FLAGS.manual_dir,
                                                  directory)
         print(name, seed, json.dumps(results[seed][name]), flush=True)
+      for name, result in results[seed].items():
+        if FLAGS.replicates:
+          result['replicates'] = replicate(f'{name}_seed{seed}', result['best_params'],
+                                           data_dir, FLAGS.manual_dir, directory)
+          print(name, seed, 'replicates', result['replicates'], flush=True)
   finally:
     if not FLAGS.keep:
       shutil.rmtree(directory, ignore_errors=True)
@@ -106,7 +144,7 @@ def main(argv):
               f'{r["member_epochs"]:g} | {r["wall_s"]:.1f} |')
       print(seed, json.dumps(pair['ratios']))
     means = {key: sum(p['ratios'][key] for p in results.values()) / len(results)
-             for key in ('accuracy_gap_points', 'epochs_share', 'wall_share')}
+             for key in next(iter(results.values()))['ratios']}
     results['mean_ratios'] = means
     print('mean over seeds', json.dumps(means))
   if FLAGS.json:

@@ -27,8 +27,7 @@ def get_search():
       space={
           'learning_rate': search_space.Float(3e-4, 1e-2, log=True),
           'weight_decay': search_space.Float(1e-5, 1e-1, log=True),
-          # One rate for both hidden layers; steps of 0.05 let trials that draw
-          # the same rate share a compiled program.
+          # One rate for both hidden layers, in steps of 0.05.
           'model.dropout_rates': search_space.Float(0.0, 0.5, step=0.05),
       },
       num_trials=20,
