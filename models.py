@@ -93,7 +93,7 @@ class MLP(nn.Module):
       dense = functools.partial(nn.Dense, dtype=self.dtype)
     rates = tuple(self.dropout_rates) or (0.0,) * len(self.hidden_sizes)
     if keep_probs is None:
-      keep_probs = keep_probabilities(rates, len(rates))
+      keep_probs = keep_probabilities(rates, len(self.hidden_sizes))
     for i, (size, rate) in enumerate(zip(self.hidden_sizes, rates)):
       x = dense(size)(x)
       x = self.activation(x)

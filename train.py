@@ -111,8 +111,8 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size))
 
 
-# The static parts of train states (model, optimizer, init program), by
-# carried_values.structure_key.
+# The static parts of train states (optimizer, init program and with it the
+# model), by carried_values.structure_key.
 _STATIC_PARTS = {}
 
 
@@ -134,10 +134,10 @@ def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
     model = models.create_model(traced.model, spec.num_classes, spec.shift, spec.scale,
                                 config.dtype)
     _STATIC_PARTS[key] = (
-        model, optimizers.create_optimizer(traced, spec.steps_per_epoch),
+        optimizers.create_optimizer(traced, spec.steps_per_epoch),
         jax.jit(lambda rng: create_train_state(rng, traced, model, spec.image_shape,
                                                spec.steps_per_epoch)))
-  _, tx, init = _STATIC_PARTS[key]
+  tx, init = _STATIC_PARTS[key]
   state = init(seed_keys(config.seed)[0])
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
                        keep_probs=models.keep_probs(config.model))

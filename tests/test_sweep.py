@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, checkpoint_steps, digest, tiny_config, write_mnist
+from trainkit import carried_values
 from trainkit import config_checks
 from trainkit import inference
 from trainkit import grouping
@@ -123,8 +124,8 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
     assert len(list(csv.DictReader(f))) == 2
 
 
-def test_group_key_separates_structure_from_state_values():
-  key = grouping.group_key
+def test_structure_key_separates_structure_from_carried_values():
+  key = carried_values.structure_key
   base = tiny_config(weight_decay=1e-4)
   same = tiny_config(learning_rate=0.3, seed=7, momentum=0.5, weight_decay=1e-3,
                      **{'model.dropout_rates': (0.4,)})

@@ -8,9 +8,6 @@ programs: a sweep trains them as one vmapped group, and each run of a sweep or
 search in one process reuses the step compiled for the one before.
 """
 
-FIELDS = ('seed', 'learning_rate', 'weight_decay', 'momentum', 'model.dropout_rates')
-
-
 def placeholders(config):
   """A copy of `config` with fixed placeholders for the carried values.
 

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 
 import input_pipeline
 import train
-from trainkit import carried_values
 from trainkit import config_checks
 from trainkit import evaluation
 from trainkit import optimizers
@@ -29,11 +28,6 @@ from trainkit import workdir_lock
 
 class NotGroupable(Exception):
   """Members that cannot train together (then they train one by one)."""
-
-
-def group_key(config) -> str:
-  """Equal for configs that can share one vmapped program."""
-  return carried_values.structure_key(config)
 
 
 # The member axis leads the state, batches of indices, dropout keys and step
@@ -86,7 +80,7 @@ class GroupSteps:
 
 def train_group(configs, workdirs, data: input_pipeline.Data | None = None,
                 changes: list | None = None) -> list:
-  """Trains the members (configs with equal group_key) together.
+  """Trains the members (configs with equal carried_values.structure_key) together.
 
   Args:
     configs: the members' configs.

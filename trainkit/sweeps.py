@@ -18,6 +18,7 @@ import shlex
 from absl import logging
 import ml_collections
 
+from trainkit import carried_values
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import divergence
@@ -203,7 +204,7 @@ def _train(todo: list, parallel: str, changes: dict, continue_with_changes: bool
   """
   results, groups, datasets = {}, {}, {}
   for item in todo:
-    key = grouping.group_key(item[1]) if parallel == 'vmap' else item[0]
+    key = carried_values.structure_key(item[1]) if parallel == 'vmap' else item[0]
     groups.setdefault(key, []).append(item)
   for group in groups.values():
     names, configs, workdirs = zip(*group)
