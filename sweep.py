@@ -31,10 +31,11 @@ from trainkit import workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
-flags.DEFINE_enum('parallel', 'vmap', sweeps.PARALLEL,
+flags.DEFINE_enum('parallel', 'auto', sweeps.PARALLEL,
                   'vmap: members that differ only in learning rate, weight decay, '
-                  'momentum or seed train together as one vmapped program; '
-                  'sequential: one after another in this process.')
+                  'momentum, dropout rates or seed train together as one vmapped '
+                  'program; sequential: one after another in this process; auto: '
+                  'vmap on an accelerator, sequential on CPU (where it is faster).')
 flags.DEFINE_bool('continue_with_changes', False,
                   'Resume members whose workdirs were trained with other values of '
                   'the continuable fields (more epochs, learning rate, ...), '

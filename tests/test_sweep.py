@@ -207,18 +207,31 @@ def test_a_diverging_member_is_stopped_alone(tmp_path):
   alone = train.train_and_evaluate(configs[0], str(tmp_path / 'alone'))[1]
   assert together[0]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
   rows = sweeps.run_sweep(tiny_config(input_mode='device', optimizer='sgd'),
-                             overrides, str(tmp_path / 'sweep'))
+                             overrides, str(tmp_path / 'sweep'), 'vmap')
   assert [r['status'] for r in rows] == ['finished', 'diverged']
 
 
 def test_an_interrupted_group_resumes_to_the_same_result(tmp_path):
   overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   base = tiny_config(input_mode='device')
-  first = sweeps.run_sweep(base, overrides, str(tmp_path))
+  first = sweeps.run_sweep(base, overrides, str(tmp_path), 'vmap')
   # As if killed after epoch 1: the epoch-2 checkpoints and summaries are gone.
   for row in first:
     os.remove(os.path.join(row['workdir'], 'summary.json'))
     shutil.rmtree(os.path.join(row['workdir'], 'checkpoints', '12'))
-  again = sweeps.run_sweep(base, overrides, str(tmp_path))
+  again = sweeps.run_sweep(base, overrides, str(tmp_path), 'vmap')
   assert {r['name']: r['eval_loss'] for r in again} == pytest.approx(
       {r['name']: r['eval_loss'] for r in first}, rel=1e-6)
+
+
+def test_auto_parallel_trains_one_by_one_on_cpu_and_in_groups_on_accelerators(tmp_path,
+                                                                             monkeypatch):
+  calls = []
+  group, alone = grouping.train_group, sweeps._train_alone  # pylint: disable=protected-access
+  monkeypatch.setattr(grouping, 'train_group',
+                      lambda *a, **k: calls.append('group') or group(*a, **k))
+  monkeypatch.setattr(sweeps, '_train_alone',
+                      lambda *a, **k: calls.append('alone') or alone(*a, **k))
+  overrides = [{'learning_rate': 1e-3}, {'learning_rate': 1e-2}]
+  sweeps.run_sweep(tiny_config(input_mode='device'), overrides, str(tmp_path))
+  assert calls == (['alone', 'alone'] if jax.default_backend() == 'cpu' else ['group'])

@@ -16,6 +16,7 @@ import re
 import shlex
 
 from absl import logging
+import jax
 import ml_collections
 
 from trainkit import carried_values
@@ -172,7 +173,19 @@ def write_summary(directory: str, rows: list) -> list:
   return ranked
 
 
-PARALLEL = ('vmap', 'sequential')
+PARALLEL = ('auto', 'vmap', 'sequential')
+
+
+def resolve_parallel(parallel: str) -> str:
+  """'auto' is 'vmap' on an accelerator and 'sequential' on CPU.
+
+  On CPU a vmapped group is memory-bound and measured slower than the same
+  members one after another, which compile their step once per process too
+  (docs/sweeps.md).
+  """
+  if parallel != 'auto':
+    return parallel
+  return 'sequential' if jax.default_backend() == 'cpu' else 'vmap'
 
 
 # The fields that decide what input_pipeline.create_datasets returns.
@@ -223,7 +236,7 @@ def _train(todo: list, parallel: str, changes: dict, continue_with_changes: bool
   return results
 
 
-def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'vmap',
+def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'auto',
               continue_with_changes: bool = False) -> list:
   """Trains every unfinished member; returns the summary rows, ranked.
 
@@ -232,8 +245,10 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'vmap'
   continues with `continue_with_changes`). The sweep's folder and each
   member's workdir are locked while they are written. With parallel='vmap',
   members that differ only in values the train state carries train together
-  (trainkit.grouping); the others, and every member with 'sequential', one by one.
+  (trainkit.grouping); the others, and every member with 'sequential', one by
+  one; 'auto' is one of the two (resolve_parallel).
   """
+  parallel = resolve_parallel(parallel)
   members = build_members(base, member_overrides)
   config_checks.check_workdir(workdir)
   changes = {name: config_history.check_resume(config, os.path.join(workdir, name),
