@@ -61,11 +61,11 @@ def get_sweep():
 
 def run(name: str, seed: int, data_dir: str, manual_dir: str, directory: str) -> dict:
   """One whole sweep.py command; its figures from the sweep summary."""
+  changes = GRID if name == 'grid' else FLAGS.changes
   name = f'{name}_seed{seed}'
   sweep_file = os.path.join(directory, f'{name}_sweep.py')
   with open(sweep_file, 'w') as f:
-    f.write(_SWEEP_FILE.format(seed=seed, changes=GRID if name.startswith('grid')
-                               else FLAGS.changes))
+    f.write(_SWEEP_FILE.format(seed=seed, changes=changes))
   workdir = os.path.join(directory, name)
   cmd = [sys.executable, os.path.join(whole_command.ROOT, 'sweep.py'),
          f'--config={sweep_file}', f'--workdir={workdir}', f'--config.data_dir={data_dir}',

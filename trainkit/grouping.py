@@ -44,15 +44,10 @@ class GroupSteps:
   leading member axis.
   """
 
-  def __init__(self, template: train.TrainState):
-    # One static part (model, optimizer code) for all; the arrays are each member's.
-    self._template = template
-
   def stack(self, states: list):
-    return jax.tree.map(lambda *x: jnp.stack(x), *[
-        self._template.replace(step=s.step, params=s.params, batch_stats=s.batch_stats,
-                               opt_state=s.opt_state, keep_probs=s.keep_probs)
-        for s in states])
+    # The members' states share their static parts (train.create_state), so
+    # they stack leaf by leaf.
+    return jax.tree.map(lambda *x: jnp.stack(x), *states)
 
   def member(self, tree, index: int):
     return jax.tree.map(lambda x: x[index], tree)
@@ -128,8 +123,7 @@ def _train_runs(configs, workdirs, data, spec, changes) -> list:
     for run in runs:
       run.close()
     raise
-  _, summaries = train.train_loop(runs, GroupSteps(train.create_state(configs[0], spec)),
-                                 data)
+  _, summaries = train.train_loop(runs, GroupSteps(), data)
   for run in runs:
     if run.diverged:
       logging.warning('Member %s stopped: %s', run.workdir, run.diverged)
