@@ -38,6 +38,7 @@ from typing import Any
 from absl import flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from trainkit import data_sources
@@ -192,8 +193,26 @@ def _splits(config, builder, mode: str) -> dict:
   return out
 
 
+# Every config field `create_datasets` reads: configs that agree on these get
+# the same datasets (a sweep or search loads them once per such key).
+DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'cache_dir', 'input_mode',
+               'input_workers', 'train_split', 'validation_split', 'test_split',
+               'allow_split_overlap', 'eval_batch_size')
+
+
+def data_config(config) -> ml_collections.FrozenConfigDict:
+  """The fields of `config` that decide its datasets (DATA_FIELDS), hashable.
+
+  `create_datasets` reads its config through this alone, so a field it
+  starts to read without listing it fails at once instead of being missed by
+  the key that shares datasets.
+  """
+  return ml_collections.FrozenConfigDict({field: config[field] for field in DATA_FIELDS})
+
+
 def create_datasets(config, mesh=None) -> Data:
   """Loads the configured splits of `config.dataset` for `mesh` (default: all devices)."""
+  config = data_config(config)
   mesh = parallel.create_mesh() if mesh is None else mesh
   builder = data_sources.builder(config)
   features = builder.info.features

@@ -95,7 +95,8 @@ def main(argv):
         f'summary in {os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)}')
   with open(os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)) as f:
     print(f.read())
-  print(f'Best: {best["name"]} ({best["best_eval_accuracy"]:.2%}). Train it alone with:')
+  print(f'Best: {best["name"]} (validation {best["best_metric"]} {best["objective"]:.4f}). '
+        'Train it alone with:')
   print(sweeps.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
                             _common_overrides(sys.argv), best['overrides']))
 

@@ -465,6 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Everything that can refuse the run does so before the workdir is touched.
   config_checks.validate(config)
   config_checks.check_workdir(workdir)
+  warm_start.check(config, workdir)
   changes = config_history.check_resume(config, workdir, continue_with_changes)
   with workdir_lock.hold(workdir):
     data = data or input_pipeline.create_datasets(config)

@@ -35,7 +35,10 @@ def test_run_writes_every_output(tmp_path):
               'train_wall_s', 'examples_per_s'):
     assert key in written
   assert written['step'] == 12 and written['epoch'] == 2.0
-  assert 0.0 <= written['eval_accuracy'] <= written['best_eval_accuracy'] <= 1.0
+  assert 0.0 <= written['eval_accuracy'] <= 1.0
+  # No validation split: nothing is chosen by the test split.
+  assert written['best_metric'] is None and written['best_step'] is None
+  assert written['best_eval_accuracy'] is None and written['best_eval_loss'] is None
   with open(tmp_path / 'config.json') as f:
     assert json.load(f)['model']['hidden_sizes'] == [16]
   with open(tmp_path / 'metrics.jsonl') as f:
@@ -119,18 +122,29 @@ def test_mismatched_checkpoint_is_refused_and_workdir_untouched(tmp_path, overri
   assert digest(tmp_path) == before
 
 
-def test_keeps_latest_and_best_checkpoints(tmp_path):
-  _run(tmp_path, num_epochs=4, keep_checkpoints=1)
+@pytest.mark.parametrize('best_metric', ['accuracy', 'loss'])
+def test_keeps_latest_and_best_checkpoints(tmp_path, best_metric):
+  """One notion of best: the checkpoint kept, best_step and best_eval_* agree."""
+  _, summary = _run(tmp_path, num_epochs=4, keep_checkpoints=1, best_metric=best_metric,
+                    train_split='train[:40]', validation_split='train[40:]')
   steps = checkpoint_steps(tmp_path)
-  assert steps[-1] == 24
+  assert steps[-1] == 20
   with open(tmp_path / 'metrics.jsonl') as f:
-    evals = [json.loads(line) for line in f if '"eval"' in line]
-  accuracies = {e['step']: e['metrics']['accuracy'] for e in evals}
-  best_step = max(accuracies, key=lambda s: (accuracies[s], -s))
-  assert set(steps) <= {24, *[s for s in accuracies
-                              if accuracies[s] == accuracies[best_step]]}
-  assert any(accuracies[s] == accuracies[best_step] for s in steps)
-  assert len(steps) <= 2
+    evals = {e['step']: e['metrics'] for e in map(json.loads, f) if e['split'] == 'eval'}
+  sign = 1 if best_metric == 'accuracy' else -1
+  # Ties go to the later checkpoint.
+  best = max(evals, key=lambda s: (sign * evals[s][best_metric], s))
+  assert steps == sorted({20, best})
+  assert summary['best_step'] == best and summary['best_metric'] == best_metric
+  # The best checkpoint's figures, both of them, whatever the metric.
+  assert summary['best_eval_accuracy'] == evals[best]['accuracy']
+  assert summary['best_eval_loss'] == evals[best]['loss']
+
+
+def test_without_a_validation_split_no_checkpoint_is_best(tmp_path):
+  _, summary = _run(tmp_path, num_epochs=4, keep_checkpoints=1)
+  assert checkpoint_steps(tmp_path) == [24]  # Only the latest: none ranked by test.
+  assert summary['best_step'] is None
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -39,24 +39,37 @@ def test_eval_of_the_final_checkpoint_reproduces_summary_exactly(trained):
     assert json.load(f) == result
 
 
-def test_checkpoint_choice_best_step_and_refusals(trained):
+def test_checkpoint_choice_and_refusals(trained):
   config, workdir, summary, _ = trained
-  # keep_checkpoints=1 keeps the latest (24) and the best by eval accuracy,
-  # which the eval lines tell.
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    evals = {r['step']: r['metrics']['accuracy'] for r in map(json.loads, f)
-             if r['split'] == 'eval'}
-  assert sorted(evals) == [6, 12, 18, 24]
-  best_accuracy = max(evals.values())
-  _, best, _ = inference.restore(config, workdir, 'best')
-  assert evals[best] == best_accuracy and summary['best_step'] == best
-  assert checkpoint_steps(workdir) == sorted({best, 24})
+  # keep_checkpoints=1 and no validation split: only the latest is kept, and
+  # none is best (the epochs were evaluated on the test split).
+  assert checkpoint_steps(workdir) == [24] and summary['best_step'] is None
   _, latest, _ = inference.restore(config, workdir, '24')
   assert latest == 24
+  with pytest.raises(config_checks.ConfigError, match='no best checkpoint') as e:
+    inference.restore(config, workdir, 'best')
+  assert '\n' not in str(e.value) and 'without a validation split' in str(e.value)
   with pytest.raises(config_checks.ConfigError, match=r"--checkpoint='7' is not"):
     inference.restore(config, workdir, '7')
   with pytest.raises(config_checks.ConfigError, match='has no model.json'):
     inference.restore(config, os.path.join(workdir, 'checkpoints'))
+
+
+def test_best_is_chosen_by_the_runs_own_validation_metric(tmp_path):
+  """--checkpoint=best is the run's best by the metric it was trained with."""
+  config = tiny_config(keep_checkpoints=1, num_epochs=4, best_metric='loss',
+                       train_split='train[:40]', validation_split='train[40:]')
+  with mock_data():
+    _, summary = train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / 'metrics.jsonl') as f:
+    losses = {r['step']: r['metrics']['loss'] for r in map(json.loads, f)
+              if r['split'] == 'eval'}
+  best = min(losses, key=losses.get)
+  assert summary['best_step'] == best
+  # Asked with best_metric='accuracy' (a continuable field), still the run's own best.
+  config.best_metric = 'accuracy'
+  _, chosen, _ = inference.restore(config, str(tmp_path), 'best')
+  assert chosen == best
 
 
 def _digit(size=(300, 220), light_background=True, offset=(40, 10)):
@@ -155,17 +168,28 @@ def test_the_best_checkpoint_is_known_after_a_restart(tmp_path):
   """Its metric is on disk: a resumed run keeps and reports the same best."""
   state = {'w': np.zeros(3, np.float32)}
 
-  def manager():
-    return checkpointing.create_manager(str(tmp_path), keep_checkpoints=1)
+  def manager(best_metric='accuracy'):
+    return checkpointing.create_manager(str(tmp_path), keep_checkpoints=1,
+                                        best_metric=best_metric)
   first = manager()
   for step, accuracy in ((6, 0.14), (12, 0.12), (18, 0.08)):
-    checkpointing.save(first, step, state, {}, {checkpointing.BEST_METRIC: accuracy})
+    checkpointing.save(first, step, state, {}, {'eval_accuracy': accuracy})
   first.wait_until_finished()
   assert first.best_step() == 6
   first.close()
   again = manager()
   assert again.best_step() == 6
-  checkpointing.save(again, 24, state, {}, {checkpointing.BEST_METRIC: 0.06})
+  checkpointing.save(again, 24, state, {}, {'eval_accuracy': 0.06})
   again.wait_until_finished()
   assert again.all_steps() == [6, 24] and again.best_step() == 6
+  assert checkpointing.best_step(again, 'accuracy') == 6
   again.close()
+  # Ranked by another metric than they hold, no checkpoint is best (no
+  # fallback to accuracy ranked as a loss), and a NaN is never best.
+  by_loss = manager('loss')
+  assert checkpointing.best_step(by_loss, 'loss') is None
+  checkpointing.save(by_loss, 30, state, {}, {'eval_loss': float('nan')})
+  checkpointing.save(by_loss, 36, state, {}, {'eval_loss': 2.5})
+  by_loss.wait_until_finished()
+  assert checkpointing.best_step(by_loss, 'loss') == 36
+  by_loss.close()

@@ -185,8 +185,13 @@ def test_joining_a_study_of_another_search_is_refused(tmp_path):
   with pytest.raises(config_checks.ConfigError) as e:
     search.prepare(_spec(num_trials=8), _config(), directory, None, None, 'sweep.py')
   assert "study 's' was created by another search: search.num_trials 6 -> 8" in str(e.value)
-  with pytest.raises(config_checks.ConfigError, match='base_config.batch_size 8 -> 16'):
+  with pytest.raises(config_checks.ConfigError, match='batch_size 8 -> 16'):
     search.prepare(_spec(), _config(batch_size=16), directory, None, None, 'sweep.py')
+  # Configs compare as a resume compares them: where data and caches are, or
+  # the progress display, may differ between workers.
+  search.prepare(_spec(), _config(data_dir=str(tmp_path / 'elsewhere'), progress='off',
+                                  cache_dir=str(tmp_path / 'c')),
+                 directory, None, None, 'sweep.py')
   # In a shared RDB (SQLite here), a new sweep directory refused is not left behind.
   url = f'sqlite:///{tmp_path / "studies.db"}'
   search.prepare(_spec(), _config(), str(tmp_path / 'a'), url, 'shared', 'sweep.py')

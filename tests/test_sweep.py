@@ -57,10 +57,13 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path):
     rows = list(csv.DictReader(f))
   assert [r['name'] for r in rows] == [sweeps.member_name(i, o)
                                        for i, o in enumerate(overrides)]
-  assert set(rows[0]) >= {'name', 'overrides', 'best_eval_accuracy', 'eval_accuracy',
-                          'eval_loss', 'train_wall_s'}
-  accuracies = [r['best_eval_accuracy'] for r in ranked]
-  assert accuracies == sorted(accuracies, reverse=True)
+  assert set(rows[0]) >= {'name', 'overrides', 'best_metric', 'objective',
+                          'best_eval_accuracy', 'eval_accuracy', 'eval_loss', 'train_wall_s'}
+  # No validation split: ranked by the final figures, no member has a best.
+  objectives = [r['objective'] for r in ranked]
+  assert objectives == sorted(objectives, reverse=True)
+  assert objectives == [r['eval_accuracy'] for r in ranked]
+  assert all(r['best_eval_accuracy'] is None for r in ranked)
   table = (workdir / 'sweep_summary.md').read_text().splitlines()
   assert len(table) == 2 + 4 and table[2].startswith(f'| 1 | {ranked[0]["name"]} |')
   assert (workdir / 'sweep_eval_curves.png').stat().st_size > 10_000

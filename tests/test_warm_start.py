@@ -1,8 +1,8 @@
 """Warm start: a new run initialised from another run's checkpoint (init_from)."""
 
 import dataclasses
-import json
 import logging
+import shutil
 
 import jax
 import numpy as np
@@ -22,10 +22,20 @@ pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 @pytest.fixture(scope='module')
 def source(tmp_path_factory):
-  """A finished 2-epoch tiny run, read only by the tests: (config, workdir)."""
-  config, workdir = tiny_config(), tmp_path_factory.mktemp('warm') / 'source'
+  """A finished 4-epoch tiny run whose best checkpoint is not its latest: (config, workdir).
+
+  Read only by the tests. A last epoch at a learning rate of 1 makes the
+  validation loss worse, so `:best` and `:latest` name different checkpoints.
+  """
+  config = tiny_config(num_epochs=3, keep_checkpoints=1, learning_rate=1e-2,
+                       schedule='constant', best_metric='loss', train_split='train[:40]',
+                       validation_split='train[40:]')
+  workdir = tmp_path_factory.mktemp('warm') / 'source'
   with mock_data():
     train.train_and_evaluate(config, str(workdir))
+    config.num_epochs, config.learning_rate = 4, 1.0
+    _, summary = train.train_and_evaluate(config, str(workdir), continue_with_changes=True)
+  assert summary['best_step'] != summary['step'], 'the test needs best != latest'
   return config, str(workdir)
 
 
@@ -57,31 +67,66 @@ def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path):
   assert '\n' not in str(e.value)
   warm.init_exclude = 'Dense_1'
   state = train.initial_state(warm, spec, str(tmp_path / 'new'))
-  loaded, _, _ = inference.restore(config, workdir, 'best')
+  loaded, best, _ = inference.restore(config, workdir, 'best')
+  latest, _, _ = inference.restore(config, workdir, 'latest')
   np.testing.assert_array_equal(state.params['Dense_0']['kernel'],
                                 loaded.params['Dense_0']['kernel'])
+  # :best is the best checkpoint, not the latest (the fixture makes them differ).
+  assert not np.array_equal(state.params['Dense_0']['kernel'],
+                            latest.params['Dense_0']['kernel'])
   np.testing.assert_array_equal(state.params['Dense_1']['kernel'],
                                 train.create_state(warm, spec).params['Dense_1']['kernel'])
 
 
-def test_a_warm_started_run_trains_and_a_resume_ignores_init_from(source, tmp_path, caplog):
+def _max_difference(a, b) -> float:
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(jax.tree.leaves(a),
+                                                          jax.tree.leaves(b)))
+
+
+def test_a_warm_started_run_trains_from_the_source_and_outlives_it(source, tmp_path,
+                                                                   caplog):
   config, workdir = source
-  warm = tiny_config(init_from=workdir, num_epochs=1, learning_rate=1e-4)
+  copy = tmp_path / 'source'  # The source, to be deleted below.
+  shutil.copytree(workdir, copy)
+  # A rate so small that an epoch moves no parameter by 1e-4: the warm run
+  # ends where its source was, a fresh one far from it.
+  warm = tiny_config(init_from=f'{copy}:latest', num_epochs=1, learning_rate=1e-7,
+                     train_split='train[:40]', validation_split='train[40:]')
   with caplog.at_level(logging.INFO, logger='absl'):
-    _, summary = train.train_and_evaluate(warm, str(tmp_path / 'new'))
-  assert f'Warm start: parameters and BatchNorm statistics from {workdir}' in caplog.text
-  with open(f'{workdir}/summary.json') as f:
-    source_loss = json.load(f)['eval_loss']
-  # One more epoch at a small rate from the trained weights: near where it was.
-  assert summary['eval_loss'] < source_loss + 0.5
+    warm_state, _ = train.train_and_evaluate(warm, str(tmp_path / 'new'))
+  assert f'Warm start: parameters and BatchNorm statistics from {copy}' in caplog.text
+  fresh = warm.copy_and_resolve_references()
+  fresh.init_from = ''
+  fresh_state, _ = train.train_and_evaluate(fresh, str(tmp_path / 'fresh'))
+  trained, _, _ = inference.restore(config, workdir, 'latest')
+  assert _max_difference(warm_state.params, trained.params) < 1e-4
+  assert _max_difference(fresh_state.params, trained.params) > 1e-2
+  # Once it has checkpoints of its own, the source matters no more: gone,
+  # the workdir still resumes (more epochs), evaluates and re-runs.
+  shutil.rmtree(copy)
   caplog.clear()
+  more = warm.copy_and_resolve_references()
+  more.num_epochs = 2
   with caplog.at_level(logging.INFO, logger='absl'):
-    train.train_and_evaluate(warm, str(tmp_path / 'new'))
+    train.train_and_evaluate(more, str(tmp_path / 'new'), continue_with_changes=True)
   assert 'Warm start' not in caplog.text
+  assert workdir_lib.checkpoint_steps(tmp_path / 'new')[-1] == 10
+  inference.evaluate_checkpoint(more, str(tmp_path / 'new'))
+  # A new run from it is refused in one line, before any work.
   with pytest.raises(config_checks.ConfigError, match='has no checkpoints folder'):
-    config_checks.validate(tiny_config(init_from=str(tmp_path / 'nowhere')))
+    train.train_and_evaluate(warm, str(tmp_path / 'other'))
+  assert not (tmp_path / 'other').exists()
   steps = workdir_lib.checkpoint_steps(workdir)
-  with pytest.raises(config_checks.ConfigError, match='no such checkpoint'):
+  with pytest.raises(config_checks.ConfigError, match="init_from='.*:7' is not latest, best"):
     train.initial_state(tiny_config(init_from=f'{workdir}:7'),
                         workdir_lib.ModelSpec.read(workdir), str(tmp_path / 'other'))
   assert 7 not in steps
+
+
+def test_best_is_refused_where_no_checkpoint_was_chosen(tmp_path):
+  no_validation = tmp_path / 'plain'
+  train.train_and_evaluate(tiny_config(num_epochs=1), str(no_validation))
+  warm = tiny_config(init_from=f'{no_validation}:best', num_epochs=1)
+  with pytest.raises(config_checks.ConfigError, match='no best checkpoint') as e:
+    train.train_and_evaluate(warm, str(tmp_path / 'new'))
+  assert 'without a validation split' in str(e.value) and '\n' not in str(e.value)

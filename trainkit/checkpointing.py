@@ -2,8 +2,10 @@
 
 Each checkpoint `WORKDIR/checkpoints/<step>/` holds two items: `state` (the
 train state as a plain state dict: params, batch_stats, optimizer state, step)
-and `meta` (JSON: epoch, best eval accuracy, accumulated wall time, ...). The
-manager keeps the latest `keep_checkpoints` plus the best by eval accuracy.
+and `meta` (JSON: epoch, accumulated wall time, loop counters, ...). The
+manager keeps the latest `keep_checkpoints` plus the best by the validation
+`best_metric` (trainkit/selection.py); without a validation split no
+checkpoint carries metrics, and none is best.
 
 Orbax writes each checkpoint to a temporary directory and renames it when
 complete, so a process killed mid-save leaves no half checkpoint under a step
@@ -24,9 +26,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from trainkit import config_checks
+from trainkit import selection
 from trainkit import workdir as workdir_lib
 
-BEST_METRIC = 'eval_accuracy'
 # The checkpoint item holding a streamed input's Grain iterator state.
 INPUT_ITEM = 'input'
 
@@ -40,20 +43,21 @@ class BrokenCheckpointError(ValueError):
 
 
 def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
-                   best_metric: str = 'accuracy') -> ocp.CheckpointManager:
+                   best_metric: str | None = None) -> ocp.CheckpointManager:
   """A manager that saves asynchronously and keeps latest-N plus the best.
 
   `streamed`: checkpoints also hold the Grain iterator state of the input.
-  `best_metric`: of the epochs' evaluation (the validation split): the
-  highest 'accuracy' or the lowest 'loss' is the best.
+  `best_metric`: of the epochs' evaluation on the validation split, ranked
+  in its direction (selection.py); None (no validation split): no
+  checkpoint is ranked or kept as the best.
   """
-  key, lowest = f'eval_{best_metric}', best_metric == 'loss'
-  metric = lambda metrics: metrics.get(key, metrics.get(BEST_METRIC))
-  policy = checkpoint_managers.AnyPreservationPolicy([
-      checkpoint_managers.LatestN(n=keep_checkpoints),
-      checkpoint_managers.BestN(get_metric_fn=metric, reverse=lowest, n=1,
-                                keep_checkpoints_without_metrics=False),
-  ])
+  policies = [checkpoint_managers.LatestN(n=keep_checkpoints)]
+  metric = None
+  if best_metric:
+    metric = lambda metrics: selection.score(best_metric,
+                                             metrics.get(selection.key(best_metric)))
+    policies.append(checkpoint_managers.BestN(get_metric_fn=metric, n=1,
+                                              keep_checkpoints_without_metrics=False))
   handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
   if streamed:
     import grain  # pylint: disable=g-import-not-at-top
@@ -61,11 +65,49 @@ def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
   return ocp.CheckpointManager(
       directory,
       options=ocp.CheckpointManagerOptions(
-          preservation_policy=policy, enable_async_checkpointing=True,
+          preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+          enable_async_checkpointing=True,
           # Without best_fn, Orbax writes no metrics to disk and best_step()
           # is the latest: the best would be forgotten by a resumed run.
-          best_fn=metric, best_mode='min' if lowest else 'max'),
+          best_fn=metric, best_mode='max'),
       item_handlers=handlers)
+
+
+def best_step(manager: ocp.CheckpointManager, best_metric: str | None) -> int | None:
+  """The step of the best checkpoint by `best_metric` (the manager's), or None.
+
+  None without a metric (no validation split), or when no checkpoint has it
+  (saved by an older version ranking by another metric).
+  """
+  step = manager.best_step() if best_metric else None
+  if step is None:
+    return None
+  metrics = manager.metrics(step) or {}
+  return step if selection.key(best_metric) in metrics else None
+
+
+def choose_step(manager: ocp.CheckpointManager, which, best_metric: str | None,
+                what: str) -> int:
+  """The step `which` names: 'latest', 'best' or a step number (int or digits).
+
+  `what` names the choice in the one-line ConfigError a missing one raises
+  (e.g. "--checkpoint='best'").
+  """
+  steps = sorted(manager.all_steps())
+  if which == 'latest':
+    step = steps[-1] if steps else None
+  elif which == 'best':
+    step = best_step(manager, best_metric)
+    if step is None and steps:
+      raise config_checks.ConfigError(selection.no_best(f'{what}: {manager.directory}'))
+  elif str(which).isdigit() and int(which) in steps:
+    step = int(which)
+  else:
+    raise config_checks.ConfigError(f'{what} is not latest, best or one of the steps in '
+                     f'{manager.directory}: {steps}')
+  if step is None:
+    raise config_checks.ConfigError(f'{what}: {manager.directory} has no checkpoint')
+  return step
 
 
 def _flat_shapes(tree):

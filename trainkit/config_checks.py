@@ -5,6 +5,7 @@ the offending value; `main.py` prints it without a traceback.
 """
 
 import difflib
+import math
 import os
 import re
 
@@ -14,6 +15,7 @@ from trainkit import divergence
 from trainkit import losses
 from trainkit import optimizers
 from trainkit import progress
+from trainkit import selection
 
 
 class ConfigError(ValueError):
@@ -49,8 +51,22 @@ _NUMBERS = ('learning_rate', 'momentum', 'weight_decay', 'grad_clip_norm',
             'model.batchnorm_momentum', 'model.init_scale', 'progress_every_s')
 
 
+def _leaves(config, prefix: str = ''):
+  """(dotted field, value) of every leaf of `config`, tuple elements included."""
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      yield from _leaves(value, f'{prefix}{key}.')
+    elif isinstance(value, (tuple, list)):
+      yield from ((f'{prefix}{key}', v) for v in value)
+    else:
+      yield f'{prefix}{key}', value
+
+
 def validate(config) -> None:
   """Raises ConfigError for the first invalid field of `config`."""
+  for field, value in _leaves(config):  # No field can train on inf or NaN.
+    _require(not isinstance(value, float) or math.isfinite(value), field,
+             _get(config, field), 'must be a finite number')
   for field in _NUMBERS:  # Config files can set any type; flags cannot.
     value = _get(config, field)
     _require(isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -82,7 +98,7 @@ def validate(config) -> None:
              "must name a split in TFDS split syntax (e.g. 'train[:55000]')")
   _require(isinstance(config.validation_split, str), 'validation_split',
            config.validation_split, "must be a split in TFDS split syntax or '' (none)")
-  _one_of(config, 'best_metric', ('accuracy', 'loss'))
+  _one_of(config, 'best_metric', selection.METRICS)
   for field in ('init_from', 'init_exclude'):
     _require(isinstance(config[field], str), field, config[field], "must be a string ('' = none)")
   if config.init_exclude:
@@ -91,10 +107,7 @@ def validate(config) -> None:
     except re.error as e:
       raise ConfigError(
           f'init_exclude={config.init_exclude!r}: not a regular expression ({e})') from None
-  if config.init_from:
-    from trainkit import warm_start  # pylint: disable=g-import-not-at-top
-    warm_start.check(config.init_from)
-  _one_of(config, 'early_stopping_metric', ('loss', 'accuracy'))
+  _one_of(config, 'early_stopping_metric', selection.METRICS)
   for field in ('early_stopping_patience', 'plateau_patience'):
     _require(isinstance(config[field], int) and config[field] >= 0, field, config[field],
              'must be an integer >= 0 (0 = off)')

@@ -74,21 +74,42 @@ def differences(stored: dict, config) -> dict:
   return {k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
 
 
+def training_differences(stored: dict, config) -> dict:
+  """differences() in what is trained: the operational fields may differ freely.
+
+  The one comparison of configs: a resume, a finished sweep member and a
+  search worker joining a study all use it.
+  """
+  return {k: v for k, v in differences(stored, config).items() if k not in OPERATIONAL}
+
+
 def _latest_step(workdir: str) -> int | None:
   steps = workdir_lib.checkpoint_steps(workdir)
   return steps[-1] if steps else None
 
 
-def _stored(workdir: str) -> dict | None:
+def stored(workdir: str) -> dict | None:
+  """The config `workdir` was trained with (its config.json), or None if it has none.
+
+  A config.json that cannot be read as a config is refused in one line: the
+  workdir no longer says how its checkpoints were trained.
+  """
+  path = os.path.join(workdir, workdir_lib.CONFIG)
   try:
-    with open(os.path.join(workdir, workdir_lib.CONFIG)) as f:
-      return json.load(f)
+    with open(path) as f:
+      config = json.load(f)
   except FileNotFoundError:
     return None
-  except ValueError as e:
+  except (OSError, ValueError) as e:
+    why = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
     raise config_checks.ConfigError(
-        f'{os.path.join(workdir, workdir_lib.CONFIG)} is not valid JSON ({e}); the '
-        'workdir no longer says how it was trained') from None
+        f'{path} cannot be read as a config ({why}); the workdir no longer says how it '
+        'was trained: restore the file, or use another --workdir') from None
+  if not isinstance(config, dict):
+    raise config_checks.ConfigError(
+        f'{path} holds a JSON {type(config).__name__}, not a config; the workdir no '
+        'longer says how it was trained: restore the file, or use another --workdir')
+  return config
 
 
 def _listed(changes: dict) -> str:
@@ -107,10 +128,10 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
     config_checks.ConfigError: with one line naming each differing field.
   """
   step = _latest_step(workdir)
-  stored = _stored(workdir) if step is not None else None
-  if stored is None:
+  trained = stored(workdir) if step is not None else None
+  if trained is None:
     return {}
-  changed = {k: v for k, v in differences(stored, config).items() if k not in OPERATIONAL}
+  changed = training_differences(trained, config)
   if not changed:
     return {}
   fixed = {k: v for k, v in changed.items() if k not in CONTINUABLE}
@@ -139,10 +160,10 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
 
 def check_inference(config, workdir: str) -> None:
   """Refuses to read `workdir`'s checkpoints as another model than it trained."""
-  stored = _stored(workdir)
-  if stored is None:
+  trained = stored(workdir)
+  if trained is None:
     return
-  changed = {k: v for k, v in differences(stored, config).items()
+  changed = {k: v for k, v in differences(trained, config).items()
              if k in INFERENCE or k.startswith(INFERENCE[-1])}
   if changed:
     raise config_checks.ConfigError(

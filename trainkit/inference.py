@@ -24,6 +24,7 @@ from trainkit import full_disk
 from trainkit import optimizers
 import input_pipeline
 from trainkit import parallel
+from trainkit import selection
 from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 import train
@@ -46,23 +47,13 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
         f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
         'training run has written (train first)') from None
   directory = workdir_lib.checkpoint_dir(workdir)
+  # "best" as the run chose it: by the metric and split of its own config.
+  best_metric = selection.best_metric(config_history.stored(workdir) or config)
   manager = checkpointing.create_manager(directory, config.keep_checkpoints,
-                                         best_metric=config.best_metric)
+                                         best_metric=best_metric)
   try:
-    steps = sorted(manager.all_steps())
-    if checkpoint == 'latest':
-      step = steps[-1] if steps else None
-    elif checkpoint == 'best':
-      step = manager.best_step()
-    elif checkpoint.isdigit() and int(checkpoint) in steps:
-      step = int(checkpoint)
-    else:
-      raise config_checks.ConfigError(
-          f'--checkpoint={checkpoint!r} is not latest, best or one of the '
-          f'steps in {directory}: {steps}')
-    if step is None:
-      raise config_checks.ConfigError(
-          f'--checkpoint={checkpoint!r}: {directory} has no such checkpoint')
+    step = checkpointing.choose_step(manager, checkpoint, best_metric,
+                                     f'--checkpoint={checkpoint!r}')
     state = train.create_state(config, spec)
     checkpointing.check_compatible(manager, step, state)
     state, _ = checkpointing.restore(manager, step, state)

@@ -12,13 +12,13 @@ the factor scales the injected peak learning rate (optimizers.py).
 import jax.numpy as jnp
 import optax
 
-METRICS = ('loss', 'accuracy')
+from trainkit import selection
 
 
 def _improved(value: float, best: float | None, metric: str, min_delta: float) -> bool:
   if best is None:
     return True
-  return value - best > min_delta if metric == 'accuracy' else best - value > min_delta
+  return selection.score(metric, value) - selection.score(metric, best) > min_delta
 
 
 def early_stop(config, meta: dict, metrics: dict, epoch: int) -> str | None:

@@ -156,8 +156,9 @@ def run_summary(summary: dict, workdir: str, best_step: int | None,
                 plots: bool = True) -> str:
   """The closing lines of a run: results, speed and where things were written."""
   workdir = os.path.abspath(workdir)
-  best = f' (best {summary["best_eval_accuracy"]:.2%}'
-  best += f' at step {best_step})' if best_step is not None else ')'
+  best = (f' (best by {summary["best_metric"]}: accuracy {summary["best_eval_accuracy"]:.2%}, '
+          f'loss {summary["best_eval_loss"]:.4f} at step {best_step})'
+          if best_step is not None else '')
   lines = [
       f'Finished {summary["epoch"]:g} epochs, {summary["step"]} steps, in '
       f'{summary["train_wall_s"]:.1f} s of training '

@@ -28,6 +28,7 @@ from trainkit import optimizers
 from trainkit import parallel
 from trainkit import plateaus
 from trainkit import progress
+from trainkit import selection
 from trainkit import workdir as workdir_lib
 
 
@@ -62,10 +63,11 @@ class Run:
     self.config, self.workdir, self.spec = config, workdir, spec
     self._epoch_hook = epoch_hook
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
+    self.best_metric = selection.best_metric(config)
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
                                                 config.keep_checkpoints, streamed,
-                                                config.best_metric)
-    self.meta = {'best_eval_accuracy': 0.0, 'train_wall_s': 0.0}
+                                                self.best_metric)
+    self.meta = {'train_wall_s': 0.0}
     try:
       restored = checkpointing.restore_latest(self.manager, state, workdir, streamed)
     except Exception:
@@ -92,7 +94,8 @@ class Run:
     self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
     self.diverged = None  # The Diverged error that stopped this run, if any.
     self._saving = None  # The save in flight (a Future of _SAVER).
-    self.best_step = None
+    # The best checkpoint (selection.py) and its evaluation, known once closed.
+    self.best_step, self.best_metrics = None, None
     self._logger = None
     self._is_writer = jax.process_index() == 0  # Of the files besides checkpoints.
     self._wall_before, self._start = self.meta['train_wall_s'], time.perf_counter()
@@ -171,8 +174,6 @@ class Run:
     return True
 
   def log_eval(self, step: int, metrics: dict) -> None:
-    self.meta['best_eval_accuracy'] = max(self.meta['best_eval_accuracy'],
-                                          metrics['accuracy'])
     self._logger.write(step, 'eval', metrics)
 
   def log_epoch(self, step: int, metrics: dict) -> None:
@@ -182,14 +183,16 @@ class Run:
                  input_state: dict | None = None) -> None:
     """Starts an asynchronous save of `state` with the loop counters.
 
-    With `eval_metrics` (an epoch's end), the checkpoint is ranked for
-    keep-the-best by its eval accuracy. `input_state` is a streamed input's
-    position after `step` (input_pipeline.train_calls).
+    With `eval_metrics` of the validation split (an epoch's end), the
+    checkpoint is ranked for keep-the-best (selection.py); the test split's
+    rank nothing. `input_state` is a streamed input's position after `step`
+    (input_pipeline.train_calls).
     """
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
-    metrics = eval_metrics and {'eval_accuracy': eval_metrics['accuracy'],
-                                'eval_loss': eval_metrics['loss']}
+    metrics = None
+    if eval_metrics and self.best_metric:
+      metrics = {selection.key(name): value for name, value in eval_metrics.items()}
     self._wait_for_save()
     # Room for this checkpoint and the one Orbax may still be committing, or
     # no save at all: one that runs out of space fails in Orbax's threads.
@@ -220,7 +223,9 @@ class Run:
     self._wait_for_save()
     with full_disk.writing('a checkpoint', self.checkpoint_dir):
       self.manager.wait_until_finished()
-    self.best_step = self.manager.best_step()
+    self.best_step = checkpointing.best_step(self.manager, self.best_metric)
+    if self.best_step is not None:
+      self.best_metrics = self.manager.metrics(self.best_step)
     self.manager.close()
     if self._logger:
       self._logger.close()
@@ -245,7 +250,7 @@ class Run:
     best = final
     if self.best_step is not None and self.best_step != step:
       manager = checkpointing.create_manager(self.checkpoint_dir, self.config.keep_checkpoints,
-                                             best_metric=self.config.best_metric)
+                                             best_metric=self.best_metric)
       try:
         best_state, _ = checkpointing.restore(manager, self.best_step, state)
       finally:
@@ -258,17 +263,20 @@ class Run:
     """Writes summary.json (and, if configured, the plots); returns the summary.
 
     `eval_*` are the epochs' evaluation split's (`eval_split`: the validation
-    split, or the test split without one); `test_*` the test split's, of the
-    final checkpoint, and `best_test_*` of the best (by validation).
+    split, or the test split without one), of the final checkpoint, and
+    `best_eval_*` of the best (by `best_metric`, None without a validation
+    split); `test_*` the test split's, of the final checkpoint, and
+    `best_test_*` of the best.
     """
     wall = self.meta['train_wall_s']  # As of the last checkpoint.
     summary = {
         'eval_split': self.config.validation_split or self.config.test_split,
         'eval_accuracy': eval_metrics['accuracy'],
         'eval_loss': eval_metrics['loss'],
-        'best_eval_accuracy': max(self.meta['best_eval_accuracy'],
-                                  eval_metrics['accuracy']),
+        'best_metric': self.best_metric,
         'best_step': self.best_step,
+        **{f'best_{name}': (self.best_metrics or {}).get(name)
+           for name in map(selection.key, selection.METRICS)},
         **self._test_figures(state, data, eval_metrics, step),
         'step': step,
         'epoch': step / self.spec.steps_per_epoch,

@@ -36,10 +36,13 @@ from optuna.trial import TrialState
 import sqlalchemy
 
 from trainkit import config_checks
+from trainkit import config_history
 from trainkit import divergence
 from trainkit import preemption
 from trainkit import search_space
+from trainkit import selection
 from trainkit import sweeps
+from trainkit import warm_start
 from trainkit import workdir as workdir_lib
 import train
 
@@ -129,18 +132,6 @@ def _pruner(search: search_space.Search, num_epochs: int):
   return optuna.pruners.NopPruner()
 
 
-def _differences(stored: dict, ours: dict, prefix: str = '') -> list:
-  """'field: stored -> ours' for every leaf that differs."""
-  out = []
-  for key in sorted(set(stored) | set(ours)):
-    a, b = stored.get(key), ours.get(key)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _differences(a, b, f'{prefix}{key}.')
-    elif a != b:
-      out.append(f'{prefix}{key} {a!r} -> {b!r}')
-  return out
-
-
 def open_study(storage, name: str, search: search_space.Search, base) -> optuna.Study:
   """Creates the study with its queue of trials, or joins it if it exists.
 
@@ -158,7 +149,7 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
   else:
     try:
       study = optuna.create_study(
-          direction='maximize' if search.metric == 'accuracy' else 'minimize', **kwargs)
+          direction=selection.direction(search.metric), **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
       study = optuna.load_study(**kwargs)
     else:
@@ -178,7 +169,12 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
     raise config_checks.ConfigError(
         f'study {name!r} exists but its trials were never queued (its creator died); '
         'give another --study or --workdir')
-  changed = _differences({k: attrs.get(k) for k in record}, record)
+  # The search exactly; the base config as a resume compares it.
+  theirs, ours = attrs.get('search') or {}, record['search']
+  changed = [f'search.{k} {theirs.get(k)!r} -> {ours.get(k)!r}'
+             for k in sorted(theirs.keys() | ours.keys()) if theirs.get(k) != ours.get(k)]
+  changed += [f'{k} {json.dumps(old)} -> {json.dumps(new)}' for k, (old, new) in
+              config_history.training_differences(attrs.get('base_config') or {}, base).items()]
   if changed:
     raise config_checks.ConfigError(
         f'study {name!r} was created by another search: {"; ".join(changed[:5])}; '
@@ -276,7 +272,8 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
   if summary['stop_reason'].startswith('pruned'):
     study.tell(trial, state=TrialState.PRUNED)
   else:  # Its objective: the best epoch.
-    study.tell(trial, (max if search.metric == 'accuracy' else min)(reported.values()))
+    study.tell(trial, max(reported.values(),
+                          key=lambda value: selection.score(search.metric, value)))
 
 
 def run_worker(study: optuna.Study, storage, search, base, directory: str,
@@ -309,6 +306,8 @@ def prepare(spec: search_space.Search, base, directory: str, url: str | None,
   """
   spec.check(base)
   config_checks.check_workdir(directory)
+  # The warm start's source, unless the search's first trial has started from it.
+  warm_start.check(base, os.path.join(directory, 'trial_0000'))
   name = study_name or os.path.basename(os.path.abspath(directory))
   # An RDB is opened (or refused) before the directory is made; the journal
   # file lives in it.

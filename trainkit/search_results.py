@@ -15,18 +15,10 @@ from trainkit import sweeps
 from trainkit import workdir as workdir_lib
 
 _COLUMNS = ('rank', 'trial', 'state', 'value', 'params', 'epochs', 'best_eval_accuracy',
-            'eval_loss', 'test_accuracy', 'train_wall_s', 'attempts', 'workdir')
+            'best_eval_loss', 'eval_loss', 'test_accuracy', 'train_wall_s', 'attempts', 'workdir')
 _STATES = {TrialState.COMPLETE: 'complete', TrialState.PRUNED: 'pruned',
            TrialState.RUNNING: 'running', TrialState.WAITING: 'waiting'}
 PLOTS = ('search_history.png', 'search_importances.png', 'search_curves.png')
-
-
-def _summary(workdir: str) -> dict:
-  try:
-    with open(os.path.join(workdir, workdir_lib.SUMMARY)) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
 
 
 def rows(study: optuna.Study, directory: str) -> list:
@@ -41,7 +33,7 @@ def rows(study: optuna.Study, directory: str) -> list:
     state = _STATES.get(last.state) or last.user_attrs.get('status', 'failed')
     if last.state == TrialState.FAIL and state == 'interrupted':
       state = 'failed'  # Its retry was not queued (max_retry): it will not resume.
-    summary = _summary(os.path.join(directory, name))
+    summary = workdir_lib.read_summary(os.path.join(directory, name)) or {}
     value = last.value if last.value is not None else (
         last.intermediate_values[max(last.intermediate_values)]
         if last.intermediate_values else float('nan'))
@@ -50,6 +42,7 @@ def rows(study: optuna.Study, directory: str) -> list:
         'params': last.params,
         'epochs': summary.get('epoch', len(last.intermediate_values)),
         'best_eval_accuracy': summary.get('best_eval_accuracy', float('nan')),
+        'best_eval_loss': summary.get('best_eval_loss', float('nan')),
         'eval_loss': summary.get('eval_loss', float('nan')),
         'test_accuracy': summary.get('test_accuracy', float('nan')),
         'train_wall_s': summary.get('train_wall_s', float('nan')),

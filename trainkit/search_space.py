@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from trainkit import config_checks
+from trainkit import selection
 from trainkit import sweeps
 
 
@@ -88,7 +89,7 @@ class Categorical:
 
 SAMPLERS = ('tpe', 'random', 'qmc', 'grid')
 PRUNERS = ('hyperband', 'successive_halving', 'median', 'none')
-METRICS = ('accuracy', 'loss')
+METRICS = selection.METRICS
 
 
 @dataclasses.dataclass(frozen=True)

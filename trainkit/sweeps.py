@@ -9,6 +9,7 @@ A sweep file is a config file with `get_config()` (the base) and
 import copy
 import csv
 import importlib.util
+import io
 import itertools
 import json
 import os
@@ -26,6 +27,8 @@ from trainkit import divergence
 from trainkit import grouping
 import input_pipeline
 from trainkit import plots
+from trainkit import selection
+from trainkit import warm_start
 from trainkit import workdir_lock
 from trainkit import workdir as workdir_lib
 import train
@@ -112,15 +115,20 @@ def build_members(base, overrides_list: list) -> list:
 
 
 def finished_summary(workdir: str, config) -> dict | None:
-  """The member's summary.json if it finished training with this config."""
-  try:
-    with open(os.path.join(workdir, workdir_lib.SUMMARY)) as f:
-      summary = json.load(f)
-    with open(os.path.join(workdir, workdir_lib.CONFIG)) as f:
-      same_config = json.load(f) == json.loads(json.dumps(config.to_dict()))
-  except (OSError, ValueError):
+  """The member's summary.json if it finished training with this config, else None.
+
+  Configs compare as a resume compares them (config_history): where data
+  and caches are, progress and the like may differ. A summary that cannot be
+  read is None: the member's run then re-evaluates its final checkpoint and
+  writes it again.
+  """
+  trained = config_history.stored(workdir)
+  if trained is None or config_history.training_differences(trained, config):
     return None
-  return summary if same_config and summary['epoch'] >= config.num_epochs else None
+  summary = workdir_lib.read_summary(workdir)
+  finished = summary and isinstance(summary.get('epoch'), (int, float)) and (
+      summary['epoch'] >= config.num_epochs)
+  return summary if finished else None
 
 
 def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -> str:
@@ -136,40 +144,50 @@ def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -
 SUMMARY_CSV = 'sweep_summary.csv'
 SUMMARY_MD = 'sweep_summary.md'
 
-# Ranked by the epochs' evaluation (the validation split); the test split's
-# accuracy is shown for information only.
-_METRICS = ('best_eval_accuracy', 'eval_accuracy', 'eval_loss', 'test_accuracy',
-            'train_wall_s')
-_COLUMNS = ('rank', 'name', 'status', 'overrides', *_METRICS, 'workdir')
+# Ranked by `objective`: the member's best_metric at its best checkpoint
+# (selection.py), or of its final one without a validation split. The test
+# split's accuracy is shown for information only.
+_METRICS = ('best_eval_accuracy', 'best_eval_loss', 'eval_accuracy', 'eval_loss',
+            'test_accuracy', 'train_wall_s')
+_COLUMNS = ('rank', 'name', 'status', 'overrides', 'best_metric', 'objective', *_METRICS,
+            'workdir')
+
+
+def objective(summary: dict, metric: str):
+  """What ranks a finished run: `metric` of its best checkpoint, or of its final one."""
+  best = summary.get(f'best_{selection.key(metric)}')
+  return best if best is not None else summary.get(selection.key(metric), float('nan'))
 
 
 def write_summary(directory: str, rows: list) -> list:
   """Writes sweep_summary.csv (sweep order) and .md (ranked); returns ranked rows.
 
-  Each row: name, overrides (dict), best_eval_accuracy, eval_accuracy,
-  eval_loss, train_wall_s, workdir.
+  Each row: name, status, overrides (dict), best_metric, objective, the
+  _METRICS and workdir.
   """
   # Diverged members (NaN) rank last.
   ranked = sorted(rows, key=lambda r: (r['status'] != 'finished',
-                                       -r['best_eval_accuracy'], r['eval_loss']))
+                                       -selection.score(r['best_metric'], r['objective'])))
   for rank, row in enumerate(ranked, 1):
     row['rank'] = rank
-  with open(os.path.join(directory, SUMMARY_CSV), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({**row, 'overrides': json.dumps(row['overrides'], sort_keys=True)})
-  lines = ['| rank | member | overrides | best eval acc | final eval acc | '
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=_COLUMNS)
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({**row, 'overrides': json.dumps(row['overrides'], sort_keys=True)})
+  workdir_lib.write_text(os.path.join(directory, SUMMARY_CSV), buffer.getvalue())
+  lines = ['| rank | member | overrides | objective | best eval acc | final eval acc | '
            'final eval loss | test acc (info) | train time (s) |',
-           '|---|---|---|---|---|---|---|---|']
+           '|---|---|---|---|---|---|---|---|---|']
+  percent = lambda value: 'n/a' if value is None else f'{value:.2%}'
   for row in ranked:
     overrides = ', '.join(f'{k}={v}' for k, v in row['overrides'].items())
     lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | '
-                 f'{row["best_eval_accuracy"]:.2%} | {row["eval_accuracy"]:.2%} | '
+                 f'{row["best_metric"]} {row["objective"]:.4f} | '
+                 f'{percent(row["best_eval_accuracy"])} | {row["eval_accuracy"]:.2%} | '
                  f'{row["eval_loss"]:.4f} | {row["test_accuracy"]:.2%} | '
                  f'{row["train_wall_s"]:.1f} |')
-  with open(os.path.join(directory, SUMMARY_MD), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  workdir_lib.write_text(os.path.join(directory, SUMMARY_MD), '\n'.join(lines) + '\n')
   return ranked
 
 
@@ -188,13 +206,9 @@ def resolve_parallel(parallel: str) -> str:
   return 'sequential' if jax.default_backend() == 'cpu' else 'vmap'
 
 
-# The fields that decide what input_pipeline.create_datasets returns.
-_DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'input_mode', 'eval_batch_size')
-
-
 def shared_data(config, datasets: dict):
-  """The config's datasets, loaded once per sweep (`datasets` holds them)."""
-  key = tuple(str(config[f]) for f in _DATA_FIELDS)
+  """The config's datasets, loaded once per sweep (`datasets` holds them by data_config)."""
+  key = input_pipeline.data_config(config)
   if key not in datasets:
     datasets[key] = input_pipeline.create_datasets(config)
   return datasets[key]
@@ -251,6 +265,8 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'auto'
   parallel = resolve_parallel(parallel)
   members = build_members(base, member_overrides)
   config_checks.check_workdir(workdir)
+  for name, _, config in members:
+    warm_start.check(config, os.path.join(workdir, name))
   changes = {name: config_history.check_resume(config, os.path.join(workdir, name),
                                                continue_with_changes)
              for name, _, config in members}
@@ -270,11 +286,13 @@ def _run_members(members, workdir, parallel, changes, continue_with_changes) -> 
       todo.append((name, config, member_dir))
   summaries.update(_train(todo, parallel, changes, continue_with_changes))
   rows = []
-  for name, overrides, _ in members:
+  for name, overrides, config in members:
     summary = summaries[name] or dict.fromkeys(_METRICS, float('nan'))
     rows.append({'name': name, 'overrides': overrides,
                  'workdir': os.path.join(workdir, name),
                  'status': 'finished' if summaries[name] else 'diverged',
+                 'best_metric': config.best_metric,
+                 'objective': objective(summary, config.best_metric),
                  **{k: summary.get(k, float('nan')) for k in _METRICS}})
   ranked = write_summary(workdir, rows)
   plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},

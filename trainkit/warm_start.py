@@ -19,6 +19,8 @@ import numpy as np
 
 from trainkit import checkpointing
 from trainkit import config_checks
+from trainkit import config_history
+from trainkit import selection
 from trainkit import workdir as workdir_lib
 
 
@@ -30,27 +32,32 @@ def parse(init_from: str) -> tuple:
   return workdir, int(which) if which.isdigit() else which
 
 
-def check(init_from: str) -> None:
-  """Refuses an `init_from` that names no workdir with checkpoints (before any work)."""
-  workdir, _ = parse(init_from)
-  if not os.path.isdir(workdir_lib.checkpoint_dir(workdir)):
+def check(config, workdir: str) -> None:
+  """Refuses an `init_from` that names no workdir with checkpoints (before any work).
+
+  Only where it will be read: a run in `workdir` that has no checkpoint of
+  its own yet. Once it has, the source matters no more (it may be gone).
+  """
+  if not config.init_from or workdir_lib.checkpoint_steps(workdir):
+    return
+  init_from = config.init_from
+  source, _ = parse(init_from)
+  if not os.path.isdir(workdir_lib.checkpoint_dir(source)):
     raise config_checks.ConfigError(
-        f'init_from={init_from!r}: {workdir!r} has no checkpoints folder (a trained '
+        f'init_from={init_from!r}: {source!r} has no checkpoints folder (a trained '
         'workdir, optionally with :STEP, :best or :latest)')
 
 
 def load(config, state):
   """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
   workdir, which = parse(config.init_from)
+  # "best" as the source run chose it: by its own metric and split.
+  best_metric = selection.best_metric(config_history.stored(workdir) or {})
   manager = checkpointing.create_manager(workdir_lib.checkpoint_dir(workdir), 1,
-                                         best_metric=config.best_metric)
+                                         best_metric=best_metric)
   try:
-    steps = sorted(manager.all_steps())
-    step = (steps[-1] if steps else None) if which == 'latest' else (
-        manager.best_step() if which == 'best' else which)
-    if step is None or step not in steps:
-      raise config_checks.ConfigError(
-          f'init_from={config.init_from!r}: no such checkpoint (there are {steps})')
+    step = checkpointing.choose_step(manager, which, best_metric,
+                                     f'init_from={config.init_from!r}')
     saved = checkpointing.read_state_dict(manager, step)
   finally:
     manager.close()

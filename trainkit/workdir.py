@@ -57,6 +57,21 @@ def write_json(path: str, obj) -> None:
   write_text(path, json.dumps(obj, indent=2) + '\n')
 
 
+def read_summary(workdir: str) -> dict | None:
+  """The workdir's summary.json, or None if it has none that reads as one.
+
+  A summary is derived from the checkpoints: one cut short or replaced by
+  anything else is written again by the next run there (which re-evaluates
+  a finished workdir), never trusted.
+  """
+  try:
+    with open(os.path.join(workdir, SUMMARY)) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return summary if isinstance(summary, dict) else None
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """What the dataset tells the model, so inference needs no dataset.
