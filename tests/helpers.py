@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def idx_dir(parent, n_train=40, n_test=20):
 def digest(path) -> dict:
   """{relative path: sha256} of every file under `path`."""
   out = {}
-  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True)):
+  for name in sorted(glob.glob(os.path.join(path, '**'), recursive=True, include_hidden=True)):
     if os.path.isfile(name):
       with open(name, 'rb') as f:
         out[os.path.relpath(name, path)] = hashlib.sha256(f.read()).hexdigest()
@@ -108,3 +109,39 @@ def run_main(*args, timeout=240, script='main.py') -> subprocess.CompletedProces
 def error_lines(stderr: str) -> list:
   """The `error: ...` lines of a command's stderr."""
   return [line for line in stderr.splitlines() if line.startswith('error:')]
+
+
+def descendants(pid: int) -> list:
+  """The pids of every process descended from `pid` (from /proc)."""
+  children = {}
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        with open(f'/proc/{entry}/stat') as f:
+          parent = int(f.read().rsplit(')', 1)[1].split()[1])
+      except (OSError, IndexError, ValueError):
+        continue  # Ended meanwhile.
+      children.setdefault(parent, []).append(int(entry))
+  found, stack = [], [pid]
+  while stack:
+    for child in children.get(stack.pop(), []):
+      found.append(child)
+      stack.append(child)
+  return found
+
+
+def alive(pids, within_s: float) -> list:
+  """Those of `pids` still running (not zombies) `within_s` seconds from now, or sooner none."""
+  deadline = time.time() + within_s
+  while True:
+    running = []
+    for pid in pids:
+      try:
+        with open(f'/proc/{pid}/stat') as f:
+          if f.read().rsplit(')', 1)[1].split()[0] != 'Z':
+            running.append(pid)
+      except OSError:
+        pass
+    if not running or time.time() > deadline:
+      return running
+    time.sleep(0.2)

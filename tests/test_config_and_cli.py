@@ -1,6 +1,7 @@
 """Config files, command-line overrides, the locked config and main.py's CLI."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -88,6 +89,30 @@ def test_bad_values_name_field_and_value(field, value, message):
   with pytest.raises(config_checks.ConfigError) as e:
     config_checks.validate(config)
   assert message in str(e.value)
+
+
+def _float_fields(config, prefix=''):
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      yield from _float_fields(value, f'{prefix}{key}.')
+    elif isinstance(value, float) or (isinstance(value, tuple) and value
+                                      and isinstance(value[0], float)):
+      yield f'{prefix}{key}'
+
+
+@pytest.mark.parametrize('bad', [float('inf'), float('-inf'), float('nan')])
+def test_every_non_finite_float_field_is_refused(bad):
+  fields = list(_float_fields(default.get_config()))
+  assert {'learning_rate', 'weight_decay', 'model.dropout_rates', 'ema_decay'} <= set(fields)
+  for field in fields:
+    config = default.get_config()
+    original = config
+    for part in field.split('.')[:-1]:
+      original = original[part]
+    value = original[field.split('.')[-1]]
+    set_field(config, field, tuple(bad for _ in value) if isinstance(value, tuple) else bad)
+    with pytest.raises(config_checks.ConfigError, match=f'^{re.escape(field)}=.*: must be'):
+      config_checks.validate(config)
 
 
 @pytest.mark.slow  # A process start each.

@@ -18,8 +18,8 @@ import pytest
 
 from configs import default
 from tests.conftest import mock_data
-from tests.helpers import (ENV, ROOT, checkpoint_steps, digest, error_lines, main_command,
-                           run_main, tiny_config, write_mnist)
+from tests.helpers import (ENV, ROOT, alive, checkpoint_steps, descendants, digest,
+                           error_lines, main_command, run_main, tiny_config, write_mnist)
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import divergence
@@ -250,8 +250,16 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
                  and max(saved(), default=0) <= max(before, default=0)):
             time.sleep(0.01)
         time.sleep(rng.uniform(0, 1.5))
+      children = descendants(proc.pid)  # Streamed: Grain's workers and resource tracker.
       proc.send_signal(signal.SIGKILL)
       kills.append((proc.wait(timeout=60), saved()))
+      # No process of a run outlives it, whatever ends it.
+      left = alive(children, within_s=10)
+      for pid in left:
+        os.kill(pid, signal.SIGKILL)
+      assert not left, (seed, kills, children, left)
+      if input_mode == 'stream':
+        assert len(children) >= 2, children  # The test saw the workers it checks.
     if before:  # A run that found checkpoints resumed from the latest.
       log = (tmp_path / f'kill{attempt}.log').read_text()
       assert f'Restored checkpoint {killed}/checkpoints/{before[-1]}' in log, (seed, kills)

@@ -146,8 +146,8 @@ def _hold_in_another_process(workdir):
 
 def test_a_second_run_is_refused_while_one_holds_the_workdir(finished):
   config, workdir = finished
-  before = digest(workdir)
   holder = _hold_in_another_process(workdir)
+  before = digest(workdir)  # The lock file names its holder: the refused touch nothing.
   try:
     with mock_data(), pytest.raises(workdir_lock.WorkdirBusy) as e:
       train.train_and_evaluate(config, workdir)

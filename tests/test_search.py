@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from wsgiref.util import setup_testing_defaults
 
@@ -22,6 +23,7 @@ from tests.helpers import ENV, ROOT, checkpoint_steps, error_lines, tiny_config,
 from trainkit import config_checks
 from trainkit import inference
 from trainkit import launch
+from trainkit import optuna_internals
 from trainkit import search
 from trainkit import search_results
 from trainkit import search_space as ss
@@ -200,11 +202,37 @@ def test_joining_a_study_of_another_search_is_refused(tmp_path):
   assert not (tmp_path / 'b').exists()
 
 
-def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path):
-  url = 'postgresql+psycopg2://nobody@127.0.0.1:9/none'
-  with pytest.raises(config_checks.ConfigError, match=r"^--storage='postgresql\+psycopg2"):
+@pytest.mark.parametrize('url, message', [
+    ('postgresql+psycopg2://nobody@127.0.0.1:9/none', 'Connection refused'),
+    # A bare scheme opens with the driver installed here (not psycopg 3).
+    ('postgresql://nobody@127.0.0.1:9/none', 'psycopg2.OperationalError'),
+    ('mysql://nobody@127.0.0.1:9/none', "no driver for 'mysql' is installed"),
+    ('not a url', 'not a database URL'),
+])
+def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path, url, message):
+  with pytest.raises(config_checks.ConfigError) as e:
     search.prepare(_spec(), _config(), str(tmp_path / 's'), url, None, 'sweep.py')
+  assert str(e.value).startswith(f'--storage={url!r}: ') and message in str(e.value)
+  assert '\n' not in str(e.value)
   assert not (tmp_path / 's').exists()
+
+
+def test_a_storage_server_that_never_answers_is_refused_within_30_s(tmp_path):
+  server = socket.socket()
+  server.bind(('127.0.0.1', 0))
+  server.listen(8)
+  accepted = []  # Accepts every connection and says nothing.
+  threading.Thread(target=lambda: accepted.extend(server.accept() for _ in range(8)),
+                   daemon=True).start()
+  url = f'postgresql://nobody@127.0.0.1:{server.getsockname()[1]}/none'
+  start = time.time()
+  try:
+    with pytest.raises(config_checks.ConfigError, match='timeout expired') as e:
+      search.prepare(_spec(), _config(), str(tmp_path / 's'), url, None, 'sweep.py')
+  finally:
+    server.close()
+  assert time.time() - start < 30 and accepted
+  assert '\n' not in str(e.value) and not (tmp_path / 's').exists()
 
 
 def test_launcher_flags_are_stripped_and_slurm_options_parsed():
@@ -289,7 +317,7 @@ def postgres_url():
                   f'-p {port} -k {root} -c listen_addresses=127.0.0.1', 'start'],
                  check=True, capture_output=True)
   try:
-    yield f'postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres'
+    yield f'postgresql://postgres@127.0.0.1:{port}/postgres'  # As users write it.
   finally:
     subprocess.run([*as_postgres, os.path.join(bindir, 'pg_ctl'), '-D', data, '-m',
                     'immediate', 'stop'], capture_output=True)
@@ -419,3 +447,21 @@ def test_the_local_launcher_runs_workers_that_share_the_study(tmp_path):
   outputs = glob.glob(str(tmp_path / 'search' / 'launch' / '*_log.out'))
   assert len(outputs) == 2
   assert 'Best: trial_' in result.stdout and 'python main.py --config=' in result.stdout
+
+
+def test_the_optuna_internals_relied_on_are_there(tmp_path):
+  """Fails when an Optuna upgrade changes the private names trainkit/optuna_internals uses."""
+  assert optuna_internals.BaseHeartbeat.__abstractmethods__ == (
+      optuna_internals.HEARTBEAT_METHODS)
+  storage = search.open_storage(None, str(tmp_path), _spec(heartbeat_s=1))
+  assert isinstance(storage, optuna_internals.BaseHeartbeat)
+  study = optuna.create_study(storage=storage)
+  trial = study.ask()
+  frozen = study.get_trials()[0]
+  assert optuna_internals.trial_id(trial) == optuna_internals.trial_id(frozen)
+  assert isinstance(optuna_internals.trial_id(frozen), int)
+  # Optuna's own thread beats into the storage while the block runs.
+  with optuna_internals.heartbeat_thread(optuna_internals.trial_id(trial), storage):
+    time.sleep(0.2)
+  beat = storage.get_trial(optuna_internals.trial_id(trial)).system_attrs['heartbeat']
+  assert time.time() - 5 < beat <= time.time()

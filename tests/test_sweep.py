@@ -18,6 +18,7 @@ from trainkit import config_checks
 from trainkit import inference
 from trainkit import grouping
 from trainkit import sweeps
+import input_pipeline
 import train
 
 pytestmark = pytest.mark.usefixtures('mock_mnist')
@@ -93,6 +94,39 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('parallel', ['sequential', 'vmap'])
+def test_members_that_differ_in_their_data_train_on_their_own(tmp_path, parallel):
+  """Each member gets the splits it names (and its steps per epoch), not the first's."""
+  overrides = [{'train_split': 'train[:40]'}, {'train_split': 'train[:16]'},
+               {'train_split': 'train[:16]', 'validation_split': 'train[16:24]'}]
+  sweeps.run_sweep(tiny_config(), overrides, str(tmp_path), parallel)
+  steps = {}
+  for i, member in enumerate(overrides):
+    with open(tmp_path / sweeps.member_name(i, member) / 'summary.json') as f:
+      summary = json.load(f)
+    steps[i] = summary['step']
+    assert summary['eval_split'] == member.get('validation_split', 'test')
+  assert steps == {0: 10, 1: 4, 2: 4}  # 2 epochs of 5 and of 2 batches of 8.
+  # Configs that differ in their data never share it; others do.
+  key = lambda **fields: input_pipeline.data_config(tiny_config(**fields))
+  for field in input_pipeline.DATA_FIELDS:
+    assert field in tiny_config()
+  assert key(learning_rate=0.5, seed=3) == key()
+  assert key(input_workers=3) != key() and key(allow_split_overlap=True) != key()
+
+
+def test_a_finished_member_is_not_trained_again_for_an_operational_change(tmp_path):
+  overrides = [{'seed': 1}]
+  sweeps.run_sweep(tiny_config(), overrides, str(tmp_path))
+  member = tmp_path / sweeps.member_name(0, overrides[0])
+  before = digest(member)
+  sweeps.run_sweep(tiny_config(progress='off', log_every_steps=3), overrides, str(tmp_path))
+  after = digest(member)
+  assert after.pop('config.json', None) is not None  # Rewritten only if it ran.
+  before.pop('config.json')
+  assert after == before
+
+
 def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
   write_mnist(tmp_path, n_train=64, n_test=20)
   sweep_file = tmp_path / 'tiny_sweep.py'

@@ -14,6 +14,7 @@ import jax
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import offline_data
+from trainkit import workdir_lock
 
 # Exit statuses (the README has them as a table).
 EXIT_BAD_INPUT = 2  # Refused before any work: one `error:` line.
@@ -26,7 +27,7 @@ EXIT_NO_DIGIT = 6  # --mode=predict: an input image has no digit in it.
 # Refused with one line and EXIT_BAD_INPUT.
 INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
                 checkpointing.CheckpointMismatchError,
-                checkpointing.BrokenCheckpointError)
+                checkpointing.BrokenCheckpointError, workdir_lock.LockFileError)
 
 
 def _config_file(argv) -> tuple | None:

@@ -24,13 +24,11 @@ import json
 import os
 import shutil
 import socket
-import threading
 import time
 import warnings
 
 from absl import logging
 import optuna
-from optuna.storages import _heartbeat
 from optuna.storages import journal
 from optuna.trial import TrialState
 import sqlalchemy
@@ -38,6 +36,7 @@ import sqlalchemy
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import divergence
+from trainkit import optuna_internals
 from trainkit import preemption
 from trainkit import search_space
 from trainkit import selection
@@ -63,7 +62,7 @@ def experimental():
     yield
 
 
-class _HeartbeatJournal(journal.JournalStorage, _heartbeat.BaseHeartbeat):
+class _HeartbeatJournal(journal.JournalStorage, optuna_internals.BaseHeartbeat):
   """Optuna's journal-file storage with the heartbeat its RDB storage has.
 
   The beat is a trial system attribute (a timestamp); Optuna's own
@@ -79,7 +78,7 @@ class _HeartbeatJournal(journal.JournalStorage, _heartbeat.BaseHeartbeat):
 
   def _get_stale_trial_ids(self, study_id: int) -> list:
     now = time.time()
-    return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False,  # pylint: disable=protected-access
+    return [optuna_internals.trial_id(t) for t in self.get_all_trials(study_id, deepcopy=False,
                                                       states=(TrialState.RUNNING,))
             if now - t.system_attrs.get(_BEAT, t.datetime_start.timestamp()) > self._grace]
 
@@ -90,21 +89,58 @@ class _HeartbeatJournal(journal.JournalStorage, _heartbeat.BaseHeartbeat):
     return self._callback
 
 
+# Seconds a storage server has to answer a connection: one that accepts it
+# and stays silent is refused, not waited for.
+CONNECT_TIMEOUT_S = 10
+# The driver this install has for each database's bare URL scheme.
+_DRIVERS = {'postgresql': 'postgresql+psycopg2', 'postgres': 'postgresql+psycopg2'}
+
+
+def storage_url(url: str) -> sqlalchemy.engine.URL:
+  """`url` as SQLAlchemy opens it: a bare postgresql:// URL uses psycopg2, installed here.
+
+  (SQLAlchemy 2.1 takes psycopg 3 for a bare scheme.) A URL that does not
+  parse is a ConfigError naming it.
+  """
+  try:
+    parsed = sqlalchemy.engine.make_url(url)
+  except sqlalchemy.exc.ArgumentError as e:
+    raise config_checks.ConfigError(f'--storage={url!r}: not a database URL ({e})') from None
+  return parsed.set(drivername=_DRIVERS.get(parsed.drivername, parsed.drivername))
+
+
+def _engine_kwargs(url: sqlalchemy.engine.URL) -> dict:
+  kwargs = {'pool_pre_ping': True}
+  if url.get_backend_name() in ('postgresql', 'mysql'):
+    kwargs['connect_args'] = {'connect_timeout': CONNECT_TIMEOUT_S}
+  return kwargs
+
+
 def open_storage(url: str | None, directory: str, search: search_space.Search):
-  """The study's storage: the journal file in `directory`, or the RDB at `url`."""
+  """The study's storage: the journal file in `directory`, or the RDB at `url`.
+
+  A database that cannot be reached, or that does not answer within
+  CONNECT_TIMEOUT_S, or whose driver is not installed, is a ConfigError.
+  """
   with experimental():
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
         max_retry=search.max_retry, inherit_intermediate_values=True)
   if not url:
     return _HeartbeatJournal(os.path.join(directory, JOURNAL), search.heartbeat_s,
                              search.grace_s, retry)
+  parsed = storage_url(url)
   try:
     with experimental():  # The heartbeat arguments are marked experimental.
       return optuna.storages.RDBStorage(
-          url, heartbeat_interval=search.heartbeat_s, grace_period=search.grace_s,
-          heartbeat_stale_trial_callback=retry, engine_kwargs={'pool_pre_ping': True})
+          parsed.render_as_string(hide_password=False), heartbeat_interval=search.heartbeat_s,
+          grace_period=search.grace_s, heartbeat_stale_trial_callback=retry,
+          engine_kwargs=_engine_kwargs(parsed))
   except Exception as e:  # SQLAlchemy's many errors: a bad URL, no server, no driver.
     message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (ImportError, sqlalchemy.exc.NoSuchModuleError)) or (
+        'Failed to import DB access module' in message):
+      message = (f'no driver for {parsed.drivername!r} is installed; this install opens '
+                 'postgresql://USER@HOST/DB (psycopg2) and sqlite:///PATH')
     raise config_checks.ConfigError(f'--storage={url!r}: cannot open it: {message}') from e
 
 
@@ -190,31 +226,12 @@ def _take(study: optuna.Study, storage) -> optuna.Trial | None:
   """
   for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
     try:
-      if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):  # pylint: disable=protected-access
-        return optuna.Trial(study, frozen._trial_id)  # pylint: disable=protected-access
+      if storage.set_trial_state_values(optuna_internals.trial_id(frozen),
+                                        state=TrialState.RUNNING):
+        return optuna.Trial(study, optuna_internals.trial_id(frozen))
     except optuna.exceptions.UpdateFinishedTrialError:
       continue
   return None
-
-
-@contextlib.contextmanager
-def _heartbeats(storage, trial_id: int, interval: int):
-  """Records the trial's heartbeat every `interval` seconds while the block runs."""
-  done = threading.Event()
-
-  def beat():
-    while True:
-      storage.record_heartbeat(trial_id)
-      if done.wait(interval):
-        return
-
-  thread = threading.Thread(target=beat, daemon=True, name='heartbeat')
-  thread.start()
-  try:
-    yield
-  finally:
-    done.set()
-    thread.join()
 
 
 def trial_name(frozen) -> str:
@@ -226,7 +243,7 @@ def trial_name(frozen) -> str:
 
 def _run_trial(study, storage, trial, search, base, directory, datasets):
   """Trains one trial in its workdir and tells the study how it ended."""
-  frozen = storage.get_trial(trial._trial_id)  # pylint: disable=protected-access
+  frozen = storage.get_trial(optuna_internals.trial_id(trial))
   name = trial_name(frozen)
   params = {key: dim.suggest(trial, key) for key, dim in search.space.items()}
   config = search_space.trial_config(base, params, search.metric)
@@ -250,7 +267,7 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     return None
 
   try:
-    with _heartbeats(storage, trial._trial_id, search.heartbeat_s):  # pylint: disable=protected-access
+    with optuna_internals.heartbeat_thread(optuna_internals.trial_id(trial), storage):
       _, summary = train.train_and_evaluate(
           config, workdir, sweeps.shared_data(config, datasets), epoch_hook=report)
   except divergence.Diverged as e:
@@ -263,7 +280,8 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     trial.set_user_attr('status', 'interrupted')
     study.tell(trial, state=TrialState.FAIL)
     with experimental():
-      storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))  # pylint: disable=protected-access
+      storage.get_heartbeat_stale_trial_callback()(
+          study, storage.get_trial(optuna_internals.trial_id(trial)))
     raise
   except BaseException:  # An error of its own: recorded, then raised.
     trial.set_user_attr('status', 'failed')
@@ -321,7 +339,7 @@ def prepare(spec: search_space.Search, base, directory: str, url: str | None,
     if created:  # Refused: as if never run (an RDB's study is not ours to touch).
       shutil.rmtree(directory)
     raise
-  shown = url and sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+  shown = url and storage_url(url).render_as_string(hide_password=True)
   workdir_lib.write_json(os.path.join(directory, RECORD), {
       'study': name, 'storage': shown or os.path.join(directory, JOURNAL),
       'sweep_file': sweep_path, **study.user_attrs})

@@ -10,11 +10,38 @@ at, goes into each checkpoint (input_pipeline.train_calls).
 """
 
 import functools
+import os
+import threading
+import time
 
 from absl import logging
 import jax
 
 from trainkit import data_sources
+
+
+# How often a worker process checks that the trainer that started it lives.
+_PARENT_CHECK_S = 0.5
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+  """Grain's worker_init_fn: the worker ends within a second of its trainer.
+
+  A trainer killed by SIGKILL (routine preemption) runs no cleanup, and its
+  workers, re-parented to init, would live on with their memory (and keep
+  Python's resource tracker alive). A thread of the worker's own checks its
+  parent; PR_SET_PDEATHSIG is no substitute, as it follows the thread that
+  started the worker, not the process.
+  """
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(_PARENT_CHECK_S)
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, daemon=True, name='exit-with-parent').start()
 
 
 def _own_rows(lo: int, hi: int, rows):
@@ -55,7 +82,8 @@ class Stream:
     iterator = batches[self.start:].to_iter_dataset(
         grain.ReadOptions(num_threads=1 if self.workers else 2, prefetch_buffer_size=4))
     if self.workers:
-      iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+      iterator = iterator.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers),
+                                      worker_init_fn=_exit_with_parent)
     self.iterator = iter(iterator)
     self.position = first
     if fits:

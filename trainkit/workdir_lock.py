@@ -31,13 +31,17 @@ class WorkdirBusy(Exception):
   """Another live process holds the workdir's lock."""
 
 
+class LockFileError(ValueError):
+  """The lock file's place holds something that cannot be locked (a refusal)."""
+
+
 def _holder(path: str) -> str:
   try:
     with open(path) as f:
       who = json.loads(f.read() or '{}')
   except (OSError, ValueError):
     who = {}
-  if not who:
+  if not who or not isinstance(who, dict):  # Emptied, or garbage: it says nothing.
     return 'another process'
   return (f'pid {who.get("pid")} on {who.get("host")} since {who.get("since")} '
           f'({who.get("command", "")[:120]})')
@@ -57,7 +61,11 @@ def hold(workdir: str, purpose: str = 'train'):
   created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:  # A folder, or a file not ours, in its place.
+    raise LockFileError(f'{path} cannot be used as the workdir\'s lock file ({e.strerror}); '
+                        'remove it (nothing else is kept in it)') from None
   try:
     try:
       fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
