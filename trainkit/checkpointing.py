@@ -42,15 +42,51 @@ class BrokenCheckpointError(ValueError):
   """A checkpoint that cannot be read back as it was written."""
 
 
+# What Orbax reads of every checkpoint when a manager opens the folder.
+_MANAGER_FILES = ('_CHECKPOINT_METADATA', os.path.join('metrics', 'metrics'))
+
+
+def _unreadable(directory) -> dict:
+  """{step: (path, why)} of the checkpoints whose files a manager reads do not read back."""
+  found = {}
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  for name in (n for n in names if n.isdigit()):
+    for item in _MANAGER_FILES:
+      path = os.path.join(directory, name, item)
+      if not os.path.lexists(path):
+        continue
+      try:
+        with open(path, 'rb') as f:
+          if not isinstance(json.loads(f.read()), dict):
+            raise ValueError('not a JSON object')
+      except (OSError, ValueError) as e:
+        found[int(name)] = (path, type(e).__name__)
+        break
+  return found
+
+
 def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
-                   best_metric: str | None = None) -> ocp.CheckpointManager:
+                   best_metric: str | None = None,
+                   set_aside: bool = False) -> ocp.CheckpointManager:
   """A manager that saves asynchronously and keeps latest-N plus the best.
 
   `streamed`: checkpoints also hold the Grain iterator state of the input.
   `best_metric`: of the epochs' evaluation on the validation split, ranked
   in its direction (selection.py); None (no validation split): no
   checkpoint is ranked or kept as the best.
+
+  A checkpoint whose metadata or metrics do not read back (Orbax would fail
+  to open the folder) is moved to the workdir's broken_checkpoints with
+  `set_aside` (a training run, which falls back to the previous one), and is
+  otherwise a BrokenCheckpointError naming the file.
   """
+  for step, (path, why) in sorted(_unreadable(directory).items()):
+    if not set_aside:
+      raise BrokenCheckpointError(
+          f'{path} cannot be read ({why}); a training run in the workdir sets checkpoint '
+          f'{step} aside and goes on from the one before')
+    _set_aside(os.path.dirname(os.fspath(directory)), directory, step, f'{path}: {why}',
+               'resuming from the latest one left')
   policies = [checkpoint_managers.LatestN(n=keep_checkpoints)]
   metric = None
   if best_metric:
@@ -264,6 +300,18 @@ def read_state_dict(manager: ocp.CheckpointManager, step: int) -> dict:
   return state
 
 
+def _set_aside(workdir: str, directory, step: int, error, then: str) -> None:
+  """Moves broken checkpoint `step` to `workdir/broken_checkpoints/`, with a warning."""
+  aside = os.path.join(workdir, workdir_lib.BROKEN_CHECKPOINTS)
+  os.makedirs(aside, exist_ok=True)
+  target = os.path.join(aside, str(step))
+  while os.path.exists(target):
+    target += '_'
+  shutil.move(os.path.join(os.fspath(directory), str(step)), target)
+  logging.warning('Checkpoint %s/%d is broken (%s); moved to %s; %s.', directory, step, error,
+                  target, then)
+
+
 def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
                    streamed: bool = False):
   """Restores the latest readable checkpoint, setting broken ones aside.
@@ -284,17 +332,10 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
       break
     except BrokenCheckpointError as e:
       broken.append((step, e))
+  for step, error in broken:
+    _set_aside(workdir, manager.directory, step, error,
+               f'falling back to checkpoint {found[2]}' if found else
+               'no earlier checkpoint is usable: starting from scratch')
   if broken:
-    aside = os.path.join(workdir, workdir_lib.BROKEN_CHECKPOINTS)
-    os.makedirs(aside, exist_ok=True)
-    for step, error in broken:
-      target = os.path.join(aside, str(step))
-      while os.path.exists(target):
-        target += '_'
-      shutil.move(os.path.join(manager.directory, str(step)), target)
-      logging.warning('Checkpoint %s/%d is broken (%s); moved to %s; %s.',
-                      manager.directory, step, error, target,
-                      f'falling back to checkpoint {found[2]}' if found else
-                      'no earlier checkpoint is usable: starting from scratch')
     manager.reload()
   return found

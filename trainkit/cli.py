@@ -1,10 +1,13 @@
 """Command-line plumbing shared by main.py and sweep.py: parsing and exits."""
 
 import atexit
+import contextlib
 import logging as std_logging
 import os
 import re
+import shutil
 import sys
+import zlib
 
 from absl import app
 from absl import flags
@@ -14,6 +17,7 @@ import jax
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import offline_data
+from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 
 # Exit statuses (the README has them as a table).
@@ -27,7 +31,8 @@ EXIT_NO_DIGIT = 6  # --mode=predict: an input image has no digit in it.
 # Refused with one line and EXIT_BAD_INPUT.
 INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
                 checkpointing.CheckpointMismatchError,
-                checkpointing.BrokenCheckpointError, workdir_lock.LockFileError)
+                checkpointing.BrokenCheckpointError, workdir_lock.LockFileError,
+                workdir_lib.WorkdirError)
 
 
 def _config_file(argv) -> tuple | None:
@@ -129,6 +134,45 @@ def refuse(message, status: int = EXIT_BAD_INPUT):
   sys.exit(status)
 
 
+# How an entry of JAX's compilation cache starts when zstandard compressed it
+# (zlib's, the default without zstandard, is checked by decompressing).
+_ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
+
+
+def drop_damaged_cache_entries(directory: str) -> list:
+  """Removes the entries of JAX's compilation cache that cannot be read; returns them.
+
+  JAX warns about such an entry at every start and compiles the program
+  again, but never writes it anew while the damaged one is there. An entry
+  is whole when it decompresses (zlib) or is zstandard's; the cache is a
+  few MB, read in milliseconds.
+  """
+  if not os.path.isdir(directory):
+    return []
+  dropped = []
+  for entry in os.scandir(directory):
+    try:
+      if entry.is_file(follow_symlinks=False):
+        with open(entry.path, 'rb') as f:
+          data = f.read()
+        if data.startswith(_ZSTD_MAGIC):
+          continue
+        zlib.decompress(data)
+        continue
+    except (OSError, zlib.error):
+      pass
+    dropped.append(entry.path)
+    if entry.is_dir(follow_symlinks=False):
+      shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+      with contextlib.suppress(OSError):
+        os.remove(entry.path)
+  if dropped:
+    logging.warning('Compilation cache: removed %d damaged entries from %s (compiled again).',
+                    len(dropped), directory)
+  return dropped
+
+
 def use_compilation_cache(cache_dir: str) -> None:
   """JAX's persistent compilation cache in CACHE_DIR/jax ('' = off).
 
@@ -138,8 +182,9 @@ def use_compilation_cache(cache_dir: str) -> None:
   """
   if not cache_dir:
     return
-  jax.config.update('jax_compilation_cache_dir',
-                    os.path.join(os.path.expanduser(cache_dir), 'jax'))
+  directory = os.path.join(os.path.expanduser(cache_dir), 'jax')
+  drop_damaged_cache_entries(directory)
+  jax.config.update('jax_compilation_cache_dir', directory)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 

@@ -16,6 +16,7 @@ from trainkit import losses
 from trainkit import optimizers
 from trainkit import progress
 from trainkit import selection
+from trainkit import workdir as workdir_lib
 
 
 class ConfigError(ValueError):
@@ -120,6 +121,9 @@ def validate(config) -> None:
            'plateau_factor', config.plateau_factor, 'must be in (0, 1)')
   _require(isinstance(config.cache_dir, str), 'cache_dir', config.cache_dir,
            "must be a folder or '' (no caches)")
+  cache = os.path.expanduser(config.cache_dir)
+  _require(not config.cache_dir or not os.path.exists(cache) or os.path.isdir(cache),
+           'cache_dir', config.cache_dir, "is not a folder (give a folder, or '' for no caches)")
   for field in ('checkpoint_every_steps', 'steps_per_call', 'input_workers'):
     _require(isinstance(config[field], int) and config[field] >= 0, field,
              config[field], 'must be an integer >= 0')
@@ -154,12 +158,17 @@ def validate(config) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """The workdir must be a writable directory or creatable as one."""
+  """The workdir must be a writable directory or creatable as one.
+
+  Each file and folder a run keeps there must be of its kind
+  (workdir.check_kinds).
+  """
   path = os.path.abspath(workdir)
   if os.path.exists(path):
     _require(os.path.isdir(path), '--workdir', workdir, 'is not a directory')
     _require(os.access(path, os.W_OK | os.X_OK), '--workdir', workdir,
              'is not writable')
+    workdir_lib.check_kinds(path)
   else:
     parent = os.path.dirname(path)
     while not os.path.exists(parent):

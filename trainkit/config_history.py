@@ -33,7 +33,7 @@ import time
 from trainkit import config_checks
 from trainkit import workdir as workdir_lib
 
-HISTORY = 'config_history.jsonl'
+HISTORY = workdir_lib.HISTORY
 
 OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
                'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
@@ -172,7 +172,14 @@ def check_inference(config, workdir: str) -> None:
 
 
 def record(workdir: str, step: int, changes: dict) -> None:
-  """Appends the changes a resume at `step` made to the history."""
-  with open(os.path.join(workdir, HISTORY), 'a') as f:
+  """Appends the changes a resume at `step` made to the history.
+
+  After a line cut short (a kill, a full disk), the new one starts on a line
+  of its own.
+  """
+  path = os.path.join(workdir, HISTORY)
+  cut = os.path.exists(path) and os.path.getsize(path) and not workdir_lib.ends_a_line(path)
+  with open(path, 'a') as f:
+    f.write('\n' if cut else '')
     f.write(json.dumps({'step': step, 'time': time.time(),
                         'changes': {k: list(v) for k, v in changes.items()}}) + '\n')

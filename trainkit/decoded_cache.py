@@ -8,7 +8,9 @@ size and modification time of every file of the split: a dataset prepared
 again, or changed in any way TFDS or the file system records, gets a new key,
 so a stale copy is never read. Copies are written to a temporary folder and
 renamed into place, so a crash or a concurrent process never leaves a partial
-one behind.
+one behind; a copy damaged afterwards (cut short, emptied, overwritten, a
+folder in a file's place) does not read back as its key says and is decoded
+and written again, replacing it.
 """
 
 import glob
@@ -22,7 +24,7 @@ from absl import logging
 import numpy as np
 
 # Bump when the layout of the cached arrays changes.
-_FORMAT = 1
+_FORMAT = 2
 _KEY_FILE = 'key.json'
 _ARRAYS = ('image', 'label')
 
@@ -49,24 +51,39 @@ def _folder(cache_dir: str, key: dict) -> str:
 
 
 def _read(folder: str, key: dict) -> dict | None:
+  """The cached arrays, memory-mapped, if they are whole and are what `key` names."""
   try:
     with open(os.path.join(folder, _KEY_FILE)) as f:
-      if json.load(f) != json.loads(json.dumps(key)):
-        return None
-    return {k: np.load(os.path.join(folder, f'{k}.npy'), mmap_mode='r') for k in _ARRAYS}
-  except (OSError, ValueError):
+      stored = json.load(f)
+    if stored['key'] != json.loads(json.dumps(key)):
+      return None
+    arrays = {k: np.load(os.path.join(folder, f'{k}.npy'), mmap_mode='r') for k in _ARRAYS}
+  except (OSError, ValueError, EOFError, TypeError, KeyError):  # Damaged: decoded again.
     return None
+  shapes = {k: list(v.shape) for k, v in arrays.items()}
+  dtypes = {k: v.dtype.str for k, v in arrays.items()}
+  if shapes != stored.get('shapes') or dtypes != stored.get('dtypes'):
+    return None
+  return arrays
 
 
 def _write(folder: str, key: dict, arrays: dict) -> None:
   parent = os.path.dirname(folder)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix='.incomplete-')
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix='.incomplete-')
+  except OSError:  # Not a folder, or not writable: no cache.
+    return
   try:
     for k in _ARRAYS:
       np.save(os.path.join(tmp, f'{k}.npy'), arrays[k])
     with open(os.path.join(tmp, _KEY_FILE), 'w') as f:
-      json.dump(key, f)
+      json.dump({'key': key, 'shapes': {k: list(arrays[k].shape) for k in _ARRAYS},
+                 'dtypes': {k: arrays[k].dtype.str for k in _ARRAYS}}, f)
+    if os.path.lexists(folder):  # A damaged copy: set aside first (rename needs room).
+      aside = tempfile.mkdtemp(dir=parent, prefix='.damaged-')
+      os.rename(folder, os.path.join(aside, 'copy'))
+      shutil.rmtree(aside, ignore_errors=True)
     os.rename(tmp, folder)
   except OSError:  # Another process put it there first, or no space: no cache.
     shutil.rmtree(tmp, ignore_errors=True)

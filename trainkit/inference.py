@@ -39,6 +39,8 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
     (state, step, spec).
   """
   config_checks.validate(config)
+  if os.path.isdir(workdir):
+    workdir_lib.check_kinds(workdir)
   config_history.check_inference(config, workdir)
   try:
     spec = workdir_lib.ModelSpec.read(workdir)

@@ -15,14 +15,6 @@ from trainkit import full_disk
 from trainkit import workdir as workdir_lib
 
 
-def _step(line: str) -> float:
-  """A metrics.jsonl line's step; inf for a line cut short (by a full disk)."""
-  try:
-    return json.loads(line)['step']
-  except (ValueError, KeyError):
-    return float('inf')
-
-
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
@@ -42,10 +34,13 @@ class MetricLogger:
     if self._is_writer:
       path = os.path.join(workdir, workdir_lib.METRICS)
       if os.path.exists(path):
-        with open(path) as f:
-          kept = [line for line in f if _step(line) <= resume_step]
-        with open(path, 'w') as f:
-          f.writelines(kept)
+        # Whole records up to the checkpoint only (a line cut short or
+        # garbled goes too), written anew whole or not at all: a kill or a
+        # full disk here leaves the history as it was.
+        kept = [r for r in workdir_lib.read_records(path)
+                if isinstance(r.get('step'), int) and r['step'] <= resume_step]
+        with full_disk.writing(workdir_lib.METRICS, path):
+          workdir_lib.write_text(path, ''.join(json.dumps(r) + '\n' for r in kept))
       self._jsonl = open(path, 'a')
 
   def write_hparams(self, hparams: dict) -> None:

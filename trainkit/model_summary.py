@@ -21,7 +21,7 @@ from trainkit import data_sources
 from trainkit import optimizers
 from trainkit import workdir as workdir_lib
 
-SUMMARY_FILE = 'model_summary.txt'
+SUMMARY_FILE = workdir_lib.MODEL_SUMMARY
 
 
 def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:

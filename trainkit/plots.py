@@ -9,7 +9,6 @@ probabilities and the worst images), so `report.py` redraws everything from
 the workdir alone, without JAX or the dataset.
 """
 
-import json
 import os
 
 import matplotlib
@@ -27,22 +26,17 @@ _WORST = 25  # Images in the worst-errors grid (5 x 5).
 def read_metrics(workdir: str) -> dict:
   """{'train': {...}, 'eval': {...}}, each {'step': [...], metric: [...]}."""
   curves = {'train': {}, 'eval': {}}
-  path = os.path.join(workdir, workdir_lib.METRICS)
-  if not os.path.exists(path):
-    return curves
-  with open(path) as f:
-    for line in f:
-      record = json.loads(line)
-      curve = curves.get(record['split'])
-      if curve is None:
-        continue
-      # A re-evaluation logs the same step again: keep the latest.
-      if curve.get('step') and curve['step'][-1] == record['step']:
-        for values in curve.values():
-          values.pop()
-      curve.setdefault('step', []).append(record['step'])
-      for key in ('loss', 'accuracy'):
-        curve.setdefault(key, []).append(record['metrics'].get(key, np.nan))
+  for record in workdir_lib.read_records(os.path.join(workdir, workdir_lib.METRICS)):
+    curve = curves.get(record.get('split'))
+    if curve is None or not isinstance(record.get('metrics'), dict):
+      continue
+    # A re-evaluation logs the same step again: keep the latest.
+    if curve.get('step') and curve['step'][-1] == record.get('step'):
+      for values in curve.values():
+        values.pop()
+    curve.setdefault('step', []).append(record.get('step'))
+    for key in ('loss', 'accuracy'):
+      curve.setdefault(key, []).append(record['metrics'].get(key, np.nan))
   return curves
 
 

@@ -66,7 +66,7 @@ class Run:
     self.best_metric = selection.best_metric(config)
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
                                                 config.keep_checkpoints, streamed,
-                                                self.best_metric)
+                                                self.best_metric, set_aside=True)
     self.meta = {'train_wall_s': 0.0}
     try:
       restored = checkpointing.restore_latest(self.manager, state, workdir, streamed)

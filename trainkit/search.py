@@ -116,6 +116,28 @@ def _engine_kwargs(url: sqlalchemy.engine.URL) -> dict:
   return kwargs
 
 
+def repair_journal(path: str) -> None:
+  """Drops a last record cut short (a killed worker, a full disk) from a journal file.
+
+  Optuna skips such a record when it reads, but the next record appended
+  would run on from it and make the journal unreadable for good. Under
+  Optuna's own lock, no worker is mid-write: a partial line is a dead one's.
+  """
+  if not os.path.isfile(path) or not os.path.getsize(path) or workdir_lib.ends_a_line(path):
+    return
+  lock = journal.JournalFileSymlinkLock(path)
+  lock.acquire()
+  try:
+    with open(path, 'rb+') as f:
+      data = f.read()
+      if not data.endswith(b'\n'):
+        f.truncate(data.rfind(b'\n') + 1)
+        logging.warning('%s: dropped a last record cut short (%d bytes).', path,
+                        len(data) - data.rfind(b'\n') - 1)
+  finally:
+    lock.release()
+
+
 def open_storage(url: str | None, directory: str, search: search_space.Search):
   """The study's storage: the journal file in `directory`, or the RDB at `url`.
 
@@ -126,8 +148,17 @@ def open_storage(url: str | None, directory: str, search: search_space.Search):
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
         max_retry=search.max_retry, inherit_intermediate_values=True)
   if not url:
-    return _HeartbeatJournal(os.path.join(directory, JOURNAL), search.heartbeat_s,
-                             search.grace_s, retry)
+    path = os.path.join(directory, JOURNAL)
+    try:
+      # Optuna replays the whole journal here (skipping a last record cut short).
+      storage = _HeartbeatJournal(path, search.heartbeat_s, search.grace_s, retry)
+      repair_journal(path)
+      return storage
+    except (OSError, ValueError) as e:
+      raise config_checks.ConfigError(
+          f'{path} cannot be read as a study journal ({type(e).__name__}: '
+          f'{str(e).splitlines()[0] if str(e) else ""}); move it away to start the '
+          'search anew (its trials\' workdirs are kept)') from None
   parsed = storage_url(url)
   try:
     with experimental():  # The heartbeat arguments are marked experimental.
@@ -324,6 +355,9 @@ def prepare(spec: search_space.Search, base, directory: str, url: str | None,
   """
   spec.check(base)
   config_checks.check_workdir(directory)
+  if os.path.isdir(directory):
+    workdir_lib.check_kinds(directory, folders=(), files=(
+        JOURNAL, RECORD, sweeps.SUMMARY_CSV, sweeps.SUMMARY_MD))
   # The warm start's source, unless the search's first trial has started from it.
   warm_start.check(base, os.path.join(directory, 'trial_0000'))
   name = study_name or os.path.basename(os.path.abspath(directory))

@@ -265,7 +265,10 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'auto'
   parallel = resolve_parallel(parallel)
   members = build_members(base, member_overrides)
   config_checks.check_workdir(workdir)
+  if os.path.isdir(workdir):
+    workdir_lib.check_kinds(workdir, files=(SUMMARY_CSV, SUMMARY_MD), folders=())
   for name, _, config in members:
+    config_checks.check_workdir(os.path.join(workdir, name))
     warm_start.check(config, os.path.join(workdir, name))
   changes = {name: config_history.check_resume(config, os.path.join(workdir, name),
                                                continue_with_changes)

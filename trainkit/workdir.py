@@ -8,7 +8,10 @@ import json
 import os
 
 CONFIG = 'config.json'  # The resolved config.
+HISTORY = 'config_history.jsonl'  # Config changes accepted on resumes.
 MODEL_SPEC = 'model.json'  # What rebuilds the model besides config and checkpoint.
+MODEL_SUMMARY = 'model_summary.txt'  # The model as a table.
+LOCK = '.lock'  # The run's OS lock (trainkit/workdir_lock.py).
 CHECKPOINTS = 'checkpoints'
 BROKEN_CHECKPOINTS = 'broken_checkpoints'
 METRICS = 'metrics.jsonl'
@@ -21,6 +24,27 @@ PLOT_FILES = ('learning_curves.png', 'confusion_matrix.png', 'worst_errors.png',
               PREDICTIONS)
 PROFILE = 'profile'
 EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
+# What a run reads back or rewrites in place: each must be of its kind.
+FILES = (CONFIG, HISTORY, MODEL_SPEC, MODEL_SUMMARY, LOCK, METRICS, SUMMARY, EVAL)
+FOLDERS = (CHECKPOINTS, PLOTS)
+
+
+class WorkdirError(ValueError):
+  """A file of the workdir that cannot be used as it is; a one-line refusal."""
+
+
+def check_kinds(directory: str, files=FILES, folders=FOLDERS) -> None:
+  """Refuses a folder where `directory` keeps a file, or a file where a folder.
+
+  Before any work: the run would fail on it later (a rename onto a folder,
+  a checkpoint into a file) with a traceback.
+  """
+  for names, kind, ok in ((files, 'file', os.path.isfile), (folders, 'folder', os.path.isdir)):
+    for name in names:
+      path = os.path.join(directory, name)
+      if os.path.lexists(path) and not ok(path):
+        raise WorkdirError(f'{path} should be a {kind} and is not; move it out of the way '
+                           '(the run keeps its own there)')
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -55,6 +79,35 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, obj) -> None:
   """Writes `obj` as indented JSON, whole or not at all (write_text)."""
   write_text(path, json.dumps(obj, indent=2) + '\n')
+
+
+def ends_a_line(path: str) -> bool:
+  """Whether the non-empty file `path` ends with a newline (its last line is whole)."""
+  with open(path, 'rb') as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b'\n'
+
+
+def read_records(path: str) -> list:
+  """The whole JSON objects of a JSON-lines file, one per line, in order.
+
+  A line cut short (a kill, a full disk) or garbled is left out: such files
+  are only ever appended to, so nothing after it depends on it.
+  """
+  try:
+    with open(path, 'rb') as f:
+      lines = f.read().split(b'\n')
+  except FileNotFoundError:
+    return []
+  records = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except ValueError:  # Cut short, empty or not JSON (also not UTF-8).
+      continue
+    if isinstance(record, dict):
+      records.append(record)
+  return records
 
 
 def read_summary(workdir: str) -> dict | None:
@@ -95,7 +148,18 @@ class ModelSpec:
 
   @classmethod
   def read(cls, workdir: str) -> 'ModelSpec':
-    """The spec a training run wrote (FileNotFoundError if there is none)."""
-    with open(os.path.join(workdir, MODEL_SPEC)) as f:
-      fields = json.load(f)
-    return cls(**{**fields, 'image_shape': tuple(fields['image_shape'])})
+    """The spec a training run wrote (FileNotFoundError if there is none).
+
+    One that cannot be read as a spec is a WorkdirError naming it (a
+    training run writes it anew; eval, predict and export need it).
+    """
+    path = os.path.join(workdir, MODEL_SPEC)
+    try:
+      with open(path) as f:
+        fields = json.load(f)
+      return cls(**{**fields, 'image_shape': tuple(fields['image_shape'])})
+    except FileNotFoundError:
+      raise
+    except (OSError, ValueError, TypeError, KeyError) as e:
+      raise WorkdirError(f'{path} cannot be read as a model spec ({type(e).__name__}); '
+                         'a training run in the workdir writes it again') from None

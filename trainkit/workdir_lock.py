@@ -23,8 +23,10 @@ import sys
 
 import jax
 
+from trainkit import workdir as workdir_lib
 
-LOCK_FILE = '.lock'
+
+LOCK_FILE = workdir_lib.LOCK
 
 
 class WorkdirBusy(Exception):
