@@ -39,10 +39,11 @@ flags.DEFINE_bool('continue_with_changes', False,
                   'continuable fields (more epochs, learning rate, schedule, ...), '
                   'recorded in WORKDIR/config_history.jsonl.')
 flags.DEFINE_string('checkpoint', 'latest',
-                    'eval/predict/export: latest, best (by eval accuracy) or a step.')
+                    'eval/predict/export: latest, best (by the validation best_metric) or a '
+                    'step.')
 flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syntax '
                     "(e.g. 'train[55000:]'); default: the config's test_split.")
-flags.DEFINE_multi_string('input', [], 'predict: image files (PNG/JPEG) or folders; '
+flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders; '
                           'further paths may follow as arguments (shell globs).')
 flags.DEFINE_string('jax_coordinator_address', None,
                     'Multi-process: HOST:PORT of process 0 (the same in every process).')
@@ -63,15 +64,16 @@ def _run(config, workdir, inputs):
           f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} images of '
           f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
   elif FLAGS.mode == 'predict':
-    missing = 0
-    for path, label, probability, _ in inference.predict_files(
-        config, workdir, inputs, FLAGS.checkpoint):
-      if label is None:
-        missing += 1
-        print(f'{path}: no digit found (the image is blank or one colour)')
+    results = inference.predict_files(config, workdir, inputs, FLAGS.checkpoint)
+    for result in results:
+      if result.problem:
+        print(f'{result.path}: {result.problem}')
       else:
-        print(f'{path}: {label} ({probability:.1%})')
-    if missing:
+        print(f'{result.path}: {result.label} ({result.probability:.1%})')
+    problems = {r.problem for r in results} - {None}
+    if problems - {inference.NO_DIGIT}:
+      sys.exit(cli.EXIT_UNREADABLE_INPUT)
+    if problems:
       sys.exit(cli.EXIT_NO_DIGIT)
   elif FLAGS.mode == 'export':
     print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))

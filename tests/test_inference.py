@@ -10,9 +10,11 @@ from PIL import Image
 
 from tests.conftest import NUM_EXAMPLES
 from tests.conftest import mock_data
-from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
+from tests.helpers import checkpoint_steps, error_lines, run_main, tiny_config, write_mnist
 from trainkit import checkpointing
+from trainkit import cli
 from trainkit import config_checks
+from trainkit import digit_images
 from trainkit import inference
 from trainkit import workdir as workdir_lib
 import train
@@ -85,7 +87,7 @@ def test_load_digit_makes_mnist_style_input(tmp_path):
   light, dark = tmp_path / 'light.png', tmp_path / 'dark.jpg'
   Image.fromarray(_digit(light_background=True)).convert('RGB').save(light)
   Image.fromarray(_digit(light_background=False)).save(dark, quality=95)
-  a, b = inference.load_digit(str(light)), inference.load_digit(str(dark))
+  a, b = digit_images.load_digit(str(light)), digit_images.load_digit(str(dark))
   for image in (a, b):
     assert image.shape == (28, 28, 1) and image.dtype == np.uint8
     assert image.max() == 255
@@ -103,6 +105,46 @@ def test_load_digit_makes_mnist_style_input(tmp_path):
   assert np.abs(a.astype(int) - b.astype(int)).mean() < 8
 
 
+def _variants(tmp_path) -> dict:
+  """The same dark-on-white digit saved in each mode people's files come in."""
+  ink = _digit(light_background=False)  # 255 where the strokes are.
+  dark = Image.fromarray(255 - ink)
+  out = {}
+
+  def save(name, image, **kw):
+    out[name] = str(tmp_path / name)
+    image.save(out[name], **kw)
+  save('grey8.png', dark)
+  save('grey16.png', Image.fromarray((255 - ink).astype(np.uint16) * 257))  # 'I;16'.
+  save('rgb.jpg', dark.convert('RGB'), quality=95)
+  save('cmyk.jpg', dark.convert('CMYK'), quality=95)
+  save('bilevel.bmp', dark.convert('1'))
+  save('float.tif', Image.fromarray((255 - ink).astype(np.float32) / 255))
+  # Strokes on a transparent background (alpha = the strokes), in both colours.
+  black, white = np.zeros_like(ink), np.full_like(ink, 255)
+  save('black_rgba.png', Image.fromarray(np.dstack([black] * 3 + [ink])))
+  save('white_rgba.png', Image.fromarray(np.dstack([white] * 3 + [ink])))
+  save('black_la.png', Image.fromarray(np.dstack([black, ink]), 'LA'))
+  palette = Image.fromarray(np.where(ink > 0, 1, 0).astype(np.uint8), 'P')
+  palette.putpalette([255, 255, 255, 0, 0, 0])
+  save('black_p.png', palette, transparency=0)  # Index 0 (white) is transparent.
+  save('black_p.gif', palette, transparency=0)
+  return out
+
+
+def test_every_image_mode_gives_the_same_digit(tmp_path):
+  files = _variants(tmp_path)
+  reference = digit_images.load_digit(files['grey8.png']).astype(int)
+  assert reference.max() == 255
+  for name, path in files.items():
+    with Image.open(path) as image:
+      mode = image.mode
+    digit = digit_images.load_digit(path)
+    assert digit is not None, (name, mode)
+    # JPEG and the 1-bit image lose a little at the strokes' edges.
+    assert np.abs(digit.astype(int) - reference).mean() < 6, (name, mode)
+
+
 def test_predict_files_and_bad_inputs(trained, tmp_path):
   config, workdir, _, state = trained
   folder = tmp_path / 'digits'
@@ -112,21 +154,25 @@ def test_predict_files_and_bad_inputs(trained, tmp_path):
   (folder / 'notes.txt').write_text('not an image')
   results = inference.predict_files(config, workdir, [str(folder)])
   assert [os.path.basename(r[0]) for r in results] == ['0.png', '1.png', '2.png']
-  for path, label, probability, probs in results:
+  for path, label, probability, probs, problem in results:
+    assert problem is None
     assert probs.shape == (10,) and np.isclose(probs.sum(), 1.0, atol=1e-5)
     assert label == probs.argmax() and probability == pytest.approx(probs.max())
     # The trained parameters classified it (not a freshly initialised model).
     logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                            inference.load_digit(path)[None], train=False)
+                            digit_images.load_digit(path)[None], train=False)
     np.testing.assert_allclose(probs, jax.nn.softmax(logits[0]), rtol=1e-5, atol=1e-6)
     fresh = train.create_state(config, workdir_lib.ModelSpec.read(workdir))
     untrained = fresh.apply_fn({'params': fresh.params, 'batch_stats': fresh.batch_stats},
-                               inference.load_digit(path)[None], train=False)
+                               digit_images.load_digit(path)[None], train=False)
     assert not np.allclose(probs, jax.nn.softmax(untrained[0]), atol=1e-3)
   with pytest.raises(config_checks.ConfigError, match='does not exist'):
     inference.predict_files(config, workdir, [str(tmp_path / 'missing.png')])
-  with pytest.raises(config_checks.ConfigError, match='not a readable PNG or JPEG'):
-    inference.predict_files(config, workdir, [str(folder / 'notes.txt')])
+  # A file that is no image is named, and the others are classified all the same.
+  results = inference.predict_files(config, workdir, [str(folder / 'notes.txt'), str(folder)])
+  assert results[0].label is None and 'not an image Pillow can read' in results[0].problem
+  assert [r.label for r in results[1:]] == [r.label for r in inference.predict_files(
+      config, workdir, [str(folder)])]
 
 
 @pytest.mark.slow
@@ -141,7 +187,7 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   train.train_and_evaluate(tiny_config(**overrides), str(workdir))
   common = ['--config=configs/default.py', f'--workdir={workdir}'] + [
       f'--config.{k}={v}' for k, v in overrides.items()]
-  evaluated = run_main(*common, '--mode=eval', '--checkpoint=best')
+  evaluated = run_main(*common, '--mode=eval', '--checkpoint=latest')
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   with open(workdir / 'summary.json') as f:
     summary = json.load(f)
@@ -157,6 +203,21 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   lines = predicted.stdout.splitlines()
   assert len(lines) == 2 and lines[0].startswith(f'{tmp_path / "a.png"}: ')
   assert lines[1].endswith('%)')
+  # A folder with a file that is no image: the others are classified, it is
+  # named, and the status says so. No validation split: no best to predict with.
+  folder = tmp_path / 'inbox'
+  folder.mkdir()
+  Image.fromarray(_digit()).save(folder / 'a.png')
+  (folder / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n cut short')
+  predicted = run_main(*common, '--mode=predict', f'--input={folder}')
+  assert predicted.returncode == cli.EXIT_UNREADABLE_INPUT, predicted.stderr[-2000:]
+  lines = predicted.stdout.splitlines()
+  assert lines[0] == f'{folder / "a.png"}: {lines[0].split(": ")[1]}' and '%)' in lines[0]
+  assert lines[1].startswith(f'{folder / "b.png"}: not an image Pillow can read')
+  refused = run_main(*common, '--mode=predict', f'--input={folder}', '--checkpoint=best')
+  assert refused.returncode == cli.EXIT_BAD_INPUT
+  assert error_lines(refused.stderr) == [error_lines(refused.stderr)[0]]
+  assert 'no best checkpoint' in refused.stderr and 'Traceback' not in refused.stderr
   exported = run_main(*common, '--mode=export')
   assert exported.returncode == 0, exported.stderr[-2000:]
   saved_model = workdir / 'export' / 'saved_model'

@@ -20,6 +20,7 @@ from tests.helpers import ENV, ROOT, digest, error_lines, idx_dir, run_main, tin
 from trainkit import cli
 from trainkit import config_checks
 from trainkit import config_history
+from trainkit import digit_images
 from trainkit import inference
 from trainkit import metric_logging
 from trainkit import offline_data
@@ -205,8 +206,8 @@ def _png_header_only(path, width, height):
 def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, side):
   path = str(tmp_path / 'bomb.png')
   _png_header_only(path, side, side)
-  with pytest.raises(config_checks.ConfigError, match='too large to decode safely') as e:
-    inference.load_digit(path)
+  with pytest.raises(digit_images.UnreadableImage, match='too large to decode safely') as e:
+    digit_images.load_digit(path)
   assert '\n' not in str(e.value)
 
 
@@ -216,9 +217,9 @@ def test_predict_says_no_digit_for_a_blank_or_uniform_image(finished, tmp_path):
                        ('black.png', np.zeros((28, 28), np.uint8))):
     Image.fromarray(pixels).save(tmp_path / name)
   Image.new('RGB', (64, 48), (30, 120, 200)).save(tmp_path / 'blue.jpg')
-  assert inference.load_digit(str(tmp_path / 'blue.jpg')) is None
+  assert digit_images.load_digit(str(tmp_path / 'blue.jpg')) is None
   results = inference.predict_files(config, workdir, [str(tmp_path)])
-  assert [r[1:] for r in results] == [(None, None, None)] * 3
+  assert [r[1:] for r in results] == [(None, None, None, inference.NO_DIGIT)] * 3
 
 
 @pytest.mark.parametrize('text, problem', [

@@ -77,7 +77,7 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
     canvas.paste(digit, (20 + 5 * i, 30))
     paths.append(str(tmp_path / f'{i}.png'))
     canvas.convert('RGB').save(paths[-1])
-  predicted = [label for _, label, _, _ in inference.predict_files(config, workdir, paths)]
+  predicted = [r.label for r in inference.predict_files(config, workdir, paths)]
   assert np.mean(np.array(predicted) == labels[:20]) >= 0.9
 
   for name in ('learning_curves.png', 'confusion_matrix.png', 'worst_errors.png'):

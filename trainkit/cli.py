@@ -26,6 +26,7 @@ EXIT_DIVERGED = 3  # Training diverged (nan_policy).
 EXIT_WORKDIR_BUSY = 4  # Another live run holds the workdir.
 EXIT_DISK_FULL = 5  # No room to write; what was saved before is intact.
 EXIT_NO_DIGIT = 6  # --mode=predict: an input image has no digit in it.
+EXIT_UNREADABLE_INPUT = 7  # --mode=predict: an input file is not an image it can read.
 # Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
 
 # Refused with one line and EXIT_BAD_INPUT.

@@ -6,19 +6,18 @@ command line) and `model.json`, and restores a checkpoint chosen by
 """
 
 import os
-import warnings
+from typing import NamedTuple
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
-from PIL import ImageOps
 
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import data_sources
+from trainkit import digit_images
 from trainkit import evaluation
 from trainkit import full_disk
 from trainkit import optimizers
@@ -29,7 +28,6 @@ from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 import train
 
-_IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
 def restore(config, workdir: str, checkpoint: str = 'latest'):
@@ -90,67 +88,13 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
   return result
 
 
-def load_digit(path: str, shape=(28, 28, 1)) -> np.ndarray | None:
-  """An image file as an MNIST-style uint8 array: a light digit on black.
-
-  Any size or colour mode. A light background (a digit drawn dark on
-  white, as people do) is inverted. The digit's bounding box is scaled to fit
-  20x20, keeping its aspect ratio, and centred by its centre of mass in the
-  28x28 frame, as MNIST's digits were. None when the image has no ink (blank,
-  or one colour): there is no digit to classify.
-  """
-  try:
-    with warnings.catch_warnings():
-      # Past PIL's limit (89 M pixels) an image is refused before it is decoded.
-      warnings.simplefilter('error', Image.DecompressionBombWarning)
-      with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert('L')
-  except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-    raise config_checks.ConfigError(
-        f'--input={path!r} is too large to decode safely ({e}); scale it down '
-        'first') from None
-  except (OSError, ValueError) as e:
-    raise config_checks.ConfigError(
-        f'--input={path!r} is not a readable PNG or JPEG image ({e})') from e
-  pixels = np.asarray(image, np.float32)
-  background = np.median(np.concatenate(
-      [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]))
-  if background > 127:
-    pixels, background = 255 - pixels, 255 - background
-  pixels = np.clip(pixels - background, 0, None)
-  if pixels.max() > 0:
-    pixels *= 255 / pixels.max()
-  ink = pixels > 0.2 * 255
-  height, width = shape[0], shape[1]
-  box = int(round(min(height, width) * 20 / 28))
-  if not ink.any():
-    return None
-  rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
-  crop = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-  scale = box / max(crop.shape)
-  size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-  digit = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize(
-      size, Image.Resampling.LANCZOS), np.float32)
-  # Thin strokes on a big canvas fade when shrunk: bring the ink back to full.
-  digit = np.clip(digit, 0, None) * (255 / max(digit.max(), 1e-6))
-  # Centre of mass to the frame's centre, as MNIST's preparation did.
-  mass = digit.sum() or 1.0
-  cy = (digit.sum(1) * np.arange(digit.shape[0])).sum() / mass
-  cx = (digit.sum(0) * np.arange(digit.shape[1])).sum() / mass
-  top = int(np.clip(round(height / 2 - cy), 0, height - digit.shape[0]))
-  left = int(np.clip(round(width / 2 - cx), 0, width - digit.shape[1]))
-  frame = np.zeros((height, width), np.float32)
-  frame[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
-  return np.clip(frame, 0, 255).astype(np.uint8).reshape(shape)
-
-
 def _input_files(paths) -> list:
   """The image files named, a folder standing for the images in it."""
   files = []
   for path in paths:
     if os.path.isdir(path):
       files += sorted(os.path.join(path, f) for f in os.listdir(path)
-                      if f.lower().endswith(_IMAGE_SUFFIXES))
+                      if f.lower().endswith(digit_images.SUFFIXES))
     elif os.path.exists(path):
       files.append(path)
     else:
@@ -160,23 +104,43 @@ def _input_files(paths) -> list:
   return files
 
 
-def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> list:
-  """Classifies image files; returns [(path, class, probability, probs)].
+class Prediction(NamedTuple):
+  """One input file's prediction: its class and probabilities, or why there are none."""
+  path: str
+  label: int | None
+  probability: float | None
+  probs: np.ndarray | None
+  problem: str | None = None  # 'no digit', or why the file could not be read.
 
-  An image with no digit in it gets (path, None, None, None).
+
+NO_DIGIT = 'no digit found (the image is blank or one colour)'
+
+
+def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> list:
+  """Classifies image files; returns a Prediction per file, in order.
+
+  A file with no digit in it, or that cannot be read as an image, gets no
+  class and its `problem`; the others are classified all the same.
   """
   files = _input_files(paths)
   state, _, spec = restore(config, workdir, checkpoint)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
-  digits = [load_digit(f, spec.image_shape) for f in files]
+  digits, problems = [], []
+  for path in files:
+    try:
+      digits.append(digit_images.load_digit(path, spec.image_shape))
+      problems.append(None if digits[-1] is not None else NO_DIGIT)
+    except digit_images.UnreadableImage as e:
+      digits.append(None)
+      problems.append(str(e).removeprefix(f'{path}: '))
   found = [d for d in digits if d is not None]
   probs = iter(np.asarray(evaluation.predict_steps(state, {'image': np.stack(found)[None]})[0])
                if found else [])
   results = []
-  for path, digit in zip(files, digits):
+  for path, digit, problem in zip(files, digits, problems):
     p = next(probs) if digit is not None else None
-    results.append((path, None, None, None) if p is None else
-                   (path, int(p.argmax()), float(p.max()), p))
+    results.append(Prediction(path, None, None, None, problem) if p is None else
+                   Prediction(path, int(p.argmax()), float(p.max()), p))
   return results
 
 
