@@ -51,15 +51,23 @@ def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monk
   now = glob.glob(str(tmp_path / 'cache' / 'decoded' / 'mnist-*-train-*'))
   assert len(now) == 1 and now[0] != train_folder
   with open(os.path.join(now[0], 'key.json')) as f:
-    assert json.load(f)['split'] == 'train'
+    assert json.load(f)['key']['split'] == 'train'
 
 
-def test_no_cache_dir_writes_no_cache(tmp_path):
+def test_no_cache_dir_writes_no_cache(tmp_path, monkeypatch):
+  # Where the default cache_dir (~/.cache/trainkit) would be, were '' ignored.
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  written = []
+  real_write = decoded_cache._write  # pylint: disable=protected-access
+  monkeypatch.setattr(decoded_cache, '_write',
+                      lambda *a: written.append(a[0]) or real_write(*a))
   config = _prepared(tmp_path, cache_dir='')
   data = input_pipeline.create_datasets(config)
-  assert data.num_train == 40
-  assert not os.path.exists(tmp_path / 'cache')
-  assert decoded_cache.cache_key(data_sources.builder(config), 'train') is not None
+  assert data.num_train == 40 and written == []
+  assert not os.path.exists(tmp_path / 'home' / '.cache')
+  # With a cache_dir the same data is cached (the spy sees it).
+  input_pipeline.create_datasets(_prepared(tmp_path, cache_dir='~/.cache/trainkit'))
+  assert len(written) == 2 and os.path.isdir(tmp_path / 'home' / '.cache' / 'trainkit')
 
 
 def _imported(script, *args):
@@ -110,6 +118,8 @@ def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
   manual_dir = idx_dir(tmp_path)
   cache = tmp_path / 'cache'
 
+  home = tmp_path / 'home'  # The default cache_dir's home, were '' ignored.
+
   def train(name, cache_dir):
     workdir = tmp_path / name
     result = subprocess.run(
@@ -119,7 +129,8 @@ def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
          '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
          '--config.train_split=train', '--config.validation_split=',
          f'--config.cache_dir={cache_dir}'], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, env={**ENV, 'JAX_DEBUG_LOG_MODULES': 'jax._src.compiler'})
+        timeout=300, env={**ENV, 'JAX_DEBUG_LOG_MODULES': 'jax._src.compiler',
+                          'HOME': str(home)})
     assert result.returncode == 0, result.stderr[-3000:]
     (meta,) = glob.glob(str(workdir / 'checkpoints' / '*' / 'meta' / 'metadata'))
     with open(meta) as f:
@@ -127,8 +138,13 @@ def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
 
   cold_log, cold = train('cold', cache)
   warm_log, warm = train('warm', cache)
-  _, off = train('off', '')
+  off_log, off = train('off', '')
   assert os.listdir(cache / 'jax')
+  # Turned off, nothing is looked up or written anywhere.
+  assert 'Persistent compilation cache hit' not in off_log
+  assert 'PERSISTENT COMPILATION CACHE MISS' not in off_log
+  assert not glob.glob(str(home / '.cache' / '*' / '*cache*'))  # No program cached anywhere.
+  assert not os.path.exists(home / '.cache' / 'trainkit')
   assert 'Persistent compilation cache hit' not in cold_log
   # The train steps, the eval steps and the rest come from the cache.
   assert warm_log.count('Persistent compilation cache hit') >= 5

@@ -181,7 +181,8 @@ def use_compilation_cache(cache_dir: str) -> None:
   quick to compile: this project's programs compile in well under JAX's
   default one-second threshold, and a command compiles many of them.
   """
-  if not cache_dir:
+  if not cache_dir:  # Off: JAX itself then neither looks one up nor writes one.
+    jax.config.update('jax_enable_compilation_cache', False)
     return
   directory = os.path.join(os.path.expanduser(cache_dir), 'jax')
   drop_damaged_cache_entries(directory)
