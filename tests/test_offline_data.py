@@ -99,12 +99,19 @@ def test_a_prepared_dataset_reads_only_the_headers_of_manual_dir(tmp_path):
 
 
 def test_no_network_and_no_data_says_how_to_supply_it(tmp_path, monkeypatch):
+  """A download that fails after the host looked reachable (the probe passed)."""
+  tried = []
+
   def offline(self, *args, **kwargs):
+    tried.append(self.name)
     raise ConnectionError('Failed to resolve host')
+  monkeypatch.setattr(data_sources, '_check_reachable', lambda config: None)
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
-  with pytest.raises(offline_data.DataError, match='manual_dir') as e:
+  with pytest.raises(offline_data.DataError) as e:
     input_pipeline.create_datasets(tiny_config(data_dir=str(tmp_path)))
-  assert 'train-images-idx3-ubyte.gz' in str(e.value)
+  assert tried == ['mnist']  # The wrapped error, not the probe's.
+  assert str(e.value).startswith("could not download dataset='mnist' (ConnectionError)")
+  assert 'manual_dir' in str(e.value) and 'train-images-idx3-ubyte.gz' in str(e.value)
 
 
 def test_real_mnist_files_validate(mnist_dir):

@@ -435,7 +435,7 @@ def test_the_command_refuses_a_bad_search_in_one_line_before_any_work(tmp_path):
 @pytest.mark.slow
 def test_the_local_launcher_runs_workers_that_share_the_study(tmp_path):
   result = subprocess.run(
-      _sweep_command(tmp_path, 2, 4, '--launcher=local', '--workers=2'),
+      _sweep_command(tmp_path, 6, 4, '--launcher=local', '--workers=2'),
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Submitted 2 workers (local)' in result.stdout
@@ -443,6 +443,8 @@ def test_the_local_launcher_runs_workers_that_share_the_study(tmp_path):
   trials = _study(tmp_path, None).get_trials()
   assert sorted(t.user_attrs['workdir'] for t in trials) == [f'trial_{i:04d}' for i in range(4)]
   assert all(t.state == TrialState.COMPLETE for t in trials)
+  # Both workers took trials (a trial of 6 epochs outlasts a worker's start).
+  assert len({t.user_attrs['worker'] for t in trials}) == 2
   # Each job's log is where submitit keeps it, and the command ran in each.
   outputs = glob.glob(str(tmp_path / 'search' / 'launch' / '*_log.out'))
   assert len(outputs) == 2
