@@ -109,6 +109,77 @@ def test_continuing_with_changes_records_them_and_trains_with_them(finished):
     train.train_and_evaluate(config, workdir, continue_with_changes=True)
 
 
+# A new value for every continuable field (the tiny config's differ).
+CONTINUED = {
+    'num_epochs': 3, 'learning_rate': 0.002, 'weight_decay': 2e-4, 'momentum': 0.8,
+    'grad_clip_norm': 2.0, 'schedule': 'constant', 'warmup_epochs': 0.25,
+    'end_lr_factor': 0.1, 'decay_rate': 0.9, 'decay_epochs': 2.0, 'staircase': True,
+    'input_mode': 'stream', 'nan_policy': 'skip', 'nan_skip_limit': 3,
+    'validation_split': 'train[40:]', 'best_metric': 'loss', 'early_stopping_patience': 5,
+    'early_stopping_metric': 'accuracy', 'early_stopping_min_delta': 0.01,
+    'plateau_patience': 3, 'plateau_factor': 0.5, 'plateau_min_delta': 1e-3,
+}
+
+
+def test_every_continuable_field_is_covered():
+  assert set(CONTINUED) == set(config_history.CONTINUABLE)
+
+
+@pytest.fixture(scope='module')
+def _trained_with_transforms(tmp_path_factory):
+  """As _trained, with clipping and weight decay on (their values can change)."""
+  workdir = tmp_path_factory.mktemp('transforms') / 'run'
+  with mock_data():
+    train.train_and_evaluate(tiny_config(grad_clip_norm=1.0, weight_decay=1e-4),
+                             str(workdir))
+  return workdir
+
+
+@pytest.mark.parametrize('field', sorted(CONTINUED))
+def test_each_continuable_field_continues_and_is_recorded(_trained_with_transforms, tmp_path,
+                                                          field):
+  shutil.copytree(_trained_with_transforms, tmp_path / 'run')
+  config, workdir = tiny_config(grad_clip_norm=1.0, weight_decay=1e-4), str(tmp_path / 'run')
+  old = config[field]
+  assert old != CONTINUED[field]
+  config[field] = CONTINUED[field]
+  config.num_epochs = 3  # One more epoch, trained with the new value.
+  config.allow_split_overlap = True  # Operational; the new validation split overlaps.
+  with mock_data(), pytest.raises(config_checks.ConfigError, match=f'{field} '):
+    train.train_and_evaluate(config, workdir)  # Not without --continue_with_changes.
+  with mock_data():
+    state, summary = train.train_and_evaluate(config, workdir, continue_with_changes=True)
+  assert summary['step'] == 3 * STEPS_PER_EPOCH
+  with open(os.path.join(workdir, config_history.HISTORY)) as f:
+    (line,) = [json.loads(line) for line in f]
+  assert line['step'] == 2 * STEPS_PER_EPOCH
+  assert line['changes'][field] == json.loads(json.dumps([old, CONTINUED[field]]))
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)[field] == json.loads(json.dumps(CONTINUED[field]))
+  # What the run then did with it, where a summary or the state shows it.
+  hyperparams = state.opt_state.hyperparams
+  if field in ('learning_rate', 'weight_decay') and field in hyperparams:
+    assert float(hyperparams[field]) == np.float32(CONTINUED[field])
+  if field == 'validation_split':
+    assert summary['eval_split'] == 'train[40:]' and summary['best_metric'] == 'accuracy'
+  if field == 'best_metric':
+    assert summary['best_metric'] is None  # No validation split: nothing is chosen.
+
+
+@pytest.mark.parametrize('field', ['grad_clip_norm', 'weight_decay'])
+def test_turning_an_optimizer_transform_on_is_refused_in_one_line(finished, field):
+  config, workdir = finished
+  before = digest(workdir)
+  config[field] = 1e-3
+  with mock_data(), pytest.raises(config_checks.ConfigError,
+                                  match=f'{field} 0.0 -> 0.001 turns an optimizer') as e:
+    train.train_and_evaluate(config, workdir, continue_with_changes=True)
+  assert '\n' not in str(e.value) and digest(workdir) == before
+  # adamw's own decay is in its state whatever its value: it may change.
+  assert config_history._switched_transforms(  # pylint: disable=protected-access
+      {'weight_decay': (0.0, 1e-3)}, 'adamw') == {}
+
+
 def test_inference_refuses_another_model_but_not_other_training_fields(finished):
   config, workdir = finished
   config.learning_rate, config.num_epochs = 0.5, 9  # Irrelevant to reading a checkpoint.

@@ -467,3 +467,52 @@ def test_the_optuna_internals_relied_on_are_there(tmp_path):
     time.sleep(0.2)
   beat = storage.get_trial(optuna_internals.trial_id(trial)).system_attrs['heartbeat']
   assert time.time() - 5 < beat <= time.time()
+
+
+@pytest.mark.parametrize('sampler, pruner, metric', [
+    ('tpe', 'hyperband', 'accuracy'), ('qmc', 'median', 'loss')])
+def test_every_sampler_and_pruner_runs_and_a_search_on_loss_minimises(tmp_path, sampler,
+                                                                      pruner, metric):
+  config = _config(num_epochs=3, train_split='train[:150]', validation_split='train[150:]')
+  spec = _spec(sampler=sampler, pruner=pruner, metric=metric, num_trials=5,
+               startup_trials=2, min_epochs=1)
+  with conftest.mock_data(200):
+    study, _, ran = _search(tmp_path / 's', spec, config)
+  assert ran == 5 and type(study.sampler).__name__ == {
+      'tpe': 'TPESampler', 'qmc': 'QMCSampler'}[sampler]
+  assert type(study.pruner).__name__ == {'hyperband': 'HyperbandPruner',
+                                         'median': 'MedianPruner'}[pruner]
+  assert study.direction.name == ('MAXIMIZE' if metric == 'accuracy' else 'MINIMIZE')
+  learning_rates = [t.params['learning_rate'] for t in study.get_trials()]
+  assert len(set(learning_rates)) == 5 and all(1e-3 <= r <= 1e-1 for r in learning_rates)
+  best = min if metric == 'loss' else max
+  for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+    # The objective: the trial's best epoch in the metric's direction, as its
+    # workdir's own best checkpoint has it.
+    workdir = tmp_path / 's' / trial.user_attrs['workdir']
+    summary = json.loads((workdir / 'summary.json').read_text())
+    assert trial.value == best(trial.intermediate_values.values())
+    assert summary['best_metric'] == metric
+    assert trial.value == pytest.approx(summary[f'best_eval_{metric}'])
+  complete = study.get_trials(states=(TrialState.COMPLETE,))
+  assert study.best_value == best(t.value for t in complete)
+
+
+def test_a_trial_out_of_retries_is_failed_for_good(tmp_path):
+  """max_retry=0: a trial whose worker died is not queued again; the others run."""
+  config = _config(num_epochs=1)
+  spec = _spec(num_trials=3, max_retry=0, heartbeat_s=1, grace_s=2)
+  directory = str(tmp_path / 's')
+  with conftest.mock_data():
+    study, storage = search.prepare(spec, config, directory, None, None, 'sweep.py')
+    dead = search._take(study, storage)  # pylint: disable=protected-access
+    storage.record_heartbeat(optuna_internals.trial_id(dead))  # Then its worker died.
+    time.sleep(2.5)
+    ran = search.run_worker(study, storage, spec, config, directory)
+  assert ran == 2
+  trials = study.get_trials()
+  assert len(trials) == 3  # No retry was queued.
+  assert trials[dead.number].state == TrialState.FAIL
+  rows = {r['trial']: r for r in search_results.rows(study, directory)}
+  assert rows[search.trial_name(trials[dead.number])]['state'] == 'failed'
+  assert sorted(r['state'] for r in rows.values()) == ['complete', 'complete', 'failed']

@@ -11,6 +11,7 @@ import pytest
 from tests import conftest
 from tests.helpers import tiny_config
 from trainkit import checkpointing
+from trainkit import config_checks
 from trainkit import data_sources
 from trainkit import evaluation
 from trainkit import inference
@@ -127,3 +128,40 @@ def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path):
   # Run again, a stopped run only re-evaluates.
   _, again = train.train_and_evaluate(config, str(tmp_path / 'whole'))
   assert again['step'] == 20 and again['stop_reason'] == summary['stop_reason']
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_any_work(tmp_path):
+  config = tiny_config(batch_size=48, **SPLITS)  # 40 training examples.
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'^batch_size=48: is larger than the training split \(40 examples\)'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  config.batch_size = 40  # One whole batch is enough.
+  _, summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert summary['step'] == 2
+
+
+def test_early_stopping_on_accuracy(tmp_path):
+  """On accuracy, higher is better: a rise counts, and a stall of `patience` epochs stops."""
+  config = tiny_config(num_epochs=10, early_stopping_patience=2,
+                       early_stopping_metric='accuracy', early_stopping_min_delta=1.0,
+                       **SPLITS)
+  _, summary = train.train_and_evaluate(config, str(tmp_path / 'stalled'))
+  # No accuracy can rise by more than 1: epochs 2 and 3 count as stalls.
+  assert summary['stop_reason'].startswith(
+      'early stopping after epoch 3: the validation accuracy did not improve by more than 1 '
+      'for 2 epochs')
+  assert summary['epoch'] == 3
+  evals = _evals(tmp_path / 'stalled')
+  assert f'(best {evals[5]["accuracy"]:.6g})' in summary['stop_reason']  # The first epoch's.
+  # Judged as a loss would be (lower is better), a falling accuracy would count
+  # as improving: with min_delta 0 and rising accuracy it must never stop early.
+  from trainkit import plateaus  # pylint: disable=g-import-not-at-top
+  meta = {}
+  for epoch, accuracy in enumerate([0.1, 0.2, 0.3, 0.4], 1):
+    assert plateaus.early_stop(tiny_config(early_stopping_patience=1,
+                                           early_stopping_metric='accuracy'),
+                               meta, {'accuracy': accuracy, 'loss': 1.0}, epoch) is None
+  assert plateaus.early_stop(tiny_config(early_stopping_patience=1,
+                                         early_stopping_metric='accuracy'),
+                             meta, {'accuracy': 0.35, 'loss': 1.0}, 5) is not None

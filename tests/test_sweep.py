@@ -1,6 +1,7 @@
 """Config sweeps: members, validation up front, summaries, skip and resume."""
 
 import csv
+import glob
 import json
 import os
 import re
@@ -272,3 +273,19 @@ def test_auto_parallel_trains_one_by_one_on_cpu_and_in_groups_on_accelerators(tm
   overrides = [{'learning_rate': 1e-3}, {'learning_rate': 1e-2}]
   sweeps.run_sweep(tiny_config(input_mode='device'), overrides, str(tmp_path))
   assert calls == (['alone', 'alone'] if jax.default_backend() == 'cpu' else ['group'])
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(ROOT, 'configs', 'sweeps',
+                                                               '[!_]*.py'))))
+def test_every_example_sweep_file_loads_and_validates(path):
+  """Each shipped sweep file builds valid members (or a valid search) on its base."""
+  module = sweeps.load_sweep_file(path)
+  base = module.get_config()
+  if hasattr(module, 'get_search'):
+    spec = module.get_search()
+    spec.check(base)  # Every bound and choice builds a valid config.
+    assert spec.queue()
+  else:
+    members = sweeps.build_members(base, sweeps.load_sweep(path, module))
+    assert len(members) >= 2
+    assert len({name for name, _, _ in members}) == len(members)

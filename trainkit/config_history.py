@@ -83,6 +83,17 @@ def training_differences(stored: dict, config) -> dict:
   return {k: v for k, v in differences(stored, config).items() if k not in OPERATIONAL}
 
 
+def _switched_transforms(changed: dict, optimizer: str | None) -> dict:
+  """The continuable changes that add or drop an optimizer transform (0 <-> non-zero).
+
+  Gradient clipping, and weight decay but for adamw's own, are in the
+  optimizer's chain only when non-zero (trainkit/optimizers.py).
+  """
+  fields = ('grad_clip_norm',) + (('weight_decay',) if optimizer != 'adamw' else ())
+  return {k: (old, new) for k, (old, new) in changed.items()
+          if k in fields and (old == 0) != (new == 0)}
+
+
 def _latest_step(workdir: str) -> int | None:
   steps = workdir_lib.checkpoint_steps(workdir)
   return steps[-1] if steps else None
@@ -136,6 +147,12 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
     return {}
   fixed = {k: v for k, v in changed.items() if k not in CONTINUABLE}
   where = f'--workdir={workdir!r} (checkpoint at step {step})'
+  switched = _switched_transforms(changed, trained.get('optimizer'))
+  if switched:
+    raise config_checks.ConfigError(
+        f'{where} was trained with another config: {_listed(switched)} turns an optimizer '
+        'transform on or off, which changes what its checkpoints hold; these can change '
+        'between non-zero values only (or use another --workdir)')
   if fixed:
     raise config_checks.ConfigError(
         f'{where} was trained with another config: {_listed(fixed)} cannot change '

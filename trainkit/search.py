@@ -181,7 +181,8 @@ def _sampler(search: search_space.Search):
       return optuna.samplers.TPESampler(seed=search.seed, multivariate=True,
                                         n_startup_trials=search.startup_trials)
   if search.sampler == 'qmc':
-    return optuna.samplers.QMCSampler(seed=search.seed)
+    with experimental():
+      return optuna.samplers.QMCSampler(seed=search.seed)
   # 'grid' trials have every value fixed when queued: the sampler draws nothing.
   return optuna.samplers.RandomSampler(seed=search.seed)
 
