@@ -51,8 +51,10 @@ INPUT_MODES = ('auto', 'device', 'stream')
 NORMALIZATIONS = ('unit', 'standardize', 'raw')
 # 'auto' keeps the data on the device up to this share of its memory.
 _DEVICE_MEMORY_SHARE = 0.25
-# A streamed evaluation sends at most this many bytes of images per call.
-_EVAL_CALL_BYTES = 64 << 20
+# A streamed evaluation sends at most this many bytes of images per call:
+# a call's images are held about three times over (read, stacked, on the
+# device), so this bounds the trainer's memory whatever the split's size.
+_EVAL_CALL_BYTES = 8 << 20
 # Examples used to estimate the mean and std-dev for 'standardize'.
 _STATS_EXAMPLES = 10_000
 
