@@ -156,15 +156,15 @@ def run_summary(summary: dict, workdir: str, best_step: int | None,
                 plots: bool = True) -> str:
   """The closing lines of a run: results, speed and where things were written."""
   workdir = os.path.abspath(workdir)
-  best = (f' (best by {summary["best_metric"]}: accuracy {summary["best_eval_accuracy"]:.2%}, '
-          f'loss {summary["best_eval_loss"]:.4f} at step {best_step})'
+  best = (f'; best by {summary["best_metric"]} at step {best_step}: accuracy '
+          f'{summary["best_eval_accuracy"]:.2%}, loss {summary["best_eval_loss"]:.4f}'
           if best_step is not None else '')
   lines = [
       f'Finished {summary["epoch"]:g} epochs, {summary["step"]} steps, in '
       f'{summary["train_wall_s"]:.1f} s of training '
       f'({summary["examples_per_s"]:,.0f} examples/s).',
-      *([f'  validation     accuracy {summary["eval_accuracy"]:.2%}{best}, '
-         f'loss {summary["eval_loss"]:.4f} ({summary["eval_split"]})',
+      *([f'  validation     accuracy {summary["eval_accuracy"]:.2%}, loss '
+         f'{summary["eval_loss"]:.4f} ({summary["eval_split"]}, final){best}',
          f'  test           accuracy {summary["test_accuracy"]:.2%}, loss '
          f'{summary["test_loss"]:.4f} (final); {summary["best_test_accuracy"]:.2%}, '
          f'loss {summary["best_test_loss"]:.4f} (best checkpoint)']
