@@ -139,8 +139,8 @@ def choose_step(manager: ocp.CheckpointManager, which, best_metric: str | None,
   elif str(which).isdigit() and int(which) in steps:
     step = int(which)
   else:
-    raise config_checks.ConfigError(f'{what} is not latest, best or one of the steps in '
-                     f'{manager.directory}: {steps}')
+    raise config_checks.ConfigError(
+        f'{what} is not latest, best or one of the steps in {manager.directory}: {steps}')
   if step is None:
     raise config_checks.ConfigError(f'{what}: {manager.directory} has no checkpoint')
   return step
