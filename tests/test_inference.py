@@ -14,8 +14,10 @@ from tests.helpers import checkpoint_steps, error_lines, run_main, tiny_config, 
 from trainkit import checkpointing
 from trainkit import cli
 from trainkit import config_checks
+from trainkit import data_sources
 from trainkit import digit_images
 from trainkit import inference
+from trainkit import optimizers
 from trainkit import workdir as workdir_lib
 import train
 
@@ -254,3 +256,31 @@ def test_the_best_checkpoint_is_known_after_a_restart(tmp_path):
   by_loss.wait_until_finished()
   assert checkpointing.best_step(by_loss, 'loss') == 36
   by_loss.close()
+
+
+@pytest.mark.slow  # Imports TensorFlow to read the SavedModel back.
+def test_predict_and_export_use_the_parameter_average(tmp_path):
+  """With ema_decay, predictions and the SavedModel come from the average, not the last step."""
+  config = tiny_config(ema_decay=0.9, num_epochs=2)
+  with mock_data():
+    state, _ = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  averaged = optimizers.params_for_eval(state)
+  for i in range(2):
+    Image.fromarray(_digit(offset=(20 * i, 10))).save(tmp_path / f'{i}.png')
+  files = [str(tmp_path / f'{i}.png') for i in range(2)]
+  images = np.stack([digit_images.load_digit(f) for f in files])
+
+  def probs(params):
+    logits = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, images,
+                            train=False)
+    return np.asarray(jax.nn.softmax(logits))
+  expected, last = probs(averaged.params), probs(state.params)
+  assert not np.allclose(expected, last, atol=1e-4)  # The test can tell them apart.
+  predicted = np.stack([r.probs for r in inference.predict_files(config, str(tmp_path / 'run'),
+                                                                 files)])
+  np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+  directory = inference.export_saved_model(config, str(tmp_path / 'run'))
+  tf = data_sources.tensorflow()
+  serve = tf.saved_model.load(directory).signatures['serving_default']
+  exported = serve(images=tf.constant(images))['scores'].numpy()
+  np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-5)

@@ -406,3 +406,53 @@ def test_a_full_disk_ends_in_one_line_and_loses_no_checkpoint(tmp_path, small_di
   assert not [d for d in os.listdir(workdir / 'checkpoints') if not d.isdigit()]
   with open(workdir / 'summary.json') as f:
     assert json.load(f)['epoch'] == 12
+
+
+def _tiny_cli(tmp_path, *extra):
+  """Flags that make main.py or sweep.py train a tiny model on small IDX files."""
+  return [f'--config.manual_dir={idx_dir(tmp_path)}', f'--config.data_dir={tmp_path / "tfds"}',
+          '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
+          '--config.train_split=train', '--config.validation_split=',
+          '--config.batch_size=8', '--config.plots=false', '--config.cache_dir=',
+          '--config.progress=off', *extra]
+
+
+@pytest.mark.slow  # A process start.
+def test_main_exits_3_when_training_diverges(tmp_path):
+  workdir = tmp_path / 'run'
+  # Finite, so not refused; the first update sends every weight to ~1e30.
+  result = run_main('--config=configs/default.py', f'--workdir={workdir}',
+                    *_tiny_cli(tmp_path, '--config.learning_rate=1e30',
+                               '--config.num_epochs=3', '--config.checkpoint_every_steps=1',
+                               '--config.schedule=constant'))
+  assert result.returncode == cli.EXIT_DIVERGED, result.stderr[-2000:]
+  (line,) = error_lines(result.stderr)
+  assert line.startswith('error: training diverged at step ') and 'Traceback' not in result.stderr
+  # The checkpoints before it are kept: only finite steps were saved.
+  assert os.listdir(workdir / 'checkpoints')
+
+
+@pytest.mark.slow  # Process starts.
+def test_sweep_exits_4_for_a_busy_directory(tmp_path):
+  directory = tmp_path / 'sweep'
+  directory.mkdir()
+  holder = _hold_in_another_process(str(directory))
+  try:
+    result = run_main('--config=configs/sweeps/lr_seed.py', f'--workdir={directory}',
+                      *_tiny_cli(tmp_path), script='sweep.py')
+  finally:
+    holder.kill()
+    holder.wait()
+  assert result.returncode == cli.EXIT_WORKDIR_BUSY, result.stderr[-2000:]
+  (line,) = error_lines(result.stderr)
+  assert f'is in use by pid {holder.pid}' in line and 'Traceback' not in result.stderr
+
+
+@pytest.mark.slow  # A sweep on a real full filesystem.
+def test_sweep_exits_5_on_a_full_disk(tmp_path, small_disk):
+  result = run_main('--config=configs/sweeps/lr_seed.py', f'--workdir={small_disk / "sweep"}',
+                    *_tiny_cli(tmp_path, '--config.num_epochs=12',
+                               '--config.keep_checkpoints=100'), script='sweep.py')
+  assert result.returncode == cli.EXIT_DISK_FULL, result.stderr[-2000:]
+  (line,) = error_lines(result.stderr)
+  assert line.startswith('error: no space left on the disk') and 'Traceback' not in result.stderr
