@@ -122,7 +122,7 @@ def get_config():
 
   # Checkpoints and logging.
   config.checkpoint_every_steps = 0  # 0 = at the end of every epoch.
-  config.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by eval accuracy).
+  config.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by validation).
   config.log_every_steps = 100  # Train metrics are averaged and logged this often.
 
   # What a person sees. 'auto' = a live bar per epoch on a terminal, else

@@ -2,7 +2,8 @@
 
 Each mode rebuilds the model from the workdir's config (the one given on the
 command line) and `model.json`, and restores a checkpoint chosen by
-`--checkpoint`: 'latest', 'best' (by eval accuracy) or a step number.
+`--checkpoint`: 'latest', 'best' (by the validation `best_metric`, trainkit/selection.py)
+or a step number.
 """
 
 import os
