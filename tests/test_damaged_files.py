@@ -90,7 +90,7 @@ def test_config_json_is_refused_by_every_command(copy, how):
 
 @pytest.mark.parametrize('name', [workdir_lib.MODEL_SPEC, workdir_lib.SUMMARY,
                                   workdir_lib.METRICS, workdir_lib.LOCK])
-@pytest.mark.parametrize('how', DAMAGES)
+@pytest.mark.parametrize('how', ['cut', 'garbage', 'folder'])  # Empty reads as cut.
 def test_derived_files_are_rebuilt_by_the_next_run(copy, name, how):
   """What a run derives (spec, summary, metrics, lock) it writes again; a folder is refused."""
   config, workdir, summary = copy

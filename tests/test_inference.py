@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.conftest import NUM_EXAMPLES
 from tests.conftest import mock_data
-from tests.helpers import checkpoint_steps, error_lines, run_main, tiny_config, write_mnist
+from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
 from trainkit import checkpointing
 from trainkit import cli
 from trainkit import config_checks
@@ -206,7 +206,7 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   assert len(lines) == 2 and lines[0].startswith(f'{tmp_path / "a.png"}: ')
   assert lines[1].endswith('%)')
   # A folder with a file that is no image: the others are classified, it is
-  # named, and the status says so. No validation split: no best to predict with.
+  # named, and the status says so.
   folder = tmp_path / 'inbox'
   folder.mkdir()
   Image.fromarray(_digit()).save(folder / 'a.png')
@@ -216,10 +216,6 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   lines = predicted.stdout.splitlines()
   assert lines[0] == f'{folder / "a.png"}: {lines[0].split(": ")[1]}' and '%)' in lines[0]
   assert lines[1].startswith(f'{folder / "b.png"}: not an image Pillow can read')
-  refused = run_main(*common, '--mode=predict', f'--input={folder}', '--checkpoint=best')
-  assert refused.returncode == cli.EXIT_BAD_INPUT
-  assert error_lines(refused.stderr) == [error_lines(refused.stderr)[0]]
-  assert 'no best checkpoint' in refused.stderr and 'Traceback' not in refused.stderr
   exported = run_main(*common, '--mode=export')
   assert exported.returncode == 0, exported.stderr[-2000:]
   saved_model = workdir / 'export' / 'saved_model'

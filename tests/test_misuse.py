@@ -408,9 +408,17 @@ def test_a_full_disk_ends_in_one_line_and_loses_no_checkpoint(tmp_path, small_di
     assert json.load(f)['epoch'] == 12
 
 
-def _tiny_cli(tmp_path, *extra):
-  """Flags that make main.py or sweep.py train a tiny model on small IDX files."""
-  return [f'--config.manual_dir={idx_dir(tmp_path)}', f'--config.data_dir={tmp_path / "tfds"}',
+@pytest.fixture(scope='module')
+def _tiny_data(tmp_path_factory):
+  """Small IDX files and a TFDS data dir that the CLI tests below prepare once."""
+  parent = tmp_path_factory.mktemp('tiny_data')
+  return idx_dir(parent), parent / 'tfds'
+
+
+def _tiny_cli(data, *extra):
+  """Flags that make main.py or sweep.py train a tiny model on `data` (_tiny_data)."""
+  manual_dir, data_dir = data
+  return [f'--config.manual_dir={manual_dir}', f'--config.data_dir={data_dir}',
           '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
           '--config.train_split=train', '--config.validation_split=',
           '--config.batch_size=8', '--config.plots=false', '--config.cache_dir=',
@@ -418,11 +426,11 @@ def _tiny_cli(tmp_path, *extra):
 
 
 @pytest.mark.slow  # A process start.
-def test_main_exits_3_when_training_diverges(tmp_path):
+def test_main_exits_3_when_training_diverges(tmp_path, _tiny_data):
   workdir = tmp_path / 'run'
   # Finite, so not refused; the first update sends every weight to ~1e30.
   result = run_main('--config=configs/default.py', f'--workdir={workdir}',
-                    *_tiny_cli(tmp_path, '--config.learning_rate=1e30',
+                    *_tiny_cli(_tiny_data, '--config.learning_rate=1e30',
                                '--config.num_epochs=3', '--config.checkpoint_every_steps=1',
                                '--config.schedule=constant'))
   assert result.returncode == cli.EXIT_DIVERGED, result.stderr[-2000:]
@@ -433,13 +441,13 @@ def test_main_exits_3_when_training_diverges(tmp_path):
 
 
 @pytest.mark.slow  # Process starts.
-def test_sweep_exits_4_for_a_busy_directory(tmp_path):
+def test_sweep_exits_4_for_a_busy_directory(tmp_path, _tiny_data):
   directory = tmp_path / 'sweep'
   directory.mkdir()
   holder = _hold_in_another_process(str(directory))
   try:
     result = run_main('--config=configs/sweeps/lr_seed.py', f'--workdir={directory}',
-                      *_tiny_cli(tmp_path), script='sweep.py')
+                      *_tiny_cli(_tiny_data), script='sweep.py')
   finally:
     holder.kill()
     holder.wait()
@@ -449,9 +457,9 @@ def test_sweep_exits_4_for_a_busy_directory(tmp_path):
 
 
 @pytest.mark.slow  # A sweep on a real full filesystem.
-def test_sweep_exits_5_on_a_full_disk(tmp_path, small_disk):
+def test_sweep_exits_5_on_a_full_disk(small_disk, _tiny_data):
   result = run_main('--config=configs/sweeps/lr_seed.py', f'--workdir={small_disk / "sweep"}',
-                    *_tiny_cli(tmp_path, '--config.num_epochs=12',
+                    *_tiny_cli(_tiny_data, '--config.num_epochs=12',
                                '--config.keep_checkpoints=100'), script='sweep.py')
   assert result.returncode == cli.EXIT_DISK_FULL, result.stderr[-2000:]
   (line,) = error_lines(result.stderr)
