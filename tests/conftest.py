@@ -1,6 +1,7 @@
 """Shared fixtures: mocked TFDS data and the real MNIST files if present."""
 
 import contextlib
+import fcntl
 import os
 from unittest import mock
 import zlib
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.helpers import MNIST_DIR
+from tests.helpers import MNIST_DIR, write_mnist
+from trainkit import cli
 from trainkit import data_sources
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -75,7 +77,54 @@ def mnist_dir():
   return MNIST_DIR
 
 
+def _session_root(tmp_path_factory):
+  """A folder every pytest-xdist worker of this session shares (the base one alone)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
 @pytest.fixture(scope='session')
 def mnist_data_dir(tmp_path_factory):
-  """A TFDS data dir where real MNIST gets prepared once per session."""
-  return str(tmp_path_factory.mktemp('tfds'))
+  """A TFDS data dir where real MNIST gets prepared once per session.
+
+  Shared by the xdist workers: preparing takes ~15 s of TensorFlow, and
+  offline_data.prepare's lock lets one worker prepare while the other waits.
+  """
+  return str(_session_root(tmp_path_factory) / 'tfds-mnist')
+
+
+@pytest.fixture(scope='session')
+def random_mnist_4096(tmp_path_factory):
+  """(IDX folder, TFDS data dir): 4,096 + 256 random MNIST-shaped examples.
+
+  Written once per session for every xdist worker (under a lock), so the
+  tests that train on it prepare it once between them.
+  """
+  root = _session_root(tmp_path_factory)
+  manual_dir = root / 'idx-4096'
+  with open(root / 'idx-4096.lock', 'a') as lock:
+    fcntl.lockf(lock, fcntl.LOCK_EX)
+    if not manual_dir.exists():
+      partial = root / 'idx-4096.partial'
+      partial.mkdir(exist_ok=True)
+      write_mnist(partial, n_train=4096, n_test=256)
+      partial.rename(manual_dir)
+  return str(manual_dir), str(root / 'tfds-4096')
+
+
+@pytest.fixture(scope='session')
+def mnist_cache_dir(tmp_path_factory):
+  """A decoded-split cache for real MNIST, shared like `mnist_data_dir`."""
+  return str(_session_root(tmp_path_factory) / 'cache-mnist')
+
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """One JAX compilation cache for this session's test processes (both xdist workers).
+
+  The tests compile the same small programs again and again (a new jit per
+  config structure, per mesh); the cache serves them the executable an
+  earlier test compiled, as it serves main.py (trainkit/cli.py).
+  """
+  cli.use_compilation_cache(str(_session_root(tmp_path_factory)))

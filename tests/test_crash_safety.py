@@ -19,7 +19,7 @@ import pytest
 from configs import default
 from tests.conftest import mock_data
 from tests.helpers import (ENV, ROOT, alive, checkpoint_steps, descendants, digest,
-                           error_lines, main_command, run_main, tiny_config, write_mnist)
+                           error_lines, main_command, run_main, tiny_config)
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import divergence
@@ -179,13 +179,12 @@ def _stop(cmd, workdir, log_path, signum):
 
 
 @pytest.mark.slow
-def test_ctrl_c_and_sigterm_save_the_current_step_and_the_next_run_continues(tmp_path):
-  manual_dir = tmp_path / 'idx'
-  manual_dir.mkdir()
-  write_mnist(manual_dir, n_train=4096, n_test=256)
+def test_ctrl_c_and_sigterm_save_the_current_step_and_the_next_run_continues(
+    tmp_path, random_mnist_4096):
+  manual_dir, data_dir = random_mnist_4096
   workdir = tmp_path / 'run'
   cmd = _main_cmd(workdir, f'--config.manual_dir={manual_dir}',
-                  f'--config.data_dir={tmp_path / "tfds"}', '--config.num_epochs=15',
+                  f'--config.data_dir={data_dir}', '--config.num_epochs=15',
                   '--config.train_split=train', '--config.validation_split=',
                   '--config.batch_size=32', '--config.steps_per_call=8',
                   '--config.log_every_steps=8', '--config.eval_batch_size=256')
@@ -209,17 +208,23 @@ def test_ctrl_c_and_sigterm_save_the_current_step_and_the_next_run_continues(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('input_mode, epochs', [('device', 2), ('stream', 1)])
-def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
-                                                         mnist_data_dir, input_mode, epochs):
+@pytest.mark.parametrize('input_mode, epochs, train_examples, every', [
+    ('device', 2, 55_000, 100),
+    # Streaming runs ~4x slower here: a shorter split, denser checkpoints, so
+    # that every kill leaves one for the next run to resume from.
+    ('stream', 1, 40_000, 50)])
+def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir, mnist_data_dir,
+                                                         mnist_cache_dir, input_mode, epochs,
+                                                         train_examples, every):
   """The issue's acceptance run: real MNIST, checkpoints every 100 steps.
 
   Streamed, from disk by Grain's worker processes: each run resumes from the
   iterator state of the checkpoint it restores.
   """
   fields = {'manual_dir': mnist_dir, 'data_dir': mnist_data_dir, 'num_epochs': epochs,
-            'checkpoint_every_steps': 100, 'keep_checkpoints': 2, 'plots': False,
-            'input_mode': input_mode, 'cache_dir': str(tmp_path / 'cache')}
+            'train_split': f'train[:{train_examples}]', 'checkpoint_every_steps': every,
+            'keep_checkpoints': 2, 'plots': False, 'input_mode': input_mode,
+            'cache_dir': mnist_cache_dir}
   overrides = [f'--config.{k}={v}' for k, v in fields.items()]
   straight, killed = tmp_path / 'straight', tmp_path / 'killed'
   # The uninterrupted reference runs in this process (a process start saved).
@@ -244,12 +249,14 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
                not glob.glob(str(killed / 'checkpoints' / '*tmp*'))):
           time.sleep(0.002)
       else:
+        delay = 1.5
         if attempt == 2:  # Not before this run saved a checkpoint of its own.
           deadline = time.time() + 60
           while (time.time() < deadline and proc.poll() is None
                  and max(saved(), default=0) <= max(before, default=0)):
             time.sleep(0.01)
-        time.sleep(rng.uniform(0, 1.5))
+          delay = 0.5  # And well before its training ends.
+        time.sleep(rng.uniform(0, delay))
       children = descendants(proc.pid)  # Streamed: Grain's workers and resource tracker.
       proc.send_signal(signal.SIGKILL)
       kills.append((proc.wait(timeout=60), saved()))
@@ -276,7 +283,7 @@ def test_three_sigkills_end_with_the_uninterrupted_result(tmp_path, mnist_dir,
   got = json.loads((killed / 'summary.json').read_text())
   assert got['eval_loss'] == expected['eval_loss'], (seed, kills)
   assert got['eval_accuracy'] == expected['eval_accuracy']
-  assert got['step'] == expected['step'] == (55_000 // 128) * epochs
+  assert got['step'] == expected['step'] == (train_examples // 128) * epochs
 
 
 @pytest.fixture(scope='module')
@@ -371,13 +378,11 @@ def test_interrupted_exit_status_and_message():
 
 
 @pytest.mark.slow
-def test_early_stopping_stops_at_the_same_epoch_after_a_sigkill(tmp_path):
-  manual_dir = tmp_path / 'idx'
-  manual_dir.mkdir()
-  write_mnist(manual_dir, n_train=4096, n_test=256)
+def test_early_stopping_stops_at_the_same_epoch_after_a_sigkill(tmp_path, random_mnist_4096):
+  manual_dir, data_dir = random_mnist_4096
   # Nothing counts as an improvement: the rate is halved from epoch 2 on and
   # the run stops after epoch 3, of 112 steps each.
-  fields = {'manual_dir': str(manual_dir), 'data_dir': str(tmp_path / 'tfds'),
+  fields = {'manual_dir': manual_dir, 'data_dir': data_dir,
             'train_split': 'train[:3584]', 'validation_split': 'train[3584:]',
             'batch_size': 32, 'eval_batch_size': 256, 'num_epochs': 15,
             'early_stopping_patience': 2, 'early_stopping_min_delta': 10.0,

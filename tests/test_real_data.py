@@ -21,10 +21,11 @@ import train
 
 @pytest.mark.slow
 def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_dir,
-                                                        tmp_path):
+                                                        mnist_cache_dir, tmp_path):
   config = default.get_config()
   config.manual_dir = mnist_dir
   config.data_dir = mnist_data_dir
+  config.cache_dir = mnist_cache_dir
   # The default model on a short budget: lighter dropout, a shorter warmup
   # and a higher peak rate (the 15-epoch defaults reach ~96.5 % after one).
   config.num_epochs = 2
