@@ -63,7 +63,7 @@ _STATS_EXAMPLES = 10_000
 class Data:
   """A dataset, placed for a device mesh.
 
-  With mode 'device', `train` is {'image', 'label'} replicated on every device
+  With mode 'device', `train` is {'x', 'y'} (inputs, targets) replicated on every device
   of `mesh` and `test` the same, padded to whole eval batches, stacked as
   [batches, batch, ...] with a 'mask' of the real examples and split over the
   mesh along the batch axis. With mode 'stream', both are random-access
@@ -144,7 +144,7 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   'mask' marks the real examples, so every example counts once and the eval
   step is compiled for one batch shape.
   """
-  n = len(examples['label'])
+  n = len(examples['y'])
   num_batches = max(1, -(-n // batch_size))
   pad = num_batches * batch_size - n
   out = {}
@@ -171,7 +171,7 @@ def _splits(config, builder, mode: str) -> dict:
                      else data_sources.source(builder, name))
     return whole[name]
 
-  size_of = lambda name: len(load(name)['label'] if mode == 'device' else load(name))
+  size_of = lambda name: len(load(name)['y'] if mode == 'device' else load(name))
   specs = {'train': config.train_split, 'validation': config.validation_split,
            'test': config.test_split}
   ranges = {k: data_sources.split_ranges(v, size_of) for k, v in specs.items() if v}
@@ -191,7 +191,7 @@ def _splits(config, builder, mode: str) -> dict:
       out[key] = {k: v[lo:hi] for k, v in whole[name].items()}
     else:
       out[key] = {k: np.concatenate([whole[n][k][lo:hi] for n, lo, hi in parts])
-                  for k in ('image', 'label')}
+                  for k in ('x', 'y')}
   return out
 
 
@@ -220,7 +220,7 @@ def create_datasets(config, mesh=None) -> Data:
   features = builder.info.features
   mode = choose_input_mode(config, builder)
   splits = _splits(config, builder, mode)
-  size = lambda split: len(split['label'] if mode == 'device' else split)
+  size = lambda split: len(split['y'] if mode == 'device' else split)
   sizes = {k: size(v) for k, v in splits.items()}
   for key in splits:
     if not sizes[key]:
@@ -248,10 +248,10 @@ def normalization_constants(config, data: Data):
     return 0.0, 1.0
   if config.normalization == 'standardize':
     if data.mode == 'device':
-      images = np.asarray(data.train['image'][:_STATS_EXAMPLES])
+      images = np.asarray(data.train['x'][:_STATS_EXAMPLES])
     else:
       images = data_sources.read(data.train, range(min(_STATS_EXAMPLES, data.num_train)))
-      images = images['image']
+      images = images['x']
     images = images.astype(np.float64)
     return float(images.mean()), float(images.std())
   raise ValueError(f'normalization={config.normalization!r} is not one of '
@@ -314,8 +314,8 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
   `call_length` >= steps, the rows past `steps` being padding, so every call
   has one shape and the step is compiled once. Mode 'device' yields
   {'index': [call_length, batch]} positions into `data.train` and no state;
-  mode 'stream' yields the stacked batches {'image': [call_length, batch,
-  ...], 'label': [call_length, batch]} and the input state after them (the
+  mode 'stream' yields the stacked batches {'x': [call_length, batch,
+  ...], 'y': [call_length, batch]} and the input state after them (the
   Grain iterator's, with where it stands), which a checkpoint at the call's
   end saves and `resume` takes back.
   """
@@ -369,8 +369,8 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   num_batches = max(1, -(-largest_share // local_batch))
   per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.image_shape)))
   local = streaming.local_eval_batches(data, local_batch)
-  empty = {'image': np.zeros((0, *data.image_shape), np.uint8),
-           'label': np.zeros((0,), np.int32)}
+  empty = {'x': np.zeros((0, *data.image_shape), np.uint8),
+           'y': np.zeros((0,), np.int32)}
   for first in range(0, num_batches, per_call):
     group = [stack_eval_batches(next(local, empty), local_batch)
              for _ in range(min(per_call, num_batches - first))]

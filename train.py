@@ -154,10 +154,10 @@ def _train_step(state: TrainState, batch, rng):
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        {'params': params, 'batch_stats': state.batch_stats}, batch['x'],
         train=True, keep_probs=state.keep_probs, rngs={'dropout': dropout_rng},
         mutable=['batch_stats'])
-    return state.loss_fn(logits, batch['label']), (logits, updates)
+    return state.loss_fn(logits, batch['y']), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
@@ -169,7 +169,7 @@ def _train_step(state: TrainState, batch, rng):
           grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats)),
       lambda: state.replace(step=state.step + 1))
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32),
-             'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+             'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['y'])}
   return state, metrics
 
 
@@ -182,13 +182,13 @@ def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
 
   Args:
     state: the train state (donated).
-    batches: stacked batches {'image': [n, batch, ...], 'label': [n, batch]};
+    batches: stacked batches {'x': [n, batch, ...], 'y': [n, batch]};
       or, with `source`, {'index': [n, batch]} positions into `source`. Rows
       from `num_steps` on are padding and skipped, so calls of any length up to
       n share one compiled program.
     rng: the run's dropout key (folded with each step's number).
     num_steps: how many rows of `batches` to train on (<= n).
-    source: optional {'image', 'label'} arrays resident on the device.
+    source: optional {'x', 'y'} arrays resident on the device.
 
   Returns:
     (state after num_steps steps, per-step metrics {'loss': [n],

@@ -116,8 +116,8 @@ def minimal_accuracy(state, images, labels):
 
 def run_minimal_loop(train, test, num_epochs):
   """Trains like the default config; returns per-epoch times and accuracies."""
-  images, labels = jax.device_put(train['image']), jax.device_put(train['label'])
-  test_images, test_labels = jax.device_put(test['image']), jax.device_put(test['label'])
+  images, labels = jax.device_put(train['x']), jax.device_put(train['y'])
+  test_images, test_labels = jax.device_put(test['x']), jax.device_put(test['y'])
   state = minimal_state(len(labels) // 128, num_epochs)
   rng = jax.random.key(1)
   epochs = []

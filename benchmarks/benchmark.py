@@ -66,9 +66,9 @@ STEPS_PER_EPOCH = 60_000 // 128
 
 
 def _load_mnist(manual_dir):
-  """The IDX files as {'image', 'label'} per split (no TFDS: as the peers read them)."""
+  """The IDX files as {'x', 'y'} per split (no TFDS: as the peers read them)."""
   from trainkit import offline_data  # pylint: disable=g-import-not-at-top
-  return [dict(zip(('image', 'label'), offline_data.load_idx_split(manual_dir, s)))
+  return [dict(zip(('x', 'y'), offline_data.load_idx_split(manual_dir, s)))
           for s in ('train', 'test')]
 
 
@@ -93,7 +93,7 @@ def part_steps():
   rng = np.random.default_rng(0)
   images = jax.device_put(rng.integers(0, 256, (60_000, 28, 28, 1), dtype=np.uint8))
   labels = jax.device_put(rng.integers(0, 10, (60_000,), dtype=np.int32))
-  batch = {'image': images[:128], 'label': labels[:128]}
+  batch = {'x': images[:128], 'y': labels[:128]}
   index = {'index': jax.device_put(
       rng.permutation(60_000)[:STEPS_PER_EPOCH * 128].reshape(STEPS_PER_EPOCH, 128)
       .astype(np.int32))}
@@ -117,12 +117,12 @@ def part_steps():
   def minimal_steps(n):
     for _ in range(n):
       holder['minimal'], m = baselines.minimal_step(
-          holder['minimal'], batch['image'], batch['label'], dropout_rng)
+          holder['minimal'], batch['x'], batch['y'], dropout_rng)
     jax.block_until_ready(m)
 
   def trainer_epoch(key='trainer'):
     holder[key], m = train.train_steps(holder[key], index, dropout_rng,
-                                       STEPS_PER_EPOCH, {'image': images, 'label': labels})
+                                       STEPS_PER_EPOCH, {'x': images, 'y': labels})
     jax.block_until_ready(m)
 
   def minimal_epoch():

@@ -76,8 +76,8 @@ def test_nonfinite_step_changes_nothing_but_the_counter():
   # Kernels near float32's limit overflow the logits to inf: the loss is NaN.
   state = state.replace(params=jax.tree.map(lambda p: p * 1e37, state.params))
   before = jax.device_get(state.params)
-  batch = {'image': np.full((8, 28, 28, 1), 255, np.uint8),
-           'label': np.arange(8, dtype=np.int32)}
+  batch = {'x': np.full((8, 28, 28, 1), 255, np.uint8),
+           'y': np.arange(8, dtype=np.int32)}
   state, metrics = train.train_step(state, batch, jax.random.key(1))
   assert float(metrics['finite']) == 0.0
   assert not np.isfinite(float(metrics['loss']) * float(metrics['grad_norm']))

@@ -214,7 +214,7 @@ def test_a_search_journal_cut_short_is_repaired_and_garbage_is_refused(tmp_path)
       f.write(whole)
 
 
-@pytest.mark.parametrize('name', ['image.npy', 'label.npy', 'key.json'])
+@pytest.mark.parametrize('name', ['x.npy', 'y.npy', 'key.json'])
 @pytest.mark.parametrize('how', DAMAGES)
 def test_a_damaged_decoded_split_is_decoded_again_and_replaced(tmp_path, name, how):
   config = _config(num_epochs=1, cache_dir=str(tmp_path / 'cache'), input_mode='device')
@@ -230,14 +230,14 @@ def test_a_damaged_decoded_split_is_decoded_again_and_replaced(tmp_path, name, h
   damage(str(folder / name), how)
   for _ in range(2):  # Decoded once, then read from the cache again.
     arrays = load()
-    np.testing.assert_array_equal(arrays['image'], _ARRAYS['image'])
-    np.testing.assert_array_equal(arrays['label'], _ARRAYS['label'])
+    np.testing.assert_array_equal(arrays['x'], _ARRAYS['x'])
+    np.testing.assert_array_equal(arrays['y'], _ARRAYS['y'])
   assert len(calls) == 2
   assert [f.name for f in (tmp_path / 'cache' / 'decoded').iterdir()] == [folder.name]
 
 
-_ARRAYS = {'image': np.arange(20 * 4, dtype=np.uint8).reshape(20, 4),
-           'label': np.arange(20, dtype=np.int32)}
+_ARRAYS = {'x': np.arange(20 * 4, dtype=np.uint8).reshape(20, 4),
+           'y': np.arange(20, dtype=np.int32)}
 
 
 class _Builder:

@@ -33,14 +33,14 @@ def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monk
                       lambda *a, **k: decodes.append(1) or real_read_all(*a, **k))
   again = input_pipeline.create_datasets(config)
   assert decodes == []  # Both splits memory-mapped from the cache.
-  np.testing.assert_array_equal(np.asarray(again.train['image']),
-                                np.asarray(first.train['image']))
-  np.testing.assert_array_equal(np.asarray(again.train['label']),
-                                np.asarray(first.train['label']))
+  np.testing.assert_array_equal(np.asarray(again.train['x']),
+                                np.asarray(first.train['x']))
+  np.testing.assert_array_equal(np.asarray(again.train['y']),
+                                np.asarray(first.train['y']))
   # The same arrays TFDS decodes.
   builder = data_sources.builder(config)
   direct = real_read_all(data_sources.source(builder, 'train'))
-  np.testing.assert_array_equal(np.asarray(again.train['image']), direct['image'])
+  np.testing.assert_array_equal(np.asarray(again.train['x']), direct['x'])
 
   # The prepared train file changes (here: its time stamp): decoded again,
   # into a new folder, and the stale copy is gone.

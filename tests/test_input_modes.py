@@ -26,8 +26,8 @@ def _state(config, steps_per_epoch=6):
 
 def _batches(n, batch=8, seed=0):
   rng = np.random.default_rng(seed)
-  return {'image': rng.integers(0, 256, (n, batch, 28, 28, 1), dtype=np.uint8),
-          'label': rng.integers(0, 10, (n, batch), dtype=np.int32)}
+  return {'x': rng.integers(0, 256, (n, batch, 28, 28, 1), dtype=np.uint8),
+          'y': rng.integers(0, 10, (n, batch), dtype=np.int32)}
 
 
 @pytest.mark.parametrize('first, epoch_start, per_call, every, expected', [
@@ -98,22 +98,22 @@ def test_stream_calls_stack_the_same_batches_in_any_call_length(mock_mnist):
   whole = list(input_pipeline.train_calls(data, config, 0, [(0, 6)], 6))
   pieces = list(input_pipeline.train_calls(data, config, 0, [(1, 4), (4, 6)], 3))
   assert [n for n, _, _ in pieces] == [3, 2]
-  assert pieces[1][1]['image'].shape == (3, 8, 28, 28, 1)  # Padded to 3 rows.
-  images = np.concatenate([np.asarray(b['image'])[:n] for n, b, _ in pieces])
-  np.testing.assert_array_equal(images, np.asarray(whole[0][1]['image'])[1:])
+  assert pieces[1][1]['x'].shape == (3, 8, 28, 28, 1)  # Padded to 3 rows.
+  images = np.concatenate([np.asarray(b['x'])[:n] for n, b, _ in pieces])
+  np.testing.assert_array_equal(images, np.asarray(whole[0][1]['x'])[1:])
 
 
 def test_streamed_epoch_is_a_global_shuffle_the_same_for_any_process_count(
     mock_mnist, monkeypatch):
   config = tiny_config(input_mode='stream')
   data = input_pipeline.create_datasets(config)
-  stored = data_sources.read(data.train, range(NUM_EXAMPLES))['image']
+  stored = data_sources.read(data.train, range(NUM_EXAMPLES))['x']
 
   def epoch(processes, index, number=0):
     monkeypatch.setattr(jax, 'process_count', lambda: processes)
     monkeypatch.setattr(jax, 'process_index', lambda: index)
     seed = input_pipeline.epoch_seed(config.seed, number)
-    return [b['image'] for b in streaming.epoch_batches(data, config, seed)]
+    return [b['x'] for b in streaming.epoch_batches(data, config, seed)]
   whole = epoch(1, 0)
   # Each of two processes reads its half of every global batch, no more.
   halves = [epoch(2, i) for i in range(2)]
@@ -131,7 +131,7 @@ def test_streamed_epoch_is_a_global_shuffle_the_same_for_any_process_count(
 def test_standardize_scales_inputs_by_the_training_pixels(mock_mnist):
   config = tiny_config(input_mode='device', normalization='standardize')
   data = input_pipeline.create_datasets(config)
-  pixels = np.asarray(data.train['image'], np.float64)
+  pixels = np.asarray(data.train['x'], np.float64)
   shift, scale = input_pipeline.normalization_constants(config, data)
   assert shift == pytest.approx(pixels.mean()) and scale == pytest.approx(pixels.std())
   # The model sees zero-mean, unit-variance inputs: a bias-free linear probe
@@ -141,7 +141,7 @@ def test_standardize_scales_inputs_by_the_training_pixels(mock_mnist):
                               num_classes=1, input_shift=shift, input_scale=scale)
   variables = {'params': {'Dense_0': {
       'kernel': np.eye(784, 1, dtype=np.float32), 'bias': np.zeros(1, np.float32)}}}
-  images = np.asarray(data.train['image'][:4])
+  images = np.asarray(data.train['x'][:4])
   out = model.apply(variables, images, train=False)
   np.testing.assert_allclose(out[:, 0], (images.reshape(4, -1)[:, 0] - shift) / scale,
                              rtol=1e-5, atol=1e-5)
@@ -196,7 +196,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
   batches = jax.tree.map(lambda x: np.repeat(x[:1], 30, axis=0), batches)
   hidden = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats},
-      batches['image'][0], train=False,
+      batches['x'][0], train=False,
       capture_intermediates=lambda module, _: isinstance(module, models.nn.Dense))
   intermediates = jax.tree.leaves(hidden[1])
   assert intermediates and all(x.dtype == jnp.bfloat16 for x in intermediates)

@@ -21,13 +21,13 @@ def _examples(data, split):
     source = getattr(data, split)
     read = data_sources.read(source, range(len(source)))
     return [(image[..., 0].tobytes(), int(label))
-            for image, label in zip(read['image'], read['label'])]
+            for image, label in zip(read['x'], read['y'])]
   arrays = jax.device_get(getattr(data, split))
   if split == 'test':  # Stacked eval batches: keep the unmasked examples.
     mask = arrays.pop('mask').reshape(-1)
     arrays = {k: v.reshape(-1, *v.shape[2:])[mask] for k, v in arrays.items()}
   return [(image[..., 0].tobytes(), int(label))
-          for image, label in zip(arrays['image'], arrays['label'])]
+          for image, label in zip(arrays['x'], arrays['y'])]
 
 
 @pytest.mark.parametrize('input_mode', ['device', 'stream'])

@@ -97,11 +97,11 @@ def test_split_syntax_selects_the_same_examples_in_both_modes(spec, expected):
     if mode == 'device':
       batches = jax.device_get(data.validation)
       mask = batches['mask'].reshape(-1)
-      got = {k: batches[k].reshape(-1, *batches[k].shape[2:])[mask] for k in ('image', 'label')}
+      got = {k: batches[k].reshape(-1, *batches[k].shape[2:])[mask] for k in ('x', 'y')}
     else:
       got = data_sources.read(data.validation, range(data.num_validation))
-    np.testing.assert_array_equal(got['image'], np.stack([w['image'] for w in want]), mode)
-    np.testing.assert_array_equal(got['label'], [w['label'] for w in want], mode)
+    np.testing.assert_array_equal(got['x'], np.stack([w['image'] for w in want]), mode)
+    np.testing.assert_array_equal(got['y'], [w['label'] for w in want], mode)
 
 
 def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path):

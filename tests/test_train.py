@@ -28,8 +28,8 @@ def _state(config, steps_per_epoch=10):
 
 def _batch(n=32, seed=0):
   rng = np.random.default_rng(seed)
-  return {'image': rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
-          'label': rng.integers(0, 10, (n,), dtype=np.int32)}
+  return {'x': rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+          'y': rng.integers(0, 10, (n,), dtype=np.int32)}
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
@@ -97,10 +97,11 @@ class _ArraySource:
     self.examples = examples
 
   def __len__(self):
-    return len(self.examples['label'])
+    return len(self.examples['y'])
 
   def __getitems__(self, indices):
-    return [{k: v[i] for k, v in self.examples.items()} for i in indices]
+    # As TFDS's sources give them: named by the dataset's features.
+    return [{'image': self.examples['x'][i], 'label': self.examples['y'][i]} for i in indices]
 
 
 def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypatch):
@@ -115,16 +116,16 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypat
   # Two batches' worth of images per call: calls of 2 and 1 batches.
   monkeypatch.setattr(input_pipeline, '_EVAL_CALL_BYTES', 2 * batch_size * 784)
   calls = list(input_pipeline.eval_calls(data, batch_size))
-  assert [c['image'].shape for c in calls] == [(2, batch_size, 28, 28, 1),
+  assert [c['x'].shape for c in calls] == [(2, batch_size, 28, 28, 1),
                                                (1, batch_size, 28, 28, 1)]
   assert sum(int(c['mask'].sum()) for c in calls) == n
   metrics = evaluation.evaluate(state, data, batch_size)
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          examples['image'], train=False)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, examples['label'])
+                          examples['x'], train=False)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, examples['y'])
   assert metrics['loss'] == pytest.approx(float(jnp.mean(losses)), rel=1e-5)
   assert metrics['accuracy'] == pytest.approx(
-      float(np.mean(np.argmax(logits, -1) == examples['label'])))
+      float(np.mean(np.argmax(logits, -1) == examples['y'])))
 
 
 @pytest.mark.parametrize('optimizer', optimizers.OPTIMIZERS)

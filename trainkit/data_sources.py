@@ -127,7 +127,7 @@ def builder(config):
 
 
 def source(found_builder, split: str):
-  """Random access to `split`: source[i] is {'image': uint8 array, 'label': int}."""
+  """Random access to `split`: source[i] is TFDS's {'image': uint8 array, 'label': int}."""
   try:
     return found_builder.as_data_source(split=split)
   except NotImplementedError as e:  # Prepared by an earlier version, as TFRecord.
@@ -139,10 +139,10 @@ def source(found_builder, split: str):
 
 
 def read(source_, indices) -> dict:
-  """The examples at `indices`, decoded and stacked: {'image', 'label' (int32)}."""
+  """The examples at `indices`, decoded and stacked: {'x': the images, 'y': the labels (int32)}."""
   examples = source_.__getitems__(np.asarray(indices).tolist())
-  return {'image': np.stack([np.asarray(e['image']) for e in examples]),
-          'label': np.asarray([e['label'] for e in examples], np.int32)}
+  return {'x': np.stack([np.asarray(e['image']) for e in examples]),
+          'y': np.asarray([e['label'] for e in examples], np.int32)}
 
 
 def read_all(source_) -> dict:
@@ -160,7 +160,7 @@ def read_all(source_) -> dict:
     parts = list(chunks)
   finally:
     chunks.close()
-  return {k: np.concatenate([p[k] for p in parts]) for k in ('image', 'label')}
+  return {k: np.concatenate([p[k] for p in parts]) for k in ('x', 'y')}
 
 
 def split_ranges(spec: str, size_of) -> list:

@@ -24,9 +24,9 @@ from absl import logging
 import numpy as np
 
 # Bump when the layout of the cached arrays changes.
-_FORMAT = 2
+_FORMAT = 3
 _KEY_FILE = 'key.json'
-_ARRAYS = ('image', 'label')
+_ARRAYS = ('x', 'y')
 
 
 def cache_key(builder, split: str) -> dict | None:
@@ -96,7 +96,7 @@ def _write(folder: str, key: dict, arrays: dict) -> None:
 
 
 def load(builder, split: str, cache_dir: str, decode) -> dict:
-  """{'image', 'label'} of `split`: memory-mapped from the cache, or `decode()`d and cached.
+  """{'x', 'y'} of `split`: memory-mapped from the cache, or `decode()`d and cached.
 
   Args:
     builder: the prepared TFDS builder.

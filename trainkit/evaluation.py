@@ -26,11 +26,11 @@ def eval_step(state, batch):
   """
   logits = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats},
-      batch['image'], train=False)
+      batch['x'], train=False)
   mask = batch['mask']
   return {
-      'loss_sum': jnp.sum(losses.cross_entropy(logits, batch['label']) * mask),
-      'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
+      'loss_sum': jnp.sum(losses.cross_entropy(logits, batch['y']) * mask),
+      'correct': jnp.sum((jnp.argmax(logits, -1) == batch['y']) * mask),
       'count': jnp.sum(mask),
   }
 
@@ -50,7 +50,7 @@ def _predict_steps(state, batches):
     logits = state.apply_fn(
         {'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
     return jax.nn.softmax(logits.astype(jnp.float32))
-  return jax.lax.map(predict, batches['image'])
+  return jax.lax.map(predict, batches['x'])
 
 
 # On one device (sweep groups vmap these; inference and tests call them).
@@ -75,14 +75,14 @@ def mesh_steps(mesh) -> dict:
 
 
 def test_predictions(state, data, batch_size: int) -> dict:
-  """The test split's {'image', 'label', 'probs'} in order, as numpy arrays."""
+  """The test split's {'x', 'y', 'probs'} in order, as numpy arrays."""
   state = optimizers.params_for_eval(state)
   parts = []
   for batches in input_pipeline.eval_calls(data, batch_size):
     probs, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
     mask = batches['mask'].reshape(-1)
-    parts.append({'image': batches['image'].reshape(-1, *data.image_shape)[mask],
-                  'label': batches['label'].reshape(-1)[mask],
+    parts.append({'x': batches['x'].reshape(-1, *data.image_shape)[mask],
+                  'y': batches['y'].reshape(-1)[mask],
                   'probs': probs.reshape(mask.size, -1)[mask]})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

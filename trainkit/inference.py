@@ -135,7 +135,7 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
       digits.append(None)
       problems.append(str(e).removeprefix(f'{path}: '))
   found = [d for d in digits if d is not None]
-  probs = iter(np.asarray(evaluation.predict_steps(state, {'image': np.stack(found)[None]})[0])
+  probs = iter(np.asarray(evaluation.predict_steps(state, {'x': np.stack(found)[None]})[0])
                if found else [])
   results = []
   for path, digit, problem in zip(files, digits, problems):

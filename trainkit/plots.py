@@ -153,14 +153,14 @@ def write_run_plots(workdir: str, predictions: dict) -> None:
 
   Args:
     workdir: the run's workdir.
-    predictions: the test split's {'image', 'label', 'probs'} in order.
+    predictions: the test split's {'x', 'y', 'probs'} in order.
   """
   os.makedirs(os.path.join(workdir, workdir_lib.PLOTS), exist_ok=True)
-  worst = select_worst(predictions['label'], predictions['probs'])
+  worst = select_worst(predictions['y'], predictions['probs'])
   np.savez_compressed(
-      os.path.join(workdir, workdir_lib.PLOTS, PREDICTIONS), label=predictions['label'],
+      os.path.join(workdir, workdir_lib.PLOTS, PREDICTIONS), label=predictions['y'],
       probs=predictions['probs'].astype(np.float32), worst_index=worst,
-      worst_image=predictions['image'][worst])
+      worst_image=predictions['x'][worst])
   draw(workdir)
 
 
