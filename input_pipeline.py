@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from trainkit import array_data
 from trainkit import data_sources
 from trainkit import decoded_cache
 from trainkit import offline_data
@@ -48,7 +49,7 @@ from trainkit import parallel
 from trainkit import streaming
 
 INPUT_MODES = ('auto', 'device', 'stream')
-NORMALIZATIONS = ('unit', 'standardize', 'raw')
+NORMALIZATIONS = ('unit', 'standardize', 'raw', 'per_feature')
 # 'auto' keeps the data on the device up to this share of its memory.
 _DEVICE_MEMORY_SHARE = 0.25
 # A streamed evaluation sends at most this many bytes of images per call:
@@ -75,13 +76,15 @@ class Data:
   test: Any
   num_train: int  # Training examples, all processes together.
   num_test: int  # Test examples, all processes together.
-  num_classes: int
-  image_shape: tuple
+  num_classes: int  # Classes of integer targets (TFDS's label feature); 0 for real targets.
+  input_shape: tuple  # One input's shape, e.g. (28, 28, 1).
   mesh: Any  # The jax.sharding.Mesh the arrays are placed on.
   workers: int = 0  # Processes that decode streamed examples (0: this one).
   stream: Any = None  # The open streaming.Stream of the run being trained, if any.
   validation: Any = None  # Placed as `test` is; None without a validation split.
   num_validation: int = 0
+  input_dtype: str = 'uint8'  # The inputs' dtype as stored.
+  target_shape: tuple = ()  # One target's shape (() for a label or a scalar).
 
 
 def validation_view(data: Data) -> Data:
@@ -155,20 +158,20 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   return out
 
 
-def _splits(config, builder, mode: str) -> dict:
+def _splits(config, load_split, mode: str) -> dict:
   """{'train', 'validation', 'test'}: the configured splits (TFDS split syntax).
 
-  Slices are taken of whole splits, each loaded once (from the decoded
-  cache on the device path), so 'train[:55000]' and 'train[55000:]' share
-  one copy. A validation split that shares examples with the training split
-  is refused unless `allow_split_overlap`.
+  Slices are taken of whole named splits, each loaded once by
+  `load_split(name)` (arrays on the device path, a random-access source when
+  streamed), so 'train[:55000]' and 'train[55000:]' share one copy. A
+  validation split that shares examples with the training split is refused
+  unless `allow_split_overlap`.
   """
   whole = {}
 
   def load(name):
     if name not in whole:
-      whole[name] = (_load_split(config, builder, name) if mode == 'device'
-                     else data_sources.source(builder, name))
+      whole[name] = load_split(name)
     return whole[name]
 
   size_of = lambda name: len(load(name)['y'] if mode == 'device' else load(name))
@@ -191,7 +194,7 @@ def _splits(config, builder, mode: str) -> dict:
       out[key] = {k: v[lo:hi] for k, v in whole[name].items()}
     else:
       out[key] = {k: np.concatenate([whole[n][k][lo:hi] for n, lo, hi in parts])
-                  for k in ('x', 'y')}
+                  for k in whole[parts[0][0]]}
   return out
 
 
@@ -199,7 +202,7 @@ def _splits(config, builder, mode: str) -> dict:
 # the same datasets (a sweep or search loads them once per such key).
 DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'cache_dir', 'input_mode',
                'input_workers', 'train_split', 'validation_split', 'test_split',
-               'allow_split_overlap', 'eval_batch_size')
+               'allow_split_overlap', 'eval_batch_size', 'synthetic_examples', 'data_seed')
 
 
 def data_config(config) -> ml_collections.FrozenConfigDict:
@@ -212,14 +215,48 @@ def data_config(config) -> ml_collections.FrozenConfigDict:
   return ml_collections.FrozenConfigDict({field: config[field] for field in DATA_FIELDS})
 
 
+def _array_splits(config) -> tuple:
+  """(splits, Data fields) of a dataset held as arrays (trainkit/array_data.py)."""
+  if config.input_mode == 'stream':
+    raise offline_data.DataError(
+        f"input_mode='stream' reads TFDS datasets from disk; dataset={config.dataset!r} is "
+        "held in memory as arrays (use input_mode='device' or 'auto')")
+  whole = array_data.load(config)
+
+  def load(name):
+    if name not in whole:
+      raise offline_data.DataError(
+          f'dataset={config.dataset!r} has no split {name!r} (it has: {", ".join(whole)})')
+    return whole[name]
+
+  x, y = whole[next(iter(whole))]['x'], whole[next(iter(whole))]['y']
+  return _splits(config, load, 'device'), {
+      'num_classes': array_data.num_classes(whole), 'input_shape': x.shape[1:],
+      'input_dtype': x.dtype.name, 'target_shape': y.shape[1:]}
+
+
+def _tfds_splits(config, mode: str, builder) -> tuple:
+  """(splits, Data fields) of a TFDS dataset of images and labels."""
+  features = builder.info.features
+  load = ((lambda name: _load_split(config, builder, name)) if mode == 'device'
+          else (lambda name: data_sources.source(builder, name)))
+  return _splits(config, load, mode), {
+      'num_classes': features['label'].num_classes,
+      'input_shape': tuple(features['image'].shape),
+      'input_dtype': np.dtype(features['image'].np_dtype).name}
+
+
 def create_datasets(config, mesh=None) -> Data:
   """Loads the configured splits of `config.dataset` for `mesh` (default: all devices)."""
   config = data_config(config)
   mesh = parallel.create_mesh() if mesh is None else mesh
-  builder = data_sources.builder(config)
-  features = builder.info.features
-  mode = choose_input_mode(config, builder)
-  splits = _splits(config, builder, mode)
+  if array_data.is_arrays(config.dataset):
+    mode = 'device'
+    splits, fields = _array_splits(config)
+  else:
+    builder = data_sources.builder(config)
+    mode = choose_input_mode(config, builder)
+    splits, fields = _tfds_splits(config, mode, builder)
   size = lambda split: len(split['y'] if mode == 'device' else split)
   sizes = {k: size(v) for k, v in splits.items()}
   for key in splits:
@@ -232,16 +269,31 @@ def create_datasets(config, mesh=None) -> Data:
       splits[key] = (parallel.replicate(splits[key], mesh) if key == 'train' else
                      parallel.put_rows(stack_eval_batches(splits[key], eval_batch), mesh))
   return Data(mode=mode, train=splits['train'], test=splits['test'],
-              num_train=sizes['train'], num_test=sizes['test'],
-              num_classes=features['label'].num_classes,
-              image_shape=tuple(features['image'].shape), mesh=mesh,
+              num_train=sizes['train'], num_test=sizes['test'], mesh=mesh,
               workers=_workers(config.input_workers) if mode == 'stream' else 0,
               validation=splits.get('validation'),
-              num_validation=sizes.get('validation', 0))
+              num_validation=sizes.get('validation', 0), **fields)
+
+
+def _per_element(values) -> tuple:
+  """(mean, std-dev) of each element of `values` [n, ...] over its rows, as tuples.
+
+  A constant element gets std-dev 1: it is centred, not blown up.
+  """
+  values = np.asarray(values, np.float64).reshape(len(values), -1)
+  std = values.std(0)
+  return tuple(values.mean(0).tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
 
 
 def normalization_constants(config, data: Data):
-  """Returns (shift, scale) such that inputs are (pixels - shift) / scale."""
+  """Returns (shift, scale) such that inputs are (x - shift) / scale.
+
+  Numbers, or for 'per_feature' a tuple with one per input feature, from
+  the whole training split.
+  """
+  if config.normalization == 'per_feature':
+    return _per_element(data.train['x'] if data.mode == 'device' else data_sources.read(
+        data.train, range(data.num_train))['x'])
   if config.normalization == 'unit':
     return 0.0, 255.0
   if config.normalization == 'raw':
@@ -255,7 +307,19 @@ def normalization_constants(config, data: Data):
     images = images.astype(np.float64)
     return float(images.mean()), float(images.std())
   raise ValueError(f'normalization={config.normalization!r} is not one of '
-                   "'unit', 'standardize', 'raw'")
+                   f'{", ".join(NORMALIZATIONS)}')
+
+
+def target_constants(config, data: Data) -> tuple:
+  """(shift, scale) per target element for the real-valued tasks; ((), ()) for classification.
+
+  The training split's mean and std-dev: the model predicts standardised
+  targets, and the tasks report their metrics in the targets' own units.
+  """
+  if config.task == 'classification':
+    return (), ()
+  return _per_element(data.train['y'] if data.mode == 'device' else data_sources.read(
+      data.train, range(data.num_train))['y'])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -367,9 +431,9 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   # The largest share decides how many batches every process sends.
   largest_share = -(-data.num_test // processes)
   num_batches = max(1, -(-largest_share // local_batch))
-  per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.image_shape)))
+  per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.input_shape)))
   local = streaming.local_eval_batches(data, local_batch)
-  empty = {'x': np.zeros((0, *data.image_shape), np.uint8),
+  empty = {'x': np.zeros((0, *data.input_shape), data.input_dtype),
            'y': np.zeros((0,), np.int32)}
   for first in range(0, num_batches, per_call):
     group = [stack_eval_batches(next(local, empty), local_batch)

@@ -1,4 +1,4 @@
-"""The MLP classifier."""
+"""The MLP: a backbone of Dense layers, and the task's head on it (trainkit/tasks)."""
 
 import functools
 from typing import Any
@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from trainkit.tasks import classification
 
 ACTIVATIONS = {
     'relu': nn.relu,
@@ -56,11 +58,16 @@ def keep_probs(model_config) -> jax.Array:
 
 
 class MLP(nn.Module):
-  """Flatten -> [Dense -> activation -> Dropout -> BatchNorm] * n -> Dense.
+  """Flatten -> [Dense -> activation -> Dropout -> BatchNorm] * n -> the task's head.
 
-  Takes images as stored (e.g. uint8) and applies `(x - input_shift) /
+  Takes inputs as stored (e.g. uint8 images) and applies `(x - input_shift) /
   input_scale` itself, so the host ships compact integers and an exported model
-  needs no separate preprocessing.
+  needs no separate preprocessing. The shift and scale are numbers, or one
+  per input feature (a tuple as long as a flattened input).
+
+  `head` is the task (trainkit/tasks): `head.head(features, dense)` adds its
+  output layers and returns its outputs; a classifier's is one Dense layer of
+  class logits.
 
   A hidden layer whose `dropout_rates` entry is 0 has no dropout. In training,
   `keep_probs` (1 - rate per hidden layer, see `keep_probabilities`) may be
@@ -69,21 +76,23 @@ class MLP(nn.Module):
   """
 
   hidden_sizes: Sequence[int]
-  num_classes: int
+  head: Any
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
   dropout_rates: Sequence[float] = ()
   use_batchnorm: bool = True
   batchnorm_momentum: float = 0.9
   kernel_init: str = 'lecun_normal'
   init_scale: float = 0.01
-  input_shift: float = 0.0
-  input_scale: float = 255.0
+  input_shift: float | tuple = 0.0
+  input_scale: float | tuple = 255.0
   dtype: Any = jnp.float32  # Compute dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, x, *, train: bool, keep_probs=None):
     x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
-    x = ((x - self.input_shift) / self.input_scale).astype(self.dtype)
+    shift, scale = (s if isinstance(s, (int, float)) else jnp.asarray(s, jnp.float32)
+                    for s in (self.input_shift, self.input_scale))
+    x = ((x - shift) / scale).astype(self.dtype)
     if self.kernel_init == 'normal':
       # The JAX docs' init draws biases from the same normal as the kernels.
       init = nn.initializers.normal(self.init_scale)
@@ -102,16 +111,20 @@ class MLP(nn.Module):
       if self.use_batchnorm:
         x = nn.BatchNorm(use_running_average=not train,
                          momentum=self.batchnorm_momentum, dtype=self.dtype)(x)
-    # Losses and softmax in float32 whatever the compute dtype.
-    return dense(self.num_classes)(x).astype(jnp.float32)
+    return self.head.head(x, dense)
 
 
-def create_model(model_config, num_classes, input_shift=0.0, input_scale=255.0,
-                 dtype='float32'):
-  """Builds the MLP from the `config.model` section (`dtype`: compute dtype)."""
+def create_model(model_config, num_classes=None, input_shift=0.0, input_scale=255.0,
+                 dtype='float32', head=None):
+  """Builds the MLP from the `config.model` section (`dtype`: compute dtype).
+
+  `head`: the task (trainkit/tasks); by default a classifier of `num_classes`.
+  """
+  if head is None:
+    head = classification.Classification(num_classes)
   return MLP(
       hidden_sizes=tuple(model_config.hidden_sizes),
-      num_classes=num_classes,
+      head=head,
       activation=ACTIVATIONS[model_config.activation],
       dropout_rates=tuple(model_config.dropout_rates),
       use_batchnorm=model_config.use_batchnorm,

@@ -1,4 +1,4 @@
-"""Training of the MLP classifier: the train state, the pure step, the loop.
+"""Training of the MLP: the train state, the pure step, the loop.
 
 `train_and_evaluate(config, workdir)` is the entry point for `main.py` and the
 tests. The math lives in pure, jitted functions (`train_step` here,
@@ -12,7 +12,6 @@ import functools
 import os
 import time
 from typing import Any
-from collections.abc import Callable
 
 from absl import logging
 import flax
@@ -30,13 +29,13 @@ from trainkit import carried_values
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import evaluation
-from trainkit import losses
 from trainkit import optimizers
 from trainkit import parallel
 from trainkit import preemption
 from trainkit import profiling
 from trainkit import progress as progress_lib
 from trainkit import runs as runs_lib
+from trainkit import tasks
 from trainkit import workdir as workdir_lib
 from trainkit import warm_start
 from trainkit import workdir_lock
@@ -50,8 +49,9 @@ class TrainState(train_state.TrainState):
   # rate (apply_fn's model holds placeholders). Not checkpointed: the
   # config sets them.
   keep_probs: Any = None
-  # Static, like apply_fn and tx: the objective (logits, labels) -> scalar.
-  loss_fn: Callable = flax.struct.field(pytree_node=False, default=None)
+  # Static, like apply_fn and tx: the task (trainkit/tasks), whose head the
+  # model ends in; its objective is the loss the step minimises.
+  task: Any = flax.struct.field(pytree_node=False, default=None)
 
 
 # What a checkpoint holds of the train state (its keep_probs come from the config).
@@ -77,15 +77,16 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
   return init_key, dropout_key
 
 
-def create_train_state(rng, config, model, image_shape, steps_per_epoch) -> TrainState:
+def create_train_state(rng, config, model, input_shape, steps_per_epoch,
+                       input_dtype='uint8') -> TrainState:
   """Initialises parameters, BatchNorm statistics and the optimizer."""
-  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
+  variables = model.init(rng, jnp.zeros((1, *input_shape), input_dtype), train=False)
   return TrainState.create(
       apply_fn=model.apply,
       params=variables['params'],
       batch_stats=variables.get('batch_stats', {}),
       keep_probs=models.keep_probs(config.model),
-      loss_fn=losses.LOSSES[config.loss],
+      task=model.head.for_training(config),
       tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
 
@@ -106,9 +107,12 @@ def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainSta
 def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
   """What the model and the schedules need to know of the dataset."""
   shift, scale = input_pipeline.normalization_constants(config, data)
+  target_shift, target_scale = input_pipeline.target_constants(config, data)
   return workdir_lib.ModelSpec(
-      num_classes=data.num_classes, image_shape=tuple(data.image_shape), shift=shift,
-      scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size))
+      num_classes=data.num_classes, input_shape=tuple(data.input_shape), shift=shift,
+      scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size),
+      input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
+      target_shift=target_shift, target_scale=target_scale)
 
 
 # The static parts of train states (optimizer, init program and with it the
@@ -131,12 +135,12 @@ def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
   key = (carried_values.structure_key(config), spec)
   if key not in _STATIC_PARTS:
     traced = carried_values.placeholders(config)
-    model = models.create_model(traced.model, spec.num_classes, spec.shift, spec.scale,
-                                config.dtype)
+    model = models.create_model(traced.model, input_shift=spec.shift, input_scale=spec.scale,
+                                dtype=config.dtype, head=tasks.create(config, spec))
     _STATIC_PARTS[key] = (
         optimizers.create_optimizer(traced, spec.steps_per_epoch),
-        jax.jit(lambda rng: create_train_state(rng, traced, model, spec.image_shape,
-                                               spec.steps_per_epoch)))
+        jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,
+                                               spec.steps_per_epoch, spec.input_dtype)))
   tx, init = _STATIC_PARTS[key]
   state = init(seed_keys(config.seed)[0])
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
@@ -153,13 +157,13 @@ def _train_step(state: TrainState, batch, rng):
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
+    outputs, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, batch['x'],
         train=True, keep_probs=state.keep_probs, rngs={'dropout': dropout_rng},
         mutable=['batch_stats'])
-    return state.loss_fn(logits, batch['y']), (logits, updates)
+    return state.task.objective(outputs, batch['y']), (outputs, updates)
 
-  (loss, (logits, updates)), grads = jax.value_and_grad(
+  (loss, (outputs, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -169,7 +173,7 @@ def _train_step(state: TrainState, batch, rng):
           grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats)),
       lambda: state.replace(step=state.step + 1))
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32),
-             'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['y'])}
+             **state.task.train_metrics(outputs, batch['y'])}
   return state, metrics
 
 
@@ -191,8 +195,8 @@ def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
     source: optional {'x', 'y'} arrays resident on the device.
 
   Returns:
-    (state after num_steps steps, per-step metrics {'loss': [n],
-    'accuracy': [n]}, zero in the skipped rows).
+    (state after num_steps steps, per-step metrics {'loss': [n], ...} (the
+    task's train metrics too), zero in the skipped rows).
   """
   def run(state, batch):
     if source is not None:
@@ -419,9 +423,8 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
         shown = _mean([eval_metrics[i] for i in evaluated])
         show.end_epoch(step, shown)
         if show.style == 'off':
-          logging.info('Epoch %d/%d: eval accuracy %.4f, loss %.4f (%.2f s).',
-                       epoch + 1, config.num_epochs, shown['accuracy'], shown['loss'],
-                       epoch_s)
+          logging.info('Epoch %d/%d: eval %s (%.2f s).', epoch + 1, config.num_epochs,
+                       ', '.join(f'{k} {v:.4f}' for k, v in shown.items()), epoch_s)
     if step == first_step:  # Nothing left to train: evaluate the restored state.
       eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
       for i in finished():

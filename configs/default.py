@@ -11,8 +11,23 @@ def get_config():
   """Returns the default hyperparameter configuration."""
   config = ml_collections.ConfigDict()
 
+  # Task (trainkit/tasks): 'classification' (class logits, cross-entropy,
+  # accuracy), 'regression' (real targets) or 'mixture_density' (a mixture
+  # of Gaussians over the target, for targets with several likely values).
+  config.task = 'classification'
+  config.regression_loss = 'nll'  # regression: 'nll' (a mean and a std-dev) or 'mse' (a mean).
+  config.num_components = 5  # mixture_density: Gaussian components.
+
   # Data.
-  config.dataset = 'mnist'  # TFDS dataset name (28x28 grey images + labels).
+  # A TFDS dataset name (e.g. 'mnist': 28x28 grey images + labels); a .npz
+  # file of arrays 'x' (features) and 'y' (targets), or 'x_<split>' and
+  # 'y_<split>' per split (a lone 'x', 'y' pair is the split 'train');
+  # or 'synthetic:<name>', a generated dataset (trainkit/synthetic.py).
+  config.dataset = 'mnist'
+  # Synthetic datasets: examples drawn for the 'train', 'validation' and
+  # 'test' splits (each a fresh draw), and the seed they are drawn from.
+  config.synthetic_examples = (3000, 1000, 1000)
+  config.data_seed = 0
   # Splits, in TFDS split syntax. The last 5,000 training images are held out
   # for validation (MNIST's classic 55,000 / 5,000): every epoch is evaluated on
   # them and the best checkpoint chosen by them, so the test split is touched
@@ -22,7 +37,9 @@ def get_config():
   config.validation_split = 'train[55000:]'
   config.test_split = 'test'
   config.allow_split_overlap = False  # Refuse a validation split sharing training examples.
-  # The best checkpoint: the validation metric 'accuracy' (highest) or 'loss' (lowest).
+  # The best checkpoint: a validation metric of the task, ranked in its
+  # direction (classification: 'accuracy' or 'loss'; regression: 'nll',
+  # 'mse', 'rmse', 'mae', 'r2' or 'loss'; mixture_density: 'nll', 'rmse', 'loss').
   config.best_metric = 'accuracy'
   # TFDS data dir; None = TFDS's default (~/tensorflow_datasets).
   config.data_dir = ml_collections.config_dict.placeholder(str)
@@ -30,7 +47,8 @@ def get_config():
   # .gz files) to prepare from without network; None = let TFDS download.
   config.manual_dir = ml_collections.config_dict.placeholder(str)
   # Input scaling: 'unit' = pixels/255 in [0, 1]; 'standardize' = zero mean,
-  # unit variance over the training pixels; 'raw' = pixel values 0-255 as-is.
+  # unit variance over the training pixels; 'raw' = pixel values 0-255 as-is;
+  # 'per_feature' = each feature its own training mean and std-dev (arrays).
   config.normalization = 'unit'
   # Where training data lives: 'device' = decoded once and kept on the
   # accelerator (shuffled and batched there); 'stream' = read from disk by
@@ -81,7 +99,7 @@ def get_config():
   # On the epochs' validation figures (Keras's EarlyStopping and
   # ReduceLROnPlateau); their state is checkpointed, so a resumed run decides alike.
   config.early_stopping_patience = 0  # Epochs without improvement before stopping; 0 = off.
-  config.early_stopping_metric = 'loss'  # 'loss' (lower is better) or 'accuracy'.
+  config.early_stopping_metric = 'loss'  # A validation metric of the task (see best_metric).
   config.early_stopping_min_delta = 0.0  # A smaller change is no improvement.
   config.plateau_patience = 0  # Epochs without a lower validation loss, then a cut; 0 = off.
   config.plateau_factor = 0.1  # The learning rate is multiplied by this at each plateau.

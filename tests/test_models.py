@@ -101,7 +101,7 @@ def test_input_scaling_is_applied_inside_the_model():
 def test_the_summary_table_counts_what_the_issue_and_keras_count(tmp_path):
   config = default.get_config()
   spec = model_summary.spec_without_data(config, str(tmp_path))  # No data loaded.
-  assert (spec.num_classes, spec.image_shape) == (10, (28, 28, 1))
+  assert (spec.num_classes, spec.input_shape) == (10, (28, 28, 1))
   assert not os.listdir(tmp_path)
   text = model_summary.table(config, spec)
   for layer in ('Dense_0', 'Dropout_0', 'BatchNorm_0', 'Dense_1', 'BatchNorm_1', 'Dense_2'):

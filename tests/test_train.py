@@ -52,7 +52,7 @@ def test_train_step_consumes_the_donated_state():
 
 
 def test_one_compiled_step_serves_every_dropout_rate():
-  spec = workdir_lib.ModelSpec(num_classes=10, image_shape=(28, 28, 1), shift=0.0,
+  spec = workdir_lib.ModelSpec(num_classes=10, input_shape=(28, 28, 1), shift=0.0,
                                scale=255.0, steps_per_epoch=10)
   step = jax.jit(train._train_step)  # pylint: disable=protected-access
   losses = {}
@@ -111,7 +111,7 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypat
   examples = _batch(n, seed=3)
   data = input_pipeline.Data(
       mode='stream', train=None, test=_ArraySource(examples),
-      num_train=0, num_test=n, num_classes=10, image_shape=(28, 28, 1),
+      num_train=0, num_test=n, num_classes=10, input_shape=(28, 28, 1),
       mesh=parallel.create_mesh())
   # Two batches' worth of images per call: calls of 2 and 1 batches.
   monkeypatch.setattr(input_pipeline, '_EVAL_CALL_BYTES', 2 * batch_size * 784)
@@ -303,8 +303,8 @@ def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mo
   data = input_pipeline.create_datasets(config)
   # The summary's figures are the average's, not the raw parameters'.
   averaged = evaluation.evaluate(state, data, 16)
-  raw = evaluation.metrics_from_sums(jax.device_get(evaluation.mesh_steps(data.mesh)['eval'](
-      state, data.test)))
+  raw = evaluation.metrics_from_sums(state, jax.device_get(evaluation.mesh_steps(
+      data.mesh)['eval'](state, data.test)))
   assert summary['eval_loss'] == pytest.approx(averaged['loss'])
   assert summary['eval_loss'] != pytest.approx(raw['loss'])
   # One update from fresh parameters p0 to p1: ema = 0.9 p0 + 0.1 p1.

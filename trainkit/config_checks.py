@@ -15,7 +15,8 @@ from trainkit import divergence
 from trainkit import losses
 from trainkit import optimizers
 from trainkit import progress
-from trainkit import selection
+from trainkit import tasks
+from trainkit.tasks import regression
 from trainkit import workdir as workdir_lib
 
 
@@ -99,7 +100,18 @@ def validate(config) -> None:
              "must name a split in TFDS split syntax (e.g. 'train[:55000]')")
   _require(isinstance(config.validation_split, str), 'validation_split',
            config.validation_split, "must be a split in TFDS split syntax or '' (none)")
-  _one_of(config, 'best_metric', selection.METRICS)
+  _one_of(config, 'task', tasks.NAMES)
+  _one_of(config, 'regression_loss', regression.LOSSES)
+  _require(isinstance(config.num_components, int) and not isinstance(config.num_components, bool)
+           and config.num_components >= 1, 'num_components', config.num_components,
+           'must be an integer >= 1 (the mixture\'s Gaussian components)')
+  reported = tasks.metrics(config)
+  for field in ('best_metric', 'early_stopping_metric'):
+    _require(config[field] in reported, field, config[field],
+             f'is not a metric task={config.task!r} reports (it reports: '
+             f'{", ".join(reported)}){suggest(config[field], reported)}')
+  _require(not config.plots or config.task == 'classification', 'plots', config.plots,
+           f'task={config.task!r} draws no plots yet; set plots=False')
   for field in ('init_from', 'init_exclude'):
     _require(isinstance(config[field], str), field, config[field], "must be a string ('' = none)")
   if config.init_exclude:
@@ -108,7 +120,6 @@ def validate(config) -> None:
     except re.error as e:
       raise ConfigError(
           f'init_exclude={config.init_exclude!r}: not a regular expression ({e})') from None
-  _one_of(config, 'early_stopping_metric', selection.METRICS)
   for field in ('early_stopping_patience', 'plateau_patience'):
     _require(isinstance(config[field], int) and config[field] >= 0, field, config[field],
              'must be an integer >= 0 (0 = off)')
@@ -178,7 +189,17 @@ def check_workdir(workdir: str) -> None:
 
 
 def check_data(config, data) -> None:
-  """The batch must fit the training split and split evenly over the devices."""
+  """The data must suit the task and the scaling, the batch the split and the devices.
+
+  The batch must fit the training split and split evenly over the devices.
+  """
+  if config.task == 'classification':
+    _require(data.num_classes >= 2, 'task', config.task,
+             f'needs integer class labels (at least 2 classes); dataset={config.dataset!r} '
+             'has real-valued targets (use task=\'regression\' or \'mixture_density\')')
+  _require(config.normalization != 'unit' or data.input_dtype == 'uint8', 'normalization',
+           config.normalization, f'divides uint8 pixels by 255; dataset={config.dataset!r} '
+           f"has {data.input_dtype} features (use 'per_feature')")
   _require(config.batch_size <= data.num_train, 'batch_size', config.batch_size,
            f'is larger than the training split ({data.num_train} examples)')
   _require(config.batch_size % data.mesh.size == 0, 'batch_size', config.batch_size,

@@ -1,8 +1,9 @@
 """Evaluation and prediction on the test split: pure steps and their loops.
 
-`eval_step` sums cross-entropy and correct predictions over the unmasked
+`eval_step` sums the task's figures (trainkit/tasks) over the unmasked
 examples of a batch; `evaluate` runs it over every test example exactly once
-(padded, masked batches), split over the device mesh like training.
+(padded, masked batches), split over the device mesh like training, and the
+task turns the totals into its metrics.
 """
 
 import functools
@@ -12,27 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import input_pipeline
-from trainkit import losses
 from trainkit import optimizers
 from trainkit import parallel
 
 
 @jax.jit
 def eval_step(state, batch):
-  """Sums of cross-entropy and correct predictions over unmasked examples.
-
-  Evaluation always reports standard cross-entropy, whatever the training
-  objective, so losses compare across configs.
-  """
-  logits = state.apply_fn(
+  """The task's sums over the unmasked examples of a batch, and their count."""
+  outputs = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats},
       batch['x'], train=False)
   mask = batch['mask']
-  return {
-      'loss_sum': jnp.sum(losses.cross_entropy(logits, batch['y']) * mask),
-      'correct': jnp.sum((jnp.argmax(logits, -1) == batch['y']) * mask),
-      'count': jnp.sum(mask),
-  }
+  return {**state.task.eval_sums(outputs, batch['y'], mask), 'count': jnp.sum(mask)}
 
 
 def _eval_steps(state, batches):
@@ -45,11 +37,11 @@ def _eval_steps(state, batches):
 
 
 def _predict_steps(state, batches):
-  """Class probabilities [n, batch, classes] for stacked batches [n, batch, ...]."""
-  def predict(images):
-    logits = state.apply_fn(
-        {'params': state.params, 'batch_stats': state.batch_stats}, images, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32))
+  """The task's predictions [n, batch, ...] for stacked batches [n, batch, ...]."""
+  def predict(x):
+    outputs = state.apply_fn(
+        {'params': state.params, 'batch_stats': state.batch_stats}, x, train=False)
+    return state.task.predict(outputs)
   return jax.lax.map(predict, batches['x'])
 
 
@@ -75,20 +67,23 @@ def mesh_steps(mesh) -> dict:
 
 
 def test_predictions(state, data, batch_size: int) -> dict:
-  """The test split's {'x', 'y', 'probs'} in order, as numpy arrays."""
+  """The test split's inputs 'x', targets 'y' and the task's predictions, in order.
+
+  As numpy arrays, one row per example (a classifier's predictions are its
+  class probabilities, 'probs').
+  """
   state = optimizers.params_for_eval(state)
   parts = []
   for batches in input_pipeline.eval_calls(data, batch_size):
-    probs, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
-    mask = batches['mask'].reshape(-1)
-    parts.append({'x': batches['x'].reshape(-1, *data.image_shape)[mask],
-                  'y': batches['y'].reshape(-1)[mask],
-                  'probs': probs.reshape(mask.size, -1)[mask]})
+    predictions, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
+    mask = batches.pop('mask').reshape(-1)
+    rows = {**batches, **predictions}
+    parts.append({k: v.reshape(mask.size, *v.shape[2:])[mask] for k, v in rows.items()})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def evaluate(state, data, batch_size: int) -> dict:
-  """Loss and accuracy over every test example exactly once.
+  """The task's metrics over every test example exactly once.
 
   Of the averaged parameters, when an average is kept (config.ema_decay).
   """
@@ -97,11 +92,9 @@ def evaluate(state, data, batch_size: int) -> dict:
   for batches in input_pipeline.eval_calls(data, batch_size):
     sums = mesh_steps(data.mesh)['eval'](state, batches)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return metrics_from_sums(jax.device_get(totals))
+  return metrics_from_sums(state, jax.device_get(totals))
 
 
-def metrics_from_sums(totals) -> dict:
-  """{'loss', 'accuracy'} from eval_step's sums (host values)."""
-  count = int(totals['count'])
-  return {'loss': float(totals['loss_sum']) / count,
-          'accuracy': float(totals['correct']) / count}
+def metrics_from_sums(state, totals) -> dict:
+  """The task's metrics from eval_step's summed totals (host values)."""
+  return state.task.metrics_from_sums(totals, int(totals['count']))

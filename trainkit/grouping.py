@@ -69,7 +69,7 @@ class GroupSteps:
   def evaluate(self, state, data, batch_size: int) -> list:
     del batch_size  # The resident test split is stacked in eval batches already.
     sums = jax.device_get(_group_eval_steps(optimizers.params_for_eval(state), data.test))
-    return [evaluation.metrics_from_sums(self.member(sums, i))
+    return [evaluation.metrics_from_sums(state, self.member(sums, i))
             for i in range(len(sums['count']))]
 
 

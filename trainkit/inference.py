@@ -129,13 +129,14 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   digits, problems = [], []
   for path in files:
     try:
-      digits.append(digit_images.load_digit(path, spec.image_shape))
+      digits.append(digit_images.load_digit(path, spec.input_shape))
       problems.append(None if digits[-1] is not None else NO_DIGIT)
     except digit_images.UnreadableImage as e:
       digits.append(None)
       problems.append(str(e).removeprefix(f'{path}: '))
   found = [d for d in digits if d is not None]
-  probs = iter(np.asarray(evaluation.predict_steps(state, {'x': np.stack(found)[None]})[0])
+  probs = iter(np.asarray(evaluation.predict_steps(
+      state, {'x': np.stack(found)[None]})['probs'][0])
                if found else [])
   results = []
   for path, digit, problem in zip(files, digits, problems):
@@ -175,7 +176,7 @@ def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
                          input_polymorphic_shape='(b, ...)')
   manager = oex.ExportManager(module, [oex.ServingConfig(
       'serving_default',
-      input_signature=[tf.TensorSpec([None, *spec.image_shape], tf.uint8,
+      input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.uint8,
                                      name='images')],
       tf_postprocessor=lambda probs: {'scores': probs})])
   directory = os.path.join(os.path.abspath(workdir), workdir_lib.EXPORT)

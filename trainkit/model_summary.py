@@ -16,9 +16,11 @@ import jax
 import jax.numpy as jnp
 
 import models
+from trainkit import array_data
 from trainkit import carried_values
 from trainkit import data_sources
 from trainkit import optimizers
+from trainkit import tasks
 from trainkit import workdir as workdir_lib
 
 SUMMARY_FILE = workdir_lib.MODEL_SUMMARY
@@ -34,11 +36,19 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
     return workdir_lib.ModelSpec.read(workdir)
   except FileNotFoundError:
     pass
+  if array_data.is_arrays(config.dataset):  # Arrays are read whole: cheap.
+    splits = array_data.load(config)
+    x, y = splits[next(iter(splits))]['x'], splits[next(iter(splits))]['y']
+    size = math.prod(y.shape[1:])
+    return workdir_lib.ModelSpec(
+        num_classes=array_data.num_classes(splits), input_shape=x.shape[1:], shift=0.0,
+        scale=1.0, steps_per_epoch=1, input_dtype=x.dtype.name, target_shape=y.shape[1:],
+        target_shift=(0.0,) * size, target_scale=(1.0,) * size)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_sources.check_name(config.dataset)
   features = tfds.builder(config.dataset, data_dir=config.data_dir).info.features
   return workdir_lib.ModelSpec(num_classes=features['label'].num_classes,
-                               image_shape=tuple(features['image'].shape), shift=0.0,
+                               input_shape=tuple(features['image'].shape), shift=0.0,
                                scale=255.0, steps_per_epoch=1)
 
 
@@ -75,9 +85,9 @@ def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 
 
 
 def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
-  model = models.create_model(config.model, spec.num_classes, spec.shift, spec.scale,
-                              dtype=config.dtype)
-  example = jnp.zeros((1, *spec.image_shape), jnp.uint8)
+  model = models.create_model(config.model, input_shift=spec.shift, input_scale=spec.scale,
+                              dtype=config.dtype, head=tasks.create(config, spec))
+  example = jnp.zeros((1, *spec.input_shape), spec.input_dtype)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   keep = models.keep_probs(config.model)
   console = {'width': width, 'force_terminal': False, 'color_system': None}

@@ -22,6 +22,13 @@ _BAR = '{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} ' + _TIMES
 _LINE = '{desc} {n_fmt}/{total_fmt} steps ({percentage:.0f}%) ' + _TIMES
 
 
+# Shown in per cent; the others as numbers.
+_PERCENT = ('accuracy',)
+# Short names on the progress bar.
+_SHORT = {'accuracy': 'acc'}
+# Per-step figures the bar leaves out: the logs have them.
+_NOT_SHOWN = {'grad_norm', 'finite'}
+
 class _LogLines:
   """A file for tqdm that turns each refresh into one absl log line."""
 
@@ -95,7 +102,7 @@ class Progress:
     """
     if not self._bar:
       return
-    for key in ('loss', 'accuracy'):
+    for key in metrics.keys() - _NOT_SHOWN:
       total, count = self._sums.get(key, (0.0, 0))
       self._sums[key] = (total + float(metrics[key].sum()), count + num_steps)
     self._bar.update(num_steps)
@@ -113,12 +120,12 @@ class Progress:
     mean = {k: total / max(count, 1) for k, (total, count) in self._sums.items()}
     rate = self.steps_per_s
     remaining = self._num_epochs * self._steps_per_epoch - step
-    parts = [f'loss={mean.get("loss", float("nan")):.4f}',
-             f'acc={mean.get("accuracy", float("nan")):.2%}',
-             f'{rate * self._batch_size:,.0f} ex/s']
+    shown = sorted(mean, key=lambda k: k != 'loss')  # The loss first.
+    parts = [f'{_SHORT.get(k, k)}={figure(k, mean[k])}' for k in shown]
+    parts.append(f'{rate * self._batch_size:,.0f} ex/s')
     if eval_metrics:
-      parts += [f'eval_loss={eval_metrics["loss"]:.4f}',
-                f'eval_acc={eval_metrics["accuracy"]:.2%}']
+      parts += [f'eval_{_SHORT.get(k, k)}={figure(k, eval_metrics[k])}'
+                for k in sorted(eval_metrics, key=lambda k: k != 'loss')]
     elif rate and remaining:
       parts.append(f'run ETA {tqdm.tqdm.format_interval(remaining / rate)}')
     self._bar.set_postfix_str(', '.join(parts), refresh=False)
@@ -152,24 +159,48 @@ class Progress:
       handler.setStream(stream)
 
 
+def figure(metric: str, value) -> str:
+  """A metric's value as a person reads it: accuracy in per cent, others to 4 decimals."""
+  if value is None:
+    return 'n/a'
+  return f'{value:.2%}' if metric in _PERCENT else f'{value:.4f}'
+
+
+def figures(summary: dict, prefix: str, metrics, percent_only_first: bool = False) -> str:
+  """'accuracy 98.12%, loss 0.0601': the summary's `prefix`+metric figures, in order.
+
+  `percent_only_first`: the first figure without its name when it is a
+  percentage (98.12% reads as an accuracy), as the test line's
+  best-checkpoint part shows it.
+  """
+  parts = []
+  for i, metric in enumerate(metrics):
+    value = figure(metric, summary.get(prefix + metric))
+    unnamed = percent_only_first and i == 0 and metric in _PERCENT
+    parts.append(value if unnamed else f'{metric} {value}')
+  return ', '.join(parts)
+
+
 def run_summary(summary: dict, workdir: str, best_step: int | None,
-                plots: bool = True) -> str:
-  """The closing lines of a run: results, speed and where things were written."""
+                plots: bool = True, metrics=('accuracy', 'loss')) -> str:
+  """The closing lines of a run: results, speed and where things were written.
+
+  `metrics`: the task's metric names (trainkit/tasks), in the order shown.
+  """
   workdir = os.path.abspath(workdir)
-  best = (f'; best by {summary["best_metric"]} at step {best_step}: accuracy '
-          f'{summary["best_eval_accuracy"]:.2%}, loss {summary["best_eval_loss"]:.4f}'
-          if best_step is not None else '')
+  best = (f'; best by {summary["best_metric"]} at step {best_step}: '
+          f'{figures(summary, "best_eval_", metrics)}' if best_step is not None else '')
   lines = [
       f'Finished {summary["epoch"]:g} epochs, {summary["step"]} steps, in '
       f'{summary["train_wall_s"]:.1f} s of training '
       f'({summary["examples_per_s"]:,.0f} examples/s).',
-      *([f'  validation     accuracy {summary["eval_accuracy"]:.2%}, loss '
-         f'{summary["eval_loss"]:.4f} ({summary["eval_split"]}, final){best}',
-         f'  test           accuracy {summary["test_accuracy"]:.2%}, loss '
-         f'{summary["test_loss"]:.4f} (final); {summary["best_test_accuracy"]:.2%}, '
-         f'loss {summary["best_test_loss"]:.4f} (best checkpoint)']
-        if 'best_test_accuracy' in summary else
-        [f'  test accuracy  {summary["eval_accuracy"]:.2%}, loss {summary["eval_loss"]:.4f}'
+      *([f'  validation     {figures(summary, "eval_", metrics)} '
+         f'({summary["eval_split"]}, final){best}',
+         f'  test           {figures(summary, "test_", metrics)} (final); '
+         f'{figures(summary, "best_test_", metrics, percent_only_first=True)} '
+         '(best checkpoint)']
+        if 'best_test_' + metrics[0] in summary else
+        [f'  test {figures(summary, "eval_", metrics).replace(" ", "  ", 1)}'
          ' (no validation split: no checkpoint is chosen by it)']),
       f'  checkpoints    {os.path.join(workdir, "checkpoints")}',
       f'  plots          {os.path.join(workdir, "plots") if plots else "off (config.plots)"}',

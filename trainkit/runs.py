@@ -29,6 +29,7 @@ from trainkit import parallel
 from trainkit import plateaus
 from trainkit import progress
 from trainkit import selection
+from trainkit import tasks
 from trainkit import workdir as workdir_lib
 
 
@@ -64,6 +65,7 @@ class Run:
     self._epoch_hook = epoch_hook
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
     self.best_metric = selection.best_metric(config)
+    self.metrics = tasks.metrics(config)  # The task's, in the summary's order.
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
                                                 config.keep_checkpoints, streamed,
                                                 self.best_metric, set_aside=True)
@@ -244,7 +246,7 @@ class Run:
     them (that would be choosing on the test split).
     """
     if data.validation is None:
-      return {'test_accuracy': eval_metrics['accuracy'], 'test_loss': eval_metrics['loss']}
+      return {f'test_{name}': eval_metrics[name] for name in self.metrics}
     batch = self.config.eval_batch_size
     final = evaluation.evaluate(state, data, batch)
     best = final
@@ -256,8 +258,8 @@ class Run:
       finally:
         manager.close()
       best = evaluation.evaluate(best_state, data, batch)
-    return {'test_accuracy': final['accuracy'], 'test_loss': final['loss'],
-            'best_test_accuracy': best['accuracy'], 'best_test_loss': best['loss']}
+    return {**{f'test_{name}': final[name] for name in self.metrics},
+            **{f'best_test_{name}': best[name] for name in self.metrics}}
 
   def finish(self, state, data, eval_metrics: dict, step: int) -> dict:
     """Writes summary.json (and, if configured, the plots); returns the summary.
@@ -271,12 +273,11 @@ class Run:
     wall = self.meta['train_wall_s']  # As of the last checkpoint.
     summary = {
         'eval_split': self.config.validation_split or self.config.test_split,
-        'eval_accuracy': eval_metrics['accuracy'],
-        'eval_loss': eval_metrics['loss'],
+        **{f'eval_{name}': eval_metrics[name] for name in self.metrics},
         'best_metric': self.best_metric,
         'best_step': self.best_step,
         **{f'best_{name}': (self.best_metrics or {}).get(name)
-           for name in map(selection.key, selection.METRICS)},
+           for name in map(selection.key, self.metrics)},
         **self._test_figures(state, data, eval_metrics, step),
         'step': step,
         'epoch': step / self.spec.steps_per_epoch,
@@ -304,5 +305,5 @@ class Run:
               os.remove(os.path.join(directory, name))
           raise
     logging.info('%s', progress.run_summary(summary, self.workdir, self.best_step,
-                                            self.config.plots))
+                                            self.config.plots, self.metrics))
     return summary

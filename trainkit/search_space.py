@@ -89,7 +89,7 @@ class Categorical:
 
 SAMPLERS = ('tpe', 'random', 'qmc', 'grid')
 PRUNERS = ('hyperband', 'successive_halving', 'median', 'none')
-METRICS = selection.METRICS
+METRICS = tuple(selection.HIGHER_IS_BETTER)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,9 +10,10 @@ ranked, there is no best step, and `best` is refused.
 
 import math
 
-# Each metric of the epochs' evaluation, and whether higher is better.
-HIGHER_IS_BETTER = {'accuracy': True, 'loss': False}
-METRICS = tuple(HIGHER_IS_BETTER)
+# Whether higher is better, for every metric a task reports (trainkit/tasks):
+# a metric ranks the same way whichever task reports it.
+HIGHER_IS_BETTER = {'accuracy': True, 'loss': False, 'nll': False, 'mse': False,
+                    'rmse': False, 'mae': False, 'r2': True}
 
 
 def key(metric: str) -> str:

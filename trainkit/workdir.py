@@ -130,21 +130,30 @@ class ModelSpec:
   """What the dataset tells the model, so inference needs no dataset.
 
   Attributes:
-    num_classes: output classes.
-    image_shape: one image's shape, e.g. (28, 28, 1).
-    shift: inputs are scaled as (pixels - shift) / scale inside the model.
+    num_classes: output classes (classification; 0 for other tasks).
+    input_shape: one input's shape, e.g. (28, 28, 1) for an MNIST image.
+    shift: inputs are scaled as (x - shift) / scale inside the model; a
+      number, or a tuple with one per input feature (flattened).
     scale: see `shift`.
     steps_per_epoch: training steps per epoch (the schedules are in steps).
+    input_dtype: the inputs' dtype as stored ('uint8' for images).
+    target_shape: one target's shape (regression and mixtures; () = a scalar).
+    target_shift: the targets' training mean per element (the model predicts
+      (y - target_shift) / target_scale; metrics are in y's own units).
+    target_scale: the targets' training std-dev per element.
   """
   num_classes: int
-  image_shape: tuple
-  shift: float
-  scale: float
+  input_shape: tuple
+  shift: float | tuple
+  scale: float | tuple
   steps_per_epoch: int
+  input_dtype: str = 'uint8'
+  target_shape: tuple = ()
+  target_shift: tuple = ()
+  target_scale: tuple = ()
 
   def write(self, workdir: str) -> None:
-    write_json(os.path.join(workdir, MODEL_SPEC),
-               {**dataclasses.asdict(self), 'image_shape': list(self.image_shape)})
+    write_json(os.path.join(workdir, MODEL_SPEC), dataclasses.asdict(self))
 
   @classmethod
   def read(cls, workdir: str) -> 'ModelSpec':
@@ -157,7 +166,9 @@ class ModelSpec:
     try:
       with open(path) as f:
         fields = json.load(f)
-      return cls(**{**fields, 'image_shape': tuple(fields['image_shape'])})
+      if 'image_shape' in fields:  # Written before inputs were more than images.
+        fields['input_shape'] = fields.pop('image_shape')
+      return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     except FileNotFoundError:
       raise
     except (OSError, ValueError, TypeError, KeyError) as e:

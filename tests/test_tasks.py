@@ -1,0 +1,252 @@
+"""The task layer: each task's loss and metrics against NumPy, runs of the
+real-valued tasks on arrays, and the inputs they refuse."""
+
+import json
+import math
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import mixture_density as mdn_config
+from tests.helpers import checkpoint_steps, tiny_config
+from trainkit import cli
+from trainkit import selection
+from trainkit import synthetic
+from trainkit.tasks import classification
+from trainkit.tasks import mixture_density
+from trainkit.tasks import regression
+import train
+
+_RNG = np.random.default_rng(0)
+_SHIFT, _SCALE = (1.5, -2.0), (3.0, 0.5)  # Two target elements' training statistics.
+_MASK = np.array([1.0] * 9 + [0.0] * 3, np.float32)  # The last three rows are padding.
+
+
+def _normal_nll(y, mean, std):
+  return 0.5 * np.log(2 * np.pi) + np.log(std) + 0.5 * ((y - mean) / std) ** 2
+
+
+def _sums_to_metrics(task, outputs, y):
+  sums = jax.device_get(task.eval_sums(outputs, jnp.asarray(y), jnp.asarray(_MASK)))
+  return task.metrics_from_sums(sums, int(_MASK.sum()))
+
+
+def test_regression_matches_numpy_in_the_targets_own_units():
+  n = len(_MASK)
+  targets = regression.Targets((2,), _SHIFT, _SCALE)
+  task = regression.Regression(targets, 'nll')
+  outputs = {'mean': _RNG.normal(size=(n, 2)).astype(np.float32),
+             'std': _RNG.uniform(0.5, 2.0, (n, 2)).astype(np.float32)}
+  y = _RNG.normal(size=(n, 2)).astype(np.float32) * 4
+  z = (y - _SHIFT) / _SCALE  # The model's units.
+  np.testing.assert_allclose(task.objective(outputs, y),
+                             _normal_nll(z, outputs['mean'], outputs['std']).sum(1).mean(),
+                             rtol=1e-5)
+  mean = outputs['mean'] * _SCALE + _SHIFT  # The targets' units.
+  std = outputs['std'] * _SCALE
+  real = _MASK == 1
+  error = (mean - y)[real]
+  metrics = _sums_to_metrics(task, outputs, y)
+  assert metrics['nll'] == pytest.approx(_normal_nll(y, mean, std)[real].sum(1).mean(), rel=1e-5)
+  assert metrics['loss'] == metrics['nll']
+  assert metrics['mse'] == pytest.approx(np.mean(error ** 2), rel=1e-5)
+  assert metrics['rmse'] == pytest.approx(math.sqrt(np.mean(error ** 2)), rel=1e-5)
+  assert metrics['mae'] == pytest.approx(np.mean(np.abs(error)), rel=1e-5)
+  # R^2 per output, averaged (as scikit-learn's r2_score).
+  r2 = np.mean(1 - (error ** 2).sum(0) / ((y[real] - y[real].mean(0)) ** 2).sum(0))
+  assert metrics['r2'] == pytest.approx(r2, rel=1e-4)
+  predicted = task.predict(outputs)
+  np.testing.assert_allclose(predicted['mean'], mean, rtol=1e-6)
+  np.testing.assert_allclose(predicted['std'], std, rtol=1e-6)
+  # The point head: its loss is the mean squared error (model units), and no NLL.
+  point = regression.Regression(targets, 'mse')
+  np.testing.assert_allclose(point.objective(outputs, y),
+                             np.mean((outputs['mean'] - z) ** 2), rtol=1e-5)
+  metrics = _sums_to_metrics(point, {'mean': outputs['mean']}, y)
+  assert 'nll' not in metrics and metrics['loss'] == metrics['mse']
+
+
+def _mixture_log_density(y, mean, std, logits):
+  """log sum_k softmax(logits)_k prod_d N(y_d | mean_kd, std_kd^2), per row, in float64."""
+  y, mean, std, logits = (np.asarray(a, np.float64) for a in (y, mean, std, logits))
+  weights = np.exp(logits - logits.max(1, keepdims=True))
+  weights /= weights.sum(1, keepdims=True)
+  density = np.exp(-_normal_nll(y[:, None, :], mean, std).sum(-1))
+  return np.log((weights * density).sum(1))
+
+
+def test_mixture_density_matches_numpy_and_stays_finite():
+  n, k = len(_MASK), 3
+  targets = regression.Targets((2,), _SHIFT, _SCALE)
+  task = mixture_density.MixtureDensity(targets, k)
+  outputs = {'mean': _RNG.normal(size=(n, k, 2)).astype(np.float32),
+             'std': _RNG.uniform(0.5, 2.0, (n, k, 2)).astype(np.float32),
+             'logits': _RNG.normal(size=(n, k)).astype(np.float32)}
+  y = _RNG.normal(size=(n, 2)).astype(np.float32) * 4
+  z = (y - _SHIFT) / _SCALE
+  np.testing.assert_allclose(
+      task.objective(outputs, y),
+      -_mixture_log_density(z, outputs['mean'], outputs['std'], outputs['logits']).mean(),
+      rtol=1e-5)
+  mean, std = outputs['mean'] * _SCALE + _SHIFT, outputs['std'] * _SCALE
+  real = _MASK == 1
+  metrics = _sums_to_metrics(task, outputs, y)
+  nll = -_mixture_log_density(y, mean, std, outputs['logits'])[real].mean()
+  assert metrics['nll'] == pytest.approx(nll, rel=1e-5) and metrics['loss'] == metrics['nll']
+  weights = np.asarray(jax.nn.softmax(outputs['logits']))
+  mixture_mean = np.einsum('bk,bkd->bd', weights, mean)
+  assert metrics['rmse'] == pytest.approx(
+      math.sqrt(np.mean((mixture_mean - y)[real] ** 2)), rel=1e-5)
+  predicted = task.predict(outputs)
+  np.testing.assert_allclose(predicted['mean'], mixture_mean, rtol=1e-5)
+  np.testing.assert_allclose(predicted['weights'], weights, rtol=1e-5)
+  # The most likely of the component means, by the whole mixture's density.
+  at_means = [_mixture_log_density(np.broadcast_to(mean[:, j], (n, 2)), mean, std,
+                                   outputs['logits']) for j in range(k)]
+  best = np.argmax(np.stack(at_means, 1), 1)
+  np.testing.assert_allclose(predicted['mode'], mean[np.arange(n), best], rtol=1e-6)
+  # A component squeezed onto a point far from the data: the loss and its
+  # gradient stay finite (the std-dev has a floor; the sum is in log space).
+  head_raw = jnp.full((n, k, 2), -50.0)  # softplus(-50) ~ 0: the floor holds.
+  def loss(raw):
+    squeezed = {**outputs, 'std': regression.positive_std(raw),
+                'mean': outputs['mean'] + 1e3, 'logits': outputs['logits'] * 1e3}
+    return task.objective(squeezed, y)
+  value, grad = jax.value_and_grad(loss)(head_raw)
+  assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
+def test_classification_matches_numpy():
+  n = len(_MASK)
+  task = classification.Classification(4)
+  logits = _RNG.normal(size=(n, 4)).astype(np.float32)
+  labels = _RNG.integers(0, 4, n).astype(np.int32)
+  log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  cross_entropy = -log_probs[np.arange(n), labels]
+  np.testing.assert_allclose(task.objective(logits, labels), cross_entropy.mean(), rtol=1e-5)
+  real = _MASK == 1
+  metrics = _sums_to_metrics(task, logits, labels)
+  assert metrics['loss'] == pytest.approx(cross_entropy[real].mean(), rel=1e-5)
+  assert metrics['accuracy'] == pytest.approx(np.mean((logits.argmax(1) == labels)[real]))
+
+
+def test_every_task_metric_has_a_direction():
+  for name in ('classification', 'regression', 'mixture_density'):
+    for metric in tiny_config(task=name).get('task') and __import__(
+        'trainkit.tasks', fromlist=['metrics']).metrics(tiny_config(task=name)):
+      assert metric in selection.HIGHER_IS_BETTER, (name, metric)
+  assert selection.direction('nll') == 'minimize' and selection.direction('r2') == 'maximize'
+
+
+def _mdn(**overrides):
+  """The Elegy MDN config, small: 512 points, 8 steps an epoch."""
+  config = mdn_config.get_config()
+  config.update(dict(synthetic_examples=(512, 256, 256), num_epochs=3, cache_dir='',
+                     progress='off', log_every_steps=4))
+  config.update(overrides)
+  return config
+
+
+def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(tmp_path):
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  config = _mdn(checkpoint_every_steps=4, keep_checkpoints=10)
+  final, summary = train.train_and_evaluate(config, str(straight))
+  assert summary['step'] == 3 * 8 and checkpoint_steps(straight) == [4, 8, 12, 16, 20, 24]
+  # Every figure of the task, for the validation and the test split.
+  for name in ('loss', 'nll', 'rmse'):
+    for prefix in ('eval_', 'best_eval_', 'test_', 'best_test_'):
+      assert math.isfinite(summary[prefix + name]), prefix + name
+  assert 'test_accuracy' not in summary and summary['best_metric'] == 'nll'
+  # The best checkpoint is the epoch with the lowest validation NLL.
+  with open(straight / 'metrics.jsonl') as f:
+    evals = {r['step']: r['metrics']['nll'] for r in map(json.loads, f) if r['split'] == 'eval'}
+  assert summary['best_step'] == min(evals, key=evals.get)
+  assert summary['best_eval_nll'] == pytest.approx(min(evals.values()), rel=1e-6)
+  shutil.copytree(straight, resumed)
+  for step in checkpoint_steps(resumed):
+    if step > 12:  # Resume mid-epoch 2.
+      shutil.rmtree(resumed / 'checkpoints' / str(step))
+  state, again = train.train_and_evaluate(config, str(resumed))
+  jax.tree.map(np.testing.assert_array_equal, state.params, final.params)
+  jax.tree.map(np.testing.assert_array_equal, state.opt_state, final.opt_state)
+  for key in ('eval_nll', 'test_nll', 'best_step', 'best_test_nll'):
+    assert again[key] == summary[key], key
+
+
+def test_regression_on_an_npz_file_fits_as_least_squares_does(tmp_path):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(1200, 3)).astype(np.float32) * [1.0, 10.0, 0.1]
+  y = (x @ np.array([2.0, -0.3, 15.0]) + 40.0 + rng.normal(0, 0.5, 1200)).astype(np.float32)
+  np.savez(tmp_path / 'data.npz', x=x, y=y)
+  config = tiny_config(task='regression', regression_loss='mse', normalization='per_feature',
+                       dataset=str(tmp_path / 'data.npz'), train_split='train[:1000]',
+                       validation_split='train[1000:1100]', test_split='train[1100:]',
+                       best_metric='rmse', batch_size=32, num_epochs=20,
+                       learning_rate=1e-2, schedule='constant',
+                       **{'model.hidden_sizes': (), 'model.dropout_rates': (),
+                          'model.use_batchnorm': False})
+  _, summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  # A linear model: the least-squares fit is the best it can reach.
+  design = np.c_[x[:1000], np.ones(1000)]
+  coef = np.linalg.lstsq(design, y[:1000], rcond=None)[0]
+  errors = np.c_[x[1100:], np.ones(100)] @ coef - y[1100:]
+  assert summary['test_rmse'] == pytest.approx(np.sqrt(np.mean(errors ** 2)), rel=0.05)
+  r2 = 1 - np.sum(errors ** 2) / np.sum((y[1100:] - y[1100:].mean()) ** 2)
+  assert summary['test_r2'] == pytest.approx(r2, abs=0.005)
+  with open(tmp_path / 'run' / 'model.json') as f:
+    spec = json.load(f)
+  # Standardised with the training split's statistics, kept for eval and predict.
+  np.testing.assert_allclose(spec['shift'], x[:1000].mean(0), rtol=1e-5)
+  np.testing.assert_allclose(spec['target_shift'], [y[:1000].mean()], rtol=1e-5)
+
+
+@pytest.mark.parametrize('arrays, overrides, message', [
+    ({'features': np.zeros((4, 1)), 'y': np.zeros(4)}, {},
+     "has 'y' but no 'x'"),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(5)}, {}, 'has 4 rows of x but 5 of y'),
+    ({'x': np.array([[0.0], [np.nan]] * 2), 'y': np.zeros(4)}, {},
+     'x of split .train. holds 1 NaN or infinite values .the first in row 1.'),
+    ({'x': np.zeros((4, 1)), 'y': np.array([0.0, np.inf, 1, 2])}, {},
+     'y of split .train. holds 1 NaN or infinite'),
+    ({'x': np.zeros((4, 1)), 'y': np.linspace(0, 1, 4)}, {'task': 'classification'},
+     "task='classification': needs integer class labels"),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'num_components': 0},
+     'num_components=0: must be an integer >= 1'),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'best_metric': 'accuracy'},
+     "best_metric='accuracy': is not a metric task='regression' reports"),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'early_stopping_metric': 'r2'},
+     "early_stopping_metric='r2': is not a metric task='mixture_density' reports"),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'normalization': 'unit'},
+     "normalization='unit': divides uint8 pixels by 255"),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'input_mode': 'stream'},
+     "input_mode='stream' reads TFDS datasets"),
+])
+def test_bad_arrays_and_settings_are_refused_before_any_work(tmp_path, arrays, overrides,
+                                                             message):
+  np.savez(tmp_path / 'data.npz', **arrays)
+  task = overrides.get('task', 'mixture_density' if 'early_stopping_metric' in overrides
+                       else 'regression')
+  config = tiny_config(task=task, normalization='per_feature', dataset=str(tmp_path / 'data.npz'),
+                       test_split='train', batch_size=2,
+                       best_metric='accuracy' if task == 'classification' else 'nll')
+  config.update(overrides)
+  with pytest.raises(cli.INPUT_ERRORS, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
+def test_synthetic_splits_are_fresh_draws_fixed_by_their_seed():
+  first = synthetic.splits('inverse_sine', (100, 50, 50), seed=3)
+  again = synthetic.splits('inverse_sine', (100, 50, 50), seed=3)
+  other = synthetic.splits('inverse_sine', (100, 50, 50), seed=4)
+  np.testing.assert_array_equal(first['test']['x'], again['test']['x'])
+  assert not np.array_equal(first['test']['x'], other['test']['x'])
+  assert not np.array_equal(first['train']['y'][:50], first['test']['y'])
+  assert np.all(np.abs(first['train']['y']) <= synthetic.Y_LIMIT)
+  # The generator's own NLL is a density: p(y | x) integrates to 1 over y.
+  grid = np.linspace(-synthetic.Y_LIMIT, synthetic.Y_LIMIT, 4001)
+  p = np.exp(-synthetic.inverse_sine_nll(np.full_like(grid, 1.0), grid))
+  assert np.trapezoid(p, grid) == pytest.approx(1.0, rel=1e-3)

@@ -1,0 +1,41 @@
+"""Tasks: what the model predicts from the backbone's features, and how it is judged.
+
+A task is one small module holding a frozen dataclass with one interface:
+
+- `metrics(config)` (a classmethod): the names of the evaluation metrics, each
+  ranked in its direction (trainkit/selection.py); 'loss' is always one.
+- `head(features, dense)`: the output layers on the MLP backbone (`dense(n)`
+  makes a Dense layer of n units), returning the task's outputs.
+- `objective(outputs, targets)`: the training loss of a batch, a scalar;
+  `for_training(config)` the task with the objective `config` chooses.
+- `train_metrics(outputs, targets)`: batch means logged beside the loss.
+- `eval_sums(outputs, targets, mask)`: sums over the unmasked examples, so an
+  evaluation counts every example once however it is batched and sharded;
+  `metrics_from_sums(sums, count)` turns their totals into the metrics.
+- `predict(outputs)`: predictions in the targets' own units, as arrays.
+
+`config.task` names it; `create(config, spec)` builds it with what the data
+told the model spec (classes, target shape and scaling). The loop,
+checkpoints, sweeps and searches see only metric names and directions.
+"""
+
+from trainkit.tasks import classification
+from trainkit.tasks import mixture_density
+from trainkit.tasks import regression
+
+TASKS = {
+    'classification': classification.Classification,
+    'regression': regression.Regression,
+    'mixture_density': mixture_density.MixtureDensity,
+}
+NAMES = tuple(TASKS)
+
+
+def metrics(config) -> tuple:
+  """The evaluation metrics `config`'s task reports, in the summary's order."""
+  return TASKS[config.get('task', 'classification')].metrics(config)
+
+
+def create(config, spec):
+  """The task of `config`, for the data `spec` (a workdir.ModelSpec) describes."""
+  return TASKS[config.get('task', 'classification')].create(config, spec)

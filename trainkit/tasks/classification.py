@@ -1,0 +1,51 @@
+"""Classification: class logits, cross-entropy, accuracy."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from trainkit import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+  """`num_classes` logits; trained on `config.loss`, judged by cross-entropy and accuracy."""
+  num_classes: int
+  objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
+
+  @classmethod
+  def metrics(cls, config) -> tuple:
+    del config
+    return ('accuracy', 'loss')
+
+  @classmethod
+  def create(cls, config, spec) -> 'Classification':
+    return cls(num_classes=spec.num_classes, objective_name=config.loss)
+
+  def for_training(self, config) -> 'Classification':
+    """This task with `config`'s training objective (config.loss)."""
+    return dataclasses.replace(self, objective_name=config.loss)
+
+  def head(self, x, dense):
+    # Losses and softmax in float32 whatever the compute dtype.
+    return dense(self.num_classes)(x).astype(jnp.float32)
+
+  def objective(self, logits, labels):
+    return losses.LOSSES[self.objective_name](logits, labels)
+
+  def train_metrics(self, logits, labels) -> dict:
+    return {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+  def eval_sums(self, logits, labels, mask) -> dict:
+    # Evaluation reports standard cross-entropy whatever the training
+    # objective, so losses compare across configs.
+    return {'loss_sum': jnp.sum(losses.cross_entropy(logits, labels) * mask),
+            'correct': jnp.sum((jnp.argmax(logits, -1) == labels) * mask)}
+
+  def metrics_from_sums(self, sums, count: int) -> dict:
+    return {'loss': float(sums['loss_sum']) / count,
+            'accuracy': float(sums['correct']) / count}
+
+  def predict(self, logits) -> dict:
+    return {'probs': jax.nn.softmax(logits.astype(jnp.float32))}
