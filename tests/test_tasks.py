@@ -208,7 +208,7 @@ def test_regression_on_an_npz_file_fits_as_least_squares_does(tmp_path):
      "has 'y' but no 'x'"),
     ({'x': np.zeros((4, 1)), 'y': np.zeros(5)}, {}, 'has 4 rows of x but 5 of y'),
     ({'x': np.array([[0.0], [np.nan]] * 2), 'y': np.zeros(4)}, {},
-     'x of split .train. holds 1 NaN or infinite values .the first in row 1.'),
+     'x of split .train. holds 2 NaN or infinite values .the first in row 1.'),
     ({'x': np.zeros((4, 1)), 'y': np.array([0.0, np.inf, 1, 2])}, {},
      'y of split .train. holds 1 NaN or infinite'),
     ({'x': np.zeros((4, 1)), 'y': np.linspace(0, 1, 4)}, {'task': 'classification'},
