@@ -250,3 +250,19 @@ def test_synthetic_splits_are_fresh_draws_fixed_by_their_seed():
   grid = np.linspace(-synthetic.Y_LIMIT, synthetic.Y_LIMIT, 4001)
   p = np.exp(-synthetic.inverse_sine_nll(np.full_like(grid, 1.0), grid))
   assert np.trapezoid(p, grid) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_train_figures_are_in_the_targets_units_like_the_evaluation():
+  n = len(_MASK)
+  targets = regression.Targets((2,), _SHIFT, _SCALE)
+  outputs = {'mean': _RNG.normal(size=(n, 3, 2)).astype(np.float32),
+             'std': _RNG.uniform(0.5, 2.0, (n, 3, 2)).astype(np.float32),
+             'logits': _RNG.normal(size=(n, 3)).astype(np.float32)}
+  y = _RNG.normal(size=(n, 2)).astype(np.float32)
+  everything = np.ones(n, np.float32)
+  for task, out in ((mixture_density.MixtureDensity(targets, 3), outputs),
+                    (regression.Regression(targets, 'nll'),
+                     {k: outputs[k][:, 0] for k in ('mean', 'std')})):
+    sums = task.eval_sums(out, y, everything)
+    assert float(task.train_metrics(out, y)['nll']) == pytest.approx(
+        float(sums['nll_sum']) / n, rel=1e-5)

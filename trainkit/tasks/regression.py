@@ -60,6 +60,10 @@ class Targets:
     mean = mean * jnp.asarray(self.scale) + jnp.asarray(self.shift)
     return mean if std is None else (mean, std * jnp.asarray(self.scale))
 
+  def log_scale(self) -> float:
+    """What standardising adds to a density's log per example: sum of log std-devs."""
+    return float(np.sum(np.log(self.scale)))
+
   def unflat(self, values):
     """[batch, ..., size] -> [batch, ..., *shape]."""
     return values.reshape(*values.shape[:-1], *self.shape)
@@ -114,8 +118,11 @@ class Regression:
     return jnp.mean(gaussian_nll(z, outputs['mean'], outputs['std']).sum(-1))
 
   def train_metrics(self, outputs, y) -> dict:
-    del outputs, y
-    return {}
+    """The batch's NLL or MSE in the targets' units (its loss is in standardised ones)."""
+    if self.loss == 'nll':
+      return {'nll': self.objective(outputs, y) + self.targets.log_scale()}
+    return {'mse': jnp.mean(jnp.square(self.targets.original(outputs['mean'])
+                                       - self.targets.flat(y)))}
 
   def eval_sums(self, outputs, y, mask) -> dict:
     y_flat = self.targets.flat(y)
