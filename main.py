@@ -5,6 +5,7 @@
   python main.py ... --config.num_epochs=30 --continue_with_changes  # train on
   python main.py ... --mode=eval [--checkpoint=latest|best|STEP] [--split=SPLIT]
   python main.py ... --mode=predict --input=digit.png [more.png ...]
+  python main.py ... --mode=predict --input=rows.csv  # .npy/.npz too; any task.
   python main.py ... --mode=export [--checkpoint=...]
   python main.py ... --mode=summary   # The model as a table; no data is loaded.
 """
@@ -23,7 +24,9 @@ from trainkit import full_disk
 from trainkit import inference
 from trainkit import model_summary
 from trainkit import parallel
+from trainkit import predictions
 from trainkit import preemption
+from trainkit import tasks
 from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 import train
@@ -32,7 +35,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export', 'summary'],
                   'train; eval: a checkpoint on the test split (writes eval.json); '
-                  'predict: classify --input images; export: a TF SavedModel; '
+                  'predict: --input images (classify), or rows of features in a '
+                  '.npy/.npz/.csv file (any task); export: a TF SavedModel; '
                   'summary: print the model as a table (no data loaded).')
 flags.DEFINE_bool('continue_with_changes', False,
                   'train: resume a trained workdir with a config that changes its '
@@ -43,8 +47,9 @@ flags.DEFINE_string('checkpoint', 'latest',
                     'step.')
 flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syntax '
                     "(e.g. 'train[55000:]'); default: the config's test_split.")
-flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders; '
-                          'further paths may follow as arguments (shell globs).')
+flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders, '
+                          'further paths may follow as arguments (shell globs); or one '
+                          '.npy/.npz/.csv file of feature rows.')
 flags.DEFINE_string('jax_coordinator_address', None,
                     'Multi-process: HOST:PORT of process 0 (the same in every process).')
 flags.DEFINE_integer('jax_num_processes', None, 'Multi-process: how many processes.')
@@ -60,9 +65,15 @@ def _run(config, workdir, inputs):
                              continue_with_changes=FLAGS.continue_with_changes)
   elif FLAGS.mode == 'eval':
     result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, FLAGS.split)
-    print(f'checkpoint {result["step"]}: eval_accuracy {result["eval_accuracy"]:.4%}'
-          f' eval_loss {result["eval_loss"]:.6f} on {result["num_examples"]} images of '
+    figures = ' '.join(f'eval_{name} ' + (f'{result["eval_" + name]:.4%}' if name == 'accuracy'
+                                          else f'{result["eval_" + name]:.6f}')
+                       for name in tasks.metrics(config))
+    print(f'checkpoint {result["step"]}: {figures} on {result["num_examples"]} examples of '
           f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
+  elif FLAGS.mode == 'predict' and predictions.takes_rows(inputs):
+    path, table = predictions.predict_rows(config, workdir, inputs[0], FLAGS.checkpoint)
+    print(table)
+    print(f'(every row: {path})')
   elif FLAGS.mode == 'predict':
     results = inference.predict_files(config, workdir, inputs, FLAGS.checkpoint)
     for result in results:

@@ -1,6 +1,7 @@
 """The task layer: each task's loss and metrics against NumPy, runs of the
 real-valued tasks on arrays, and the inputs they refuse."""
 
+import csv
 import json
 import math
 import shutil
@@ -13,6 +14,11 @@ import pytest
 from configs import mixture_density as mdn_config
 from tests.helpers import checkpoint_steps, tiny_config
 from trainkit import cli
+from trainkit import evaluation
+from trainkit import inference
+from trainkit import model_summary
+from trainkit import optimizers
+from trainkit import predictions
 from trainkit import selection
 from trainkit import synthetic
 from trainkit.tasks import classification
@@ -266,3 +272,54 @@ def test_train_figures_are_in_the_targets_units_like_the_evaluation():
     sums = task.eval_sums(out, y, everything)
     assert float(task.train_metrics(out, y)['nll']) == pytest.approx(
         float(sums['nll_sum']) / n, rel=1e-5)
+
+
+@pytest.mark.parametrize('task, dataset, columns', [
+    ('classification', 'synthetic:blobs', ['row', 'class', 'probs_0', 'probs_1', 'probs_2']),
+    ('regression', 'synthetic:linear', ['row', 'mean', 'std']),
+    ('mixture_density', 'synthetic:inverse_sine',
+     ['row', *[f'weights_{i}' for i in range(3)], *[f'means_{i}' for i in range(3)],
+      *[f'stds_{i}' for i in range(3)], 'mean', 'mode']),
+])
+def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, columns):
+  config = tiny_config(task=task, dataset=dataset, synthetic_examples=(64, 32, 32),
+                       normalization='per_feature', train_split='train',
+                       validation_split='validation', test_split='test', num_components=3,
+                       best_metric='accuracy' if task == 'classification' else 'nll',
+                       num_epochs=1)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  rows = synthetic.splits(dataset.split(':')[1], (5, 1, 1), seed=9)['train']['x']
+  state, _, spec = inference.restore(config, workdir)
+  expected = jax.device_get(evaluation.predict_steps(
+      optimizers.params_for_eval(state), {'x': rows[None]}))
+  for suffix in ('.csv', '.npy', '.npz'):
+    path = str(tmp_path / f'rows{suffix}')
+    if suffix == '.csv':  # With a header, as a spreadsheet writes it.
+      np.savetxt(path, rows.reshape(5, -1), delimiter=',', header='a,b,c', comments='')
+    else:
+      (np.save if suffix == '.npy' else lambda p, a: np.savez(p, x=a))(path, rows)
+    written, table = predictions.predict_rows(config, workdir, path)
+    with open(written) as f:
+      lines = list(csv.reader(f))
+    assert lines[0] == columns and len(lines) == 6, (suffix, lines[0])
+    assert table.splitlines()[0].split() == columns[:9]
+    first = dict(zip(lines[0], map(float, lines[1])))
+    name = {'classification': 'probs_0', 'regression': 'mean',
+            'mixture_density': 'weights_0'}[task]
+    value = {'classification': expected.get('probs', [[[0]]])[0][0][0],
+             'regression': expected.get('mean', [[0]])[0][0],
+             'mixture_density': expected.get('weights', [[[0]]])[0][0][0]}[task]
+    assert first[name] == pytest.approx(float(value), rel=1e-5)
+  features = int(np.prod(spec.input_shape))
+  np.save(tmp_path / 'bad.npy', np.zeros(features + 1) if features > 1 else np.array([np.nan]))
+  with pytest.raises(cli.INPUT_ERRORS, match='not rows of' if features > 1 else 'NaN'):
+    predictions.predict_rows(config, workdir, str(tmp_path / 'bad.npy'))
+  table = model_summary.table(config, model_summary.spec_without_data(config, workdir),
+                              flops=False)
+  assert 'Trainable parameters' in table
+  if task == 'mixture_density':  # The two heads' outputs: 3 components x (mean, scale), gates.
+    assert 'float32[1,6]' in table and 'float32[1,3]' in table
+  if task != 'classification':
+    with pytest.raises(cli.INPUT_ERRORS, match='cannot be exported yet'):
+      inference.export_saved_model(config, workdir)

@@ -25,6 +25,7 @@ from trainkit import optimizers
 import input_pipeline
 from trainkit import parallel
 from trainkit import selection
+from trainkit import tasks
 from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 import train
@@ -80,7 +81,7 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
     data = input_pipeline.create_datasets(config)
     state = parallel.replicate(state, data.mesh)
     metrics = evaluation.evaluate(state, data, config.eval_batch_size)
-    result = {'eval_accuracy': metrics['accuracy'], 'eval_loss': metrics['loss'],
+    result = {**{f'eval_{name}': metrics[name] for name in tasks.metrics(config)},
               'step': step, 'checkpoint': checkpoint, 'split': config.test_split,
               'num_examples': data.num_test}
     if jax.process_index() == 0:
@@ -154,6 +155,10 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
   probabilities [batch, num_classes]}. Scaling happens inside the model, so
   a TF-only server needs no preprocessing of its own.
   """
+  if config.task != 'classification':
+    raise config_checks.ConfigError(
+        f'--mode=export: task={config.task!r} cannot be exported yet (a SavedModel serves '
+        'classifiers); --mode=predict --input=ROWS.csv predicts with it')
   from orbax import export as oex  # pylint: disable=g-import-not-at-top
   tf = data_sources.tensorflow()
 

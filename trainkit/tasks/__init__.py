@@ -12,7 +12,8 @@ A task is one small module holding a frozen dataclass with one interface:
 - `eval_sums(outputs, targets, mask)`: sums over the unmasked examples, so an
   evaluation counts every example once however it is batched and sharded;
   `metrics_from_sums(sums, count)` turns their totals into the metrics.
-- `predict(outputs)`: predictions in the targets' own units, as arrays.
+- `predict(outputs)`: predictions in the targets' own units, as arrays;
+  `PREDICTIONS` names them in the order a predictions file shows them.
 
 `config.task` names it; `create(config, spec)` builds it with what the data
 told the model spec (classes, target shape and scaling). The loop,

@@ -13,6 +13,8 @@ class Classification:
   """`num_classes` logits; trained on `config.loss`, judged by cross-entropy and accuracy."""
   num_classes: int
   objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
+  # What `predict` returns, in the order a predictions file shows it.
+  PREDICTIONS = ('probs',)
 
   @classmethod
   def metrics(cls, config) -> tuple:

@@ -24,6 +24,8 @@ class MixtureDensity:
   """`num_components` Gaussians over the target (diagonal), mixed by a softmax gate."""
   targets: regression.Targets
   num_components: int = 5
+  # What `predict` returns, in the order a predictions file shows it.
+  PREDICTIONS = ('weights', 'means', 'stds', 'mean', 'mode')
 
   @classmethod
   def metrics(cls, config) -> tuple:

@@ -90,6 +90,8 @@ class Regression:
   """A Gaussian (mean, std-dev) or point (mean) prediction per target element."""
   targets: Targets
   loss: str = 'nll'  # One of LOSSES.
+  # What `predict` returns (the std-dev with the 'nll' head), in file order.
+  PREDICTIONS = ('mean', 'std')
 
   @classmethod
   def metrics(cls, config) -> tuple:
