@@ -414,7 +414,10 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
           rate = runs[i].after_epoch(epoch + 1, eval_metrics[i])
           if rate is not None:
             state = program.set_learning_rate(state, i, rate)
-        checkpoint(eval_metrics, evaluated)
+        # Every checkpoint_every_epochs-th epoch, the last, and where a run
+        # stopped early: a save costs more than an epoch of a small model.
+        due = (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs
+        checkpoint(eval_metrics, [i for i in evaluated if due or not runs[i].alive])
         epoch_s = time.perf_counter() - epoch_start
         for i in evaluated:
           runs[i].log_epoch(step, {

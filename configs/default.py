@@ -139,7 +139,10 @@ def get_config():
   config.model.init_scale = 0.01  # Std-dev for kernel_init='normal'.
 
   # Checkpoints and logging.
-  config.checkpoint_every_steps = 0  # 0 = at the end of every epoch.
+  config.checkpoint_every_steps = 0  # Also every N steps within epochs; 0 = off.
+  # At the end of every N-th epoch (and of the last, and where a run stops
+  # early); the best checkpoint is the best of those saved.
+  config.checkpoint_every_epochs = 1
   config.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by validation).
   config.log_every_steps = 100  # Train metrics are averaged and logged this often.
 

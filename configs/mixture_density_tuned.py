@@ -19,4 +19,5 @@ def get_config():
   config.batch_size = 256
   config.num_epochs = 60
   config.log_every_steps = 390
+  config.checkpoint_every_epochs = 5
   return config

@@ -153,3 +153,15 @@ def test_same_seed_same_numbers(tmp_path):
   _, c = _run(tmp_path / 'c', seed=1)
   assert a['eval_loss'] == b['eval_loss']
   assert a['eval_loss'] != c['eval_loss']
+
+
+def test_checkpoints_every_nth_epoch_the_last_and_where_a_run_stops_early(tmp_path):
+  # 6 steps an epoch: epochs 2 and 4 are due, and 5 is the last.
+  _run(tmp_path / 'every', num_epochs=5, checkpoint_every_epochs=2, keep_checkpoints=10)
+  assert checkpoint_steps(tmp_path / 'every') == [12, 24, 30]
+  # Nothing improves: the run stops after epoch 3, which is saved though not due.
+  _, summary = _run(tmp_path / 'stopped', num_epochs=9, checkpoint_every_epochs=2,
+                    keep_checkpoints=10, early_stopping_patience=2,
+                    early_stopping_min_delta=10.0)
+  assert summary['stop_reason'].startswith('early stopping after epoch 3')
+  assert checkpoint_steps(tmp_path / 'stopped') == [12, 18]

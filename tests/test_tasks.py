@@ -158,7 +158,7 @@ def _mdn(**overrides):
 
 def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(tmp_path):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  config = _mdn(checkpoint_every_steps=4, keep_checkpoints=10)
+  config = _mdn(checkpoint_every_steps=4, checkpoint_every_epochs=1, keep_checkpoints=10)
   final, summary = train.train_and_evaluate(config, str(straight))
   assert summary['step'] == 3 * 8 and checkpoint_steps(straight) == [4, 8, 12, 16, 20, 24]
   # Every figure of the task, for the validation and the test split.
@@ -323,3 +323,22 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
   if task != 'classification':
     with pytest.raises(cli.INPUT_ERRORS, match='cannot be exported yet'):
       inference.export_saved_model(config, workdir)
+
+
+def test_a_search_on_the_mdns_validation_nll_minimises_it(tmp_path):
+  from tests import test_search  # pylint: disable=g-import-not-at-top
+  from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
+  config = _mdn(num_epochs=2, synthetic_examples=(256, 128, 128))
+  with pytest.raises(cli.INPUT_ERRORS, match="metric: 'accuracy' is not a metric task="):
+    test_search._spec(metric='accuracy', num_trials=2).check(config)  # pylint: disable=protected-access
+  spec = test_search._spec(metric='nll', num_trials=3, sampler='tpe', startup_trials=2,  # pylint: disable=protected-access
+                           space={'learning_rate': test_search.ss.Float(1e-3, 1e-1, log=True)})
+  study, _, ran = test_search._search(tmp_path / 's', spec, config)  # pylint: disable=protected-access
+  assert ran == 3 and study.direction.name == 'MINIMIZE'
+  complete = study.get_trials(states=(TrialState.COMPLETE,))
+  for trial in complete:  # Its best checkpoint's validation NLL (one saved per 25 epochs).
+    assert trial.value >= min(trial.intermediate_values.values())
+    summary = json.loads((tmp_path / 's' / trial.user_attrs['workdir'] / 'summary.json')
+                         .read_text())
+    assert trial.value == pytest.approx(summary['best_eval_nll'])
+  assert study.best_value == min(t.value for t in complete)

@@ -92,6 +92,7 @@ def validate(config) -> None:
       and 1 <= profile[0] <= profile[1]), 'profile_steps', profile,
            'must be () or (first, last) with 1 <= first <= last')
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                'checkpoint_every_epochs',
                 'keep_checkpoints', 'nan_skip_limit', 'grad_accumulation_steps'):
     _require(isinstance(config[field], int) and config[field] >= 1, field,
              config[field], 'must be a positive integer')

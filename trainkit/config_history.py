@@ -37,7 +37,8 @@ HISTORY = workdir_lib.HISTORY
 
 OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
                'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
-               'checkpoint_every_steps', 'steps_per_call', 'log_every_steps',
+               'checkpoint_every_steps', 'checkpoint_every_epochs', 'steps_per_call',
+               'log_every_steps',
                'eval_batch_size', 'test_split', 'allow_split_overlap')
 CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',

@@ -321,9 +321,8 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     raise
   if summary['stop_reason'].startswith('pruned'):
     study.tell(trial, state=TrialState.PRUNED)
-  else:  # Its objective: the best epoch.
-    study.tell(trial, max(reported.values(),
-                          key=lambda value: selection.score(search.metric, value)))
+  else:  # Its objective: its best checkpoint's (the best epoch of those saved).
+    study.tell(trial, sweeps.objective(summary, search.metric))
 
 
 def run_worker(study: optuna.Study, storage, search, base, directory: str,

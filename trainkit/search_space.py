@@ -15,6 +15,7 @@ import numpy as np
 from trainkit import config_checks
 from trainkit import selection
 from trainkit import sweeps
+from trainkit import tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,9 @@ class Search:
   """
   space: dict  # {dotted config field: Float | Int | Categorical}.
   num_trials: int = 20  # Trials in the study (with sampler='grid': the grid's size).
-  metric: str = 'accuracy'  # 'accuracy' (maximised) or 'loss' (minimised), validation.
+  # A validation metric of the base config's task, ranked in its direction
+  # (selection.py): 'accuracy' is maximised, 'loss' or 'nll' minimised, ...
+  metric: str = 'accuracy'
   sampler: str = 'tpe'  # 'tpe', 'random', 'qmc' or 'grid' (every point, queued).
   startup_trials: int = 10  # TPE: trials drawn at random before it models the results.
   pruner: str = 'hyperband'  # 'hyperband', 'successive_halving', 'median' or 'none'.
@@ -138,6 +141,10 @@ class Search:
           "search: validation_split='' but a search ranks its trials on a validation "
           'split (ranked on the test split, its test accuracy would be overfitted); '
           "set one, e.g. --config.validation_split='train[55000:]'")
+    reported = tasks.metrics(base)
+    _check(self.metric in reported, 'metric',
+           f'{self.metric!r} is not a metric task={base.task!r} reports (it reports: '
+           f'{", ".join(reported)})')
     _check(self.min_epochs <= base.num_epochs, 'min_epochs',
            f'{self.min_epochs!r} exceeds the trials\' num_epochs={base.num_epochs}')
     # Every bound and choice must make a config the trainer accepts.
