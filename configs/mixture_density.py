@@ -41,5 +41,6 @@ def get_config():
   config.log_every_steps = 46
   # A save costs more than an epoch of 46 steps of this model: every 25th.
   config.checkpoint_every_epochs = 25
-  config.plots = False  # The task draws no plots yet.
+  # The Elegy example's figures: the components over the data, and the gates.
+  config.plots = True
   return config

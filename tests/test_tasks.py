@@ -4,6 +4,7 @@ real-valued tasks on arrays, and the inputs they refuse."""
 import csv
 import json
 import math
+import os
 import shutil
 
 import jax
@@ -286,9 +287,17 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
                        normalization='per_feature', train_split='train',
                        validation_split='validation', test_split='test', num_components=3,
                        best_metric='accuracy' if task == 'classification' else 'nll',
-                       num_epochs=1)
+                       num_epochs=1, plots=True)
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
+  drawn = {
+      'classification': ['confusion_matrix.png', 'learning_curves.png', 'predictions.npz'],
+      'regression': ['learning_curves.png', 'predicted_vs_true.png', 'predictions.npz'],
+      'mixture_density': ['fit.png', 'gates.png', 'learning_curves.png',
+                          'predicted_vs_true.png', 'predictions.npz']}[task]
+  assert sorted(os.listdir(tmp_path / 'run' / 'plots')) == drawn
+  assert all(os.path.getsize(tmp_path / 'run' / 'plots' / name) > 10_000
+             for name in drawn if name.endswith('.png'))
   rows = synthetic.splits(dataset.split(':')[1], (5, 1, 1), seed=9)['train']['x']
   state, _, spec = inference.restore(config, workdir)
   expected = jax.device_get(evaluation.predict_steps(

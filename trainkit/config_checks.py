@@ -111,8 +111,6 @@ def validate(config) -> None:
     _require(config[field] in reported, field, config[field],
              f'is not a metric task={config.task!r} reports (it reports: '
              f'{", ".join(reported)}){suggest(config[field], reported)}')
-  _require(not config.plots or config.task == 'classification', 'plots', config.plots,
-           f'task={config.task!r} draws no plots yet; set plots=False')
   for field in ('init_from', 'init_exclude'):
     _require(isinstance(config[field], str), field, config[field], "must be a string ('' = none)")
   if config.init_exclude:

@@ -1,12 +1,17 @@
 """Pictures of a run, drawn with matplotlib (Agg) into `WORKDIR/plots/`.
 
-- learning_curves.png: train and eval loss and accuracy against step;
+- learning_curves.png: train and eval loss and accuracy (or, for the
+  real-valued tasks, their NLL or RMSE) against step;
+
+A classifier's, besides:
+
 - confusion_matrix.png: test-split counts, true class against predicted;
 - worst_errors.png: the test images the model is most confidently wrong about.
 
 The test predictions are kept in `plots/predictions.npz` (labels,
 probabilities and the worst images), so `report.py` redraws everything from
-the workdir alone, without JAX or the dataset.
+the workdir alone, without JAX or the dataset. The real-valued tasks draw
+theirs with trainkit/regression_plots.py.
 """
 
 import os
@@ -17,9 +22,12 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from trainkit import regression_plots  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainkit import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PREDICTIONS = workdir_lib.PREDICTIONS
+# The figures a learning curve may show: the loss, then the first logged of these.
+_CURVES = ('loss', 'accuracy', 'nll', 'rmse', 'mse')
 _WORST = 25  # Images in the worst-errors grid (5 x 5).
 
 
@@ -35,19 +43,34 @@ def read_metrics(workdir: str) -> dict:
       for values in curve.values():
         values.pop()
     curve.setdefault('step', []).append(record.get('step'))
-    for key in ('loss', 'accuracy'):
+    for key in _CURVES:
       curve.setdefault(key, []).append(record['metrics'].get(key, np.nan))
   return curves
 
 
+def _panels(runs: dict) -> tuple:
+  """The two figures drawn: a classifier's loss and accuracy, else NLL (or MSE) and RMSE.
+
+  The real-valued tasks train on standardised targets: their NLL and MSE
+  are logged in the targets' units for training as for evaluation, the loss not.
+  """
+  def logged(key):
+    return any(np.isfinite(np.asarray(curves[split].get(key, []), np.float64)).any()
+               for curves in runs.values() for split in ('train', 'eval'))
+  if logged('accuracy') or not (logged('nll') or logged('mse')):
+    return 'loss', 'accuracy'
+  return ('nll' if logged('nll') else 'mse'), 'rmse'
+
+
 def learning_curves(runs: dict, path: str, splits=('train', 'eval')) -> None:
-  """Loss and accuracy against step; `runs` maps a label to read_metrics()."""
+  """Loss and accuracy (or NLL / MSE and RMSE) against step; `runs`: labels to read_metrics()."""
+  first, second = _panels(runs)
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
   for i, (label, curves) in enumerate(runs.items()):
     color = colors[i % len(colors)]
     prefix = f'{label}: ' if len(runs) > 1 else ''
-    for ax, key in zip(axes, ('loss', 'accuracy')):
+    for ax, key in zip(axes, (first, second)):
       train, evaluation = curves['train'], curves['eval']
       if 'train' in splits and train.get('step'):
         ax.plot(train['step'], train[key], color=color, alpha=0.45, linewidth=1,
@@ -55,11 +78,15 @@ def learning_curves(runs: dict, path: str, splits=('train', 'eval')) -> None:
       if 'eval' in splits and evaluation.get('step'):
         ax.plot(evaluation['step'], evaluation[key], color=color, marker='o',
                 markersize=3, linewidth=2, label=f'{prefix}test')
-  axes[0].set_yscale('log')
-  axes[0].set_title('Loss (cross-entropy, log scale)')
-  axes[1].set_title('Accuracy')
-  axes[1].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-  _zoom_accuracy(axes[1], runs)
+  if second == 'accuracy':
+    axes[0].set_yscale('log')
+    axes[0].set_title('Loss (cross-entropy, log scale)')
+    axes[1].set_title('Accuracy')
+    axes[1].yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    _zoom_accuracy(axes[1], runs)
+  else:  # In the targets' units; an NLL can be negative, so no log scale.
+    axes[0].set_title(first.upper())
+    axes[1].set_title(second.upper())
   for ax in axes:
     ax.set_xlabel('step')
     ax.grid(alpha=0.3)
@@ -148,14 +175,21 @@ def select_worst(labels, probs, k: int = _WORST) -> np.ndarray:
   return wrong[np.argsort(-probs[wrong].max(-1), kind='stable')][:k]
 
 
-def write_run_plots(workdir: str, predictions: dict) -> None:
+def write_run_plots(workdir: str, predictions: dict, task: str = 'classification') -> None:
   """Keeps the test predictions in the workdir and draws the run's plots.
 
   Args:
     workdir: the run's workdir.
-    predictions: the test split's {'x', 'y', 'probs'} in order.
+    predictions: the test split's inputs 'x', targets 'y' and the task's
+      predictions (a classifier's 'probs'), in order.
+    task: the config's task.
   """
   os.makedirs(os.path.join(workdir, workdir_lib.PLOTS), exist_ok=True)
+  if task != 'classification':
+    np.savez_compressed(os.path.join(workdir, workdir_lib.PLOTS, PREDICTIONS), task=task,
+                        **{k: np.asarray(v) for k, v in predictions.items()})
+    draw(workdir)
+    return
   worst = select_worst(predictions['y'], predictions['probs'])
   np.savez_compressed(
       os.path.join(workdir, workdir_lib.PLOTS, PREDICTIONS), label=predictions['y'],
@@ -174,8 +208,16 @@ def draw(workdir: str) -> list:
   saved = os.path.join(directory, PREDICTIONS)
   if os.path.exists(saved):
     with np.load(saved) as p:
+      if 'task' in p.files:  # A real-valued task's.
+        p = {k: p[k] for k in p.files}
+        for name in regression_plots.files(p):
+          written.append(os.path.join(directory, name))
+          regression_plots.DRAW[name](p, written[-1])
+        return written
       written.append(os.path.join(directory, 'confusion_matrix.png'))
       confusion_matrix(p['label'], p['probs'], written[-1])
+      if p['worst_image'].ndim < 3:  # Features, not images: no pictures of them.
+        return written
       written.append(os.path.join(directory, 'worst_errors.png'))
       worst = p['worst_index']
       worst_errors(p['worst_image'], p['label'][worst], p['probs'][worst], worst,

@@ -235,7 +235,8 @@ class Run:
   def _plots_drawn(self) -> bool:
     """Whether the plots of this checkpoint are there (a finished run, run again)."""
     directory = os.path.join(self.workdir, workdir_lib.PLOTS)
-    return all(os.path.exists(os.path.join(directory, name)) for name in workdir_lib.PLOT_FILES)
+    return all(os.path.exists(os.path.join(directory, name))
+               for name in workdir_lib.plot_files(self.config.task))
 
   def _test_figures(self, state, data, eval_metrics: dict, step: int) -> dict:
     """The test split's figures, of the final checkpoint and of the best.
@@ -298,9 +299,9 @@ class Run:
         directory = os.path.join(self.workdir, workdir_lib.PLOTS)
         try:
           with full_disk.writing('the plots', directory):
-            plots.write_run_plots(self.workdir, predictions)
+            plots.write_run_plots(self.workdir, predictions, self.config.task)
         except full_disk.DiskFull:
-          for name in workdir_lib.PLOT_FILES:  # None half-written is taken as drawn.
+          for name in workdir_lib.plot_files(self.config.task):  # None half-written is drawn.
             if os.path.exists(os.path.join(directory, name)):
               os.remove(os.path.join(directory, name))
           raise

@@ -22,6 +22,13 @@ PLOTS = 'plots'
 PREDICTIONS = 'predictions.npz'
 PLOT_FILES = ('learning_curves.png', 'confusion_matrix.png', 'worst_errors.png',
               PREDICTIONS)
+# A regression's or mixture's, at the least (1-D data adds its fits).
+REAL_VALUED_PLOT_FILES = ('learning_curves.png', 'predicted_vs_true.png', PREDICTIONS)
+
+
+def plot_files(task: str) -> tuple:
+  """The plot files a run of `task` always draws."""
+  return PLOT_FILES if task == 'classification' else REAL_VALUED_PLOT_FILES
 PROFILE = 'profile'
 EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
 # What a run reads back or rewrites in place: each must be of its kind.
