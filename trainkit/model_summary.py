@@ -104,11 +104,13 @@ def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
       f'Optimizer state ({config.optimizer}): {opt:,} ({_size(opt_bytes)})',
   ]
   if flops:
-    def scalar(params, x):  # Every output summed: the head's outputs may be several.
-      outputs = model.apply({**variables, 'params': params}, x, train=True, keep_probs=keep,
+    def scalar(params, others, x):  # Every output summed: the head's outputs may be several.
+      outputs = model.apply({**others, 'params': params}, x, train=True, keep_probs=keep,
                             rngs={'dropout': rngs['dropout']}, mutable=['batch_stats'])[0]
       return sum(jnp.sum(leaf) for leaf in jax.tree.leaves(outputs))
-    cost = jax.jit(jax.grad(scalar)).lower(variables['params'], example).cost_analysis()
+    others = {k: v for k, v in variables.items() if k != 'params'}
+    cost = jax.jit(jax.grad(scalar)).lower(variables['params'], others,
+                                           example).cost_analysis()
     total = (cost[0] if isinstance(cost, list) else cost or {}).get('flops')
     totals.append('FLOPs per training example (forward and backward, as the train step '
                   'computes them): ' + (f'{total:,.0f}' if total else 'unknown'))
