@@ -34,7 +34,11 @@ _WORST = 25  # Images in the worst-errors grid (5 x 5).
 def read_metrics(workdir: str) -> dict:
   """{'train': {...}, 'eval': {...}}, each {'step': [...], metric: [...]}."""
   curves = {'train': {}, 'eval': {}}
-  for record in workdir_lib.read_records(os.path.join(workdir, workdir_lib.METRICS)):
+  records = workdir_lib.read_records(os.path.join(workdir, workdir_lib.METRICS))
+  # The figures the run logged (a classifier's loss and accuracy, ...).
+  keys = [k for k in _CURVES if any(k in r.get('metrics', ()) for r in records
+                                    if isinstance(r.get('metrics'), dict))] or ['loss']
+  for record in records:
     curve = curves.get(record.get('split'))
     if curve is None or not isinstance(record.get('metrics'), dict):
       continue
@@ -43,7 +47,7 @@ def read_metrics(workdir: str) -> dict:
       for values in curve.values():
         values.pop()
     curve.setdefault('step', []).append(record.get('step'))
-    for key in _CURVES:
+    for key in keys:
       curve.setdefault(key, []).append(record['metrics'].get(key, np.nan))
   return curves
 
