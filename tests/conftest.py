@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.helpers import MNIST_DIR, write_mnist
+from tests.helpers import MNIST_DIR, SESSION_CACHE_ENV, write_mnist
 from trainkit import cli
 from trainkit import data_sources
 
@@ -127,4 +127,7 @@ def _compilation_cache(tmp_path_factory):
   config structure, per mesh); the cache serves them the executable an
   earlier test compiled, as it serves main.py (trainkit/cli.py).
   """
-  cli.use_compilation_cache(str(_session_root(tmp_path_factory)))
+  root = str(_session_root(tmp_path_factory))
+  cli.use_compilation_cache(root)
+  # For the runs the tests start in processes of their own (helpers.session_cache_dir).
+  os.environ[SESSION_CACHE_ENV] = root

@@ -27,6 +27,19 @@ def set_field(config, dotted, value):
   config[last] = value
 
 
+# Where conftest.py puts this session's shared cache (compiled programs, decoded splits).
+SESSION_CACHE_ENV = 'TRAINKIT_TEST_SESSION_CACHE'
+
+
+def session_cache_dir() -> str:
+  """The session's shared cache_dir, for main.py and sweep.py runs of the tests ('' = none).
+
+  Their programs are compiled once per session, as a user's are once per
+  machine; the tests of the cache itself give their own.
+  """
+  return os.environ.get(SESSION_CACHE_ENV, '')
+
+
 def tiny_config(**overrides):
   """A config small enough to train in a second on mocked data (dotted overrides)."""
   config = default.get_config()

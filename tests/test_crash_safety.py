@@ -19,7 +19,7 @@ import pytest
 from configs import default
 from tests.conftest import mock_data
 from tests.helpers import (ENV, ROOT, alive, checkpoint_steps, descendants, digest,
-                           error_lines, main_command, run_main, tiny_config)
+                           error_lines, main_command, run_main, session_cache_dir, tiny_config)
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import divergence
@@ -387,7 +387,7 @@ def test_early_stopping_stops_at_the_same_epoch_after_a_sigkill(tmp_path, random
             'batch_size': 32, 'eval_batch_size': 256, 'num_epochs': 15,
             'early_stopping_patience': 2, 'early_stopping_min_delta': 10.0,
             'plateau_patience': 1, 'plateau_factor': 0.5, 'plateau_min_delta': 10.0,
-            'cache_dir': '', 'plots': False}
+            'cache_dir': session_cache_dir(), 'plots': False}
   config = default.get_config()
   config.update(fields)
   _, expected = train.train_and_evaluate(config, str(tmp_path / 'straight'))

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import mock_data
-from tests.helpers import ENV, ROOT, digest, error_lines, idx_dir, run_main, tiny_config
+from tests.helpers import (ENV, ROOT, digest, error_lines, idx_dir, run_main, session_cache_dir,
+                           tiny_config)
 from trainkit import cli
 from trainkit import config_checks
 from trainkit import config_history
@@ -246,7 +247,7 @@ def test_cli_exit_statuses_for_a_busy_workdir_and_a_blank_image(finished, tmp_pa
   try:
     result = run_main('--config=configs/default.py', f'--workdir={tmp_path / "busy"}',
                       '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
-                      '--config.cache_dir=')
+                      f'--config.cache_dir={session_cache_dir()}')
   finally:
     holder.kill()
     holder.wait()
@@ -388,7 +389,8 @@ def test_a_full_disk_ends_in_one_line_and_loses_no_checkpoint(tmp_path, small_di
             '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
             '--config.train_split=train', '--config.validation_split=',
             '--config.batch_size=8', '--config.num_epochs=12', '--config.keep_checkpoints=100',
-            '--config.plots=false', '--config.cache_dir=', '--config.progress=off']
+            '--config.plots=false', f'--config.cache_dir={session_cache_dir()}',
+            '--config.progress=off']
   full = run_main(*common)
   assert full.returncode == cli.EXIT_DISK_FULL, full.stderr[-3000:]
   (line,) = error_lines(full.stderr)
@@ -421,8 +423,8 @@ def _tiny_cli(data, *extra):
   return [f'--config.manual_dir={manual_dir}', f'--config.data_dir={data_dir}',
           '--config.model.hidden_sizes=(16,)', '--config.model.dropout_rates=(0.1,)',
           '--config.train_split=train', '--config.validation_split=',
-          '--config.batch_size=8', '--config.plots=false', '--config.cache_dir=',
-          '--config.progress=off', *extra]
+          '--config.batch_size=8', '--config.plots=false',
+          f'--config.cache_dir={session_cache_dir()}', '--config.progress=off', *extra]
 
 
 @pytest.mark.slow  # A process start.

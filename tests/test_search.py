@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 import pytest
 
 from tests import conftest
-from tests.helpers import ENV, ROOT, checkpoint_steps, error_lines, tiny_config, write_mnist
+from tests.helpers import (ENV, ROOT, checkpoint_steps, error_lines, session_cache_dir,
+                           tiny_config, write_mnist)
 from trainkit import config_checks
 from trainkit import inference
 from trainkit import launch
@@ -262,7 +263,7 @@ def get_config():
   config.num_epochs = {epochs}
   config.plots = False
   config.progress = 'off'
-  config.cache_dir = ''
+  config.cache_dir = {cache_dir!r}
   config.input_workers = 0
   config.train_split = 'train[:320]'
   config.validation_split = 'train[320:]'
@@ -276,7 +277,8 @@ def get_search():
 
 def _sweep_command(tmp_path, epochs, trials, *args):
   sweep_file = tmp_path / 'search_file.py'
-  sweep_file.write_text(_SWEEP_FILE.format(epochs=epochs, trials=trials))
+  sweep_file.write_text(_SWEEP_FILE.format(epochs=epochs, trials=trials,
+                                            cache_dir=session_cache_dir()))
   if not (tmp_path / 'train-images-idx3-ubyte.gz').exists():
     write_mnist(tmp_path, n_train=400, n_test=40)
   return [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
