@@ -6,6 +6,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,8 @@ import numpy as np
 import pytest
 
 from configs import mixture_density as mdn_config
-from tests.helpers import checkpoint_steps, tiny_config
+from tests.helpers import (ENV, ROOT, checkpoint_steps, main_command, session_cache_dir,
+                           tiny_config)
 from trainkit import cli
 from trainkit import evaluation
 from trainkit import inference
@@ -351,3 +355,32 @@ def test_a_search_on_the_mdns_validation_nll_minimises_it(tmp_path):
                          .read_text())
     assert trial.value == pytest.approx(summary['best_eval_nll'])
   assert study.best_value == min(t.value for t in complete)
+
+
+@pytest.mark.slow  # Two process starts.
+def test_an_mdn_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tmp_path):
+  fields = {'synthetic_examples': (2048, 256, 256), 'num_epochs': 10,
+            'checkpoint_every_epochs': 1, 'checkpoint_every_steps': 8, 'steps_per_call': 1,
+            'keep_checkpoints': 2, 'plots': False, 'cache_dir': session_cache_dir()}
+  _, expected = train.train_and_evaluate(_mdn(**fields), str(tmp_path / 'straight'))
+  killed = tmp_path / 'killed'
+  command = main_command('--config=configs/mixture_density.py', f'--workdir={killed}',
+                         '--config.progress=off',
+                         *(f'--config.{k}={v}' for k, v in fields.items()))
+  with open(tmp_path / 'kill.log', 'w') as log:
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+        (killed / 'checkpoints').is_dir() and checkpoint_steps(killed)):
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+  saved = checkpoint_steps(killed)
+  assert saved and saved[-1] < 320  # Killed in training, after a checkpoint.
+  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Restored checkpoint {killed}/checkpoints/' in resumed.stderr
+  got = json.loads((killed / 'summary.json').read_text())
+  for key in ('step', 'eval_nll', 'test_nll', 'best_step', 'best_test_nll', 'test_rmse'):
+    assert got[key] == expected[key], key

@@ -27,7 +27,9 @@ from trainkit import divergence
 from trainkit import grouping
 import input_pipeline
 from trainkit import plots
+from trainkit import progress
 from trainkit import selection
+from trainkit import tasks
 from trainkit import warm_start
 from trainkit import workdir_lock
 from trainkit import workdir as workdir_lib
@@ -146,11 +148,23 @@ SUMMARY_MD = 'sweep_summary.md'
 
 # Ranked by `objective`: the member's best_metric at its best checkpoint
 # (selection.py), or of its final one without a validation split. The test
-# split's accuracy is shown for information only.
-_METRICS = ('best_eval_accuracy', 'best_eval_loss', 'eval_accuracy', 'eval_loss',
-            'test_accuracy', 'train_wall_s')
-_COLUMNS = ('rank', 'name', 'status', 'overrides', 'best_metric', 'objective', *_METRICS,
-            'workdir')
+# split's figure is shown for information only.
+
+
+def summary_metrics(config) -> tuple:
+  """The summary figures a sweep's table shows, by the task's metrics.
+
+  A classifier's: best_eval_accuracy, best_eval_loss, eval_accuracy,
+  eval_loss, test_accuracy, train_wall_s.
+  """
+  metrics = tasks.metrics(config)
+  return (*(f'best_eval_{m}' for m in metrics), *(f'eval_{m}' for m in metrics),
+          f'test_{metrics[0]}', 'train_wall_s')
+
+
+def _columns(metrics) -> tuple:
+  return ('rank', 'name', 'status', 'overrides', 'best_metric', 'objective', *metrics,
+          'workdir')
 
 
 def objective(summary: dict, metric: str):
@@ -159,33 +173,38 @@ def objective(summary: dict, metric: str):
   return best if best is not None else summary.get(selection.key(metric), float('nan'))
 
 
-def write_summary(directory: str, rows: list) -> list:
+def write_summary(directory: str, rows: list, metrics=None) -> list:
   """Writes sweep_summary.csv (sweep order) and .md (ranked); returns ranked rows.
 
   Each row: name, status, overrides (dict), best_metric, objective, the
-  _METRICS and workdir.
+  `metrics` (summary_metrics(); a classifier's by default) and workdir.
   """
+  metrics = metrics or summary_metrics({'task': 'classification'})
+  first, second = [m.removeprefix('eval_') for m in metrics if m.startswith('eval_')][:2]
   # Diverged members (NaN) rank last.
   ranked = sorted(rows, key=lambda r: (r['status'] != 'finished',
                                        -selection.score(r['best_metric'], r['objective'])))
   for rank, row in enumerate(ranked, 1):
     row['rank'] = rank
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=_COLUMNS)
+  writer = csv.DictWriter(buffer, fieldnames=_columns(metrics))
   writer.writeheader()
   for row in rows:
     writer.writerow({**row, 'overrides': json.dumps(row['overrides'], sort_keys=True)})
   workdir_lib.write_text(os.path.join(directory, SUMMARY_CSV), buffer.getvalue())
-  lines = ['| rank | member | overrides | objective | best eval acc | final eval acc | '
-           'final eval loss | test acc (info) | train time (s) |',
+  short = lambda metric: 'acc' if metric == 'accuracy' else metric
+  lines = [f'| rank | member | overrides | objective | best eval {short(first)} | '
+           f'final eval {short(first)} | final eval {short(second)} | '
+           f'test {short(first)} (info) | train time (s) |',
            '|---|---|---|---|---|---|---|---|---|']
-  percent = lambda value: 'n/a' if value is None else f'{value:.2%}'
   for row in ranked:
     overrides = ', '.join(f'{k}={v}' for k, v in row['overrides'].items())
     lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | '
                  f'{row["best_metric"]} {row["objective"]:.4f} | '
-                 f'{percent(row["best_eval_accuracy"])} | {row["eval_accuracy"]:.2%} | '
-                 f'{row["eval_loss"]:.4f} | {row["test_accuracy"]:.2%} | '
+                 f'{progress.figure(first, row["best_eval_" + first])} | '
+                 f'{progress.figure(first, row["eval_" + first])} | '
+                 f'{progress.figure(second, row["eval_" + second])} | '
+                 f'{progress.figure(first, row["test_" + first])} | '
                  f'{row["train_wall_s"]:.1f} |')
   workdir_lib.write_text(os.path.join(directory, SUMMARY_MD), '\n'.join(lines) + '\n')
   return ranked
@@ -289,15 +308,16 @@ def _run_members(members, workdir, parallel, changes, continue_with_changes) -> 
       todo.append((name, config, member_dir))
   summaries.update(_train(todo, parallel, changes, continue_with_changes))
   rows = []
+  metrics = summary_metrics(members[0][2])
   for name, overrides, config in members:
-    summary = summaries[name] or dict.fromkeys(_METRICS, float('nan'))
+    summary = summaries[name] or dict.fromkeys(metrics, float('nan'))
     rows.append({'name': name, 'overrides': overrides,
                  'workdir': os.path.join(workdir, name),
                  'status': 'finished' if summaries[name] else 'diverged',
                  'best_metric': config.best_metric,
                  'objective': objective(summary, config.best_metric),
-                 **{k: summary.get(k, float('nan')) for k in _METRICS}})
-  ranked = write_summary(workdir, rows)
+                 **{k: summary.get(k, float('nan')) for k in metrics}})
+  ranked = write_summary(workdir, rows, metrics)
   plots.learning_curves({r['name']: plots.read_metrics(r['workdir']) for r in rows},
                         os.path.join(workdir, 'sweep_eval_curves.png'), splits=('eval',))
   return ranked
