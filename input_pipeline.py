@@ -229,10 +229,7 @@ def _array_splits(config) -> tuple:
           f'dataset={config.dataset!r} has no split {name!r} (it has: {", ".join(whole)})')
     return whole[name]
 
-  x, y = whole[next(iter(whole))]['x'], whole[next(iter(whole))]['y']
-  return _splits(config, load, 'device'), {
-      'num_classes': array_data.num_classes(whole), 'input_shape': x.shape[1:],
-      'input_dtype': x.dtype.name, 'target_shape': y.shape[1:]}
+  return _splits(config, load, 'device'), array_data.describe(whole)
 
 
 def _tfds_splits(config, mode: str, builder) -> tuple:

@@ -26,6 +26,7 @@ from trainkit import optimizers
 from trainkit import predictions
 from trainkit import selection
 from trainkit import synthetic
+from trainkit import tasks
 from trainkit.tasks import classification
 from trainkit.tasks import mixture_density
 from trainkit.tasks import regression
@@ -145,10 +146,10 @@ def test_classification_matches_numpy():
 
 
 def test_every_task_metric_has_a_direction():
-  for name in ('classification', 'regression', 'mixture_density'):
-    for metric in tiny_config(task=name).get('task') and __import__(
-        'trainkit.tasks', fromlist=['metrics']).metrics(tiny_config(task=name)):
-      assert metric in selection.HIGHER_IS_BETTER, (name, metric)
+  for name in tasks.NAMES:
+    for loss in regression.LOSSES:
+      for metric in tasks.metrics(tiny_config(task=name, regression_loss=loss)):
+        assert metric in selection.HIGHER_IS_BETTER, (name, metric)
   assert selection.direction('nll') == 'minimize' and selection.direction('r2') == 'maximize'
 
 

@@ -108,3 +108,10 @@ def num_classes(splits: dict) -> int:
   if any(y.dtype.kind not in 'biu' for y in labels):
     return 0
   return int(max(y.max() for y in labels)) + 1
+
+
+def describe(splits: dict) -> dict:
+  """What the model needs to know of the arrays: classes, input shape and dtype, target shape."""
+  first = next(iter(splits.values()))
+  return {'num_classes': num_classes(splits), 'input_shape': first['x'].shape[1:],
+          'input_dtype': first['x'].dtype.name, 'target_shape': first['y'].shape[1:]}

@@ -37,13 +37,11 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
   except FileNotFoundError:
     pass
   if array_data.is_arrays(config.dataset):  # Arrays are read whole: cheap.
-    splits = array_data.load(config)
-    x, y = splits[next(iter(splits))]['x'], splits[next(iter(splits))]['y']
-    size = math.prod(y.shape[1:])
-    return workdir_lib.ModelSpec(
-        num_classes=array_data.num_classes(splits), input_shape=x.shape[1:], shift=0.0,
-        scale=1.0, steps_per_epoch=1, input_dtype=x.dtype.name, target_shape=y.shape[1:],
-        target_shift=(0.0,) * size, target_scale=(1.0,) * size)
+    shapes = array_data.describe(array_data.load(config))
+    size = math.prod(shapes['target_shape'])
+    return workdir_lib.ModelSpec(shift=0.0, scale=1.0, steps_per_epoch=1,
+                                 target_shift=(0.0,) * size, target_scale=(1.0,) * size,
+                                 **shapes)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_sources.check_name(config.dataset)
   features = tfds.builder(config.dataset, data_dir=config.data_dir).info.features

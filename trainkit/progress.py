@@ -200,8 +200,9 @@ def run_summary(summary: dict, workdir: str, best_step: int | None,
          f'{figures(summary, "best_test_", metrics, percent_only_first=True)} '
          '(best checkpoint)']
         if 'best_test_' + metrics[0] in summary else
-        [f'  test {figures(summary, "eval_", metrics).replace(" ", "  ", 1)}'
-         ' (no validation split: no checkpoint is chosen by it)']),
+        [f'  test {metrics[0]}  {figure(metrics[0], summary["eval_" + metrics[0]])}'
+         + ''.join(f', {m} {figure(m, summary["eval_" + m])}' for m in metrics[1:])
+         + ' (no validation split: no checkpoint is chosen by it)']),
       f'  checkpoints    {os.path.join(workdir, "checkpoints")}',
       f'  plots          {os.path.join(workdir, "plots") if plots else "off (config.plots)"}',
       f'  metrics        {os.path.join(workdir, "metrics.jsonl")}, summary.json',
