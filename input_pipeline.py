@@ -282,6 +282,13 @@ def _per_element(values) -> tuple:
   return tuple(values.mean(0).tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
 
 
+def _training_column(data: Data, key: str):
+  """The whole training split's 'x' or 'y', resident or read from its source."""
+  if data.mode == 'device':
+    return data.train[key]
+  return data_sources.read(data.train, range(data.num_train))[key]
+
+
 def normalization_constants(config, data: Data):
   """Returns (shift, scale) such that inputs are (x - shift) / scale.
 
@@ -289,8 +296,7 @@ def normalization_constants(config, data: Data):
   the whole training split.
   """
   if config.normalization == 'per_feature':
-    return _per_element(data.train['x'] if data.mode == 'device' else data_sources.read(
-        data.train, range(data.num_train))['x'])
+    return _per_element(_training_column(data, 'x'))
   if config.normalization == 'unit':
     return 0.0, 255.0
   if config.normalization == 'raw':
@@ -315,8 +321,7 @@ def target_constants(config, data: Data) -> tuple:
   """
   if config.task == 'classification':
     return (), ()
-  return _per_element(data.train['y'] if data.mode == 'device' else data_sources.read(
-      data.train, range(data.num_train))['y'])
+  return _per_element(_training_column(data, 'y'))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -26,6 +26,7 @@ from trainkit import model_summary
 from trainkit import parallel
 from trainkit import predictions
 from trainkit import preemption
+from trainkit import progress
 from trainkit import tasks
 from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
@@ -65,8 +66,7 @@ def _run(config, workdir, inputs):
                              continue_with_changes=FLAGS.continue_with_changes)
   elif FLAGS.mode == 'eval':
     result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, FLAGS.split)
-    figures = ' '.join(f'eval_{name} ' + (f'{result["eval_" + name]:.4%}' if name == 'accuracy'
-                                          else f'{result["eval_" + name]:.6f}')
+    figures = ' '.join(f'eval_{name} {progress.figure(name, result["eval_" + name], True)}'
                        for name in tasks.metrics(config))
     print(f'checkpoint {result["step"]}: {figures} on {result["num_examples"]} examples of '
           f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')

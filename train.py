@@ -173,7 +173,7 @@ def _train_step(state: TrainState, batch, rng):
           grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats)),
       lambda: state.replace(step=state.step + 1))
   metrics = {'loss': loss, 'grad_norm': grad_norm, 'finite': finite.astype(jnp.float32),
-             **state.task.train_metrics(outputs, batch['y'])}
+             **state.task.train_metrics(outputs, batch['y'], loss)}
   return state, metrics
 
 

@@ -276,7 +276,7 @@ def test_train_figures_are_in_the_targets_units_like_the_evaluation():
                     (regression.Regression(targets, 'nll'),
                      {k: outputs[k][:, 0] for k in ('mean', 'std')})):
     sums = task.eval_sums(out, y, everything)
-    assert float(task.train_metrics(out, y)['nll']) == pytest.approx(
+    assert float(task.train_metrics(out, y, task.objective(out, y))['nll']) == pytest.approx(
         float(sums['nll_sum']) / n, rel=1e-5)
 
 

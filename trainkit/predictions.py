@@ -85,9 +85,6 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest') ->
   mask = batches['mask'].reshape(-1)
   predicted = evaluation.predict_steps(state, {'x': batches['x']})
   columns = {}
-  if 'probs' in predicted:  # A class for each row, then its probabilities.
-    probs = np.asarray(predicted['probs']).reshape(mask.size, -1)[mask]
-    columns['class'] = probs.argmax(-1)
   for name in (n for n in state.task.PREDICTIONS if n in predicted):
     values = np.asarray(predicted[name])
     columns.update(_columns(name, values.reshape(mask.size, *values.shape[2:])[mask]))

@@ -159,11 +159,15 @@ class Progress:
       handler.setStream(stream)
 
 
-def figure(metric: str, value) -> str:
-  """A metric's value as a person reads it: accuracy in per cent, others to 4 decimals."""
+def figure(metric: str, value, precise: bool = False) -> str:
+  """A metric's value as a person reads it: accuracy in per cent, others to 4 decimals.
+
+  `precise`: two more digits (--mode=eval's line).
+  """
   if value is None:
     return 'n/a'
-  return f'{value:.2%}' if metric in _PERCENT else f'{value:.4f}'
+  digits = 4 if precise else 2
+  return f'{value:.{digits}%}' if metric in _PERCENT else f'{value:.{digits + 2}f}'
 
 
 def figures(summary: dict, prefix: str, metrics, percent_only_first: bool = False) -> str:

@@ -173,13 +173,12 @@ def objective(summary: dict, metric: str):
   return best if best is not None else summary.get(selection.key(metric), float('nan'))
 
 
-def write_summary(directory: str, rows: list, metrics=None) -> list:
+def write_summary(directory: str, rows: list, metrics) -> list:
   """Writes sweep_summary.csv (sweep order) and .md (ranked); returns ranked rows.
 
   Each row: name, status, overrides (dict), best_metric, objective, the
-  `metrics` (summary_metrics(); a classifier's by default) and workdir.
+  `metrics` (summary_metrics()) and workdir.
   """
-  metrics = metrics or summary_metrics({'task': 'classification'})
   first, second = [m.removeprefix('eval_') for m in metrics if m.startswith('eval_')][:2]
   # Diverged members (NaN) rank last.
   ranked = sorted(rows, key=lambda r: (r['status'] != 'finished',

@@ -8,7 +8,8 @@ A task is one small module holding a frozen dataclass with one interface:
   makes a Dense layer of n units), returning the task's outputs.
 - `objective(outputs, targets)`: the training loss of a batch, a scalar;
   `for_training(config)` the task with the objective `config` chooses.
-- `train_metrics(outputs, targets)`: batch means logged beside the loss.
+- `train_metrics(outputs, targets, loss)`: batch means logged beside the loss
+  (`loss`: the objective the step computed).
 - `eval_sums(outputs, targets, mask)`: sums over the unmasked examples, so an
   evaluation counts every example once however it is batched and sharded;
   `metrics_from_sums(sums, count)` turns their totals into the metrics.

@@ -14,7 +14,7 @@ class Classification:
   num_classes: int
   objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
   # What `predict` returns, in the order a predictions file shows it.
-  PREDICTIONS = ('probs',)
+  PREDICTIONS = ('class', 'probs')
 
   @classmethod
   def metrics(cls, config) -> tuple:
@@ -36,7 +36,8 @@ class Classification:
   def objective(self, logits, labels):
     return losses.LOSSES[self.objective_name](logits, labels)
 
-  def train_metrics(self, logits, labels) -> dict:
+  def train_metrics(self, logits, labels, loss) -> dict:
+    del loss
     return {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
 
   def eval_sums(self, logits, labels, mask) -> dict:
@@ -50,4 +51,4 @@ class Classification:
             'accuracy': float(sums['correct']) / count}
 
   def predict(self, logits) -> dict:
-    return {'probs': jax.nn.softmax(logits.astype(jnp.float32))}
+    return {'class': jnp.argmax(logits, -1), 'probs': jax.nn.softmax(logits.astype(jnp.float32))}
