@@ -1,13 +1,16 @@
-"""Input from tensorflow-datasets, read through Grain: resident on the device, or streamed.
+"""The input: any data source's splits, resident on the device or streamed through Grain.
 
-Datasets are prepared as ArrayRecord and read by index (trainkit/data_sources.py);
-nothing here imports TensorFlow. Two paths (`config.input_mode`):
+A dataset is a source (trainkit/sources/: a TFDS dataset, an .npz file's
+arrays, a generator), whose splits are read whole or by index; nothing here
+imports TensorFlow, or knows which kind of source it reads. Two paths
+(`config.input_mode`):
 
-- 'device': a split that fits is decoded once per machine (then memory-mapped
-  from trainkit/decoded_cache.py) and kept on every device as uint8. Each
-  epoch's order is a permutation drawn on the device, and the train step
-  gathers its batch from the resident arrays by index, so a call of many steps
-  needs nothing from the host but a slice of indices. The index rows are split
+- 'device': a split that fits is read whole once (a TFDS split is decoded
+  once per machine, then memory-mapped) and kept on every device in its
+  stored dtype (images as uint8). Each epoch's order is a permutation drawn
+  on the device, and the train step gathers its batch from the resident
+  arrays by index, so a call of many steps needs nothing from the host but a
+  slice of indices. The index rows are split
   over the mesh: each device (of each process) gathers only its slice of every
   global batch, and the order is the same for any number of devices and
   processes.
@@ -21,7 +24,7 @@ nothing here imports TensorFlow. Two paths (`config.input_mode`):
   iterator's state goes into every checkpoint; a resumed run continues from it.
 
 'auto' picks 'device' when the splits take at most a quarter of the device's
-memory. Either way images stay uint8 until the model scales them, and the order
+memory. Either way inputs keep their stored dtype until the model scales them, and the order
 of an epoch is a pure function of (seed, epoch): a run resumed at step s of an
 epoch starts at batch s of that order and sees exactly the batches an
 uninterrupted run would.
@@ -41,19 +44,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from trainkit import array_data
-from trainkit import data_sources
-from trainkit import decoded_cache
-from trainkit import offline_data
 from trainkit import parallel
+from trainkit import sources
 from trainkit import streaming
+from trainkit.sources import base
+from trainkit.sources import split_syntax
 
 INPUT_MODES = ('auto', 'device', 'stream')
 NORMALIZATIONS = ('unit', 'standardize', 'raw', 'per_feature')
 # 'auto' keeps the data on the device up to this share of its memory.
 _DEVICE_MEMORY_SHARE = 0.25
-# A streamed evaluation sends at most this many bytes of images per call:
-# a call's images are held about three times over (read, stacked, on the
+# A streamed evaluation sends at most this many bytes of inputs per call:
+# a call's inputs are held about three times over (read, stacked, on the
 # device), so this bounds the trainer's memory whatever the split's size.
 _EVAL_CALL_BYTES = 8 << 20
 # Examples used to estimate the mean and std-dev for 'standardize'.
@@ -68,7 +70,7 @@ class Data:
   of `mesh` and `test` the same, padded to whole eval batches, stacked as
   [batches, batch, ...] with a 'mask' of the real examples and split over the
   mesh along the batch axis. With mode 'stream', both are random-access
-  sources of the whole split (data_sources.source); each process reads its
+  records of the whole split (sources.base.Records); each process reads its
   own rows.
   """
   mode: str  # 'device' or 'stream'.
@@ -85,6 +87,7 @@ class Data:
   num_validation: int = 0
   input_dtype: str = 'uint8'  # The inputs' dtype as stored.
   target_shape: tuple = ()  # One target's shape (() for a label or a scalar).
+  target_dtype: str = 'int32'  # The targets' dtype as read.
 
 
 def validation_view(data: Data) -> Data:
@@ -107,31 +110,13 @@ def _device_memory_bytes() -> int:
   return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
-def dataset_bytes(builder) -> int | None:
-  """Bytes of the train and test images and labels as stored; None if unknown."""
-  image = builder.info.features['image']
-  per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
-  try:
-    examples = sum(builder.info.splits[s].num_examples for s in ('train', 'test'))
-  except KeyError:  # No split metadata (e.g. tfds.testing.mock_data).
-    return None
-  return examples * per_example
-
-
-def choose_input_mode(config, builder) -> str:
+def choose_input_mode(config, source) -> str:
   """'device' or 'stream', as configured or, for 'auto', by size."""
   if config.input_mode != 'auto':
     return config.input_mode
-  size = dataset_bytes(builder)
+  size = source.nbytes()
   fits = size is not None and size <= _DEVICE_MEMORY_SHARE * _device_memory_bytes()
   return 'device' if fits else 'stream'
-
-
-def _load_split(config, builder, split: str) -> dict:
-  """All of `split` as numpy arrays: memory-mapped from the decoded cache, or decoded."""
-  return decoded_cache.load(
-      builder, split, config.cache_dir,
-      lambda: data_sources.read_all(data_sources.source(builder, split)))
 
 
 def _workers(requested: int) -> int:
@@ -158,29 +143,29 @@ def stack_eval_batches(examples: dict, batch_size: int) -> dict:
   return out
 
 
-def _splits(config, load_split, mode: str) -> dict:
+def _splits(config, source, mode: str) -> dict:
   """{'train', 'validation', 'test'}: the configured splits (TFDS split syntax).
 
-  Slices are taken of whole named splits, each loaded once by
-  `load_split(name)` (arrays on the device path, a random-access source when
-  streamed), so 'train[:55000]' and 'train[55000:]' share one copy. A
-  validation split that shares examples with the training split is refused
-  unless `allow_split_overlap`.
+  Slices are taken of whole named splits, each read once from `source` (as
+  arrays on the device path, as random-access records when streamed), so
+  'train[:55000]' and 'train[55000:]' share one copy. A validation split that
+  shares examples with the training split is refused unless
+  `allow_split_overlap`.
   """
   whole = {}
 
   def load(name):
     if name not in whole:
-      whole[name] = load_split(name)
+      whole[name] = source.arrays(name) if mode == 'device' else source.records(name)
     return whole[name]
 
   size_of = lambda name: len(load(name)['y'] if mode == 'device' else load(name))
   specs = {'train': config.train_split, 'validation': config.validation_split,
            'test': config.test_split}
-  ranges = {k: data_sources.split_ranges(v, size_of) for k, v in specs.items() if v}
-  shared = data_sources.overlap(ranges['train'], ranges.get('validation', []))
+  ranges = {k: split_syntax.split_ranges(v, size_of) for k, v in specs.items() if v}
+  shared = split_syntax.overlap(ranges['train'], ranges.get('validation', []))
   if shared and not config.allow_split_overlap:
-    raise offline_data.DataError(
+    raise sources.DataError(
         f'validation_split={config.validation_split!r} shares {shared} examples with '
         f'train_split={config.train_split!r}; choose disjoint splits (or set '
         'allow_split_overlap=True)')
@@ -188,7 +173,8 @@ def _splits(config, load_split, mode: str) -> dict:
   for key, parts in ranges.items():
     if mode == 'stream':
       out[key] = (whole[parts[0][0]] if len(parts) == 1 and parts[0][1:] == (
-          0, len(whole[parts[0][0]])) else data_sources.SplitSource(whole, parts))
+          0, len(whole[parts[0][0]])) else
+                  base.SliceRecords([(whole[n], lo, hi) for n, lo, hi in parts]))
     elif len(parts) == 1:  # A view of the (memory-mapped) whole split.
       name, lo, hi = parts[0]
       out[key] = {k: v[lo:hi] for k, v in whole[name].items()}
@@ -215,61 +201,29 @@ def data_config(config) -> ml_collections.FrozenConfigDict:
   return ml_collections.FrozenConfigDict({field: config[field] for field in DATA_FIELDS})
 
 
-def _array_splits(config) -> tuple:
-  """(splits, Data fields) of a dataset held as arrays (trainkit/array_data.py)."""
-  if config.input_mode == 'stream':
-    raise offline_data.DataError(
-        f"input_mode='stream' reads TFDS datasets from disk; dataset={config.dataset!r} is "
-        "held in memory as arrays (use input_mode='device' or 'auto')")
-  whole = array_data.load(config)
-
-  def load(name):
-    if name not in whole:
-      raise offline_data.DataError(
-          f'dataset={config.dataset!r} has no split {name!r} (it has: {", ".join(whole)})')
-    return whole[name]
-
-  return _splits(config, load, 'device'), array_data.describe(whole)
-
-
-def _tfds_splits(config, mode: str, builder) -> tuple:
-  """(splits, Data fields) of a TFDS dataset of images and labels."""
-  features = builder.info.features
-  load = ((lambda name: _load_split(config, builder, name)) if mode == 'device'
-          else (lambda name: data_sources.source(builder, name)))
-  return _splits(config, load, mode), {
-      'num_classes': features['label'].num_classes,
-      'input_shape': tuple(features['image'].shape),
-      'input_dtype': np.dtype(features['image'].np_dtype).name}
-
-
 def create_datasets(config, mesh=None) -> Data:
   """Loads the configured splits of `config.dataset` for `mesh` (default: all devices)."""
   config = data_config(config)
   mesh = parallel.create_mesh() if mesh is None else mesh
-  if array_data.is_arrays(config.dataset):
-    mode = 'device'
-    splits, fields = _array_splits(config)
-  else:
-    builder = data_sources.builder(config)
-    mode = choose_input_mode(config, builder)
-    splits, fields = _tfds_splits(config, mode, builder)
+  source = sources.open_source(config)
+  mode = choose_input_mode(config, source)
+  splits = _splits(config, source, mode)
   size = lambda split: len(split['y'] if mode == 'device' else split)
   sizes = {k: size(v) for k, v in splits.items()}
   for key in splits:
     if not sizes[key]:
-      raise offline_data.DataError(
+      raise sources.DataError(
           f'{key}_split={config[key + "_split"]!r} selects no examples')
   if mode == 'device':
     eval_batch = parallel.padded_batch_size(config.eval_batch_size, mesh)
     for key in splits:
       splits[key] = (parallel.replicate(splits[key], mesh) if key == 'train' else
-                     parallel.put_rows(stack_eval_batches(splits[key], eval_batch), mesh))
+                      parallel.put_rows(stack_eval_batches(splits[key], eval_batch), mesh))
   return Data(mode=mode, train=splits['train'], test=splits['test'],
               num_train=sizes['train'], num_test=sizes['test'], mesh=mesh,
               workers=_workers(config.input_workers) if mode == 'stream' else 0,
               validation=splits.get('validation'),
-              num_validation=sizes.get('validation', 0), **fields)
+              num_validation=sizes.get('validation', 0), **source.fields())
 
 
 def _per_element(values) -> tuple:
@@ -286,7 +240,7 @@ def _training_column(data: Data, key: str):
   """The whole training split's 'x' or 'y', resident or read from its source."""
   if data.mode == 'device':
     return data.train[key]
-  return data_sources.read(data.train, range(data.num_train))[key]
+  return data.train.read(range(data.num_train))[key]
 
 
 def normalization_constants(config, data: Data):
@@ -303,12 +257,11 @@ def normalization_constants(config, data: Data):
     return 0.0, 1.0
   if config.normalization == 'standardize':
     if data.mode == 'device':
-      images = np.asarray(data.train['x'][:_STATS_EXAMPLES])
+      inputs = np.asarray(data.train['x'][:_STATS_EXAMPLES])
     else:
-      images = data_sources.read(data.train, range(min(_STATS_EXAMPLES, data.num_train)))
-      images = images['x']
-    images = images.astype(np.float64)
-    return float(images.mean()), float(images.std())
+      inputs = data.train.read(range(min(_STATS_EXAMPLES, data.num_train)))['x']
+    inputs = inputs.astype(np.float64)
+    return float(inputs.mean()), float(inputs.std())
   raise ValueError(f'normalization={config.normalization!r} is not one of '
                    f'{", ".join(NORMALIZATIONS)}')
 
@@ -421,7 +374,7 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   """Yields the test split as stacked, padded, masked eval batches, per call.
 
   Mode 'device': the whole split, one call. Mode 'stream': as many batches
-  per call as fit in `_EVAL_CALL_BYTES` of images (at least one); every
+  per call as fit in `_EVAL_CALL_BYTES` of inputs (at least one); every
   process makes the same number of calls of the same shapes (the processes
   with fewer examples add masked batches), each its share of the global batch.
   """
@@ -433,10 +386,11 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   # The largest share decides how many batches every process sends.
   largest_share = -(-data.num_test // processes)
   num_batches = max(1, -(-largest_share // local_batch))
-  per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.input_shape)))
+  per_call = max(1, _EVAL_CALL_BYTES // (local_batch * math.prod(data.input_shape)
+                                          * np.dtype(data.input_dtype).itemsize))
   local = streaming.local_eval_batches(data, local_batch)
   empty = {'x': np.zeros((0, *data.input_shape), data.input_dtype),
-           'y': np.zeros((0,), np.int32)}
+           'y': np.zeros((0, *data.target_shape), data.target_dtype)}
   for first in range(0, num_batches, per_call):
     group = [stack_eval_batches(next(local, empty), local_batch)
              for _ in range(min(per_call, num_batches - first))]

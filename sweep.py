@@ -124,8 +124,9 @@ def _search(spec, sweep_path: str, start: float) -> None:
       return
     for job in jobs:
       job.result()  # Raises what a worker raised.
-  ranked = search_results.rows(study, directory)
-  search_results.write(study, directory, ranked)
+  metrics = sweeps.summary_metrics(FLAGS.config)
+  ranked = search_results.rows(study, directory, metrics)
+  search_results.write(study, directory, ranked, metrics)
   search_results.plot(study, directory)
   who = (f'this worker ran {ran}' if FLAGS.launcher == 'none'
          else f'{FLAGS.workers} {FLAGS.launcher} workers')

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from tests.helpers import MNIST_DIR, SESSION_CACHE_ENV, write_mnist
 from trainkit import cli
-from trainkit import data_sources
+from trainkit.sources import tfds_source
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -56,7 +56,7 @@ def mock_data(num_examples: int = NUM_EXAMPLES):
   with tfds.testing.mock_data(
       num_examples=num_examples,
       as_data_source_fn=lambda builder, split, **kw: FakeSource(split, num_examples)), \
-      mock.patch.object(data_sources, '_check_reachable', lambda config: None):
+      mock.patch.object(tfds_source, '_check_reachable', lambda config: None):
     yield
 
 

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from configs import default
+from configs import mixture_density
 from trainkit import offline_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +57,16 @@ def tiny_config(**overrides):
   # All 50 mocked examples to train on; epochs evaluated on the test split
   # (the validation tests set a validation split).
   config.train_split, config.validation_split = 'train', ''
+  for key, value in overrides.items():
+    set_field(config, key, value)
+  return config
+
+
+def mdn_config(**overrides):
+  """The Elegy MDN config (configs/mixture_density.py), small: 512 points, 8 steps an epoch."""
+  config = mixture_density.get_config()
+  config.update(dict(synthetic_examples=(512, 256, 256), num_epochs=3, cache_dir='',
+                     progress='off', log_every_steps=4))
   for key, value in overrides.items():
     set_field(config, key, value)
   return config

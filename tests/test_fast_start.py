@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import ENV, ROOT, idx_dir, run_main, tiny_config
 import input_pipeline
-from trainkit import data_sources
+from trainkit.sources import tfds_source
 from trainkit import decoded_cache
 
 
@@ -28,8 +28,8 @@ def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monk
   train_folder = next(f for f in folders if '-train-' in f)
 
   decodes = []
-  real_read_all = data_sources.read_all
-  monkeypatch.setattr(data_sources, 'read_all',
+  real_read_all = tfds_source.read_all
+  monkeypatch.setattr(tfds_source, 'read_all',
                       lambda *a, **k: decodes.append(1) or real_read_all(*a, **k))
   again = input_pipeline.create_datasets(config)
   assert decodes == []  # Both splits memory-mapped from the cache.
@@ -38,8 +38,8 @@ def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monk
   np.testing.assert_array_equal(np.asarray(again.train['y']),
                                 np.asarray(first.train['y']))
   # The same arrays TFDS decodes.
-  builder = data_sources.builder(config)
-  direct = real_read_all(data_sources.source(builder, 'train'))
+  builder = tfds_source.builder(config)
+  direct = real_read_all(tfds_source.records(builder, 'train'))
   np.testing.assert_array_equal(np.asarray(again.train['x']), direct['x'])
 
   # The prepared train file changes (here: its time stamp): decoded again,

@@ -14,7 +14,7 @@ from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
 from trainkit import checkpointing
 from trainkit import cli
 from trainkit import config_checks
-from trainkit import data_sources
+from trainkit import host_tensorflow
 from trainkit import digit_images
 from trainkit import inference
 from trainkit import optimizers
@@ -276,7 +276,7 @@ def test_predict_and_export_use_the_parameter_average(tmp_path):
                                                                  files)])
   np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
   directory = inference.export_saved_model(config, str(tmp_path / 'run'))
-  tf = data_sources.tensorflow()
+  tf = host_tensorflow.tensorflow()
   serve = tf.saved_model.load(directory).signatures['serving_default']
   exported = serve(images=tf.constant(images))['scores'].numpy()
   np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-5)

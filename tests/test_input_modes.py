@@ -10,9 +10,10 @@ import pytest
 from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
 from trainkit import evaluation
+from trainkit import sources
 import input_pipeline
-from trainkit import data_sources
 from trainkit import streaming
+from trainkit.sources import tfds_source
 import models
 import train
 
@@ -107,7 +108,7 @@ def test_streamed_epoch_is_a_global_shuffle_the_same_for_any_process_count(
     mock_mnist, monkeypatch):
   config = tiny_config(input_mode='stream')
   data = input_pipeline.create_datasets(config)
-  stored = data_sources.read(data.train, range(NUM_EXAMPLES))['x']
+  stored = data.train.read(range(NUM_EXAMPLES))['x']
 
   def epoch(processes, index, number=0):
     monkeypatch.setattr(jax, 'process_count', lambda: processes)
@@ -178,14 +179,22 @@ def test_auto_mode_keeps_what_fits_on_the_device(monkeypatch):
   image = types.SimpleNamespace(shape=(28, 28, 1), np_dtype=np.uint8)
   builder = types.SimpleNamespace(info=types.SimpleNamespace(
       features={'image': image}, splits={'train': split, 'test': split}))
+  source = tfds_source.TfdsSource(tiny_config())
+  source._builder = builder  # pylint: disable=protected-access
   size = 2000 * (784 + 4)
-  assert input_pipeline.dataset_bytes(builder) == size
+  assert source.nbytes() == size
   monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * size)
-  assert input_pipeline.choose_input_mode(tiny_config(), builder) == 'device'
+  assert input_pipeline.choose_input_mode(tiny_config(), source) == 'device'
   monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * size - 1)
-  assert input_pipeline.choose_input_mode(tiny_config(), builder) == 'stream'
+  assert input_pipeline.choose_input_mode(tiny_config(), source) == 'stream'
   assert input_pipeline.choose_input_mode(
-      tiny_config(input_mode='device'), builder) == 'device'
+      tiny_config(input_mode='device'), source) == 'device'
+  # Arrays: their bytes in memory, every split.
+  arrays = sources.open_source(tiny_config(dataset='synthetic:linear',
+                                           synthetic_examples=(100, 20, 30)))
+  assert arrays.nbytes() == 150 * (8 + 1) * 4
+  monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * 150 * 9 * 4 - 1)
+  assert input_pipeline.choose_input_mode(tiny_config(), arrays) == 'stream'
 
 
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():

@@ -24,7 +24,7 @@ from trainkit import config_history
 from trainkit import digit_images
 from trainkit import inference
 from trainkit import metric_logging
-from trainkit import offline_data
+from trainkit import sources
 from trainkit import sweeps
 from trainkit import workdir_lock
 import input_pipeline
@@ -328,7 +328,7 @@ def test_an_unknown_dataset_is_refused_alike_with_or_without_manual_dir(tmp_path
   for manual_dir in (None, idx_dir(tmp_path)):
     config = tiny_config(dataset='mnistt', manual_dir=manual_dir,
                          data_dir=str(tmp_path / 'tfds'))
-    with pytest.raises(offline_data.DataError) as e:
+    with pytest.raises(sources.DataError) as e:
       input_pipeline.create_datasets(config)
     messages.append(str(e.value))
   assert messages == ["dataset='mnistt' is not a TFDS dataset (did you mean 'mnist'?)"] * 2
@@ -343,13 +343,13 @@ def test_no_network_fails_within_seconds(tmp_path, monkeypatch):
     pass
   config = tiny_config(data_dir=str(tmp_path / 'tfds'))
   start = time.perf_counter()
-  with pytest.raises(offline_data.DataError, match='cannot be downloaded') as e:
+  with pytest.raises(sources.DataError, match='cannot be downloaded') as e:
     input_pipeline.create_datasets(config)
   assert time.perf_counter() - start < 10
   assert 'manual_dir' in str(e.value)
   # Through a proxy that refuses, the proxy is named.
   monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
-  with pytest.raises(offline_data.DataError, match=r'127\.0\.0\.1:9 is not reachable'):
+  with pytest.raises(sources.DataError, match=r'127\.0\.0\.1:9 is not reachable'):
     input_pipeline.create_datasets(config)
 
 

@@ -11,7 +11,8 @@ from tests.helpers import tiny_config
 from tests.helpers import write_idx as _write_idx
 from tests.helpers import write_mnist as _write_mnist
 import input_pipeline
-from trainkit import data_sources
+from trainkit import sources
+from trainkit.sources import tfds_source
 from trainkit import offline_data
 
 
@@ -19,7 +20,7 @@ def _examples(data, split):
   """(image bytes, label) of every example of `split`, in either input mode."""
   if data.mode == 'stream':
     source = getattr(data, split)
-    read = data_sources.read(source, range(len(source)))
+    read = source.read(range(len(source)))
     return [(image[..., 0].tobytes(), int(label))
             for image, label in zip(read['x'], read['y'])]
   arrays = jax.device_get(getattr(data, split))
@@ -76,7 +77,7 @@ def test_rejects_damaged_idx_files(tmp_path, damage, message):
     _write_idx(labels_path, np.zeros(29, np.uint8))
   elif damage == 'label_range':
     _write_idx(labels_path, np.full(30, 10, np.uint8))
-  with pytest.raises(offline_data.DataError, match=message):
+  with pytest.raises(sources.DataError, match=message):
     offline_data.validate_manual_dir('mnist', str(tmp_path))
 
 
@@ -91,10 +92,10 @@ def test_a_prepared_dataset_reads_only_the_headers_of_manual_dir(tmp_path):
   offline_data.prepare('mnist', data_dir, str(manual_dir))
   # ... but files that are not these (by their headers) are still refused.
   _write_idx(images_path, np.zeros((31, 28, 28), np.uint8))
-  with pytest.raises(offline_data.DataError, match='has 31 images but'):
+  with pytest.raises(sources.DataError, match='has 31 images but'):
     offline_data.prepare('mnist', data_dir, str(manual_dir))
   _write_idx(images_path, np.zeros(30, np.uint8))
-  with pytest.raises(offline_data.DataError, match='bad IDX magic number'):
+  with pytest.raises(sources.DataError, match='bad IDX magic number'):
     offline_data.prepare('mnist', data_dir, str(manual_dir))
 
 
@@ -105,9 +106,9 @@ def test_no_network_and_no_data_says_how_to_supply_it(tmp_path, monkeypatch):
   def offline(self, *args, **kwargs):
     tried.append(self.name)
     raise ConnectionError('Failed to resolve host')
-  monkeypatch.setattr(data_sources, '_check_reachable', lambda config: None)
+  monkeypatch.setattr(tfds_source, '_check_reachable', lambda config: None)
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
-  with pytest.raises(offline_data.DataError) as e:
+  with pytest.raises(sources.DataError) as e:
     input_pipeline.create_datasets(tiny_config(data_dir=str(tmp_path)))
   assert tried == ['mnist']  # The wrapped error, not the probe's.
   assert str(e.value).startswith("could not download dataset='mnist' (ConnectionError)")

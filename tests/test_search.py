@@ -28,6 +28,7 @@ from trainkit import optuna_internals
 from trainkit import search
 from trainkit import search_results
 from trainkit import search_space as ss
+from trainkit import sweeps
 
 
 def _config(**overrides):
@@ -124,12 +125,13 @@ def test_trials_are_member_workdirs_and_pruned_ones_stop_early_and_keep_checkpoi
       result = inference.evaluate_checkpoint(trial_config, str(workdir))
     assert result['eval_accuracy'] == summary['test_accuracy']  # Of the latest checkpoint.
 
-  ranked = search_results.rows(study, str(directory))
+  metrics = sweeps.summary_metrics(config)
+  ranked = search_results.rows(study, str(directory), metrics)
   assert [r['state'] for r in ranked] == sorted(
       [r['state'] for r in ranked], key=lambda s: s != 'complete')
   complete = [r['value'] for r in ranked if r['state'] == 'complete']
   assert complete == sorted(complete, reverse=True)
-  search_results.write(study, str(directory), ranked)
+  search_results.write(study, str(directory), ranked, metrics)
   with open(directory / 'sweep_summary.csv') as f:
     rows = list(csv.DictReader(f))
   assert {r['trial'] for r in rows} == {f'trial_{i:04d}' for i in range(6)}
@@ -178,7 +180,7 @@ def test_a_diverged_trial_is_failed_as_diverged_and_the_search_goes_on(tmp_path)
   assert by_rate[1e30].state == TrialState.FAIL
   assert by_rate[1e30].user_attrs['status'] == 'diverged'
   assert by_rate[1e-3].state == TrialState.COMPLETE
-  ranked = search_results.rows(study, str(tmp_path / 's'))
+  ranked = search_results.rows(study, str(tmp_path / 's'), sweeps.summary_metrics(_config()))
   assert [r['state'] for r in ranked] == ['complete', 'diverged']
 
 
@@ -519,6 +521,7 @@ def test_a_trial_out_of_retries_is_failed_for_good(tmp_path):
   trials = study.get_trials()
   assert len(trials) == 3  # No retry was queued.
   assert trials[dead.number].state == TrialState.FAIL
-  rows = {r['trial']: r for r in search_results.rows(study, directory)}
+  rows = {r['trial']: r for r in search_results.rows(study, directory,
+                                                     sweeps.summary_metrics(_config()))}
   assert rows[search.trial_name(trials[dead.number])]['state'] == 'failed'
   assert sorted(r['state'] for r in rows.values()) == ['complete', 'complete', 'failed']

@@ -12,10 +12,9 @@ from tests import conftest
 from tests.helpers import tiny_config
 from trainkit import checkpointing
 from trainkit import config_checks
-from trainkit import data_sources
 from trainkit import evaluation
 from trainkit import inference
-from trainkit import offline_data
+from trainkit import sources
 import input_pipeline
 import train
 
@@ -76,7 +75,7 @@ def test_without_a_validation_split_no_checkpoint_is_chosen_by_test(tmp_path):
 
 def test_a_validation_split_overlapping_training_is_refused_unless_allowed(tmp_path):
   config = tiny_config(train_split='train[:40]', validation_split='train[30:]')
-  with pytest.raises(offline_data.DataError, match='shares 10 examples with') as e:
+  with pytest.raises(sources.DataError, match='shares 10 examples with') as e:
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert '\n' not in str(e.value) and not (tmp_path / 'run').exists()
   config.allow_split_overlap = True
@@ -99,7 +98,7 @@ def test_split_syntax_selects_the_same_examples_in_both_modes(spec, expected):
       mask = batches['mask'].reshape(-1)
       got = {k: batches[k].reshape(-1, *batches[k].shape[2:])[mask] for k in ('x', 'y')}
     else:
-      got = data_sources.read(data.validation, range(data.num_validation))
+      got = data.validation.read(range(data.num_validation))
     np.testing.assert_array_equal(got['x'], np.stack([w['image'] for w in want]), mode)
     np.testing.assert_array_equal(got['y'], [w['label'] for w in want], mode)
 

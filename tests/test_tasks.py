@@ -15,16 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import mixture_density as mdn_config
-from tests.helpers import (ENV, ROOT, checkpoint_steps, main_command, session_cache_dir,
-                           tiny_config)
+from tests.helpers import (ENV, ROOT, checkpoint_steps, main_command, mdn_config,
+                           session_cache_dir, tiny_config)
 from trainkit import cli
 from trainkit import evaluation
+from trainkit import host_tensorflow
 from trainkit import inference
 from trainkit import model_summary
 from trainkit import optimizers
 from trainkit import predictions
+from trainkit import search_results
 from trainkit import selection
+from trainkit import sweeps
 from trainkit import synthetic
 from trainkit import tasks
 from trainkit.tasks import classification
@@ -153,18 +155,9 @@ def test_every_task_metric_has_a_direction():
   assert selection.direction('nll') == 'minimize' and selection.direction('r2') == 'maximize'
 
 
-def _mdn(**overrides):
-  """The Elegy MDN config, small: 512 points, 8 steps an epoch."""
-  config = mdn_config.get_config()
-  config.update(dict(synthetic_examples=(512, 256, 256), num_epochs=3, cache_dir='',
-                     progress='off', log_every_steps=4))
-  config.update(overrides)
-  return config
-
-
 def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(tmp_path):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  config = _mdn(checkpoint_every_steps=4, checkpoint_every_epochs=1, keep_checkpoints=10)
+  config = mdn_config(checkpoint_every_steps=4, checkpoint_every_epochs=1, keep_checkpoints=10)
   final, summary = train.train_and_evaluate(config, str(straight))
   assert summary['step'] == 3 * 8 and checkpoint_steps(straight) == [4, 8, 12, 16, 20, 24]
   # Every figure of the task, for the validation and the test split.
@@ -233,8 +226,10 @@ def test_regression_on_an_npz_file_fits_as_least_squares_does(tmp_path):
      "early_stopping_metric='r2': is not a metric task='mixture_density' reports"),
     ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'normalization': 'unit'},
      "normalization='unit': divides uint8 pixels by 255"),
-    ({'x': np.zeros((4, 1)), 'y': np.zeros(4)}, {'input_mode': 'stream'},
-     "input_mode='stream' reads TFDS datasets"),
+    ({'x': np.zeros((4, 1)), 'y': np.array([0, 1, -1, 2])}, {'task': 'classification'},
+     "task='classification': needs integer class labels .* not all class labels 0..K-1"),
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4, np.int64)}, {'task': 'classification'},
+     "task='classification': needs integer class labels .at least 2 classes.; .* has 1 class"),
 ])
 def test_bad_arrays_and_settings_are_refused_before_any_work(tmp_path, arrays, overrides,
                                                              message):
@@ -334,15 +329,23 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
   assert 'Trainable parameters' in table
   if task == 'mixture_density':  # The two heads' outputs: 3 components x (mean, scale), gates.
     assert 'float32[1,6]' in table and 'float32[1,3]' in table
-  if task != 'classification':
-    with pytest.raises(cli.INPUT_ERRORS, match='cannot be exported yet'):
-      inference.export_saved_model(config, workdir)
+  # The SavedModel serves what predict writes, in the targets' units.
+  tf = host_tensorflow.tensorflow()
+  serve = tf.saved_model.load(inference.export_saved_model(config, workdir)).signatures[
+      'serving_default']
+  served = {k: v.numpy() for k, v in serve(features=tf.constant(rows)).items()}
+  want = jax.tree.map(lambda v: np.asarray(v)[0], expected)
+  if task == 'classification':
+    want = {'scores': want['probs']}
+  assert sorted(served) == sorted(want)
+  for key, value in want.items():
+    np.testing.assert_allclose(served[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_a_search_on_the_mdns_validation_nll_minimises_it(tmp_path):
   from tests import test_search  # pylint: disable=g-import-not-at-top
   from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
-  config = _mdn(num_epochs=2, synthetic_examples=(256, 128, 128))
+  config = mdn_config(num_epochs=2, synthetic_examples=(256, 128, 128))
   with pytest.raises(cli.INPUT_ERRORS, match="metric: 'accuracy' is not a metric task="):
     test_search._spec(metric='accuracy', num_trials=2).check(config)  # pylint: disable=protected-access
   spec = test_search._spec(metric='nll', num_trials=3, sampler='tpe', startup_trials=2,  # pylint: disable=protected-access
@@ -356,6 +359,15 @@ def test_a_search_on_the_mdns_validation_nll_minimises_it(tmp_path):
                          .read_text())
     assert trial.value == pytest.approx(summary['best_eval_nll'])
   assert study.best_value == min(t.value for t in complete)
+  # The results table shows the task's figures.
+  metrics = sweeps.summary_metrics(config)
+  ranked = search_results.rows(study, str(tmp_path / 's'), metrics)
+  search_results.write(study, str(tmp_path / 's'), ranked, metrics)
+  assert ranked[0]['value'] == study.best_value
+  assert ranked[0]['best_eval_nll'] == pytest.approx(study.best_value)
+  with open(tmp_path / 's' / 'sweep_summary.csv') as f:
+    assert {'best_eval_nll', 'eval_rmse', 'test_nll'} <= set(next(csv.reader(f)))
+  assert '| test nll (info) |' in (tmp_path / 's' / 'sweep_summary.md').read_text()
 
 
 @pytest.mark.slow  # Two process starts.
@@ -363,7 +375,7 @@ def test_an_mdn_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tm
   fields = {'synthetic_examples': (2048, 256, 256), 'num_epochs': 10,
             'checkpoint_every_epochs': 1, 'checkpoint_every_steps': 8, 'steps_per_call': 1,
             'keep_checkpoints': 2, 'plots': False, 'cache_dir': session_cache_dir()}
-  _, expected = train.train_and_evaluate(_mdn(**fields), str(tmp_path / 'straight'))
+  _, expected = train.train_and_evaluate(mdn_config(**fields), str(tmp_path / 'straight'))
   killed = tmp_path / 'killed'
   command = main_command('--config=configs/mixture_density.py', f'--workdir={killed}',
                          '--config.progress=off',

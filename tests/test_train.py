@@ -16,6 +16,7 @@ import models
 from trainkit import optimizers
 from trainkit import parallel
 from trainkit import workdir as workdir_lib
+from trainkit.sources import base
 import flax
 import train
 
@@ -90,27 +91,13 @@ def test_dropout_key_depends_on_the_step():
   assert float(m0['loss']) != float(m1['loss'])
 
 
-class _ArraySource:
-  """Random access to stacked examples, as data_sources.source gives it."""
-
-  def __init__(self, examples):
-    self.examples = examples
-
-  def __len__(self):
-    return len(self.examples['y'])
-
-  def __getitems__(self, indices):
-    # As TFDS's sources give them: named by the dataset's features.
-    return [{'image': self.examples['x'][i], 'label': self.examples['y'][i]} for i in indices]
-
-
 def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypatch):
   config = tiny_config()
   state = _state(config)
   n, batch_size = 37, 16  # 16 + 16 + 5 (padded to 16).
   examples = _batch(n, seed=3)
   data = input_pipeline.Data(
-      mode='stream', train=None, test=_ArraySource(examples),
+      mode='stream', train=None, test=base.ArrayRecords(examples),
       num_train=0, num_test=n, num_classes=10, input_shape=(28, 28, 1),
       mesh=parallel.create_mesh())
   # Two batches' worth of images per call: calls of 2 and 1 batches.

@@ -16,7 +16,7 @@ import jax
 
 from trainkit import checkpointing
 from trainkit import config_checks
-from trainkit import offline_data
+from trainkit import sources
 from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 
@@ -30,7 +30,7 @@ EXIT_UNREADABLE_INPUT = 7  # --mode=predict: an input file is not an image it ca
 # Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
 
 # Refused with one line and EXIT_BAD_INPUT.
-INPUT_ERRORS = (config_checks.ConfigError, offline_data.DataError,
+INPUT_ERRORS = (config_checks.ConfigError, sources.DataError,
                 checkpointing.CheckpointMismatchError,
                 checkpointing.BrokenCheckpointError, workdir_lock.LockFileError,
                 workdir_lib.WorkdirError)

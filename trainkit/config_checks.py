@@ -9,6 +9,8 @@ import math
 import os
 import re
 
+import numpy as np
+
 import input_pipeline
 import models
 from trainkit import divergence
@@ -193,9 +195,13 @@ def check_data(config, data) -> None:
   The batch must fit the training split and split evenly over the devices.
   """
   if config.task == 'classification':
+    found = ('integer targets that are not all class labels 0..K-1 (some are negative)'
+             if data.num_classes == 0 and np.dtype(data.target_dtype).kind in 'iu' else
+             'real-valued targets (use task=\'regression\' or \'mixture_density\')'
+             if data.num_classes == 0 else f'{data.num_classes} class')
     _require(data.num_classes >= 2, 'task', config.task,
              f'needs integer class labels (at least 2 classes); dataset={config.dataset!r} '
-             'has real-valued targets (use task=\'regression\' or \'mixture_density\')')
+             f'has {found}')
   _require(config.normalization != 'unit' or data.input_dtype == 'uint8', 'normalization',
            config.normalization, f'divides uint8 pixels by 255; dataset={config.dataset!r} '
            f"has {data.input_dtype} features (use 'per_feature')")

@@ -11,16 +11,15 @@ from typing import NamedTuple
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from trainkit import checkpointing
 from trainkit import config_checks
 from trainkit import config_history
-from trainkit import data_sources
 from trainkit import digit_images
 from trainkit import evaluation
 from trainkit import full_disk
+from trainkit import host_tensorflow
 from trainkit import optimizers
 import input_pipeline
 from trainkit import parallel
@@ -148,19 +147,19 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
 
 
 def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
-  """Writes a TF SavedModel of the classifier; returns its directory.
+  """Writes a TF SavedModel of the trained model; returns its directory.
 
-  Its `serving_default` signature takes uint8 images [batch, H, W, C] (as
-  TFDS yields them; the batch size is free) and returns {'scores': class
-  probabilities [batch, num_classes]}. Scaling happens inside the model, so
-  a TF-only server needs no preprocessing of its own.
+  Its `serving_default` signature takes a batch of inputs as stored (the
+  batch size is free): `images` [batch, H, W, C] uint8 as TFDS yields them,
+  or `features` [batch, ...] of any other data. It returns the task's
+  serving outputs: {'scores': class probabilities [batch, num_classes]} for
+  a classifier, {'mean', 'std'} for a regression, the mixture's {'weights',
+  'means', 'stds', 'mean', 'mode'} for a mixture density network, in the
+  targets' own units. Input scaling and target units are inside the model,
+  so a TF-only server needs no processing of its own.
   """
-  if config.task != 'classification':
-    raise config_checks.ConfigError(
-        f'--mode=export: task={config.task!r} cannot be exported yet (a SavedModel serves '
-        'classifiers); --mode=predict --input=ROWS.csv predicts with it')
   from orbax import export as oex  # pylint: disable=g-import-not-at-top
-  tf = data_sources.tensorflow()
+  tf = host_tensorflow.tensorflow()
 
   with workdir_lock.hold(workdir, 'export'):
     return _export(tf, oex, config, workdir, checkpoint)
@@ -173,17 +172,19 @@ def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   apply_fn = state.apply_fn
 
-  def scores(variables, images):
-    logits = apply_fn(variables, images, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32))
+  task = state.task
 
-  module = oex.JaxModule(jax.device_get(variables), scores, trainable=False,
+  def serve(variables, inputs):
+    return task.serving(apply_fn(variables, inputs, train=False))
+
+  module = oex.JaxModule(jax.device_get(variables), serve, trainable=False,
                          input_polymorphic_shape='(b, ...)')
+  name = 'images' if len(spec.input_shape) == 3 else 'features'
   manager = oex.ExportManager(module, [oex.ServingConfig(
       'serving_default',
-      input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.uint8,
-                                     name='images')],
-      tf_postprocessor=lambda probs: {'scores': probs})])
+      input_signature=[tf.TensorSpec([None, *spec.input_shape],
+                                     tf.as_dtype(spec.input_dtype), name=name)],
+      tf_postprocessor=lambda outputs: dict(outputs))])
   directory = os.path.join(os.path.abspath(workdir), workdir_lib.EXPORT)
   manager.save(directory)
   logging.info('Exported checkpoint %d to %s.', step, directory)

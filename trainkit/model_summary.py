@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 
 import models
-from trainkit import array_data
 from trainkit import carried_values
-from trainkit import data_sources
 from trainkit import optimizers
+from trainkit import sources
 from trainkit import tasks
 from trainkit import workdir as workdir_lib
 
@@ -36,18 +35,15 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
     return workdir_lib.ModelSpec.read(workdir)
   except FileNotFoundError:
     pass
-  if array_data.is_arrays(config.dataset):  # Arrays are read whole: cheap.
-    shapes = array_data.describe(array_data.load(config))
-    size = math.prod(shapes['target_shape'])
-    return workdir_lib.ModelSpec(shift=0.0, scale=1.0, steps_per_epoch=1,
-                                 target_shift=(0.0,) * size, target_scale=(1.0,) * size,
-                                 **shapes)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  data_sources.check_name(config.dataset)
-  features = tfds.builder(config.dataset, data_dir=config.data_dir).info.features
-  return workdir_lib.ModelSpec(num_classes=features['label'].num_classes,
-                               input_shape=tuple(features['image'].shape), shift=0.0,
-                               scale=255.0, steps_per_epoch=1)
+  fields = sources.open_source(config).fields()
+  size = math.prod(fields['target_shape'])
+  real_targets = config.task != 'classification'
+  return workdir_lib.ModelSpec(
+      num_classes=fields['num_classes'], input_shape=tuple(fields['input_shape']),
+      input_dtype=fields['input_dtype'], target_shape=tuple(fields['target_shape']),
+      shift=0.0, scale=1.0, steps_per_epoch=1,
+      target_shift=(0.0,) * size if real_targets else (),
+      target_scale=(1.0,) * size if real_targets else ())
 
 
 def _count(tree) -> tuple:

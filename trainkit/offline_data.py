@@ -8,7 +8,7 @@ label range), so a re-compressed or recovered copy is accepted. The examples are
 written into the TFDS data dir under the dataset's own name and version, so the
 rest of the program reads them through the ordinary `tfds.builder` path. They
 are written as ArrayRecord, which is read by index without TensorFlow
-(trainkit/data_sources.py); only this preparation imports TensorFlow.
+(trainkit/sources/tfds_source.py); only this preparation imports TensorFlow.
 """
 
 import contextlib
@@ -21,6 +21,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
+from trainkit import host_tensorflow
+from trainkit.sources import base
+
 IDX_FILES = {
     'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
     'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
@@ -29,33 +32,29 @@ IDX_DATASETS = ('mnist', 'fashion_mnist', 'kmnist')
 _UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses.
 
 
-class DataError(ValueError):
-  """Source data that is missing or malformed."""
-
-
 def _check_header(path, raw: bytes, expected_ndim: int) -> tuple:
   """The shape an IDX header declares; DataError if it is not unsigned bytes of that rank."""
   if len(raw) < 4:
-    raise DataError(f'{path} is too short to be an IDX file ({len(raw)} bytes)')
+    raise base.DataError(f'{path} is too short to be an IDX file ({len(raw)} bytes)')
   zero, dtype, ndim = struct.unpack('>HBB', raw[:4])
   if zero != 0 or dtype != _UBYTE or ndim != expected_ndim:
-    raise DataError(
+    raise base.DataError(
         f'{path}: bad IDX magic number 0x{int.from_bytes(raw[:4], "big"):08x},'
         f' expected 0x{_UBYTE << 8 | expected_ndim:08x}')
   if len(raw) < 4 + 4 * ndim:
-    raise DataError(f'{path}: truncated IDX header')
+    raise base.DataError(f'{path}: truncated IDX header')
   return struct.unpack(f'>{ndim}I', raw[4:4 + 4 * ndim])
 
 
 def _read(path, size: int = -1) -> bytes:
   """The first `size` (all: -1) uncompressed bytes of a gzip file."""
   if not os.path.isfile(path):
-    raise DataError(f'missing file {path}')
+    raise base.DataError(f'missing file {path}')
   try:
     with gzip.open(path, 'rb') as f:
       return f.read(size)
   except (OSError, EOFError) as e:
-    raise DataError(f'{path} is not a readable gzip file ({e})') from None
+    raise base.DataError(f'{path} is not a readable gzip file ({e})') from None
 
 
 def read_idx(path, expected_ndim):
@@ -76,7 +75,7 @@ def read_idx(path, expected_ndim):
   header = 4 + 4 * expected_ndim
   size = int(np.prod(shape))
   if len(raw) - header != size:
-    raise DataError(
+    raise base.DataError(
         f'{path}: header says shape {shape} ({size} bytes) but the payload has'
         f' {len(raw) - header} bytes (truncated or corrupt)')
   return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
@@ -88,9 +87,9 @@ def _check_split_headers(manual_dir, split) -> None:
   images = _check_header(image_file, _read(image_file, 16), 3)
   labels = _check_header(label_file, _read(label_file, 8), 1)
   if images[1:] != (28, 28):
-    raise DataError(f'{image_file}: images are {images[1:]}, expected (28, 28)')
+    raise base.DataError(f'{image_file}: images are {images[1:]}, expected (28, 28)')
   if images[0] != labels[0]:
-    raise DataError(f'{image_file} has {images[0]} images but {label_file} '
+    raise base.DataError(f'{image_file} has {images[0]} images but {label_file} '
                     f'has {labels[0]} labels')
 
 
@@ -100,14 +99,14 @@ def load_idx_split(manual_dir, split):
   images = read_idx(image_file, 3)
   labels = read_idx(label_file, 1)
   if images.shape[1:] != (28, 28):
-    raise DataError(f'{image_file}: images are {images.shape[1:]}, expected (28, 28)')
+    raise base.DataError(f'{image_file}: images are {images.shape[1:]}, expected (28, 28)')
   if len(images) != len(labels):
-    raise DataError(f'{image_file} has {len(images)} images but {label_file} '
+    raise base.DataError(f'{image_file} has {len(images)} images but {label_file} '
                     f'has {len(labels)} labels')
   if len(labels) == 0:
-    raise DataError(f'{label_file} holds no examples')
+    raise base.DataError(f'{label_file} holds no examples')
   if labels.max() >= tfds_mnist.MNIST_NUM_CLASSES:
-    raise DataError(f'{label_file}: label {labels.max()} out of range 0-9')
+    raise base.DataError(f'{label_file}: label {labels.max()} out of range 0-9')
   return images[..., None], labels
 
 
@@ -119,7 +118,7 @@ def validate_manual_dir(dataset, manual_dir, payload: bool = True):
   memory in proportion to the dataset).
   """
   if not os.path.isdir(manual_dir):
-    raise DataError(f'manual_dir={manual_dir!r} is not a directory')
+    raise base.DataError(f'manual_dir={manual_dir!r} is not a directory')
   if dataset in IDX_DATASETS:
     for split in IDX_FILES:
       if payload:
@@ -183,8 +182,7 @@ def prepare(dataset, data_dir, manual_dir):
     if builder.is_prepared():  # By another process while this one waited.
       return
     validate_manual_dir(dataset, manual_dir)
-    from trainkit import data_sources  # pylint: disable=g-import-not-at-top
-    data_sources.tensorflow()  # Preparing writes through TensorFlow, on the host.
+    host_tensorflow.tensorflow()  # Preparing writes through TensorFlow, on the host.
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
             manual_dir=manual_dir, try_download_gcs=False))

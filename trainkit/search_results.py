@@ -9,20 +9,28 @@ from absl import logging
 import optuna
 from optuna.trial import TrialState
 
+from trainkit import progress
 from trainkit import search
 from trainkit import search_space
 from trainkit import sweeps
 from trainkit import workdir as workdir_lib
 
-_COLUMNS = ('rank', 'trial', 'state', 'value', 'params', 'epochs', 'best_eval_accuracy',
-            'best_eval_loss', 'eval_loss', 'test_accuracy', 'train_wall_s', 'attempts', 'workdir')
 _STATES = {TrialState.COMPLETE: 'complete', TrialState.PRUNED: 'pruned',
            TrialState.RUNNING: 'running', TrialState.WAITING: 'waiting'}
 PLOTS = ('search_history.png', 'search_importances.png', 'search_curves.png')
 
 
-def rows(study: optuna.Study, directory: str) -> list:
-  """One row per trial (its last attempt), ranked: complete, then pruned, then the rest."""
+def _columns(metrics) -> tuple:
+  return ('rank', 'trial', 'state', 'value', 'params', 'epochs', *metrics, 'attempts',
+          'workdir')
+
+
+def rows(study: optuna.Study, directory: str, metrics) -> list:
+  """One row per trial (its last attempt), ranked: complete, then pruned, then the rest.
+
+  Each row holds the summary figures `metrics` (sweeps.summary_metrics of
+  the base config: the task's metrics) of the trial's workdir.
+  """
   attempts = {}
   for frozen in study.get_trials(deepcopy=False):
     attempts.setdefault(search.trial_name(frozen), []).append(frozen)
@@ -41,11 +49,7 @@ def rows(study: optuna.Study, directory: str) -> list:
         'trial': name, 'state': state, 'value': value,
         'params': last.params,
         'epochs': summary.get('epoch', len(last.intermediate_values)),
-        'best_eval_accuracy': summary.get('best_eval_accuracy', float('nan')),
-        'best_eval_loss': summary.get('best_eval_loss', float('nan')),
-        'eval_loss': summary.get('eval_loss', float('nan')),
-        'test_accuracy': summary.get('test_accuracy', float('nan')),
-        'train_wall_s': summary.get('train_wall_s', float('nan')),
+        **{m: summary.get(m, float('nan')) for m in metrics},
         'attempts': len(tries), 'workdir': os.path.join(directory, name)})
   order = {'complete': 0, 'pruned': 1}
   out.sort(key=lambda r: (order.get(r['state'], 2),
@@ -56,21 +60,23 @@ def rows(study: optuna.Study, directory: str) -> list:
   return out
 
 
-def write(study: optuna.Study, directory: str, ranked: list) -> None:
-  """sweep_summary.csv and .md (ranked) in the sweep directory."""
+def write(study: optuna.Study, directory: str, ranked: list, metrics) -> None:
+  """sweep_summary.csv and .md (ranked) in the sweep directory; `metrics` as for rows()."""
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=_COLUMNS, extrasaction='ignore')
+  writer = csv.DictWriter(buffer, fieldnames=_columns(metrics), extrasaction='ignore')
   writer.writeheader()
   writer.writerows({**row, 'params': json.dumps(row['params'], sort_keys=True)}
                    for row in ranked)
   workdir_lib.write_text(os.path.join(directory, sweeps.SUMMARY_CSV), buffer.getvalue())
   metric = study.user_attrs.get('search', {}).get('metric', 'accuracy')
+  test = next(m for m in metrics if m.startswith('test_')).removeprefix('test_')
+  short = 'acc' if test == 'accuracy' else test
   lines = [f'| rank | trial | state | objective (validation {metric}) | params | epochs | '
-           'test acc (info) | attempts |', '|---|---|---|---|---|---|---|---|']
+           f'test {short} (info) | attempts |', '|---|---|---|---|---|---|---|---|']
   for row in ranked:
     params = ', '.join(f'{k}={_short(v)}' for k, v in row['params'].items())
     lines.append(f'| {row["rank"]} | {row["trial"]} | {row["state"]} | {row["value"]:.4f} | '
-                 f'{params} | {row["epochs"]:g} | {row["test_accuracy"]:.2%} | '
+                 f'{params} | {row["epochs"]:g} | {progress.figure(test, row["test_" + test])} | '
                  f'{row["attempts"]} |')
   workdir_lib.write_text(os.path.join(directory, sweeps.SUMMARY_MD), '\n'.join(lines) + '\n')
 

@@ -18,8 +18,6 @@ import time
 from absl import logging
 import jax
 
-from trainkit import data_sources
-
 
 # How often a worker process checks that the trainer that started it lives.
 _PARENT_CHECK_S = 0.5
@@ -70,7 +68,7 @@ def epoch_batches(data, config, epoch_seed: int):
           .shuffle(seed=epoch_seed)
           .batch(config.batch_size, drop_remainder=True)
           .map(functools.partial(_own_rows, lo, lo + local))
-          .map(functools.partial(data_sources.read, data.train)))
+          .map(data.train.read))
 
 
 class Stream:
@@ -127,10 +125,10 @@ def local_eval_batches(data, local_batch: int):
   lo, hi = min(index * share, data.num_test), min((index + 1) * share, data.num_test)
   if lo == hi:
     return
-  # One reading thread, as data_sources.read_all: decoding holds the GIL, and
+  # One reading thread, as tfds_source.read_all: decoding holds the GIL, and
   # each thread would grow a malloc arena of its own.
   iterator = iter(grain.MapDataset.range(lo, hi).batch(local_batch)
-                  .map(functools.partial(data_sources.read, data.test)).to_iter_dataset(
+                  .map(data.test.read).to_iter_dataset(
                       grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
   try:
     yield from iterator

@@ -157,7 +157,8 @@ def summary_metrics(config) -> tuple:
   A classifier's: best_eval_accuracy, best_eval_loss, eval_accuracy,
   eval_loss, test_accuracy, train_wall_s.
   """
-  metrics = tasks.metrics(config)
+  # The task's own figures first (the loss often repeats one of them: an NLL).
+  metrics = sorted(tasks.metrics(config), key=lambda m: m == 'loss')
   return (*(f'best_eval_{m}' for m in metrics), *(f'eval_{m}' for m in metrics),
           f'test_{metrics[0]}', 'train_wall_s')
 

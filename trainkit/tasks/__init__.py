@@ -15,6 +15,7 @@ A task is one small module holding a frozen dataclass with one interface:
   `metrics_from_sums(sums, count)` turns their totals into the metrics.
 - `predict(outputs)`: predictions in the targets' own units, as arrays;
   `PREDICTIONS` names them in the order a predictions file shows them.
+- `serving(outputs)`: the dict of arrays an exported model returns.
 
 `config.task` names it; `create(config, spec)` builds it with what the data
 told the model spec (classes, target shape and scaling). The loop,

@@ -52,3 +52,7 @@ class Classification:
 
   def predict(self, logits) -> dict:
     return {'class': jnp.argmax(logits, -1), 'probs': jax.nn.softmax(logits.astype(jnp.float32))}
+
+  def serving(self, logits) -> dict:
+    """What an exported classifier serves: {'scores': class probabilities}."""
+    return {'scores': jax.nn.softmax(logits.astype(jnp.float32))}

@@ -100,3 +100,7 @@ class MixtureDensity:
             'stds': self.targets.unflat(std),
             'mean': self.targets.unflat(jnp.einsum('bk,bks->bs', weights, mean)),
             'mode': self.targets.unflat(mode)}
+
+  def serving(self, outputs) -> dict:
+    """What an exported model serves: the mixture and its summaries, in the targets' units."""
+    return self.predict(outputs)

@@ -153,3 +153,7 @@ class Regression:
       return {'mean': self.targets.unflat(self.targets.original(outputs['mean']))}
     mean, std = self.targets.original(outputs['mean'], outputs['std'])
     return {'mean': self.targets.unflat(mean), 'std': self.targets.unflat(std)}
+
+  def serving(self, outputs) -> dict:
+    """What an exported model serves: its predictions, in the targets' units."""
+    return self.predict(outputs)

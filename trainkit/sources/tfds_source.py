@@ -1,4 +1,4 @@
-"""TFDS datasets as random-access sources: prepared once, then read without TensorFlow.
+"""The TFDS source: a dataset name, prepared once, then read without TensorFlow.
 
 A dataset is prepared into the TFDS data dir in the ArrayRecord format (from
 `manual_dir` offline, see trainkit/offline_data.py, or by TFDS's download), the
@@ -8,35 +8,24 @@ decoded by TFDS with PIL), which Grain consumes; TensorFlow is not imported.
 """
 
 import difflib
-import functools
+import math
 import os
 import socket
 import threading
-import types
 import urllib.parse
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from trainkit import decoded_cache
+from trainkit import host_tensorflow
 from trainkit import offline_data
 from trainkit import parallel
+from trainkit.sources import base
 
 # Examples decoded per read when a whole split is loaded.
 _READ_CHUNK = 4096
-
-
-@functools.cache
-def tensorflow():
-  """TensorFlow, imported on first use and kept off the accelerators.
-
-  Only preparing a dataset and exporting a SavedModel use it, and it must
-  never take device memory that JAX needs.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-  return tf
 
 
 def check_name(name: str) -> None:
@@ -46,21 +35,21 @@ def check_name(name: str) -> None:
   except tfds.core.registered.DatasetNotFoundError as e:
     close = difflib.get_close_matches(
         name, tfds.list_builders(with_community_datasets=False), n=1)
-    raise offline_data.DataError(
+    raise base.DataError(
         f'dataset={name!r} is not a TFDS dataset'
         + (f' (did you mean {close[0]!r}?)' if close else '')) from e
 
 
 def _download_and_prepare(config, builder) -> None:
   """Prepares a dataset that is not in the data dir yet (imports TensorFlow)."""
-  tensorflow()  # Before TFDS touches TensorFlow.
+  host_tensorflow.tensorflow()  # Before TFDS touches TensorFlow.
   try:
     with offline_data.preparing(config.dataset, config.data_dir):
       if builder.is_prepared():  # By another process while this one waited.
         return
       builder.download_and_prepare(file_format='array_record')
   except (OSError, ConnectionError) as e:  # requests' errors are OSErrors.
-    raise offline_data.DataError(
+    raise base.DataError(
         f'could not download dataset={config.dataset!r} ({type(e).__name__}). '
         + _OFFLINE_HINT) from e
 
@@ -90,7 +79,7 @@ def _check_reachable(config, timeout_s: float = 5.0) -> None:
   thread.join(timeout_s)
   if not result or result[0] is not None:
     why = f'{type(result[0]).__name__}: {result[0]}' if result else f'no answer in {timeout_s:g} s'
-    raise offline_data.DataError(
+    raise base.DataError(
         f'dataset={config.dataset!r} is not prepared in data_dir={config.data_dir!r} and '
         f'cannot be downloaded: {host}:{port} is not reachable ({why}). ' + _OFFLINE_HINT)
 
@@ -100,6 +89,16 @@ _OFFLINE_HINT = (
     'files (for mnist: train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
     't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz), or --config.data_dir '
     'at a TFDS data dir where it is already prepared.')
+
+
+def _image_and_label(found_builder):
+  """The builder's features, refused unless they hold an image and a label."""
+  features = found_builder.info.features
+  if not {'image', 'label'} <= set(features.keys()):
+    raise base.DataError(
+        f'dataset={found_builder.name!r} has no image and label features '
+        f'(it has: {", ".join(features.keys())})')
+  return features
 
 
 def builder(config):
@@ -114,11 +113,7 @@ def builder(config):
     if jax.process_index() > 0:
       offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
   found = tfds.builder(config.dataset, data_dir=config.data_dir)
-  features = found.info.features
-  if not {'image', 'label'} <= set(features.keys()):
-    raise offline_data.DataError(
-        f'dataset={config.dataset!r} has no image and label features '
-        f'(it has: {", ".join(features.keys())})')
+  _image_and_label(found)
   if not found.is_prepared():
     _check_reachable(config)
     _download_and_prepare(config, found)
@@ -126,35 +121,43 @@ def builder(config):
   return found
 
 
-def source(found_builder, split: str):
-  """Random access to `split`: source[i] is TFDS's {'image': uint8 array, 'label': int}."""
+def records(found_builder, split: str) -> 'TfdsRecords':
+  """Random access to `split` of a prepared dataset."""
   try:
-    return found_builder.as_data_source(split=split)
+    return TfdsRecords(found_builder.as_data_source(split=split))
   except NotImplementedError as e:  # Prepared by an earlier version, as TFRecord.
-    raise offline_data.DataError(
+    raise base.DataError(
         f'dataset={found_builder.name!r} in {found_builder.data_dir} is prepared '
         'in a format without random access; convert it once with `tfds '
         f'convert_format --dataset_version_dir={found_builder.data_dir} '
         '--out_file_format=array_record` or give another --config.data_dir') from e
 
 
-def read(source_, indices) -> dict:
-  """The examples at `indices`, decoded and stacked: {'x': the images, 'y': the labels (int32)}."""
-  examples = source_.__getitems__(np.asarray(indices).tolist())
-  return {'x': np.stack([np.asarray(e['image']) for e in examples]),
-          'y': np.asarray([e['label'] for e in examples], np.int32)}
+class TfdsRecords(base.Records):
+  """A TFDS data source (ArrayRecord, by index) read as {'x': images, 'y': labels (int32)}."""
+
+  def __init__(self, data_source):
+    self.data_source = data_source
+
+  def __len__(self):
+    return len(self.data_source)
+
+  def read(self, indices) -> dict:
+    examples = self.data_source.__getitems__(np.asarray(indices).tolist())
+    return {'x': np.stack([np.asarray(e['image']) for e in examples]),
+            'y': np.asarray([e['label'] for e in examples], np.int32)}
 
 
-def read_all(source_) -> dict:
-  """Every example of `source_`, decoded and stacked as arrays.
+def read_all(split_records: base.Records) -> dict:
+  """Every example of `split_records`, decoded and stacked as arrays.
 
   One reading thread beside the decoding one: decoding (PIL) holds the GIL,
   so more threads only contend, and worker processes cost more to start
   (each imports the program) than they save on a split of MNIST's size.
   """
   import grain  # pylint: disable=g-import-not-at-top
-  chunks = iter(grain.MapDataset.range(len(source_)).batch(_READ_CHUNK).map(
-      functools.partial(read, source_)).to_iter_dataset(
+  chunks = iter(grain.MapDataset.range(len(split_records)).batch(_READ_CHUNK).map(
+      split_records.read).to_iter_dataset(
           grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
   try:
     parts = list(chunks)
@@ -163,55 +166,43 @@ def read_all(source_) -> dict:
   return {k: np.concatenate([p[k] for p in parts]) for k in ('x', 'y')}
 
 
-def split_ranges(spec: str, size_of) -> list:
-  """[(split, start, stop)] that TFDS split syntax `spec` selects, in order.
+class TfdsSource(base.Source):
+  """A TFDS dataset of images and labels, prepared on first read (offline from manual_dir)."""
 
-  E.g. 'train[:55000]' -> [('train', 0, 55000)]; `size_of(name)` gives a
-  named split's size. Raises DataError for a spec TFDS cannot read.
-  """
-  names = {part.split('[')[0].strip() for part in spec.split('+')}
-  try:
-    sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names}
-    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(sizes)
-  except (ValueError, AssertionError, KeyError) as e:
-    raise offline_data.DataError(f'split {spec!r}: {str(e).splitlines()[0]}') from None
-  out = []
-  for i in instructions:
-    size = size_of(i.splitname)
-    out.append((i.splitname, 0 if i.from_ is None else i.from_,
-                size if i.to is None else i.to))
-  return out
+  def __init__(self, config):
+    super().__init__(config.dataset)
+    check_name(config.dataset)  # The same refusal whichever way it would be prepared.
+    self._config = config
+    self._builder = None
 
+  @property
+  def builder(self):
+    """The prepared builder (prepared, or downloaded, on first use)."""
+    if self._builder is None:
+      self._builder = builder(self._config)
+    return self._builder
 
-def overlap(a: list, b: list) -> int:
-  """How many examples two split_ranges results share."""
-  return sum(max(0, min(hi, hi2) - max(lo, lo2))
-             for name, lo, hi in a for name2, lo2, hi2 in b if name == name2)
+  def fields(self) -> dict:
+    # Unprepared, the registered metadata gives the shapes: nothing is read.
+    found = self._builder or tfds.builder(self.dataset, data_dir=self._config.data_dir)
+    features = _image_and_label(found)
+    return {'num_classes': features['label'].num_classes,
+            'input_shape': tuple(features['image'].shape),
+            'input_dtype': np.dtype(features['image'].np_dtype).name,
+            'target_shape': (), 'target_dtype': 'int32'}
 
+  def records(self, split: str) -> TfdsRecords:
+    return records(self.builder, split)
 
-class SplitSource:
-  """Random access to the examples `split_ranges` selects from whole-split sources."""
+  def arrays(self, split: str) -> dict:
+    return decoded_cache.load(self.builder, split, self._config.cache_dir,
+                              lambda: read_all(self.records(split)))
 
-  def __init__(self, sources: dict, ranges: list):
-    self._sources, self._ranges = sources, ranges
-    self._starts = np.cumsum([0] + [hi - lo for _, lo, hi in ranges])
-
-  def __len__(self):
-    return int(self._starts[-1])
-
-  def _locate(self, index: int):
-    part = int(np.searchsorted(self._starts, index, side='right')) - 1
-    name, lo, _ = self._ranges[part]
-    return self._sources[name], lo + index - int(self._starts[part])
-
-  def __getitem__(self, index):
-    if not 0 <= index < len(self):
-      raise IndexError(index)
-    source, i = self._locate(int(index))
-    return source[i]
-
-  def __getitems__(self, indices):
-    if len(self._ranges) == 1:  # One slice: the source's own batched read.
-      name, lo, _ = self._ranges[0]
-      return self._sources[name].__getitems__([lo + int(i) for i in indices])
-    return [self[i] for i in indices]
+  def nbytes(self) -> int | None:
+    image = self.builder.info.features['image']
+    per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
+    try:
+      examples = sum(self.builder.info.splits[s].num_examples for s in ('train', 'test'))
+    except KeyError:  # No split metadata (e.g. tfds.testing.mock_data).
+      return None
+    return examples * per_example

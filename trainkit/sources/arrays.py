@@ -1,4 +1,4 @@
-"""Datasets held as arrays: a .npz file of features and targets, or a generator.
+"""The array source: a .npz file of features and targets, or a generator's draws.
 
 `dataset='path/to/file.npz'` reads arrays 'x' (features, any shape, float or
 integer) and 'y' (targets: integer classes, or real values of any shape), as
@@ -17,17 +17,17 @@ import zipfile
 
 import numpy as np
 
-from trainkit import offline_data
 from trainkit import synthetic
+from trainkit.sources import base
 
 
 def is_arrays(dataset: str) -> bool:
-  """Whether `dataset` names arrays (a .npz file or a generator), not a TFDS dataset."""
+  """Whether `dataset` names arrays (a .npz file or a generator)."""
   return dataset.endswith('.npz') or dataset.startswith(synthetic.PREFIX)
 
 
 def _refuse(dataset: str, why: str):
-  raise offline_data.DataError(f'dataset={dataset!r}: {why}')
+  raise base.DataError(f'dataset={dataset!r}: {why}')
 
 
 def _check(dataset: str, split: str, x, y) -> None:
@@ -80,7 +80,7 @@ def load(config) -> dict:
       _refuse(dataset, f'no generator {name!r}; there are: {", ".join(synthetic.GENERATORS)}')
     sizes = tuple(config.synthetic_examples)
     if len(sizes) != 3 or not all(isinstance(n, int) and n >= 1 for n in sizes):
-      raise offline_data.DataError(
+      raise base.DataError(
           f'synthetic_examples={sizes!r}: must be 3 positive integers (train, validation, test)')
     splits = synthetic.splits(name, sizes, config.data_seed)
   else:
@@ -103,9 +103,9 @@ def _as_device_dtype(values: np.ndarray) -> np.ndarray:
 
 
 def num_classes(splits: dict) -> int:
-  """For integer targets: the classes the data holds (largest label + 1); else 0."""
+  """For class labels (integer targets from 0): the largest label + 1; else 0."""
   labels = [s['y'] for s in splits.values()]
-  if any(y.dtype.kind not in 'biu' for y in labels):
+  if any(y.dtype.kind not in 'biu' for y in labels) or min(y.min() for y in labels) < 0:
     return 0
   return int(max(y.max() for y in labels)) + 1
 
@@ -114,4 +114,33 @@ def describe(splits: dict) -> dict:
   """What the model needs to know of the arrays: classes, input shape and dtype, target shape."""
   first = next(iter(splits.values()))
   return {'num_classes': num_classes(splits), 'input_shape': first['x'].shape[1:],
-          'input_dtype': first['x'].dtype.name, 'target_shape': first['y'].shape[1:]}
+          'input_dtype': first['x'].dtype.name, 'target_shape': first['y'].shape[1:],
+          'target_dtype': first['y'].dtype.name}
+
+
+class ArraySource(base.Source):
+  """The splits of an .npz file or a generator, read whole (once) when first asked for."""
+
+  def __init__(self, config):
+    super().__init__(config.dataset)
+    self._config = config
+    self._splits = None
+
+  def _all(self) -> dict:
+    if self._splits is None:
+      self._splits = load(self._config)
+    return self._splits
+
+  def fields(self) -> dict:
+    return describe(self._all())
+
+  def arrays(self, split: str) -> dict:
+    if split not in self._all():
+      self.refuse(f'has no split {split!r} (it has: {", ".join(self._all())})')
+    return self._all()[split]
+
+  def records(self, split: str) -> base.ArrayRecords:
+    return base.ArrayRecords(self.arrays(split))
+
+  def nbytes(self) -> int:
+    return sum(v.nbytes for split in self._all().values() for v in split.values())

@@ -1,0 +1,26 @@
+"""Data sources: where a dataset's examples come from, behind one small interface.
+
+`open_source(config)` opens the source `config.dataset` names; trainkit/sources/base.py
+holds the interface (a `Source` of named splits, read whole or by index as
+{'x', 'y'} arrays). `input_pipeline` reads every source alike: the split
+syntax, the device and streamed inputs, exact evaluation and resumption are
+the same for all. One module per kind:
+
+- tfds_source.py: a TFDS dataset name ('mnist'), prepared once as ArrayRecord.
+- arrays.py: an .npz file's arrays, or a generator ('synthetic:<name>').
+
+A new kind is one module with a `Source` subclass, and a line here.
+"""
+
+from trainkit.sources import arrays
+from trainkit.sources import base
+from trainkit.sources import tfds_source
+
+DataError = base.DataError
+
+
+def open_source(config) -> base.Source:
+  """The source of `config.dataset`; nothing is prepared or read yet."""
+  if arrays.is_arrays(config.dataset):
+    return arrays.ArraySource(config)
+  return tfds_source.TfdsSource(config)
