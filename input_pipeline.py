@@ -88,6 +88,8 @@ class Data:
   input_dtype: str = 'uint8'  # The inputs' dtype as stored.
   target_shape: tuple = ()  # One target's shape (() for a label or a scalar).
   target_dtype: str = 'int32'  # The targets' dtype as read.
+  columns: tuple = ()  # A table's columns as features (tables.Column.as_tuple each).
+  class_names: tuple = ()  # A table's class names, by class index.
 
 
 def validation_view(data: Data) -> Data:
@@ -188,7 +190,9 @@ def _splits(config, source, mode: str) -> dict:
 # the same datasets (a sweep or search loads them once per such key).
 DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'cache_dir', 'input_mode',
                'input_workers', 'train_split', 'validation_split', 'test_split',
-               'allow_split_overlap', 'eval_batch_size', 'synthetic_examples', 'data_seed')
+               'allow_split_overlap', 'eval_batch_size', 'synthetic_examples', 'data_seed',
+               'target_column', 'feature_columns', 'id_columns', 'weight_column',
+               'split_column', 'split_seed', 'max_categories')
 
 
 def data_config(config) -> ml_collections.FrozenConfigDict:
@@ -226,21 +230,41 @@ def create_datasets(config, mesh=None) -> Data:
               num_validation=sizes.get('validation', 0), **source.fields())
 
 
-def _per_element(values) -> tuple:
-  """(mean, std-dev) of each element of `values` [n, ...] over its rows, as tuples.
+def _per_element(chunks) -> tuple:
+  """(mean, std-dev) of each element over the rows of `chunks` ([n, ...] each), as tuples.
 
-  A constant element gets std-dev 1: it is centred, not blown up.
+  Chunks are merged with Chan et al.'s pairwise update, so a streamed split
+  is never held whole. A constant element gets std-dev 1: it is centred,
+  not blown up.
   """
-  values = np.asarray(values, np.float64).reshape(len(values), -1)
-  std = values.std(0)
-  return tuple(values.mean(0).tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
+  count, mean, m2 = 0, 0.0, 0.0
+  for values in chunks:
+    values = np.asarray(values, np.float64).reshape(len(values), -1)
+    n, chunk_mean = len(values), values.mean(0)
+    chunk_m2 = np.square(values - chunk_mean).sum(0)
+    if count == 0:
+      count, mean, m2 = n, chunk_mean, chunk_m2
+      continue
+    delta = chunk_mean - mean
+    total = count + n
+    mean = mean + delta * (n / total)
+    m2 = m2 + chunk_m2 + np.square(delta) * (count * n / total)
+    count = total
+  std = np.sqrt(m2 / count)
+  return tuple(mean.tolist()), tuple(np.where(std > 0, std, 1.0).tolist())
+
+
+# Rows read at a time for a streamed split's statistics.
+_STATS_CHUNK = 65_536
 
 
 def _training_column(data: Data, key: str):
-  """The whole training split's 'x' or 'y', resident or read from its source."""
+  """The training split's 'x' or 'y' in chunks: resident (one), or read from its source."""
   if data.mode == 'device':
-    return data.train[key]
-  return data.train.read(range(data.num_train))[key]
+    yield data.train[key]
+    return
+  for lo in range(0, data.num_train, _STATS_CHUNK):
+    yield data.train.read(range(lo, min(lo + _STATS_CHUNK, data.num_train)))[key]
 
 
 def normalization_constants(config, data: Data):
@@ -275,6 +299,31 @@ def target_constants(config, data: Data) -> tuple:
   if config.task == 'classification':
     return (), ()
   return _per_element(_training_column(data, 'y'))
+
+
+def parse_class_weight(text: str) -> tuple | str:
+  """config.class_weight as given: '', 'balanced', or one float per class; ValueError if not."""
+  if text in ('', 'balanced'):
+    return text
+  weights = tuple(float(w) for w in text.split(','))
+  if any(not math.isfinite(w) or w < 0 for w in weights) or not any(weights):
+    raise ValueError(text)
+  return weights
+
+
+def class_weights(config, data: Data) -> tuple:
+  """The weight of each class in the training loss; () for none.
+
+  'balanced': n / (classes * rows of the class) over the training split, as
+  scikit-learn's class_weight='balanced' (a class with no rows weighs 0).
+  """
+  given = parse_class_weight(config.class_weight)
+  if given != 'balanced':
+    return tuple(given)
+  counts = sum(np.bincount(np.asarray(y).reshape(-1), minlength=data.num_classes)
+               for y in _training_column(data, 'y')).astype(np.float64)
+  weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+  return tuple(weights.tolist())
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -112,7 +112,9 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       num_classes=data.num_classes, input_shape=tuple(data.input_shape), shift=shift,
       scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size),
       input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
-      target_shift=target_shift, target_scale=target_scale)
+      target_shift=target_shift, target_scale=target_scale, columns=data.columns,
+      class_names=data.class_names,
+      class_weights=input_pipeline.class_weights(config, data))
 
 
 # The static parts of train states (optimizer, init program and with it the
@@ -161,7 +163,7 @@ def _train_step(state: TrainState, batch, rng):
         {'params': params, 'batch_stats': state.batch_stats}, batch['x'],
         train=True, keep_probs=state.keep_probs, rngs={'dropout': dropout_rng},
         mutable=['batch_stats'])
-    return state.task.objective(outputs, batch['y']), (outputs, updates)
+    return state.task.objective(outputs, batch['y'], batch.get('w')), (outputs, updates)
 
   (loss, (outputs, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)

@@ -12,11 +12,17 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   # Task (trainkit/tasks): 'classification' (class logits, cross-entropy,
+  # accuracy), 'binary' (one logit for P(y = 1): log loss, ROC-AUC, PR-AUC,
   # accuracy), 'regression' (real targets) or 'mixture_density' (a mixture
   # of Gaussians over the target, for targets with several likely values).
   config.task = 'classification'
   config.regression_loss = 'nll'  # regression: 'nll' (a mean and a std-dev) or 'mse' (a mean).
   config.num_components = 5  # mixture_density: Gaussian components.
+  config.threshold = 0.5  # binary: rows with P(y = 1) >= threshold are predicted 1.
+  # Class weights in the training loss (classification, binary): '' = none;
+  # 'balanced' = n / (classes * rows of the class), from the training split;
+  # or one weight per class ('1,5'). The loss is sum(w * loss) / sum(w).
+  config.class_weight = ''
 
   # Data.
   # A TFDS dataset name (e.g. 'mnist': 28x28 grey images + labels); a .npz
@@ -28,6 +34,15 @@ def get_config():
   # 'test' splits (each a fresh draw), and the seed they are drawn from.
   config.synthetic_examples = (3000, 1000, 1000)
   config.data_seed = 0
+  # Tables: dataset='file.csv', 'file.parquet' or a folder of Parquet files
+  # (trainkit/sources/tables.py).
+  config.target_column = ''  # The column to predict.
+  config.feature_columns = ()  # The feature columns; () = every other column.
+  config.id_columns = ()  # Columns carried through to predictions, never features.
+  config.weight_column = ''  # Per-row sample weights in the loss; '' = none.
+  config.split_column = ''  # Its values name each row's split; '' = one split 'train'.
+  config.split_seed = -1  # >= 0: rows shuffled (stratified by class) before slicing; -1: as stored.
+  config.max_categories = 20  # One-hot levels of a string column (most frequent; rest: other).
   # Splits, in TFDS split syntax. The last 5,000 training images are held out
   # for validation (MNIST's classic 55,000 / 5,000): every epoch is evaluated on
   # them and the best checkpoint chosen by them, so the test split is touched

@@ -45,7 +45,7 @@ def _normal_nll(y, mean, std):
 
 def _sums_to_metrics(task, outputs, y):
   sums = jax.device_get(task.eval_sums(outputs, jnp.asarray(y), jnp.asarray(_MASK)))
-  return task.metrics_from_sums(sums, int(_MASK.sum()))
+  return task.metrics_from_sums(sums, int(_MASK.sum()), {})
 
 
 def test_regression_matches_numpy_in_the_targets_own_units():

@@ -290,7 +290,7 @@ def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mo
   data = input_pipeline.create_datasets(config)
   # The summary's figures are the average's, not the raw parameters'.
   averaged = evaluation.evaluate(state, data, 16)
-  raw = evaluation.metrics_from_sums(state, jax.device_get(evaluation.mesh_steps(
+  raw = evaluation.metrics_from_sums(state, *jax.device_get(evaluation.mesh_steps(
       data.mesh)['eval'](state, data.test)))
   assert summary['eval_loss'] == pytest.approx(averaged['loss'])
   assert summary['eval_loss'] != pytest.approx(raw['loss'])

@@ -108,6 +108,25 @@ def validate(config) -> None:
   _require(isinstance(config.num_components, int) and not isinstance(config.num_components, bool)
            and config.num_components >= 1, 'num_components', config.num_components,
            'must be an integer >= 1 (the mixture\'s Gaussian components)')
+  _require(isinstance(config.threshold, float) and 0.0 < config.threshold < 1.0, 'threshold',
+           config.threshold, 'must be a probability strictly between 0 and 1')
+  try:
+    weights = input_pipeline.parse_class_weight(config.class_weight)
+  except (ValueError, TypeError, AttributeError):
+    raise ConfigError(f'class_weight={config.class_weight!r}: must be \'\', \'balanced\' or '
+                      "one weight >= 0 per class, e.g. '1,5'") from None
+  if weights:
+    _require(config.task in ('classification', 'binary'), 'class_weight', config.class_weight,
+             f'weighs classes; task={config.task!r} has none')
+    _require(config.task == 'binary' or config.loss == 'cross_entropy', 'class_weight',
+             config.class_weight, f"weighs the cross-entropy; loss={config.loss!r} has no "
+             "weighted form (use loss='cross_entropy')")
+  for field in ('target_column', 'weight_column', 'split_column'):
+    _require(isinstance(config[field], str), field, config[field], "must be a column name or ''")
+  _require(isinstance(config.split_seed, int) and config.split_seed >= -1, 'split_seed',
+           config.split_seed, 'must be an integer >= 0, or -1 (rows as stored)')
+  _require(isinstance(config.max_categories, int) and config.max_categories >= 0,
+           'max_categories', config.max_categories, 'must be an integer >= 0')
   reported = tasks.metrics(config)
   for field in ('best_metric', 'early_stopping_metric'):
     _require(config[field] in reported, field, config[field],
@@ -202,6 +221,16 @@ def check_data(config, data) -> None:
     _require(data.num_classes >= 2, 'task', config.task,
              f'needs integer class labels (at least 2 classes); dataset={config.dataset!r} '
              f'has {found}')
+  if config.task == 'binary':
+    _require(data.num_classes == 2, 'task', config.task,
+             f'needs labels 0 and 1; dataset={config.dataset!r} has '
+             + (f'{data.num_classes} classes' if data.num_classes else
+                'targets that are not class labels'))
+  weights = input_pipeline.parse_class_weight(config.class_weight)
+  if weights and weights != 'balanced':
+    _require(len(weights) == data.num_classes, 'class_weight', config.class_weight,
+             f'gives {len(weights)} weights; dataset={config.dataset!r} has '
+             f'{data.num_classes} classes')
   _require(config.normalization != 'unit' or data.input_dtype == 'uint8', 'normalization',
            config.normalization, f'divides uint8 pixels by 255; dataset={config.dataset!r} '
            f"has {data.input_dtype} features (use 'per_feature')")

@@ -3,7 +3,10 @@
 `eval_step` sums the task's figures (trainkit/tasks) over the unmasked
 examples of a batch; `evaluate` runs it over every test example exactly once
 (padded, masked batches), split over the device mesh like training, and the
-task turns the totals into its metrics.
+task turns the totals into its metrics. A metric that is not a sum (ROC-AUC)
+comes from per-example values the step returns too (`eval_values`: e.g.
+each example's score), gathered whole, in order, from every device and
+process.
 """
 
 import functools
@@ -19,21 +22,30 @@ from trainkit import parallel
 
 @jax.jit
 def eval_step(state, batch):
-  """The task's sums over the unmasked examples of a batch, and their count."""
+  """(The task's sums over the unmasked examples of a batch and their count, its values).
+
+  The values are per example, with the batch's mask ({} when the task's
+  metrics are all sums).
+  """
   outputs = state.apply_fn(
       {'params': state.params, 'batch_stats': state.batch_stats},
       batch['x'], train=False)
   mask = batch['mask']
-  return {**state.task.eval_sums(outputs, batch['y'], mask), 'count': jnp.sum(mask)}
+  values = state.task.eval_values(outputs, batch['y'])
+  if values:
+    values = {**values, 'mask': mask}
+  return {**state.task.eval_sums(outputs, batch['y'], mask), 'count': jnp.sum(mask)}, values
 
 
 def _eval_steps(state, batches):
-  """`eval_step` sums over stacked batches [n, batch, ...], in one call."""
+  """`eval_step` over stacked batches [n, batch, ...], in one call: (sums, values [n, batch])."""
   def body(totals, batch):
-    return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
+    sums, values = eval_step(state, batch)
+    return jax.tree.map(jnp.add, totals, sums), values
+  first = jax.tree.map(lambda x: x[0], batches)
   zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                       jax.eval_shape(eval_step, state, jax.tree.map(lambda x: x[0], batches)))
-  return jax.lax.scan(body, zeros, batches)[0]
+                       jax.eval_shape(eval_step, state, first)[0])
+  return jax.lax.scan(body, zeros, batches)
 
 
 def _predict_steps(state, batches):
@@ -88,13 +100,26 @@ def evaluate(state, data, batch_size: int) -> dict:
   Of the averaged parameters, when an average is kept (config.ema_decay).
   """
   state = optimizers.params_for_eval(state)
-  totals = None
+  totals, parts = None, []
   for batches in input_pipeline.eval_calls(data, batch_size):
-    sums = mesh_steps(data.mesh)['eval'](state, batches)
+    sums, values = mesh_steps(data.mesh)['eval'](state, batches)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return metrics_from_sums(state, jax.device_get(totals))
+    parts.append(jax.device_get(values))
+  return metrics_from_sums(state, jax.device_get(totals), unmasked(parts))
 
 
-def metrics_from_sums(state, totals) -> dict:
-  """The task's metrics from eval_step's summed totals (host values)."""
-  return state.task.metrics_from_sums(totals, int(totals['count']))
+def unmasked(parts: list) -> dict:
+  """eval_step's values of several calls ([n, batch] each) as one row per real example."""
+  if not parts or not parts[0]:
+    return {}
+  rows = []
+  for values in parts:
+    mask = np.asarray(values['mask']).reshape(-1).astype(bool)
+    rows.append({k: np.asarray(v).reshape(mask.size, *np.shape(v)[2:])[mask]
+                 for k, v in values.items() if k != 'mask'})
+  return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def metrics_from_sums(state, totals, values: dict) -> dict:
+  """The task's metrics from eval_step's summed totals and its unmasked values (host)."""
+  return state.task.metrics_from_sums(totals, int(totals['count']), values)

@@ -68,8 +68,10 @@ class GroupSteps:
 
   def evaluate(self, state, data, batch_size: int) -> list:
     del batch_size  # The resident test split is stacked in eval batches already.
-    sums = jax.device_get(_group_eval_steps(optimizers.params_for_eval(state), data.test))
-    return [evaluation.metrics_from_sums(state, self.member(sums, i))
+    sums, values = jax.device_get(
+        _group_eval_steps(optimizers.params_for_eval(state), data.test))
+    return [evaluation.metrics_from_sums(state, self.member(sums, i),
+                                         evaluation.unmasked([self.member(values, i)]))
             for i in range(len(sums['count']))]
 
 

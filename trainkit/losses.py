@@ -25,6 +25,22 @@ def batch_normalized_cross_entropy(logits, labels):
   return -jnp.mean(one_hot * log_preds)
 
 
+def weighted_mean(per_example, weights):
+  """sum(w * loss) / sum(w): weights scale examples, not the loss's overall size."""
+  return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+
+def example_weights(labels, class_weights: tuple, sample_weights=None):
+  """Per-example weights: the class's weight (if given) times the row's (if given); or None."""
+  weights = None
+  if class_weights:
+    weights = jnp.asarray(class_weights, jnp.float32)[labels]
+  if sample_weights is not None:
+    sample_weights = sample_weights.astype(jnp.float32)
+    weights = sample_weights if weights is None else weights * sample_weights
+  return weights
+
+
 LOSSES = {
     'cross_entropy': lambda logits, labels: cross_entropy(logits, labels).mean(),
     'class_mean_cross_entropy': class_mean_cross_entropy,

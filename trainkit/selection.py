@@ -13,7 +13,8 @@ import math
 # Whether higher is better, for every metric a task reports (trainkit/tasks):
 # a metric ranks the same way whichever task reports it.
 HIGHER_IS_BETTER = {'accuracy': True, 'loss': False, 'nll': False, 'mse': False,
-                    'rmse': False, 'mae': False, 'r2': True}
+                    'rmse': False, 'mae': False, 'r2': True, 'log_loss': False,
+                    'roc_auc': True, 'pr_auc': True}
 
 
 def key(metric: str) -> str:

@@ -132,6 +132,11 @@ def read_summary(workdir: str) -> dict | None:
   return summary if isinstance(summary, dict) else None
 
 
+def _frozen(value):
+  """JSON lists as (nested) tuples: a spec is hashable."""
+  return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """What the dataset tells the model, so inference needs no dataset.
@@ -148,6 +153,10 @@ class ModelSpec:
     target_shift: the targets' training mean per element (the model predicts
       (y - target_shift) / target_scale; metrics are in y's own units).
     target_scale: the targets' training std-dev per element.
+    columns: a table's columns as features, each (name, kind, fill,
+      indicator, levels) (trainkit/sources/tables.py); () for other data.
+    class_names: a table's class names by class index (predictions show them).
+    class_weights: the weight of each class in the training loss; () = none.
   """
   num_classes: int
   input_shape: tuple
@@ -158,6 +167,9 @@ class ModelSpec:
   target_shape: tuple = ()
   target_shift: tuple = ()
   target_scale: tuple = ()
+  columns: tuple = ()
+  class_names: tuple = ()
+  class_weights: tuple = ()
 
   def write(self, workdir: str) -> None:
     write_json(os.path.join(workdir, MODEL_SPEC), dataclasses.asdict(self))
@@ -175,7 +187,7 @@ class ModelSpec:
         fields = json.load(f)
       if 'image_shape' in fields:  # Written before inputs were more than images.
         fields['input_shape'] = fields.pop('image_shape')
-      return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+      return cls(**{k: _frozen(v) for k, v in fields.items()})
     except FileNotFoundError:
       raise
     except (OSError, ValueError, TypeError, KeyError) as e:

@@ -8,12 +8,16 @@ the same for all. One module per kind:
 
 - tfds_source.py: a TFDS dataset name ('mnist'), prepared once as ArrayRecord.
 - arrays.py: an .npz file's arrays, or a generator ('synthetic:<name>').
+- tables.py: a CSV or Parquet file, or a folder of Parquet files
+  (table_files.py converts it once into memory-mapped columns).
 
 A new kind is one module with a `Source` subclass, and a line here.
 """
 
 from trainkit.sources import arrays
 from trainkit.sources import base
+from trainkit.sources import tables
+from trainkit.sources import table_files
 from trainkit.sources import tfds_source
 
 DataError = base.DataError
@@ -21,6 +25,8 @@ DataError = base.DataError
 
 def open_source(config) -> base.Source:
   """The source of `config.dataset`; nothing is prepared or read yet."""
+  if table_files.is_table(config.dataset):
+    return tables.TableSource(config)
   if arrays.is_arrays(config.dataset):
     return arrays.ArraySource(config)
   return tfds_source.TfdsSource(config)

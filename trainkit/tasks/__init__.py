@@ -6,13 +6,17 @@ A task is one small module holding a frozen dataclass with one interface:
   ranked in its direction (trainkit/selection.py); 'loss' is always one.
 - `head(features, dense)`: the output layers on the MLP backbone (`dense(n)`
   makes a Dense layer of n units), returning the task's outputs.
-- `objective(outputs, targets)`: the training loss of a batch, a scalar;
+- `objective(outputs, targets, weights=None)`: the training loss of a
+  batch, a scalar (with per-example weights, their weighted mean);
   `for_training(config)` the task with the objective `config` chooses.
 - `train_metrics(outputs, targets, loss)`: batch means logged beside the loss
   (`loss`: the objective the step computed).
 - `eval_sums(outputs, targets, mask)`: sums over the unmasked examples, so an
   evaluation counts every example once however it is batched and sharded;
-  `metrics_from_sums(sums, count)` turns their totals into the metrics.
+  `eval_values(outputs, targets)` per-example values for metrics that are
+  not sums (ROC-AUC: every score; {} for none); `metrics_from_sums(sums,
+  count, values)` turns the totals and the values of every example into the
+  metrics.
 - `predict(outputs)`: predictions in the targets' own units, as arrays;
   `PREDICTIONS` names them in the order a predictions file shows them.
 - `serving(outputs)`: the dict of arrays an exported model returns.
@@ -22,12 +26,14 @@ told the model spec (classes, target shape and scaling). The loop,
 checkpoints, sweeps and searches see only metric names and directions.
 """
 
+from trainkit.tasks import binary
 from trainkit.tasks import classification
 from trainkit.tasks import mixture_density
 from trainkit.tasks import regression
 
 TASKS = {
     'classification': classification.Classification,
+    'binary': binary.Binary,
     'regression': regression.Regression,
     'mixture_density': mixture_density.MixtureDensity,
 }

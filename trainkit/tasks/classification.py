@@ -13,6 +13,7 @@ class Classification:
   """`num_classes` logits; trained on `config.loss`, judged by cross-entropy and accuracy."""
   num_classes: int
   objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
+  class_weights: tuple = ()  # Each class's weight in the training loss; () = none.
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('class', 'probs')
 
@@ -23,7 +24,8 @@ class Classification:
 
   @classmethod
   def create(cls, config, spec) -> 'Classification':
-    return cls(num_classes=spec.num_classes, objective_name=config.loss)
+    return cls(num_classes=spec.num_classes, objective_name=config.loss,
+               class_weights=tuple(spec.class_weights))
 
   def for_training(self, config) -> 'Classification':
     """This task with `config`'s training objective (config.loss)."""
@@ -33,8 +35,12 @@ class Classification:
     # Losses and softmax in float32 whatever the compute dtype.
     return dense(self.num_classes)(x).astype(jnp.float32)
 
-  def objective(self, logits, labels):
-    return losses.LOSSES[self.objective_name](logits, labels)
+  def objective(self, logits, labels, weights=None):
+    """config.loss; with class or sample weights, their weighted mean cross-entropy."""
+    weights = losses.example_weights(labels, self.class_weights, weights)
+    if weights is None:
+      return losses.LOSSES[self.objective_name](logits, labels)
+    return losses.weighted_mean(losses.cross_entropy(logits, labels), weights)
 
   def train_metrics(self, logits, labels, loss) -> dict:
     del loss
@@ -46,7 +52,12 @@ class Classification:
     return {'loss_sum': jnp.sum(losses.cross_entropy(logits, labels) * mask),
             'correct': jnp.sum((jnp.argmax(logits, -1) == labels) * mask)}
 
-  def metrics_from_sums(self, sums, count: int) -> dict:
+  def eval_values(self, logits, labels) -> dict:
+    del logits, labels  # Every metric is a sum.
+    return {}
+
+  def metrics_from_sums(self, sums, count: int, values: dict) -> dict:
+    del values
     return {'loss': float(sums['loss_sum']) / count,
             'accuracy': float(sums['correct']) / count}
 

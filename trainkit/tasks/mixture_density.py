@@ -16,6 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from trainkit import losses
 from trainkit.tasks import regression
 
 
@@ -55,10 +56,13 @@ class MixtureDensity:
     component = -regression.gaussian_nll(y[:, None, :], mean, std).sum(-1)
     return jax.nn.logsumexp(jax.nn.log_softmax(logits, -1) + component, axis=-1)
 
-  def objective(self, outputs, y):
+  def objective(self, outputs, y, weights=None):
+    """The mixture's mean NLL; with sample weights, their weighted mean."""
     z = self.targets.standardised(y)
-    return -jnp.mean(self._log_likelihood(z, outputs['mean'], outputs['std'],
-                                          outputs['logits']))
+    log_likelihood = self._log_likelihood(z, outputs['mean'], outputs['std'], outputs['logits'])
+    if weights is None:
+      return -jnp.mean(log_likelihood)
+    return losses.weighted_mean(-log_likelihood, weights.astype(jnp.float32))
 
   def train_metrics(self, outputs, y, loss) -> dict:
     """The batch's NLL in the targets' units (its loss is in standardised ones)."""
@@ -78,7 +82,12 @@ class MixtureDensity:
     return {'nll_sum': jnp.sum(nll * mask),
             'squared_error_sum': jnp.sum(jnp.square(mixture_mean - y_flat) * mask[:, None])}
 
-  def metrics_from_sums(self, sums, count: int) -> dict:
+  def eval_values(self, outputs, y) -> dict:
+    del outputs, y  # Every metric is a sum.
+    return {}
+
+  def metrics_from_sums(self, sums, count: int, values: dict) -> dict:
+    del values
     nll = float(sums['nll_sum']) / count
     rmse = math.sqrt(float(sums['squared_error_sum']) / (count * self.targets.size))
     return {'loss': nll, 'nll': nll, 'rmse': rmse}

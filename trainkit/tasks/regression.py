@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trainkit import losses
+
 LOSSES = ('nll', 'mse')
 # The least std-dev the Gaussian head predicts, in standardised units: the
 # likelihood of a point the head fits exactly stays finite.
@@ -113,11 +115,18 @@ class Regression:
       outputs['std'] = positive_std(dense(size)(x).astype(jnp.float32))
     return outputs
 
-  def objective(self, outputs, y):
+  def objective(self, outputs, y, weights=None):
+    """The batch's mean loss; with sample weights, their weighted mean."""
     z = self.targets.standardised(y)
     if self.loss == 'mse':
-      return jnp.mean(jnp.square(outputs['mean'] - z))
-    return jnp.mean(gaussian_nll(z, outputs['mean'], outputs['std']).sum(-1))
+      if weights is None:
+        return jnp.mean(jnp.square(outputs['mean'] - z))
+      per_example = jnp.mean(jnp.square(outputs['mean'] - z), -1)
+    else:
+      per_example = gaussian_nll(z, outputs['mean'], outputs['std']).sum(-1)
+      if weights is None:
+        return jnp.mean(per_example)
+    return losses.weighted_mean(per_example, weights.astype(jnp.float32))
 
   def train_metrics(self, outputs, y, loss) -> dict:
     """The batch's NLL or MSE in the targets' units (its loss is in standardised ones)."""
@@ -138,7 +147,12 @@ class Regression:
       sums['nll_sum'] = jnp.sum(gaussian_nll(y_flat, mean, std).sum(-1) * mask)
     return sums
 
-  def metrics_from_sums(self, sums, count: int) -> dict:
+  def eval_values(self, outputs, y) -> dict:
+    del outputs, y  # Every metric is a sum.
+    return {}
+
+  def metrics_from_sums(self, sums, count: int, values: dict) -> dict:
+    del values
     elements = count * self.targets.size
     mse = float(np.sum(sums['squared_error_sum'], dtype=np.float64)) / elements
     metrics = {'mse': mse, 'rmse': math.sqrt(mse),

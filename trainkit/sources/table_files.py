@@ -1,0 +1,246 @@
+"""CSV and Parquet files read once, by blocks, into memory-mapped columns keyed by their content.
+
+pyarrow reads a CSV file block by block and Parquet files row group by row
+group, so converting a table holds one block at a time, whatever the file's
+size. Every column becomes one flat array: numbers and booleans as float64
+(NaN where a value is missing), strings as int32 codes into the column's
+levels in order of first appearance (-1 where missing). The arrays are
+written once under `CACHE_DIR/tables/<name>-<hash>/`, the hash being that of
+the files' bytes (and the format's version), so a changed file is converted
+again and a stale copy is never read; later commands memory-map them. With
+no cache dir the columns are held in memory.
+"""
+
+import collections
+import glob
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from trainkit.sources import base
+
+# Bump when the layout of the converted columns changes.
+_FORMAT = 2
+_META = 'meta.json'
+SUFFIXES = ('.csv', '.parquet', '.pq')
+# Bytes a CSV block holds (its column types are inferred from the first).
+_CSV_BLOCK = 16 << 20
+_PARQUET_ROWS = 65_536
+
+
+def is_table(dataset: str) -> bool:
+  """Whether `dataset` names a CSV or Parquet file, or a folder of Parquet files."""
+  path = os.path.expanduser(dataset)
+  return dataset.lower().endswith(SUFFIXES) or (
+      os.path.isdir(path) and bool(_parquet_files(path)))
+
+
+def _parquet_files(folder: str) -> list:
+  return sorted(p for suffix in ('.parquet', '.pq')
+                for p in glob.glob(os.path.join(folder, f'*{suffix}')))
+
+
+def files(dataset: str) -> list:
+  """The files of `dataset`, in reading order; DataError if there are none."""
+  path = os.path.expanduser(dataset)
+  if os.path.isdir(path):
+    found = _parquet_files(path)
+    if not found:
+      raise base.DataError(f'dataset={dataset!r}: a folder with no .parquet files')
+    return found
+  if not os.path.isfile(path):
+    raise base.DataError(f'dataset={dataset!r}: no such file')
+  return [path]
+
+
+def _blocks(dataset: str, paths: list):
+  """The table as RecordBatches, one CSV block or Parquet row group at a time."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from pyarrow import csv as pa_csv  # pylint: disable=g-import-not-at-top
+  from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
+  schema = None
+  for path in paths:
+    try:
+      if path.lower().endswith('.csv'):
+        # An empty field is a missing value, as a Parquet null: the formats agree.
+        reader = pa_csv.open_csv(
+            path, read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK),
+            convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
+        batches = iter(reader)
+      else:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_ROWS)
+      for batch in batches:
+        if schema is None:
+          schema = batch.schema
+          names = [f.name for f in schema]
+          repeated = sorted({n for n in names if names.count(n) > 1})
+          if repeated:
+            raise base.DataError(f'dataset={dataset!r}: duplicate column names: '
+                                 f'{", ".join(map(repr, repeated))}')
+        elif batch.schema.names != schema.names:
+          raise base.DataError(f'dataset={dataset!r}: {os.path.basename(path)} has columns '
+                               f'{batch.schema.names}, the first file {schema.names}')
+        yield batch
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise base.DataError(f'dataset={dataset!r}: {os.path.basename(path)} cannot be read '
+                           f'as a table ({first})') from None
+  if schema is None:
+    raise base.DataError(f'dataset={dataset!r}: holds no rows')
+
+
+def _kind(dataset: str, field) -> str:
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  t = field.type
+  if pa.types.is_dictionary(t):
+    t = t.value_type
+  if pa.types.is_integer(t):
+    return 'integer'
+  if pa.types.is_floating(t):
+    return 'float'
+  if pa.types.is_boolean(t):
+    return 'bool'
+  if pa.types.is_string(t) or pa.types.is_large_string(t):
+    return 'string'
+  if pa.types.is_null(t):  # A column with no value in its first block.
+    return 'float'
+  raise base.DataError(f'dataset={dataset!r}: column {field.name!r} holds {t} values '
+                       '(numbers, booleans and strings are read)')
+
+
+class _Writer:
+  """Appends each column's converted blocks, to files or to memory."""
+
+  def __init__(self, folder: str | None):
+    self.folder, self.parts, self.handles = folder, collections.defaultdict(list), {}
+
+  def add(self, index: int, values: np.ndarray) -> None:
+    if self.folder is None:
+      self.parts[index].append(values)
+      return
+    if index not in self.handles:
+      self.handles[index] = open(os.path.join(self.folder, f'{index}.bin'), 'wb')  # pylint: disable=consider-using-with
+    self.handles[index].write(values.tobytes())
+
+  def close(self) -> None:
+    for handle in self.handles.values():
+      handle.close()
+
+
+def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
+  """Converts every block; returns (meta, in-memory columns or None)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
+  writer = _Writer(folder)
+  kinds, levels, rows = None, None, 0
+  try:
+    for batch in _blocks(dataset, paths):
+      if kinds is None:
+        kinds = [_kind(dataset, f) for f in batch.schema]
+        levels = [{} if k == 'string' else None for k in kinds]
+      for i, column in enumerate(batch.columns):
+        if pa.types.is_dictionary(column.type):
+          column = column.dictionary_decode()
+        if kinds[i] == 'string':
+          if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                  or pa.types.is_null(column.type)):
+            raise base.DataError(f'dataset={dataset!r}: column {batch.schema.names[i]!r} '
+                                 f'mixes strings and {column.type} values')
+          # The block's own levels, mapped onto the column's: one Python step per level.
+          encoded = column.cast(pa.string()).dictionary_encode()
+          table = levels[i]
+          mapping = np.array([table.setdefault(v, len(table))
+                              for v in encoded.dictionary.to_pylist()] + [-1], np.int32)
+          index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+          writer.add(i, mapping[index])  # Index -1 (missing) picks the -1 at the end.
+        else:
+          try:
+            values = pc.fill_null(column.cast(pa.float64()), float('nan'))
+          except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise base.DataError(
+                f'dataset={dataset!r}: column {batch.schema.names[i]!r} mixes numbers '
+                f'and {column.type} values') from None
+          writer.add(i, values.to_numpy(zero_copy_only=False).astype(np.float64))
+      rows += batch.num_rows
+      names = batch.schema.names
+  finally:
+    writer.close()
+  meta = {'format': _FORMAT, 'names': names, 'kinds': kinds, 'rows': rows,
+          'levels': [None if t is None else list(t) for t in levels]}
+  memory = None if folder else [
+      np.concatenate(writer.parts[i]) if writer.parts[i] else
+      np.zeros(0, np.int32 if k == 'string' else np.float64) for i, k in enumerate(kinds)]
+  return meta, memory
+
+
+def _digest(paths: list) -> str:
+  sha = hashlib.sha256(str(_FORMAT).encode())
+  for path in paths:
+    with open(path, 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 22), b''):  # pylint: disable=cell-var-from-loop
+        sha.update(chunk)
+  return sha.hexdigest()[:16]
+
+
+def _open_columns(folder: str, meta: dict) -> list:
+  return [np.memmap(os.path.join(folder, f'{i}.bin'), mode='r', shape=(meta['rows'],),
+                    dtype=np.int32 if kind == 'string' else np.float64)
+          if meta['rows'] else np.zeros(0) for i, kind in enumerate(meta['kinds'])]
+
+
+def _read_cached(folder: str) -> tuple | None:
+  try:
+    with open(os.path.join(folder, _META)) as f:
+      meta = json.load(f)
+    if meta.get('format') != _FORMAT:
+      return None
+    sizes = [os.path.getsize(os.path.join(folder, f'{i}.bin'))
+             for i in range(len(meta['kinds']))]
+  except (OSError, ValueError, KeyError, TypeError):  # Damaged: converted again.
+    return None
+  itemsize = lambda kind: 4 if kind == 'string' else 8
+  if sizes != [meta['rows'] * itemsize(k) for k in meta['kinds']]:
+    return None
+  return meta, _open_columns(folder, meta)
+
+
+def load(dataset: str, cache_dir: str) -> tuple:
+  """(meta, columns) of the table `dataset`: converted once, then memory-mapped.
+
+  meta: {'names', 'kinds' ('integer', 'float', 'bool' or 'string'), 'rows',
+  'levels' (a string column's levels, by code)}; columns: one array per column.
+  """
+  paths = files(dataset)
+  if not cache_dir:
+    return _convert_into(dataset, paths, None)
+  root = os.path.join(os.path.expanduser(cache_dir), 'tables')
+  stem = os.path.basename(os.path.normpath(dataset)).replace('.', '_')
+  folder = os.path.join(root, f'{stem}-{_digest(paths)}')
+  cached = _read_cached(folder)
+  if cached is not None:
+    return cached
+  try:
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=root, prefix='.incomplete-')
+  except OSError:  # Not writable: no cache.
+    return _convert_into(dataset, paths, None)
+  try:
+    meta, _ = _convert_into(dataset, paths, tmp)
+    with open(os.path.join(tmp, _META), 'w') as f:
+      json.dump(meta, f)
+    if os.path.lexists(folder):  # A damaged copy.
+      shutil.rmtree(folder, ignore_errors=True)
+    os.rename(tmp, folder)
+  except OSError:  # Another process put it there first.
+    shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  cached = _read_cached(folder)
+  if cached is None:
+    raise base.DataError(f'dataset={dataset!r}: its converted copy in {folder} cannot be read')
+  return cached

@@ -1,0 +1,293 @@
+"""The table source: a CSV or Parquet file's columns as features, a target and weights.
+
+`dataset='data.csv'` (or `.parquet`, or a folder of Parquet files) with
+`target_column` naming what to predict. Features are `feature_columns`, or
+every other column bar `id_columns` (carried to predictions),
+`weight_column` (per-row sample weights) and `split_column`. The named
+splits are the values of `split_column`, or one split 'train' of every row,
+in file order or, with `split_seed >= 0`, shuffled by that seed (stratified
+by class for a categorical target: any slice holds the classes in about
+their overall proportions); the configured splits select from them with the
+split syntax ('train[:80%]').
+
+The columns become features by an encoding fitted on the training split's
+rows alone (`Column`), kept in the workdir's model.json so eval, predict and
+export apply it alike: a number or boolean is one feature, its missing
+values filled with the training mean, plus a 0/1 missing indicator when
+training rows miss it; a string column is one-hot over its most frequent
+`max_categories` training levels plus one 'other' feature (rarer, unseen
+and missing levels). `normalization='per_feature'` then standardises every
+feature with the training statistics, inside the model.
+"""
+
+import dataclasses
+import difflib
+
+import numpy as np
+
+from trainkit.sources import base
+from trainkit.sources import split_syntax
+from trainkit.sources import table_files
+
+OTHER = '<other>'
+# Rows encoded at a time when a whole split is read.
+_CHUNK = 65_536
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """How one table column becomes features (fitted on training rows)."""
+  name: str
+  kind: str  # 'integer', 'float', 'bool' or 'string'.
+  fill: float = 0.0  # Numbers: the training mean, for missing values.
+  indicator: bool = False  # Numbers: a missing-value feature follows.
+  levels: tuple = ()  # Strings: the one-hot levels (then one for OTHER).
+
+  def features(self) -> list:
+    """The names of the features this column becomes."""
+    if self.kind == 'string':
+      return [f'{self.name}={level}' for level in (*self.levels, OTHER)]
+    return [self.name] + ([f'{self.name}:missing'] if self.indicator else [])
+
+  def as_tuple(self) -> tuple:
+    """(name, kind, fill, indicator, levels): as model.json keeps it."""
+    return (self.name, self.kind, self.fill, self.indicator, tuple(self.levels))
+
+  @classmethod
+  def from_tuple(cls, values) -> 'Column':
+    name, kind, fill, indicator, levels = values
+    return cls(name, kind, float(fill), bool(indicator), tuple(levels))
+
+
+def encode(columns: list, values: list, codes_of=None) -> np.ndarray:
+  """Features float32 [n, F] of rows given as one array per column.
+
+  `values[i]` holds column i's values: float64 with NaN for missing numbers;
+  for strings, int32 codes into the source's levels, mapped through
+  `codes_of[i]` (source code -> one-hot position; -1 or out of range is
+  OTHER), or the strings themselves when `codes_of` is None.
+  """
+  n = len(values[0]) if values else 0
+  parts = []
+  for i, column in enumerate(columns):
+    v = values[i]
+    if column.kind == 'string':
+      if codes_of is None:
+        lookup = {level: j for j, level in enumerate(column.levels)}
+        position = np.fromiter((lookup.get(s, -1) for s in v), np.int64, n)
+      else:
+        table = codes_of[i]
+        position = np.where((v >= 0) & (v < len(table)), table[np.clip(v, 0, None)], -1)
+      position = np.where(position < 0, len(column.levels), position)
+      one_hot = np.zeros((n, len(column.levels) + 1), np.float32)
+      one_hot[np.arange(n), position] = 1.0
+      parts.append(one_hot)
+    else:
+      v = np.asarray(v, np.float64)
+      missing = np.isnan(v)
+      parts.append(np.where(missing, column.fill, v).astype(np.float32)[:, None])
+      if column.indicator:
+        parts.append(missing.astype(np.float32)[:, None])
+  return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
+
+
+def _nearest(name: str, names: list) -> str:
+  close = difflib.get_close_matches(name, names, n=3)
+  return f' (did you mean {", ".join(map(repr, close))}?)' if close else (
+      f' (it has: {", ".join(map(repr, names[:12]))}{", ..." if len(names) > 12 else ""})')
+
+
+class TableRecords(base.Records):
+  """Rows `order` of a converted table, encoded: {'x', 'y'} (and 'w' with weights).
+
+  Picklable without copying a memory-mapped table: a worker process maps
+  the files again.
+  """
+
+  def __init__(self, source: 'TableSource', order: np.ndarray):
+    self._source, self.order = source, order
+
+  def __len__(self):
+    return len(self.order)
+
+  def read(self, indices) -> dict:
+    return self._source.encode_rows(self.order[np.asarray(indices, np.int64)])
+
+
+class TableSource(base.Source):
+  """A CSV or Parquet table, its encoding fitted on the rows of `config.train_split`."""
+
+  def __init__(self, config):
+    super().__init__(config.dataset)
+    self._config = config
+    self._loaded = None
+
+  def __getstate__(self):  # Workers load the (cached, memory-mapped) table themselves.
+    state = dict(self.__dict__)
+    if self._config.cache_dir:
+      state['_loaded'] = None
+    return state
+
+  # The table, its columns and its splits, worked out once.
+
+  def _load(self) -> dict:
+    if self._loaded is None:
+      self._loaded = self._prepare()
+    return self._loaded
+
+  def _prepare(self) -> dict:
+    config = self._config
+    meta, arrays = table_files.load(config.dataset, config.cache_dir)
+    names, kinds = meta['names'], meta['kinds']
+    index = {name: i for i, name in enumerate(names)}
+
+    def column(field, name):
+      if name not in index:
+        self.refuse(f'{field}={name!r} is not a column' + _nearest(name, names))
+      return index[name]
+
+    if not config.target_column:
+      self.refuse('a table needs target_column, the column to predict (it has: '
+                  f'{", ".join(map(repr, names[:12]))})')
+    target = column('target_column', config.target_column)
+    ids = [column('id_columns', n) for n in config.id_columns]
+    weight = column('weight_column', config.weight_column) if config.weight_column else None
+    split = column('split_column', config.split_column) if config.split_column else None
+    used = {target, *ids, *([weight] if weight is not None else []),
+            *([split] if split is not None else [])}
+    if config.feature_columns:
+      features = [column('feature_columns', n) for n in config.feature_columns]
+      for i in features:
+        if i in used:
+          self.refuse(f'feature_columns: {names[i]!r} is also the target, an id, the weight '
+                      'or the split column')
+    else:
+      features = [i for i in range(len(names)) if i not in used]
+    if not features:
+      self.refuse('no feature columns are left besides the target, ids, weight and split')
+    for i in features:
+      if kinds[i] != 'string' and meta['rows'] and np.isnan(arrays[i]).all() or (
+          kinds[i] == 'string' and (arrays[i] < 0).all()):
+        self.refuse(f'column {names[i]!r} has no values (all missing)')
+    y, classes = self._target(names[target], kinds[target], arrays[target],
+                              meta['levels'][target])
+    w = None
+    if weight is not None:
+      w = np.asarray(arrays[weight])
+      if kinds[weight] == 'string' or np.isnan(w).any() or (w < 0).any():
+        self.refuse(f'weight_column={names[weight]!r} must hold numbers >= 0, none missing')
+      w = w.astype(np.float32)
+    splits = self._named_splits(arrays, meta, split, y if classes is not None else None)
+    size_of = lambda name: len(self._split(splits, name))
+    train_rows = np.concatenate([
+        self._split(splits, name)[lo:hi]
+        for name, lo, hi in split_syntax.split_ranges(config.train_split, size_of)])
+    encoding = [self._fit(names[i], kinds[i], arrays[i], meta['levels'][i], train_rows)
+                for i in features]
+    # A source code -> one-hot position table per string feature.
+    codes_of = []
+    for i, col in zip(features, encoding):
+      if col.kind == 'string':
+        position = {level: j for j, level in enumerate(col.levels)}
+        codes_of.append(np.array([position.get(level, -1) for level in meta['levels'][i]]
+                                 or [-1], np.int64))
+      else:
+        codes_of.append(None)
+    return {'meta': meta, 'arrays': arrays, 'features': features, 'encoding': encoding,
+            'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits,
+            'ids': ids}
+
+  def _target(self, name, kind, values, levels):
+    """(targets, class names or None): classes for integer, boolean and string targets."""
+    missing = (values < 0) if kind == 'string' else np.isnan(values)
+    if missing.any():
+      self.refuse(f'target_column={name!r} has {int(missing.sum())} missing values '
+                  f'(the first in row {int(np.argmax(missing))})')
+    if kind == 'string':
+      names = sorted(levels)
+      rank = np.argsort(np.argsort(levels))  # Code -> its name's place in sorted order.
+      y, classes = rank[np.asarray(values)].astype(np.int32), tuple(names)
+    elif kind in ('integer', 'bool'):
+      y = np.asarray(values).astype(np.int32)
+      classes = tuple(str(c) for c in range(int(y.max()) + 1)) if y.min() >= 0 else ()
+    else:
+      y, classes = np.asarray(values).astype(np.float32), None
+    if len(np.unique(y)) < 2:
+      self.refuse(f'target_column={name!r} holds one value only ({np.unique(y)[0]!r})')
+    return y, classes
+
+  def _named_splits(self, arrays, meta, split, labels) -> dict:
+    """{split name: row indices}, in file order or shuffled by split_seed."""
+    rows = np.arange(meta['rows'])
+    seed = self._config.split_seed
+    if seed >= 0:
+      rng = np.random.default_rng(seed)
+      if labels is None:
+        rows = rng.permutation(meta['rows'])
+      else:  # Each class spread evenly over the order: slices keep the proportions.
+        place = np.empty(meta['rows'])
+        for c in np.unique(labels):
+          members = np.flatnonzero(labels == c)
+          place[rng.permutation(members)] = (np.arange(len(members)) + rng.random(
+              len(members))) / len(members)
+        rows = np.argsort(place, kind='stable')
+    if split is None:
+      return {'train': rows}
+    values = np.asarray(arrays[split])[rows]
+    if meta['kinds'][split] == 'string':
+      levels = meta['levels'][split]
+      return {levels[c]: rows[values == c] for c in np.unique(values) if c >= 0}
+    return {f'{v:g}': rows[values == v] for v in np.unique(values[~np.isnan(values)])}
+
+  def _split(self, splits: dict, name: str) -> np.ndarray:
+    if name not in splits:
+      self.refuse(f'has no split {name!r} (it has: {", ".join(map(repr, splits))})')
+    return splits[name]
+
+  def _fit(self, name, kind, values, levels, train_rows) -> Column:
+    """The encoding of one feature column, from the training rows alone."""
+    v = np.asarray(values)[train_rows]
+    if kind == 'string':
+      counts = np.bincount(v[v >= 0], minlength=len(levels))
+      order = sorted((-counts[c], levels[c]) for c in range(len(levels)) if counts[c])
+      return Column(name, kind, levels=tuple(level for _, level in
+                                             order[:self._config.max_categories]))
+    missing = np.isnan(v)
+    if missing.all():
+      self.refuse(f'column {name!r} has no values in train_split='
+                  f'{self._config.train_split!r} (all missing)')
+    return Column(name, kind, fill=float(v[~missing].mean()), indicator=bool(missing.any()))
+
+  # The interface.
+
+  def encode_rows(self, rows: np.ndarray) -> dict:
+    """{'x', 'y'} (and 'w') of table rows `rows`."""
+    t = self._load()
+    values = [np.asarray(t['arrays'][i][rows]) for i in t['features']]
+    out = {'x': encode(t['encoding'], values, t['codes_of']), 'y': t['y'][rows]}
+    if t['w'] is not None:
+      out['w'] = t['w'][rows]
+    return out
+
+  def fields(self) -> dict:
+    t = self._load()
+    return {'num_classes': len(t['classes'] or ()), 'input_dtype': 'float32',
+            'input_shape': (sum(len(c.features()) for c in t['encoding']),),
+            'target_shape': (), 'target_dtype': t['y'].dtype.name,
+            'columns': tuple(c.as_tuple() for c in t['encoding']),
+            'class_names': tuple(t['classes'] or ())}
+
+  def records(self, split: str) -> TableRecords:
+    t = self._load()
+    return TableRecords(self, self._split(t['splits'], split))
+
+  def arrays(self, split: str) -> dict:
+    records = self.records(split)
+    parts = [records.read(range(lo, min(lo + _CHUNK, len(records))))
+             for lo in range(0, len(records), _CHUNK)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def nbytes(self) -> int:
+    t = self._load()
+    features = self.fields()['input_shape'][0]
+    return t['meta']['rows'] * (4 * features + 4 + (4 if t['w'] is not None else 0))

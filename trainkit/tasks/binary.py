@@ -1,0 +1,106 @@
+"""Binary classification: one logit for P(y = 1); log loss, ROC-AUC, PR-AUC, accuracy.
+
+ROC-AUC and PR-AUC are not sums over examples: the evaluation keeps every
+example's logit (`eval_values`) and computes them exactly on the host, ties
+included, as scikit-learn's `roc_auc_score` (the Mann-Whitney statistic,
+average ranks for ties) and `average_precision_score` (the precision at
+each distinct score, weighted by the recall it adds). The logit ranks the
+examples, not the sigmoid, which rounds large logits to a tie at 1.0.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from trainkit import losses
+
+
+def roc_auc(labels, scores) -> float:
+  """P(a positive scores above a negative), ties counted half; NaN with one class only."""
+  labels, scores = np.asarray(labels).reshape(-1) == 1, np.asarray(scores, np.float64).ravel()
+  positives = int(labels.sum())
+  negatives = labels.size - positives
+  if not positives or not negatives:
+    return float('nan')
+  _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+  ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties averaged.
+  return float((ranks[labels].sum() - positives * (positives + 1) / 2.0)
+               / (positives * negatives))
+
+
+def average_precision(labels, scores) -> float:
+  """Average precision: the sum over distinct scores of recall gained x precision."""
+  labels, scores = np.asarray(labels).reshape(-1) == 1, np.asarray(scores, np.float64).ravel()
+  positives = int(labels.sum())
+  if not positives:
+    return float('nan')
+  _, inverse = np.unique(-scores, return_inverse=True)
+  true_positives = np.cumsum(np.bincount(inverse, weights=labels))
+  predicted = np.cumsum(np.bincount(inverse))
+  recall = true_positives / positives
+  return float(np.sum(np.diff(recall, prepend=0.0) * true_positives / predicted))
+
+
+@dataclasses.dataclass(frozen=True)
+class Binary:
+  """A logit per example, trained on (weighted) sigmoid cross-entropy; labels 0 and 1."""
+  threshold: float = 0.5  # P(y = 1) at and above which an example is predicted 1.
+  class_weights: tuple = ()  # The weights of classes 0 and 1 in the loss; () = none.
+  # What `predict` returns, in the order a predictions file shows it.
+  PREDICTIONS = ('class', 'prob')
+
+  @classmethod
+  def metrics(cls, config) -> tuple:
+    del config
+    return ('roc_auc', 'pr_auc', 'log_loss', 'accuracy', 'loss')
+
+  @classmethod
+  def create(cls, config, spec) -> 'Binary':
+    return cls(threshold=float(config.threshold), class_weights=tuple(spec.class_weights))
+
+  def for_training(self, config) -> 'Binary':
+    del config  # Its objective is its own.
+    return self
+
+  def head(self, x, dense):
+    return dense(1)(x).astype(jnp.float32)[..., 0]
+
+  def _cross_entropy(self, logits, labels):
+    return optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
+
+  def _predicted(self, logits):
+    return (jax.nn.sigmoid(logits) >= self.threshold).astype(jnp.int32)
+
+  def objective(self, logits, labels, weights=None):
+    weights = losses.example_weights(labels, self.class_weights, weights)
+    per_example = self._cross_entropy(logits, labels)
+    return jnp.mean(per_example) if weights is None else losses.weighted_mean(
+        per_example, weights)
+
+  def train_metrics(self, logits, labels, loss) -> dict:
+    del loss
+    return {'accuracy': jnp.mean(self._predicted(logits) == labels)}
+
+  def eval_sums(self, logits, labels, mask) -> dict:
+    # Unweighted, whatever the training weights: figures compare across configs.
+    return {'loss_sum': jnp.sum(self._cross_entropy(logits, labels) * mask),
+            'correct': jnp.sum((self._predicted(logits) == labels) * mask)}
+
+  def eval_values(self, logits, labels) -> dict:
+    return {'logit': logits, 'label': labels}
+
+  def metrics_from_sums(self, sums, count: int, values: dict) -> dict:
+    log_loss = float(sums['loss_sum']) / count
+    return {'loss': log_loss, 'log_loss': log_loss, 'accuracy': float(sums['correct']) / count,
+            'roc_auc': roc_auc(values['label'], values['logit']),
+            'pr_auc': average_precision(values['label'], values['logit'])}
+
+  def predict(self, logits) -> dict:
+    return {'class': self._predicted(logits), 'prob': jax.nn.sigmoid(logits)}
+
+  def serving(self, logits) -> dict:
+    """What an exported model serves: the predicted class and P(y = 1)."""
+    return self.predict(logits)
