@@ -37,7 +37,8 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summar
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export', 'summary'],
                   'train; eval: a checkpoint on the test split (writes eval.json); '
                   'predict: --input images (classify), or rows of features in a '
-                  '.npy/.npz/.csv file (any task); export: a TF SavedModel; '
+                  '.npy/.npz/.csv file (any task), or a table (.csv/.parquet) for a model '
+                  'trained on one; export: a TF SavedModel; '
                   'summary: print the model as a table (no data loaded).')
 flags.DEFINE_bool('continue_with_changes', False,
                   'train: resume a trained workdir with a config that changes its '
@@ -51,6 +52,8 @@ flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syn
 flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders, '
                           'further paths may follow as arguments (shell globs); or one '
                           '.npy/.npz/.csv file of feature rows.')
+flags.DEFINE_string('output', '', 'predict: the CSV of predictions of a file of rows '
+                    '(default: <input>_predictions.csv beside it).')
 flags.DEFINE_string('jax_coordinator_address', None,
                     'Multi-process: HOST:PORT of process 0 (the same in every process).')
 flags.DEFINE_integer('jax_num_processes', None, 'Multi-process: how many processes.')
@@ -71,7 +74,8 @@ def _run(config, workdir, inputs):
     print(f'checkpoint {result["step"]}: {figures} on {result["num_examples"]} examples of '
           f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
   elif FLAGS.mode == 'predict' and predictions.takes_rows(inputs):
-    path, table = predictions.predict_rows(config, workdir, inputs[0], FLAGS.checkpoint)
+    path, table = predictions.predict_rows(config, workdir, inputs[0], FLAGS.checkpoint,
+                                           FLAGS.output)
     print(table)
     print(f'(every row: {path})')
   elif FLAGS.mode == 'predict':

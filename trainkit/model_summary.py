@@ -21,6 +21,7 @@ from trainkit import optimizers
 from trainkit import sources
 from trainkit import tasks
 from trainkit import workdir as workdir_lib
+from trainkit.sources import tables
 
 SUMMARY_FILE = workdir_lib.MODEL_SUMMARY
 
@@ -37,8 +38,9 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
     pass
   fields = sources.open_source(config).fields()
   size = math.prod(fields['target_shape'])
-  real_targets = config.task != 'classification'
+  real_targets = config.task in ('regression', 'mixture_density')
   return workdir_lib.ModelSpec(
+      columns=tuple(fields.get('columns', ())), class_names=tuple(fields.get('class_names', ())),
       num_classes=fields['num_classes'], input_shape=tuple(fields['input_shape']),
       input_dtype=fields['input_dtype'], target_shape=tuple(fields['target_shape']),
       shift=0.0, scale=1.0, steps_per_epoch=1,
@@ -108,6 +110,24 @@ def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
     total = (cost[0] if isinstance(cost, list) else cost or {}).get('flops')
     totals.append('FLOPs per training example (forward and backward, as the train step '
                   'computes them): ' + (f'{total:,.0f}' if total else 'unknown'))
-  return layers.rstrip() + '\n' + '\n'.join(totals) + '\n'
+  return _columns(spec) + layers.rstrip() + '\n' + '\n'.join(totals) + '\n'
+
+
+def _columns(spec: workdir_lib.ModelSpec) -> str:
+  """A table's columns and the features each became (nothing for other data)."""
+  if not spec.columns:
+    return ''
+  columns = [tables.Column.from_tuple(c) for c in spec.columns]
+  lines = [f'Table columns -> {spec.input_shape[0]} features (fitted on the training rows):']
+  width = max(len(c.name) for c in columns)
+  for c in columns:
+    if c.kind == 'string':
+      became = (f'one-hot over {len(c.levels)} levels + other: '
+                + ', '.join(map(repr, c.levels[:6])) + (', ...' if len(c.levels) > 6 else ''))
+    else:
+      became = f'number, missing -> {c.fill:.6g}' + (' + a missing indicator'
+                                                     if c.indicator else '')
+    lines.append(f'  {c.name.ljust(width)}  {c.kind:<7}  {became}')
+  return '\n'.join(lines) + '\n'
 
 

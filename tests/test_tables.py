@@ -1,0 +1,269 @@
+"""Tables as datasets: CSV and Parquet, their encoding, the binary task, weights, bad tables."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow as pa
+from pyarrow import csv as pa_csv
+from pyarrow import parquet as pq
+import pytest
+
+from tests.helpers import ENV, ROOT, checkpoint_steps, main_command, session_cache_dir
+from tests.helpers import tiny_config
+from trainkit import cli
+from trainkit import evaluation
+from trainkit import inference
+from trainkit import optimizers
+from trainkit import predictions
+from trainkit import sources
+from trainkit.tasks import binary
+from trainkit.tasks import classification
+import input_pipeline
+import train
+
+_RNG = np.random.default_rng(0)
+
+
+def _columns(n: int, seed: int = 0) -> dict:
+  """A table's columns: an id, numbers (some missing), strings (some missing), a flag, targets."""
+  rng = np.random.default_rng(seed)
+  a, b = rng.normal(size=n), rng.normal(size=n)
+  b[rng.random(n) < 0.1] = np.nan
+  colour = rng.choice(['red', 'green', 'blue', 'teal'], n, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
+  colour[rng.random(n) < 0.05] = None
+  logit = 2.0 * a - np.nan_to_num(b) + 1.5 * (colour == 'red')
+  return {'id': np.arange(n) + 1000, 'a': a, 'b': b, 'colour': list(colour),
+          'flag': rng.random(n) < 0.5,
+          'label': (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64),
+          'value': logit + rng.normal(size=n) * 0.1}
+
+
+def _write(columns: dict, path) -> str:
+  table = pa.table({k: pa.array(v) for k, v in columns.items()})
+  if str(path).endswith('.csv'):
+    pa_csv.write_csv(table, str(path))
+  else:
+    pq.write_table(table, str(path), row_group_size=97)  # Several row groups.
+  return str(path)
+
+
+# A binary task on the table's columns, split 70/15/15 by a seeded stratified shuffle.
+_FIELDS = {'task': 'binary', 'target_column': 'label', 'id_columns': ('id',),
+           'feature_columns': ('a', 'b', 'colour', 'flag'), 'train_split': 'train[:70%]',
+           'validation_split': 'train[70%:85%]', 'test_split': 'train[85%:]', 'split_seed': 0,
+           'normalization': 'per_feature', 'best_metric': 'roc_auc',
+           'early_stopping_metric': 'log_loss', 'batch_size': 16, 'num_epochs': 3,
+           'learning_rate': 1e-2, 'schedule': 'constant'}
+
+
+def _config(dataset, **overrides):
+  return tiny_config(dataset=str(dataset), **{**_FIELDS, **overrides})
+
+
+def test_the_encoding_is_fitted_on_the_training_rows_only(tmp_path):
+  columns = _columns(200)
+  # The validation rows (the last 40, in file order) are far off, with a level of their own.
+  columns['a'][160:] += 1000.0
+  columns['colour'][160:] = ['violet'] * 40
+  path = _write(columns, tmp_path / 't.csv')
+  config = _config(path, train_split='train[:160]', validation_split='train[160:]',
+                   test_split='train[160:]', split_seed=-1, num_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  spec = json.loads((tmp_path / 'run' / 'model.json').read_text())
+  by_name = {c[0]: c for c in spec['columns']}
+  b = np.asarray(columns['b'][:160])
+  assert by_name['a'][2] == pytest.approx(np.mean(columns['a'][:160]))
+  assert by_name['b'][2] == pytest.approx(np.nanmean(b)) and by_name['b'][3] is True
+  assert 'violet' not in by_name['colour'][4]
+  # The training rows' levels, most frequent first.
+  seen = [c for c in columns['colour'][:160] if c is not None]
+  assert by_name['colour'][4] == sorted(set(seen), key=lambda c: (-seen.count(c), c))
+  # The input scaling too: feature 0 is 'a', standardised by the training rows alone.
+  assert spec['shift'][0] == pytest.approx(np.mean(columns['a'][:160]), rel=1e-6)
+  assert spec['scale'][0] == pytest.approx(np.std(columns['a'][:160]), rel=1e-5)
+
+
+def test_csv_parquet_and_a_folder_of_parquet_files_train_alike(tmp_path):
+  columns = _columns(300)
+  folder = tmp_path / 'parts'
+  folder.mkdir()
+  for i, (lo, hi) in enumerate(((0, 120), (120, 300))):
+    _write({k: v[lo:hi] for k, v in columns.items()}, folder / f'part{i}.parquet')
+  summaries = {}
+  for name, path in (('csv', _write(columns, tmp_path / 't.csv')),
+                     ('parquet', _write(columns, tmp_path / 't.parquet')),
+                     ('folder', str(folder))):
+    config = _config(path, cache_dir=str(tmp_path / 'cache'))
+    summaries[name] = train.train_and_evaluate(config, str(tmp_path / name))[1]
+  keys = [k for k in summaries['csv'] if k.startswith(('eval_', 'test_', 'best_'))]
+  assert 'test_roc_auc' in keys and summaries['csv']['test_roc_auc'] > 0.7
+  for name in ('parquet', 'folder'):
+    assert {k: summaries[name][k] for k in keys} == {k: summaries['csv'][k] for k in keys}
+  # Converted once each, into memory-mapped columns keyed by the files' content.
+  assert len(os.listdir(tmp_path / 'cache' / 'tables')) == 3
+
+
+def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
+  columns = _columns(240)
+  path = _write(columns, tmp_path / 't.parquet')
+  config = _config(path, num_epochs=2)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  new = {'id': [7, 8, 9, 10], 'a': [0.5, None, -1.0, 2.0], 'b': [None, 1.0, 0.0, -2.0],
+         'colour': ['red', 'purple', None, 'purple'], 'flag': [True, False, True, False],
+         'extra': ['x', 'y', 'z', 'w']}  # A column the model does not take: ignored.
+  rows = _write(new, tmp_path / 'new.csv')
+  out = str(tmp_path / 'out.csv')
+  written, table = predictions.predict_rows(config, str(tmp_path / 'run'), rows, output=out)
+  assert written == out
+  with open(out) as f:
+    lines = list(csv.DictReader(f))
+  assert [r['id'] for r in lines] == ['7', '8', '9', '10']
+  assert list(lines[0]) == ['row', 'id', 'class', 'prob']
+  assert 'colour in 2 rows' in table
+  # The same encoding as training: purple and a missing level are 'other', a
+  # missing number its training mean (with its indicator for b).
+  state, _, spec = inference.restore(config, str(tmp_path / 'run'))
+  features, _, _ = predictions.read_table(config, spec, rows)
+  other = features[:, 2 + 1 + 4]  # a, b, b:missing, then red green blue teal other.
+  assert other.tolist() == [0.0, 1.0, 1.0, 1.0]
+  expected = jax.device_get(evaluation.predict_steps(
+      optimizers.params_for_eval(state), {'x': features[None]}))['prob'][0]
+  assert [float(r['prob']) for r in lines] == pytest.approx(expected.tolist(), rel=1e-5)
+  for bad, message in (({k: v for k, v in new.items() if k != 'b'}, "has no column 'b'"),
+                       ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]},
+                        "column 'colour' holds float values; the model was trained on string")):
+    with pytest.raises(cli.INPUT_ERRORS, match=message):
+      predictions.predict_rows(config, str(tmp_path / 'run'), _write(bad, tmp_path / 'bad.csv'))
+
+
+def test_class_weights_change_the_loss_as_defined():
+  logits = jnp.asarray(_RNG.normal(size=(12, 3)), jnp.float32)
+  labels = jnp.asarray([0, 1, 2, 2] * 3)
+  sample = jnp.asarray(_RNG.uniform(0.5, 2.0, 12), jnp.float32)
+  task = classification.Classification(3, class_weights=(1.0, 2.0, 0.5))
+  p = np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(-1, keepdims=True)
+  ce = -np.log(p[np.arange(12), np.asarray(labels)])
+  w = np.array([1.0, 2.0, 0.5])[np.asarray(labels)] * np.asarray(sample)
+  assert float(task.objective(logits, labels, sample)) == pytest.approx(
+      np.sum(w * ce) / np.sum(w), rel=1e-5)
+  assert float(classification.Classification(3).objective(logits, labels)) == pytest.approx(
+      ce.mean(), rel=1e-5)
+  # Binary: the weighted sigmoid cross-entropy.
+  z = np.asarray(logits[:, 0])
+  y = np.asarray(labels) % 2
+  bce = np.log1p(np.exp(-z)) * y + np.log1p(np.exp(z)) * (1 - y)
+  wb = np.array([1.0, 4.0])[y]
+  got = binary.Binary(class_weights=(1.0, 4.0)).objective(logits[:, 0], jnp.asarray(y))
+  assert float(got) == pytest.approx(np.sum(wb * bce) / np.sum(wb), rel=1e-5)
+  # 'balanced' as scikit-learn defines it: n / (classes * rows of the class).
+  data = input_pipeline.Data(mode='device', train={'y': np.array([0, 0, 0, 1])}, test=None,
+                             num_train=4, num_test=0, num_classes=2, input_shape=(1,),
+                             mesh=None)
+  assert input_pipeline.class_weights(tiny_config(class_weight='balanced'), data) == (
+      pytest.approx(4 / 6), pytest.approx(2.0))
+  assert input_pipeline.class_weights(tiny_config(class_weight='1,3'), data) == (1.0, 3.0)
+
+
+def test_binary_metrics_match_a_direct_computation():
+  labels = _RNG.integers(0, 2, 500)
+  scores = np.round(_RNG.normal(size=500) + labels, 1)  # Many ties.
+  pos, neg = scores[labels == 1], scores[labels == 0]
+  pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+  assert binary.roc_auc(labels, scores) == pytest.approx(pairs, rel=1e-12)
+  ap = 0.0
+  for t in np.unique(scores)[::-1]:  # Each distinct threshold, high to low.
+    chosen = scores >= t
+    recall_gain = np.sum(labels[scores == t]) / labels.sum()
+    ap += recall_gain * labels[chosen].mean()
+  assert binary.average_precision(labels, scores) == pytest.approx(ap, rel=1e-12)
+  task = binary.Binary(threshold=0.7)
+  logits = jnp.asarray(scores, jnp.float32)
+  mask = jnp.ones(500)
+  sums = jax.device_get(task.eval_sums(logits, jnp.asarray(labels), mask))
+  metrics = task.metrics_from_sums(sums, 500, {'logit': scores, 'label': labels})
+  assert metrics['accuracy'] == pytest.approx(np.mean((1 / (1 + np.exp(-scores)) >= 0.7)
+                                                      == labels), abs=1e-9)
+  bce = np.log1p(np.exp(-scores)) * labels + np.log1p(np.exp(scores)) * (1 - labels)
+  assert metrics['log_loss'] == pytest.approx(bce.mean(), rel=1e-5)
+  assert metrics['roc_auc'] == pytest.approx(pairs, rel=1e-6)
+
+
+def test_a_table_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tmp_path):
+  path = _write(_columns(2000, seed=1), tmp_path / 't.parquet')
+  fields = {'num_epochs': 6, 'checkpoint_every_epochs': 1, 'checkpoint_every_steps': 10,
+            'steps_per_call': 1, 'keep_checkpoints': 2, 'cache_dir': session_cache_dir(),
+            'input_mode': 'stream'}
+  _, expected = train.train_and_evaluate(_config(path, **fields), str(tmp_path / 'straight'))
+  killed = tmp_path / 'killed'
+  # tiny_config's model and fields, then the table's.
+  given = {'model.hidden_sizes': (16,), 'model.dropout_rates': (0.1,), 'eval_batch_size': 16,
+           'log_every_steps': 2, 'plots': False, 'input_workers': 0, 'progress': 'off',
+           'dataset': path, **_FIELDS, **fields}
+  command = main_command('--config=configs/default.py', f'--workdir={killed}',
+                         *(f'--config.{k}={v}' for k, v in given.items()))
+  with open(tmp_path / 'kill.log', 'w') as log:
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+        (killed / 'checkpoints').is_dir() and checkpoint_steps(killed)):
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+  saved = checkpoint_steps(killed)
+  assert saved and saved[-1] < expected['step'], (tmp_path / 'kill.log').read_text()[-2000:]
+  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Restored checkpoint {killed}/checkpoints/' in resumed.stderr
+  got = json.loads((killed / 'summary.json').read_text())
+  for key in ('step', 'eval_roc_auc', 'eval_log_loss', 'test_roc_auc', 'best_step',
+              'best_test_pr_auc'):
+    assert got[key] == expected[key], key
+
+
+def _bad(tmp_path, name):
+  """Tables that are refused, written on demand."""
+  columns = _columns(40)
+  if name == 'duplicate':
+    path = tmp_path / 'dup.csv'
+    path.write_text('a,a,label\n1,2,0\n3,4,1\n')
+    return str(path)
+  if name == 'garbage':
+    path = tmp_path / 'garbage.parquet'
+    path.write_bytes(b'not a parquet file at all')
+    return str(path)
+  if name == 'one_value':
+    columns['label'] = np.zeros(40, np.int64)
+  if name == 'all_missing':
+    columns['b'] = np.full(40, np.nan)
+  return _write(columns, tmp_path / f'{name}.csv')
+
+
+@pytest.mark.parametrize('table, overrides, message', [
+    ('missing', {}, "dataset='.*missing.csv': no such file"),
+    ('garbage', {}, 'garbage.parquet cannot be read as a table'),
+    ('ok', {'target_column': 'labl'}, "target_column='labl' is not a column .did you mean 'label'"),
+    ('ok', {'target_column': ''}, 'a table needs target_column'),
+    ('one_value', {}, "target_column='label' holds one value only"),
+    ('ok', {'task': 'classification', 'target_column': 'value', 'best_metric': 'accuracy',
+            'early_stopping_metric': 'loss'}, "task='classification': needs integer class"),
+    ('all_missing', {}, "column 'b' has no values .all missing."),
+    ('ok', {'feature_columns': ('a', 'label')}, "feature_columns: 'label' is also the target"),
+    ('duplicate', {'feature_columns': ()}, "duplicate column names: 'a'"),
+    ('ok', {'class_weight': '1,2,3'}, "class_weight='1,2,3': gives 3 weights; .* has 2 classes"),
+    ('ok', {'class_weight': 'heavy'}, "class_weight='heavy': must be"),
+])
+def test_bad_tables_are_refused_before_any_work(tmp_path, table, overrides, message):
+  path = str(tmp_path / 'missing.csv') if table == 'missing' else _bad(tmp_path, table)
+  config = _config(path, **overrides)
+  with pytest.raises(cli.INPUT_ERRORS, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  assert issubclass(sources.DataError, ValueError)
