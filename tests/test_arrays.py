@@ -78,14 +78,11 @@ def test_four_devices_match_one_on_arrays_in_both_input_modes(tmp_path):
       assert four['summary'][key] == pytest.approx(one['summary'][key], rel=1e-4), (mode, key)
 
 
-def _mdn_main(workdir, *flags, processes=1):
-  """configs/mixture_density.py, small, as `processes` processes of main.py."""
+def _main_py(workdir, config_file, *flags, processes=1):
+  """main.py with `config_file` and `flags`, as `processes` processes; the summary."""
   import subprocess  # pylint: disable=g-import-not-at-top
-  common = [sys.executable, os.path.join(ROOT, 'main.py'),
-            '--config=configs/mixture_density.py', f'--workdir={workdir}',
-            '--config.synthetic_examples=(512,256,256)', '--config.num_epochs=2',
-            '--config.eval_batch_size=48', '--config.cache_dir=', '--config.progress=off',
-            *flags]
+  common = [sys.executable, os.path.join(ROOT, 'main.py'), f'--config={config_file}',
+            f'--workdir={workdir}', *flags]
   address = f'127.0.0.1:{_free_port()}'
   commands = [common] if processes == 1 else [
       common + [f'--jax_coordinator_address={address}', f'--jax_num_processes={processes}',
@@ -97,6 +94,14 @@ def _mdn_main(workdir, *flags, processes=1):
     assert p.returncode == 0, err[-3000:]
   with open(os.path.join(workdir, 'summary.json')) as f:
     return json.load(f)
+
+
+def _mdn_main(workdir, *flags, processes=1):
+  """configs/mixture_density.py, small, as `processes` processes of main.py."""
+  return _main_py(workdir, 'configs/mixture_density.py',
+                  '--config.synthetic_examples=(512,256,256)', '--config.num_epochs=2',
+                  '--config.eval_batch_size=48', '--config.cache_dir=', '--config.progress=off',
+                  *flags, processes=processes)
 
 
 @pytest.mark.slow

@@ -267,3 +267,30 @@ def test_bad_tables_are_refused_before_any_work(tmp_path, table, overrides, mess
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
   assert issubclass(sources.DataError, ValueError)
+
+
+@pytest.mark.slow
+def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
+  from tests import test_arrays  # pylint: disable=g-import-not-at-top
+  from tests import test_parallel  # pylint: disable=g-import-not-at-top
+  path = _write(_columns(1000, seed=2), tmp_path / 't.parquet')
+  configs = {mode: _config(path, input_mode=mode, num_epochs=2, eval_batch_size=40)
+             for mode in ('device', 'stream')}
+  runs = test_parallel._devices_run(  # pylint: disable=protected-access
+      tmp_path, **{f'{mode}_{n}': (config, n) for mode, config in configs.items()
+                   for n in (1, 4)})
+  for mode in configs:
+    one, four = runs[f'{mode}_1']['summary'], runs[f'{mode}_4']['summary']
+    assert four['step'] == one['step'] == 2 * 700 // 16
+    for key in ('eval_roc_auc', 'eval_pr_auc', 'test_roc_auc', 'test_log_loss'):
+      assert four[key] == pytest.approx(one[key], abs=2e-3), (mode, key)
+  # Two processes, each reading its own rows: every example's logit gathered.
+  flags = [f'--config.{k}={v}' for k, v in {
+      'model.hidden_sizes': (16,), 'model.dropout_rates': (0.1,), 'eval_batch_size': 40,
+      'input_workers': 0, 'plots': False, 'progress': 'off', 'cache_dir': '',
+      'dataset': path, 'input_mode': 'stream', **{**_FIELDS, 'num_epochs': 2}}.items()]
+  one = test_arrays._main_py(tmp_path / 'one', 'configs/default.py', *flags)  # pylint: disable=protected-access
+  two = test_arrays._main_py(tmp_path / 'two', 'configs/default.py', *flags, processes=2)  # pylint: disable=protected-access
+  assert two['step'] == one['step']
+  for key in ('eval_roc_auc', 'eval_pr_auc', 'test_roc_auc', 'best_test_roc_auc'):
+    assert two[key] == pytest.approx(one[key], abs=2e-3), key

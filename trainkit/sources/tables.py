@@ -203,15 +203,20 @@ class TableSource(base.Source):
     if missing.any():
       self.refuse(f'target_column={name!r} has {int(missing.sum())} missing values '
                   f'(the first in row {int(np.argmax(missing))})')
+    values = np.asarray(values)
+    # Whole numbers are classes however they are stored (a CSV's 151 is a
+    # Parquet file's 151.0): the formats read alike.
+    whole = kind != 'string' and np.array_equal(values, np.round(values)) and (
+        np.abs(values).max() < 2**31)
     if kind == 'string':
       names = sorted(levels)
       rank = np.argsort(np.argsort(levels))  # Code -> its name's place in sorted order.
-      y, classes = rank[np.asarray(values)].astype(np.int32), tuple(names)
-    elif kind in ('integer', 'bool'):
-      y = np.asarray(values).astype(np.int32)
+      y, classes = rank[values].astype(np.int32), tuple(names)
+    elif whole:
+      y = values.astype(np.int32)
       classes = tuple(str(c) for c in range(int(y.max()) + 1)) if y.min() >= 0 else ()
     else:
-      y, classes = np.asarray(values).astype(np.float32), None
+      y, classes = values.astype(np.float32), None
     if len(np.unique(y)) < 2:
       self.refuse(f'target_column={name!r} holds one value only ({np.unique(y)[0]!r})')
     return y, classes
