@@ -205,6 +205,11 @@ def data_config(config) -> ml_collections.FrozenConfigDict:
   return ml_collections.FrozenConfigDict({field: config[field] for field in DATA_FIELDS})
 
 
+def _eval_part(examples: dict) -> dict:
+  """What evaluation reads of examples: inputs and targets (sample weights train only)."""
+  return {'x': examples['x'], 'y': examples['y']}
+
+
 def create_datasets(config, mesh=None) -> Data:
   """Loads the configured splits of `config.dataset` for `mesh` (default: all devices)."""
   config = data_config(config)
@@ -222,7 +227,8 @@ def create_datasets(config, mesh=None) -> Data:
     eval_batch = parallel.padded_batch_size(config.eval_batch_size, mesh)
     for key in splits:
       splits[key] = (parallel.replicate(splits[key], mesh) if key == 'train' else
-                      parallel.put_rows(stack_eval_batches(splits[key], eval_batch), mesh))
+                      parallel.put_rows(stack_eval_batches(_eval_part(splits[key]), eval_batch),
+                                        mesh))
   return Data(mode=mode, train=splits['train'], test=splits['test'],
               num_train=sizes['train'], num_test=sizes['test'], mesh=mesh,
               workers=_workers(config.input_workers) if mode == 'stream' else 0,
@@ -441,7 +447,7 @@ def eval_calls(data: Data, batch_size: int) -> Iterator[dict]:
   empty = {'x': np.zeros((0, *data.input_shape), data.input_dtype),
            'y': np.zeros((0, *data.target_shape), data.target_dtype)}
   for first in range(0, num_batches, per_call):
-    group = [stack_eval_batches(next(local, empty), local_batch)
+    group = [stack_eval_batches(_eval_part(next(local, empty)), local_batch)
              for _ in range(min(per_call, num_batches - first))]
     yield parallel.global_rows(
         jax.tree.map(lambda *x: np.concatenate(x), *group), data.mesh)

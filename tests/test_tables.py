@@ -19,6 +19,7 @@ from tests.helpers import ENV, ROOT, checkpoint_steps, main_command, session_cac
 from tests.helpers import tiny_config
 from trainkit import cli
 from trainkit import evaluation
+from trainkit import host_tensorflow
 from trainkit import inference
 from trainkit import optimizers
 from trainkit import predictions
@@ -113,8 +114,10 @@ def test_csv_parquet_and_a_folder_of_parquet_files_train_alike(tmp_path):
 def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   columns = _columns(240)
   path = _write(columns, tmp_path / 't.parquet')
-  config = _config(path, num_epochs=2)
+  config = _config(path, num_epochs=2, plots=True)
   train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert sorted(os.listdir(tmp_path / 'run' / 'plots')) == [
+      'confusion_matrix.png', 'learning_curves.png', 'predictions.npz']
   new = {'id': [7, 8, 9, 10], 'a': [0.5, None, -1.0, 2.0], 'b': [None, 1.0, 0.0, -2.0],
          'colour': ['red', 'purple', None, 'purple'], 'flag': [True, False, True, False],
          'extra': ['x', 'y', 'z', 'w']}  # A column the model does not take: ignored.
@@ -136,6 +139,11 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   expected = jax.device_get(evaluation.predict_steps(
       optimizers.params_for_eval(state), {'x': features[None]}))['prob'][0]
   assert [float(r['prob']) for r in lines] == pytest.approx(expected.tolist(), rel=1e-5)
+  # The SavedModel takes the encoded features and serves the same.
+  tf = host_tensorflow.tensorflow()
+  serve = tf.saved_model.load(inference.export_saved_model(config, str(tmp_path / 'run')))
+  served = serve.signatures['serving_default'](features=tf.constant(features))
+  np.testing.assert_allclose(served['prob'].numpy(), expected, rtol=1e-4)
   for bad, message in (({k: v for k, v in new.items() if k != 'b'}, "has no column 'b'"),
                        ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]},
                         "column 'colour' holds float values; the model was trained on string")):
@@ -169,6 +177,28 @@ def test_class_weights_change_the_loss_as_defined():
   assert input_pipeline.class_weights(tiny_config(class_weight='balanced'), data) == (
       pytest.approx(4 / 6), pytest.approx(2.0))
   assert input_pipeline.class_weights(tiny_config(class_weight='1,3'), data) == (1.0, 3.0)
+
+
+def test_a_weight_column_weighs_the_loss_and_class_weights_are_kept(tmp_path):
+  columns = _columns(200)
+  runs = {}
+  for name, weights in (('ones', np.ones(200)), ('twos', np.full(200, 2.0)),
+                        ('half', np.r_[np.ones(100), np.zeros(100)])):
+    path = _write({**columns, 'w': weights}, tmp_path / f'{name}.csv')
+    config = _config(path, weight_column='w', class_weight='balanced', num_epochs=2)
+    state, _ = train.train_and_evaluate(config, str(tmp_path / name))
+    runs[name] = np.concatenate([np.ravel(p) for p in jax.tree.leaves(state.params)])
+  # sum(w * loss) / sum(w): doubling every weight changes nothing, to the bit.
+  np.testing.assert_array_equal(runs['twos'], runs['ones'])
+  assert not np.allclose(runs['half'], runs['ones'])
+  # 'balanced' from the training rows, kept in model.json with the run.
+  labels = np.asarray(input_pipeline.create_datasets(config).train['y'])
+  counts = np.bincount(labels, minlength=2)
+  spec = json.loads((tmp_path / 'half' / 'model.json').read_text())
+  assert spec['class_weights'] == pytest.approx((len(labels) / (2 * counts)).tolist())
+  with pytest.raises(cli.INPUT_ERRORS, match="weight_column='w' must hold numbers >= 0"):
+    path = _write({**columns, 'w': -np.ones(200)}, tmp_path / 'negative.csv')
+    train.train_and_evaluate(_config(path, weight_column='w'), str(tmp_path / 'negative'))
 
 
 def test_binary_metrics_match_a_direct_computation():
@@ -281,7 +311,7 @@ def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
                    for n in (1, 4)})
   for mode in configs:
     one, four = runs[f'{mode}_1']['summary'], runs[f'{mode}_4']['summary']
-    assert four['step'] == one['step'] == 2 * 700 // 16
+    assert four['step'] == one['step'] == 2 * (700 // 16)
     for key in ('eval_roc_auc', 'eval_pr_auc', 'test_roc_auc', 'test_log_loss'):
       assert four[key] == pytest.approx(one[key], abs=2e-3), (mode, key)
   # Two processes, each reading its own rows: every example's logit gathered.

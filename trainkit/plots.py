@@ -189,6 +189,10 @@ def write_run_plots(workdir: str, predictions: dict, task: str = 'classification
     task: the config's task.
   """
   os.makedirs(os.path.join(workdir, workdir_lib.PLOTS), exist_ok=True)
+  if task == 'binary':  # Drawn as two classes: P(y = 0) and P(y = 1).
+    prob = np.asarray(predictions['prob'], np.float32)
+    predictions = {**predictions, 'probs': np.stack([1 - prob, prob], -1)}
+    task = 'classification'
   if task != 'classification':
     np.savez_compressed(os.path.join(workdir, workdir_lib.PLOTS, PREDICTIONS), task=task,
                         **{k: np.asarray(v) for k, v in predictions.items()})
