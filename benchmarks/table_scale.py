@@ -136,6 +136,7 @@ def main():
   args = parser.parse_args()
   sizes = [int(r) for r in args.rows.split(',')]
   work = args.work or tempfile.mkdtemp(prefix='table_scale_')
+  os.makedirs(work, exist_ok=True)
   results = {'rows': sizes, 'conversion': {}, 'streamed': {}}
   paths = {}
   for rows in sizes:

