@@ -337,6 +337,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
 
 
+# A streamed call's batches are read, stacked and sent at once (each held by
+# Grain in shared memory until then): at most this many steps per call,
+# whatever steps_per_call asks, so the host holds a bounded number of batches.
+_STREAM_CALL_STEPS = 100
+
+
+def steps_per_call(config, data: Data) -> int:
+  """Steps per device call: config.steps_per_call (0: the epoch's rest), capped when streamed."""
+  if data.mode == 'stream':
+    return min(config.steps_per_call or _STREAM_CALL_STEPS, _STREAM_CALL_STEPS)
+  return config.steps_per_call
+
+
 def steps_per_epoch(data: Data, global_batch_size: int) -> int:
   """Full training batches per epoch (the remainder is dropped, reshuffled)."""
   return data.num_train // global_batch_size

@@ -319,7 +319,8 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   eval_data = input_pipeline.validation_view(data)
   source = data.train if data.mode == 'device' else None
   # One compiled length per run: calls never cross a checkpoint step.
-  call_length = min(config.steps_per_call or steps_per_epoch,
+  steps_per_call = input_pipeline.steps_per_call(config, data)
+  call_length = min(steps_per_call or steps_per_epoch,
                     config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
   show = progress_lib.Progress(
       style=config.progress, num_epochs=config.num_epochs,
@@ -368,7 +369,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
         epoch_start, epoch_first_step = time.perf_counter(), step
         show.start_epoch(epoch, step)
         spans = call_spans(step - epoch * steps_per_epoch, epoch * steps_per_epoch,
-                           steps_per_epoch, config.steps_per_call,
+                           steps_per_epoch, steps_per_call,
                            config.checkpoint_every_steps, tracer.call_ends())
         pending = None
         # Each run's own data order (its seed), one call's input at a time;

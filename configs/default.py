@@ -90,7 +90,8 @@ def get_config():
   config.init_exclude = ''
   # Train steps per device call (one lax.scan); 0 = the rest of the epoch.
   # Calls also end at checkpoint steps. Fewer, longer calls save host overhead;
-  # the progress bar and the divergence check advance once per call.
+  # the progress bar and the divergence check advance once per call. Streamed
+  # input caps a call at 100 steps (its batches are held on the host).
   config.steps_per_call = 50
   # Compute dtype of the layers: 'float32' or 'bfloat16' (parameters,
   # optimizer state and the loss stay float32).
