@@ -115,6 +115,7 @@ def streamed_peaks(path: str, workdir: str, cache: str, epochs: int) -> dict:
   cmd = _table_flags(path, workdir, cache) + [
       '--config.input_mode=stream', '--config.input_workers=2', f'--config.num_epochs={epochs}',
       '--config.model.hidden_sizes=(64,)', '--config.model.dropout_rates=(0.0,)']
+  start = time.perf_counter()
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   peak = {'total_mb': 0.0, 'total_anon_mb': 0.0}
   while proc.poll() is None:
@@ -125,7 +126,7 @@ def streamed_peaks(path: str, workdir: str, cache: str, epochs: int) -> dict:
   if proc.returncode:
     raise RuntimeError(proc.stderr.read().decode()[-3000:])
   with open(os.path.join(workdir, 'summary.json')) as f:
-    return {**peak, 'steps': json.load(f)['step']}
+    return {**peak, 'steps': json.load(f)['step'], 'wall_s': time.perf_counter() - start}
 
 
 def main():

@@ -214,3 +214,12 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
   assert float(metrics['loss'][-1]) < 0.5 * float(metrics['loss'][0])
   assert all(jnp.dtype(x.dtype) == jnp.float32 for x in jax.tree.leaves(state.opt_state)
              if jnp.issubdtype(x.dtype, jnp.floating))
+
+
+def test_a_streamed_call_holds_a_bounded_number_of_batches():
+  streamed = types.SimpleNamespace(mode='stream')
+  resident = types.SimpleNamespace(mode='device')
+  # A whole-epoch call (0) streamed would hold every batch of the epoch on the host.
+  assert input_pipeline.steps_per_call(tiny_config(steps_per_call=0), streamed) == 100
+  assert input_pipeline.steps_per_call(tiny_config(steps_per_call=30), streamed) == 30
+  assert input_pipeline.steps_per_call(tiny_config(steps_per_call=0), resident) == 0

@@ -2,19 +2,23 @@
 
 pyarrow reads a CSV file block by block and Parquet files row group by row
 group, so converting a table holds one block at a time, whatever the file's
-size. Every column becomes one flat array: numbers and booleans as float64
-(NaN where a value is missing), strings as int32 codes into the column's
-levels in order of first appearance (-1 where missing). The arrays are
-written once under `CACHE_DIR/tables/<name>-<hash>/`, the hash being that of
-the files' bytes (and the format's version), so a changed file is converted
-again and a stale copy is never read; later commands memory-map them. With
-no cache dir the columns are held in memory.
+size. The table becomes one row-major float64 matrix [rows, columns]:
+numbers and booleans as they are (NaN where a value is missing), strings as
+codes into the column's levels in order of first appearance (-1 where
+missing). Row-major, because training reads random rows: a row is one run of
+bytes, one page. The matrix is written once under
+`CACHE_DIR/tables/<name>-<hash>/`, the hash being that of the files' bytes
+(and the format's version), so a changed file is converted again and a stale
+copy is never read; later commands memory-map it, and drop the pages a read
+touched (`Columns.release`), so a process reading random rows all epoch
+long does not show the whole table as its own. With no cache dir the matrix
+is held in memory.
 """
 
-import collections
 import glob
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -24,8 +28,9 @@ import numpy as np
 from trainkit.sources import base
 
 # Bump when the layout of the converted columns changes.
-_FORMAT = 2
+_FORMAT = 3
 _META = 'meta.json'
+_ROWS = 'rows.bin'
 SUFFIXES = ('.csv', '.parquet', '.pq')
 # Bytes a CSV block holds (its column types are inferred from the first).
 _CSV_BLOCK = 16 << 20
@@ -115,23 +120,54 @@ def _kind(dataset: str, field) -> str:
                        '(numbers, booleans and strings are read)')
 
 
+class Columns:
+  """A converted table: `columns[i]` is column i (float64, or int32 codes for strings)."""
+
+  def __init__(self, matrix: np.ndarray, kinds: list, mapped: mmap.mmap | None = None):
+    self.matrix, self.kinds, self.mapped = matrix, kinds, mapped
+
+  def __len__(self):
+    return len(self.kinds)
+
+  def _typed(self, values, i):
+    return values.astype(np.int32) if self.kinds[i] == 'string' else values
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    return self._typed(self.matrix[:, i], i)
+
+  def rows(self, rows, which) -> list:
+    """Columns `which` of rows `rows` (one gather of whole rows)."""
+    block = self.matrix[np.asarray(rows, np.int64)]
+    return [self._typed(block[:, i], i) for i in which]
+
+  def release(self) -> None:
+    """Unmaps the pages reads touched (they stay in the page cache).
+
+    A mapped page read once counts in the process's resident memory for as
+    long as it stays mapped: random reads over an epoch would show the whole
+    table resident in every process reading it.
+    """
+    if self.mapped is not None:
+      self.mapped.madvise(mmap.MADV_DONTNEED)
+
+
 class _Writer:
-  """Appends each column's converted blocks, to files or to memory."""
+  """Appends the converted blocks, row-major, to a file or to memory."""
 
   def __init__(self, folder: str | None):
-    self.folder, self.parts, self.handles = folder, collections.defaultdict(list), {}
+    self.parts, self.handle = [], None
+    if folder is not None:
+      self.handle = open(os.path.join(folder, _ROWS), 'wb')  # pylint: disable=consider-using-with
 
-  def add(self, index: int, values: np.ndarray) -> None:
-    if self.folder is None:
-      self.parts[index].append(values)
-      return
-    if index not in self.handles:
-      self.handles[index] = open(os.path.join(self.folder, f'{index}.bin'), 'wb')  # pylint: disable=consider-using-with
-    self.handles[index].write(values.tobytes())
+  def add(self, block: np.ndarray) -> None:
+    if self.handle is None:
+      self.parts.append(block)
+    else:
+      self.handle.write(block.tobytes())
 
   def close(self) -> None:
-    for handle in self.handles.values():
-      handle.close()
+    if self.handle is not None:
+      self.handle.close()
 
 
 def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
@@ -145,6 +181,7 @@ def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
       if kinds is None:
         kinds = [_kind(dataset, f) for f in batch.schema]
         levels = [{} if k == 'string' else None for k in kinds]
+      block = np.empty((batch.num_rows, len(kinds)), np.float64)
       for i, column in enumerate(batch.columns):
         if pa.types.is_dictionary(column.type):
           column = column.dictionary_decode()
@@ -159,7 +196,7 @@ def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
           mapping = np.array([table.setdefault(v, len(table))
                               for v in encoded.dictionary.to_pylist()] + [-1], np.int32)
           index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-          writer.add(i, mapping[index])  # Index -1 (missing) picks the -1 at the end.
+          block[:, i] = mapping[index]  # Index -1 (missing) picks the -1 at the end.
         else:
           try:
             values = pc.fill_null(column.cast(pa.float64()), float('nan'))
@@ -167,16 +204,16 @@ def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
             raise base.DataError(
                 f'dataset={dataset!r}: column {batch.schema.names[i]!r} mixes numbers '
                 f'and {column.type} values') from None
-          writer.add(i, values.to_numpy(zero_copy_only=False).astype(np.float64))
+          block[:, i] = values.to_numpy(zero_copy_only=False)
+      writer.add(block)
       rows += batch.num_rows
       names = batch.schema.names
   finally:
     writer.close()
   meta = {'format': _FORMAT, 'names': names, 'kinds': kinds, 'rows': rows,
           'levels': [None if t is None else list(t) for t in levels]}
-  memory = None if folder else [
-      np.concatenate(writer.parts[i]) if writer.parts[i] else
-      np.zeros(0, np.int32 if k == 'string' else np.float64) for i, k in enumerate(kinds)]
+  memory = None if folder else Columns(
+      np.concatenate(writer.parts) if writer.parts else np.zeros((0, len(kinds))), kinds)
   return meta, memory
 
 
@@ -189,10 +226,13 @@ def _digest(paths: list) -> str:
   return sha.hexdigest()[:16]
 
 
-def _open_columns(folder: str, meta: dict) -> list:
-  return [np.memmap(os.path.join(folder, f'{i}.bin'), mode='r', shape=(meta['rows'],),
-                    dtype=np.int32 if kind == 'string' else np.float64)
-          if meta['rows'] else np.zeros(0) for i, kind in enumerate(meta['kinds'])]
+def _open_columns(folder: str, meta: dict) -> Columns:
+  shape = (meta['rows'], len(meta['kinds']))
+  if not meta['rows']:
+    return Columns(np.zeros(shape), meta['kinds'])
+  with open(os.path.join(folder, _ROWS), 'rb') as f:
+    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+  return Columns(np.frombuffer(mapped, np.float64).reshape(shape), meta['kinds'], mapped)
 
 
 def _read_cached(folder: str) -> tuple | None:
@@ -201,12 +241,10 @@ def _read_cached(folder: str) -> tuple | None:
       meta = json.load(f)
     if meta.get('format') != _FORMAT:
       return None
-    sizes = [os.path.getsize(os.path.join(folder, f'{i}.bin'))
-             for i in range(len(meta['kinds']))]
+    size = os.path.getsize(os.path.join(folder, _ROWS))
   except (OSError, ValueError, KeyError, TypeError):  # Damaged: converted again.
     return None
-  itemsize = lambda kind: 4 if kind == 'string' else 8
-  if sizes != [meta['rows'] * itemsize(k) for k in meta['kinds']]:
+  if size != meta['rows'] * len(meta['kinds']) * 8:
     return None
   return meta, _open_columns(folder, meta)
 
@@ -215,7 +253,7 @@ def load(dataset: str, cache_dir: str) -> tuple:
   """(meta, columns) of the table `dataset`: converted once, then memory-mapped.
 
   meta: {'names', 'kinds' ('integer', 'float', 'bool' or 'string'), 'rows',
-  'levels' (a string column's levels, by code)}; columns: one array per column.
+  'levels' (a string column's levels, by code)}; columns: a `Columns`.
   """
   paths = files(dataset)
   if not cache_dir:

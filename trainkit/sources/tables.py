@@ -193,6 +193,7 @@ class TableSource(base.Source):
                                  or [-1], np.int64))
       else:
         codes_of.append(None)
+    arrays.release()  # Every page was read once; none is needed now.
     return {'meta': meta, 'arrays': arrays, 'features': features, 'encoding': encoding,
             'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits,
             'ids': ids}
@@ -268,7 +269,8 @@ class TableSource(base.Source):
   def encode_rows(self, rows: np.ndarray) -> dict:
     """{'x', 'y'} (and 'w') of table rows `rows`."""
     t = self._load()
-    values = [np.asarray(t['arrays'][i][rows]) for i in t['features']]
+    values = t['arrays'].rows(rows, t['features'])
+    t['arrays'].release()
     out = {'x': encode(t['encoding'], values, t['codes_of']), 'y': t['y'][rows]}
     if t['w'] is not None:
       out['w'] = t['w'][rows]
