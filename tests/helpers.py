@@ -4,6 +4,7 @@ import glob
 import gzip
 import hashlib
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -169,3 +170,16 @@ def alive(pids, within_s: float) -> list:
     if not running or time.time() > deadline:
       return running
     time.sleep(0.2)
+
+
+def sigkill_after_first_checkpoint(command: list, workdir, log_path) -> list:
+  """Runs `command`, SIGKILLs it once `workdir` holds a checkpoint; the steps saved."""
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+        os.path.isdir(os.path.join(workdir, 'checkpoints')) and checkpoint_steps(workdir)):
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+  return checkpoint_steps(workdir)

@@ -3,9 +3,7 @@
 import csv
 import json
 import os
-import signal
 import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,8 @@ from pyarrow import csv as pa_csv
 from pyarrow import parquet as pq
 import pytest
 
-from tests.helpers import ENV, ROOT, checkpoint_steps, main_command, session_cache_dir
+from tests.helpers import ENV, ROOT, main_command, session_cache_dir
+from tests.helpers import sigkill_after_first_checkpoint
 from tests.helpers import tiny_config
 from trainkit import cli
 from trainkit import evaluation
@@ -238,15 +237,7 @@ def test_a_table_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(t
            'dataset': path, **_FIELDS, **fields}
   command = main_command('--config=configs/default.py', f'--workdir={killed}',
                          *(f'--config.{k}={v}' for k, v in given.items()))
-  with open(tmp_path / 'kill.log', 'w') as log:
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (
-        (killed / 'checkpoints').is_dir() and checkpoint_steps(killed)):
-      time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-  saved = checkpoint_steps(killed)
+  saved = sigkill_after_first_checkpoint(command, killed, tmp_path / 'kill.log')
   assert saved and saved[-1] < expected['step'], (tmp_path / 'kill.log').read_text()[-2000:]
   resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
                            timeout=300)

@@ -6,9 +6,7 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +14,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import (ENV, ROOT, checkpoint_steps, main_command, mdn_config,
-                           session_cache_dir, tiny_config)
+                           session_cache_dir, sigkill_after_first_checkpoint,
+                           tiny_config)
 from trainkit import cli
 from trainkit import evaluation
 from trainkit import host_tensorflow
@@ -380,15 +379,7 @@ def test_an_mdn_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tm
   command = main_command('--config=configs/mixture_density.py', f'--workdir={killed}',
                          '--config.progress=off',
                          *(f'--config.{k}={v}' for k, v in fields.items()))
-  with open(tmp_path / 'kill.log', 'w') as log:
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (
-        (killed / 'checkpoints').is_dir() and checkpoint_steps(killed)):
-      time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-  saved = checkpoint_steps(killed)
+  saved = sigkill_after_first_checkpoint(command, killed, tmp_path / 'kill.log')
   assert saved and saved[-1] < 320  # Killed in training, after a checkpoint.
   resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
                            timeout=300)

@@ -35,6 +35,9 @@ SUFFIXES = ('.csv', '.parquet', '.pq')
 # Bytes a CSV block holds (its column types are inferred from the first).
 _CSV_BLOCK = 16 << 20
 _PARQUET_ROWS = 65_536
+# Rows copied at a time when whole columns are read (a table's rows are
+# contiguous: a column is read by reading every row).
+_CHUNK_ROWS = 65_536
 
 
 def is_table(dataset: str) -> bool:
@@ -133,7 +136,23 @@ class Columns:
     return values.astype(np.int32) if self.kinds[i] == 'string' else values
 
   def __getitem__(self, i: int) -> np.ndarray:
-    return self._typed(self.matrix[:, i], i)
+    return self.take([i])[0]
+
+  def chunks(self):
+    """(first row, a copy of the rows [chunk, columns]) over the table, pages dropped after each."""
+    for lo in range(0, len(self.matrix), _CHUNK_ROWS):
+      block = np.array(self.matrix[lo:lo + _CHUNK_ROWS])
+      self.release()
+      yield lo, block
+
+  def take(self, which) -> list:
+    """Whole columns `which`, read in one pass by chunks of rows."""
+    parts = [[] for _ in which]
+    for _, block in self.chunks():
+      for part, i in zip(parts, which):
+        part.append(block[:, i])
+    return [self._typed(np.concatenate(p) if p else np.zeros(0), i)
+            for p, i in zip(parts, which)]
 
   def rows(self, rows, which) -> list:
     """Columns `which` of rows `rows` (one gather of whole rows)."""

@@ -165,25 +165,23 @@ class TableSource(base.Source):
       features = [i for i in range(len(names)) if i not in used]
     if not features:
       self.refuse('no feature columns are left besides the target, ids, weight and split')
-    for i in features:
-      if kinds[i] != 'string' and meta['rows'] and np.isnan(arrays[i]).all() or (
-          kinds[i] == 'string' and (arrays[i] < 0).all()):
-        self.refuse(f'column {names[i]!r} has no values (all missing)')
-    y, classes = self._target(names[target], kinds[target], arrays[target],
+    whole = [i for i in (target, weight, split) if i is not None]
+    taken = dict(zip(whole, arrays.take(whole)))
+    y, classes = self._target(names[target], kinds[target], taken[target],
                               meta['levels'][target])
     w = None
     if weight is not None:
-      w = np.asarray(arrays[weight])
+      w = taken[weight]
       if kinds[weight] == 'string' or np.isnan(w).any() or (w < 0).any():
         self.refuse(f'weight_column={names[weight]!r} must hold numbers >= 0, none missing')
       w = w.astype(np.float32)
-    splits = self._named_splits(arrays, meta, split, y if classes is not None else None)
+    splits = self._named_splits(taken.get(split), meta, split,
+                                y if classes is not None else None)
     size_of = lambda name: len(self._split(splits, name))
-    train_rows = np.concatenate([
-        self._split(splits, name)[lo:hi]
-        for name, lo, hi in split_syntax.split_ranges(config.train_split, size_of)])
-    encoding = [self._fit(names[i], kinds[i], arrays[i], meta['levels'][i], train_rows)
-                for i in features]
+    is_train = np.zeros(meta['rows'], bool)
+    for name, lo, hi in split_syntax.split_ranges(config.train_split, size_of):
+      is_train[self._split(splits, name)[lo:hi]] = True
+    encoding = self._fit(arrays, meta, features, is_train)
     # A source code -> one-hot position table per string feature.
     codes_of = []
     for i, col in zip(features, encoding):
@@ -193,7 +191,6 @@ class TableSource(base.Source):
                                  or [-1], np.int64))
       else:
         codes_of.append(None)
-    arrays.release()  # Every page was read once; none is needed now.
     return {'meta': meta, 'arrays': arrays, 'features': features, 'encoding': encoding,
             'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits,
             'ids': ids}
@@ -222,7 +219,7 @@ class TableSource(base.Source):
       self.refuse(f'target_column={name!r} holds one value only ({np.unique(y)[0]!r})')
     return y, classes
 
-  def _named_splits(self, arrays, meta, split, labels) -> dict:
+  def _named_splits(self, split_values, meta, split, labels) -> dict:
     """{split name: row indices}, in file order or shuffled by split_seed."""
     rows = np.arange(meta['rows'])
     seed = self._config.split_seed
@@ -239,7 +236,7 @@ class TableSource(base.Source):
         rows = np.argsort(place, kind='stable')
     if split is None:
       return {'train': rows}
-    values = np.asarray(arrays[split])[rows]
+    values = split_values[rows]
     if meta['kinds'][split] == 'string':
       levels = meta['levels'][split]
       return {levels[c]: rows[values == c] for c in np.unique(values) if c >= 0}
@@ -250,19 +247,45 @@ class TableSource(base.Source):
       self.refuse(f'has no split {name!r} (it has: {", ".join(map(repr, splits))})')
     return splits[name]
 
-  def _fit(self, name, kind, values, levels, train_rows) -> Column:
-    """The encoding of one feature column, from the training rows alone."""
-    v = np.asarray(values)[train_rows]
-    if kind == 'string':
-      counts = np.bincount(v[v >= 0], minlength=len(levels))
-      order = sorted((-counts[c], levels[c]) for c in range(len(levels)) if counts[c])
-      return Column(name, kind, levels=tuple(level for _, level in
-                                             order[:self._config.max_categories]))
-    missing = np.isnan(v)
-    if missing.all():
-      self.refuse(f'column {name!r} has no values in train_split='
-                  f'{self._config.train_split!r} (all missing)')
-    return Column(name, kind, fill=float(v[~missing].mean()), indicator=bool(missing.any()))
+  def _fit(self, arrays, meta, features: list, is_train) -> list:
+    """The encoding of each feature column, from the training rows alone (one pass)."""
+    names, kinds, levels = meta['names'], meta['kinds'], meta['levels']
+    present = dict.fromkeys(features, False)  # Any value, in any row.
+    sums, counts, missing = ({i: 0.0 for i in features}, {i: 0 for i in features},
+                             dict.fromkeys(features, False))
+    level_counts = {i: np.zeros(len(levels[i]), np.int64) for i in features
+                    if kinds[i] == 'string'}
+    for lo, block in arrays.chunks():
+      train = is_train[lo:lo + len(block)]
+      for i in features:
+        if kinds[i] == 'string':
+          codes = block[:, i].astype(np.int64)
+          present[i] |= bool((codes >= 0).any())
+          level_counts[i] += np.bincount(codes[train & (codes >= 0)],
+                                         minlength=len(levels[i]))
+          continue
+        values = block[train, i]
+        gap = np.isnan(values)
+        present[i] |= not bool(np.isnan(block[:, i]).all())
+        sums[i] += float(values[~gap].sum())
+        counts[i] += int((~gap).sum())
+        missing[i] |= bool(gap.any())
+    encoding = []
+    for i in features:
+      if not present[i]:
+        self.refuse(f'column {names[i]!r} has no values (all missing)')
+      if kinds[i] == 'string':
+        seen = level_counts[i]
+        order = sorted((-seen[c], levels[i][c]) for c in range(len(seen)) if seen[c])
+        encoding.append(Column(names[i], kinds[i], levels=tuple(
+            level for _, level in order[:self._config.max_categories])))
+        continue
+      if not counts[i]:
+        self.refuse(f'column {names[i]!r} has no values in train_split='
+                    f'{self._config.train_split!r} (all missing)')
+      encoding.append(Column(names[i], kinds[i], fill=sums[i] / counts[i],
+                             indicator=missing[i]))
+    return encoding
 
   # The interface.
 
