@@ -150,7 +150,7 @@ class Columns:
     parts = [[] for _ in which]
     for _, block in self.chunks():
       for part, i in zip(parts, which):
-        part.append(block[:, i])
+        part.append(block[:, i].copy())  # Not a view: it would keep the whole chunk.
     return [self._typed(np.concatenate(p) if p else np.zeros(0), i)
             for p, i in zip(parts, which)]
 
