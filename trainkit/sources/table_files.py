@@ -6,19 +6,17 @@ size. The table becomes one row-major float64 matrix [rows, columns]:
 numbers and booleans as they are (NaN where a value is missing), strings as
 codes into the column's levels in order of first appearance (-1 where
 missing). Row-major, because training reads random rows: a row is one run of
-bytes, one page. The matrix is written once under
+bytes, one positional read. The matrix is written once under
 `CACHE_DIR/tables/<name>-<hash>/`, the hash being that of the files' bytes
 (and the format's version), so a changed file is converted again and a stale
-copy is never read; later commands memory-map it, and drop the pages a read
-touched (`Columns.release`), so a process reading random rows all epoch
-long does not show the whole table as its own. With no cache dir the matrix
-is held in memory.
+copy is never read; later commands read rows from it with `pread` (no
+mapping: a process reading random rows all epoch long holds only what it
+reads). With no cache dir the matrix is held in memory.
 """
 
 import glob
 import hashlib
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -124,10 +122,21 @@ def _kind(dataset: str, field) -> str:
 
 
 class Columns:
-  """A converted table: `columns[i]` is column i (float64, or int32 codes for strings)."""
+  """A converted table: `columns[i]` is column i (float64, or int32 codes for strings).
 
-  def __init__(self, matrix: np.ndarray, kinds: list, mapped: mmap.mmap | None = None):
-    self.matrix, self.kinds, self.mapped = matrix, kinds, mapped
+  Held in memory (`matrix`), or read from the converted file with positional
+  reads (`path`): no mapping, so a process that reads random rows all epoch
+  long holds only the rows it is reading, while the kernel's page cache,
+  shared by every process, keeps the file.
+  """
+
+  def __init__(self, kinds: list, num_rows: int, matrix: np.ndarray | None = None,
+               path: str | None = None):
+    self.kinds, self.num_rows, self.matrix, self.path = kinds, num_rows, matrix, path
+    self._file = None
+
+  def __getstate__(self):  # A worker process opens the file itself.
+    return {**self.__dict__, '_file': None}
 
   def __len__(self):
     return len(self.kinds)
@@ -135,15 +144,26 @@ class Columns:
   def _typed(self, values, i):
     return values.astype(np.int32) if self.kinds[i] == 'string' else values
 
+  def _fd(self) -> int:
+    if self._file is None:
+      self._file = os.open(self.path, os.O_RDONLY)
+    return self._file
+
+  def _span(self, lo: int, hi: int) -> np.ndarray:
+    """Rows lo to hi [hi - lo, columns], copied."""
+    if self.matrix is not None:
+      return np.array(self.matrix[lo:hi])
+    row = len(self.kinds) * 8
+    data = os.pread(self._fd(), (hi - lo) * row, lo * row)
+    return np.frombuffer(data, np.float64).reshape(hi - lo, len(self.kinds))
+
   def __getitem__(self, i: int) -> np.ndarray:
     return self.take([i])[0]
 
   def chunks(self):
-    """(first row, a copy of the rows [chunk, columns]) over the table, pages dropped after each."""
-    for lo in range(0, len(self.matrix), _CHUNK_ROWS):
-      block = np.array(self.matrix[lo:lo + _CHUNK_ROWS])
-      self.release()
-      yield lo, block
+    """(first row, the rows [chunk, columns]) over the table, a chunk at a time."""
+    for lo in range(0, self.num_rows, _CHUNK_ROWS):
+      yield lo, self._span(lo, min(lo + _CHUNK_ROWS, self.num_rows))
 
   def take(self, which) -> list:
     """Whole columns `which`, read in one pass by chunks of rows."""
@@ -155,19 +175,15 @@ class Columns:
             for p, i in zip(parts, which)]
 
   def rows(self, rows, which) -> list:
-    """Columns `which` of rows `rows` (one gather of whole rows)."""
-    block = self.matrix[np.asarray(rows, np.int64)]
+    """Columns `which` of rows `rows`: one positional read per row (a row is one run of bytes)."""
+    rows = np.asarray(rows, np.int64)
+    if self.matrix is not None:
+      block = self.matrix[rows]
+    else:
+      fd, row = self._fd(), len(self.kinds) * 8
+      data = b''.join([os.pread(fd, row, r * row) for r in rows.tolist()])
+      block = np.frombuffer(data, np.float64).reshape(len(rows), len(self.kinds))
     return [self._typed(block[:, i], i) for i in which]
-
-  def release(self) -> None:
-    """Unmaps the pages reads touched (they stay in the page cache).
-
-    A mapped page read once counts in the process's resident memory for as
-    long as it stays mapped: random reads over an epoch would show the whole
-    table resident in every process reading it.
-    """
-    if self.mapped is not None:
-      self.mapped.madvise(mmap.MADV_DONTNEED)
 
 
 class _Writer:
@@ -232,7 +248,8 @@ def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
   meta = {'format': _FORMAT, 'names': names, 'kinds': kinds, 'rows': rows,
           'levels': [None if t is None else list(t) for t in levels]}
   memory = None if folder else Columns(
-      np.concatenate(writer.parts) if writer.parts else np.zeros((0, len(kinds))), kinds)
+      kinds, rows,
+      np.concatenate(writer.parts) if writer.parts else np.zeros((0, len(kinds))))
   return meta, memory
 
 
@@ -246,12 +263,7 @@ def _digest(paths: list) -> str:
 
 
 def _open_columns(folder: str, meta: dict) -> Columns:
-  shape = (meta['rows'], len(meta['kinds']))
-  if not meta['rows']:
-    return Columns(np.zeros(shape), meta['kinds'])
-  with open(os.path.join(folder, _ROWS), 'rb') as f:
-    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-  return Columns(np.frombuffer(mapped, np.float64).reshape(shape), meta['kinds'], mapped)
+  return Columns(meta['kinds'], meta['rows'], path=os.path.join(folder, _ROWS))
 
 
 def _read_cached(folder: str) -> tuple | None:

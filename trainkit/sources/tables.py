@@ -100,8 +100,8 @@ def _nearest(name: str, names: list) -> str:
 class TableRecords(base.Records):
   """Rows `order` of a converted table, encoded: {'x', 'y'} (and 'w' with weights).
 
-  Picklable without copying a memory-mapped table: a worker process maps
-  the files again.
+  Picklable: a worker process gets the fitted encoding and the row orders,
+  and reads the converted file itself (or a copy of a table held in memory).
   """
 
   def __init__(self, source: 'TableSource', order: np.ndarray):
@@ -121,12 +121,6 @@ class TableSource(base.Source):
     super().__init__(config.dataset)
     self._config = config
     self._loaded = None
-
-  def __getstate__(self):  # Workers load the (cached, memory-mapped) table themselves.
-    state = dict(self.__dict__)
-    if self._config.cache_dir:
-      state['_loaded'] = None
-    return state
 
   # The table, its columns and its splits, worked out once.
 
@@ -234,6 +228,7 @@ class TableSource(base.Source):
           place[rng.permutation(members)] = (np.arange(len(members)) + rng.random(
               len(members))) / len(members)
         rows = np.argsort(place, kind='stable')
+    rows = rows.astype(np.int32 if meta['rows'] < 2**31 else np.int64)  # Half the memory.
     if split is None:
       return {'train': rows}
     values = split_values[rows]
@@ -293,7 +288,6 @@ class TableSource(base.Source):
     """{'x', 'y'} (and 'w') of table rows `rows`."""
     t = self._load()
     values = t['arrays'].rows(rows, t['features'])
-    t['arrays'].release()
     out = {'x': encode(t['encoding'], values, t['codes_of']), 'y': t['y'][rows]}
     if t['w'] is not None:
       out['w'] = t['w'][rows]
