@@ -23,6 +23,7 @@ from trainkit import inference
 from trainkit import optimizers
 from trainkit import predictions
 from trainkit import sources
+from trainkit.sources import table_files
 from trainkit.tasks import binary
 from trainkit.tasks import classification
 import input_pipeline
@@ -108,6 +109,24 @@ def test_csv_parquet_and_a_folder_of_parquet_files_train_alike(tmp_path):
     assert {k: summaries[name][k] for k in keys} == {k: summaries['csv'][k] for k in keys}
   # Converted once each, into memory-mapped columns keyed by the files' content.
   assert len(os.listdir(tmp_path / 'cache' / 'tables')) == 3
+
+
+def test_a_changed_table_is_converted_again_and_its_stale_copy_removed(tmp_path):
+  columns = _columns(50)
+  path = _write(columns, tmp_path / 't.csv')
+  cache = str(tmp_path / 'cache')
+  meta, first = table_files.load(path, cache)
+  assert meta['rows'] == 50 and first[1][:3].tolist() == pytest.approx(columns['a'][:3])
+  assert table_files.load(path, cache)[1][1].tolist() == first[1].tolist()  # Read back.
+  _write({**columns, 'a': columns['a'] + 1.0}, tmp_path / 't.csv')
+  changed = table_files.load(path, cache)[1][1].tolist()
+  assert changed == pytest.approx((columns['a'] + 1.0).tolist())
+  assert len(os.listdir(tmp_path / 'cache' / 'tables')) == 1
+  # A damaged copy (cut short) is converted again.
+  folder = os.path.join(cache, 'tables', os.listdir(tmp_path / 'cache' / 'tables')[0])
+  with open(os.path.join(folder, 'rows.bin'), 'r+b') as f:
+    f.truncate(100)
+  assert table_files.load(path, cache)[1][1].tolist() == changed
 
 
 def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):

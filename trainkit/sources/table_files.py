@@ -8,8 +8,8 @@ codes into the column's levels in order of first appearance (-1 where
 missing). Row-major, because training reads random rows: a row is one run of
 bytes, one positional read. The matrix is written once under
 `CACHE_DIR/tables/<name>-<hash>/`, the hash being that of the files' bytes
-(and the format's version), so a changed file is converted again and a stale
-copy is never read; later commands read rows from it with `pread` (no
+(and the format's version), so a changed file is converted again (its stale
+copy removed) and a stale copy is never read; later commands read rows from it with `pread` (no
 mapping: a process reading random rows all epoch long holds only what it
 reads). With no cache dir the matrix is held in memory.
 """
@@ -281,7 +281,7 @@ def _read_cached(folder: str) -> tuple | None:
 
 
 def load(dataset: str, cache_dir: str) -> tuple:
-  """(meta, columns) of the table `dataset`: converted once, then memory-mapped.
+  """(meta, columns) of the table `dataset`: converted once, then read from the copy.
 
   meta: {'names', 'kinds' ('integer', 'float', 'bool' or 'string'), 'rows',
   'levels' (a string column's levels, by code)}; columns: a `Columns`.
@@ -290,7 +290,9 @@ def load(dataset: str, cache_dir: str) -> tuple:
   if not cache_dir:
     return _convert_into(dataset, paths, None)
   root = os.path.join(os.path.expanduser(cache_dir), 'tables')
-  stem = os.path.basename(os.path.normpath(dataset)).replace('.', '_')
+  where = os.path.abspath(os.path.expanduser(dataset))
+  stem = (os.path.basename(os.path.normpath(dataset)).replace('.', '_') + '-'
+          + hashlib.sha256(where.encode()).hexdigest()[:8])  # The file, wherever it is.
   folder = os.path.join(root, f'{stem}-{_digest(paths)}')
   cached = _read_cached(folder)
   if cached is not None:
@@ -312,6 +314,10 @@ def load(dataset: str, cache_dir: str) -> tuple:
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  else:  # Conversions of the file's earlier contents are stale for good.
+    for old in glob.glob(os.path.join(root, f'{stem}-*')):
+      if old != folder:
+        shutil.rmtree(old, ignore_errors=True)
   cached = _read_cached(folder)
   if cached is None:
     raise base.DataError(f'dataset={dataset!r}: its converted copy in {folder} cannot be read')
