@@ -6,7 +6,7 @@
   python main.py ... --mode=eval [--checkpoint=latest|best|STEP] [--split=SPLIT]
   python main.py ... --mode=predict --input=digit.png [more.png ...]
   python main.py ... --mode=predict --input=rows.csv  # .npy/.npz too; any task.
-  python main.py ... --mode=export [--checkpoint=...]
+  python main.py ... --mode=export [--format=savedmodel|jax] [--checkpoint=...]
   python main.py ... --mode=summary   # The model as a table; no data is loaded.
 """
 
@@ -52,6 +52,9 @@ flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syn
 flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders, '
                           'further paths may follow as arguments (shell globs); or one '
                           '.npy/.npz/.csv file of feature rows.')
+flags.DEFINE_enum('format', 'savedmodel', ['savedmodel', 'jax'],
+                  'export: savedmodel (TensorFlow, jax2tf), or jax (a jax.export artifact '
+                  'that runs with jax and numpy alone).')
 flags.DEFINE_string('output', '', 'predict: the CSV of predictions of a file of rows '
                     '(default: <input>_predictions.csv beside it).')
 flags.DEFINE_string('jax_coordinator_address', None,
@@ -90,6 +93,9 @@ def _run(config, workdir, inputs):
       sys.exit(cli.EXIT_UNREADABLE_INPUT)
     if problems:
       sys.exit(cli.EXIT_NO_DIGIT)
+  elif FLAGS.mode == 'export' and FLAGS.format == 'jax':
+    from trainkit import jax_export  # pylint: disable=g-import-not-at-top
+    print(jax_export.export(config, workdir, FLAGS.checkpoint))
   elif FLAGS.mode == 'export':
     print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))
   else:

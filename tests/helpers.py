@@ -172,6 +172,21 @@ def alive(pids, within_s: float) -> list:
     time.sleep(0.2)
 
 
+def run_jax_export(folder: str, rows, tmp_path) -> dict:
+  """The jax.export artifact in `folder` run on `rows` by a fresh process outside the project.
+
+  {'b1_<output>': the first row's, 'b37_<output>': 37 rows' (repeated)}.
+  """
+  rows_path, out = os.path.join(tmp_path, 'export_rows.npy'), os.path.join(tmp_path, 'out.npz')
+  np.save(rows_path, rows)
+  done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'jax_export_run.py'),
+                         folder, rows_path, out], cwd=tmp_path, capture_output=True,
+                        text=True, env=ENV, timeout=120)
+  assert done.returncode == 0, done.stderr[-3000:]
+  with np.load(out) as got:
+    return dict(got)
+
+
 def sigkill_after_first_checkpoint(command: list, workdir, log_path) -> list:
   """Runs `command`, SIGKILLs it once `workdir` holds a checkpoint; the steps saved."""
   with open(log_path, 'w') as log:

@@ -14,11 +14,12 @@ from pyarrow import parquet as pq
 import pytest
 
 from tests.helpers import ENV, ROOT, main_command, session_cache_dir
-from tests.helpers import sigkill_after_first_checkpoint
+from tests.helpers import run_jax_export, sigkill_after_first_checkpoint
 from tests.helpers import tiny_config
 from trainkit import cli
 from trainkit import evaluation
 from trainkit import host_tensorflow
+from trainkit import jax_export
 from trainkit import inference
 from trainkit import optimizers
 from trainkit import predictions
@@ -162,6 +163,11 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   serve = tf.saved_model.load(inference.export_saved_model(config, str(tmp_path / 'run')))
   served = serve.signatures['serving_default'](features=tf.constant(features))
   np.testing.assert_allclose(served['prob'].numpy(), expected, rtol=1e-4)
+  # And the jax.export artifact, with jax and numpy alone, at batch sizes 1 and 37.
+  got = run_jax_export(jax_export.export(config, str(tmp_path / 'run')), features,
+                       str(tmp_path))
+  for n in (1, 37):
+    np.testing.assert_allclose(got[f'b{n}_prob'], expected[np.arange(n) % 4], rtol=1e-5)
   for bad, message in (({k: v for k, v in new.items() if k != 'b'}, "has no column 'b'"),
                        ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]},
                         "column 'colour' holds float values; the model was trained on string")):
