@@ -36,6 +36,7 @@ from trainkit import profiling
 from trainkit import progress as progress_lib
 from trainkit import runs as runs_lib
 from trainkit import tasks
+from trainkit import training_statistics
 from trainkit import workdir as workdir_lib
 from trainkit import warm_start
 from trainkit import workdir_lock
@@ -106,15 +107,15 @@ def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainSta
 
 def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
   """What the model and the schedules need to know of the dataset."""
-  shift, scale = input_pipeline.normalization_constants(config, data)
-  target_shift, target_scale = input_pipeline.target_constants(config, data)
+  shift, scale = training_statistics.normalization_constants(config, data)
+  target_shift, target_scale = training_statistics.target_constants(config, data)
   return workdir_lib.ModelSpec(
       num_classes=data.num_classes, input_shape=tuple(data.input_shape), shift=shift,
       scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size),
       input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
       target_shift=target_shift, target_scale=target_scale, columns=data.columns,
       class_names=data.class_names,
-      class_weights=input_pipeline.class_weights(config, data))
+      class_weights=training_statistics.class_weights(config, data))
 
 
 # The static parts of train states (optimizer, init program and with it the

@@ -13,6 +13,7 @@ from trainkit import evaluation
 from trainkit import sources
 import input_pipeline
 from trainkit import streaming
+from trainkit import training_statistics
 from trainkit.sources import tfds_source
 import models
 import train
@@ -133,7 +134,7 @@ def test_standardize_scales_inputs_by_the_training_pixels(mock_mnist):
   config = tiny_config(input_mode='device', normalization='standardize')
   data = input_pipeline.create_datasets(config)
   pixels = np.asarray(data.train['x'], np.float64)
-  shift, scale = input_pipeline.normalization_constants(config, data)
+  shift, scale = training_statistics.normalization_constants(config, data)
   assert shift == pytest.approx(pixels.mean()) and scale == pytest.approx(pixels.std())
   # The model sees zero-mean, unit-variance inputs: a bias-free linear probe
   # of the first input pixel gives back the standardised value.

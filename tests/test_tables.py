@@ -24,6 +24,7 @@ from trainkit import inference
 from trainkit import optimizers
 from trainkit import predictions
 from trainkit import sources
+from trainkit import training_statistics
 from trainkit.sources import table_files
 from trainkit.tasks import binary
 from trainkit.tasks import classification
@@ -198,9 +199,9 @@ def test_class_weights_change_the_loss_as_defined():
   data = input_pipeline.Data(mode='device', train={'y': np.array([0, 0, 0, 1])}, test=None,
                              num_train=4, num_test=0, num_classes=2, input_shape=(1,),
                              mesh=None)
-  assert input_pipeline.class_weights(tiny_config(class_weight='balanced'), data) == (
+  assert training_statistics.class_weights(tiny_config(class_weight='balanced'), data) == (
       pytest.approx(4 / 6), pytest.approx(2.0))
-  assert input_pipeline.class_weights(tiny_config(class_weight='1,3'), data) == (1.0, 3.0)
+  assert training_statistics.class_weights(tiny_config(class_weight='1,3'), data) == (1.0, 3.0)
 
 
 def test_a_weight_column_weighs_the_loss_and_class_weights_are_kept(tmp_path):

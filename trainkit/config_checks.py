@@ -18,6 +18,7 @@ from trainkit import losses
 from trainkit import optimizers
 from trainkit import progress
 from trainkit import tasks
+from trainkit import training_statistics
 from trainkit.tasks import regression
 from trainkit import workdir as workdir_lib
 
@@ -77,7 +78,7 @@ def validate(config) -> None:
              field, value, 'must be a number')
   _one_of(config, 'optimizer', optimizers.OPTIMIZERS)
   _one_of(config, 'schedule', optimizers.SCHEDULES)
-  _one_of(config, 'normalization', input_pipeline.NORMALIZATIONS)
+  _one_of(config, 'normalization', training_statistics.NORMALIZATIONS)
   _one_of(config, 'loss', tuple(losses.LOSSES))
   _one_of(config, 'model.activation', tuple(models.ACTIVATIONS))
   _one_of(config, 'model.kernel_init', models.KERNEL_INITS)
@@ -111,7 +112,7 @@ def validate(config) -> None:
   _require(isinstance(config.threshold, float) and 0.0 < config.threshold < 1.0, 'threshold',
            config.threshold, 'must be a probability strictly between 0 and 1')
   try:
-    weights = input_pipeline.parse_class_weight(config.class_weight)
+    weights = training_statistics.parse_class_weight(config.class_weight)
   except (ValueError, TypeError, AttributeError):
     raise ConfigError(f'class_weight={config.class_weight!r}: must be \'\', \'balanced\' or '
                       "one weight >= 0 per class, e.g. '1,5'") from None
@@ -226,7 +227,7 @@ def check_data(config, data) -> None:
              f'needs labels 0 and 1; dataset={config.dataset!r} has '
              + (f'{data.num_classes} classes' if data.num_classes else
                 'targets that are not class labels'))
-  weights = input_pipeline.parse_class_weight(config.class_weight)
+  weights = training_statistics.parse_class_weight(config.class_weight)
   if weights and weights != 'balanced':
     _require(len(weights) == data.num_classes, 'class_weight', config.class_weight,
              f'gives {len(weights)} weights; dataset={config.dataset!r} has '
