@@ -224,8 +224,8 @@ def create_datasets(config, mesh=None) -> Data:
     eval_batch = parallel.padded_batch_size(config.eval_batch_size, mesh)
     for key in splits:
       splits[key] = (parallel.replicate(splits[key], mesh) if key == 'train' else
-                      parallel.put_rows(stack_eval_batches(_eval_part(splits[key]), eval_batch),
-                                        mesh))
+                     parallel.put_rows(stack_eval_batches(_eval_part(splits[key]), eval_batch),
+                                       mesh))
   return Data(mode=mode, train=splits['train'], test=splits['test'],
               num_train=sizes['train'], num_test=sizes['test'], mesh=mesh,
               workers=_workers(config.input_workers) if mode == 'stream' else 0,
