@@ -169,6 +169,16 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
                        str(tmp_path))
   for n in (1, 37):
     np.testing.assert_allclose(got[f'b{n}_prob'], expected[np.arange(n) % 4], rtol=1e-5)
+  # A workdir without checkpoints: refused in one line, the workdir left as it was.
+  bare = tmp_path / 'bare'
+  bare.mkdir()
+  (bare / 'model.json').write_text((tmp_path / 'run' / 'model.json').read_text())
+  (bare / 'config.json').write_text((tmp_path / 'run' / 'config.json').read_text())
+  for export in (jax_export.export, inference.export_saved_model):
+    with pytest.raises(cli.INPUT_ERRORS, match='has no checkpoint .train first.'):
+      export(config, str(bare))
+    # No checkpoint folder made (the lock file is the workdir's, as every command takes it).
+    assert set(os.listdir(bare)) - {'.lock'} == {'config.json', 'model.json'}
   for bad, message in (({k: v for k, v in new.items() if k != 'b'}, "has no column 'b'"),
                        ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]},
                         "column 'colour' holds float values; the model was trained on string")):

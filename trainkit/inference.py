@@ -48,6 +48,9 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
         f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
         'training run has written (train first)') from None
   directory = workdir_lib.checkpoint_dir(workdir)
+  if not os.path.isdir(directory):  # Refused before a manager would create the folder.
+    raise config_checks.ConfigError(
+        f'--checkpoint={checkpoint!r}: {directory} has no checkpoint (train first)')
   # "best" as the run chose it: by the metric and split of its own config.
   best_metric = selection.best_metric(config_history.stored(workdir) or config)
   manager = checkpointing.create_manager(directory, config.keep_checkpoints,
