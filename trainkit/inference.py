@@ -182,11 +182,10 @@ def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
 
   module = oex.JaxModule(jax.device_get(variables), serve, trainable=False,
                          input_polymorphic_shape='(b, ...)')
-  name = 'images' if len(spec.input_shape) == 3 else 'features'
   manager = oex.ExportManager(module, [oex.ServingConfig(
       'serving_default',
       input_signature=[tf.TensorSpec([None, *spec.input_shape],
-                                     tf.as_dtype(spec.input_dtype), name=name)],
+                                     tf.as_dtype(spec.input_dtype), name=spec.input_name)],
       tf_postprocessor=lambda outputs: dict(outputs))])
   directory = os.path.join(os.path.abspath(workdir), workdir_lib.EXPORT)
   manager.save(directory)

@@ -54,11 +54,10 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, MODEL), 'wb') as f:
       f.write(exported.serialize())
-    name = 'images' if len(spec.input_shape) == 3 else 'features'
-    outputs = jax.eval_shape(serve, jax.ShapeDtypeStruct((1, *spec.input_shape),
-                                                         np.dtype(spec.input_dtype)))
+    outputs = jax.tree.unflatten(exported.out_tree, exported.out_avals)  # Batch symbolic.
     workdir_lib.write_json(os.path.join(folder, SIGNATURE), {
-        'input': {'name': name, 'shape': [None, *spec.input_shape], 'dtype': spec.input_dtype},
+        'input': {'name': spec.input_name, 'shape': [None, *spec.input_shape],
+                  'dtype': spec.input_dtype},
         'outputs': {k: {'shape': [None, *v.shape[1:]], 'dtype': np.dtype(v.dtype).name}
                     for k, v in outputs.items()},
         'task': config.task, 'step': step, 'model': dataclasses.asdict(spec)})

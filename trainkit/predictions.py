@@ -96,27 +96,28 @@ def read_table(config, spec, path: str) -> tuple:
     _refuse(path, str(e).split(': ', 1)[-1])
   index = {name: i for i, name in enumerate(meta['names'])}
   columns = [tables.Column.from_tuple(c) for c in spec.columns]
-  values, unseen = [], {}
+  values, codes_of, unseen = [], [], {}
   for column in columns:
     if column.name not in index:
       _refuse(path, f'has no column {column.name!r} (the model takes: '
               f'{", ".join(c.name for c in columns)})')
     i = index[column.name]
-    kind = meta['kinds'][i]
-    empty = kind != 'string' and np.isnan(arrays[i]).all()  # No values: any kind.
+    kind, given = meta['kinds'][i], arrays[i]
+    empty = kind != 'string' and np.isnan(given).all()  # No values: any kind.
     if (kind == 'string') != (column.kind == 'string') and not empty:
       _refuse(path, f'column {column.name!r} holds {kind} values; the model was trained '
               f'on {column.kind} values there')
     if column.kind != 'string':
-      values.append(np.asarray(arrays[i], np.float64))
+      values.append(given)
+      codes_of.append(None)
       continue
-    codes = np.asarray(arrays[i]) if not empty else np.full(meta['rows'], -1, np.int32)
-    texts = np.array([meta['levels'][i][c] if c >= 0 else None for c in codes], object)
-    known = set(column.levels)
-    count = sum(1 for t in texts if t is not None and t not in known)
+    codes = given if not empty else np.full(meta['rows'], -1, np.int32)
+    positions = column.positions(meta['levels'][i] or [])
+    count = int(np.sum((codes >= 0) & (positions[np.clip(codes, 0, None)] < 0)))
     if count:
       unseen[column.name] = count
-    values.append(texts)
+    values.append(codes)
+    codes_of.append(positions)
   ids = {}
   for name in config.id_columns:
     if name not in index:
@@ -125,7 +126,7 @@ def read_table(config, spec, path: str) -> tuple:
     ids[name] = ([meta['levels'][i][c] if c >= 0 else '' for c in arrays[i]]
                  if meta['kinds'][i] == 'string' else
                  [_number(v, meta['kinds'][i]) for v in arrays[i]])
-  return tables.encode(columns, values), ids, unseen
+  return tables.encode(columns, values, codes_of), ids, unseen
 
 
 def _number(value: float, kind: str) -> str:

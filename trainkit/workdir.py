@@ -171,6 +171,11 @@ class ModelSpec:
   class_names: tuple = ()
   class_weights: tuple = ()
 
+  @property
+  def input_name(self) -> str:
+    """What an exported model calls its input: 'images' ([H, W, C]) or 'features'."""
+    return 'images' if len(self.input_shape) == 3 else 'features'
+
   def write(self, workdir: str) -> None:
     write_json(os.path.join(workdir, MODEL_SPEC), dataclasses.asdict(self))
 

@@ -103,10 +103,9 @@ class Source(abc.ABC):
   def records(self, split: str) -> Records:
     """Random access to the named split (a DataError if there is none)."""
 
+  @abc.abstractmethod
   def arrays(self, split: str) -> dict:
     """The whole named split as arrays {'x', 'y'} (memory-mapped where a source caches)."""
-    records = self.records(split)
-    return records.read(range(len(records)))
 
   def nbytes(self) -> int | None:
     """Bytes of its splits' examples as stored (for input_mode='auto'); None if unknown."""

@@ -49,6 +49,11 @@ class Column:
       return [f'{self.name}={level}' for level in (*self.levels, OTHER)]
     return [self.name] + ([f'{self.name}:missing'] if self.indicator else [])
 
+  def positions(self, source_levels) -> np.ndarray:
+    """A source's string codes -> one-hot positions: [position of source_levels[c]], -1 = OTHER."""
+    position = {level: j for j, level in enumerate(self.levels)}
+    return np.array([position.get(level, -1) for level in source_levels] or [-1], np.int64)
+
   def as_tuple(self) -> tuple:
     """(name, kind, fill, indicator, levels): as model.json keeps it."""
     return (self.name, self.kind, self.fill, self.indicator, tuple(self.levels))
@@ -59,25 +64,21 @@ class Column:
     return cls(name, kind, float(fill), bool(indicator), tuple(levels))
 
 
-def encode(columns: list, values: list, codes_of=None) -> np.ndarray:
+def encode(columns: list, values: list, codes_of: list) -> np.ndarray:
   """Features float32 [n, F] of rows given as one array per column.
 
   `values[i]` holds column i's values: float64 with NaN for missing numbers;
   for strings, int32 codes into the source's levels, mapped through
-  `codes_of[i]` (source code -> one-hot position; -1 or out of range is
-  OTHER), or the strings themselves when `codes_of` is None.
+  `codes_of[i]` (`Column.positions`: source code -> one-hot position; -1,
+  a missing value or out of range is OTHER).
   """
   n = len(values[0]) if values else 0
   parts = []
   for i, column in enumerate(columns):
     v = values[i]
     if column.kind == 'string':
-      if codes_of is None:
-        lookup = {level: j for j, level in enumerate(column.levels)}
-        position = np.fromiter((lookup.get(s, -1) for s in v), np.int64, n)
-      else:
-        table = codes_of[i]
-        position = np.where((v >= 0) & (v < len(table)), table[np.clip(v, 0, None)], -1)
+      table = codes_of[i]
+      position = np.where((v >= 0) & (v < len(table)), table[np.clip(v, 0, None)], -1)
       position = np.where(position < 0, len(column.levels), position)
       one_hot = np.zeros((n, len(column.levels) + 1), np.float32)
       one_hot[np.arange(n), position] = 1.0
@@ -177,17 +178,10 @@ class TableSource(base.Source):
       is_train[self._split(splits, name)[lo:hi]] = True
     encoding = self._fit(arrays, meta, features, is_train)
     # A source code -> one-hot position table per string feature.
-    codes_of = []
-    for i, col in zip(features, encoding):
-      if col.kind == 'string':
-        position = {level: j for j, level in enumerate(col.levels)}
-        codes_of.append(np.array([position.get(level, -1) for level in meta['levels'][i]]
-                                 or [-1], np.int64))
-      else:
-        codes_of.append(None)
+    codes_of = [col.positions(meta['levels'][i]) if col.kind == 'string' else None
+                for i, col in zip(features, encoding)]
     return {'meta': meta, 'arrays': arrays, 'features': features, 'encoding': encoding,
-            'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits,
-            'ids': ids}
+            'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits}
 
   def _target(self, name, kind, values, levels):
     """(targets, class names or None): classes for integer, boolean and string targets."""
