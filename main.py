@@ -6,7 +6,7 @@
   python main.py ... --mode=eval [--checkpoint=latest|best|STEP] [--split=SPLIT]
   python main.py ... --mode=predict --input=digit.png [more.png ...]
   python main.py ... --mode=predict --input=rows.csv  # .npy/.npz too; any task.
-  python main.py ... --mode=export [--format=savedmodel|jax] [--checkpoint=...]
+  python main.py ... --mode=export [--format=savedmodel|jax|onnx] [--checkpoint=...]
   python main.py ... --mode=summary   # The model as a table; no data is loaded.
 """
 
@@ -38,7 +38,7 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export', 'summa
                   'train; eval: a checkpoint on the test split (writes eval.json); '
                   'predict: --input images (classify), or rows of features in a '
                   '.npy/.npz/.csv file (any task), or a table (.csv/.parquet) for a model '
-                  'trained on one; export: a TF SavedModel; '
+                  'trained on one; export: a model to serve (--format); '
                   'summary: print the model as a table (no data loaded).')
 flags.DEFINE_bool('continue_with_changes', False,
                   'train: resume a trained workdir with a config that changes its '
@@ -52,9 +52,10 @@ flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syn
 flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders, '
                           'further paths may follow as arguments (shell globs); or one '
                           '.npy/.npz/.csv file of feature rows.')
-flags.DEFINE_enum('format', 'savedmodel', ['savedmodel', 'jax'],
-                  'export: savedmodel (TensorFlow, jax2tf), or jax (a jax.export artifact '
-                  'that runs with jax and numpy alone).')
+flags.DEFINE_enum('format', 'savedmodel', ['savedmodel', 'jax', 'onnx'],
+                  'export: savedmodel (TensorFlow, jax2tf), jax (a jax.export artifact '
+                  'that runs with jax and numpy alone), or onnx (an ONNX model that '
+                  'onnxruntime runs).')
 flags.DEFINE_string('output', '', 'predict: the CSV of predictions of a file of rows '
                     '(default: <input>_predictions.csv beside it).')
 flags.DEFINE_string('jax_coordinator_address', None,
@@ -96,6 +97,9 @@ def _run(config, workdir, inputs):
   elif FLAGS.mode == 'export' and FLAGS.format == 'jax':
     from trainkit import jax_export  # pylint: disable=g-import-not-at-top
     print(jax_export.export(config, workdir, FLAGS.checkpoint))
+  elif FLAGS.mode == 'export' and FLAGS.format == 'onnx':
+    from trainkit import onnx_export  # pylint: disable=g-import-not-at-top
+    print(onnx_export.export(config, workdir, FLAGS.checkpoint))
   elif FLAGS.mode == 'export':
     print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))
   else:

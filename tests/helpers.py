@@ -172,15 +172,18 @@ def alive(pids, within_s: float) -> list:
     time.sleep(0.2)
 
 
-def run_jax_export(folder: str, rows, tmp_path) -> dict:
-  """The jax.export artifact in `folder` run on `rows` by a fresh process outside the project.
+def run_export(kind: str, folder: str, rows, tmp_path) -> dict:
+  """The `kind` ('jax' or 'onnx') artifact in `folder` run on `rows` by a fresh process.
 
-  {'b1_<output>': the first row's, 'b37_<output>': 37 rows' (repeated)}.
+  The process is outside the project and imports neither it nor TensorFlow
+  (tests/export_run.py). {'b1_<output>': the first row's, 'b37_<output>':
+  37 rows' (repeated)}.
   """
-  rows_path, out = os.path.join(tmp_path, 'export_rows.npy'), os.path.join(tmp_path, 'out.npz')
+  rows_path = os.path.join(tmp_path, f'{kind}_rows.npy')
+  out = os.path.join(tmp_path, f'{kind}_out.npz')
   np.save(rows_path, rows)
-  done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'jax_export_run.py'),
-                         folder, rows_path, out], cwd=tmp_path, capture_output=True,
+  done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'export_run.py'),
+                         kind, folder, rows_path, out], cwd=tmp_path, capture_output=True,
                         text=True, env=ENV, timeout=120)
   assert done.returncode == 0, done.stderr[-3000:]
   with np.load(out) as got:

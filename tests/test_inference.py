@@ -10,13 +10,15 @@ from PIL import Image
 
 from tests.conftest import NUM_EXAMPLES
 from tests.conftest import mock_data
-from tests.helpers import checkpoint_steps, run_main, tiny_config, write_mnist
+from tests.helpers import checkpoint_steps, run_export, run_main, tiny_config, write_mnist
 from trainkit import checkpointing
 from trainkit import cli
 from trainkit import config_checks
 from trainkit import host_tensorflow
 from trainkit import digit_images
 from trainkit import inference
+from trainkit import jax_export
+from trainkit import onnx_export
 from trainkit import optimizers
 from trainkit import workdir as workdir_lib
 import train
@@ -221,6 +223,14 @@ def test_cli_modes_on_a_trained_workdir(tmp_path):
   saved_model = workdir / 'export' / 'saved_model'
   assert exported.stdout.strip().splitlines()[-1] == str(saved_model)
   assert (saved_model / 'saved_model.pb').stat().st_size > 1000
+  exported = run_main(*common, '--mode=export', '--format=onnx')
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  assert exported.stdout.strip().splitlines()[-1] == str(workdir / 'export' / 'onnx')
+  with open(workdir / 'export' / 'onnx' / 'signature.json') as f:
+    signature = json.load(f)
+  assert signature['input'] == {'name': 'images', 'shape': [None, 28, 28, 1],
+                                'dtype': 'uint8'}
+  assert signature['outputs'] == {'scores': {'shape': [None, 10], 'dtype': 'float32'}}
 
 
 def test_the_best_checkpoint_is_known_after_a_restart(tmp_path):
@@ -280,3 +290,9 @@ def test_predict_and_export_use_the_parameter_average(tmp_path):
   serve = tf.saved_model.load(directory).signatures['serving_default']
   exported = serve(images=tf.constant(images))['scores'].numpy()
   np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-5)
+  # The jax.export and ONNX artifacts take the uint8 images as they are, too.
+  for kind, export in (('jax', jax_export.export), ('onnx', onnx_export.export)):
+    got = run_export(kind, export(config, str(tmp_path / 'run')), images, str(tmp_path))
+    for n in (1, 37):
+      np.testing.assert_allclose(got[f'b{n}_scores'], expected[np.arange(n) % 2],
+                                 rtol=1e-5, atol=1e-6, err_msg=kind)

@@ -14,12 +14,13 @@ from pyarrow import parquet as pq
 import pytest
 
 from tests.helpers import ENV, ROOT, main_command, session_cache_dir
-from tests.helpers import run_jax_export, sigkill_after_first_checkpoint
+from tests.helpers import run_export, sigkill_after_first_checkpoint
 from tests.helpers import tiny_config
 from trainkit import cli
 from trainkit import evaluation
 from trainkit import host_tensorflow
 from trainkit import jax_export
+from trainkit import onnx_export
 from trainkit import inference
 from trainkit import optimizers
 from trainkit import predictions
@@ -164,17 +165,20 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   serve = tf.saved_model.load(inference.export_saved_model(config, str(tmp_path / 'run')))
   served = serve.signatures['serving_default'](features=tf.constant(features))
   np.testing.assert_allclose(served['prob'].numpy(), expected, rtol=1e-4)
-  # And the jax.export artifact, with jax and numpy alone, at batch sizes 1 and 37.
-  got = run_jax_export(jax_export.export(config, str(tmp_path / 'run')), features,
-                       str(tmp_path))
-  for n in (1, 37):
-    np.testing.assert_allclose(got[f'b{n}_prob'], expected[np.arange(n) % 4], rtol=1e-5)
+  # And the jax.export artifact and the ONNX model, each run by its runtime alone in a
+  # fresh process, at batch sizes 1 and 37.
+  for kind, export in (('jax', jax_export.export), ('onnx', onnx_export.export)):
+    got = run_export(kind, export(config, str(tmp_path / 'run')), features, str(tmp_path))
+    for n in (1, 37):
+      np.testing.assert_allclose(got[f'b{n}_prob'], expected[np.arange(n) % 4], rtol=1e-5,
+                                 err_msg=kind)
+      assert (got[f'b{n}_class'] == (expected[np.arange(n) % 4] > 0.5)).all(), kind
   # A workdir without checkpoints: refused in one line, the workdir left as it was.
   bare = tmp_path / 'bare'
   bare.mkdir()
   (bare / 'model.json').write_text((tmp_path / 'run' / 'model.json').read_text())
   (bare / 'config.json').write_text((tmp_path / 'run' / 'config.json').read_text())
-  for export in (jax_export.export, inference.export_saved_model):
+  for export in (jax_export.export, onnx_export.export, inference.export_saved_model):
     with pytest.raises(cli.INPUT_ERRORS, match='has no checkpoint .train first.'):
       export(config, str(bare))
     # No checkpoint folder made (the lock file is the workdir's, as every command takes it).

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from tests.helpers import (ENV, ROOT, checkpoint_steps, main_command, mdn_config,
-                           run_jax_export, session_cache_dir,
+                           run_export, session_cache_dir,
                            sigkill_after_first_checkpoint, tiny_config)
 from trainkit import cli
 from trainkit import evaluation
 from trainkit import host_tensorflow
 from trainkit import jax_export
+from trainkit import onnx_export
 from trainkit import inference
 from trainkit import model_summary
 from trainkit import optimizers
@@ -340,12 +341,14 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
   assert sorted(served) == sorted(want)
   for key, value in want.items():
     np.testing.assert_allclose(served[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
-  # The jax.export artifact, in a process with jax and numpy alone, at batch sizes 1 and 37.
-  got = run_jax_export(jax_export.export(config, workdir), rows, str(tmp_path))
-  for n in (1, 37):
-    for key, value in want.items():
-      np.testing.assert_allclose(got[f'b{n}_{key}'], value[np.arange(n) % len(rows)],
-                                 rtol=1e-5, atol=1e-6, err_msg=f'{key} at batch {n}')
+  # The jax.export artifact (with jax and numpy alone) and the ONNX model (with
+  # onnxruntime and numpy alone), each in a fresh process, at batch sizes 1 and 37.
+  for kind, export in (('jax', jax_export.export), ('onnx', onnx_export.export)):
+    got = run_export(kind, export(config, workdir), rows, str(tmp_path))
+    for n in (1, 37):
+      for key, value in want.items():
+        np.testing.assert_allclose(got[f'b{n}_{key}'], value[np.arange(n) % len(rows)],
+                                   rtol=1e-5, atol=1e-6, err_msg=f'{kind}: {key} at batch {n}')
 
 
 def test_a_search_on_the_mdns_validation_nll_minimises_it(tmp_path):

@@ -16,9 +16,11 @@ A fresh Python loads and runs it without this project or TensorFlow:
     outputs = exported.call(np.asarray(rows, np.float32))  # {'mean': ..., 'std': ...}
 
 The outputs are the task's serving outputs (trainkit/tasks), in the targets'
-own units.
+own units. `serving_function` and `write_signature` are shared with the ONNX
+export (trainkit/onnx_export.py).
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -35,10 +37,16 @@ MODEL = 'model.bin'
 SIGNATURE = 'signature.json'
 
 
-def export(config, workdir: str, checkpoint: str = 'latest') -> str:
-  """Writes the jax.export artifact of `checkpoint` of `workdir`; returns its folder."""
+@contextlib.contextmanager
+def serving_function(config, workdir: str, checkpoint: str, kind: str):
+  """Yields (serve, example input, spec, step) of `checkpoint`, under the workdir's lock.
+
+  `serve(inputs)` is the model in inference mode with its parameters as
+  constants, returning the task's serving outputs; the example input has a
+  symbolic batch dimension.
+  """
   from trainkit import inference  # pylint: disable=g-import-not-at-top
-  with workdir_lock.hold(workdir, 'export'):
+  with workdir_lock.hold(workdir, kind):
     state, step, spec = inference.restore(config, workdir, checkpoint)
     state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
     variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
@@ -49,17 +57,29 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
 
     batch, = jax.export.symbolic_shape('batch')
     example = jax.ShapeDtypeStruct((batch, *spec.input_shape), np.dtype(spec.input_dtype))
+    yield serve, example, spec, step
+
+
+def write_signature(folder: str, config, spec, step: int, outputs: dict) -> None:
+  """signature.json: the input and `outputs` ({name: abstract value, batch first})."""
+  workdir_lib.write_json(os.path.join(folder, SIGNATURE), {
+      'input': {'name': spec.input_name, 'shape': [None, *spec.input_shape],
+                'dtype': spec.input_dtype},
+      'outputs': {k: {'shape': [None, *v.shape[1:]], 'dtype': np.dtype(v.dtype).name}
+                  for k, v in outputs.items()},
+      'task': config.task, 'step': step, 'model': dataclasses.asdict(spec)})
+
+
+def export(config, workdir: str, checkpoint: str = 'latest') -> str:
+  """Writes the jax.export artifact of `checkpoint` of `workdir`; returns its folder."""
+  with serving_function(config, workdir, checkpoint, 'export') as (serve, example, spec, step):
     exported = jax.export.export(jax.jit(serve))(example)
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, MODEL), 'wb') as f:
       f.write(exported.serialize())
-    outputs = jax.tree.unflatten(exported.out_tree, exported.out_avals)  # Batch symbolic.
-    workdir_lib.write_json(os.path.join(folder, SIGNATURE), {
-        'input': {'name': spec.input_name, 'shape': [None, *spec.input_shape],
-                  'dtype': spec.input_dtype},
-        'outputs': {k: {'shape': [None, *v.shape[1:]], 'dtype': np.dtype(v.dtype).name}
-                    for k, v in outputs.items()},
-        'task': config.task, 'step': step, 'model': dataclasses.asdict(spec)})
+    # The batch dimension of these is symbolic.
+    write_signature(folder, config, spec, step,
+                    jax.tree.unflatten(exported.out_tree, exported.out_avals))
   logging.info('Exported checkpoint %d to %s.', step, folder)
   return folder
