@@ -10,6 +10,7 @@ files to its `trainkit.runs.Run`.
 
 import functools
 import os
+import sys
 import time
 from typing import Any
 
@@ -441,7 +442,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
     tracer.stop()
     input_pipeline.close_stream(data)
     for run in runs:
-      run.close()
+      run.close(sys.exc_info()[1])
   return state, [run.finish(program.member(state, i), data, eval_metrics[i],
                             int(program.member(state, i).step))
                  if run.diverged is None else None for i, run in enumerate(runs)]

@@ -167,6 +167,15 @@ def get_config():
   config.progress = 'auto'
   config.progress_every_s = 30.0  # 'log': at most one progress line this often (and one per epoch).
   config.plots = True  # Draw learning curves, confusion matrix and worst errors into WORKDIR/plots.
+  # Trackers besides TensorBoard and the workdir's JSON files: '' = none;
+  # 'mlflow' = an MLflow run per workdir, nested under its sweep's or search's
+  # (trainkit/tracking.py).
+  config.trackers = ''
+  # MLflow's store: '' = a SQLite file in the workdir (the sweep's or search's
+  # folder for their runs); a path = a SQLite file there, for many runs; or a
+  # tracking URI (http://host:5000, sqlite:///..., postgresql://...).
+  config.mlflow_uri = ''
+  config.mlflow_experiment = 'trainkit'  # The MLflow experiment the runs go into.
   # Trace steps [first, last] (global, 1-based) with jax.profiler into
   # WORKDIR/profile; () = off. The trace spans whole device calls, which end
   # at these steps.

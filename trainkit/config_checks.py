@@ -18,6 +18,7 @@ from trainkit import losses
 from trainkit import optimizers
 from trainkit import progress
 from trainkit import tasks
+from trainkit import tracking
 from trainkit import training_statistics
 from trainkit.tasks import regression
 from trainkit import workdir as workdir_lib
@@ -89,6 +90,13 @@ def validate(config) -> None:
   _require(config.progress_every_s > 0, 'progress_every_s', config.progress_every_s,
            'must be > 0')
   _require(isinstance(config.plots, bool), 'plots', config.plots, 'must be True or False')
+  for name in tracking.names(config):
+    _require(name in tracking.TRACKERS, 'trackers', config.trackers,
+             f"{name!r} is not a tracker (there are: '', {', '.join(tracking.TRACKERS)})")
+  _require(tracking.uri_problem(config.mlflow_uri) is None, 'mlflow_uri', config.mlflow_uri,
+           tracking.uri_problem(config.mlflow_uri))
+  _require(isinstance(config.mlflow_experiment, str) and config.mlflow_experiment.strip(),
+           'mlflow_experiment', config.mlflow_experiment, 'must name an experiment')
   profile = tuple(config.profile_steps)
   _require(profile == () or (len(profile) == 2 and all(
       isinstance(s, int) and not isinstance(s, bool) for s in profile)

@@ -39,7 +39,8 @@ OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress
                'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
                'checkpoint_every_steps', 'checkpoint_every_epochs', 'steps_per_call',
                'log_every_steps',
-               'eval_batch_size', 'test_split', 'allow_split_overlap')
+               'eval_batch_size', 'test_split', 'allow_split_overlap', 'trackers',
+               'mlflow_uri', 'mlflow_experiment')
 CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
                'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',

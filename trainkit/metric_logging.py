@@ -18,14 +18,17 @@ from trainkit import workdir as workdir_lib
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
-  def __init__(self, workdir: str, resume_step: int = 0, log_scalars: bool = True):
+  def __init__(self, workdir: str, resume_step: int = 0, log_scalars: bool = True,
+               tracker=None):
     """Appends to `workdir`'s logs, dropping JSON lines after `resume_step`.
 
     `log_scalars=False` keeps scalars out of the text log (a progress bar
-    shows them), leaving TensorBoard and metrics.jsonl.
+    shows them), leaving TensorBoard and metrics.jsonl. `tracker`: an MLflow
+    run (trainkit/tracking.py) that gets every event too.
     """
     self._is_writer = jax.process_index() == 0
     self._log_scalars = log_scalars
+    self._tracker = tracker
     # tensorboardX writes the event file from its own thread; its format is
     # TensorBoard's (its reader is what the tests read it with).
     self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10)
@@ -60,6 +63,8 @@ class MetricLogger:
     if self._events:
       for tag, value in named.items():
         self._events.add_scalar(tag, value, step)
+    if self._tracker:
+      self._tracker.log_metrics(step, named)
     if self._jsonl:
       with full_disk.writing(workdir_lib.METRICS, self._jsonl.name):
         # tensorboardX's thread would fail with tracebacks of its own.

@@ -27,9 +27,11 @@ from trainkit import model_summary
 from trainkit import optimizers
 from trainkit import parallel
 from trainkit import plateaus
+from trainkit import preemption
 from trainkit import progress
 from trainkit import selection
 from trainkit import tasks
+from trainkit import tracking
 from trainkit import workdir as workdir_lib
 
 
@@ -99,6 +101,7 @@ class Run:
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
     self._logger = None
+    self._tracker = None  # The MLflow run (trainkit/tracking.py), if tracked.
     self._is_writer = jax.process_index() == 0  # Of the files besides checkpoints.
     self._wall_before, self._start = self.meta['train_wall_s'], time.perf_counter()
 
@@ -153,8 +156,10 @@ class Run:
       # matplotlib takes most of a second to import: done while training runs.
       threading.Thread(target=importlib.import_module, args=('trainkit.plots',),
                        daemon=True).start()
+    if self._is_writer:
+      self._tracker = tracking.open_run(self.config, self.workdir, self.config_changes)
     self._logger = metric_logging.MetricLogger(
-        self.workdir, resume_step=self.step, log_scalars=log_scalars)
+        self.workdir, resume_step=self.step, log_scalars=log_scalars, tracker=self._tracker)
     self._logger.write_hparams(metric_logging.flat_hparams(self.config))
     self._start = time.perf_counter()
 
@@ -220,8 +225,13 @@ class Run:
       with full_disk.writing('a checkpoint', self.checkpoint_dir):
         saving.result()
 
-  def close(self) -> None:
-    """Waits for pending saves and closes the manager and the logs."""
+  def close(self, error: BaseException | None = None) -> None:
+    """Waits for pending saves and closes the manager and the logs.
+
+    `error`: what ended the training loop, if it did not end well; a run
+    that ends here (an error, or its divergence) ends its tracking too, the
+    others end it in `finish`.
+    """
     self._wait_for_save()
     with full_disk.writing('a checkpoint', self.checkpoint_dir):
       self.manager.wait_until_finished()
@@ -231,6 +241,10 @@ class Run:
     self.manager.close()
     if self._logger:
       self._logger.close()
+    if self._tracker and (error is not None or self.diverged):
+      why = error if error is not None else self.diverged
+      self._tracker.set_tags({'stop_reason': f'{type(why).__name__}: {why}'[:5000]})
+      self._tracker.end('KILLED' if isinstance(why, preemption.Interrupted) else 'FAILED')
 
   def _plots_drawn(self) -> bool:
     """Whether the plots of this checkpoint are there (a finished run, run again)."""
@@ -305,6 +319,19 @@ class Run:
             if os.path.exists(os.path.join(directory, name)):
               os.remove(os.path.join(directory, name))
           raise
+    if self._tracker:
+      self._track_summary(summary, step)
     logging.info('%s', progress.run_summary(summary, self.workdir, self.best_step,
                                             self.config.plots, self.metrics))
     return summary
+
+  def _track_summary(self, summary: dict, step: int) -> None:
+    """The summary's figures and files to the MLflow run, which ends there."""
+    self._tracker.log_metrics(step, {
+        k: v for k, v in summary.items() if k not in ('step', 'epoch')
+        and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    self._tracker.set_tags({k: v for k, v in summary.items() if isinstance(v, str)})
+    self._tracker.log_artifacts([os.path.join(self.workdir, name) for name in (
+        workdir_lib.SUMMARY, workdir_lib.CONFIG, model_summary.SUMMARY_FILE,
+        workdir_lib.PLOTS)])
+    self._tracker.end('FINISHED')
