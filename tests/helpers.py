@@ -190,13 +190,17 @@ def run_export(kind: str, folder: str, rows, tmp_path) -> dict:
     return dict(got)
 
 
-def sigkill_after_first_checkpoint(command: list, workdir, log_path) -> list:
-  """Runs `command`, SIGKILLs it once `workdir` holds a checkpoint; the steps saved."""
+def sigkill_after_first_checkpoint(command: list, workdir, log_path, also=None) -> list:
+  """Runs `command`, SIGKILLs it once `workdir` holds a checkpoint; the steps saved.
+
+  `also()`: a further condition to wait for before the kill.
+  """
   with open(log_path, 'w') as log:
     proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (
-        os.path.isdir(os.path.join(workdir, 'checkpoints')) and checkpoint_steps(workdir)):
+        os.path.isdir(os.path.join(workdir, 'checkpoints')) and checkpoint_steps(workdir)
+        and (also is None or also())):
       time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL

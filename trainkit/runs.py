@@ -157,7 +157,8 @@ class Run:
       threading.Thread(target=importlib.import_module, args=('trainkit.plots',),
                        daemon=True).start()
     if self._is_writer:
-      self._tracker = tracking.open_run(self.config, self.workdir, self.config_changes)
+      self._tracker = tracking.open_run(self.config, self.workdir, self.step,
+                                        self.config_changes)
     self._logger = metric_logging.MetricLogger(
         self.workdir, resume_step=self.step, log_scalars=log_scalars, tracker=self._tracker)
     self._logger.write_hparams(metric_logging.flat_hparams(self.config))

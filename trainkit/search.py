@@ -41,6 +41,7 @@ from trainkit import preemption
 from trainkit import search_space
 from trainkit import selection
 from trainkit import sweeps
+from trainkit import tracking
 from trainkit import warm_start
 from trainkit import workdir as workdir_lib
 import train
@@ -306,6 +307,7 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     logging.warning('Trial %d diverged: %s', trial.number, e)
     trial.set_user_attr('status', 'diverged')
     study.tell(trial, state=TrialState.FAIL)
+    _tag_trial(config, workdir, storage, trial)
     return
   except preemption.Interrupted:
     # Checkpointed; queued again at once for the next worker to resume.
@@ -323,11 +325,39 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     study.tell(trial, state=TrialState.PRUNED)
   else:  # Its objective: its best checkpoint's (the best epoch of those saved).
     study.tell(trial, sweeps.objective(summary, search.metric))
+  _tag_trial(config, workdir, storage, trial)
+
+
+def _tag_trial(config, workdir: str, storage, trial) -> None:
+  """The trial's number and Optuna state on its MLflow run, if tracked."""
+  frozen = storage.get_trial(optuna_internals.trial_id(trial))
+  tracking.tag_run(config, workdir, {'trial_number': trial.number,
+                                     'trial_state': frozen.state.name})
 
 
 def run_worker(study: optuna.Study, storage, search, base, directory: str,
                poll_s: float = 2.0) -> int:
-  """Runs queued trials until none waits or runs; returns how many this worker ran."""
+  """Runs queued trials until none waits or runs; returns how many this worker ran.
+
+  With MLflow tracking, the search is a run (every worker's the same, kept in
+  the folder) and each trial's run is nested under it (trainkit/tracking.py).
+  """
+  parent = tracking.open_parent(base, directory, 'search', {
+      'study': study.study_name, 'metric': search.metric,
+      'direction': study.direction.name.lower()})
+  try:
+    ran = _work_on_trials(study, storage, search, base, directory, poll_s)
+  except BaseException as e:
+    if parent:
+      parent.end('KILLED' if isinstance(e, preemption.Interrupted) else 'FAILED')
+    raise
+  if parent:
+    parent.end()
+  return ran
+
+
+def _work_on_trials(study, storage, search, base, directory: str, poll_s: float) -> int:
+  """run_worker's loop."""
   datasets, ran = {}, 0
   while True:
     with experimental():

@@ -27,9 +27,11 @@ from trainkit import divergence
 from trainkit import grouping
 import input_pipeline
 from trainkit import plots
+from trainkit import preemption
 from trainkit import progress
 from trainkit import selection
 from trainkit import tasks
+from trainkit import tracking
 from trainkit import warm_start
 from trainkit import workdir_lock
 from trainkit import workdir as workdir_lib
@@ -293,7 +295,20 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'auto'
                                                continue_with_changes)
              for name, _, config in members}
   with workdir_lock.hold(workdir, 'sweep'):
-    return _run_members(members, workdir, parallel, changes, continue_with_changes)
+    # Its members' MLflow runs nest under this one (trainkit/tracking.py).
+    parent = tracking.open_parent(base, workdir, 'sweep')
+    try:
+      ranked = _run_members(members, workdir, parallel, changes, continue_with_changes)
+    except BaseException as e:
+      if parent:
+        parent.end('KILLED' if isinstance(e, preemption.Interrupted) else 'FAILED')
+      raise
+    if parent:
+      parent.set_tags({'best_member': ranked[0]['name']})
+      parent.log_artifacts([os.path.join(workdir, name) for name in (
+          SUMMARY_CSV, SUMMARY_MD, 'sweep_eval_curves.png')])
+      parent.end()
+    return ranked
 
 
 def _run_members(members, workdir, parallel, changes, continue_with_changes) -> list:

@@ -42,7 +42,7 @@ ARTIFACTS = 'mlartifacts'  # A SQLite store's artifacts, beside it.
 SCHEMES = ('http', 'https', 'sqlite', 'postgresql', 'mysql', 'mssql', 'databricks')
 # A server that does not answer: each request gives up after this many
 # seconds and one retry (MLflow's defaults wait minutes).
-REQUEST_TIMEOUT_S, REQUEST_RETRIES = 5, 1
+REQUEST_TIMEOUT_S, REQUEST_RETRIES = 3, 1
 END_WAIT_S = 30.0  # The most a run's end waits for its sends to finish.
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value.
 BATCH = 1000  # MLflow's limit on the entries of one log_batch.
@@ -116,20 +116,25 @@ def params(config) -> dict:
 
 def _one_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {text[0][:300]}' if text else type(error).__name__
+  return f'{type(error).__name__}: {text[0][:200]}' if text else type(error).__name__
 
 
 def _client(uri: str):
   """MLflow's client for `uri`, with requests that give up within seconds."""
   os.environ.setdefault('MLFLOW_HTTP_REQUEST_TIMEOUT', str(REQUEST_TIMEOUT_S))
   os.environ.setdefault('MLFLOW_HTTP_REQUEST_MAX_RETRIES', str(REQUEST_RETRIES))
-  os.environ.setdefault('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR', '0.5')
+  os.environ.setdefault('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR', '1')
+  # Its "View run at" lines, printed from this thread, would cut into the
+  # progress bar; the log names the run.
+  os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
   import logging as std_logging  # pylint: disable=g-import-not-at-top
   from mlflow.tracking import MlflowClient  # pylint: disable=g-import-not-at-top
   # A new SQLite store narrates its schema's creation at INFO (MLflow sets
-  # its logger's level when imported).
-  for name in ('mlflow', 'alembic'):
-    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+  # its logger's level when imported), and urllib3 each retry at WARNING:
+  # a failure is the one warning line of _fail.
+  for name, level in (('mlflow', std_logging.WARNING), ('alembic', std_logging.WARNING),
+                      ('urllib3.connectionpool', std_logging.ERROR)):
+    std_logging.getLogger(name).setLevel(level)
   return MlflowClient(uri)
 
 
@@ -141,13 +146,17 @@ class MlflowRun:
   """
 
   def __init__(self, config, directory: str, kind: str = 'run', tags: dict | None = None,
-               wait: bool = False):
+               wait: bool = False, resume_step: int = 0):
     """Opens (or reopens) the MLflow run of `directory`.
 
     `kind`: 'run' (a workdir), 'sweep' or 'search' (a parent of runs).
     `tags`: more tags for the run. `wait`: open it before returning (a
-    parent, whose id its members need), else in the thread.
+    parent, whose id its members need), else in the thread. `resume_step`:
+    the workdir's metrics.jsonl up to this step (what the checkpoint
+    covers) is sent first, for what the MLflow run lacks of it: a run killed
+    before its tracking sent them, or tracked from a resume on.
     """
+    self._resume_step = resume_step
     self._directory = os.path.abspath(directory)
     self._kind = kind
     self._parent = _parent(directory) if kind == 'run' else None
@@ -250,6 +259,7 @@ class MlflowRun:
           self._last_steps[key] = max(m.step for m in history)
         client.update_run(self.run_id, status='RUNNING')
         logging.info('MLflow: appending to run %s at %s.', self.run_id, self._uri)
+        self._send_history(client)
         return
     tags = dict(self._tags)
     if self._parent and self._parent.get('uri') == self._uri:
@@ -262,6 +272,19 @@ class MlflowRun:
                                   'experiment_id': run.info.experiment_id,
                                   'kind': self._kind})
     logging.info('MLflow: run %s at %s.', self.run_id, self._uri)
+    self._send_history(client)
+
+  def _send_history(self, client) -> None:
+    """What metrics.jsonl holds up to the resume step and the MLflow run lacks."""
+    if self._kind != 'run' or not self._resume_step:
+      return
+    items = [('metrics', [(f'{r["split"]}_{k}', float(v), int(r.get('time', 0) * 1000),
+                           r['step']) for k, v in r['metrics'].items()])
+             for r in workdir_lib.read_records(os.path.join(self._directory,
+                                                            workdir_lib.METRICS))
+             if isinstance(r.get('step'), int) and r['step'] <= self._resume_step
+             and isinstance(r.get('metrics'), dict)]
+    self._send(client, items)
 
   def _log_batch(self, client, metrics=(), params=(), tags=()) -> None:
     from mlflow.entities import Metric, Param, RunTag  # pylint: disable=g-import-not-at-top
@@ -298,11 +321,14 @@ class MlflowRun:
         client.set_terminated(self.run_id, payload)
 
 
-def open_run(config, workdir: str, config_changes: dict | None = None):
-  """The workdir's MlflowRun if `config` tracks to MLflow (process 0), else None."""
+def open_run(config, workdir: str, resume_step: int = 0, config_changes: dict | None = None):
+  """The workdir's MlflowRun if `config` tracks to MLflow, else None.
+
+  `resume_step`: the step its checkpoint restored (0: a fresh run).
+  """
   if 'mlflow' not in names(config):
     return None
-  run = MlflowRun(config, workdir)
+  run = MlflowRun(config, workdir, resume_step=resume_step)
   if config_changes:  # Params cannot change; the resume's changes are a tag.
     run.set_tags({'config_changes': json.dumps(config_changes)})
   return run
