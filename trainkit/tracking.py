@@ -16,17 +16,21 @@ name the task, dataset, host and workdir.
 - **Sweeps and searches** are a parent run in their folder's `mlflow.json`;
   each member or trial is nested under it (`mlflow.parentRunId`), a trial
   tagged with its Optuna state (COMPLETE, PRUNED, FAIL).
-- **Never the training's cost.** Everything, the import of MLflow included,
-  happens in a thread of the run's own, which sends what the loop logged in
-  batches. A store that fails or does not answer costs one warning line and
-  is not tried again for that run; the end of a run waits for the thread a
+- **Never the training's cost.** Everything MLflow does, its import
+  included, happens in a process of the run's own at the lowest CPU priority
+  (trainkit/mlflow_worker.py), which sends what the loop logged in batches.
+  A store that fails or does not answer costs one warning line and is not
+  tried again for that run; the end of a run waits for the process a
   bounded time.
 """
 
 import json
 import os
 import queue
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -38,14 +42,9 @@ from trainkit import workdir as workdir_lib
 TRACKERS = ('mlflow',)
 RECORD = 'mlflow.json'  # In a workdir (its run) or a sweep's folder (the parent run).
 STORE = 'mlflow.db'  # The default store, a SQLite file.
-ARTIFACTS = 'mlartifacts'  # A SQLite store's artifacts, beside it.
 SCHEMES = ('http', 'https', 'sqlite', 'postgresql', 'mysql', 'mssql', 'databricks')
-# A server that does not answer: each request gives up after this many
-# seconds and one retry (MLflow's defaults wait minutes).
-REQUEST_TIMEOUT_S, REQUEST_RETRIES = 3, 1
 END_WAIT_S = 30.0  # The most a run's end waits for its sends to finish.
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value.
-BATCH = 1000  # MLflow's limit on the entries of one log_batch.
 
 
 def names(config) -> list:
@@ -114,211 +113,104 @@ def params(config) -> dict:
   return flat
 
 
-def _one_line(error: BaseException) -> str:
-  text = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {text[0][:200]}' if text else type(error).__name__
-
-
-def _client(uri: str):
-  """MLflow's client for `uri`, with requests that give up within seconds."""
-  os.environ.setdefault('MLFLOW_HTTP_REQUEST_TIMEOUT', str(REQUEST_TIMEOUT_S))
-  os.environ.setdefault('MLFLOW_HTTP_REQUEST_MAX_RETRIES', str(REQUEST_RETRIES))
-  os.environ.setdefault('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR', '1')
-  # Its "View run at" lines, printed from this thread, would cut into the
-  # progress bar; the log names the run.
-  os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
-  import logging as std_logging  # pylint: disable=g-import-not-at-top
-  from mlflow.tracking import MlflowClient  # pylint: disable=g-import-not-at-top
-  # A new SQLite store narrates its schema's creation at INFO (MLflow sets
-  # its logger's level when imported), and urllib3 each retry at WARNING:
-  # a failure is the one warning line of _fail.
-  for name, level in (('mlflow', std_logging.WARNING), ('alembic', std_logging.WARNING),
-                      ('urllib3.connectionpool', std_logging.ERROR)):
-    std_logging.getLogger(name).setLevel(level)
-  return MlflowClient(uri)
-
-
 class MlflowRun:
-  """One workdir's (or sweep's) MLflow run, written from a thread of its own.
+  """One workdir's (or sweep's) MLflow run, sent by a process of its own.
 
-  The calls queue what to send and return at once; `end` sends what is
-  queued, ends the run and waits for the thread (at most END_WAIT_S).
+  That process (trainkit/mlflow_worker.py) imports MLflow, opens the run and
+  sends what the calls here hand it, at the lowest CPU priority; the calls
+  queue and return at once (a thread of this process writes to its pipe).
+  `end` waits for it at most END_WAIT_S.
   """
 
   def __init__(self, config, directory: str, kind: str = 'run', tags: dict | None = None,
-               wait: bool = False, resume_step: int = 0):
+               wait: bool = False, resume_step: int = 0, tags_only: bool = False):
     """Opens (or reopens) the MLflow run of `directory`.
 
     `kind`: 'run' (a workdir), 'sweep' or 'search' (a parent of runs).
-    `tags`: more tags for the run. `wait`: open it before returning (a
-    parent, whose id its members need), else in the thread. `resume_step`:
-    the workdir's metrics.jsonl up to this step (what the checkpoint
-    covers) is sent first, for what the MLflow run lacks of it: a run killed
-    before its tracking sent them, or tracked from a resume on.
+    `tags`: more tags for a new run. `wait`: return once the run is open
+    (a parent, whose id its members need). `resume_step`: the workdir's
+    metrics.jsonl up to this step (what its checkpoint covers) is sent for
+    what the MLflow run lacks: a run killed before its tracking sent them, or
+    one tracked from a resume on. `tags_only`: only tag the recorded run.
     """
-    self._resume_step = resume_step
-    self._directory = os.path.abspath(directory)
-    self._kind = kind
-    self._parent = _parent(directory) if kind == 'run' else None
-    self._uri = _store_uri(config, directory, self._parent)
-    self._params = params(config)
-    self._experiment = config.mlflow_experiment
-    self._tags = {'task': config.task, 'dataset': config.dataset,
-                  'host': socket.gethostname(), 'workdir': self._directory,
-                  'kind': kind, **(tags or {})}
+    directory = os.path.abspath(directory)
+    parent = _parent(directory) if kind == 'run' else None
+    self.uri = _store_uri(config, directory, parent)
+    record = _read(os.path.join(directory, RECORD)) or {}
+    tags = {'task': config.task, 'dataset': config.dataset, 'host': socket.gethostname(),
+            'workdir': directory, 'kind': kind, **(tags or {})}
+    if parent and parent.get('uri') == self.uri:
+      tags['mlflow.parentRunId'] = parent['run_id']
+    request = {'uri': self.uri, 'directory': directory, 'kind': kind,
+               'experiment': config.mlflow_experiment, 'params': params(config),
+               'tags': tags, 'tags_only': tags_only,
+               'run_id': record.get('run_id') if record.get('uri') == self.uri else None,
+               'history': _history(directory, resume_step) if kind == 'run' else []}
+    self._process = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      'mlflow_worker.py')],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     self._queue = queue.Queue()
-    self._failed = False
-    self.run_id = None
-    self._last_steps = {}  # Per metric: the last step the run has.
-    self._opened = threading.Event()
-    self._thread = threading.Thread(target=self._work, name=f'mlflow-{kind}', daemon=True)
-    self._thread.start()
+    self._queue.put({'open': request})
+    self._writer = threading.Thread(target=self._write, name='mlflow-pipe', daemon=True)
+    self._writer.start()
     if wait:
-      self._opened.wait(END_WAIT_S)
+      ready, _, _ = select.select([self._process.stdout], [], [], END_WAIT_S)
+      if ready:
+        self._process.stdout.readline()
 
-  @property
-  def uri(self) -> str:
-    return self._uri
+  def _write(self) -> None:
+    """The queued messages into the worker's stdin, closed after the last."""
+    while True:
+      message = self._queue.get()
+      if message is None:
+        break
+      try:
+        self._process.stdin.write(json.dumps(message) + '\n')
+        self._process.stdin.flush()
+      except (BrokenPipeError, OSError, ValueError):
+        break  # The worker is gone; it said why.
+    try:
+      self._process.stdin.close()
+    except (BrokenPipeError, OSError):
+      pass
 
   def log_metrics(self, step: int, metrics: dict) -> None:
     """Queues {name: value} at `step`."""
     stamp = int(time.time() * 1000)
-    self._queue.put(('metrics', [(k, float(v), stamp, int(step)) for k, v in metrics.items()]))
+    self._queue.put({'metrics': [(k, float(v), stamp, int(step)) for k, v in metrics.items()]})
 
   def set_tags(self, tags: dict) -> None:
-    self._queue.put(('tags', {k: str(v) for k, v in tags.items()}))
+    self._queue.put({'tags': {k: str(v) for k, v in tags.items()}})
 
   def log_artifacts(self, paths: list) -> None:
-    """Queues files (and folders, as folders) of the run's directory to upload."""
-    self._queue.put(('artifacts', [p for p in paths if os.path.exists(p)]))
+    """Queues files (and folders, as folders) to upload."""
+    self._queue.put({'artifacts': [os.path.abspath(p) for p in paths]})
 
-  def end(self, status: str = 'FINISHED') -> None:
-    """Sends what is queued, ends the run with `status` and waits for the thread."""
-    self._queue.put(('end', status))
-    self._thread.join(END_WAIT_S)
-    if self._thread.is_alive():
-      logging.warning('MLflow at %s: sending took over %d s; what is left is not sent.',
-                      self._uri, END_WAIT_S)
-
-  # In the thread.
-
-  def _work(self) -> None:
+  def end(self, status: str | None = 'FINISHED') -> None:
+    """Sends what is queued, ends the run with `status` (None: as it is), waits for it."""
+    if status:
+      self._queue.put({'end': status})
+    self._queue.put(None)
+    self._writer.join(END_WAIT_S)
     try:
-      client = _client(self._uri)
-      self._open(client)
-    except Exception as e:  # pylint: disable=broad-except
-      self._fail(e)
-    finally:
-      self._opened.set()
-    while True:
-      items = [self._queue.get()]
-      while not self._queue.empty():
-        items.append(self._queue.get_nowait())
-      if not self._failed:
-        try:
-          self._send(client, items)
-        except Exception as e:  # pylint: disable=broad-except
-          self._fail(e)
-      if items[-1][0] == 'end':
-        return
+      self._process.wait(END_WAIT_S)
+    except subprocess.TimeoutExpired:
+      self._process.kill()
+      self._process.wait()
+      logging.warning('MLflow at %s: sending took over %d s; what was left is not sent.',
+                      self.uri, END_WAIT_S)
+    self._process.stdout.close()
 
-  def _fail(self, error: BaseException) -> None:
-    self._failed = True
-    logging.warning('MLflow tracking at %s failed (%s); the %s goes on without it.',
-                    self._uri, _one_line(error), self._kind)
 
-  def _experiment_id(self, client) -> str:
-    found = client.get_experiment_by_name(self._experiment)
-    if found:
-      return found.experiment_id
-    location = None
-    if self._uri.startswith('sqlite:///'):  # Beside the store, not the current folder.
-      location = os.path.join(os.path.dirname(self._uri[len('sqlite:///'):]), ARTIFACTS)
-    try:
-      return client.create_experiment(self._experiment, artifact_location=location)
-    except Exception:  # pylint: disable=broad-except
-      found = client.get_experiment_by_name(self._experiment)  # Another run made it.
-      if not found:
-        raise
-      return found.experiment_id
-
-  def _open(self, client) -> None:
-    """Reopens the run `directory` records in this store, or creates it."""
-    path = os.path.join(self._directory, RECORD)
-    record = _read(path)
-    if record and record.get('uri') == self._uri:
-      from mlflow.exceptions import MlflowException  # pylint: disable=g-import-not-at-top
-      try:
-        run = client.get_run(record['run_id'])
-      except MlflowException:
-        run = None  # Deleted from the store: a new one.
-      if run is not None:
-        self.run_id = run.info.run_id
-        for key in run.data.metrics:
-          history = client.get_metric_history(self.run_id, key)
-          self._last_steps[key] = max(m.step for m in history)
-        client.update_run(self.run_id, status='RUNNING')
-        logging.info('MLflow: appending to run %s at %s.', self.run_id, self._uri)
-        self._send_history(client)
-        return
-    tags = dict(self._tags)
-    if self._parent and self._parent.get('uri') == self._uri:
-      tags['mlflow.parentRunId'] = self._parent['run_id']
-    run = client.create_run(self._experiment_id(client), tags=tags,
-                            run_name=os.path.basename(self._directory))
-    self.run_id = run.info.run_id
-    self._log_batch(client, params=list(self._params.items()))
-    workdir_lib.write_json(path, {'uri': self._uri, 'run_id': self.run_id,
-                                  'experiment_id': run.info.experiment_id,
-                                  'kind': self._kind})
-    logging.info('MLflow: run %s at %s.', self.run_id, self._uri)
-    self._send_history(client)
-
-  def _send_history(self, client) -> None:
-    """What metrics.jsonl holds up to the resume step and the MLflow run lacks."""
-    if self._kind != 'run' or not self._resume_step:
-      return
-    items = [('metrics', [(f'{r["split"]}_{k}', float(v), int(r.get('time', 0) * 1000),
-                           r['step']) for k, v in r['metrics'].items()])
-             for r in workdir_lib.read_records(os.path.join(self._directory,
-                                                            workdir_lib.METRICS))
-             if isinstance(r.get('step'), int) and r['step'] <= self._resume_step
-             and isinstance(r.get('metrics'), dict)]
-    self._send(client, items)
-
-  def _log_batch(self, client, metrics=(), params=(), tags=()) -> None:
-    from mlflow.entities import Metric, Param, RunTag  # pylint: disable=g-import-not-at-top
-    metrics = [Metric(*m) for m in metrics]
-    params = [Param(k, v) for k, v in params]
-    tags = [RunTag(k, v) for k, v in tags]
-    for start in range(0, len(metrics), BATCH):
-      client.log_batch(self.run_id, metrics=metrics[start:start + BATCH])
-    for start in range(0, len(params), 100):  # MLflow's limit for params and tags.
-      client.log_batch(self.run_id, params=params[start:start + 100])
-    for start in range(0, len(tags), 100):
-      client.log_batch(self.run_id, tags=tags[start:start + 100])
-
-  def _send(self, client, items: list) -> None:
-    metrics, tags = [], {}
-    for kind, payload in items:
-      if kind == 'metrics':
-        for key, value, stamp, step in payload:
-          if step > self._last_steps.get(key, -1):  # Once per step, a resume's too.
-            self._last_steps[key] = step
-            metrics.append((key, value, stamp, step))
-      elif kind == 'tags':
-        tags.update(payload)
-    if metrics or tags:
-      self._log_batch(client, metrics=metrics, tags=list(tags.items()))
-    for kind, payload in items:
-      if kind == 'artifacts':
-        for path in payload:
-          if os.path.isdir(path):
-            client.log_artifacts(self.run_id, path, os.path.basename(path))
-          else:
-            client.log_artifact(self.run_id, path)
-      elif kind == 'end':
-        client.set_terminated(self.run_id, payload)
+def _history(directory: str, resume_step: int) -> list:
+  """metrics.jsonl's metrics up to `resume_step`, as the worker sends them."""
+  if not resume_step:
+    return []
+  return [(f'{r["split"]}_{k}', float(v), int(r.get('time', 0) * 1000), r['step'])
+          for r in workdir_lib.read_records(os.path.join(directory, workdir_lib.METRICS))
+          if isinstance(r.get('step'), int) and r['step'] <= resume_step
+          and isinstance(r.get('metrics'), dict) for k, v in r['metrics'].items()]
 
 
 def open_run(config, workdir: str, resume_step: int = 0, config_changes: dict | None = None):
@@ -335,7 +227,7 @@ def open_run(config, workdir: str, resume_step: int = 0, config_changes: dict | 
 
 
 def open_parent(config, directory: str, kind: str, tags: dict | None = None):
-  """A sweep's or search's parent run (opened before returning), or None."""
+  """A sweep's or search's parent run (open when this returns), or None."""
   if 'mlflow' not in names(config):
     return None
   return MlflowRun(config, directory, kind, tags, wait=True)
@@ -343,13 +235,8 @@ def open_parent(config, directory: str, kind: str, tags: dict | None = None):
 
 def tag_run(config, workdir: str, tags: dict) -> None:
   """Sets `tags` on the MLflow run `workdir` records, once it ended; no-op without one."""
-  record = _read(os.path.join(workdir, RECORD))
-  if 'mlflow' not in names(config) or not record:
+  if 'mlflow' not in names(config) or not _read(os.path.join(workdir, RECORD)):
     return
-  try:
-    client = _client(record['uri'])
-    for key, value in tags.items():
-      client.set_tag(record['run_id'], key, str(value))
-  except Exception as e:  # pylint: disable=broad-except
-    logging.warning('MLflow tracking at %s failed (%s); tags %s not set.', record['uri'],
-                    _one_line(e), sorted(tags))
+  run = MlflowRun(config, workdir, tags_only=True)
+  run.set_tags(tags)
+  run.end(None)

@@ -1,0 +1,205 @@
+"""The process that talks to MLflow for a run (trainkit/tracking.py starts it).
+
+  python trainkit/mlflow_worker.py   # JSON lines on stdin; nothing of the project imported
+
+MLflow's import and a new SQLite store's schema take seconds of CPU, and its
+client holds Python's lock while it works: in a thread of the training process
+they would slow the epochs they overlap. Here they run in a process of their
+own at the lowest CPU priority, which takes what the training leaves.
+
+stdin, one JSON object per line:
+  {"open": {uri, directory, kind, experiment, params, tags, run_id, history}}
+      first; `run_id` is the run to append to (or null for a new one), and
+      `history` the metrics the workdir logged before (sent for the steps
+      the MLflow run lacks); with "tags_only", the run is only tagged;
+  {"metrics": [[name, value, milliseconds, step], ...]}, {"tags": {...}},
+  {"artifacts": [path, ...]}, {"end": "FINISHED" | "FAILED" | "KILLED"}.
+stdout: one line once the run is open, {"run_id": ...} or {"failed": ...}.
+Input that ends without "end" (the trainer killed) leaves the run RUNNING, for
+its resume to append to. A failure is one warning line on stderr, then what
+follows is read and dropped.
+"""
+
+import json
+import os
+import queue
+import sys
+import threading
+
+RECORD = 'mlflow.json'  # Also trainkit/tracking.py's.
+ARTIFACTS = 'mlartifacts'  # A SQLite store's artifacts, beside it.
+# A server that does not answer: each request gives up after this many
+# seconds and one retry (MLflow's defaults wait minutes).
+REQUEST_TIMEOUT_S, REQUEST_RETRIES = 3, 1
+BATCH, SMALL_BATCH = 1000, 100  # MLflow's limits: metrics; params or tags per request.
+
+
+def _client(uri: str):
+  """MLflow's client for `uri`, quiet, with requests that give up within seconds."""
+  os.environ.setdefault('MLFLOW_HTTP_REQUEST_TIMEOUT', str(REQUEST_TIMEOUT_S))
+  os.environ.setdefault('MLFLOW_HTTP_REQUEST_MAX_RETRIES', str(REQUEST_RETRIES))
+  os.environ.setdefault('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR', '1')
+  os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
+  import logging  # pylint: disable=g-import-not-at-top
+  from mlflow.tracking import MlflowClient  # pylint: disable=g-import-not-at-top
+  # A new SQLite store narrates its schema's creation at INFO (MLflow sets its
+  # logger's level when imported), urllib3 each retry: a failure is one line.
+  for name, level in (('mlflow', logging.WARNING), ('alembic', logging.WARNING),
+                      ('urllib3.connectionpool', logging.ERROR)):
+    logging.getLogger(name).setLevel(level)
+  return MlflowClient(uri)
+
+
+def _one_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0][:200]}' if text else type(error).__name__
+
+
+def _write_json(path: str, obj) -> None:
+  """Whole or not at all: a temporary file renamed into place."""
+  with open(path + '.tmp', 'w') as f:
+    json.dump(obj, f, indent=2)
+    f.write('\n')
+  os.replace(path + '.tmp', path)
+
+
+class Worker:
+  """One MLflow run: opens it, then sends what the trainer logs, in batches."""
+
+  def __init__(self, request: dict):
+    self.request = request
+    self.client = None
+    self.run_id = None
+    self.failed = False
+    self.last_steps = {}  # Per metric: the last step the run has.
+
+  def fail(self, error: BaseException) -> None:
+    self.failed = True
+    print(f'warning: MLflow tracking at {self.request["uri"]} failed ({_one_line(error)}); '
+          f'the {self.request["kind"]} goes on without it.', file=sys.stderr, flush=True)
+
+  def _experiment_id(self) -> str:
+    name, uri = self.request['experiment'], self.request['uri']
+    found = self.client.get_experiment_by_name(name)
+    if found:
+      return found.experiment_id
+    location = None
+    if uri.startswith('sqlite:///'):  # Beside the store, not in the current folder.
+      location = os.path.join(os.path.dirname(uri[len('sqlite:///'):]), ARTIFACTS)
+    try:
+      return self.client.create_experiment(name, artifact_location=location)
+    except Exception:  # pylint: disable=broad-except
+      found = self.client.get_experiment_by_name(name)  # Another run made it meanwhile.
+      if not found:
+        raise
+      return found.experiment_id
+
+  def open(self) -> None:
+    """Reopens the run the directory records, or creates it; sends the history."""
+    from mlflow.exceptions import MlflowException  # pylint: disable=g-import-not-at-top
+    request = self.request
+    self.client = _client(request['uri'])
+    run = None
+    if request.get('run_id'):
+      try:
+        run = self.client.get_run(request['run_id'])
+      except MlflowException:
+        run = None  # Deleted from the store: a new one.
+    if run is not None:
+      self.run_id = run.info.run_id
+      for key in run.data.metrics:
+        history = self.client.get_metric_history(self.run_id, key)
+        self.last_steps[key] = max(m.step for m in history)
+      if request.get('tags_only'):  # Tags on a run that ended: left as it is.
+        return
+      self.client.update_run(self.run_id, status='RUNNING')
+      print(f'MLflow: appending to run {self.run_id} at {request["uri"]}.', file=sys.stderr,
+            flush=True)
+    else:
+      run = self.client.create_run(self._experiment_id(), tags=request['tags'],
+                                   run_name=os.path.basename(request['directory']))
+      self.run_id = run.info.run_id
+      self.log_batch(params=list(request['params'].items()))
+      _write_json(os.path.join(request['directory'], RECORD), {
+          'uri': request['uri'], 'run_id': self.run_id,
+          'experiment_id': run.info.experiment_id, 'kind': request['kind']})
+      print(f'MLflow: run {self.run_id} at {request["uri"]}.', file=sys.stderr, flush=True)
+    self.send([{'metrics': request.get('history', [])}])
+
+  def log_batch(self, metrics=(), params=(), tags=()) -> None:
+    from mlflow.entities import Metric, Param, RunTag  # pylint: disable=g-import-not-at-top
+    metrics = [Metric(*m) for m in metrics]
+    params = [Param(k, v) for k, v in params]
+    tags = [RunTag(k, v) for k, v in tags]
+    for start in range(0, len(metrics), BATCH):
+      self.client.log_batch(self.run_id, metrics=metrics[start:start + BATCH])
+    for start in range(0, len(params), SMALL_BATCH):
+      self.client.log_batch(self.run_id, params=params[start:start + SMALL_BATCH])
+    for start in range(0, len(tags), SMALL_BATCH):
+      self.client.log_batch(self.run_id, tags=tags[start:start + SMALL_BATCH])
+
+  def send(self, messages: list) -> None:
+    """Sends `messages` (in order: metrics and tags in one batch, then files, then the end)."""
+    metrics, tags = [], {}
+    for message in messages:
+      for key, value, stamp, step in message.get('metrics', ()):
+        if step > self.last_steps.get(key, -1):  # Once per step, a resume's too.
+          self.last_steps[key] = step
+          metrics.append((key, value, stamp, step))
+      tags.update(message.get('tags', {}))
+    if metrics or tags:
+      self.log_batch(metrics=metrics, tags=list(tags.items()))
+    for message in messages:
+      for path in message.get('artifacts', ()):
+        if os.path.isdir(path):
+          self.client.log_artifacts(self.run_id, path, os.path.basename(path))
+        elif os.path.exists(path):
+          self.client.log_artifact(self.run_id, path)
+      if 'end' in message:
+        self.client.set_terminated(self.run_id, message['end'])
+
+
+def _read(lines: queue.Queue) -> None:
+  """The messages on stdin into `lines`; None at its end."""
+  for line in sys.stdin:
+    try:
+      lines.put(json.loads(line))
+    except ValueError:
+      continue  # A line cut short by a killed trainer.
+  lines.put(None)
+
+
+def main() -> None:
+  """Opens the run, then sends each batch of what arrives until the end."""
+  try:
+    os.nice(19)
+  except (AttributeError, OSError):
+    pass
+  messages = queue.Queue()
+  threading.Thread(target=_read, args=(messages,), daemon=True).start()
+  first = messages.get()
+  if not first or 'open' not in first:
+    return
+  worker = Worker(first['open'])
+  try:
+    worker.open()
+    print(json.dumps({'run_id': worker.run_id}), flush=True)
+  except Exception as e:  # pylint: disable=broad-except
+    worker.fail(e)
+    print(json.dumps({'failed': _one_line(e)}), flush=True)
+  while True:
+    batch = [messages.get()]
+    while batch[-1] is not None and 'end' not in batch[-1] and not messages.empty():
+      batch.append(messages.get_nowait())
+    done = batch[-1] is None or 'end' in batch[-1]
+    if not worker.failed:
+      try:
+        worker.send([m for m in batch if m is not None])
+      except Exception as e:  # pylint: disable=broad-except
+        worker.fail(e)
+    if done:
+      return
+
+
+if __name__ == '__main__':
+  main()
