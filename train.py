@@ -36,6 +36,7 @@ from trainkit import preemption
 from trainkit import profiling
 from trainkit import progress as progress_lib
 from trainkit import runs as runs_lib
+from trainkit import tracking
 from trainkit import tasks
 from trainkit import training_statistics
 from trainkit import workdir as workdir_lib
@@ -478,15 +479,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_checks.check_workdir(workdir)
   warm_start.check(config, workdir)
   changes = config_history.check_resume(config, workdir, continue_with_changes)
-  with workdir_lock.hold(workdir):
-    data = data or input_pipeline.create_datasets(config)
-    config_checks.check_data(config, data)
-    spec = model_spec(config, data)
-    # Replicated on every device; every process builds the same values.
-    state = parallel.replicate(initial_state(config, spec, workdir), data.mesh)
-    run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream',
-                       config_changes=changes, epoch_hook=epoch_hook)
-    state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
+  # MLflow's import, in a process of its own, runs while the data loads.
+  tracker = tracking.start(config, workdir) if jax.process_index() == 0 else None
+  try:
+    with workdir_lock.hold(workdir):
+      data = data or input_pipeline.create_datasets(config)
+      config_checks.check_data(config, data)
+      spec = model_spec(config, data)
+      # Replicated on every device; every process builds the same values.
+      state = parallel.replicate(initial_state(config, spec, workdir), data.mesh)
+      run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream',
+                         config_changes=changes, epoch_hook=epoch_hook, tracker=tracker)
+      state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
+  finally:
+    if tracker:
+      tracker.end(None)  # Refused before the run opened it: nothing written.
   if run.diverged:
     raise run.diverged
   return state, summary

@@ -177,6 +177,10 @@ def main() -> None:
     pass
   messages = queue.Queue()
   threading.Thread(target=_read, args=(messages,), daemon=True).start()
+  try:  # Started before the run opens (while the trainer starts up): the import first.
+    import mlflow.tracking  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    pass  # Said when the run opens.
   first = messages.get()
   if not first or 'open' not in first:
     return

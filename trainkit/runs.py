@@ -53,7 +53,7 @@ class Run:
 
   def __init__(self, config, workdir: str, spec: workdir_lib.ModelSpec, state,
                streamed: bool = False, config_changes: dict | None = None,
-               epoch_hook=None):
+               epoch_hook=None, tracker=None):
     """Restores the latest checkpoint of `workdir` into `state`'s structure.
 
     `streamed`: the input is streamed, and its state is checkpointed too.
@@ -61,7 +61,8 @@ class Run:
     (config_history.check_resume); recorded when the logs open.
     `epoch_hook(epoch, metrics)`: called with each epoch's evaluation; a
     string it returns stops the run there, as early stopping does (a
-    search's pruner: trainkit/search.py).
+    search's pruner: trainkit/search.py). `tracker`: the workdir's MLflow run
+    if started already (tracking.start), else started with the logs.
     """
     self.config, self.workdir, self.spec = config, workdir, spec
     self._epoch_hook = epoch_hook
@@ -101,7 +102,8 @@ class Run:
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
     self._logger = None
-    self._tracker = None  # The MLflow run (trainkit/tracking.py), if tracked.
+    # The MLflow run (trainkit/tracking.py), if tracked: opened with the logs.
+    self._tracker = tracker
     self._is_writer = jax.process_index() == 0  # Of the files besides checkpoints.
     self._wall_before, self._start = self.meta['train_wall_s'], time.perf_counter()
 
@@ -156,9 +158,9 @@ class Run:
       # matplotlib takes most of a second to import: done while training runs.
       threading.Thread(target=importlib.import_module, args=('trainkit.plots',),
                        daemon=True).start()
-    if self._is_writer:
-      self._tracker = tracking.open_run(self.config, self.workdir, self.step,
-                                        self.config_changes)
+    if self._is_writer and tracking.names(self.config):
+      self._tracker = self._tracker or tracking.start(self.config, self.workdir)
+      self._tracker.open(self.step, self.config_changes)
     self._logger = metric_logging.MetricLogger(
         self.workdir, resume_step=self.step, log_scalars=log_scalars, tracker=self._tracker)
     self._logger.write_hparams(metric_logging.flat_hparams(self.config))

@@ -116,44 +116,57 @@ def params(config) -> dict:
 class MlflowRun:
   """One workdir's (or sweep's) MLflow run, sent by a process of its own.
 
-  That process (trainkit/mlflow_worker.py) imports MLflow, opens the run and
-  sends what the calls here hand it, at the lowest CPU priority; the calls
-  queue and return at once (a thread of this process writes to its pipe).
-  `end` waits for it at most END_WAIT_S.
+  That process (trainkit/mlflow_worker.py) starts importing MLflow when this
+  is made, opens the run on `open`, and sends what the calls here hand it, at
+  the lowest CPU priority; the calls queue and return at once (a thread of
+  this process writes to its pipe). `end` waits for it at most END_WAIT_S.
   """
 
-  def __init__(self, config, directory: str, kind: str = 'run', tags: dict | None = None,
-               wait: bool = False, resume_step: int = 0, tags_only: bool = False):
-    """Opens (or reopens) the MLflow run of `directory`.
+  def __init__(self, config, directory: str, kind: str = 'run', tags: dict | None = None):
+    """Starts the process for `directory`'s run; nothing is written until `open`.
 
     `kind`: 'run' (a workdir), 'sweep' or 'search' (a parent of runs).
-    `tags`: more tags for a new run. `wait`: return once the run is open
-    (a parent, whose id its members need). `resume_step`: the workdir's
-    metrics.jsonl up to this step (what its checkpoint covers) is sent for
-    what the MLflow run lacks: a run killed before its tracking sent them, or
-    one tracked from a resume on. `tags_only`: only tag the recorded run.
+    `tags`: more tags for a new run.
     """
-    directory = os.path.abspath(directory)
-    parent = _parent(directory) if kind == 'run' else None
-    self.uri = _store_uri(config, directory, parent)
-    record = _read(os.path.join(directory, RECORD)) or {}
-    tags = {'task': config.task, 'dataset': config.dataset, 'host': socket.gethostname(),
-            'workdir': directory, 'kind': kind, **(tags or {})}
-    if parent and parent.get('uri') == self.uri:
-      tags['mlflow.parentRunId'] = parent['run_id']
-    request = {'uri': self.uri, 'directory': directory, 'kind': kind,
-               'experiment': config.mlflow_experiment, 'params': params(config),
-               'tags': tags, 'tags_only': tags_only,
-               'run_id': record.get('run_id') if record.get('uri') == self.uri else None,
-               'history': _history(directory, resume_step) if kind == 'run' else []}
+    self._config, self._kind = config, kind
+    self._directory = os.path.abspath(directory)
+    self._parent = _parent(self._directory) if kind == 'run' else None
+    self.uri = _store_uri(config, self._directory, self._parent)
+    self._tags = {'task': config.task, 'dataset': config.dataset,
+                  'host': socket.gethostname(), 'workdir': self._directory, 'kind': kind,
+                  **(tags or {})}
+    if self._parent and self._parent.get('uri') == self.uri:
+      self._tags['mlflow.parentRunId'] = self._parent['run_id']
     self._process = subprocess.Popen(
         [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                       'mlflow_worker.py')],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     self._queue = queue.Queue()
-    self._queue.put({'open': request})
     self._writer = threading.Thread(target=self._write, name='mlflow-pipe', daemon=True)
     self._writer.start()
+    self._opened = self._ended = False
+
+  def open(self, resume_step: int = 0, config_changes: dict | None = None,
+           wait: bool = False, tags_only: bool = False) -> None:
+    """Opens (or reopens) the run the directory records, or a new one.
+
+    `resume_step`: the workdir's metrics.jsonl up to this step (what its
+    checkpoint covers) is sent for what the MLflow run lacks: a run killed
+    before its tracking sent them, or one tracked from a resume on.
+    `config_changes`: a resume's (a tag: params cannot change). `wait`:
+    return once the run is open (a parent, whose id its members need).
+    `tags_only`: only tag the recorded run, which stays as it is.
+    """
+    self._opened = True
+    record = _read(os.path.join(self._directory, RECORD)) or {}
+    self._queue.put({'open': {
+        'uri': self.uri, 'directory': self._directory, 'kind': self._kind,
+        'experiment': self._config.mlflow_experiment, 'params': params(self._config),
+        'tags': self._tags, 'tags_only': tags_only,
+        'run_id': record.get('run_id') if record.get('uri') == self.uri else None,
+        'history': _history(self._directory, resume_step) if self._kind == 'run' else []}})
+    if config_changes:
+      self.set_tags({'config_changes': json.dumps(config_changes)})
     if wait:
       ready, _, _ = select.select([self._process.stdout], [], [], END_WAIT_S)
       if ready:
@@ -188,7 +201,15 @@ class MlflowRun:
     self._queue.put({'artifacts': [os.path.abspath(p) for p in paths]})
 
   def end(self, status: str | None = 'FINISHED') -> None:
-    """Sends what is queued, ends the run with `status` (None: as it is), waits for it."""
+    """Sends what is queued, ends the run with `status` (None: as it is), waits for it.
+
+    Once; a run never opened ends with nothing written.
+    """
+    if self._ended:
+      return
+    self._ended = True
+    if not self._opened:  # Refused before it opened: nothing to send.
+      self._process.kill()
     if status:
       self._queue.put({'end': status})
     self._queue.put(None)
@@ -213,30 +234,29 @@ def _history(directory: str, resume_step: int) -> list:
           and isinstance(r.get('metrics'), dict) for k, v in r['metrics'].items()]
 
 
-def open_run(config, workdir: str, resume_step: int = 0, config_changes: dict | None = None):
-  """The workdir's MlflowRun if `config` tracks to MLflow, else None.
+def start(config, directory: str):
+  """The MlflowRun of a workdir, its process started, if `config` tracks to MLflow; else None.
 
-  `resume_step`: the step its checkpoint restored (0: a fresh run).
+  Made as early as a run can be (MLflow's import runs beside the trainer's
+  start-up); `open` when the workdir is locked and restored.
   """
-  if 'mlflow' not in names(config):
-    return None
-  run = MlflowRun(config, workdir, resume_step=resume_step)
-  if config_changes:  # Params cannot change; the resume's changes are a tag.
-    run.set_tags({'config_changes': json.dumps(config_changes)})
-  return run
+  return MlflowRun(config, directory) if 'mlflow' in names(config) else None
 
 
 def open_parent(config, directory: str, kind: str, tags: dict | None = None):
   """A sweep's or search's parent run (open when this returns), or None."""
   if 'mlflow' not in names(config):
     return None
-  return MlflowRun(config, directory, kind, tags, wait=True)
+  run = MlflowRun(config, directory, kind, tags)
+  run.open(wait=True)
+  return run
 
 
 def tag_run(config, workdir: str, tags: dict) -> None:
   """Sets `tags` on the MLflow run `workdir` records, once it ended; no-op without one."""
   if 'mlflow' not in names(config) or not _read(os.path.join(workdir, RECORD)):
     return
-  run = MlflowRun(config, workdir, tags_only=True)
+  run = MlflowRun(config, workdir)
+  run.open(tags_only=True)
   run.set_tags(tags)
   run.end(None)
