@@ -1,6 +1,6 @@
 """The process that talks to MLflow for a run (trainkit/tracking.py starts it).
 
-  python trainkit/mlflow_worker.py   # JSON lines on stdin; nothing of the project imported
+  python trainkit/mlflow_worker.py URI   # JSON lines on stdin; nothing of the project imported
 
 MLflow's import and a new SQLite store's schema take seconds of CPU, and its
 client holds Python's lock while it works: in a thread of the training process
@@ -23,7 +23,10 @@ follows is read and dropped.
 import json
 import os
 import queue
+import shutil
+import signal
 import sys
+import tempfile
 import threading
 
 RECORD = 'mlflow.json'  # Also trainkit/tracking.py's.
@@ -94,10 +97,16 @@ class Worker:
         raise
       return found.experiment_id
 
-  def open(self) -> None:
-    """Reopens the run the directory records, or creates it; sends the history."""
+  def open(self, fresh: str | None = None) -> None:
+    """Reopens the run the directory records, or creates it; sends the history.
+
+    `fresh`: a new SQLite store made at start-up, put in place if the run's
+    store is still to be made.
+    """
     from mlflow.exceptions import MlflowException  # pylint: disable=g-import-not-at-top
     request = self.request
+    if fresh:
+      _place(fresh, request['uri'])
     self.client = _client(request['uri'])
     run = None
     if request.get('run_id'):
@@ -159,6 +168,52 @@ class Worker:
         self.client.set_terminated(self.run_id, message['end'])
 
 
+def _sqlite_path(uri: str) -> str | None:
+  return uri[len('sqlite:///'):] if uri.startswith('sqlite:///') else None
+
+
+def _fresh_store(uri: str) -> str | None:
+  """A new, empty store made in a temporary folder, if `uri` is a SQLite file still to be made.
+
+  MLflow's making of a store's schema (its migrations, two seconds of CPU
+  here) happens while the trainer starts up rather than in its first epochs.
+  """
+  path = _sqlite_path(uri)
+  if not path or os.path.exists(path):
+    return None
+  _TEMPORARY.append(tempfile.mkdtemp(prefix='trainkit_mlflow_'))
+  made = os.path.join(_TEMPORARY[-1], 'mlflow.db')
+  _client('sqlite:///' + made)  # Makes the schema.
+  return made
+
+
+_TEMPORARY = []  # Folders to remove if the trainer ends this process (SIGTERM).
+
+
+def _terminated(*_) -> None:
+  for folder in _TEMPORARY:
+    shutil.rmtree(folder, ignore_errors=True)
+  os._exit(0)  # pylint: disable=protected-access
+
+
+def _place(fresh: str, uri: str) -> None:
+  """Puts the store `fresh` at `uri`'s path, unless a store is there by now (left as is)."""
+  path = _sqlite_path(uri)
+  try:
+    if path and not os.path.exists(path):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      staged = f'{path}.{os.getpid()}.tmp'
+      shutil.copyfile(fresh, staged)
+      try:
+        os.link(staged, path)  # Fails if another run made the store meanwhile.
+      except FileExistsError:
+        pass
+      finally:
+        os.remove(staged)
+  finally:
+    shutil.rmtree(os.path.dirname(fresh), ignore_errors=True)
+
+
 def _read(lines: queue.Queue) -> None:
   """The messages on stdin into `lines`; None at its end."""
   for line in sys.stdin:
@@ -175,18 +230,24 @@ def main() -> None:
     os.nice(19)
   except (AttributeError, OSError):
     pass
+  signal.signal(signal.SIGTERM, _terminated)
   messages = queue.Queue()
   threading.Thread(target=_read, args=(messages,), daemon=True).start()
-  try:  # Started before the run opens (while the trainer starts up): the import first.
-    import mlflow.tracking  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    pass  # Said when the run opens.
+  # Started before the run opens (while the trainer starts up): MLflow's
+  # import, and the store if it is to be made.
+  fresh = None
+  try:
+    fresh = _fresh_store(sys.argv[1]) if len(sys.argv) > 1 else None
+  except Exception:  # pylint: disable=broad-except
+    pass  # Made again, or said, when the run opens.
   first = messages.get()
   if not first or 'open' not in first:
+    if fresh:
+      shutil.rmtree(os.path.dirname(fresh), ignore_errors=True)
     return
   worker = Worker(first['open'])
   try:
-    worker.open()
+    worker.open(fresh)
     print(json.dumps({'run_id': worker.run_id}), flush=True)
   except Exception as e:  # pylint: disable=broad-except
     worker.fail(e)

@@ -139,7 +139,7 @@ class MlflowRun:
       self._tags['mlflow.parentRunId'] = self._parent['run_id']
     self._process = subprocess.Popen(
         [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                      'mlflow_worker.py')],
+                                      'mlflow_worker.py'), self.uri],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     self._queue = queue.Queue()
     self._writer = threading.Thread(target=self._write, name='mlflow-pipe', daemon=True)
@@ -209,7 +209,7 @@ class MlflowRun:
       return
     self._ended = True
     if not self._opened:  # Refused before it opened: nothing to send.
-      self._process.kill()
+      self._process.terminate()
     if status:
       self._queue.put({'end': status})
     self._queue.put(None)
