@@ -44,7 +44,8 @@ def mlflow_server(tmp_path_factory):
         [mlflow, 'server', '--backend-store-uri', f'sqlite:///{directory}/server.db',
          '--artifacts-destination', str(directory / 'artifacts'), '--host', '127.0.0.1',
          '--port', str(port), '--workers', '1'],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**ENV, 'MLFLOW_DISABLE_TELEMETRY': 'true'})
   uri = f'http://127.0.0.1:{port}'
   try:
     deadline = time.time() + 90

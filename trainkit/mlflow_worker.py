@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 
 RECORD = 'mlflow.json'  # Also trainkit/tracking.py's.
 ARTIFACTS = 'mlartifacts'  # A SQLite store's artifacts, beside it.
@@ -35,14 +36,23 @@ ARTIFACTS = 'mlartifacts'  # A SQLite store's artifacts, beside it.
 # seconds and one retry (MLflow's defaults wait minutes).
 REQUEST_TIMEOUT_S, REQUEST_RETRIES = 3, 1
 BATCH, SMALL_BATCH = 1000, 100  # MLflow's limits: metrics; params or tags per request.
+SEND_EVERY_S = 5.0  # What the trainer logs is sent this often (and at the end).
 
 
 def _client(uri: str):
   """MLflow's client for `uri`, quiet, with requests that give up within seconds."""
+  return _client_class()(uri)
+
+
+def _client_class():
+  """MLflow's client class, imported with this process's settings."""
   os.environ.setdefault('MLFLOW_HTTP_REQUEST_TIMEOUT', str(REQUEST_TIMEOUT_S))
   os.environ.setdefault('MLFLOW_HTTP_REQUEST_MAX_RETRIES', str(REQUEST_RETRIES))
   os.environ.setdefault('MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR', '1')
   os.environ.setdefault('MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT', 'true')
+  # No usage reports sent to MLflow's makers from a trainer's runs (a thread
+  # of requests, which fail on a machine with no network).
+  os.environ.setdefault('MLFLOW_DISABLE_TELEMETRY', 'true')
   import logging  # pylint: disable=g-import-not-at-top
   from mlflow.tracking import MlflowClient  # pylint: disable=g-import-not-at-top
   # A new SQLite store narrates its schema's creation at INFO (MLflow sets its
@@ -50,7 +60,7 @@ def _client(uri: str):
   for name, level in (('mlflow', logging.WARNING), ('alembic', logging.WARNING),
                       ('urllib3.connectionpool', logging.ERROR)):
     logging.getLogger(name).setLevel(level)
-  return MlflowClient(uri)
+  return MlflowClient
 
 
 def _one_line(error: BaseException) -> str:
@@ -237,6 +247,7 @@ def main() -> None:
   # import, and the store if it is to be made.
   fresh = None
   try:
+    _client_class()
     fresh = _fresh_store(sys.argv[1]) if len(sys.argv) > 1 else None
   except Exception:  # pylint: disable=broad-except
     pass  # Made again, or said, when the run opens.
@@ -253,9 +264,14 @@ def main() -> None:
     worker.fail(e)
     print(json.dumps({'failed': _one_line(e)}), flush=True)
   while True:
+    # One request per SEND_EVERY_S at most, with all that came meanwhile.
     batch = [messages.get()]
-    while batch[-1] is not None and 'end' not in batch[-1] and not messages.empty():
-      batch.append(messages.get_nowait())
+    due = time.monotonic() + SEND_EVERY_S
+    while batch[-1] is not None and 'end' not in batch[-1]:
+      try:
+        batch.append(messages.get(timeout=max(due - time.monotonic(), 0)))
+      except queue.Empty:
+        break
     done = batch[-1] is None or 'end' in batch[-1]
     if not worker.failed:
       try:
