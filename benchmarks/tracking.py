@@ -8,11 +8,11 @@ The README's MNIST command (config/default.py, device-resident data) is run
 so that a drift of this shared machine falls on both alike; each run is a
 fresh process with a fresh workdir, so every tracked run creates its default
 store (a SQLite file in the workdir). From each run's metrics.jsonl: the first
-epoch, epochs 2-3 (MLflow's start-up in its process, about 3.7 s of CPU at the
-lowest priority: its import and the new store's schema, overlaps the first
-epochs on 2 cores), and the steady epochs 4 and later (only the sends); and
-the whole command. Then one run against a server that takes connections and
-never answers: what it costs the whole command.
+epoch and epochs 2-3 (MLflow's start-up in its process, about 4 s of CPU: its
+import and the new store's schema, overlaps the first epoch on 2 cores), and
+the steady epochs 4 and later (only the sends); and the whole command. Then
+one run against a server that takes connections and never answers: what it
+costs the whole command.
 
 And the same run, alternated: one tracked run of `--alternated_epochs` whose
 MLflow process is stopped (SIGSTOP) in every odd epoch from epoch 5 and runs

@@ -4,8 +4,10 @@
 
 MLflow's import and a new SQLite store's schema take seconds of CPU, and its
 client holds Python's lock while it works: in a thread of the training process
-they would slow the epochs they overlap. Here they run in a process of their
-own at the lowest CPU priority, which takes what the training leaves.
+they would slow every epoch they overlap. Here they run in a process of their
+own, started while the trainer starts up. (At the lowest CPU priority its
+start-up dragged on into the epochs, slowing them more, and a busy machine
+could starve it: it runs at the trainer's.)
 
 stdin, one JSON object per line:
   {"open": {uri, directory, kind, experiment, params, tags, run_id, history}}
@@ -236,10 +238,6 @@ def _read(lines: queue.Queue) -> None:
 
 def main() -> None:
   """Opens the run, then sends each batch of what arrives until the end."""
-  try:
-    os.nice(19)
-  except (AttributeError, OSError):
-    pass
   signal.signal(signal.SIGTERM, _terminated)
   messages = queue.Queue()
   threading.Thread(target=_read, args=(messages,), daemon=True).start()

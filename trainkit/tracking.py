@@ -17,8 +17,9 @@ name the task, dataset, host and workdir.
   each member or trial is nested under it (`mlflow.parentRunId`), a trial
   tagged with its Optuna state (COMPLETE, PRUNED, FAIL).
 - **Never the training's cost.** Everything MLflow does, its import
-  included, happens in a process of the run's own at the lowest CPU priority
-  (trainkit/mlflow_worker.py), which sends what the loop logged in batches.
+  included, happens in a process of the run's own (trainkit/mlflow_worker.py),
+  started while the trainer starts up, which sends what the loop logged in
+  batches.
   A store that fails or does not answer costs one warning line and is not
   tried again for that run; the end of a run waits for the process a
   bounded time.
@@ -117,9 +118,9 @@ class MlflowRun:
   """One workdir's (or sweep's) MLflow run, sent by a process of its own.
 
   That process (trainkit/mlflow_worker.py) starts importing MLflow when this
-  is made, opens the run on `open`, and sends what the calls here hand it, at
-  the lowest CPU priority; the calls queue and return at once (a thread of
-  this process writes to its pipe). `end` waits for it at most END_WAIT_S.
+  is made, opens the run on `open`, and sends what the calls here hand it;
+  the calls queue and return at once (a thread of this process writes to its
+  pipe). `end` waits for it at most END_WAIT_S.
   """
 
   def __init__(self, config, directory: str, kind: str = 'run', tags: dict | None = None):
