@@ -296,3 +296,11 @@ def test_predict_and_export_use_the_parameter_average(tmp_path):
     for n in (1, 37):
       np.testing.assert_allclose(got[f'b{n}_scores'], expected[np.arange(n) % 2],
                                  rtol=1e-5, atol=1e-6, err_msg=kind)
+
+
+def test_onnx_export_refuses_a_bfloat16_model_before_any_work(tmp_path):
+  """It converts, but onnxruntime cannot run it: one line, naming the field."""
+  with pytest.raises(cli.INPUT_ERRORS,
+                     match="--format=onnx: dtype='bfloat16' is not exported to ONNX"):
+    onnx_export.export(tiny_config(dtype='bfloat16'), str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
