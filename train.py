@@ -492,8 +492,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          config_changes=changes, epoch_hook=epoch_hook, tracker=tracker)
       state, (summary,) = train_loop([run], MeshSteps(data.mesh), data)
   finally:
-    if tracker:
-      tracker.end(None)  # Refused before the run opened it: nothing written.
+    if tracker:  # Ended already, unless refused before it opened or failed after.
+      tracker.end('FAILED' if sys.exc_info()[1] else None)
   if run.diverged:
     raise run.diverged
   return state, summary

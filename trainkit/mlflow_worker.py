@@ -13,8 +13,9 @@ stdin, one JSON object per line:
   {"open": {uri, directory, kind, experiment, params, tags, run_id, history}}
       first; `run_id` is the run to append to (or null for a new one), and
       `history` the metrics the workdir logged before (sent for the steps
-      the MLflow run lacks); with "tags_only", the run is only tagged;
+      the MLflow run lacks);
   {"metrics": [[name, value, milliseconds, step], ...]}, {"tags": {...}},
+  {"member_tags": {"run_id", "tags"}} (another run of the store: a member's),
   {"artifacts": [path, ...]}, {"end": "FINISHED" | "FAILED" | "KILLED"}.
 stdout: one line once the run is open, {"run_id": ...} or {"failed": ...}.
 Input that ends without "end" (the trainer killed) leaves the run RUNNING, for
@@ -131,8 +132,6 @@ class Worker:
       for key in run.data.metrics:
         history = self.client.get_metric_history(self.run_id, key)
         self.last_steps[key] = max(m.step for m in history)
-      if request.get('tags_only'):  # Tags on a run that ended: left as it is.
-        return
       self.client.update_run(self.run_id, status='RUNNING')
       print(f'MLflow: appending to run {self.run_id} at {request["uri"]}.', file=sys.stderr,
             flush=True)
@@ -171,6 +170,10 @@ class Worker:
     if metrics or tags:
       self.log_batch(metrics=metrics, tags=list(tags.items()))
     for message in messages:
+      member = message.get('member_tags')
+      if member:
+        for key, value in member['tags'].items():
+          self.client.set_tag(member['run_id'], key, value)
       for path in message.get('artifacts', ()):
         if os.path.isdir(path):
           self.client.log_artifacts(self.run_id, path, os.path.basename(path))

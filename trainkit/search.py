@@ -274,7 +274,7 @@ def trial_name(frozen) -> str:
   return f'trial_{frozen.number if number is None else number:04d}'
 
 
-def _run_trial(study, storage, trial, search, base, directory, datasets):
+def _run_trial(study, storage, trial, search, base, directory, datasets, parent=None):
   """Trains one trial in its workdir and tells the study how it ended."""
   frozen = storage.get_trial(optuna_internals.trial_id(trial))
   name = trial_name(frozen)
@@ -307,7 +307,7 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     logging.warning('Trial %d diverged: %s', trial.number, e)
     trial.set_user_attr('status', 'diverged')
     study.tell(trial, state=TrialState.FAIL)
-    _tag_trial(config, workdir, storage, trial)
+    _tag_trial(parent, workdir, storage, trial)
     return
   except preemption.Interrupted:
     # Checkpointed; queued again at once for the next worker to resume.
@@ -325,14 +325,15 @@ def _run_trial(study, storage, trial, search, base, directory, datasets):
     study.tell(trial, state=TrialState.PRUNED)
   else:  # Its objective: its best checkpoint's (the best epoch of those saved).
     study.tell(trial, sweeps.objective(summary, search.metric))
-  _tag_trial(config, workdir, storage, trial)
+  _tag_trial(parent, workdir, storage, trial)
 
 
-def _tag_trial(config, workdir: str, storage, trial) -> None:
-  """The trial's number and Optuna state on its MLflow run, if tracked."""
-  frozen = storage.get_trial(optuna_internals.trial_id(trial))
-  tracking.tag_run(config, workdir, {'trial_number': trial.number,
-                                     'trial_state': frozen.state.name})
+def _tag_trial(parent, workdir: str, storage, trial) -> None:
+  """The trial's number and Optuna state on its MLflow run, by the search's (if tracked)."""
+  if parent:
+    frozen = storage.get_trial(optuna_internals.trial_id(trial))
+    parent.tag_member(workdir, {'trial_number': trial.number,
+                                'trial_state': frozen.state.name})
 
 
 def run_worker(study: optuna.Study, storage, search, base, directory: str,
@@ -346,7 +347,7 @@ def run_worker(study: optuna.Study, storage, search, base, directory: str,
       'study': study.study_name, 'metric': search.metric,
       'direction': study.direction.name.lower()})
   try:
-    ran = _work_on_trials(study, storage, search, base, directory, poll_s)
+    ran = _work_on_trials(study, storage, search, base, directory, poll_s, parent)
   except BaseException as e:
     if parent:
       parent.end('KILLED' if isinstance(e, preemption.Interrupted) else 'FAILED')
@@ -356,7 +357,8 @@ def run_worker(study: optuna.Study, storage, search, base, directory: str,
   return ran
 
 
-def _work_on_trials(study, storage, search, base, directory: str, poll_s: float) -> int:
+def _work_on_trials(study, storage, search, base, directory: str, poll_s: float,
+                    parent) -> int:
   """run_worker's loop."""
   datasets, ran = {}, 0
   while True:
@@ -364,7 +366,7 @@ def _work_on_trials(study, storage, search, base, directory: str, poll_s: float)
       optuna.storages.fail_stale_trials(study)
     trial = _take(study, storage)
     if trial is not None:
-      _run_trial(study, storage, trial, search, base, directory, datasets)
+      _run_trial(study, storage, trial, search, base, directory, datasets, parent)
       ran += 1
       continue
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -148,7 +148,7 @@ class MlflowRun:
     self._opened = self._ended = False
 
   def open(self, resume_step: int = 0, config_changes: dict | None = None,
-           wait: bool = False, tags_only: bool = False) -> None:
+           wait: bool = False) -> None:
     """Opens (or reopens) the run the directory records, or a new one.
 
     `resume_step`: the workdir's metrics.jsonl up to this step (what its
@@ -156,14 +156,13 @@ class MlflowRun:
     before its tracking sent them, or one tracked from a resume on.
     `config_changes`: a resume's (a tag: params cannot change). `wait`:
     return once the run is open (a parent, whose id its members need).
-    `tags_only`: only tag the recorded run, which stays as it is.
     """
     self._opened = True
     record = _read(os.path.join(self._directory, RECORD)) or {}
     self._queue.put({'open': {
         'uri': self.uri, 'directory': self._directory, 'kind': self._kind,
         'experiment': self._config.mlflow_experiment, 'params': params(self._config),
-        'tags': self._tags, 'tags_only': tags_only,
+        'tags': self._tags,
         'run_id': record.get('run_id') if record.get('uri') == self.uri else None,
         'history': _history(self._directory, resume_step) if self._kind == 'run' else []}})
     if config_changes:
@@ -196,6 +195,17 @@ class MlflowRun:
 
   def set_tags(self, tags: dict) -> None:
     self._queue.put({'tags': {k: str(v) for k, v in tags.items()}})
+
+  def tag_member(self, workdir: str, tags: dict) -> None:
+    """Queues `tags` for the run of `workdir` (a member's, in this run's store), once it ended.
+
+    Sent by this run's process: a member's tags after its end need no
+    process (and no import of MLflow) of their own.
+    """
+    record = _read(os.path.join(workdir, RECORD))
+    if record and record.get('uri') == self.uri:
+      self._queue.put({'member_tags': {'run_id': record['run_id'],
+                                       'tags': {k: str(v) for k, v in tags.items()}}})
 
   def log_artifacts(self, paths: list) -> None:
     """Queues files (and folders, as folders) to upload."""
@@ -251,13 +261,3 @@ def open_parent(config, directory: str, kind: str, tags: dict | None = None):
   run = MlflowRun(config, directory, kind, tags)
   run.open(wait=True)
   return run
-
-
-def tag_run(config, workdir: str, tags: dict) -> None:
-  """Sets `tags` on the MLflow run `workdir` records, once it ended; no-op without one."""
-  if 'mlflow' not in names(config) or not _read(os.path.join(workdir, RECORD)):
-    return
-  run = MlflowRun(config, workdir)
-  run.open(tags_only=True)
-  run.set_tags(tags)
-  run.end(None)
