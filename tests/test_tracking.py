@@ -113,6 +113,9 @@ def test_a_killed_run_and_a_search_read_back_through_mlflow(request, tmp_path, s
                            timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'MLflow: appending to run' in resumed.stderr
+  store = uri or f'sqlite:///{workdir}/mlflow.db'  # Where the closing lines point.
+  assert (f'  MLflow         mlflow ui --backend-store-uri {store}' if not uri
+          else f'  MLflow         {uri}') in resumed.stderr
   assert 'MLflow tracking at' not in resumed.stderr  # No failure warned of.
   record = json.loads((workdir / 'mlflow.json').read_text())
   assert record['uri'] == (uri or f'sqlite:///{workdir}/mlflow.db')

@@ -186,10 +186,12 @@ def figures(summary: dict, prefix: str, metrics, percent_only_first: bool = Fals
 
 
 def run_summary(summary: dict, workdir: str, best_step: int | None,
-                plots: bool = True, metrics=('accuracy', 'loss')) -> str:
+                plots: bool = True, metrics=('accuracy', 'loss'),
+                mlflow_uri: str | None = None) -> str:
   """The closing lines of a run: results, speed and where things were written.
 
   `metrics`: the task's metric names (trainkit/tasks), in the order shown.
+  `mlflow_uri`: the run's MLflow store, if tracked (trainkit/tracking.py).
   """
   workdir = os.path.abspath(workdir)
   best = (f'; best by {summary["best_metric"]} at step {best_step}: '
@@ -212,6 +214,9 @@ def run_summary(summary: dict, workdir: str, best_step: int | None,
       f'  metrics        {os.path.join(workdir, "metrics.jsonl")}, summary.json',
       f'  TensorBoard    tensorboard --logdir {workdir}',
   ]
+  if mlflow_uri:
+    lines.append(f'  MLflow         mlflow ui --backend-store-uri {mlflow_uri}'
+                 if mlflow_uri.startswith('sqlite:') else f'  MLflow         {mlflow_uri}')
   if summary.get('skipped_steps'):
     lines.insert(2, f'  skipped        {summary["skipped_steps"]} non-finite steps')
   return '\n'.join(lines)

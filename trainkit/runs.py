@@ -325,7 +325,8 @@ class Run:
     if self._tracker:
       self._track_summary(summary, step)
     logging.info('%s', progress.run_summary(summary, self.workdir, self.best_step,
-                                            self.config.plots, self.metrics))
+                                            self.config.plots, self.metrics,
+                                            self._tracker and self._tracker.uri))
     return summary
 
   def _track_summary(self, summary: dict, step: int) -> None:
