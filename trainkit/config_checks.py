@@ -93,8 +93,8 @@ def validate(config) -> None:
   for name in tracking.names(config):
     _require(name in tracking.TRACKERS, 'trackers', config.trackers,
              f"{name!r} is not a tracker (there are: '', {', '.join(tracking.TRACKERS)})")
-  _require(tracking.uri_problem(config.mlflow_uri) is None, 'mlflow_uri', config.mlflow_uri,
-           tracking.uri_problem(config.mlflow_uri))
+  problem = tracking.uri_problem(config.mlflow_uri)
+  _require(problem is None, 'mlflow_uri', config.mlflow_uri, problem)
   _require(isinstance(config.mlflow_experiment, str) and config.mlflow_experiment.strip(),
            'mlflow_experiment', config.mlflow_experiment, 'must name an experiment')
   profile = tuple(config.profile_steps)

@@ -58,7 +58,7 @@ def uri_problem(uri: str) -> str | None:
   if not isinstance(uri, str):
     return 'must be a string'
   scheme = urllib.parse.urlparse(uri).scheme
-  if not uri or not scheme or (len(scheme) == 1 and os.name == 'nt'):
+  if not uri or not scheme:
     return None  # '' (the workdir's store) or a path (a SQLite file there).
   base = scheme.split('+')[0]  # postgresql+psycopg2 and the like.
   if base == 'file':
