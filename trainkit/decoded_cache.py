@@ -2,8 +2,10 @@
 
 Decoding a split example by example (PNG, in TFDS) costs seconds on every
 command; the decoded arrays cost one read. A split is decoded once per machine
-into `CACHE_DIR/decoded/<dataset>-<version>-<split>-<key>/`, where the key is a
-hash of the prepared dataset's metadata (`dataset_info.json`) and of the name,
+(or not at all: the run that prepares it from source files has its arrays,
+trainkit/offline_data.py) and kept in
+`CACHE_DIR/decoded/<dataset>-<version>-<split>-<key>/`, where the key is a hash
+of the prepared dataset's metadata (`dataset_info.json`) and of the name,
 size and modification time of every file of the split: a dataset prepared
 again, or changed in any way TFDS or the file system records, gets a new key,
 so a stale copy is never read. Copies are written to a temporary folder and
@@ -111,7 +113,7 @@ def load(builder, split: str, cache_dir: str, decode) -> dict:
   arrays = _read(folder, key)
   if arrays is not None:
     return arrays
-  logging.info('Decoding %s %s once into %s.', builder.name, split, folder)
+  logging.info('Caching %s %s, decoded, in %s.', builder.name, split, folder)
   arrays = decode()
   _write(folder, key, arrays)
   return arrays

@@ -8,18 +8,30 @@ label range), so a re-compressed or recovered copy is accepted. The examples are
 written into the TFDS data dir under the dataset's own name and version, so the
 rest of the program reads them through the ordinary `tfds.builder` path. They
 are written as ArrayRecord, which is read by index without TensorFlow
-(trainkit/sources/tfds_source.py); only this preparation imports TensorFlow.
+(trainkit/sources/tfds_source.py).
+
+Nothing here imports TensorFlow for these datasets either: the images are
+handed to TFDS already encoded as PNG (by OpenCV, a thread per core, while
+TFDS's writer serialises), where TFDS would encode them one by one through
+TensorFlow. And the arrays are at hand: `prepare` returns them in the order
+TFDS wrote the examples, so the run that prepares never decodes what it just
+encoded (trainkit/decoded_cache.py keeps them for later runs).
 """
 
+import collections
+from concurrent import futures
 import contextlib
 import fcntl
+import glob
 import gzip
 import os
+import shutil
 import struct
 
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
+from tensorflow_datasets.proto import tf_example_pb2
 
 from trainkit import host_tensorflow
 from trainkit.sources import base
@@ -127,12 +139,55 @@ def validate_manual_dir(dataset, manual_dir, payload: bool = True):
         _check_split_headers(manual_dir, split)
 
 
-def _idx_builder_cls(dataset):
-  """A builder that writes `dataset` under its registered name, from IDX files."""
-  base = tfds.builder_cls(dataset)
+# Images encoded per task of the encoding threads.
+_ENCODE_CHUNK = 1024
 
-  class IdxBuilder(base, skip_registration=True):
-    name = base.name
+
+def _png(images) -> list:
+  """PNG bytes of each image ([n, h, w, 1] uint8), losslessly."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  out = []
+  for image in images:
+    ok, encoded = cv2.imencode('.png', image)
+    if not ok:
+      raise base.DataError(f'OpenCV could not encode an image of shape {image.shape} as PNG')
+    out.append(encoded.tobytes())
+  return out
+
+
+def encode_pngs(images):
+  """Yields the PNG bytes of each of `images`, in order, encoded ahead on every core.
+
+  OpenCV lets go of the GIL while it encodes, so the threads run beside the
+  consumer (TFDS's writer, which holds it).
+  """
+  with futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    chunks = [pool.submit(_png, images[lo:lo + _ENCODE_CHUNK])
+              for lo in range(0, len(images), _ENCODE_CHUNK)]
+    try:
+      for chunk in chunks:
+        yield from chunk.result()
+    finally:  # An abandoned generator encodes no further.
+      for chunk in chunks:
+        chunk.cancel()
+
+
+def _idx_builder_cls(dataset):
+  """A builder that writes `dataset` under its registered name, from IDX files.
+
+  `sources` maps each split to its validated (images, labels); the PNG bytes
+  each image was written with are kept in `encoded`, to find the examples
+  again in what TFDS wrote (`in_prepared_order`).
+  """
+  base_cls = tfds.builder_cls(dataset)
+
+  class IdxBuilder(base_cls, skip_registration=True):
+    name = base_cls.name
+
+    def __init__(self, sources, **kwargs):
+      super().__init__(**kwargs)
+      self.sources = sources
+      self.encoded = {}
 
     def _split_generators(self, dl_manager):
       return [
@@ -142,11 +197,48 @@ def _idx_builder_cls(dataset):
       ]
 
     def _generate_examples(self, split):
-      images, labels = load_idx_split(self._manual_dir, split)
-      for index, (image, label) in enumerate(zip(images, labels)):
-        yield index, {'image': image, 'label': int(label)}
+      images, labels = self.sources[split]
+      self.encoded[split] = []
+      for index, (png, label) in enumerate(zip(encode_pngs(images), labels.tolist())):
+        self.encoded[split].append(png)
+        yield index, {'image': png, 'label': label}
 
   return IdxBuilder
+
+
+def in_prepared_order(prepared, split, images, labels, encoded) -> dict | None:
+  """`split`'s source arrays in the order TFDS wrote its examples; None if one is not found.
+
+  TFDS orders the examples it writes by a hash of their keys. Every record
+  holds the very PNG bytes and label it was given, so the records, parsed but
+  not decoded, place each source row; rows with the same bytes and label are
+  the same example, whichever is taken.
+
+  Args:
+    prepared: the builder, prepared.
+    split: the split's name.
+    images: the source images ([n, h, w, 1] uint8).
+    labels: their labels ([n]).
+    encoded: the PNG bytes each image was written with.
+
+  Returns:
+    {'x': images, 'y': int32 labels} as decoding the prepared split gives them.
+  """
+  rows = collections.defaultdict(list)
+  for row, key in enumerate(zip(encoded, labels.tolist())):
+    rows[key].append(row)
+  records = prepared.as_data_source(split).data_source  # Serialised, undecoded.
+  order = []
+  for record in records.__getitems__(range(len(records))):
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+    found = rows.get((feature['image'].bytes_list.value[0],
+                      feature['label'].int64_list.value[0]))
+    if not found:
+      return None
+    order.append(found.pop())
+  if len(order) != len(images):
+    return None
+  return {'x': images[order], 'y': labels[order].astype(np.int32)}
 
 
 @contextlib.contextmanager
@@ -154,35 +246,48 @@ def preparing(dataset: str, data_dir: str | None):
   """Held while `dataset` is prepared into `data_dir`.
 
   Processes sharing a data dir (a search's workers, started together) prepare
-  it once: the others wait, then find it prepared.
+  it once: the others wait, then find it prepared. What a preparation killed
+  before its end left (TFDS writes into an `incomplete.*` folder and renames
+  it when done) is removed first: nobody else can be writing it.
   """
   root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, f'.{dataset}.prepare.lock'), 'a') as f:
     fcntl.lockf(f, fcntl.LOCK_EX)
+    for leftover in glob.glob(os.path.join(root, dataset, 'incomplete.*')):
+      shutil.rmtree(leftover, ignore_errors=True)
     yield
 
 
-def prepare(dataset, data_dir, manual_dir):
+def prepare(dataset, data_dir, manual_dir) -> dict:
   """Prepares `dataset` into `data_dir` from `manual_dir`, offline.
 
   The files are validated first, so a bad `manual_dir` fails before any work;
   when the dataset is already prepared there (and left as it is), by their
   headers only.
+
+  Returns:
+    {split: {'x', 'y'}}: when this call prepared an IDX dataset, each split's
+    arrays as decoding the prepared split would give them, taken from the
+    source files; empty otherwise.
   """
   validate_manual_dir(dataset, manual_dir, payload=False)
-  if dataset in IDX_DATASETS:
-    builder = _idx_builder_cls(dataset)(data_dir=data_dir, file_format='array_record')
-    builder._manual_dir = manual_dir  # pylint: disable=protected-access
-  else:
-    builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
+  builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
-    return
+    return {}
   with preparing(dataset, data_dir):
     if builder.is_prepared():  # By another process while this one waited.
-      return
-    validate_manual_dir(dataset, manual_dir)
-    host_tensorflow.tensorflow()  # Preparing writes through TensorFlow, on the host.
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir, try_download_gcs=False))
+      return {}
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                                   try_download_gcs=False)
+    if dataset not in IDX_DATASETS:
+      host_tensorflow.tensorflow()  # Its builder may encode through TensorFlow.
+      builder.download_and_prepare(download_config=download_config)
+      return {}
+    sources = {split: load_idx_split(manual_dir, split) for split in IDX_FILES}
+    builder = _idx_builder_cls(dataset)(sources, data_dir=data_dir,
+                                        file_format='array_record')
+    builder.download_and_prepare(download_config=download_config)
+  arrays = {split: in_prepared_order(builder, split, *sources[split], builder.encoded[split])
+            for split in IDX_FILES}
+  return {split: value for split, value in arrays.items() if value is not None}

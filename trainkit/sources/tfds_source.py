@@ -2,9 +2,10 @@
 
 A dataset is prepared into the TFDS data dir in the ArrayRecord format (from
 `manual_dir` offline, see trainkit/offline_data.py, or by TFDS's download), the
-only step that imports TensorFlow. From then on every command reads it through
-`builder.as_data_source` (ArrayRecord files, random access by index, images
-decoded by TFDS with PIL), which Grain consumes; TensorFlow is not imported.
+only step that may import TensorFlow. From then on every command reads it
+through `builder.as_data_source` (ArrayRecord files, random access by index,
+images decoded by TFDS with OpenCV), which Grain consumes; TensorFlow is not
+imported.
 """
 
 import difflib
@@ -103,22 +104,32 @@ def _image_and_label(found_builder):
 
 def builder(config):
   """The TFDS builder of `config.dataset`, prepared (as ArrayRecord) if it was not."""
+  return prepared(config)[0]
+
+
+def prepared(config) -> tuple:
+  """(builder, {split: arrays}) of `config.dataset`, prepared (as ArrayRecord) if it was not.
+
+  The arrays are those a preparation from source files just wrote, taken
+  from the files (offline_data.prepare); empty when nothing was prepared.
+  """
   check_name(config.dataset)  # The same refusal whichever way it would be prepared.
+  arrays = {}
   if config.manual_dir:
     # Process 0 first, so processes sharing a data_dir never write it at once;
     # the others then find it prepared (or prepare their own disk's).
     if jax.process_index() == 0:
-      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+      arrays = offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
     parallel.barrier('dataset prepared')
     if jax.process_index() > 0:
-      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+      arrays = offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
   found = tfds.builder(config.dataset, data_dir=config.data_dir)
   _image_and_label(found)
   if not found.is_prepared():
     _check_reachable(config)
     _download_and_prepare(config, found)
     found = tfds.builder(config.dataset, data_dir=config.data_dir)
-  return found
+  return found, arrays
 
 
 def records(found_builder, split: str) -> 'TfdsRecords':
@@ -174,12 +185,13 @@ class TfdsSource(base.Source):
     check_name(config.dataset)  # The same refusal whichever way it would be prepared.
     self._config = config
     self._builder = None
+    self._prepared_arrays = {}
 
   @property
   def builder(self):
     """The prepared builder (prepared, or downloaded, on first use)."""
     if self._builder is None:
-      self._builder = builder(self._config)
+      self._builder, self._prepared_arrays = prepared(self._config)
     return self._builder
 
   def fields(self) -> dict:
@@ -195,8 +207,12 @@ class TfdsSource(base.Source):
     return records(self.builder, split)
 
   def arrays(self, split: str) -> dict:
-    return decoded_cache.load(self.builder, split, self._config.cache_dir,
-                              lambda: read_all(self.records(split)))
+    found = self.builder
+    # A split this process just prepared from its source files is not decoded.
+    at_hand = self._prepared_arrays.pop(split, None)
+    return decoded_cache.load(found, split, self._config.cache_dir,
+                              lambda: read_all(self.records(split)) if at_hand is None
+                              else at_hand)
 
   def nbytes(self) -> int | None:
     image = self.builder.info.features['image']

@@ -1,0 +1,198 @@
+"""The first command on a machine: a dataset prepared from IDX files, its arrays not decoded.
+
+A split prepared from source files takes its arrays from those files, in the
+order TFDS wrote the examples; what the tests hold them to is what decoding
+the prepared split gives. A process killed while it prepares, decodes or
+caches leaves nothing a later run trusts.
+"""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.helpers import ENV, ROOT, tiny_config, write_idx, write_mnist
+import input_pipeline
+from trainkit import offline_data
+from trainkit.sources import tfds_source
+
+
+def _decoded(config, split):
+  """`split` as TFDS decodes the prepared records (PNG, one by one)."""
+  return tfds_source.read_all(tfds_source.records(tfds_source.builder(config), split))
+
+
+def _config(tmp_path, **overrides):
+  return tiny_config(**{'manual_dir': str(tmp_path / 'idx'), 'data_dir': str(tmp_path / 'tfds'),
+                        'cache_dir': str(tmp_path / 'cache'), 'input_mode': 'device',
+                        'train_split': 'train', 'validation_split': '', **overrides})
+
+
+def _idx_with_repeats(tmp_path, n_train=300, n_test=40):
+  """Random IDX files where some examples repeat: same image and label, and same image only."""
+  directory = tmp_path / 'idx'
+  directory.mkdir()
+  arrays = write_mnist(directory, n_train=n_train, n_test=n_test, seed=3)
+  images, labels = arrays['train']
+  images[10:20], labels[10:20] = images[0], labels[0]  # The same example, ten times more.
+  images[20:25], labels[20:25] = images[1], (labels[1] + 1) % 10  # Same image, other label.
+  image_file, label_file = offline_data.IDX_FILES['train']
+  write_idx(directory / image_file, images)
+  write_idx(directory / label_file, labels)
+  return arrays
+
+
+def test_a_prepared_split_is_not_decoded_and_equals_decoding_it(tmp_path, monkeypatch):
+  _idx_with_repeats(tmp_path)
+  config = _config(tmp_path)
+  decodes = []
+  real_read_all = tfds_source.read_all
+  monkeypatch.setattr(tfds_source, 'read_all',
+                      lambda *a, **k: decodes.append(1) or real_read_all(*a, **k))
+  data = input_pipeline.create_datasets(config)
+  assert decodes == []  # Neither split decoded: both came from the IDX files.
+  train, test = _decoded(config, 'train'), _decoded(config, 'test')
+  # In TFDS's order (a hash of the keys), not the files': the same as decoding.
+  assert not np.array_equal(train['y'], offline_data.load_idx_split(config.manual_dir,
+                                                                    'train')[1])
+  # The test split is stacked into evaluation batches, padded at the end.
+  np.testing.assert_array_equal(
+      np.asarray(data.test['x']).reshape(-1, 28, 28, 1)[:len(test['x'])], test['x'])
+  np.testing.assert_array_equal(np.asarray(data.train['x']), train['x'])
+  np.testing.assert_array_equal(np.asarray(data.train['y']), train['y'])
+  assert np.asarray(data.train['y']).dtype == train['y'].dtype == np.int32
+  # The cache holds them for the next run, which reads and decodes nothing.
+  decodes.clear()
+  again = input_pipeline.create_datasets(config)
+  assert decodes == []
+  np.testing.assert_array_equal(np.asarray(again.train['x']), train['x'])
+  np.testing.assert_array_equal(np.asarray(again.train['y']), train['y'])
+
+
+def test_without_a_cache_the_arrays_still_come_from_the_files(tmp_path, monkeypatch):
+  _idx_with_repeats(tmp_path, n_train=64, n_test=16)
+  config = _config(tmp_path, cache_dir='')
+  monkeypatch.setattr(tfds_source, 'read_all', lambda *a, **k: pytest.fail('decoded'))
+  data = input_pipeline.create_datasets(config)
+  monkeypatch.undo()
+  np.testing.assert_array_equal(np.asarray(data.train['x']), _decoded(config, 'train')['x'])
+  assert not (tmp_path / 'cache').exists()
+
+
+def test_a_record_not_written_from_the_source_arrays_is_decoded_instead(tmp_path):
+  _idx_with_repeats(tmp_path, n_train=64, n_test=16)
+  config = _config(tmp_path)
+  images, labels = offline_data.load_idx_split(config.manual_dir, 'train')
+  offline_data.prepare('mnist', config.data_dir, config.manual_dir)
+  builder = tfds.builder('mnist', data_dir=config.data_dir)
+  encoded = list(offline_data.encode_pngs(images))
+  assert offline_data.in_prepared_order(builder, 'train', images, labels, encoded) is not None
+  # One image encoded otherwise than it was written: no row found for it.
+  other = list(encoded)
+  other[5] = encoded[5] + b'\0'
+  assert offline_data.in_prepared_order(builder, 'train', images, labels, other) is None
+  assert offline_data.in_prepared_order(builder, 'train', images, (labels + 1) % 10,
+                                        encoded) is None
+
+
+@pytest.mark.slow
+def test_real_mnist_from_its_idx_files_equals_decoding_it(mnist_dir, tmp_path):
+  config = tiny_config(manual_dir=mnist_dir, data_dir=str(tmp_path / 'tfds'), cache_dir='')
+  found, arrays = tfds_source.prepared(config)
+  assert sorted(arrays) == ['test', 'train']
+  for split in ('train', 'test'):
+    decoded = tfds_source.read_all(tfds_source.records(found, split))
+    np.testing.assert_array_equal(arrays[split]['x'], decoded['x'])
+    np.testing.assert_array_equal(arrays[split]['y'], decoded['y'])
+
+
+# A child process that stops, for good, at a chosen point; the test kills it there.
+_CHILD = textwrap.dedent('''
+    import os, sys, time
+    import numpy as np
+    from tests.helpers import tiny_config
+    import input_pipeline
+    from trainkit import decoded_cache, offline_data
+    from trainkit.sources import tfds_source
+    tmp, where = sys.argv[1], sys.argv[2]
+
+    def stop_here():
+      open(os.path.join(tmp, 'stopped'), 'w').close()
+      time.sleep(600)
+
+    if where == 'preparing':  # Some images encoded and handed to TFDS's writer.
+      encode = offline_data._png
+      calls = []
+      def slow(images):
+        calls.append(1)
+        if len(calls) == 3:
+          stop_here()
+        return encode(images)
+      offline_data._png = slow
+    elif where == 'decoding':
+      tfds_source.read_all = lambda records: stop_here()
+    elif where == 'caching':  # One array written into the cache, not the other.
+      save = np.save
+      def half(path, array):
+        save(path, array)
+        stop_here()
+      decoded_cache.np.save = half
+    config = tiny_config(manual_dir=os.path.join(tmp, 'idx'), cache_dir=os.path.join(tmp, 'cache'),
+                         data_dir=os.path.join(tmp, 'tfds'), input_mode='device',
+                         train_split='train', validation_split='')
+    input_pipeline.create_datasets(config)
+    ''')
+
+
+def _killed_at(tmp_path, where):
+  """Runs the child until it reaches `where`, then kills it (SIGKILL: no clean-up)."""
+  marker = tmp_path / 'stopped'
+  child = subprocess.Popen([sys.executable, '-c', _CHILD, str(tmp_path), where], cwd=ROOT,
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 120
+  while not marker.exists():
+    if child.poll() is not None or time.time() > deadline:
+      child.kill()
+      pytest.fail(f'the child never reached {where}: {child.stderr.read()[-3000:]}')
+    time.sleep(0.05)
+  child.send_signal(signal.SIGKILL)
+  child.wait()
+  child.stderr.close()
+  marker.unlink()
+
+
+@pytest.mark.parametrize('where', ['preparing', 'decoding', 'caching'])
+def test_a_process_killed_while_it_prepares_decodes_or_caches_misleads_no_later_run(
+    tmp_path, where):
+  # 5,000 examples: the encoding threads take several tasks each.
+  write_mnist(_dir(tmp_path / 'idx'), n_train=5000, n_test=20, seed=1)
+  config = _config(tmp_path)
+  if where != 'preparing':  # Prepared already, not cached: this run decodes.
+    offline_data.prepare('mnist', config.data_dir, config.manual_dir)
+  _killed_at(tmp_path, where)
+  builder = tfds.builder('mnist', data_dir=config.data_dir)
+  if where == 'preparing':
+    assert not builder.is_prepared()
+    assert glob.glob(str(tmp_path / 'tfds' / 'mnist' / 'incomplete.*'))  # Its leftover.
+  cached = glob.glob(str(tmp_path / 'cache' / 'decoded' / 'mnist-*'))
+  assert cached == []  # Nothing under a name a run would read.
+  data = input_pipeline.create_datasets(config)
+  # The next run prepares or decodes again, and gets what decoding gives.
+  train = _decoded(config, 'train')
+  np.testing.assert_array_equal(np.asarray(data.train['x']), train['x'])
+  np.testing.assert_array_equal(np.asarray(data.train['y']), train['y'])
+  assert data.num_train == 5000
+  assert not glob.glob(str(tmp_path / 'tfds' / 'mnist' / 'incomplete.*'))
+  assert len(glob.glob(str(tmp_path / 'cache' / 'decoded' / 'mnist-*'))) == 2
+
+
+def _dir(path):
+  os.makedirs(path, exist_ok=True)
+  return path
