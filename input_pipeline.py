@@ -213,7 +213,36 @@ def create_datasets(config, mesh=None) -> Data:
   mesh = parallel.create_mesh() if mesh is None else mesh
   source = sources.open_source(config)
   mode = choose_input_mode(config, source)
-  splits = _splits(config, source, mode)
+  return _placed(config, mesh, mode, _splits(config, source, mode), source.fields())
+
+
+def predicted_data(config, mesh=None) -> Data | None:
+  """Data of the shapes `create_datasets(config)` will give, all zeros, read from nothing.
+
+  From the source's metadata alone (its fields and split sizes), for the
+  device path: what a run's programs can be compiled for while the real data
+  loads (trainkit/compile_ahead.py). None when the sizes are not known before
+  reading, or the input will be streamed.
+  """
+  config = data_config(config)
+  source = sources.open_source(config)
+  sizes = source.split_sizes()
+  if sizes is None or choose_input_mode(config, source) != 'device':
+    return None
+  fields = source.fields()
+  size_of = lambda name: sizes[name]
+  zeros = lambda n: {'x': np.zeros((n, *fields['input_shape']), fields['input_dtype']),
+                     'y': np.zeros((n, *fields['target_shape']), fields['target_dtype'])}
+  splits = {key: zeros(sum(hi - lo for _, lo, hi in split_syntax.split_ranges(spec, size_of)))
+            for key, spec in (('train', config.train_split),
+                              ('validation', config.validation_split),
+                              ('test', config.test_split)) if spec}
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  return _placed(config, mesh, 'device', splits, fields)
+
+
+def _placed(config, mesh, mode: str, splits: dict, fields: dict) -> Data:
+  """`splits` placed for `mesh` as `mode` keeps them, as Data (an empty split refused)."""
   size = lambda split: len(split['y'] if mode == 'device' else split)
   sizes = {k: size(v) for k, v in splits.items()}
   for key in splits:
@@ -230,7 +259,7 @@ def create_datasets(config, mesh=None) -> Data:
               num_train=sizes['train'], num_test=sizes['test'], mesh=mesh,
               workers=_workers(config.input_workers) if mode == 'stream' else 0,
               validation=splits.get('validation'),
-              num_validation=sizes.get('validation', 0), **source.fields())
+              num_validation=sizes.get('validation', 0), **fields)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

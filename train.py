@@ -27,6 +27,7 @@ import optax
 import input_pipeline
 import models
 from trainkit import carried_values
+from trainkit import compile_ahead
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import evaluation
@@ -292,6 +293,15 @@ class MeshSteps:
     return [evaluation.evaluate(state, data, batch_size)]
 
 
+def call_length(config, data: input_pipeline.Data, steps_per_epoch: int) -> int:
+  """Steps per device call, padding included: one compiled length per run.
+
+  Calls never cross a checkpoint step.
+  """
+  return min(input_pipeline.steps_per_call(config, data) or steps_per_epoch,
+             config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
+
+
 def _mean(metrics: list) -> dict:
   """The members' metrics averaged, for the progress display."""
   return jax.tree.map(lambda *x: np.mean(x, axis=0), *metrics)
@@ -321,10 +331,8 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   # the end: Run.finish), or on the test split if there is none.
   eval_data = input_pipeline.validation_view(data)
   source = data.train if data.mode == 'device' else None
-  # One compiled length per run: calls never cross a checkpoint step.
   steps_per_call = input_pipeline.steps_per_call(config, data)
-  call_length = min(steps_per_call or steps_per_epoch,
-                    config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
+  length = call_length(config, data, steps_per_epoch)
   show = progress_lib.Progress(
       style=config.progress, num_epochs=config.num_epochs,
       steps_per_epoch=steps_per_epoch, batch_size=config.batch_size * len(runs),
@@ -378,7 +386,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
         # Each run's own data order (its seed), one call's input at a time;
         # a streamed input resumes from the state its checkpoint saved.
         for calls in zip(*[input_pipeline.train_calls(data, run.config, epoch, spans,
-                                                      call_length, run.input_state)
+                                                      length, run.input_state)
                            for run in runs]):
           num_steps = calls[0][0]
           input_states = [input_state for _, _, input_state in calls]
@@ -483,7 +491,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tracker = tracking.start(config, workdir) if jax.process_index() == 0 else None
   try:
     with workdir_lock.hold(workdir):
-      data = data or input_pipeline.create_datasets(config)
+      if data is None:
+        # The programs compile on zeros of the data's shapes while it loads.
+        wait_for_programs = compile_ahead.start(config)
+        try:
+          data = input_pipeline.create_datasets(config)
+        finally:
+          wait_for_programs()
       config_checks.check_data(config, data)
       spec = model_spec(config, data)
       # Replicated on every device; every process builds the same values.

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -196,3 +197,52 @@ def test_a_process_killed_while_it_prepares_decodes_or_caches_misleads_no_later_
 def _dir(path):
   os.makedirs(path, exist_ok=True)
   return path
+
+
+def _shapes(data):
+  return {key: (jax.tree.map(lambda x: (x.shape, str(x.dtype), x.sharding), split)
+                if split is not None else None)
+          for key, split in (('train', data.train), ('validation', data.validation),
+                             ('test', data.test))}
+
+
+def test_the_predicted_data_has_the_shapes_the_data_gets(tmp_path):
+  write_mnist(_dir(tmp_path / 'idx'), n_train=300, n_test=40)
+  config = _config(tmp_path, train_split='train[:250]', validation_split='train[250:]',
+                   eval_batch_size=32)
+  before = input_pipeline.predicted_data(config)  # From the IDX files' headers.
+  data = input_pipeline.create_datasets(config)
+  after = input_pipeline.predicted_data(config)  # From the prepared dataset's metadata.
+  assert _shapes(before) == _shapes(data) == _shapes(after)
+  assert (before.num_train, before.num_validation, before.num_test) == (250, 50, 40)
+  assert not np.asarray(before.train['x']).any()  # Zeros: nothing was read.
+  # Streamed, or sizes not known before reading: nothing to predict.
+  assert input_pipeline.predicted_data(_config(tmp_path, input_mode='stream')) is None
+
+
+@pytest.mark.slow
+def test_a_first_run_compiles_its_programs_while_the_data_loads(tmp_path):
+  write_mnist(_dir(tmp_path / 'idx'), n_train=3000, n_test=1500)  # 1 and 2 eval batches.
+  result = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/default.py', f'--workdir={tmp_path / "w"}',
+       f'--config.manual_dir={tmp_path / "idx"}', f'--config.data_dir={tmp_path / "tfds"}',
+       '--config.cache_dir=', '--config.num_epochs=1', '--config.progress=off',
+       '--config.model.hidden_sizes=(32,)', '--config.model.dropout_rates=(0.1,)',
+       '--config.train_split=train[:2500]', '--config.validation_split=train[2500:]'],
+      cwd=ROOT, env={**ENV, 'JAX_LOG_COMPILES': '1'}, capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.splitlines()
+  main_thread = next(line.split()[2] for line in lines if '] Config:' in line)
+  compiled = {}
+  for line in lines:
+    if 'Finished XLA compilation of jit(' in line:
+      name = line.split('jit(')[1].split(')')[0]
+      compiled.setdefault(name, []).append(line.split()[2])
+  # Each once, and not by the main thread: the init, the train call, the
+  # epoch's order, the evaluations (validation and test shapes), the predictions.
+  assert compiled['_train_steps'] == compiled['_epoch_order'] == compiled['_rows'] == [
+      compiled['_train_steps'][0]]
+  assert len(compiled['_eval_steps']) == 2
+  for name in ('_train_steps', '_epoch_order', '_eval_steps', '<lambda>'):
+    assert main_thread not in compiled[name], (name, compiled)

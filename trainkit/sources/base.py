@@ -110,3 +110,7 @@ class Source(abc.ABC):
   def nbytes(self) -> int | None:
     """Bytes of its splits' examples as stored (for input_mode='auto'); None if unknown."""
     return None
+
+  def split_sizes(self) -> dict | None:
+    """{split name: examples}, known without reading or preparing any; None if not yet."""
+    return None

@@ -196,8 +196,7 @@ class TfdsSource(base.Source):
 
   def fields(self) -> dict:
     # Unprepared, the registered metadata gives the shapes: nothing is read.
-    found = self._builder or tfds.builder(self.dataset, data_dir=self._config.data_dir)
-    features = _image_and_label(found)
+    features = _image_and_label(self._registered())
     return {'num_classes': features['label'].num_classes,
             'input_shape': tuple(features['image'].shape),
             'input_dtype': np.dtype(features['image'].np_dtype).name,
@@ -215,10 +214,24 @@ class TfdsSource(base.Source):
                               else at_hand)
 
   def nbytes(self) -> int | None:
-    image = self.builder.info.features['image']
+    image = self._registered().info.features['image']
     per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
+    sizes = self.split_sizes()
+    if sizes is None:  # Known once prepared (downloaded).
+      sizes = {name: split.num_examples for name, split in self.builder.info.splits.items()}
     try:
-      examples = sum(self.builder.info.splits[s].num_examples for s in ('train', 'test'))
+      return sum(sizes[s] for s in ('train', 'test')) * per_example
     except KeyError:  # No split metadata (e.g. tfds.testing.mock_data).
       return None
-    return examples * per_example
+
+  def split_sizes(self) -> dict | None:
+    found = self._registered()
+    if found.is_prepared():
+      return {name: split.num_examples for name, split in found.info.splits.items()}
+    if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
+      return offline_data.idx_sizes(self._config.manual_dir)  # The files' headers.
+    return None
+
+  def _registered(self):
+    """The builder as prepared, or (not yet prepared) as registered: nothing is read."""
+    return self._builder or tfds.builder(self.dataset, data_dir=self._config.data_dir)
