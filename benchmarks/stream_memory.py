@@ -14,7 +14,6 @@ since nothing holds more than a few batches of it.
 """
 
 import glob
-import gzip
 import json
 import os
 import shutil
@@ -43,21 +42,14 @@ flags.DEFINE_string('validation_split', 'train[95%:]',
 flags.DEFINE_float('every_s', 0.05, 'Sampling period of the resident memory.')
 
 
-def _write_idx(path, array):
-  header = bytes([0, 0, 0x08, array.ndim]) + b''.join(
-      int(d).to_bytes(4, 'big') for d in array.shape)
-  with gzip.open(path, 'wb', compresslevel=1) as f:
-    f.write(header)
-    f.write(np.ascontiguousarray(array, np.uint8).tobytes())
-
-
 def _scaled_idx(directory, scale):
   """IDX files with `scale` copies of MNIST's training split (the test split as is)."""
   os.makedirs(directory, exist_ok=True)
   images, labels = offline_data.load_idx_split(FLAGS.manual_dir, 'train')
   copies = [np.roll(images[..., 0], shift=k, axis=2) for k in range(scale)]
-  _write_idx(os.path.join(directory, 'train-images-idx3-ubyte.gz'), np.concatenate(copies))
-  _write_idx(os.path.join(directory, 'train-labels-idx1-ubyte.gz'), np.tile(labels, scale))
+  image_file, label_file = offline_data.IDX_FILES['train']
+  offline_data.write_idx(os.path.join(directory, image_file), np.concatenate(copies))
+  offline_data.write_idx(os.path.join(directory, label_file), np.tile(labels, scale))
   for name in offline_data.IDX_FILES['test']:
     shutil.copy(os.path.join(FLAGS.manual_dir, name), directory)
 

@@ -85,14 +85,14 @@ def trainer_latencies(data_dir, manual_dir, cache_dir, repeats=3):
   return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def run_peer(name, python, idx_dir, epochs):
+def run_peer(name, python, idx_dir, epochs, env=None):
   """A peer's script (benchmarks/peers/) in its venv: wall time, accuracy, epochs."""
   with tempfile.TemporaryDirectory() as workdir:
     log = os.path.join(workdir, 'stdout.log')
     _, wall, rss = spawn(
         [python, os.path.join(ROOT, 'benchmarks', 'peers', PEERS[name]),
          f'--idx_dir={idx_dir}', f'--epochs={epochs}', f'--workdir={workdir}'], log,
-        env={'KERAS_BACKEND': 'jax'})
+        env={'KERAS_BACKEND': 'jax', **(env or {})})
     with open(log) as f:
       line = next(line for line in f if line.startswith('RESULT '))
   result = json.loads(line[len('RESULT '):])

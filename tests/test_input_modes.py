@@ -179,7 +179,8 @@ def test_auto_mode_keeps_what_fits_on_the_device(monkeypatch):
   split = types.SimpleNamespace(num_examples=1000)
   image = types.SimpleNamespace(shape=(28, 28, 1), np_dtype=np.uint8)
   builder = types.SimpleNamespace(info=types.SimpleNamespace(
-      features={'image': image}, splits={'train': split, 'test': split}))
+      features={'image': image}, splits={'train': split, 'test': split}),
+                                  is_prepared=lambda: True)
   source = tfds_source.TfdsSource(tiny_config())
   source._builder = builder  # pylint: disable=protected-access
   size = 2000 * (784 + 4)

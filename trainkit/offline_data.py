@@ -93,6 +93,15 @@ def read_idx(path, expected_ndim):
   return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
+def write_idx(path, array) -> None:
+  """Writes `array` as a gzipped IDX file of unsigned bytes (generated datasets)."""
+  header = struct.pack('>HBB', 0, _UBYTE, array.ndim) + struct.pack(
+      f'>{array.ndim}I', *array.shape)
+  with gzip.open(path, 'wb', compresslevel=1) as f:
+    f.write(header)
+    f.write(np.ascontiguousarray(array, np.uint8).tobytes())
+
+
 def _check_split_headers(manual_dir, split) -> int:
   """How many examples the headers of `split`'s files say, checked without reading the payload."""
   image_file, label_file = (os.path.join(manual_dir, f) for f in IDX_FILES[split])
