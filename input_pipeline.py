@@ -101,7 +101,8 @@ def validation_view(data: Data) -> Data:
   return dataclasses.replace(data, test=data.validation, num_test=data.num_validation)
 
 
-def _device_memory_bytes() -> int:
+def device_memory_bytes() -> int:
+  """Bytes of memory of this process's first device (the host's on CPU)."""
   stats = jax.local_devices()[0].memory_stats() or {}
   if 'bytes_limit' in stats:
     return int(stats['bytes_limit'])
@@ -114,7 +115,7 @@ def choose_input_mode(config, source) -> str:
   if config.input_mode != 'auto':
     return config.input_mode
   size = source.nbytes()
-  fits = size is not None and size <= _DEVICE_MEMORY_SHARE * _device_memory_bytes()
+  fits = size is not None and size <= _DEVICE_MEMORY_SHARE * device_memory_bytes()
   return 'device' if fits else 'stream'
 
 
@@ -216,18 +217,21 @@ def create_datasets(config, mesh=None) -> Data:
   return _placed(config, mesh, mode, _splits(config, source, mode), source.fields())
 
 
-def predicted_data(config, mesh=None) -> Data | None:
+def predicted_data(config, mesh=None, max_bytes: int | None = None) -> Data | None:
   """Data of the shapes `create_datasets(config)` will give, all zeros, read from nothing.
 
   From the source's metadata alone (its fields and split sizes), for the
   device path: what a run's programs can be compiled for while the real data
   loads (trainkit/compile_ahead.py). None when the sizes are not known before
-  reading, or the input will be streamed.
+  reading, the input will be streamed, or its splits take more than
+  `max_bytes`.
   """
   config = data_config(config)
   source = sources.open_source(config)
   sizes = source.split_sizes()
   if sizes is None or choose_input_mode(config, source) != 'device':
+    return None
+  if max_bytes is not None and (source.nbytes() or 0) > max_bytes:
     return None
   fields = source.fields()
   size_of = lambda name: sizes[name]

@@ -492,12 +492,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     with workdir_lock.hold(workdir):
       if data is None:
-        # The programs compile on zeros of the data's shapes while it loads.
-        wait_for_programs = compile_ahead.start(config)
-        try:
+        with compile_ahead.while_loading(config):
           data = input_pipeline.create_datasets(config)
-        finally:
-          wait_for_programs()
       config_checks.check_data(config, data)
       spec = model_spec(config, data)
       # Replicated on every device; every process builds the same values.

@@ -216,8 +216,10 @@ def test_the_predicted_data_has_the_shapes_the_data_gets(tmp_path):
   assert _shapes(before) == _shapes(data) == _shapes(after)
   assert (before.num_train, before.num_validation, before.num_test) == (250, 50, 40)
   assert not np.asarray(before.train['x']).any()  # Zeros: nothing was read.
-  # Streamed, or sizes not known before reading: nothing to predict.
+  # Streamed, or more than the room given: nothing to predict.
   assert input_pipeline.predicted_data(_config(tmp_path, input_mode='stream')) is None
+  assert input_pipeline.predicted_data(config, max_bytes=340 * 788 - 1) is None
+  assert input_pipeline.predicted_data(config, max_bytes=340 * 788) is not None
 
 
 @pytest.mark.slow

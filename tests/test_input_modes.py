@@ -185,9 +185,9 @@ def test_auto_mode_keeps_what_fits_on_the_device(monkeypatch):
   source._builder = builder  # pylint: disable=protected-access
   size = 2000 * (784 + 4)
   assert source.nbytes() == size
-  monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * size)
+  monkeypatch.setattr(input_pipeline, 'device_memory_bytes', lambda: 4 * size)
   assert input_pipeline.choose_input_mode(tiny_config(), source) == 'device'
-  monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * size - 1)
+  monkeypatch.setattr(input_pipeline, 'device_memory_bytes', lambda: 4 * size - 1)
   assert input_pipeline.choose_input_mode(tiny_config(), source) == 'stream'
   assert input_pipeline.choose_input_mode(
       tiny_config(input_mode='device'), source) == 'device'
@@ -195,7 +195,7 @@ def test_auto_mode_keeps_what_fits_on_the_device(monkeypatch):
   arrays = sources.open_source(tiny_config(dataset='synthetic:linear',
                                            synthetic_examples=(100, 20, 30)))
   assert arrays.nbytes() == 150 * (8 + 1) * 4
-  monkeypatch.setattr(input_pipeline, '_device_memory_bytes', lambda: 4 * 150 * 9 * 4 - 1)
+  monkeypatch.setattr(input_pipeline, 'device_memory_bytes', lambda: 4 * 150 * 9 * 4 - 1)
   assert input_pipeline.choose_input_mode(tiny_config(), arrays) == 'stream'
 
 

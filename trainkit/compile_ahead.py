@@ -15,9 +15,13 @@ sizes only by reading), the run compiles what it needs itself, as before.
 
 Compiling releases the GIL, so this runs on the core that preparation and
 decoding (Python) leave free. The run waits for the thread before it builds
-its own programs, so the two never compile the same one twice.
+its own programs, so the two never compile the same one twice. A sweep's or
+search's members share these programs (their differing values are carried
+in the state, trainkit/carried_values.py), so the first member finds them
+compiled too.
 """
 
+import contextlib
 import threading
 
 from absl import logging
@@ -28,25 +32,37 @@ from trainkit import evaluation
 from trainkit import parallel
 
 
-def start(config):
-  """Starts compiling `config`'s programs in a thread; returns the function that waits for it.
+@contextlib.contextmanager
+def while_loading(config):
+  """Compiles `config`'s programs in a thread while the block loads the data.
 
   Single-process runs only: the thread's calls would run collectives that
-  the other processes are not making.
+  the other processes are not making. The block's end waits for the thread.
   """
   if jax.process_count() > 1:
-    return lambda: None
+    yield
+    return
   thread = threading.Thread(target=_rehearse, args=(config,), name='compile-ahead',
                             daemon=True)
   thread.start()
-  return thread.join
+  try:
+    yield
+  finally:
+    thread.join()
+
+
+# The most of the device's memory the rehearsal's data may take: 1 / this.
+_MEMORY_SHARE = 8
 
 
 def _rehearse(config) -> None:
   """Calls what a run of `config` calls first, on zeros; any failure is the run's to meet."""
   import train  # pylint: disable=g-import-not-at-top  # train starts this thread.
   try:
-    data = input_pipeline.predicted_data(config)
+    # Its zeros take the data's room on the device again while the data
+    # loads: only for data that leaves plenty.
+    data = input_pipeline.predicted_data(
+        config, max_bytes=input_pipeline.device_memory_bytes() // _MEMORY_SHARE)
     if data is None:
       return
     spec = train.model_spec(config, data)

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 
 from trainkit import carried_values
+from trainkit import compile_ahead
 from trainkit import config_checks
 from trainkit import config_history
 from trainkit import divergence
@@ -231,7 +232,10 @@ def shared_data(config, datasets: dict):
   """The config's datasets, loaded once per sweep (`datasets` holds them by data_config)."""
   key = input_pipeline.data_config(config)
   if key not in datasets:
-    datasets[key] = input_pipeline.create_datasets(config)
+    # The members' programs are the same for every member that trains alone
+    # (their values are carried, trainkit/carried_values.py): compiled meanwhile.
+    with compile_ahead.while_loading(config):
+      datasets[key] = input_pipeline.create_datasets(config)
   return datasets[key]
 
 
