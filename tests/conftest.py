@@ -87,7 +87,7 @@ def _session_root(tmp_path_factory):
 def mnist_data_dir(tmp_path_factory):
   """A TFDS data dir where real MNIST gets prepared once per session.
 
-  Shared by the xdist workers: preparing takes ~15 s of TensorFlow, and
+  Shared by the xdist workers: preparing takes ~5 s, and
   offline_data.prepare's lock lets one worker prepare while the other waits.
   """
   return str(_session_root(tmp_path_factory) / 'tfds-mnist')

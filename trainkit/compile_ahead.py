@@ -7,11 +7,11 @@ are known before a single example is read: the source's metadata gives its
 fields and the sizes of its splits (input_pipeline.predicted_data). So a
 thread runs the run's own code on zeros of those shapes while the data loads:
 it initialises a state, trains a call of zero steps, evaluates and predicts
-as the plots do, and jit
-keeps what that compiled, keyed by function and argument types. The run then
-finds its programs compiled. Nothing else is kept: the zeros, the state and
-the results are dropped. Where a prediction misses (or a source learns its
-sizes only by reading), the run compiles what it needs itself, as before.
+as the plots do, and jit keeps what that compiled, keyed by function and
+argument types. The run then finds its programs compiled. Nothing else is
+kept: the zeros, the state and the results are dropped. Where a prediction
+misses (or a source learns its sizes only by reading), the run compiles what
+it needs itself, as before.
 
 Compiling releases the GIL, so this runs on the core that preparation and
 decoding (Python) leave free. The run waits for the thread before it builds

@@ -165,7 +165,7 @@ def read_all(split_records: base.Records) -> dict:
   One reading thread beside the decoding one: TFDS's parsing holds the GIL,
   so more threads only contend, and worker processes cost more to start
   (each imports the program) than they save on a split of MNIST's size
-  (measured: benchmarks/decoding.py). TFDS decodes with OpenCV, 2.4 times
+  (measured: benchmarks/decoding.py). TFDS decodes with OpenCV, 2.5 times
   PIL's speed.
   """
   import grain  # pylint: disable=g-import-not-at-top
