@@ -1,4 +1,4 @@
-"""The fast run path: no TensorFlow, decoded splits cached, compilations cached."""
+"""The fast run path: no TensorFlow (not even to prepare MNIST), caches of splits and programs."""
 
 import glob
 import json
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import ENV, ROOT, idx_dir, run_main, tiny_config
+from tests.helpers import ENV, ROOT, idx_dir, tiny_config
 import input_pipeline
 from trainkit.sources import tfds_source
 from trainkit import decoded_cache
@@ -87,10 +87,12 @@ def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path
             '--config.batch_size=8', '--config.model.hidden_sizes=(16,)',
             '--config.model.dropout_rates=(0.1,)', f'--config.cache_dir={tmp_path / "c"}',
             '--config.progress=off']
-  # Preparing the dataset is TensorFlow's one job.
-  result = run_main('--config=configs/default.py', f'--workdir={tmp_path / "w0"}',
-                    f'--config.manual_dir={manual_dir}', *common)
+  # Preparing MNIST from its IDX files needs no TensorFlow either.
+  result, imported = _imported('main.py', '--config=configs/default.py',
+                               f'--workdir={tmp_path / "w0"}',
+                               f'--config.manual_dir={manual_dir}', *common)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert imported == 'IMPORTED: []', ('first run', imported)
   image = tmp_path / 'digit.png'
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(image)
