@@ -38,7 +38,7 @@ def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monk
   np.testing.assert_array_equal(np.asarray(again.train['y']),
                                 np.asarray(first.train['y']))
   # The same arrays TFDS decodes.
-  builder = tfds_source.builder(config)
+  builder = tfds_source.prepared(config)[0]
   direct = real_read_all(tfds_source.records(builder, 'train'))
   np.testing.assert_array_equal(np.asarray(again.train['x']), direct['x'])
 

@@ -27,7 +27,7 @@ from trainkit.sources import tfds_source
 
 def _decoded(config, split):
   """`split` as TFDS decodes the prepared records (PNG, one by one)."""
-  return tfds_source.read_all(tfds_source.records(tfds_source.builder(config), split))
+  return tfds_source.read_all(tfds_source.records(tfds_source.prepared(config)[0], split))
 
 
 def _config(tmp_path, **overrides):

@@ -102,11 +102,6 @@ def _image_and_label(found_builder):
   return features
 
 
-def builder(config):
-  """The TFDS builder of `config.dataset`, prepared (as ArrayRecord) if it was not."""
-  return prepared(config)[0]
-
-
 def prepared(config) -> tuple:
   """(builder, {split: arrays}) of `config.dataset`, prepared (as ArrayRecord) if it was not.
 
@@ -130,6 +125,11 @@ def prepared(config) -> tuple:
     _download_and_prepare(config, found)
     found = tfds.builder(config.dataset, data_dir=config.data_dir)
   return found, arrays
+
+
+def _sizes(found_builder) -> dict:
+  """{split: examples} of a prepared builder, from its metadata."""
+  return {name: split.num_examples for name, split in found_builder.info.splits.items()}
 
 
 def records(found_builder, split: str) -> 'TfdsRecords':
@@ -220,7 +220,7 @@ class TfdsSource(base.Source):
     per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
     sizes = self.split_sizes()
     if sizes is None:  # Known once prepared (downloaded).
-      sizes = {name: split.num_examples for name, split in self.builder.info.splits.items()}
+      sizes = _sizes(self.builder)
     try:
       return sum(sizes[s] for s in ('train', 'test')) * per_example
     except KeyError:  # No split metadata (e.g. tfds.testing.mock_data).
@@ -229,7 +229,7 @@ class TfdsSource(base.Source):
   def split_sizes(self) -> dict | None:
     found = self._registered()
     if found.is_prepared():
-      return {name: split.num_examples for name, split in found.info.splits.items()}
+      return _sizes(found)
     if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
       return offline_data.idx_sizes(self._config.manual_dir)  # The files' headers.
     return None
