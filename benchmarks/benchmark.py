@@ -26,6 +26,9 @@ over every epoch but the first (which compiles) of the runs:
   peers         the same training in Keras 3 `fit` (JAX backend) and in
                 PyTorch Lightning (CPU), benchmarks/peers/, 1 and 15 epochs;
   latency       a finished re-run, --mode=eval and --mode=predict of one image;
+  first         the first command from an empty home directory beside Keras's
+                and Lightning's first runs, and a search's first command
+                (benchmarks/first_command.py, alternated `--repeats` times);
   torch         bare PyTorch CPU training steps of the same model.
 
 Prints a table and the issue's targets as checks, and writes every figure as JSON.
@@ -53,7 +56,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('manual_dir', os.path.join(ROOT, '..', 'shared', 'data', 'mnist'),
                     'Folder with the MNIST IDX files (prepared into --data_dir).')
 flags.DEFINE_string('data_dir', None, 'TFDS data dir; default: a temporary one.')
-flags.DEFINE_list('parts', ['steps', 'minimal_loop', 'trainer', 'peers', 'latency'],
+flags.DEFINE_list('parts', ['steps', 'minimal_loop', 'trainer', 'peers', 'latency', 'first'],
                   'What to run (also: torch).')
 flags.DEFINE_string('peers_python', os.path.join(ROOT, '.venv-peers', 'bin', 'python'),
                     'The Python of the venv with benchmarks/requirements-peers.txt.')
@@ -203,6 +206,20 @@ def _run_part(name, *args):
   return result
 
 
+def _run_first():
+  """benchmarks/first_command.py in a process of its own; its results."""
+  with tempfile.TemporaryDirectory() as directory:
+    out = os.path.join(directory, 'first.json')
+    runs = ['trainer', 'search'] + (list(whole_command.PEERS)
+                                    if shutil.which(FLAGS.peers_python) else [])
+    whole_command.spawn(
+        [sys.executable, '-m', 'benchmarks.first_command', f'--manual_dir={FLAGS.manual_dir}',
+         f'--peers_python={FLAGS.peers_python}', f'--repeats={FLAGS.repeats}',
+         f'--runs={",".join(runs)}', f'--json={out}'], os.path.join(directory, 'first.log'))
+    with open(out) as f:
+      return json.load(f)
+
+
 def _describe_machine():
   import jax  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
@@ -262,6 +279,9 @@ def main(argv):
       print(f'running {name} ({repeat + 1}/{FLAGS.repeats}) ...', flush=True)
       collected[name].append(run())
   results.update({name: _combine(r) for name, r in collected.items()})
+  if 'first' in FLAGS.parts:
+    print('running first (empty homes) ...', flush=True)
+    results['first'] = _run_first()
   if 'latency' in FLAGS.parts:
     print('running latency ...', flush=True)
     results['latency'] = whole_command.trainer_latencies(data_dir, FLAGS.manual_dir,

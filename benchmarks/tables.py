@@ -61,6 +61,16 @@ def _rows(results, steps_per_epoch):
                  results['trainer_cold']['wall_s'], 'warm caches (s)',
                  results['trainer_1']['wall_s'],
                  _ratio(results['trainer_cold']['wall_s'], results['trainer_1']['wall_s'])))
+  first = get('first').get('median_wall_s', {})
+  for peer, name in (('keras', 'Keras 3 fit'), ('lightning', 'Lightning')):
+    if 'trainer' in first and peer in first:
+      rows.append(('trainer first command, 1 epoch, empty home (s)', first['trainer'],
+                   f'{name}, first run, empty home (s)', first[peer],
+                   _ratio(first[peer], first['trainer'])))
+  if 'search' in first:
+    rows.append(("a search's first command, empty home (s)", first['search'],
+                 'the same again, in the home it filled (s)', first['search_again'],
+                 _ratio(first['search'], first['search_again'])))
   for name in ('trainer', 'keras', 'lightning'):
     if 'eval_accuracy' in get(name):
       rows.append((f'{get(name).get("framework", "trainer")}: test accuracy, 15 epochs',
@@ -107,6 +117,13 @@ def checks(results):
     check('trainer / minimal loop steady epoch = {:.3f} (<= 1.15)',
           _ratio(get('trainer')['steady_epoch_s'], get('minimal_loop')['steady_epoch_s']),
           lambda r: r <= 1.15)
+  first = get('first').get('median_wall_s', {})
+  if 'trainer' in first:
+    check('first command from an empty home {:.1f} s (<= 20 s)', first['trainer'],
+          lambda t: t <= 20)
+    if 'keras' in first:
+      check('first command / Keras first run = {:.2f}x (<= 2x)',
+            _ratio(first['trainer'], first['keras']), lambda r: r <= 2)
   for key, limit in (('rerun_s', 3.0), ('eval_s', 3.5), ('predict_s', 2.5)):
     if key in get('latency'):
       check(f'{key[:-2]} {{:.2f}} s (<= {limit} s)', results['latency'][key],
