@@ -87,7 +87,8 @@ def test_without_a_cache_the_arrays_still_come_from_the_files(tmp_path, monkeypa
   assert not (tmp_path / 'cache').exists()
 
 
-def test_a_record_not_written_from_the_source_arrays_is_decoded_instead(tmp_path):
+def test_a_record_not_written_from_the_source_arrays_is_decoded_instead(tmp_path,
+                                                                        monkeypatch):
   _idx_with_repeats(tmp_path, n_train=64, n_test=16)
   config = _config(tmp_path)
   images, labels = offline_data.load_idx_split(config.manual_dir, 'train')
@@ -101,6 +102,19 @@ def test_a_record_not_written_from_the_source_arrays_is_decoded_instead(tmp_path
   assert offline_data.in_prepared_order(builder, 'train', images, labels, other) is None
   assert offline_data.in_prepared_order(builder, 'train', images, (labels + 1) % 10,
                                         encoded) is None
+  # Where the train split's records are not found, a first run decodes that split alone.
+  fresh = _config(tmp_path, data_dir=str(tmp_path / 'tfds2'))
+  real_order = offline_data.in_prepared_order
+  monkeypatch.setattr(offline_data, 'in_prepared_order',
+                      lambda b, split, *a: None if split == 'train' else real_order(b, split, *a))
+  decoded = []
+  real_read_all = tfds_source.read_all
+  monkeypatch.setattr(tfds_source, 'read_all',
+                      lambda r: decoded.append(len(r)) or real_read_all(r))
+  data = input_pipeline.create_datasets(fresh)
+  assert decoded == [64]
+  np.testing.assert_array_equal(np.asarray(data.train['x']), real_read_all(
+      tfds_source.records(tfds_source.prepared(fresh)[0], 'train'))['x'])
 
 
 @pytest.mark.slow
