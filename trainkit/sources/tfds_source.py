@@ -216,9 +216,10 @@ class TfdsSource(base.Source):
                               else at_hand)
 
   def nbytes(self) -> int | None:
-    image = self._registered().info.features['image']
+    found = self._registered()
+    image = found.info.features['image']
     per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
-    sizes = self.split_sizes()
+    sizes = self._known_sizes(found)
     if sizes is None:  # Known once prepared (downloaded).
       sizes = _sizes(self.builder)
     try:
@@ -227,7 +228,9 @@ class TfdsSource(base.Source):
       return None
 
   def split_sizes(self) -> dict | None:
-    found = self._registered()
+    return self._known_sizes(self._registered())
+
+  def _known_sizes(self, found) -> dict | None:
     if found.is_prepared():
       return _sizes(found)
     if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
