@@ -87,6 +87,7 @@ class Data:
   target_dtype: str = 'int32'  # The targets' dtype as read.
   columns: tuple = ()  # A table's columns as features (tables.Column.as_tuple each).
   class_names: tuple = ()  # A table's class names, by class index.
+  fingerprint: str = ''  # A digest of the files read (tables, .npz); '' for other data.
 
 
 def validation_view(data: Data) -> Data:
@@ -190,7 +191,8 @@ DATA_FIELDS = ('dataset', 'data_dir', 'manual_dir', 'cache_dir', 'input_mode',
                'input_workers', 'train_split', 'validation_split', 'test_split',
                'allow_split_overlap', 'eval_batch_size', 'synthetic_examples', 'data_seed',
                'target_column', 'feature_columns', 'id_columns', 'weight_column',
-               'split_column', 'split_seed', 'max_categories')
+               'split_column', 'split_seed', 'max_categories', 'table_separator',
+               'table_encoding', 'positive_class', 'task')
 
 
 def data_config(config) -> ml_collections.FrozenConfigDict:
@@ -208,11 +210,15 @@ def _eval_part(examples: dict) -> dict:
   return {'x': examples['x'], 'y': examples['y']}
 
 
-def create_datasets(config, mesh=None) -> Data:
-  """Loads the configured splits of `config.dataset` for `mesh` (default: all devices)."""
+def create_datasets(config, mesh=None, fitted=None) -> Data:
+  """Loads the configured splits of `config.dataset` for `mesh` (default: all devices).
+
+  `fitted`: a trained workdir's ModelSpec, whose stored encoding of a table
+  is used instead of one fitted again (evaluation).
+  """
   config = data_config(config)
   mesh = parallel.create_mesh() if mesh is None else mesh
-  source = sources.open_source(config)
+  source = sources.open_source(config, fitted)
   mode = choose_input_mode(config, source)
   return _placed(config, mesh, mode, _splits(config, source, mode), source.fields())
 

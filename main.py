@@ -58,6 +58,9 @@ flags.DEFINE_enum('format', 'savedmodel', ['savedmodel', 'jax', 'onnx'],
                   'onnxruntime runs).')
 flags.DEFINE_string('output', '', 'predict: the CSV of predictions of a file of rows '
                     '(default: <input>_predictions.csv beside it).')
+flags.DEFINE_enum('header', 'auto', ['auto', 'yes', 'no'],
+                  'predict, text rows for a model trained on arrays: whether the first line '
+                  'is a header (auto: when it holds anything but numbers).')
 flags.DEFINE_string('jax_coordinator_address', None,
                     'Multi-process: HOST:PORT of process 0 (the same in every process).')
 flags.DEFINE_integer('jax_num_processes', None, 'Multi-process: how many processes.')
@@ -79,7 +82,7 @@ def _run(config, workdir, inputs):
           f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
   elif FLAGS.mode == 'predict' and predictions.takes_rows(inputs):
     path, table = predictions.predict_rows(config, workdir, inputs[0], FLAGS.checkpoint,
-                                           FLAGS.output)
+                                           FLAGS.output, FLAGS.header)
     print(table)
     print(f'(every row: {path})')
   elif FLAGS.mode == 'predict':

@@ -39,6 +39,7 @@ from trainkit import progress as progress_lib
 from trainkit import runs as runs_lib
 from trainkit import tracking
 from trainkit import tasks
+from trainkit import trained_data
 from trainkit import training_statistics
 from trainkit import workdir as workdir_lib
 from trainkit import warm_start
@@ -118,7 +119,8 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
       target_shift=target_shift, target_scale=target_scale, columns=data.columns,
       class_names=data.class_names,
-      class_weights=training_statistics.class_weights(config, data))
+      class_weights=training_statistics.class_weights(config, data),
+      data_fingerprint=data.fingerprint)
 
 
 # The static parts of train states (optimizer, init program and with it the
@@ -487,6 +489,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_checks.check_workdir(workdir)
   warm_start.check(config, workdir)
   changes = config_history.check_resume(config, workdir, continue_with_changes)
+  trained_data.check(config, workdir, 'resume')
   # MLflow's import, in a process of its own, runs while the data loads.
   tracker = tracking.start(config, workdir) if jax.process_index() == 0 else None
   try:

@@ -19,6 +19,9 @@ def get_config():
   config.regression_loss = 'nll'  # regression: 'nll' (a mean and a std-dev) or 'mse' (a mean).
   config.num_components = 5  # mixture_density: Gaussian components.
   config.threshold = 0.5  # binary: rows with P(y = 1) >= threshold are predicted 1.
+  # binary on a table: the class whose probability is predicted ('' = the
+  # class name that sorts last, e.g. '1' of 0/1 or 'yes' of no/yes).
+  config.positive_class = ''
   # Class weights in the training loss (classification, binary): '' = none;
   # 'balanced' = n / (classes * rows of the class), from the training split;
   # or one weight per class ('1,5'). The loss is sum(w * loss) / sum(w).
@@ -43,6 +46,10 @@ def get_config():
   config.split_column = ''  # Its values name each row's split; '' = one split 'train'.
   config.split_seed = -1  # >= 0: rows shuffled (stratified by class) before slicing; -1: as stored.
   config.max_categories = 20  # One-hot levels of a string column (most frequent; rest: other).
+  # Text tables: the separator ('' = a tab for .tsv, else whichever of , ; tab |
+  # the header line holds most of) and the encoding (e.g. 'latin-1').
+  config.table_separator = ''
+  config.table_encoding = 'utf-8'
   # Splits, in TFDS split syntax. The last 5,000 training images are held out
   # for validation (MNIST's classic 55,000 / 5,000): every epoch is evaluated on
   # them and the best checkpoint chosen by them, so the test split is touched

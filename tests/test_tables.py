@@ -23,6 +23,7 @@ from trainkit import jax_export
 from trainkit import onnx_export
 from trainkit import inference
 from trainkit import optimizers
+from trainkit import prediction_inputs
 from trainkit import predictions
 from trainkit import sources
 from trainkit import training_statistics
@@ -149,17 +150,24 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   with open(out) as f:
     lines = list(csv.DictReader(f))
   assert [r['id'] for r in lines] == ['7', '8', '9', '10']
-  assert list(lines[0]) == ['row', 'id', 'class', 'prob']
+  assert list(lines[0]) == ['row', 'id', 'class', 'prob_1']
   assert 'colour in 2 rows' in table
   # The same encoding as training: purple and a missing level are 'other', a
-  # missing number its training mean (with its indicator for b).
+  # missing number the mean of the training rows' values (with its indicator
+  # for b, which training rows miss), computed here from the table itself.
   state, _, spec = inference.restore(config, str(tmp_path / 'run'))
-  features, _, _ = predictions.read_table(config, spec, rows)
+  features, _, _ = prediction_inputs.read_table(config, spec, rows)
+  order = sources.open_source(config).records('train').order
+  training = order[:int(len(order) * 0.7)]
+  assert features[1, 0] == np.float32(np.mean(columns['a'][training]))
+  assert features[0, 1] == np.float32(np.nanmean(columns['b'][training]))
+  assert features[:, 2].tolist() == [1.0, 0.0, 0.0, 0.0]  # b:missing.
+  assert features[[0, 2, 3], 1].tolist() == [features[0, 1], 0.0, -2.0]
   other = features[:, 2 + 1 + 4]  # a, b, b:missing, then red green blue teal other.
   assert other.tolist() == [0.0, 1.0, 1.0, 1.0]
   expected = jax.device_get(evaluation.predict_steps(
       optimizers.params_for_eval(state), {'x': features[None]}))['prob'][0]
-  assert [float(r['prob']) for r in lines] == pytest.approx(expected.tolist(), rel=1e-5)
+  np.testing.assert_array_equal([np.float32(r['prob_1']) for r in lines], expected)  # Exactly.
   # The SavedModel takes the encoded features and serves the same.
   tf = host_tensorflow.tensorflow()
   serve = tf.saved_model.load(inference.export_saved_model(config, str(tmp_path / 'run')))
@@ -183,11 +191,16 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
       export(config, str(bare))
     # No checkpoint folder made (the lock file is the workdir's, as every command takes it).
     assert set(os.listdir(bare)) - {'.lock'} == {'config.json', 'model.json'}
-  for bad, message in (({k: v for k, v in new.items() if k != 'b'}, "has no column 'b'"),
-                       ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]},
-                        "column 'colour' holds float values; the model was trained on string")):
+  # A CSV's column is read as the model's kind (a string column's '1.5' is a
+  # level); a Parquet file's types are its own.
+  for bad, suffix, message in (
+      ({k: v for k, v in new.items() if k != 'b'}, '.csv', "has no column 'b'"),
+      ({**new, 'a': ['x', '1', '2', '3']}, '.csv', "column 'a' holds 'x', not a number"),
+      ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]}, '.parquet',
+       "column 'colour' holds double values; the model was trained on string")):
     with pytest.raises(cli.INPUT_ERRORS, match=message):
-      predictions.predict_rows(config, str(tmp_path / 'run'), _write(bad, tmp_path / 'bad.csv'))
+      predictions.predict_rows(config, str(tmp_path / 'run'),
+                               _write(bad, tmp_path / f'bad{suffix}'))
 
 
 def test_class_weights_change_the_loss_as_defined():
@@ -230,6 +243,17 @@ def test_a_weight_column_weighs_the_loss_and_class_weights_are_kept(tmp_path):
   # sum(w * loss) / sum(w): doubling every weight changes nothing, to the bit.
   np.testing.assert_array_equal(runs['twos'], runs['ones'])
   assert not np.allclose(runs['half'], runs['ones'])
+  # Rows of weight 0 contribute nothing: flipping their labels changes no
+  # parameter, to the bit (rows as stored, so the splits do not move).
+  half = np.r_[np.ones(100), np.zeros(100)]
+  trained = []
+  for name, label in (('kept', columns['label']),
+                      ('flipped', np.where(half == 0, 1 - columns['label'], columns['label']))):
+    path = _write({**columns, 'label': label, 'w': half}, tmp_path / f'{name}.csv')
+    state, _ = train.train_and_evaluate(
+        _config(path, weight_column='w', split_seed=-1, num_epochs=2), str(tmp_path / name))
+    trained.append(np.concatenate([np.ravel(p) for p in jax.tree.leaves(state.params)]))
+  np.testing.assert_array_equal(trained[0], trained[1])
   # 'balanced' from the training rows, kept in model.json with the run.
   labels = np.asarray(input_pipeline.create_datasets(config).train['y'])
   counts = np.bincount(labels, minlength=2)

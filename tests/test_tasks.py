@@ -314,16 +314,20 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
       lines = list(csv.reader(f))
     assert lines[0] == columns and len(lines) == 6, (suffix, lines[0])
     assert table.splitlines()[0].split() == columns[:9]
-    first = dict(zip(lines[0], map(float, lines[1])))
-    name = {'classification': 'probs_0', 'regression': 'mean',
-            'mixture_density': 'weights_0'}[task]
-    value = {'classification': expected.get('probs', [[[0]]])[0][0][0],
-             'regression': expected.get('mean', [[0]])[0][0],
-             'mixture_density': expected.get('weights', [[[0]]])[0][0][0]}[task]
-    assert first[name] == pytest.approx(float(value), rel=1e-5)
+    # Every cell of every row, in the task's order of predictions.
+    want = jax.tree.map(lambda v: np.asarray(v)[0], expected)
+    cells = np.concatenate([np.asarray(want[name], np.float32).reshape(5, -1)
+                            for name in state.task.PREDICTIONS if name in want], axis=1)
+    assert [line[0] for line in lines[1:]] == ['0', '1', '2', '3', '4']
+    got = np.array([[np.float32(cell) for cell in line[1:]] for line in lines[1:]])
+    assert got.shape == cells.shape, suffix
+    # Written exactly (float32's shortest text); computed in batches of another
+    # shape than `expected`, so equal to float32 rounding.
+    np.testing.assert_allclose(got, cells, rtol=1e-6, atol=1e-7, err_msg=suffix)
   features = int(np.prod(spec.input_shape))
   np.save(tmp_path / 'bad.npy', np.zeros(features + 1) if features > 1 else np.array([np.nan]))
-  with pytest.raises(cli.INPUT_ERRORS, match='not rows of' if features > 1 else 'NaN'):
+  with pytest.raises(cli.INPUT_ERRORS, match=r'shape \(\d+,\); the model takes rows of shape'
+                     if features > 1 else 'NaN'):
     predictions.predict_rows(config, workdir, str(tmp_path / 'bad.npy'))
   table = model_summary.table(config, model_summary.spec_without_data(config, workdir),
                               flops=False)

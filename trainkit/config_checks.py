@@ -4,6 +4,7 @@ Each failure is a `ConfigError` with a one-line message naming the field and
 the offending value; `main.py` prints it without a traceback.
 """
 
+import codecs
 import difflib
 import math
 import os
@@ -130,8 +131,21 @@ def validate(config) -> None:
     _require(config.task == 'binary' or config.loss == 'cross_entropy', 'class_weight',
              config.class_weight, f"weighs the cross-entropy; loss={config.loss!r} has no "
              "weighted form (use loss='cross_entropy')")
-  for field in ('target_column', 'weight_column', 'split_column'):
+  if config.weight_column:
+    _require(config.loss == 'cross_entropy' or config.task != 'classification', 'weight_column',
+             config.weight_column, f"weighs examples in the cross-entropy; loss={config.loss!r} "
+             "has no weighted form (use loss='cross_entropy')")
+  for field in ('target_column', 'weight_column', 'split_column', 'positive_class'):
     _require(isinstance(config[field], str), field, config[field], "must be a column name or ''")
+  _require(not config.positive_class or config.task == 'binary', 'positive_class',
+           config.positive_class, f'names the class a binary task predicts; task={config.task!r}')
+  _require(isinstance(config.table_separator, str) and len(config.table_separator) <= 1,
+           'table_separator', config.table_separator, "must be one character, or '' (detect)")
+  try:
+    codecs.lookup(config.table_encoding)
+  except (LookupError, TypeError):
+    raise ConfigError(f'table_encoding={config.table_encoding!r}: not an encoding Python '
+                      "knows (e.g. 'utf-8', 'latin-1', 'cp1252')") from None
   _require(isinstance(config.split_seed, int) and config.split_seed >= -1, 'split_seed',
            config.split_seed, 'must be an integer >= 0, or -1 (rows as stored)')
   _require(isinstance(config.max_categories, int) and config.max_categories >= 0,

@@ -25,6 +25,7 @@ import input_pipeline
 from trainkit import parallel
 from trainkit import selection
 from trainkit import tasks
+from trainkit import trained_data
 from trainkit import workdir as workdir_lib
 from trainkit import workdir_lock
 import train
@@ -79,8 +80,9 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
   if not os.path.isdir(workdir):
     raise config_checks.ConfigError(f'--workdir={workdir!r} does not exist (train first)')
   with workdir_lock.hold(workdir, 'eval'):
-    state, step, _ = restore(config, workdir, checkpoint)
-    data = input_pipeline.create_datasets(config)
+    state, step, spec = restore(config, workdir, checkpoint)
+    trained_data.check(config, workdir, 'eval')
+    data = input_pipeline.create_datasets(config, fitted=spec)
     state = parallel.replicate(state, data.mesh)
     metrics = evaluation.evaluate(state, data, config.eval_batch_size)
     result = {**{f'eval_{name}': metrics[name] for name in tasks.metrics(config)},

@@ -76,8 +76,11 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     exported = jax.export.export(jax.jit(serve))(example)
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, MODEL), 'wb') as f:
+    path = os.path.join(folder, MODEL)
+    # Whole or not at all: a kill mid-write leaves no broken artifact.
+    with open(path + '.tmp', 'wb') as f:
       f.write(exported.serialize())
+    os.replace(path + '.tmp', path)
     # The batch dimension of these is symbolic.
     write_signature(folder, config, spec, step,
                     jax.tree.unflatten(exported.out_tree, exported.out_avals))

@@ -14,6 +14,7 @@ the workdir alone, without JAX or the dataset. The real-valued tasks draw
 theirs with trainkit/regression_plots.py.
 """
 
+import json
 import os
 
 import matplotlib
@@ -31,9 +32,22 @@ _CURVES = ('loss', 'accuracy', 'nll', 'rmse', 'mse')
 _WORST = 25  # Images in the worst-errors grid (5 x 5).
 
 
+def _eval_split(workdir: str) -> str:
+  """The split the run's epochs were evaluated on, from its config.json ('eval' if unknown)."""
+  try:
+    with open(os.path.join(workdir, workdir_lib.CONFIG)) as f:
+      config = json.load(f)
+    return config.get('validation_split') or config['test_split']
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return 'eval'
+
+
 def read_metrics(workdir: str) -> dict:
-  """{'train': {...}, 'eval': {...}}, each {'step': [...], metric: [...]}."""
-  curves = {'train': {}, 'eval': {}}
+  """{'train': {...}, 'eval': {...}, 'eval_split'}: curves {'step': [...], metric: [...]}.
+
+  'eval_split' names the split the 'eval' curve was computed on.
+  """
+  curves = {'train': {}, 'eval': {}, 'eval_split': _eval_split(workdir)}
   records = workdir_lib.read_records(os.path.join(workdir, workdir_lib.METRICS))
   # The figures the run logged (a classifier's loss and accuracy, ...).
   keys = [k for k in _CURVES if any(k in r.get('metrics', ()) for r in records
@@ -81,7 +95,7 @@ def learning_curves(runs: dict, path: str, splits=('train', 'eval')) -> None:
                 label=f'{prefix}train')
       if 'eval' in splits and evaluation.get('step'):
         ax.plot(evaluation['step'], evaluation[key], color=color, marker='o',
-                markersize=3, linewidth=2, label=f'{prefix}test')
+                markersize=3, linewidth=2, label=f'{prefix}{curves.get("eval_split", "eval")}')
   if second == 'accuracy':
     axes[0].set_yscale('log')
     axes[0].set_title('Loss (cross-entropy, log scale)')

@@ -157,6 +157,9 @@ class ModelSpec:
       indicator, levels) (trainkit/sources/tables.py); () for other data.
     class_names: a table's class names by class index (predictions show them).
     class_weights: the weight of each class in the training loss; () = none.
+    data_fingerprint: a digest of the table's or .npz file's bytes (and how
+      they were read) the model was trained on; '' for other data. A resume,
+      or an evaluation, on files of another digest is refused.
   """
   num_classes: int
   input_shape: tuple
@@ -170,6 +173,7 @@ class ModelSpec:
   columns: tuple = ()
   class_names: tuple = ()
   class_weights: tuple = ()
+  data_fingerprint: str = ''
 
   @property
   def input_name(self) -> str:

@@ -23,10 +23,14 @@ from trainkit.sources import tfds_source
 DataError = base.DataError
 
 
-def open_source(config) -> base.Source:
-  """The source of `config.dataset`; nothing is prepared or read yet."""
+def open_source(config, fitted=None) -> base.Source:
+  """The source of `config.dataset`; nothing is prepared or read yet.
+
+  `fitted`: a trained workdir's ModelSpec, whose stored encoding a table
+  uses instead of fitting one (eval of a trained model).
+  """
   if table_files.is_table(config.dataset):
-    return tables.TableSource(config)
+    return tables.TableSource(config, fitted)
   if arrays.is_arrays(config.dataset):
     return arrays.ArraySource(config)
   return tfds_source.TfdsSource(config)

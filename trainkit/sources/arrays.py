@@ -12,6 +12,7 @@ length, numbers only, every value finite. 64-bit numbers become 32-bit ones,
 as JAX computes them.
 """
 
+import hashlib
 import os
 import zipfile
 
@@ -21,9 +22,18 @@ from trainkit import synthetic
 from trainkit.sources import base
 
 
+def file_digest(path: str) -> str:
+  """The first 16 hex digits of the SHA-256 of a file's bytes."""
+  sha = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 22), b''):
+      sha.update(chunk)
+  return sha.hexdigest()[:16]
+
+
 def is_arrays(dataset: str) -> bool:
-  """Whether `dataset` names arrays (a .npz file or a generator)."""
-  return dataset.endswith('.npz') or dataset.startswith(synthetic.PREFIX)
+  """Whether `dataset` names arrays (a .npz file or a generator; an .npy file, refused)."""
+  return dataset.endswith(('.npz', '.npy')) or dataset.startswith(synthetic.PREFIX)
 
 
 def _refuse(dataset: str, why: str):
@@ -50,6 +60,10 @@ def _read_npz(dataset: str) -> dict:
   path = os.path.expanduser(dataset)
   if not os.path.isfile(path):
     _refuse(dataset, 'no such file')
+  if path.endswith('.npy'):
+    _refuse(dataset, "an .npy file holds one array, features without targets; an arrays "
+            "dataset is an .npz file of 'x' (features) and 'y' (targets): "
+            'numpy.savez(path, x=x, y=y)')
   try:
     with np.load(path, allow_pickle=False) as arrays:
       arrays = {k: arrays[k] for k in arrays.files}
@@ -132,7 +146,13 @@ class ArraySource(base.Source):
     return self._splits
 
   def fields(self) -> dict:
-    return describe(self._all())
+    return {**describe(self._all()), 'fingerprint': self.fingerprint()}
+
+  def fingerprint(self) -> str:
+    """A digest of the .npz file's bytes ('' for a generator: its config decides it)."""
+    if self.dataset.startswith(synthetic.PREFIX):
+      return ''
+    return file_digest(os.path.expanduser(self.dataset))
 
   def arrays(self, split: str) -> dict:
     if split not in self._all():

@@ -107,6 +107,10 @@ class Source(abc.ABC):
   def arrays(self, split: str) -> dict:
     """The whole named split as arrays {'x', 'y'} (memory-mapped where a source caches)."""
 
+  def fingerprint(self) -> str:
+    """A digest of the data a model trains on, kept in its workdir; '' if not tracked."""
+    return ''
+
   def nbytes(self) -> int | None:
     """Bytes of its splits' examples as stored (for input_mode='auto'); None if unknown."""
     return None

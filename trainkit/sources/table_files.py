@@ -1,9 +1,11 @@
-"""CSV and Parquet files read once, by blocks, into memory-mapped columns keyed by their content.
+"""Table files read once, by blocks, into memory-mapped columns keyed by their content.
 
-pyarrow reads a CSV file block by block and Parquet files row group by row
+The files and how they are read: trainkit/sources/table_formats.py.
+
+pyarrow reads a text file block by block and Parquet files row group by row
 group, so converting a table holds one block at a time, whatever the file's
 size. The table becomes one row-major float64 matrix [rows, columns]:
-numbers and booleans as they are (NaN where a value is missing), strings as
+numbers, booleans and dates as numbers (NaN where a value is missing), strings as
 codes into the column's levels in order of first appearance (-1 where
 missing). Row-major, because training reads random rows: a row is one run of
 bytes, one positional read. The matrix is written once under
@@ -24,22 +26,20 @@ import tempfile
 import numpy as np
 
 from trainkit.sources import base
+from trainkit.sources import table_formats
 
 # Bump when the layout of the converted columns changes.
-_FORMAT = 3
+_FORMAT = 4
 _META = 'meta.json'
 _ROWS = 'rows.bin'
-SUFFIXES = ('.csv', '.parquet', '.pq')
-# Bytes a CSV block holds (its column types are inferred from the first).
-_CSV_BLOCK = 16 << 20
-_PARQUET_ROWS = 65_536
+SUFFIXES = table_formats.SUFFIXES
 # Rows copied at a time when whole columns are read (a table's rows are
 # contiguous: a column is read by reading every row).
 _CHUNK_ROWS = 65_536
 
 
 def is_table(dataset: str) -> bool:
-  """Whether `dataset` names a CSV or Parquet file, or a folder of Parquet files."""
+  """Whether `dataset` names a text or Parquet table file, or a folder of Parquet files."""
   path = os.path.expanduser(dataset)
   return dataset.lower().endswith(SUFFIXES) or (
       os.path.isdir(path) and bool(_parquet_files(path)))
@@ -61,64 +61,6 @@ def files(dataset: str) -> list:
   if not os.path.isfile(path):
     raise base.DataError(f'dataset={dataset!r}: no such file')
   return [path]
-
-
-def _blocks(dataset: str, paths: list):
-  """The table as RecordBatches, one CSV block or Parquet row group at a time."""
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  from pyarrow import csv as pa_csv  # pylint: disable=g-import-not-at-top
-  from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
-  schema = None
-  for path in paths:
-    try:
-      if path.lower().endswith('.csv'):
-        # An empty field is a missing value, as a Parquet null: the formats agree.
-        reader = pa_csv.open_csv(
-            path, read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK),
-            convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
-        batches = iter(reader)
-      else:
-        # Unbuffered column reads: pre-buffering keeps every row group read so
-        # far in Arrow's pool (measured: 837 MB at 2,000,000 rows against 260).
-        batches = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20).iter_batches(
-            batch_size=_PARQUET_ROWS)
-      for batch in batches:
-        if schema is None:
-          schema = batch.schema
-          names = [f.name for f in schema]
-          repeated = sorted({n for n in names if names.count(n) > 1})
-          if repeated:
-            raise base.DataError(f'dataset={dataset!r}: duplicate column names: '
-                                 f'{", ".join(map(repr, repeated))}')
-        elif batch.schema.names != schema.names:
-          raise base.DataError(f'dataset={dataset!r}: {os.path.basename(path)} has columns '
-                               f'{batch.schema.names}, the first file {schema.names}')
-        yield batch
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
-      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise base.DataError(f'dataset={dataset!r}: {os.path.basename(path)} cannot be read '
-                           f'as a table ({first})') from None
-  if schema is None:
-    raise base.DataError(f'dataset={dataset!r}: holds no rows')
-
-
-def _kind(dataset: str, field) -> str:
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  t = field.type
-  if pa.types.is_dictionary(t):
-    t = t.value_type
-  if pa.types.is_integer(t):
-    return 'integer'
-  if pa.types.is_floating(t):
-    return 'float'
-  if pa.types.is_boolean(t):
-    return 'bool'
-  if pa.types.is_string(t) or pa.types.is_large_string(t):
-    return 'string'
-  if pa.types.is_null(t):  # A column with no value in its first block.
-    return 'float'
-  raise base.DataError(f'dataset={dataset!r}: column {field.name!r} holds {t} values '
-                       '(numbers, booleans and strings are read)')
 
 
 class Columns:
@@ -205,56 +147,79 @@ class _Writer:
       self.handle.close()
 
 
-def _convert_into(dataset: str, paths: list, folder: str | None) -> tuple:
-  """Converts every block; returns (meta, in-memory columns or None)."""
+def _convert_into(dataset: str, paths: list, folder: str | None,
+                  fmt: table_formats.TextFormat) -> tuple:
+  """Converts every block; returns (meta, in-memory columns or None).
+
+  A text column whose later rows do not fit the kind its first block gave
+  is read again, from the start, as the wider kind.
+  """
+  column_types = {}
+  while True:
+    writer = _Writer(folder)
+    try:
+      return _convert_blocks(dataset, paths, writer, fmt, column_types)
+    except table_formats.Wider as wider:
+      if wider.name in column_types and str(column_types[wider.name]) == wider.type_name:
+        raise base.DataError(f'dataset={dataset!r}: column {wider.name!r} cannot be read '
+                             f'as {wider.type_name}') from None
+      import pyarrow as pa  # pylint: disable=g-import-not-at-top
+      column_types[wider.name] = pa.type_for_alias(wider.type_name)
+    finally:
+      writer.close()
+
+
+def _convert_blocks(dataset, paths, writer, fmt, column_types) -> tuple:
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
-  writer = _Writer(folder)
-  kinds, levels, rows = None, None, 0
-  try:
-    for batch in _blocks(dataset, paths):
-      if kinds is None:
-        kinds = [_kind(dataset, f) for f in batch.schema]
-        levels = [{} if k == 'string' else None for k in kinds]
-      block = np.empty((batch.num_rows, len(kinds)), np.float64)
-      for i, column in enumerate(batch.columns):
-        if pa.types.is_dictionary(column.type):
-          column = column.dictionary_decode()
-        if kinds[i] == 'string':
-          if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-                  or pa.types.is_null(column.type)):
-            raise base.DataError(f'dataset={dataset!r}: column {batch.schema.names[i]!r} '
-                                 f'mixes strings and {column.type} values')
-          # The block's own levels, mapped onto the column's: one Python step per level.
-          encoded = column.cast(pa.string()).dictionary_encode()
-          table = levels[i]
-          mapping = np.array([table.setdefault(v, len(table))
-                              for v in encoded.dictionary.to_pylist()] + [-1], np.int32)
-          index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-          block[:, i] = mapping[index]  # Index -1 (missing) picks the -1 at the end.
-        else:
-          try:
-            values = pc.fill_null(column.cast(pa.float64()), float('nan'))
-          except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise base.DataError(
-                f'dataset={dataset!r}: column {batch.schema.names[i]!r} mixes numbers '
-                f'and {column.type} values') from None
-          block[:, i] = values.to_numpy(zero_copy_only=False)
-      writer.add(block)
-      rows += batch.num_rows
-      names = batch.schema.names
-  finally:
-    writer.close()
+  kinds, levels, problems, rows = None, None, {}, 0
+  for batch in table_formats.batches(dataset, paths, fmt, column_types):
+    names = batch.schema.names
+    if kinds is None:
+      kinds = []
+      for field in batch.schema:
+        try:
+          kinds.append(table_formats.kind(field.type))
+        except table_formats.Unsupported as e:
+          kinds.append('unsupported')
+          problems[field.name] = str(e)
+      levels = [{} if k == 'string' else None for k in kinds]
+    block = np.full((batch.num_rows, len(kinds)), np.nan)
+    for i, column in enumerate(batch.columns):
+      if kinds[i] == 'unsupported':
+        continue
+      if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+      if kinds[i] == 'string':
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_null(column.type)):
+          kinds[i], problems[names[i]] = 'unsupported', f'mixes strings and {column.type} values'
+          continue
+        # The block's own levels, mapped onto the column's: one Python step per level.
+        encoded = column.cast(pa.string()).dictionary_encode()
+        table = levels[i]
+        mapping = np.array([table.setdefault(v, len(table))
+                            for v in encoded.dictionary.to_pylist()] + [-1], np.int32)
+        index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        block[:, i] = mapping[index]  # Index -1 (missing) picks the -1 at the end.
+      else:
+        try:
+          block[:, i] = table_formats.numbers(column, kinds[i])
+        except table_formats.Unsupported as e:
+          kinds[i], problems[names[i]] = 'unsupported', str(e)
+    writer.add(block)
+    rows += batch.num_rows
   meta = {'format': _FORMAT, 'names': names, 'kinds': kinds, 'rows': rows,
-          'levels': [None if t is None else list(t) for t in levels]}
-  memory = None if folder else Columns(
+          'levels': [None if t is None else list(t) for t in levels], 'problems': problems}
+  memory = None if writer.handle is not None else Columns(
       kinds, rows,
       np.concatenate(writer.parts) if writer.parts else np.zeros((0, len(kinds))))
   return meta, memory
 
 
-def _digest(paths: list) -> str:
-  sha = hashlib.sha256(str(_FORMAT).encode())
+def digest(paths: list, fmt: table_formats.TextFormat) -> str:
+  """A fingerprint of the files' bytes and how they are read (text format, conversion)."""
+  sha = hashlib.sha256(f'{_FORMAT}:{fmt.separator!r}:{fmt.encoding!r}'.encode())
   for path in paths:
     with open(path, 'rb') as f:
       for chunk in iter(lambda: f.read(1 << 22), b''):  # pylint: disable=cell-var-from-loop
@@ -280,20 +245,25 @@ def _read_cached(folder: str) -> tuple | None:
   return meta, _open_columns(folder, meta)
 
 
-def load(dataset: str, cache_dir: str) -> tuple:
+def load(dataset: str, cache_dir: str, fmt: table_formats.TextFormat | None = None) -> tuple:
   """(meta, columns) of the table `dataset`: converted once, then read from the copy.
 
   meta: {'names', 'kinds' ('integer', 'float', 'bool' or 'string'), 'rows',
-  'levels' (a string column's levels, by code)}; columns: a `Columns`.
+  'levels' (a string column's levels, by code), 'problems' ({name: why the
+  column cannot be used}, its kind 'unsupported'), 'digest' (digest())};
+  columns: a `Columns`.
   """
+  fmt = fmt or table_formats.TextFormat()
   paths = files(dataset)
+  key = digest(paths, fmt)
   if not cache_dir:
-    return _convert_into(dataset, paths, None)
+    meta, columns = _convert_into(dataset, paths, None, fmt)
+    return {**meta, 'digest': key}, columns
   root = os.path.join(os.path.expanduser(cache_dir), 'tables')
   where = os.path.abspath(os.path.expanduser(dataset))
   stem = (os.path.basename(os.path.normpath(dataset)).replace('.', '_') + '-'
           + hashlib.sha256(where.encode()).hexdigest()[:8])  # The file, wherever it is.
-  folder = os.path.join(root, f'{stem}-{_digest(paths)}')
+  folder = os.path.join(root, f'{stem}-{key}')
   cached = _read_cached(folder)
   if cached is not None:
     return cached
@@ -301,9 +271,11 @@ def load(dataset: str, cache_dir: str) -> tuple:
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=root, prefix='.incomplete-')
   except OSError:  # Not writable: no cache.
-    return _convert_into(dataset, paths, None)
+    meta, columns = _convert_into(dataset, paths, None, fmt)
+    return {**meta, 'digest': key}, columns
   try:
-    meta, _ = _convert_into(dataset, paths, tmp)
+    meta, _ = _convert_into(dataset, paths, tmp, fmt)
+    meta['digest'] = key
     with open(os.path.join(tmp, _META), 'w') as f:
       json.dump(meta, f)
     if os.path.lexists(folder):  # A damaged copy.

@@ -25,9 +25,11 @@ import difflib
 
 import numpy as np
 
+from trainkit import tasks
 from trainkit.sources import base
 from trainkit.sources import split_syntax
 from trainkit.sources import table_files
+from trainkit.sources import table_formats
 
 OTHER = '<other>'
 # Rows encoded at a time when a whole split is read.
@@ -92,6 +94,17 @@ def encode(columns: list, values: list, codes_of: list) -> np.ndarray:
   return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
 
 
+def _not_numbers(levels: list) -> np.ndarray:
+  """Per level, whether it does not read as a number."""
+  def bad(text):
+    try:
+      float(text)
+    except ValueError:
+      return True
+    return False
+  return np.array([bad(t) for t in levels] or [False], bool)
+
+
 def _nearest(name: str, names: list) -> str:
   close = difflib.get_close_matches(name, names, n=3)
   return f' (did you mean {", ".join(map(repr, close))}?)' if close else (
@@ -116,11 +129,16 @@ class TableRecords(base.Records):
 
 
 class TableSource(base.Source):
-  """A CSV or Parquet table, its encoding fitted on the rows of `config.train_split`."""
+  """A CSV or Parquet table, its encoding fitted on the rows of `config.train_split`.
 
-  def __init__(self, config):
+  With `fitted` (a trained workdir's model.json: its `columns` and
+  `class_names`) the stored encoding is used as it is, never fitted again.
+  """
+
+  def __init__(self, config, fitted=None):
     super().__init__(config.dataset)
     self._config = config
+    self._fitted = fitted
     self._loaded = None
 
   # The table, its columns and its splits, worked out once.
@@ -132,34 +150,28 @@ class TableSource(base.Source):
 
   def _prepare(self) -> dict:
     config = self._config
-    meta, arrays = table_files.load(config.dataset, config.cache_dir)
+    meta, arrays = table_files.load(config.dataset, config.cache_dir,
+                                    table_formats.TextFormat.of(config))
     names, kinds = meta['names'], meta['kinds']
     index = {name: i for i, name in enumerate(names)}
 
-    def column(field, name):
+    def column(field, name, used=True):
       if name not in index:
         self.refuse(f'{field}={name!r} is not a column' + _nearest(name, names))
+      if used and name in meta.get('problems', {}):
+        self.refuse(f'{field}: column {name!r} {meta["problems"][name]}')
       return index[name]
 
     if not config.target_column:
       self.refuse('a table needs target_column, the column to predict (it has: '
                   f'{", ".join(map(repr, names[:12]))})')
     target = column('target_column', config.target_column)
-    ids = [column('id_columns', n) for n in config.id_columns]
+    ids = [column('id_columns', n, used=False) for n in config.id_columns]
     weight = column('weight_column', config.weight_column) if config.weight_column else None
     split = column('split_column', config.split_column) if config.split_column else None
     used = {target, *ids, *([weight] if weight is not None else []),
             *([split] if split is not None else [])}
-    if config.feature_columns:
-      features = [column('feature_columns', n) for n in config.feature_columns]
-      for i in features:
-        if i in used:
-          self.refuse(f'feature_columns: {names[i]!r} is also the target, an id, the weight '
-                      'or the split column')
-    else:
-      features = [i for i in range(len(names)) if i not in used]
-    if not features:
-      self.refuse('no feature columns are left besides the target, ids, weight and split')
+    features = self._features(column, names, used)
     whole = [i for i in (target, weight, split) if i is not None]
     taken = dict(zip(whole, arrays.take(whole)))
     y, classes = self._target(names[target], kinds[target], taken[target],
@@ -172,40 +184,93 @@ class TableSource(base.Source):
       w = w.astype(np.float32)
     splits = self._named_splits(taken.get(split), meta, split,
                                 y if classes is not None else None)
-    size_of = lambda name: len(self._split(splits, name))
-    is_train = np.zeros(meta['rows'], bool)
-    for name, lo, hi in split_syntax.split_ranges(config.train_split, size_of):
-      is_train[self._split(splits, name)[lo:hi]] = True
-    encoding = self._fit(arrays, meta, features, is_train)
+    if self._fitted is None:
+      size_of = lambda name: len(self._split(splits, name))
+      is_train = np.zeros(meta['rows'], bool)
+      for name, lo, hi in split_syntax.split_ranges(config.train_split, size_of):
+        is_train[self._split(splits, name)[lo:hi]] = True
+      encoding = self._fit(arrays, meta, features, is_train)
+    else:
+      encoding = self._stored(meta, features, classes)
     # A source code -> one-hot position table per string feature.
     codes_of = [col.positions(meta['levels'][i]) if col.kind == 'string' else None
                 for i, col in zip(features, encoding)]
     return {'meta': meta, 'arrays': arrays, 'features': features, 'encoding': encoding,
             'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits}
 
+  def _features(self, column, names: list, used: set) -> list:
+    """The feature columns' indices: as configured, or the stored ones, or every other."""
+    config = self._config
+    if self._fitted is not None:
+      return [column('model.json columns', Column.from_tuple(c).name)
+              for c in self._fitted.columns]
+    if config.feature_columns:
+      features = [column('feature_columns', n) for n in config.feature_columns]
+      for i in features:
+        if i in used:
+          self.refuse(f'feature_columns: {names[i]!r} is also the target, an id, the weight '
+                      'or the split column')
+    else:
+      features = [column('feature_columns (every other column; name the ones to use)', names[i])
+                  for i in range(len(names)) if i not in used]
+    if not features:
+      self.refuse('no feature columns are left besides the target, ids, weight and split')
+    return features
+
+  def _stored(self, meta, features: list, classes) -> list:
+    """The encoding model.json keeps, each column checked against the file's kind."""
+    encoding = [Column.from_tuple(c) for c in self._fitted.columns]
+    for i, col in zip(features, encoding):
+      if (meta['kinds'][i] == 'string') != (col.kind == 'string'):
+        self.refuse(f'column {col.name!r} holds {meta["kinds"][i]} values; the model was '
+                    f'trained on {col.kind} values there')
+    if tuple(classes or ()) != tuple(self._fitted.class_names):
+      self.refuse(f'target_column={self._config.target_column!r} has the classes '
+                  f'{list(classes or ())[:10]}; the model was trained on '
+                  f'{list(self._fitted.class_names)[:10]}')
+    return encoding
+
   def _target(self, name, kind, values, levels):
-    """(targets, class names or None): classes for integer, boolean and string targets."""
+    """(targets, class names or None): classes for a task of classes, else real values."""
     missing = (values < 0) if kind == 'string' else np.isnan(values)
     if missing.any():
       self.refuse(f'target_column={name!r} has {int(missing.sum())} missing values '
                   f'(the first in row {int(np.argmax(missing))})')
     values = np.asarray(values)
-    # Whole numbers are classes however they are stored (a CSV's 151 is a
-    # Parquet file's 151.0): the formats read alike.
-    whole = kind != 'string' and np.array_equal(values, np.round(values)) and (
-        np.abs(values).max() < 2**31)
-    if kind == 'string':
+    if not tasks.takes_classes(self._config):
+      if kind == 'string':
+        rows = np.flatnonzero(_not_numbers(levels)[values])
+        shown = ', '.join(f'{levels[values[r]]!r} (row {r})' for r in rows[:3])
+        self.refuse(f'target_column={name!r} must hold numbers for task='
+                    f'{self._config.task!r}; it holds text: {shown}'
+                    + (f' and {len(rows) - 3} more' if len(rows) > 3 else ''))
+      y, classes = values.astype(np.float32), None
+    elif kind == 'string':
       names = sorted(levels)
       rank = np.argsort(np.argsort(levels))  # Code -> its name's place in sorted order.
       y, classes = rank[values].astype(np.int32), tuple(names)
-    elif whole:
+    # Whole numbers are classes however they are stored (a CSV's 151 is a
+    # Parquet file's 151.0): the formats read alike.
+    elif np.array_equal(values, np.round(values)) and np.abs(values).max() < 2**31:
       y = values.astype(np.int32)
       classes = tuple(str(c) for c in range(int(y.max()) + 1)) if y.min() >= 0 else ()
     else:
       y, classes = values.astype(np.float32), None
     if len(np.unique(y)) < 2:
       self.refuse(f'target_column={name!r} holds one value only ({np.unique(y)[0]!r})')
+    if classes and self._config.positive_class:
+      y, classes = self._positive_last(name, y, classes)
     return y, classes
+
+  def _positive_last(self, name, y, classes):
+    """The configured positive class made the last (class 1 of a binary task)."""
+    positive = self._config.positive_class
+    if positive not in classes:
+      self.refuse(f'positive_class={positive!r} is not a class of target_column={name!r} '
+                  f'(it has: {", ".join(map(repr, classes[:12]))})')
+    order = [c for c in classes if c != positive] + [positive]
+    new_index = np.array([order.index(c) for c in classes], np.int32)
+    return new_index[y], tuple(order)
 
   def _named_splits(self, split_values, meta, split, labels) -> dict:
     """{split name: row indices}, in file order or shuffled by split_seed."""
@@ -293,7 +358,7 @@ class TableSource(base.Source):
             'input_shape': (sum(len(c.features()) for c in t['encoding']),),
             'target_shape': (), 'target_dtype': t['y'].dtype.name,
             'columns': tuple(c.as_tuple() for c in t['encoding']),
-            'class_names': tuple(t['classes'] or ())}
+            'class_names': tuple(t['classes'] or ()), 'fingerprint': t['meta']['digest']}
 
   def records(self, split: str) -> TableRecords:
     t = self._load()
@@ -304,6 +369,13 @@ class TableSource(base.Source):
     parts = [records.read(range(lo, min(lo + _CHUNK, len(records))))
              for lo in range(0, len(records), _CHUNK)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def fingerprint(self) -> str:
+    """The digest of the table's files and how they are read (no conversion needed)."""
+    if self._loaded is not None:
+      return self._loaded['meta']['digest']
+    return table_files.digest(table_files.files(self.dataset), table_formats.TextFormat.of(
+        self._config))
 
   def nbytes(self) -> int:
     t = self._load()

@@ -19,7 +19,10 @@ A task is one small module holding a frozen dataclass with one interface:
   metrics.
 - `predict(outputs)`: predictions in the targets' own units, as arrays;
   `PREDICTIONS` names them in the order a predictions file shows them.
-- `serving(outputs)`: the dict of arrays an exported model returns.
+- `serving(outputs)`: the dict of arrays an exported model returns;
+  `prediction_names(class_names)` the names a predictions file gives
+  `predict`'s outputs where not their own (a binary task's probability
+  names its class).
 
 `config.task` names it; `create(config, spec)` builds it with what the data
 told the model spec (classes, target shape and scaling). The loop,
@@ -43,6 +46,11 @@ NAMES = tuple(TASKS)
 def metrics(config) -> tuple:
   """The evaluation metrics `config`'s task reports, in the summary's order."""
   return TASKS[config.get('task', 'classification')].metrics(config)
+
+
+def takes_classes(config) -> bool:
+  """Whether `config`'s task predicts classes (its targets are labels, not real values)."""
+  return TASKS[config.get('task', 'classification')].CLASSES
 
 
 def create(config, spec):

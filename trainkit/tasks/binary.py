@@ -49,6 +49,7 @@ class Binary:
   """A logit per example, trained on (weighted) sigmoid cross-entropy; labels 0 and 1."""
   threshold: float = 0.5  # P(y = 1) at and above which an example is predicted 1.
   class_weights: tuple = ()  # The weights of classes 0 and 1 in the loss; () = none.
+  CLASSES = True  # Targets are class labels (else real values).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('class', 'prob')
 
@@ -100,6 +101,10 @@ class Binary:
 
   def predict(self, logits) -> dict:
     return {'class': self._predicted(logits), 'prob': jax.nn.sigmoid(logits)}
+
+  def prediction_names(self, class_names) -> dict:
+    """The probability's column names the class it is of: P(y = 1), 'prob_<class 1>'."""
+    return {'prob': f'prob_{class_names[1] if len(class_names) == 2 else 1}'}
 
   def serving(self, logits) -> dict:
     """What an exported model serves: the predicted class and P(y = 1)."""

@@ -14,6 +14,7 @@ class Classification:
   num_classes: int
   objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
   class_weights: tuple = ()  # Each class's weight in the training loss; () = none.
+  CLASSES = True  # Targets are class labels (else real values).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('class', 'probs')
 
@@ -63,6 +64,11 @@ class Classification:
 
   def predict(self, logits) -> dict:
     return {'class': jnp.argmax(logits, -1), 'probs': jax.nn.softmax(logits.astype(jnp.float32))}
+
+  def prediction_names(self, class_names) -> dict:
+    """Names a predictions file gives `predict`'s outputs, where not their own."""
+    del class_names
+    return {}
 
   def serving(self, logits) -> dict:
     """What an exported classifier serves: {'scores': class probabilities}."""

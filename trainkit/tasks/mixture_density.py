@@ -25,6 +25,7 @@ class MixtureDensity:
   """`num_components` Gaussians over the target (diagonal), mixed by a softmax gate."""
   targets: regression.Targets
   num_components: int = 5
+  CLASSES = False  # Targets are class labels (else real values).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('weights', 'means', 'stds', 'mean', 'mode')
 
@@ -109,6 +110,11 @@ class MixtureDensity:
             'stds': self.targets.unflat(std),
             'mean': self.targets.unflat(jnp.einsum('bk,bks->bs', weights, mean)),
             'mode': self.targets.unflat(mode)}
+
+  def prediction_names(self, class_names) -> dict:
+    """Names a predictions file gives `predict`'s outputs, where not their own."""
+    del class_names
+    return {}
 
   def serving(self, outputs) -> dict:
     """What an exported model serves: the mixture and its summaries, in the targets' units."""

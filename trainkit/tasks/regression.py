@@ -92,6 +92,7 @@ class Regression:
   """A Gaussian (mean, std-dev) or point (mean) prediction per target element."""
   targets: Targets
   loss: str = 'nll'  # One of LOSSES.
+  CLASSES = False  # Targets are class labels (else real values).
   # What `predict` returns (the std-dev with the 'nll' head), in file order.
   PREDICTIONS = ('mean', 'std')
 
@@ -167,6 +168,11 @@ class Regression:
       return {'mean': self.targets.unflat(self.targets.original(outputs['mean']))}
     mean, std = self.targets.original(outputs['mean'], outputs['std'])
     return {'mean': self.targets.unflat(mean), 'std': self.targets.unflat(std)}
+
+  def prediction_names(self, class_names) -> dict:
+    """Names a predictions file gives `predict`'s outputs, where not their own."""
+    del class_names
+    return {}
 
   def serving(self, outputs) -> dict:
     """What an exported model serves: its predictions, in the targets' units."""

@@ -1,0 +1,173 @@
+"""The rows a trained model predicts, read as it was trained on: nothing reshaped or guessed.
+
+Arrays (a model trained on an .npz file or a generator): an `.npy` or `.npz`
+array of shape [rows, *input shape] or [rows, features], or text rows
+(`.csv`, `.tsv`, `.txt`, also compressed) of exactly `features` numbers
+each. A row of another width is refused, naming it. A text file's first
+line is a header when `--header=yes`, or, with `--header=auto` (the
+default), when it holds anything that is not a number; a first line of the
+column numbers alone (`0,1,...`, as pandas writes an unnamed frame) could be
+either, and is refused until `--header` says which.
+
+Tables (a model trained on a table): a text or Parquet table whose header
+names the model's columns (model.json). Each column is read as the kind the
+model was trained on (a string column stays text even where a file's
+values all look like numbers), id columns exactly as written.
+"""
+
+import csv
+import io
+import os
+
+import numpy as np
+
+from trainkit import config_checks
+from trainkit.sources import table_files
+from trainkit.sources import table_formats
+from trainkit.sources import tables
+
+ARRAY_SUFFIXES = ('.npy', '.npz')
+SUFFIXES = ARRAY_SUFFIXES + table_formats.SUFFIXES
+HEADERS = ('auto', 'yes', 'no')
+
+
+def refuse(path: str, why: str):
+  """Raises the one-line refusal of the input file `path`."""
+  raise config_checks.ConfigError(f'--input={path!r}: {why}')
+
+
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
+
+
+def _text_lines(path: str, fmt: table_formats.TextFormat) -> list:
+  """[(line number, fields)] of a text file's non-blank lines."""
+  with table_formats.open_text(path) as f:
+    text = f.read().decode('utf-8-sig' if fmt.encoding.lower().replace('_', '-') in (
+        'utf-8', 'utf8') else fmt.encoding)
+  sep = table_formats.separator(path, fmt)
+  return [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=sep), 1)
+          if any(cell.strip() for cell in row)]
+
+
+def has_header(path: str, first: list, header: str) -> bool:
+  """Whether the first line `first` is a header, by the rule the module docstring states."""
+  if header != 'auto':
+    return header == 'yes'
+  if not all(_is_number(cell) for cell in first):
+    return True
+  if [cell.strip() for cell in first] == [str(i) for i in range(len(first))]:
+    refuse(path, f'its first line ({",".join(first)}) may be column numbers or a row; '
+           'say which with --header=yes or --header=no')
+  return False
+
+
+def _text_rows(path: str, features: int, header: str, fmt) -> tuple:
+  lines = _text_lines(path, fmt)
+  if not lines:
+    refuse(path, 'holds no rows')
+  skip = has_header(path, lines[0][1], header)
+  body = lines[1:] if skip else lines
+  if not body:
+    refuse(path, 'holds a header and no rows')
+  rows = np.empty((len(body), features), np.float64)
+  for r, (n, cells) in enumerate(body):
+    if len(cells) != features:
+      refuse(path, f'line {n} holds {len(cells)} values; the model takes rows of '
+             f'{features} features')
+    for j, cell in enumerate(cells):
+      try:
+        rows[r, j] = float(cell)
+      except ValueError:
+        refuse(path, f'line {n}, value {j + 1} is {cell!r}, not a number')
+  return rows, (lines[0][0] if skip else None)
+
+
+def _array(path: str):
+  try:
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):  # A .npy file.
+      return loaded
+    with loaded:
+      if 'x' not in loaded.files and len(loaded.files) != 1:
+        refuse(path, f"has several arrays and none named 'x' ({', '.join(loaded.files)})")
+      return loaded['x' if 'x' in loaded.files else loaded.files[0]]
+  except (OSError, ValueError, EOFError) as e:
+    refuse(path, f'cannot be read as an array of numbers ({type(e).__name__})')
+
+
+def read_rows(path: str, input_shape: tuple, header: str = 'auto',
+              fmt: table_formats.TextFormat | None = None) -> tuple:
+  """(rows [n, *input_shape], the header's line number or None) of `path`.
+
+  Refused in one line: a row of another width or shape than the model's
+  input, a value that is not a number, NaN or infinity.
+  """
+  if not os.path.isfile(path):
+    refuse(path, 'no such file')
+  features = int(np.prod(input_shape))
+  header_line = None
+  if path.lower().endswith(ARRAY_SUFFIXES):
+    rows = _array(path)
+    if rows.dtype.kind not in 'biuf':
+      refuse(path, f'holds {rows.dtype} values, not numbers')
+    fits = rows.ndim >= 1 and (rows.shape[1:] in (tuple(input_shape), (features,))
+                               or (rows.ndim == 1 and features == 1))
+    if not fits or not len(rows):
+      refuse(path, f'holds an array of shape {rows.shape}; the model takes rows of shape '
+             f'{tuple(input_shape)}' + (f' (or of {features} features)'
+                                        if len(input_shape) > 1 else ''))
+  else:
+    rows, header_line = _text_rows(path, features, header, fmt or table_formats.TextFormat())
+  rows = rows.reshape(len(rows), *input_shape)
+  if rows.dtype.kind == 'f' and not np.isfinite(rows).all():
+    row = int(np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))[0][0])
+    refuse(path, f'holds NaN or infinite values (the first in row {row})')
+  return rows, header_line
+
+
+def read_table(config, spec, path: str) -> tuple:
+  """(features [rows, F], {id column: texts}, {column: rows with an unseen level}) of a table.
+
+  Every column as the kind model.json records; refused in one line: a
+  missing feature or id column, or values of another kind than training saw.
+  """
+  if not os.path.isfile(path) or not path.lower().endswith(table_files.SUFFIXES):
+    refuse(path, 'a model trained on a table predicts a table file (.csv, .tsv, .parquet, ...)')
+  columns = [tables.Column.from_tuple(c) for c in spec.columns]
+  try:
+    read = table_formats.read_whole(path, table_formats.TextFormat.of(config),
+                                    {c.name: c.kind for c in columns},
+                                    tuple(config.id_columns))
+  except table_formats.Unsupported as e:
+    refuse(path, str(e))
+  for name in [c.name for c in columns] + list(config.id_columns):
+    if name not in read:
+      which = 'id column' if name in config.id_columns else 'column'
+      refuse(path, f'has no {which} {name!r} (the model takes: '
+             f'{", ".join(c.name for c in columns)})')
+  values, codes_of, unseen = [], [], {}
+  for column in columns:
+    given = read[column.name]
+    if column.kind != 'string':
+      try:
+        values.append(table_formats.numbers(given, column.kind))
+      except table_formats.Unsupported as e:
+        refuse(path, f'column {column.name!r} {e}; the model was trained on {column.kind} '
+               'values there')
+      codes_of.append(None)
+      continue
+    encoded = given.dictionary_encode()
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    positions = column.positions(encoded.dictionary.to_pylist())
+    count = int(np.sum((codes >= 0) & (positions[np.clip(codes, 0, None)] < 0)))
+    if count:
+      unseen[column.name] = count
+    values.append(codes)
+    codes_of.append(positions)
+  ids = {name: table_formats.texts(read[name]) for name in config.id_columns}
+  return tables.encode(columns, values, codes_of), ids, unseen
