@@ -313,3 +313,34 @@ def test_an_npy_dataset_is_refused_naming_what_arrays_must_hold(tmp_path):
                      r"array.*an .npz file of 'x' \(features\) and 'y' \(targets\)"):
     train.train_and_evaluate(tiny_config(dataset=str(tmp_path / 'x.npy')), str(tmp_path / 'r'))
   assert not (tmp_path / 'r').exists()
+
+
+def test_a_jax_export_killed_while_writing_leaves_the_previous_artifact(tmp_path, monkeypatch):
+  from trainkit import jax_export  # pylint: disable=g-import-not-at-top
+  config, run = _arrays_run(tmp_path)
+  config.num_epochs = 2
+  # A second checkpoint: another model to export.
+  train.train_and_evaluate(config, run, continue_with_changes=True)
+  folder = jax_export.export(config, run)
+  before = digest(folder)
+  with monkeypatch.context() as patch:
+    def killed(*args):
+      raise KeyboardInterrupt  # As a kill once the bytes are written, before they are in place.
+    patch.setattr(jax_export.os, 'replace', killed)
+    with pytest.raises(KeyboardInterrupt):
+      jax_export.export(config, run, checkpoint=str(jax_export.workdir_lib.checkpoint_steps(
+          run)[0]))
+  assert digest(folder) == before  # Neither model.bin nor a temporary file changed.
+
+
+def test_the_learning_curves_name_the_split_they_were_computed_on(tmp_path, monkeypatch):
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from trainkit import plots  # pylint: disable=g-import-not-at-top
+  path = _table(tmp_path)
+  config = tiny_config(dataset=str(path), **_TABLE)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  legends = []
+  monkeypatch.setattr(figure.Figure, 'savefig', lambda fig, *a, **k: legends.extend(
+      t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()))
+  plots.draw(str(tmp_path / 'run'))
+  assert set(legends) == {'train', 'train[70%:85%]'}

@@ -194,12 +194,18 @@ def test_a_server_that_does_not_answer_costs_one_warning_and_not_the_run(tmp_pat
     ('trackers', 'wandb', "trackers='wandb': 'wandb' is not a tracker"),
     ('mlflow_uri', 'ftp://host/runs', "mlflow_uri='ftp://host/runs': has the scheme 'ftp'"),
     ('mlflow_uri', 'file:///tmp/mlruns', 'is a file store, which MLflow 3 no longer opens'),
+    ('mlflow_uri', '127.0.0.1:5000', "without its scheme; write 'http://127.0.0.1:5000'"),
+    ('mlflow_uri', 'localhost:5000/x', "without its scheme; write 'http://localhost:5000/x'"),
+    ('mlflow_uri', '{tmp}', r"is a folder \(an MLflow 2 file store\?\).*'.*mlflow.db'"),
     ('mlflow_experiment', ' ', 'must name an experiment'),
 ])
-def test_bad_tracking_fields_are_refused_before_any_work(tmp_path, field, value, message):
+def test_bad_tracking_fields_are_refused_before_any_work(tmp_path, field, value, message,
+                                                        monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  value = value.format(tmp=tmp_path) if isinstance(value, str) else value
   with pytest.raises(cli.INPUT_ERRORS, match=message):
     train.train_and_evaluate(mdn_config(**{field: value}), str(tmp_path / 'run'))
-  assert not (tmp_path / 'run').exists()
+  assert sorted(os.listdir(tmp_path)) == []  # No run, and no store in the current folder.
 
 
 def test_cli_refuses_a_bad_tracker_and_an_unknown_export_format_in_one_line(tmp_path):
@@ -238,3 +244,30 @@ def test_a_sweeps_members_are_nested_under_its_run(tmp_path):
     assert float(member.data.params['learning_rate']) == row['overrides']['learning_rate']
     summary = json.loads((tmp_path / 'sweep' / row['name'] / 'summary.json').read_text())
     assert member.data.metrics['test_nll'] == pytest.approx(summary['test_nll'], rel=1e-12)
+
+
+def test_a_resume_with_changes_leaves_no_discarded_metrics_in_mlflow(tmp_path):
+  """Killed past its last checkpoint, resumed with another learning rate: MLflow = metrics.jsonl."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  config = mdn_config(num_epochs=2, plots=False, trackers='mlflow', checkpoint_every_steps=4,
+                      keep_checkpoints=10)
+  train.train_and_evaluate(config, str(workdir))
+  first = json.loads((workdir / 'mlflow.json').read_text())['run_id']
+  # As a kill after step 16's metrics were sent, before its checkpoint.
+  steps = sorted(int(s) for s in os.listdir(workdir / 'checkpoints') if s.isdigit())
+  for step in steps[2:]:
+    shutil.rmtree(workdir / 'checkpoints' / str(step))
+  config.learning_rate = config.learning_rate * 3
+  train.train_and_evaluate(config, str(workdir), continue_with_changes=True)
+  record = json.loads((workdir / 'mlflow.json').read_text())
+  client = MlflowClient(record['uri'])
+  expected = _jsonl_history(workdir)
+  got = {key: {m.step: m.value for m in client.get_metric_history(record['run_id'], key)}
+         for key in expected}
+  counts = {key: len(client.get_metric_history(record['run_id'], key)) for key in expected}
+  assert got == expected and counts == {k: len(v) for k, v in expected.items()}
+  assert record['run_id'] != first
+  old = client.get_run(first)
+  assert old.info.status == 'KILLED'
+  assert old.data.tags['trainkit.superseded_at_step'] == str(steps[1]), steps

@@ -10,10 +10,13 @@ start-up dragged on into the epochs, slowing them more, and a busy machine
 could starve it: it runs at the trainer's.)
 
 stdin, one JSON object per line:
-  {"open": {uri, directory, kind, experiment, params, tags, run_id, history}}
-      first; `run_id` is the run to append to (or null for a new one), and
+  {"open": {uri, directory, kind, experiment, params, tags, run_id, history,
+             discard_after}}
+      first; `run_id` is the run to append to (or null for a new one),
       `history` the metrics the workdir logged before (sent for the steps
-      the MLflow run lacks);
+      the MLflow run lacks), and `discard_after` (a resume with config
+      changes: its step) ends a run that holds later steps, whose values the
+      resume replaces, for a new one;
   {"metrics": [[name, value, milliseconds, step], ...]}, {"tags": {...}},
   {"member_tags": {"run_id", "tags"}} (another run of the store: a member's),
   {"artifacts": [path, ...]}, {"end": "FINISHED" | "FAILED" | "KILLED"}.
@@ -132,10 +135,15 @@ class Worker:
       for key in run.data.metrics:
         history = self.client.get_metric_history(self.run_id, key)
         self.last_steps[key] = max(m.step for m in history)
-      self.client.update_run(self.run_id, status='RUNNING')
-      print(f'MLflow: appending to run {self.run_id} at {request["uri"]}.', file=sys.stderr,
-            flush=True)
-    else:
+      discarded = request.get('discard_after')
+      if discarded is not None and max(self.last_steps.values(), default=-1) > discarded:
+        run = self._supersede(discarded)
+      else:
+        self.client.update_run(self.run_id, status='RUNNING')
+        print(f'MLflow: appending to run {self.run_id} at {request["uri"]}.', file=sys.stderr,
+              flush=True)
+    if run is None:
+      request = self.request
       run = self.client.create_run(self._experiment_id(), tags=request['tags'],
                                    run_name=os.path.basename(request['directory']))
       self.run_id = run.info.run_id
@@ -145,6 +153,24 @@ class Worker:
           'experiment_id': run.info.experiment_id, 'kind': request['kind']})
       print(f'MLflow: run {self.run_id} at {request["uri"]}.', file=sys.stderr, flush=True)
     self.send([{'metrics': request.get('history', [])}])
+
+  def _supersede(self, step: int) -> None:
+    """Ends the run, whose metrics past `step` are of training the resume discarded.
+
+    MLflow keeps every value it was sent: a resume that trains steps past
+    `step` again with another config would leave the discarded values
+    beside the new ones. The workdir's run starts afresh instead (sent
+    metrics.jsonl up to `step`), and the old one says which run took over.
+    Returns None: a new run is to be made.
+    """
+    old = self.run_id
+    self.client.set_tag(old, 'trainkit.superseded_at_step', str(step))
+    self.client.set_terminated(old, 'KILLED')
+    self.request = {**self.request, 'tags': {**self.request['tags'], 'trainkit.supersedes': old}}
+    self.run_id, self.last_steps = None, {}
+    print(f'MLflow: run {old} holds steps past {step} that this resume trains again with '
+          'another config; a new run takes over.', file=sys.stderr, flush=True)
+    return None
 
   def log_batch(self, metrics=(), params=(), tags=()) -> None:
     from mlflow.entities import Metric, Param, RunTag  # pylint: disable=g-import-not-at-top

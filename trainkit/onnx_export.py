@@ -66,9 +66,7 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, MODEL)
-    with open(path + '.tmp', 'wb') as f:
-      f.write(model.SerializeToString())
-    os.replace(path + '.tmp', path)
+    jax_export.write_whole(path, model.SerializeToString())
     jax_export.write_signature(folder, config, spec, step, outputs)
   logging.info('Exported checkpoint %d to %s.', step, path)
   return folder

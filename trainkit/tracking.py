@@ -28,6 +28,7 @@ name the task, dataset, host and workdir.
 import json
 import os
 import queue
+import re
 import select
 import socket
 import subprocess
@@ -57,7 +58,13 @@ def uri_problem(uri: str) -> str | None:
   """Why `uri` cannot be an MLflow tracking URI, or None."""
   if not isinstance(uri, str):
     return 'must be a string'
+  if re.fullmatch(r'[A-Za-z0-9.-]+:\d+(/.*)?', uri):
+    return f"looks like a server's address without its scheme; write 'http://{uri}'"
   scheme = urllib.parse.urlparse(uri).scheme
+  if uri and not scheme and os.path.isdir(os.path.expanduser(uri)):
+    return ('is a folder (an MLflow 2 file store?), which MLflow 3 no longer opens; give '
+            f"a SQLite file's path (e.g. {os.path.join(uri, 'mlflow.db')!r}) or a server's "
+            'http:// URI')
   if not uri or not scheme:
     return None  # '' (the workdir's store) or a path (a SQLite file there).
   base = scheme.split('+')[0]  # postgresql+psycopg2 and the like.
@@ -164,7 +171,8 @@ class MlflowRun:
         'experiment': self._config.mlflow_experiment, 'params': params(self._config),
         'tags': self._tags,
         'run_id': record.get('run_id') if record.get('uri') == self.uri else None,
-        'history': _history(self._directory, resume_step) if self._kind == 'run' else []}})
+        'history': _history(self._directory, resume_step) if self._kind == 'run' else [],
+        'discard_after': resume_step if config_changes else None}})
     if config_changes:
       self.set_tags({'config_changes': json.dumps(config_changes)})
     if wait:
