@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.helpers import MNIST_DIR, SESSION_CACHE_ENV, write_mnist
+from trainkit import checkpointing
 from trainkit import cli
 from trainkit.sources import tfds_source
 
@@ -65,6 +66,25 @@ def mock_mnist():
   """TFDS returns random MNIST-shaped examples, NUM_EXAMPLES per split."""
   with mock_data():
     yield
+
+
+@pytest.fixture
+def restored_steps(monkeypatch):
+  """The steps the runs of the test restored from their own checkpoints, in order.
+
+  An in-process resume that trained from scratch would reach the same
+  numbers (runs are deterministic): its test asserts a restore happened.
+  """
+  steps = []
+  restore = checkpointing.restore_latest
+
+  def spy(*args, **kwargs):
+    restored = restore(*args, **kwargs)
+    if restored:
+      steps.append(int(restored[2]))
+    return restored
+  monkeypatch.setattr(checkpointing, 'restore_latest', spy)
+  return steps
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Runs a script as `__main__` and prints, at exit, which heavy packages it imported.
 
 `python -m tests.modules_at_exit main.py --flags...`: the last stderr line is
-`IMPORTED: [...]`, the top-level names of `HEAVY` found in sys.modules.
+`IMPORTED: [...]`, the top-level names of `HEAVY` found in sys.modules. Its
+child processes are watched too (tests/import_watch/sitecustomize.py, when
+the caller puts that folder on PYTHONPATH).
 """
 
 import atexit

@@ -24,7 +24,7 @@ import input_pipeline
 import train
 
 
-def test_streamed_arrays_resume_exactly_and_evaluate_as_resident_ones(tmp_path):
+def test_streamed_arrays_resume_exactly_and_evaluate_as_resident_ones(tmp_path, restored_steps):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   config = mdn_config(input_mode='stream', checkpoint_every_steps=4, keep_checkpoints=10)
   final, summary = train.train_and_evaluate(config, str(straight))
@@ -43,6 +43,7 @@ def test_streamed_arrays_resume_exactly_and_evaluate_as_resident_ones(tmp_path):
       shutil.rmtree(resumed / 'checkpoints' / str(step))
   config.input_workers = 1
   state, again = train.train_and_evaluate(config, str(resumed))
+  assert restored_steps == [12]  # It resumed: a retrain from scratch ends alike.
   jax.tree.map(np.testing.assert_array_equal, state.params, final.params)
   for key in ('eval_nll', 'test_nll', 'test_rmse', 'best_step'):
     assert again[key] == summary[key], key

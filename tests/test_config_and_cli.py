@@ -11,7 +11,8 @@ import pytest
 
 from tests.helpers import ENV, ROOT, error_lines, run_main, set_field
 from trainkit import config_checks
-from configs import default, jax_docs, jax_in_action
+from configs import default, jax_docs, jax_in_action, mixture_density
+from configs import mixture_density_tuned, table
 
 
 def _parse(*args):
@@ -69,9 +70,18 @@ def test_wrong_override_type_is_refused():
 
 
 @pytest.mark.parametrize('get_config', [default.get_config, jax_docs.get_config,
-                                        jax_in_action.get_config])
+                                        jax_in_action.get_config, mixture_density.get_config,
+                                        mixture_density_tuned.get_config, table.get_config])
 def test_shipped_configs_are_valid(get_config):
   config_checks.validate(get_config())
+
+
+def test_every_shipped_config_is_checked():
+  shipped = {name[:-3] for name in os.listdir(os.path.join(ROOT, 'configs'))
+             if name.endswith('.py') and name != '__init__.py'}
+  checked = {m.__name__.split('.')[-1] for m in (default, jax_docs, jax_in_action,
+                                                 mixture_density, mixture_density_tuned, table)}
+  assert shipped == checked
 
 
 @pytest.mark.parametrize('field, value, message', [

@@ -144,9 +144,17 @@ def test_a_damaged_latest_checkpoint_is_set_aside_for_the_previous(copy, item, h
   config.num_epochs = 3
   with mock_data():
     _, again = train.train_and_evaluate(config, workdir)
-  # Whatever was set aside, the run ends as the undamaged one did.
+  # The damaged step was noticed and set aside, the run resumed from the one
+  # before and trained the rest again: it ends as the undamaged one did.
+  aside = os.path.join(workdir, workdir_lib.BROKEN_CHECKPOINTS)
+  assert os.listdir(aside) == [str(steps[-1])]
+  assert os.path.lexists(os.path.join(aside, str(steps[-1]), item))
   assert again['eval_loss'] == summary['eval_loss'] and again['step'] == summary['step']
   assert checkpoint_steps(workdir)[-1] == steps[-1]
+  with mock_data():  # Its new latest checkpoint evaluates.
+    evaluated = inference.evaluate_checkpoint(config, workdir, split='train[40:]')
+  assert evaluated['step'] == steps[-1]
+  assert evaluated['eval_loss'] == pytest.approx(summary['eval_loss'], rel=1e-6)
 
 
 @pytest.mark.parametrize('how', DAMAGES)

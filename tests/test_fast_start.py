@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -70,13 +71,28 @@ def test_no_cache_dir_writes_no_cache(tmp_path, monkeypatch):
   assert len(written) == 2 and os.path.isdir(tmp_path / 'home' / '.cache' / 'trainkit')
 
 
-def _imported(script, *args):
+def _imported(script, *args, children: int = 0):
+  """(result, 'IMPORTED: [...]') of the command and every process it started.
+
+  `children`: at least this many child processes must have been watched.
+  """
+  log = os.path.join(tempfile.mkdtemp(), 'imports.log')
+  open(log, 'w').close()
+  watch = os.path.join(ROOT, 'tests', 'import_watch')
+  env = {**ENV, 'TRAINKIT_IMPORT_LOG': log,
+         'PYTHONPATH': os.pathsep.join([watch, ROOT, ENV.get('PYTHONPATH', '')])}
   result = subprocess.run(
-      [sys.executable, '-m', 'tests.modules_at_exit', script, *args], cwd=ROOT, env=ENV,
+      [sys.executable, '-m', 'tests.modules_at_exit', script, *args], cwd=ROOT, env=env,
       capture_output=True, text=True, timeout=300)
   lines = [line for line in result.stderr.splitlines() if line.startswith('IMPORTED:')]
   assert lines, result.stderr[-3000:]
-  return result, lines[-1]
+  with open(log) as f:
+    seen = [line.split() for line in f if line.strip()]
+  processes = {pid for pid, _ in seen}
+  assert len(processes) >= 1 + children, (script, args, seen)
+  heavy = sorted({name for _, name in seen if name != 'start'})
+  return result, lines[-1] if heavy == [] else f'IMPORTED: {heavy} (in a process of the command)'
+
 
 
 @pytest.mark.slow
@@ -107,10 +123,12 @@ def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path
       'predict': ['main.py', '--config=configs/default.py', workdir, '--mode=predict',
                   f'--input={image}', *common],
       'sweep': ['sweep.py', '--config=configs/sweeps/lr_seed.py',
-                f'--workdir={tmp_path / "sweep"}', *common],
+                f'--workdir={tmp_path / "sweep"}', *common, '--config.input_mode=stream',
+                '--config.input_workers=1'],
   }
   for name, command in commands.items():
-    result, imported = _imported(*command)
+    # The streamed run's Grain worker and the sweep's member processes are watched too.
+    result, imported = _imported(*command, children={'streamed': 1, 'sweep': 1}.get(name, 0))
     assert result.returncode == 0, (name, result.stderr[-3000:])
     assert imported == 'IMPORTED: []', (name, imported)
 

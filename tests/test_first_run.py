@@ -6,8 +6,10 @@ the prepared split gives. A process killed while it prepares, decodes or
 caches leaves nothing a later run trusts.
 """
 
+import datetime
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,3 +264,9 @@ def test_a_first_run_compiles_its_programs_while_the_data_loads(tmp_path):
   assert len(compiled['_eval_steps']) == 2
   for name in ('_train_steps', '_epoch_order', '_eval_steps', '<lambda>'):
     assert main_thread not in compiled[name], (name, compiled)
+  # While the data loads: the first program is compiled before it has loaded.
+  clock = lambda line: datetime.datetime.strptime(line.split()[1], '%H:%M:%S.%f')
+  logged = [line for line in lines if re.match(r'[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ ', line)]
+  loaded = next(clock(line) for line in logged if '] Data loaded; compiling ahead' in line)
+  first = min(clock(line) for line in logged if 'Finished XLA compilation of jit(' in line)
+  assert first < loaded, (first, loaded)

@@ -14,8 +14,10 @@ from PIL import Image
 from configs import default
 from tests.helpers import ROOT
 from tests import test_visibility
+from trainkit import evaluation
 from trainkit import inference
 from trainkit import offline_data
+from trainkit import optimizers
 import train
 
 
@@ -62,15 +64,25 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
   exported = inference.export_saved_model(config, workdir)
   served = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'tests', 'tf_serving_eval.py'), exported,
-       mnist_dir], cwd=ROOT,
+       mnist_dir, str(tmp_path / 'tf_scores.npy')], cwd=ROOT,
       capture_output=True, text=True, timeout=240,
       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert served.returncode == 0, served.stderr[-2000:]
   tf_accuracy = float(served.stdout.split()[-1])
   assert abs(tf_accuracy - summary['test_accuracy']) <= 0.002
+  # Image by image: TensorFlow's scores are the model's own, to float32 rounding.
+  images, labels = offline_data.load_idx_split(mnist_dir, 'test')
+  state, _, _ = inference.restore(config, workdir)
+  ours = np.asarray(evaluation.predict_steps(optimizers.params_for_eval(state),
+                                             {'x': images[None]})['probs'][0])
+  theirs = np.load(tmp_path / 'tf_scores.npy')
+  np.testing.assert_allclose(theirs, ours, atol=2e-5)
+  top = np.sort(ours, axis=-1)
+  clear = top[:, -1] - top[:, -2] > 1e-4  # Near-ties may round either way.
+  assert clear.mean() > 0.99
+  np.testing.assert_array_equal(theirs.argmax(-1)[clear], ours.argmax(-1)[clear])
 
   # Test digits drawn large, dark on white, off-centre: still recognised.
-  images, labels = offline_data.load_idx_split(mnist_dir, 'test')
   paths = []
   for i in range(20):
     canvas = Image.new('L', (360, 300), 255)

@@ -103,7 +103,7 @@ def test_split_syntax_selects_the_same_examples_in_both_modes(spec, expected):
     np.testing.assert_array_equal(got['y'], [w['label'] for w in want], mode)
 
 
-def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path):
+def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path, restored_steps):
   # Nothing counts as an improvement (min_delta 10): the learning rate is
   # halved after each epoch from the second, and the run stops after epoch 4.
   config = tiny_config(num_epochs=10, keep_checkpoints=10, early_stopping_patience=3,
@@ -120,6 +120,7 @@ def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path):
   for step in (15, 20):
     shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
   resumed_state, resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert restored_steps == [10]  # It resumed: a retrain from scratch ends alike.
   for key in ('stop_reason', 'step', 'eval_loss', 'test_loss', 'best_step'):
     assert resumed[key] == summary[key], key
   jax.tree.map(np.testing.assert_array_equal, resumed_state.params, state.params)

@@ -248,7 +248,7 @@ def test_a_diverging_member_is_stopped_alone(tmp_path):
   assert [r['status'] for r in rows] == ['finished', 'diverged']
 
 
-def test_an_interrupted_group_resumes_to_the_same_result(tmp_path):
+def test_an_interrupted_group_resumes_to_the_same_result(tmp_path, restored_steps):
   overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   base = tiny_config(input_mode='device')
   first = sweeps.run_sweep(base, overrides, str(tmp_path), 'vmap')
@@ -256,7 +256,9 @@ def test_an_interrupted_group_resumes_to_the_same_result(tmp_path):
   for row in first:
     os.remove(os.path.join(row['workdir'], 'summary.json'))
     shutil.rmtree(os.path.join(row['workdir'], 'checkpoints', '12'))
+  restored_steps.clear()
   again = sweeps.run_sweep(base, overrides, str(tmp_path), 'vmap')
+  assert restored_steps == [6, 6]  # Both members resumed after epoch 1.
   assert {r['name']: r['eval_loss'] for r in again} == pytest.approx(
       {r['name']: r['eval_loss'] for r in first}, rel=1e-6)
 

@@ -156,7 +156,8 @@ def test_every_task_metric_has_a_direction():
   assert selection.direction('nll') == 'minimize' and selection.direction('r2') == 'maximize'
 
 
-def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(tmp_path):
+def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(tmp_path,
+                                                                              restored_steps):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   config = mdn_config(checkpoint_every_steps=4, checkpoint_every_epochs=1, keep_checkpoints=10)
   final, summary = train.train_and_evaluate(config, str(straight))
@@ -176,6 +177,7 @@ def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(
     if step > 12:  # Resume mid-epoch 2.
       shutil.rmtree(resumed / 'checkpoints' / str(step))
   state, again = train.train_and_evaluate(config, str(resumed))
+  assert restored_steps == [12]  # It resumed: a retrain from scratch ends alike.
   jax.tree.map(np.testing.assert_array_equal, state.params, final.params)
   jax.tree.map(np.testing.assert_array_equal, state.opt_state, final.opt_state)
   for key in ('eval_nll', 'test_nll', 'best_step', 'best_test_nll'):

@@ -268,7 +268,7 @@ def test_gradient_accumulation_takes_the_batchs_mean_gradient_in_k_steps():
   assert float(rate(10)) == pytest.approx(0.5e-3) and float(rate(11)) == float(rate(10))
 
 
-def test_accumulated_gradients_resume_exactly_mid_update(tmp_path, mock_mnist):
+def test_accumulated_gradients_resume_exactly_mid_update(tmp_path, mock_mnist, restored_steps):
   # 6 steps per epoch, updates every 4: the epoch's checkpoint holds a half sum.
   config = tiny_config(num_epochs=3, grad_accumulation_steps=4, keep_checkpoints=5)
   state, summary = train.train_and_evaluate(config, str(tmp_path / 'whole'))
@@ -277,12 +277,14 @@ def test_accumulated_gradients_resume_exactly_mid_update(tmp_path, mock_mnist):
   for step in (12, 18):
     shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / str(step))
   resumed, again = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert restored_steps == [6]  # It resumed: a retrain from scratch ends alike.
   assert again['eval_loss'] == summary['eval_loss']
   jax.tree.map(np.testing.assert_array_equal, resumed.params, state.params)
   jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)
 
 
-def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mock_mnist):
+def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mock_mnist,
+                                                                   restored_steps):
   config = tiny_config(ema_decay=0.9, num_epochs=2, keep_checkpoints=5, input_mode='device')
   state, summary = train.train_and_evaluate(config, str(tmp_path / 'whole'))
   ema = optax.tree_utils.tree_get(state.opt_state, 'ema_params')
@@ -306,5 +308,6 @@ def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mo
   shutil.copytree(tmp_path / 'whole', tmp_path / 'resumed')
   shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / '12')
   resumed, again = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  assert restored_steps == [6]  # It resumed: a retrain from scratch ends alike.
   assert again['eval_loss'] == summary['eval_loss']
   jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)

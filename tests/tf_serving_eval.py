@@ -1,10 +1,10 @@
 """Test-split accuracy of an exported SavedModel, with TensorFlow alone.
 
-  python tests/tf_serving_eval.py SAVED_MODEL_DIR MNIST_IDX_DIR
+  python tests/tf_serving_eval.py SAVED_MODEL_DIR MNIST_IDX_DIR [SCORES.npy]
 
 JAX (and everything built on it) is made unimportable first, so a pass shows
 that the SavedModel needs nothing but TensorFlow. Reads the raw uint8 t10k IDX
-files and prints the accuracy.
+files and prints the accuracy (and saves every image's scores, if asked).
 """
 
 import sys
@@ -27,7 +27,7 @@ def read_idx(path):
   return np.frombuffer(data[4 + 4 * ndim:], np.uint8).reshape(shape)
 
 
-def main(saved_model, idx_dir):
+def main(saved_model, idx_dir, scores_out=None):
   images = read_idx(os.path.join(idx_dir, 't10k-images-idx3-ubyte.gz'))[..., None]
   labels = read_idx(os.path.join(idx_dir, 't10k-labels-idx1-ubyte.gz'))
   serve = tf.saved_model.load(saved_model).signatures['serving_default']
@@ -35,6 +35,8 @@ def main(saved_model, idx_dir):
       serve(images=tf.constant(images[i:i + 1000]))['scores'].numpy()
       for i in range(0, len(images), 1000)])
   assert scores.shape == (len(labels), 10), scores.shape
+  if scores_out:
+    np.save(scores_out, scores)
   print(f'accuracy {np.mean(scores.argmax(-1) == labels):.6f}')
 
 

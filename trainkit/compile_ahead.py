@@ -47,6 +47,8 @@ def while_loading(config):
   thread.start()
   try:
     yield
+    logging.info('Data loaded; compiling ahead %s.',
+                 'still running' if thread.is_alive() else 'finished')
   finally:
     thread.join()
 
