@@ -5,13 +5,17 @@ r"""The first command on a new machine, from an empty home, beside Keras 3's and
 
 Every command runs with HOME set to a new, empty folder: no TFDS data dir, no
 decoded splits, no compiled programs, no matplotlib font cache. Timed from
-launch to exit, alternated `--repeats` times so a slow spell of the shared
-machine hits all alike:
+launch to exit, alternated `--repeats` times, each round in another order
+(rotated), so a slow spell of the shared machine, or a warm page cache left
+by the command before, hits all alike:
 
-  trainer     the README's command with manual_dir, 1 epoch:
-              `main.py --config=configs/default.py --workdir=W
-              --config.manual_dir=M --config.num_epochs=1` (prepares MNIST
-              from the IDX files, trains, evaluates, saves, plots);
+  trainer     the README's command with manual_dir, 1 epoch, on the peers'
+              workload: `main.py --config=configs/default.py --workdir=W
+              --config.manual_dir=M --config.num_epochs=1
+              --config.train_split=train --config.validation_split=` (all
+              60,000 training images, the test split evaluated after the
+              epoch, as the peers do; prepares MNIST from the IDX files,
+              trains, evaluates, saves, plots);
   keras       Keras 3 `fit` (JAX backend) on the same IDX files, 1 epoch
               (benchmarks/peers/, in the peers' venv, see
               benchmarks/requirements-peers.txt);
@@ -67,7 +71,8 @@ def _trainer(home: str) -> dict:
   workdir = tempfile.mkdtemp(prefix='bench_first_')
   cmd = [sys.executable, os.path.join(whole_command.ROOT, 'main.py'),
          '--config=configs/default.py', f'--workdir={workdir}',
-         f'--config.manual_dir={FLAGS.manual_dir}', '--config.num_epochs=1']
+         f'--config.manual_dir={FLAGS.manual_dir}', '--config.num_epochs=1',
+         '--config.train_split=train', '--config.validation_split=']
   try:
     _, wall, rss = whole_command.spawn(cmd, os.path.join(home, 'trainer.log'),
                                        env={'HOME': home})
@@ -100,10 +105,14 @@ def _peer(name: str, home: str) -> dict:
                                 env={'HOME': home})
 
 
-def _one_round() -> dict:
-  """Each command once, each from a home of its own (then again where they ran)."""
+def _one_round(first: int = 0) -> dict:
+  """Each command once, each from a home of its own (then again where they ran).
+
+  `first`: the round's first command (the order is rotated from round to round).
+  """
   out = {}
-  for name in FLAGS.runs:
+  order = FLAGS.runs[first % len(FLAGS.runs):] + FLAGS.runs[:first % len(FLAGS.runs)]
+  for name in order:
     home = tempfile.mkdtemp(prefix='bench_home_')
     try:
       print(f'running {name} ...', flush=True)
@@ -124,7 +133,7 @@ def main(argv):
   del argv
   if {'keras', 'lightning'} & set(FLAGS.runs) and not shutil.which(FLAGS.peers_python):
     raise app.UsageError(f'no {FLAGS.peers_python}: see benchmarks/requirements-peers.txt')
-  rounds = [_one_round() for _ in range(FLAGS.repeats)]
+  rounds = [_one_round(first=i) for i in range(FLAGS.repeats)]
   median = {name: statistics.median(r[name]['wall_s'] for r in rounds) for name in rounds[0]}
   results = {'repeats': rounds, 'median_wall_s': median}
   for name, wall in median.items():

@@ -114,11 +114,13 @@ def _alternated_in_one_run(work) -> dict:
       os.kill(pid, signal.SIGSTOP if stop else signal.SIGCONT)
   train.train_and_evaluate(config, workdir, epoch_hook=toggle)
   walls = {}
+  with open(os.path.join(workdir, 'model.json')) as f:
+    steps_per_epoch = json.load(f)['steps_per_epoch']  # The run's own, not assumed.
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     for line in f:
       record = json.loads(line)
       if record['split'] == 'epoch':
-        walls[record['step'] // 429] = record['metrics']['wall_s']
+        walls[record['step'] // steps_per_epoch] = record['metrics']['wall_s']
   # The hook after epoch 4 stops it for epoch 5: stopped in odd epochs, running in even.
   on = [w for e, w in walls.items() if e > 5 and e % 2 == 0]
   off = [w for e, w in walls.items() if e > 4 and e % 2 == 1]
