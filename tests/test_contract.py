@@ -30,14 +30,17 @@ import input_pipeline
 import train
 
 
+def _arrays_config(dataset: str):
+  return tiny_config(dataset=dataset, num_epochs=1, normalization='per_feature',
+                     train_split='train[:48]', test_split='train[48:]')
+
+
 def _arrays_run(tmp_path, features=2):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(64, features)).astype(np.float32)
   path = tmp_path / 'a.npz'
   np.savez(path, x=x, y=(x[:, 0] > 0).astype(np.int32))
-  config = tiny_config(dataset=str(path), num_epochs=1, normalization='per_feature',
-                       train_split='train[:48]',
-                       test_split='train[48:]')
+  config = _arrays_config(str(path))
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   return config, str(tmp_path / 'run')
 
@@ -344,3 +347,50 @@ def test_the_learning_curves_name_the_split_they_were_computed_on(tmp_path, monk
       t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()))
   plots.draw(str(tmp_path / 'run'))
   assert set(legends) == {'train', 'train[70%:85%]'}
+
+
+@pytest.mark.slow
+def test_the_commands_refuse_in_one_line_with_status_2_and_change_nothing(tmp_path):
+  from tests.helpers import error_lines, run_main  # pylint: disable=g-import-not-at-top
+  config, run = _arrays_run(tmp_path)
+  table = _table(tmp_path)
+  trained = tmp_path / 'table_run'
+  train.train_and_evaluate(tiny_config(dataset=str(table), **_TABLE), str(trained))
+  (tmp_path / 'wide.csv').write_text('1,2,3,4\n5,6,7,8\n')
+  (tmp_path / 'numbered.csv').write_text('0,1\n0.5,1.5\n')
+  pq.write_table(pa.table({'a': [1.0], 'b': ['x']}), tmp_path / 'mixed.parquet')
+  # The configs the workdirs were trained with, as config files.
+  (tmp_path / 'arrays_config.py').write_text(
+      'from tests import test_contract\n'
+      'def get_config():\n'
+      f'  return test_contract._arrays_config({config.dataset!r})\n')
+  (tmp_path / 'table_config.py').write_text(
+      'from tests import test_contract\n'
+      'from tests.helpers import tiny_config\n'
+      'def get_config():\n'
+      f'  return tiny_config(dataset={str(table)!r}, **test_contract._TABLE)\n')
+  arrays = [f'--config={tmp_path / "arrays_config.py"}', f'--workdir={run}']
+  tabled = [f'--config={tmp_path / "table_config.py"}', f'--workdir={trained}']
+  with open(table, 'a') as f:
+    f.write('99999,0.5,violet,churn\n')
+  cases = [
+      (arrays + ['--mode=predict', f'--input={tmp_path / "wide.csv"}'],
+       'line 1 holds 4 values; the model takes rows of 2 features'),
+      (arrays + ['--mode=predict', f'--input={tmp_path / "numbered.csv"}'],
+       'say which with --header=yes or --header=no'),
+      (arrays + ['--mode=predict', f'--input={tmp_path / "mixed.parquet"}'],
+       "column 'b' mixes numbers and string values"),
+      (tabled, 'is not the data'),
+      (tabled + ['--mode=eval'], 'is not the data'),
+      (arrays + ['--config.trackers=mlflow', '--config.mlflow_uri=127.0.0.1:5000'],
+       "write 'http://127.0.0.1:5000'"),
+  ]
+  before = {str(w): digest(w) for w in (tmp_path / 'run', trained)}
+  for args, message in cases:
+    done = run_main(*args)
+    lines = error_lines(done.stderr)
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], (
+        args, done.stderr[-2000:])
+    assert 'Traceback' not in done.stderr
+  assert {str(w): digest(w) for w in (tmp_path / 'run', trained)} == before
+  assert not list(tmp_path.glob('*_predictions.csv'))

@@ -244,6 +244,9 @@ def check_data(config, data) -> None:
     _require(data.num_classes >= 2, 'task', config.task,
              f'needs integer class labels (at least 2 classes); dataset={config.dataset!r} '
              f'has {found}')
+  _require(not config.positive_class or data.class_names, 'positive_class',
+           config.positive_class, f"names a class of a table's target; dataset="
+           f'{config.dataset!r} has unnamed classes (the positive one is class 1)')
   if config.task == 'binary':
     _require(data.num_classes == 2, 'task', config.task,
              f'needs labels 0 and 1; dataset={config.dataset!r} has '

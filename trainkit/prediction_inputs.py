@@ -46,9 +46,14 @@ def _is_number(text: str) -> bool:
 
 def _text_lines(path: str, fmt: table_formats.TextFormat) -> list:
   """[(line number, fields)] of a text file's non-blank lines."""
-  with table_formats.open_text(path) as f:
-    text = f.read().decode('utf-8-sig' if fmt.encoding.lower().replace('_', '-') in (
-        'utf-8', 'utf8') else fmt.encoding)
+  encoding = ('utf-8-sig' if fmt.encoding.lower().replace('_', '-') in ('utf-8', 'utf8')
+              else fmt.encoding)
+  try:
+    with table_formats.open_text(path) as f:
+      text = f.read().decode(encoding)
+  except (OSError, ValueError) as e:  # Not text, or not in this encoding.
+    refuse(path, f'cannot be read as {fmt.encoding} text ({type(e).__name__}); set '
+           'table_encoding to its encoding')
   sep = table_formats.separator(path, fmt)
   return [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=sep), 1)
           if any(cell.strip() for cell in row)]
@@ -87,6 +92,24 @@ def _text_rows(path: str, features: int, header: str, fmt) -> tuple:
   return rows, (lines[0][0] if skip else None)
 
 
+def _parquet_rows(path: str, features: int) -> np.ndarray:
+  """A Parquet file's columns as rows: exactly `features` columns of numbers."""
+  from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
+  try:
+    table = pq.read_table(path)
+  except (OSError, ValueError) as e:
+    refuse(path, f'cannot be read as a Parquet table ({type(e).__name__})')
+  if table.num_columns != features:
+    refuse(path, f'has {table.num_columns} columns; the model takes rows of {features} features')
+  columns = []
+  for name in table.column_names:
+    try:
+      columns.append(table_formats.numbers(table[name].combine_chunks(), 'float'))
+    except table_formats.Unsupported as e:
+      refuse(path, f'column {name!r} {e}')
+  return np.stack(columns, axis=1) if columns else np.zeros((0, features))
+
+
 def _array(path: str):
   try:
     loaded = np.load(path, allow_pickle=False)
@@ -121,6 +144,8 @@ def read_rows(path: str, input_shape: tuple, header: str = 'auto',
       refuse(path, f'holds an array of shape {rows.shape}; the model takes rows of shape '
              f'{tuple(input_shape)}' + (f' (or of {features} features)'
                                         if len(input_shape) > 1 else ''))
+  elif path.lower().endswith(table_formats.PARQUET_SUFFIXES):
+    rows = _parquet_rows(path, features)
   else:
     rows, header_line = _text_rows(path, features, header, fmt or table_formats.TextFormat())
   rows = rows.reshape(len(rows), *input_shape)
@@ -170,4 +195,6 @@ def read_table(config, spec, path: str) -> tuple:
     values.append(codes)
     codes_of.append(positions)
   ids = {name: table_formats.texts(read[name]) for name in config.id_columns}
+  if not len(values[0]):
+    refuse(path, 'holds a header and no rows')
   return tables.encode(columns, values, codes_of), ids, unseen
