@@ -23,6 +23,7 @@ from trainkit import config_checks
 from trainkit import evaluation
 from trainkit import optimizers
 from trainkit import runs as runs_lib
+from trainkit import trained_data
 from trainkit import workdir_lock
 
 
@@ -100,6 +101,7 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None,
   for config, workdir in zip(configs, workdirs):
     config_checks.validate(config)
     config_checks.check_workdir(workdir)
+    trained_data.check(config, workdir, 'resume')
   data = data or input_pipeline.create_datasets(base)
   if data.mode != 'device':
     raise NotGroupable('the data is streamed (input_mode=stream)')

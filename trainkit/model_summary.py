@@ -125,8 +125,9 @@ def _columns(spec: workdir_lib.ModelSpec) -> str:
       became = (f'one-hot over {len(c.levels)} levels + other: '
                 + ', '.join(map(repr, c.levels[:6])) + (', ...' if len(c.levels) > 6 else ''))
     else:
-      became = f'number, missing -> {c.fill:.6g}' + (' + a missing indicator'
-                                                     if c.indicator else '')
+      number = 'days since 1970-01-01 UTC' if c.kind == 'date' else 'number'
+      became = f'{number}, missing -> {c.fill:.6g}' + (' + a missing indicator'
+                                                       if c.indicator else '')
     lines.append(f'  {c.name.ljust(width)}  {c.kind:<7}  {became}')
   return '\n'.join(lines) + '\n'
 
