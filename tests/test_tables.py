@@ -288,6 +288,7 @@ def test_binary_metrics_match_a_direct_computation():
   assert metrics['roc_auc'] == pytest.approx(pairs, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_table_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tmp_path):
   path = _write(_columns(2000, seed=1), tmp_path / 't.parquet')
   fields = {'num_epochs': 6, 'checkpoint_every_epochs': 1, 'checkpoint_every_steps': 10,
