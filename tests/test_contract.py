@@ -329,7 +329,7 @@ def test_a_jax_export_killed_while_writing_leaves_the_previous_artifact(tmp_path
   with monkeypatch.context() as patch:
     def killed(*args):
       raise KeyboardInterrupt  # As a kill once the bytes are written, before they are in place.
-    patch.setattr(jax_export.os, 'replace', killed)
+    patch.setattr(jax_export.workdir_lib.os, 'replace', killed)
     with pytest.raises(KeyboardInterrupt):
       jax_export.export(config, run, checkpoint=str(jax_export.workdir_lib.checkpoint_steps(
           run)[0]))

@@ -60,18 +60,6 @@ def serving_function(config, workdir: str, checkpoint: str, kind: str):
     yield serve, example, spec, step
 
 
-def write_whole(path: str, data: bytes) -> None:
-  """Writes `data` to `path` whole or not at all: a kill mid-write leaves no broken artifact."""
-  temporary = f'{path}.tmp-{os.getpid()}'
-  try:
-    with open(temporary, 'wb') as f:
-      f.write(data)
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-
-
 def write_signature(folder: str, config, spec, step: int, outputs: dict) -> None:
   """signature.json: the input and `outputs` ({name: abstract value, batch first})."""
   workdir_lib.write_json(os.path.join(folder, SIGNATURE), {
@@ -88,7 +76,7 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     exported = jax.export.export(jax.jit(serve))(example)
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
-    write_whole(os.path.join(folder, MODEL), exported.serialize())
+    workdir_lib.write_bytes(os.path.join(folder, MODEL), exported.serialize())
     # The batch dimension of these is symbolic.
     write_signature(folder, config, spec, step,
                     jax.tree.unflatten(exported.out_tree, exported.out_avals))

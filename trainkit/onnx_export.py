@@ -23,6 +23,7 @@ import jax
 
 from trainkit import config_checks
 from trainkit import jax_export
+from trainkit import workdir as workdir_lib
 
 FOLDER = os.path.join('export', 'onnx')
 MODEL = 'model.onnx'
@@ -66,7 +67,7 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, MODEL)
-    jax_export.write_whole(path, model.SerializeToString())
+    workdir_lib.write_bytes(path, model.SerializeToString())
     jax_export.write_signature(folder, config, spec, step, outputs)
   logging.info('Exported checkpoint %d to %s.', step, path)
   return folder

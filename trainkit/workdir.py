@@ -68,15 +68,21 @@ def checkpoint_steps(workdir: str) -> list:
 
 
 def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` whole or not at all (a temporary file renamed).
+  """Writes `text` to `path` whole or not at all (write_bytes)."""
+  write_bytes(path, text.encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` whole or not at all (a temporary file renamed).
 
   A full disk or a kill never leaves a half-written file for the next run to
-  read. In a multi-process run, process 0 only calls it.
+  read, nor a broken artifact beside a valid one. In a multi-process run,
+  process 0 only calls it.
   """
   temporary = f'{path}.tmp-{os.getpid()}'
   try:
-    with open(temporary, 'w') as f:
-      f.write(text)
+    with open(temporary, 'wb') as f:
+      f.write(data)
     os.replace(temporary, path)
   finally:
     if os.path.exists(temporary):
