@@ -271,3 +271,19 @@ def test_a_resume_with_changes_leaves_no_discarded_metrics_in_mlflow(tmp_path):
   old = client.get_run(first)
   assert old.info.status == 'KILLED'
   assert old.data.tags['trainkit.superseded_at_step'] == str(steps[1]), steps
+
+
+def test_a_store_that_fails_costs_one_line_and_is_not_shown_as_the_runs(tmp_path, capfd):
+  (tmp_path / 'store.db').write_text('not a database')
+  config = mdn_config(num_epochs=1, plots=False, trackers='mlflow',
+                      mlflow_uri=str(tmp_path / 'store.db'), progress='log')
+  start = time.perf_counter()
+  _, summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  took = time.perf_counter() - start
+  err = capfd.readouterr()
+  assert 'TensorBoard    tensorboard --logdir' in err.out + err.err  # The closing lines.
+  lines = [line for line in (err.out + err.err).splitlines() if 'MLflow' in line]
+  assert len(lines) == 1 and lines[0].startswith('warning: MLflow tracking at ') and (
+      'file is not a database' in lines[0]), lines
+  assert summary['stop_reason'] == 'completed' and took < 30
+  assert not (tmp_path / 'run' / 'mlflow.json').exists()

@@ -326,7 +326,7 @@ class Run:
       self._track_summary(summary, step)
     logging.info('%s', progress.run_summary(summary, self.workdir, self.best_step,
                                             self.config.plots, self.metrics,
-                                            self._tracker and self._tracker.uri))
+                                            self._tracker and self._tracker.shown_uri()))
     return summary
 
   def _track_summary(self, summary: dict, step: int) -> None:

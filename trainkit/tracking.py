@@ -153,6 +153,23 @@ class MlflowRun:
     self._writer = threading.Thread(target=self._write, name='mlflow-pipe', daemon=True)
     self._writer.start()
     self._opened = self._ended = False
+    self._said = None  # What the process said once the run opened (or failed to).
+
+  def shown_uri(self) -> str | None:
+    """The store to show in a run's closing lines: None once its process said it failed.
+
+    Reads what the process has said so far, without waiting for more.
+    """
+    stdout = self._process.stdout
+    while self._said is None and not stdout.closed and select.select([stdout], [], [], 0)[0]:
+      line = stdout.readline()
+      if not line:
+        break
+      try:
+        self._said = json.loads(line)
+      except ValueError:
+        continue
+    return None if self._said and 'failed' in self._said else self.uri
 
   def open(self, resume_step: int = 0, config_changes: dict | None = None,
            wait: bool = False) -> None:
@@ -178,7 +195,10 @@ class MlflowRun:
     if wait:
       ready, _, _ = select.select([self._process.stdout], [], [], END_WAIT_S)
       if ready:
-        self._process.stdout.readline()
+        try:
+          self._said = json.loads(self._process.stdout.readline())
+        except ValueError:
+          pass
 
   def _write(self) -> None:
     """The queued messages into the worker's stdin, closed after the last."""
@@ -240,6 +260,7 @@ class MlflowRun:
       self._process.wait()
       logging.warning('MLflow at %s: sending took over %d s; what was left is not sent.',
                       self.uri, END_WAIT_S)
+    self.shown_uri()  # What the process said, read before its pipe closes.
     self._process.stdout.close()
 
 
