@@ -7,6 +7,7 @@ and a search's trials are nested under the search's run with their states.
 """
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -273,16 +274,19 @@ def test_a_resume_with_changes_leaves_no_discarded_metrics_in_mlflow(tmp_path):
   assert old.data.tags['trainkit.superseded_at_step'] == str(steps[1]), steps
 
 
-def test_a_store_that_fails_costs_one_line_and_is_not_shown_as_the_runs(tmp_path, capfd):
+def test_a_store_that_fails_costs_one_line_and_is_not_shown_as_the_runs(tmp_path, capfd,
+                                                                         caplog):
   (tmp_path / 'store.db').write_text('not a database')
   config = mdn_config(num_epochs=1, plots=False, trackers='mlflow',
                       mlflow_uri=str(tmp_path / 'store.db'), progress='log')
   start = time.perf_counter()
-  _, summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  with caplog.at_level(logging.INFO, logger='absl'):
+    _, summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
   took = time.perf_counter() - start
   err = capfd.readouterr()
-  assert 'TensorBoard    tensorboard --logdir' in err.out + err.err  # The closing lines.
-  lines = [line for line in (err.out + err.err).splitlines() if 'MLflow' in line]
+  said = err.out + err.err + caplog.text
+  assert 'TensorBoard    tensorboard --logdir' in said  # The closing lines.
+  lines = [line for line in said.splitlines() if 'MLflow' in line]
   assert len(lines) == 1 and lines[0].startswith('warning: MLflow tracking at ') and (
       'file is not a database' in lines[0]), lines
   assert summary['stop_reason'] == 'completed' and took < 30
