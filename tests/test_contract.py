@@ -81,6 +81,24 @@ def test_the_mixture_density_model_takes_rows_of_its_width_only(tmp_path):
   assert [r['row'] for r in _predicted(out)] == ['0', '1', '2', '3', '4']
 
 
+def test_rows_for_a_model_of_uint8_inputs_must_be_whole_numbers_it_holds(tmp_path):
+  path = tmp_path / 'pixels.npz'
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (64, 4), dtype=np.uint8)
+  np.savez(path, x=x, y=(x[:, 0] > 127).astype(np.int32))
+  config = tiny_config(dataset=str(path), num_epochs=1, train_split='train[:48]',
+                       test_split='train[48:]')
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  for bad in (np.full((2, 4), 0.5), np.full((2, 4), 300.0), np.full((2, 4), -1)):
+    np.save(tmp_path / 'bad.npy', bad)
+    with pytest.raises(cli.INPUT_ERRORS, match='not whole numbers from 0 to 255; the model '
+                       'takes uint8 inputs'):
+      predictions.predict_rows(config, str(tmp_path / 'run'), str(tmp_path / 'bad.npy'))
+  np.save(tmp_path / 'ok.npy', np.full((2, 4), 255.0))
+  assert len(_predicted(predictions.predict_rows(config, str(tmp_path / 'run'),
+                                                 str(tmp_path / 'ok.npy'))[0])) == 2
+
+
 def test_headers_are_decided_by_the_stated_rule_never_guessed(tmp_path):
   config, run = _arrays_run(tmp_path)
   numbered = tmp_path / 'numbered.csv'  # As pandas writes an unnamed frame.

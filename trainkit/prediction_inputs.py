@@ -124,11 +124,12 @@ def _array(path: str):
 
 
 def read_rows(path: str, input_shape: tuple, header: str = 'auto',
-              fmt: table_formats.TextFormat | None = None) -> tuple:
-  """(rows [n, *input_shape], the header's line number or None) of `path`.
+              fmt: table_formats.TextFormat | None = None, dtype: str = 'float32') -> tuple:
+  """(rows [n, *input_shape] as `dtype`, the header's line number or None) of `path`.
 
   Refused in one line: a row of another width or shape than the model's
-  input, a value that is not a number, NaN or infinity.
+  input, a value that is not a number, NaN or infinity, or one that the
+  model's input dtype cannot hold as it is (0.5 for uint8 pixels).
   """
   if not os.path.isfile(path):
     refuse(path, 'no such file')
@@ -152,7 +153,18 @@ def read_rows(path: str, input_shape: tuple, header: str = 'auto',
   if rows.dtype.kind == 'f' and not np.isfinite(rows).all():
     row = int(np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))[0][0])
     refuse(path, f'holds NaN or infinite values (the first in row {row})')
-  return rows, header_line
+  return _as_dtype(path, rows, np.dtype(dtype)), header_line
+
+
+def _as_dtype(path: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  """`rows` as `dtype`; refused where that would change a value (not where it rounds floats)."""
+  if dtype.kind in 'iu':
+    info = np.iinfo(dtype)
+    whole = rows.dtype.kind in 'biu' or np.array_equal(rows, np.round(rows))
+    if not whole or rows.min() < info.min or rows.max() > info.max:
+      refuse(path, f'holds values that are not whole numbers from {info.min} to {info.max}; '
+             f'the model takes {dtype.name} inputs (as it was trained on)')
+  return rows.astype(dtype)
 
 
 def read_table(config, spec, path: str) -> tuple:

@@ -64,8 +64,7 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
     rows, ids, unseen = prediction_inputs.read_table(config, spec, path)
   else:
     rows, header_line = prediction_inputs.read_rows(
-        path, spec.input_shape, header, table_formats.TextFormat.of(config))
-    rows = rows.astype(spec.input_dtype)
+        path, spec.input_shape, header, table_formats.TextFormat.of(config), spec.input_dtype)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
   batches = input_pipeline.stack_eval_batches(
       {'x': rows, 'y': np.zeros(len(rows), np.int32)}, config.eval_batch_size)
