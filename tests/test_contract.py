@@ -328,6 +328,57 @@ def test_predict_reads_each_column_as_the_kind_the_model_was_trained_on(tmp_path
     predictions.predict_rows(config, str(tmp_path / 'run'), str(bad))
 
 
+def test_files_users_have_read_as_written(tmp_path, monkeypatch):
+  # Free text with line breaks inside quotes, across blocks.
+  monkeypatch.setattr(table_formats, '_CSV_BLOCK', 64)
+  lines = ['note,x,label'] + [f'"line one\nline {i}, two",{i},{i % 2}' for i in range(30)]
+  (tmp_path / 'notes.csv').write_text('\n'.join(lines) + '\n')
+  meta, got = _read(tmp_path / 'notes.csv')
+  assert meta['rows'] == 30 and got['x'].tolist() == list(range(30))
+  # A timestamp column with a zone, then text: read as text, not refused.
+  lines = ['t,label'] + ['2024-01-02T03:04:05Z,1'] * 20 + ['soon,0']
+  (tmp_path / 'zoned.csv').write_text('\n'.join(lines) + '\n')
+  assert _read(tmp_path / 'zoned.csv')[0]['kinds'] == ['string', 'integer']
+  # A real-valued target stored as text in Parquet: its values, not its codes.
+  pq.write_table(pa.table({'a': np.arange(40.0), 'y': [str(v * 10) for v in range(40)]}),
+                 tmp_path / 'text_numbers.parquet')
+  config = tiny_config(dataset=str(tmp_path / 'text_numbers.parquet'), target_column='y',
+                       task='regression', best_metric='loss', early_stopping_metric='loss',
+                       normalization='per_feature', test_split='train')
+  data = input_pipeline.create_datasets(config)
+  np.testing.assert_array_equal(np.asarray(data.train['y']), np.arange(40.0) * 10)
+
+
+def test_predict_inputs_of_every_kind_users_hand_over(tmp_path):
+  path = _table(tmp_path)
+  config = tiny_config(dataset=str(path), **_TABLE)
+  run = str(tmp_path / 'run')
+  train.train_and_evaluate(config, run)
+  # 'NA' is an id (Namibia), not a missing one; an empty id stays empty.
+  (tmp_path / 'na.csv').write_text('id,a,colour\nNA,0.5,red\n,0.1,NA\n')
+  out, _ = predictions.predict_rows(config, run, str(tmp_path / 'na.csv'))
+  assert [r['id'] for r in _predicted(out)] == ['NA', '']
+  # Parquet strings as pandas 3 and Polars write them (large_string).
+  pq.write_table(pa.table({'id': pa.array(['1', '2'], pa.large_string()), 'a': [0.1, 0.2],
+                           'colour': pa.array(['red', 'blue'], pa.large_string())}),
+                 tmp_path / 'large.parquet')
+  out, table = predictions.predict_rows(config, run, str(tmp_path / 'large.parquet'))
+  assert [r['id'] for r in _predicted(out)] == ['1', '2'] and 'never saw' not in table
+  # Arrays: several arrays and none named 'x', a line of empty fields.
+  (tmp_path / 'arrays').mkdir()
+  arrays_config, arrays_run = _arrays_run(tmp_path / 'arrays')
+  np.savez(tmp_path / 'two.npz', a=np.ones((2, 2)), b=np.ones((2, 2)))
+  with pytest.raises(cli.INPUT_ERRORS, match="has several arrays and none named 'x' .a, b."):
+    predictions.predict_rows(arrays_config, arrays_run, str(tmp_path / 'two.npz'))
+  (tmp_path / 'gap.csv').write_text('1,2\n,\n3,4\n')
+  with pytest.raises(cli.INPUT_ERRORS, match="line 2, value 1 is '', not a number"):
+    predictions.predict_rows(arrays_config, arrays_run, str(tmp_path / 'gap.csv'))
+  # The .npz a workdir trained on, moved away: one line, not a traceback.
+  os.rename(arrays_config.dataset, str(tmp_path / 'moved.npz'))
+  with pytest.raises(cli.INPUT_ERRORS, match='no such file'):
+    inference.evaluate_checkpoint(arrays_config, arrays_run)
+
+
 def test_an_npy_dataset_is_refused_naming_what_arrays_must_hold(tmp_path):
   np.save(tmp_path / 'x.npy', np.ones((10, 2)))
   with pytest.raises(cli.INPUT_ERRORS, match=r"dataset='.*x.npy': an .npy file holds one "

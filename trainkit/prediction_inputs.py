@@ -18,6 +18,7 @@ values all look like numbers), id columns exactly as written.
 import csv
 import io
 import os
+import zipfile
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def _is_number(text: str) -> bool:
 
 
 def _text_lines(path: str, fmt: table_formats.TextFormat) -> list:
-  """[(line number, fields)] of a text file's non-blank lines."""
+  """[(line number, fields)] of a text file's lines but blank ones."""
   encoding = ('utf-8-sig' if fmt.encoding.lower().replace('_', '-') in ('utf-8', 'utf8')
               else fmt.encoding)
   try:
@@ -55,8 +56,9 @@ def _text_lines(path: str, fmt: table_formats.TextFormat) -> list:
     refuse(path, f'cannot be read as {fmt.encoding} text ({type(e).__name__}); set '
            'table_encoding to its encoding')
   sep = table_formats.separator(path, fmt)
+  # A blank line is no row; a line of empty fields (',,') is one, refused as not numbers.
   return [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=sep), 1)
-          if any(cell.strip() for cell in row)]
+          if row]
 
 
 def has_header(path: str, first: list, header: str) -> bool:
@@ -116,11 +118,12 @@ def _array(path: str):
     if isinstance(loaded, np.ndarray):  # A .npy file.
       return loaded
     with loaded:
-      if 'x' not in loaded.files and len(loaded.files) != 1:
-        refuse(path, f"has several arrays and none named 'x' ({', '.join(loaded.files)})")
-      return loaded['x' if 'x' in loaded.files else loaded.files[0]]
-  except (OSError, ValueError, EOFError) as e:
+      names = loaded.files
+      if 'x' in names or len(names) == 1:
+        return loaded['x' if 'x' in names else names[0]]
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     refuse(path, f'cannot be read as an array of numbers ({type(e).__name__})')
+  refuse(path, f"has several arrays and none named 'x' ({', '.join(names)})")
 
 
 def read_rows(path: str, input_shape: tuple, header: str = 'auto',

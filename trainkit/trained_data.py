@@ -1,7 +1,8 @@
 """The data a workdir was trained on: a resume or an evaluation on other data is refused.
 
 A table's or an .npz file's workdir records the digest of the files' bytes
-(and of how they were read) in model.json (`data_fingerprint`). A file
+in model.json (`data_fingerprint`); how they are read (separator,
+encoding) is in its config, which a resume may not change. A file
 changed since, read under the same name, would otherwise resume with
 another epoch length, another encoding and other splits (rows of the
 training split landing in the test split), or evaluate on rows the model

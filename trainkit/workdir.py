@@ -163,9 +163,9 @@ class ModelSpec:
       indicator, levels) (trainkit/sources/tables.py); () for other data.
     class_names: a table's class names by class index (predictions show them).
     class_weights: the weight of each class in the training loss; () = none.
-    data_fingerprint: a digest of the table's or .npz file's bytes (and how
-      they were read) the model was trained on; '' for other data. A resume,
-      or an evaluation, on files of another digest is refused.
+    data_fingerprint: a digest of the bytes of the table's or .npz file the
+      model was trained on; '' for other data. A resume, or an evaluation, on
+      files of another digest is refused.
   """
   num_classes: int
   input_shape: tuple

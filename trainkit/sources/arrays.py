@@ -12,7 +12,6 @@ length, numbers only, every value finite. 64-bit numbers become 32-bit ones,
 as JAX computes them.
 """
 
-import hashlib
 import os
 import zipfile
 
@@ -20,15 +19,7 @@ import numpy as np
 
 from trainkit import synthetic
 from trainkit.sources import base
-
-
-def file_digest(path: str) -> str:
-  """The first 16 hex digits of the SHA-256 of a file's bytes."""
-  sha = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 22), b''):
-      sha.update(chunk)
-  return sha.hexdigest()[:16]
+from trainkit.sources import table_files
 
 
 def is_arrays(dataset: str) -> bool:
@@ -152,7 +143,10 @@ class ArraySource(base.Source):
     """A digest of the .npz file's bytes ('' for a generator: its config decides it)."""
     if self.dataset.startswith(synthetic.PREFIX):
       return ''
-    return file_digest(os.path.expanduser(self.dataset))
+    path = os.path.expanduser(self.dataset)
+    if not os.path.isfile(path):
+      self.refuse('no such file')
+    return table_files.digest([path])
 
   def arrays(self, split: str) -> dict:
     if split not in self._all():

@@ -29,7 +29,7 @@ from trainkit.sources import base
 from trainkit.sources import table_formats
 
 # Bump when the layout of the converted columns changes.
-_FORMAT = 4
+_FORMAT = 5
 _META = 'meta.json'
 _ROWS = 'rows.bin'
 SUFFIXES = table_formats.SUFFIXES
@@ -217,14 +217,20 @@ def _convert_blocks(dataset, paths, writer, fmt, column_types) -> tuple:
   return meta, memory
 
 
-def digest(paths: list, fmt: table_formats.TextFormat) -> str:
-  """A fingerprint of the files' bytes and how they are read (text format, conversion)."""
-  sha = hashlib.sha256(f'{_FORMAT}:{fmt.separator!r}:{fmt.encoding!r}'.encode())
+def digest(paths: list) -> str:
+  """A fingerprint of the files' bytes (what a workdir records it was trained on)."""
+  sha = hashlib.sha256()
   for path in paths:
     with open(path, 'rb') as f:
       for chunk in iter(lambda: f.read(1 << 22), b''):  # pylint: disable=cell-var-from-loop
         sha.update(chunk)
   return sha.hexdigest()[:16]
+
+
+def _cache_key(content: str, fmt: table_formats.TextFormat) -> str:
+  """The converted copy's key: the bytes, how they are read, and the conversion's version."""
+  return hashlib.sha256(f'{_FORMAT}:{fmt.separator!r}:{fmt.encoding!r}:{content}'.encode()
+                        ).hexdigest()[:16]
 
 
 def _open_columns(folder: str, meta: dict) -> Columns:
@@ -250,15 +256,16 @@ def load(dataset: str, cache_dir: str, fmt: table_formats.TextFormat | None = No
 
   meta: {'names', 'kinds' ('integer', 'float', 'bool' or 'string'), 'rows',
   'levels' (a string column's levels, by code), 'problems' ({name: why the
-  column cannot be used}, its kind 'unsupported'), 'digest' (digest())};
+  column cannot be used}, its kind 'unsupported'), 'digest' (of the bytes)};
   columns: a `Columns`.
   """
   fmt = fmt or table_formats.TextFormat()
   paths = files(dataset)
-  key = digest(paths, fmt)
+  content = digest(paths)
   if not cache_dir:
     meta, columns = _convert_into(dataset, paths, None, fmt)
-    return {**meta, 'digest': key}, columns
+    return {**meta, 'digest': content}, columns
+  key = _cache_key(content, fmt)
   root = os.path.join(os.path.expanduser(cache_dir), 'tables')
   where = os.path.abspath(os.path.expanduser(dataset))
   stem = (os.path.basename(os.path.normpath(dataset)).replace('.', '_') + '-'
@@ -272,10 +279,10 @@ def load(dataset: str, cache_dir: str, fmt: table_formats.TextFormat | None = No
     tmp = tempfile.mkdtemp(dir=root, prefix='.incomplete-')
   except OSError:  # Not writable: no cache.
     meta, columns = _convert_into(dataset, paths, None, fmt)
-    return {**meta, 'digest': key}, columns
+    return {**meta, 'digest': content}, columns
   try:
     meta, _ = _convert_into(dataset, paths, tmp, fmt)
-    meta['digest'] = key
+    meta['digest'] = content
     with open(os.path.join(tmp, _META), 'w') as f:
       json.dump(meta, f)
     if os.path.lexists(folder):  # A damaged copy.

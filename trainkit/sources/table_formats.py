@@ -37,8 +37,8 @@ SEPARATORS = (',', ';', '\t', '|')
 _CSV_BLOCK = 16 << 20
 _PARQUET_ROWS = 65_536
 # What a column read as one kind is read as when later rows do not fit it.
-_WIDER = {'int64': 'double', 'null': 'double', 'double': 'string', 'bool': 'string',
-          'date32[day]': 'string', 'timestamp[s]': 'string', 'timestamp[ns]': 'string'}
+# Any other type is read as text.
+_WIDER = {'int64': 'double', 'null': 'double'}
 _PER_DAY = {'s': 86_400, 'ms': 86_400_000, 'us': 86_400_000_000, 'ns': 86_400_000_000_000}
 
 
@@ -99,18 +99,25 @@ def _text_reader(path: str, fmt: TextFormat, column_types: dict, include=None):
   return pa_csv.open_csv(
       open_text(path),
       read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK, encoding=fmt.encoding),
-      parse_options=pa_csv.ParseOptions(delimiter=separator(path, fmt)),
+      parse_options=_parse_options(path, fmt),
       # An empty field is a missing value, as a Parquet null: the formats agree.
       convert_options=pa_csv.ConvertOptions(
           strings_can_be_null=True, column_types=column_types,
           include_columns=include or []))
 
 
+def _parse_options(path: str, fmt: TextFormat):
+  from pyarrow import csv as pa_csv  # pylint: disable=g-import-not-at-top
+  # Quoted values may hold line breaks (free-text columns).
+  return pa_csv.ParseOptions(delimiter=separator(path, fmt), newlines_in_values=True)
+
+
 def _wider(error, names) -> 'Wider | None':
-  found = re.search(r'CSV column #(\d+): CSV conversion error to ([\w\[\]]+)', str(error))
-  if not found or int(found.group(1)) >= len(names) or found.group(2) not in _WIDER:
+  found = re.search(r'CSV column #(\d+): CSV conversion error to (.+?): invalid value',
+                    str(error))
+  if not found or int(found.group(1)) >= len(names) or found.group(2) == 'string':
     return None
-  return Wider(names[int(found.group(1))], _WIDER[found.group(2)])
+  return Wider(names[int(found.group(1))], _WIDER.get(found.group(2), 'string'))
 
 
 def batches(dataset: str, paths: list, fmt: TextFormat, column_types=None, include=None):
@@ -229,11 +236,23 @@ def read_whole(path: str, fmt: TextFormat, kinds: dict, text_columns: tuple) -> 
       present = [n for n in wanted if n in names]
       types = {n: pa.string() if n in text_columns else forced[kinds[n]]
                for n in present if n in text_columns or kinds[n] in forced}
-      table = pa_csv.read_csv(
+      read = lambda columns, **options: pa_csv.read_csv(
           open_text(path), read_options=pa_csv.ReadOptions(encoding=fmt.encoding),
-          parse_options=pa_csv.ParseOptions(delimiter=separator(path, fmt)),
-          convert_options=pa_csv.ConvertOptions(strings_can_be_null=True, column_types=types,
-                                                include_columns=present))
+          parse_options=_parse_options(path, fmt),
+          convert_options=pa_csv.ConvertOptions(
+              column_types={n: types[n] for n in columns if n in types},
+              include_columns=columns, **options))
+      # Features as training read them (an empty field, 'NA', ... missing); the
+      # text columns exactly as written ('NA' is an id), read apart.
+      features = [n for n in present if n in kinds and n not in text_columns]
+      # (No columns would mean every column to pyarrow.)
+      table = read(features, strings_can_be_null=True) if features else pa.table({})
+      texts_read = [n for n in present if n in text_columns]
+      if texts_read:
+        as_written = read(texts_read, strings_can_be_null=False, quoted_strings_can_be_null=False)
+        for name in texts_read:
+          table = (table.set_column(table.column_names.index(name), name, as_written[name])
+                   if name in table.column_names else table.append_column(name, as_written[name]))
     else:
       names = pq.ParquetFile(path).schema_arrow.names
       table = pq.read_table(path, columns=[n for n in wanted if n in names])
@@ -248,12 +267,17 @@ def read_whole(path: str, fmt: TextFormat, kinds: dict, text_columns: tuple) -> 
     raise Unsupported(f'cannot be read as a table ({first})') from None
   out = {}
   for name in table.column_names:
-    column = table[name].combine_chunks()
+    try:
+      column = table[name].combine_chunks()
+    except pa.ArrowInvalid:  # Over 2 GB of text in one column.
+      column = table[name].cast(pa.large_string()).combine_chunks()
     if pa.types.is_dictionary(column.type):
       column = column.dictionary_decode()
     if (name in text_columns or kinds.get(name) == 'string') and pa.types.is_integer(
         column.type):
       column = column.cast(pa.string())  # A Parquet file's numbers for a text column.
+    if pa.types.is_large_string(column.type):
+      column = column.cast(pa.string())
     if kinds.get(name) == 'string' and not (pa.types.is_string(column.type)
                                             or pa.types.is_null(column.type)):
       raise Unsupported(f'column {name!r} holds {column.type} values; the model was trained '

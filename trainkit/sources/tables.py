@@ -98,10 +98,9 @@ def _not_numbers(levels: list) -> np.ndarray:
   """Per level, whether it does not read as a number."""
   def bad(text):
     try:
-      float(text)
+      return not np.isfinite(float(text))
     except ValueError:
       return True
-    return False
   return np.array([bad(t) for t in levels] or [False], bool)
 
 
@@ -241,9 +240,12 @@ class TableSource(base.Source):
       if kind == 'string':
         rows = np.flatnonzero(_not_numbers(levels)[values])
         shown = ', '.join(f'{levels[values[r]]!r} (row {r})' for r in rows[:3])
-        self.refuse(f'target_column={name!r} must hold numbers for task='
-                    f'{self._config.task!r}; it holds text: {shown}'
-                    + (f' and {len(rows) - 3} more' if len(rows) > 3 else ''))
+        if len(rows):
+          self.refuse(f'target_column={name!r} must hold numbers for task='
+                      f'{self._config.task!r}; it holds text: {shown}'
+                      + (f' and {len(rows) - 3} more' if len(rows) > 3 else ''))
+        # Numbers stored as text (a Parquet string column): their values, not their codes.
+        values = np.array([float(level) for level in levels], np.float64)[values]
       y, classes = values.astype(np.float32), None
     elif kind == 'string':
       names = sorted(levels)
@@ -371,11 +373,10 @@ class TableSource(base.Source):
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
   def fingerprint(self) -> str:
-    """The digest of the table's files and how they are read (no conversion needed)."""
+    """The digest of the table's files' bytes (no conversion needed)."""
     if self._loaded is not None:
       return self._loaded['meta']['digest']
-    return table_files.digest(table_files.files(self.dataset), table_formats.TextFormat.of(
-        self._config))
+    return table_files.digest(table_files.files(self.dataset))
 
   def nbytes(self) -> int:
     t = self._load()
