@@ -137,7 +137,8 @@ class Worker:
         self.last_steps[key] = max(m.step for m in history)
       discarded = request.get('discard_after')
       if discarded is not None and max(self.last_steps.values(), default=-1) > discarded:
-        run = self._supersede(discarded)
+        self._supersede(discarded)
+        run = None
       else:
         self.client.update_run(self.run_id, status='RUNNING')
         print(f'MLflow: appending to run {self.run_id} at {request["uri"]}.', file=sys.stderr,
@@ -161,7 +162,6 @@ class Worker:
     `step` again with another config would leave the discarded values
     beside the new ones. The workdir's run starts afresh instead (sent
     metrics.jsonl up to `step`), and the old one says which run took over.
-    Returns None: a new run is to be made.
     """
     old = self.run_id
     self.client.set_tag(old, 'trainkit.superseded_at_step', str(step))
@@ -170,7 +170,6 @@ class Worker:
     self.run_id, self.last_steps = None, {}
     print(f'MLflow: run {old} holds steps past {step} that this resume trains again with '
           'another config; a new run takes over.', file=sys.stderr, flush=True)
-    return None
 
   def log_batch(self, metrics=(), params=(), tags=()) -> None:
     from mlflow.entities import Metric, Param, RunTag  # pylint: disable=g-import-not-at-top

@@ -37,14 +37,6 @@ def refuse(path: str, why: str):
   raise config_checks.ConfigError(f'--input={path!r}: {why}')
 
 
-def _is_number(text: str) -> bool:
-  try:
-    float(text)
-  except ValueError:
-    return False
-  return True
-
-
 def _text_lines(path: str, fmt: table_formats.TextFormat) -> list:
   """[(line number, fields)] of a text file's lines but blank ones."""
   encoding = ('utf-8-sig' if fmt.encoding.lower().replace('_', '-') in ('utf-8', 'utf8')
@@ -65,7 +57,7 @@ def has_header(path: str, first: list, header: str) -> bool:
   """Whether the first line `first` is a header, by the rule the module docstring states."""
   if header != 'auto':
     return header == 'yes'
-  if not all(_is_number(cell) for cell in first):
+  if not all(table_formats.is_number(cell) for cell in first):
     return True
   if [cell.strip() for cell in first] == [str(i) for i in range(len(first))]:
     refuse(path, f'its first line ({",".join(first)}) may be column numbers or a row; '

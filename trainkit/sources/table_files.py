@@ -33,6 +33,8 @@ _FORMAT = 5
 _META = 'meta.json'
 _ROWS = 'rows.bin'
 SUFFIXES = table_formats.SUFFIXES
+# digest()'s results, by the files' (path, size, modification time).
+_DIGESTS = {}
 # Rows copied at a time when whole columns are read (a table's rows are
 # contiguous: a column is read by reading every row).
 _CHUNK_ROWS = 65_536
@@ -218,13 +220,20 @@ def _convert_blocks(dataset, paths, writer, fmt, column_types) -> tuple:
 
 
 def digest(paths: list) -> str:
-  """A fingerprint of the files' bytes (what a workdir records it was trained on)."""
-  sha = hashlib.sha256()
-  for path in paths:
-    with open(path, 'rb') as f:
-      for chunk in iter(lambda: f.read(1 << 22), b''):  # pylint: disable=cell-var-from-loop
-        sha.update(chunk)
-  return sha.hexdigest()[:16]
+  """A fingerprint of the files' bytes (what a workdir records it was trained on).
+
+  Read once per process while the files' sizes and modification times stay
+  as they were: a resume checks it, then loading the table keys its cache by it.
+  """
+  stamps = tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
+  if stamps not in _DIGESTS:
+    sha = hashlib.sha256()
+    for path in paths:
+      with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 22), b''):  # pylint: disable=cell-var-from-loop
+          sha.update(chunk)
+    _DIGESTS[stamps] = sha.hexdigest()[:16]
+  return _DIGESTS[stamps]
 
 
 def _cache_key(content: str, fmt: table_formats.TextFormat) -> str:

@@ -20,6 +20,7 @@ The rules a user can rely on (README, "Your own tables"):
 """
 
 import dataclasses
+import math
 import os
 import re
 
@@ -63,6 +64,15 @@ class Wider(Exception):
   def __init__(self, name: str, type_name: str):
     super().__init__(name, type_name)
     self.name, self.type_name = name, type_name
+
+
+def is_number(text: str, finite: bool = False) -> bool:
+  """Whether `text` reads as a number (with `finite`, not NaN or infinite)."""
+  try:
+    value = float(text)
+  except ValueError:
+    return False
+  return not finite or math.isfinite(value)
 
 
 def is_text(path: str) -> bool:
@@ -225,34 +235,13 @@ def read_whole(path: str, fmt: TextFormat, kinds: dict, text_columns: tuple) -> 
   file lacks are left out. Unsupported: a value that is not of its kind.
   """
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  from pyarrow import csv as pa_csv  # pylint: disable=g-import-not-at-top
   from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
   wanted = list(dict.fromkeys([*kinds, *text_columns]))
-  forced = {'string': pa.string(), 'integer': pa.float64(), 'float': pa.float64(),
-            'bool': pa.bool_()}
+  names = []  # The file's columns, once known: conversion errors name them by position.
   try:
     if is_text(path):
       names = _text_reader(path, fmt, {}).schema.names
-      present = [n for n in wanted if n in names]
-      types = {n: pa.string() if n in text_columns else forced[kinds[n]]
-               for n in present if n in text_columns or kinds[n] in forced}
-      read = lambda columns, **options: pa_csv.read_csv(
-          open_text(path), read_options=pa_csv.ReadOptions(encoding=fmt.encoding),
-          parse_options=_parse_options(path, fmt),
-          convert_options=pa_csv.ConvertOptions(
-              column_types={n: types[n] for n in columns if n in types},
-              include_columns=columns, **options))
-      # Features as training read them (an empty field, 'NA', ... missing); the
-      # text columns exactly as written ('NA' is an id), read apart.
-      features = [n for n in present if n in kinds and n not in text_columns]
-      # (No columns would mean every column to pyarrow.)
-      table = read(features, strings_can_be_null=True) if features else pa.table({})
-      texts_read = [n for n in present if n in text_columns]
-      if texts_read:
-        as_written = read(texts_read, strings_can_be_null=False, quoted_strings_can_be_null=False)
-        for name in texts_read:
-          table = (table.set_column(table.column_names.index(name), name, as_written[name])
-                   if name in table.column_names else table.append_column(name, as_written[name]))
+      table = _read_text(path, fmt, [n for n in wanted if n in names], kinds, text_columns)
     else:
       names = pq.ParquetFile(path).schema_arrow.names
       table = pq.read_table(path, columns=[n for n in wanted if n in names])
@@ -265,26 +254,58 @@ def read_whole(path: str, fmt: TextFormat, kinds: dict, text_columns: tuple) -> 
                         f'{expected}') from None
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise Unsupported(f'cannot be read as a table ({first})') from None
-  out = {}
-  for name in table.column_names:
-    try:
-      column = table[name].combine_chunks()
-    except pa.ArrowInvalid:  # Over 2 GB of text in one column.
-      column = table[name].cast(pa.large_string()).combine_chunks()
-    if pa.types.is_dictionary(column.type):
-      column = column.dictionary_decode()
-    if (name in text_columns or kinds.get(name) == 'string') and pa.types.is_integer(
-        column.type):
-      column = column.cast(pa.string())  # A Parquet file's numbers for a text column.
-    if pa.types.is_large_string(column.type):
-      column = column.cast(pa.string())
-    if kinds.get(name) == 'string' and not (pa.types.is_string(column.type)
-                                            or pa.types.is_null(column.type)):
-      raise Unsupported(f'column {name!r} holds {column.type} values; the model was trained '
-                        'on string values there')
-    out[name] = column.cast(pa.string()) if pa.types.is_null(column.type) and (
-        kinds.get(name) == 'string') else column
-  return out
+  return {name: _as_read(name, table[name], kinds.get(name), name in text_columns)
+          for name in table.column_names}
+
+
+def _read_text(path: str, fmt: TextFormat, present: list, kinds: dict, text_columns: tuple):
+  """The columns `present` of a text file: features as training read them, text as written."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from pyarrow import csv as pa_csv  # pylint: disable=g-import-not-at-top
+  forced = {'string': pa.string(), 'integer': pa.float64(), 'float': pa.float64(),
+            'bool': pa.bool_()}
+  types = {n: pa.string() if n in text_columns else forced[kinds[n]]
+           for n in present if n in text_columns or kinds[n] in forced}
+
+  def read(columns, **options):
+    return pa_csv.read_csv(
+        open_text(path), read_options=pa_csv.ReadOptions(encoding=fmt.encoding),
+        parse_options=_parse_options(path, fmt),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={n: types[n] for n in columns if n in types},
+            include_columns=columns, **options))
+  # Features as training read them (an empty field, 'NA', ... missing); the
+  # text columns exactly as written ('NA' is an id), read apart.
+  features = [n for n in present if n in kinds and n not in text_columns]
+  # (No columns would mean every column to pyarrow.)
+  table = read(features, strings_can_be_null=True) if features else pa.table({})
+  texts_read = [n for n in present if n in text_columns]
+  if texts_read:
+    as_written = read(texts_read, strings_can_be_null=False, quoted_strings_can_be_null=False)
+    for name in texts_read:
+      table = (table.set_column(table.column_names.index(name), name, as_written[name])
+               if name in table.column_names else table.append_column(name, as_written[name]))
+  return table
+
+
+def _as_read(name: str, chunked, kind: str | None, as_text: bool):
+  """One column as predict reads it: a string column as strings (or refused), others as they are."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  try:
+    column = chunked.combine_chunks()
+  except pa.ArrowInvalid:  # Over 2 GB of text in one column.
+    column = chunked.cast(pa.large_string()).combine_chunks()
+  if pa.types.is_dictionary(column.type):
+    column = column.dictionary_decode()
+  if (as_text or kind == 'string') and pa.types.is_integer(column.type):
+    column = column.cast(pa.string())  # A Parquet file's numbers for a text column.
+  if pa.types.is_large_string(column.type) or (kind == 'string'
+                                                and pa.types.is_null(column.type)):
+    column = column.cast(pa.string())
+  if kind == 'string' and not pa.types.is_string(column.type):
+    raise Unsupported(f'column {name!r} holds {column.type} values; the model was trained '
+                      'on string values there')
+  return column
 
 
 def texts(column) -> list:

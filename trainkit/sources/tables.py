@@ -94,16 +94,6 @@ def encode(columns: list, values: list, codes_of: list) -> np.ndarray:
   return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
 
 
-def _not_numbers(levels: list) -> np.ndarray:
-  """Per level, whether it does not read as a number."""
-  def bad(text):
-    try:
-      return not np.isfinite(float(text))
-    except ValueError:
-      return True
-  return np.array([bad(t) for t in levels] or [False], bool)
-
-
 def _nearest(name: str, names: list) -> str:
   close = difflib.get_close_matches(name, names, n=3)
   return f' (did you mean {", ".join(map(repr, close))}?)' if close else (
@@ -238,7 +228,8 @@ class TableSource(base.Source):
     values = np.asarray(values)
     if not tasks.takes_classes(self._config):
       if kind == 'string':
-        rows = np.flatnonzero(_not_numbers(levels)[values])
+        finite = [table_formats.is_number(level, finite=True) for level in levels]
+        rows = np.flatnonzero(~np.array(finite or [True], bool)[values])
         shown = ', '.join(f'{levels[values[r]]!r} (row {r})' for r in rows[:3])
         if len(rows):
           self.refuse(f'target_column={name!r} must hold numbers for task='
