@@ -18,18 +18,20 @@ from absl import logging
 from ml_collections import config_flags
 
 from trainkit import cli
-from trainkit import config_checks
-from trainkit import divergence
-from trainkit import full_disk
-from trainkit import inference
-from trainkit import model_summary
-from trainkit import parallel
-from trainkit import predictions
-from trainkit import preemption
-from trainkit import progress
 from trainkit import tasks
-from trainkit import workdir as workdir_lib
-from trainkit import workdir_lock
+from trainkit.runtime import parallel
+from trainkit.runtime import preemption
+from trainkit.serving import predict_images
+from trainkit.serving import predict_rows as predictions
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import saved_model
+from trainkit.tracking import progress
+from trainkit.training import config_checks
+from trainkit.training import divergence
+from trainkit.training import model_summary
+from trainkit.workdirs import full_disk
+from trainkit.workdirs import layout as workdir_lib
+from trainkit.workdirs import lock as workdir_lock
 import train
 
 FLAGS = flags.FLAGS
@@ -75,7 +77,7 @@ def _run(config, workdir, inputs):
     train.train_and_evaluate(config, workdir,
                              continue_with_changes=FLAGS.continue_with_changes)
   elif FLAGS.mode == 'eval':
-    result = inference.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, FLAGS.split)
+    result = restore_lib.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, FLAGS.split)
     figures = ' '.join(f'eval_{name} {progress.figure(name, result["eval_" + name], True)}'
                        for name in tasks.metrics(config))
     print(f'checkpoint {result["step"]}: {figures} on {result["num_examples"]} examples of '
@@ -86,25 +88,25 @@ def _run(config, workdir, inputs):
     print(table)
     print(f'(every row: {path})')
   elif FLAGS.mode == 'predict':
-    results = inference.predict_files(config, workdir, inputs, FLAGS.checkpoint)
+    results = predict_images.predict_files(config, workdir, inputs, FLAGS.checkpoint)
     for result in results:
       if result.problem:
         print(f'{result.path}: {result.problem}')
       else:
         print(f'{result.path}: {result.label} ({result.probability:.1%})')
     problems = {r.problem for r in results} - {None}
-    if problems - {inference.NO_DIGIT}:
+    if problems - {predict_images.NO_DIGIT}:
       sys.exit(cli.EXIT_UNREADABLE_INPUT)
     if problems:
       sys.exit(cli.EXIT_NO_DIGIT)
   elif FLAGS.mode == 'export' and FLAGS.format == 'jax':
-    from trainkit import jax_export  # pylint: disable=g-import-not-at-top
+    from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
     print(jax_export.export(config, workdir, FLAGS.checkpoint))
   elif FLAGS.mode == 'export' and FLAGS.format == 'onnx':
-    from trainkit import onnx_export  # pylint: disable=g-import-not-at-top
+    from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
     print(onnx_export.export(config, workdir, FLAGS.checkpoint))
   elif FLAGS.mode == 'export':
-    print(inference.export_saved_model(config, workdir, FLAGS.checkpoint))
+    print(saved_model.export_saved_model(config, workdir, FLAGS.checkpoint))
   else:
     config_checks.validate(config)
     print(model_summary.table(config, model_summary.spec_without_data(config, workdir)))

@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from trainkit import plots
-from trainkit import workdir as workdir_lib
+from trainkit.tracking import plots
+from trainkit.workdirs import layout as workdir_lib
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@
       [--storage=postgresql://...] [--launcher=slurm --workers=8]
 
 The sweep file has get_config() (the base) and either get_sweep() (one dict of
-dotted overrides per member) or get_search() (a trainkit.search_space.Search:
+dotted overrides per member) or get_search() (a trainkit.search.space.Search:
 an Optuna study with early pruning); --config overrides apply to every member.
 Member i trains in DIR/<i>_<overrides>/ (a search's trial in DIR/trial_NNNN/)
 exactly as main.py would there; a member that finished is skipped when the
@@ -23,11 +23,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from trainkit import cli
-from trainkit import full_disk
-from trainkit import preemption
-from trainkit import search_space
-from trainkit import sweeps
-from trainkit import workdir_lock
+from trainkit.runtime import preemption
+from trainkit.search import space as search_space
+from trainkit.search import sweeps
+from trainkit.workdirs import full_disk
+from trainkit.workdirs import lock as workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
@@ -104,8 +104,8 @@ def main(argv):
 def _search(spec, sweep_path: str, start: float) -> None:
   """Works on the search's trials with the other workers, then prints the ranking."""
   # Imported here: Optuna and its storages cost a second that list sweeps skip.
-  from trainkit import search  # pylint: disable=g-import-not-at-top
-  from trainkit import search_results  # pylint: disable=g-import-not-at-top
+  from trainkit.search import optuna_search as search  # pylint: disable=g-import-not-at-top
+  from trainkit.search import results as search_results  # pylint: disable=g-import-not-at-top
   directory = FLAGS.workdir
   study, storage = search.prepare(spec, FLAGS.config, directory, FLAGS.storage,
                                   FLAGS.study, sweep_path)
@@ -113,7 +113,7 @@ def _search(spec, sweep_path: str, start: float) -> None:
   if FLAGS.launcher == 'none':
     ran = search.run_worker(study, storage, spec, FLAGS.config, directory)
   else:
-    from trainkit import launch  # pylint: disable=g-import-not-at-top
+    from trainkit.search import launch  # pylint: disable=g-import-not-at-top
     jobs = launch.launch(FLAGS.launcher, FLAGS.workers, FLAGS.slurm, directory, sys.argv)
     print(f'Submitted {len(jobs)} workers ({FLAGS.launcher}): jobs '
           f'{", ".join(job.job_id for job in jobs)}; their logs in '

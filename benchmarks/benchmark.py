@@ -70,7 +70,7 @@ STEPS_PER_EPOCH = 60_000 // 128
 
 def _load_mnist(manual_dir):
   """The IDX files as {'x', 'y'} per split (no TFDS: as the peers read them)."""
-  from trainkit import offline_data  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import tfds_prepare as offline_data  # pylint: disable=g-import-not-at-top
   return [dict(zip(('x', 'y'), offline_data.load_idx_split(manual_dir, s)))
           for s in ('train', 'test')]
 
@@ -84,15 +84,35 @@ def _median_time(fn, repeats):
   return statistics.median(times)
 
 
-def part_steps():
-  """Per-step speed of the trainer's step against the minimal step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from benchmarks import baselines  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
-  import models  # pylint: disable=g-import-not-at-top
-  import train  # pylint: disable=g-import-not-at-top
+def _trainer_state(dtype='float32'):
+  """The trainer's train state of the default config, computing in `dtype`."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from configs import default
+  import train
+  from trainkit.models import mlp as models
+  from trainkit.tasks import classification
+  # pylint: enable=g-import-not-at-top
+  config = default.get_config()
+  config.dtype = dtype
+  model = models.create_model(config.model, classification.Classification(10), dtype=dtype)
+  return train.create_train_state(jax.random.key(0), config, model, (28, 28, 1),
+                                  STEPS_PER_EPOCH)
 
+
+def _step_runs() -> dict:
+  """{result: (run, steps)}: the trainer's and the minimal step's workloads.
+
+  `run(steps)` times `steps` single steps; a run with steps None is an
+  epoch in one call, `run()`.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from benchmarks import baselines
+  import train
+  from trainkit.training import step as step_lib
+  # pylint: enable=g-import-not-at-top
   rng = np.random.default_rng(0)
   images = jax.device_put(rng.integers(0, 256, (60_000, 28, 28, 1), dtype=np.uint8))
   labels = jax.device_put(rng.integers(0, 10, (60_000,), dtype=np.int32))
@@ -102,15 +122,8 @@ def part_steps():
       .astype(np.int32))}
   dropout_rng = jax.random.key(1)
 
-  def trainer_state(dtype='float32'):
-    config = default.get_config()
-    config.dtype = dtype
-    model = models.create_model(config.model, 10, dtype=dtype)
-    return train.create_train_state(jax.random.key(0), config, model, (28, 28, 1),
-                                    STEPS_PER_EPOCH)
-
-  holder = {'trainer': trainer_state(), 'minimal': baselines.minimal_state(
-      STEPS_PER_EPOCH, 15), 'bf16': trainer_state('bfloat16')}
+  holder = {'trainer': _trainer_state(), 'minimal': baselines.minimal_state(
+      STEPS_PER_EPOCH, 15), 'bf16': _trainer_state('bfloat16')}
 
   def trainer_steps(n):
     for _ in range(n):
@@ -124,7 +137,7 @@ def part_steps():
     jax.block_until_ready(m)
 
   def trainer_epoch(key='trainer'):
-    holder[key], m = train.train_steps(holder[key], index, dropout_rng,
+    holder[key], m = step_lib.train_steps(holder[key], index, dropout_rng,
                                        STEPS_PER_EPOCH, {'x': images, 'y': labels})
     jax.block_until_ready(m)
 
@@ -138,19 +151,23 @@ def part_steps():
   def matmul_epoch():
     jax.block_until_ready(baselines.matmul_epoch(images[:STEPS_PER_EPOCH * 128], weights))
 
-  for fn in (lambda: trainer_steps(20), lambda: minimal_steps(20), trainer_epoch,
-             minimal_epoch, lambda: trainer_epoch('bf16'), matmul_epoch):
-    fn()  # Compile and warm up.
-  n = 200
-  results = {'trainer_step_s': [], 'minimal_step_s': [], 'trainer_epoch_s': [],
-             'minimal_epoch_s': [], 'trainer_bf16_epoch_s': [], 'matmul_epoch_s': []}
+  return {'trainer_step_s': (trainer_steps, 200), 'minimal_step_s': (minimal_steps, 200),
+          'trainer_epoch_s': (trainer_epoch, None), 'minimal_epoch_s': (minimal_epoch, None),
+          'trainer_bf16_epoch_s': (lambda: trainer_epoch('bf16'), None),
+          'matmul_epoch_s': (matmul_epoch, None)}
+
+
+def part_steps():
+  """Per-step speed of the trainer's step against the minimal step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  runs = _step_runs()
+  for run, steps in runs.values():
+    run(20) if steps else run()  # Compile and warm up.
+  results = {name: [] for name in runs}
   for _ in range(3):  # Interleaved, so drift of the machine hits both alike.
-    results['trainer_step_s'].append(_median_time(lambda: trainer_steps(n), 1) / n)
-    results['minimal_step_s'].append(_median_time(lambda: minimal_steps(n), 1) / n)
-    results['trainer_epoch_s'].append(_median_time(trainer_epoch, 1))
-    results['minimal_epoch_s'].append(_median_time(minimal_epoch, 1))
-    results['trainer_bf16_epoch_s'].append(_median_time(lambda: trainer_epoch('bf16'), 1))
-    results['matmul_epoch_s'].append(_median_time(matmul_epoch, 1))
+    for name, (run, steps) in runs.items():
+      timed = functools.partial(run, steps) if steps else run
+      results[name].append(_median_time(timed, 1) / (steps or 1))
   out = {k: statistics.median(v) for k, v in results.items()}
   out['device'] = str(jax.devices()[0].device_kind)
   return out
@@ -257,7 +274,7 @@ def main(argv):
     with open(FLAGS.json, 'w') as f:
       json.dump(start[FLAGS.part](), f)
     return
-  from trainkit import offline_data  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import tfds_prepare as offline_data  # pylint: disable=g-import-not-at-top
   data_dir = FLAGS.data_dir or tempfile.mkdtemp(prefix='bench_tfds_')
   offline_data.prepare('mnist', data_dir, FLAGS.manual_dir)  # Not timed.
   cache_dir = tempfile.mkdtemp(prefix='bench_cache_')

@@ -4,7 +4,7 @@ r"""Decoding a prepared TFDS split whole: PIL against OpenCV, one reading thread
 
 What a dataset that was not prepared from source arrays (any TFDS image
 dataset downloaded online) costs the first time its split is read whole
-(trainkit/sources/tfds_source.read_all; the decoded-array cache keeps the
+(trainkit/data/sources/tfds_source.read_all; the decoded-array cache keeps the
 result for later runs). The dataset is generated: MNIST-shaped IDX files of
 random digits-like images (a few strokes on black), prepared once through
 TFDS; then the train split is decoded by TFDS's own decoder, PIL or OpenCV
@@ -30,7 +30,7 @@ flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 
 def _generate(directory: str, n: int) -> None:
   """MNIST-shaped IDX files: a few random bright strokes per image."""
-  from trainkit import offline_data  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import tfds_prepare as offline_data  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   for split, count in (('train', n), ('test', max(1, n // 6))):
     images = np.zeros((count, 28, 28), np.uint8)
@@ -49,8 +49,8 @@ def main(argv):
   import grain  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core.features import image_feature  # pylint: disable=g-import-not-at-top
-  from trainkit import offline_data  # pylint: disable=g-import-not-at-top
-  from trainkit.sources import tfds_source  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import tfds_prepare as offline_data  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import tfds_source  # pylint: disable=g-import-not-at-top
 
   work = tempfile.mkdtemp(prefix='bench_decoding_')
   _generate(work, FLAGS.examples)

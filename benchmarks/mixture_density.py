@@ -3,7 +3,7 @@
     python -m benchmarks.mixture_density [--out=FILE.json]
 
 On 20,000 fresh points of the inverse-sine process (the configs' test
-split, trainkit/synthetic.py), the test NLL per point in the generator's own
+split, trainkit/data/sources/synthetic.py), the test NLL per point in the generator's own
 units of:
 
 - configs/mixture_density.py (the Elegy setup), configs/mixture_density_tuned.py,
@@ -69,7 +69,7 @@ def minimal_loop() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from trainkit import synthetic  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import synthetic  # pylint: disable=g-import-not-at-top
   k, batch, epochs = 5, 64, 500
   splits = synthetic.splits('inverse_sine', (3000, 1000, 20_000), 0)
   x, y = splits['train']['x'][:, 0], splits['train']['y']
@@ -120,7 +120,7 @@ def minimal_loop() -> dict:
 
 def references() -> dict:
   """The best possible test NLL (the process itself) and a linear-Gaussian fit's."""
-  from trainkit import synthetic  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import synthetic  # pylint: disable=g-import-not-at-top
   splits = synthetic.splits('inverse_sine', (3000, 1000, 20_000), 0)
   x, y = splits['train']['x'][:, 0].astype(np.float64), splits['train']['y'].astype(np.float64)
   design = np.c_[x, np.ones_like(x)]

@@ -51,7 +51,7 @@ def get_search():
 GRID = "sampler='grid', pruner='none'"
 _REPLICATE_FILE = '''
 from configs.sweeps import search as example
-from trainkit import search_space
+from trainkit.search import space as search_space
 def get_config():
   return search_space.trial_config(example.get_config(), {params!r}, 'accuracy')
 def get_sweep():

@@ -27,7 +27,7 @@ from absl import flags
 import numpy as np
 
 from benchmarks import whole_command
-from trainkit import offline_data
+from trainkit.data.sources import tfds_prepare as offline_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('manual_dir', os.path.join(whole_command.ROOT, '..', 'shared', 'data',

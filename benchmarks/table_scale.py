@@ -6,7 +6,7 @@ Generated Parquet tables of 40 columns (30 numbers with 1 % missing, 10
 strings of up to 50 levels) and a binary target, at each row count:
 
 - conversion: the peak RSS of a process converting the table into its
-  memory-mapped columns (trainkit/sources/table_files.py), which reads it one
+  memory-mapped columns (trainkit/data/sources/table_files.py), which reads it one
   row group at a time and so should not grow with the rows;
 - a device-mode epoch of `main.py --config=configs/table.py` (hidden 256-256,
   batch 256, float32) on the largest table, against scikit-learn's
@@ -61,7 +61,7 @@ def generate(path: str, rows: int, seed: int = 0) -> None:
 def conversion_rss_mb(path: str, cache: str) -> tuple:
   """(peak RSS MB of a process converting `path`, its wall seconds)."""
   code = ('import resource, sys, time\n'
-          'from trainkit.sources import table_files\n'
+          'from trainkit.data.sources import table_files\n'
           'start = time.perf_counter()\n'
           'table_files.load(sys.argv[1], sys.argv[2])\n'
           'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,'
@@ -96,7 +96,7 @@ def sklearn_epoch_s(path: str, cache: str) -> float:
   from sklearn import neural_network  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import table  # pylint: disable=g-import-not-at-top
-  from trainkit import sources  # pylint: disable=g-import-not-at-top
+  from trainkit.data import sources  # pylint: disable=g-import-not-at-top
   config = table.get_config()
   config.update({'dataset': path, 'target_column': 'target', 'cache_dir': cache})
   train = sources.open_source(ml_collections.FrozenConfigDict(config)).arrays('train')

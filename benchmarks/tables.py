@@ -5,11 +5,10 @@ def _ratio(a, b):
   return None if a is None or b is None or not b else a / b
 
 
-def _rows(results, steps_per_epoch):
-  """(measure, value, compared with, value, ratio) rows for what was run."""
+def _step_rows(results, steps_per_epoch):
+  """The rows of the step and epoch measures, against the minimal loop and the roofline."""
   get = lambda k: results.get(k) or {}
-  steps, minimal, trainer, torch = (get(k) for k in ('steps', 'minimal_loop', 'trainer',
-                                                     'torch'))
+  steps, minimal, trainer = (get(k) for k in ('steps', 'minimal_loop', 'trainer'))
   samples = steps_per_epoch * 128
   rows = []
   if steps:
@@ -48,6 +47,14 @@ def _rows(results, steps_per_epoch):
         ('trainer peak RSS (MB)', trainer['peak_rss_mb'], 'minimal loop peak RSS (MB)',
          minimal['peak_rss_mb'], _ratio(trainer['peak_rss_mb'], minimal['peak_rss_mb'])),
     ]
+  return rows
+
+
+def _rows(results, steps_per_epoch):
+  """(measure, value, compared with, value, ratio) rows for what was run."""
+  get = lambda k: results.get(k) or {}
+  trainer, torch = get('trainer'), get('torch')
+  rows = _step_rows(results, steps_per_epoch)
   for suffix, what in (('_1', '1 epoch'), ('', '15 epochs')):
     mine = get('trainer' + suffix)
     for peer in ('keras', 'lightning', 'minimal_loop'):

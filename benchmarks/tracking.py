@@ -36,7 +36,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import whole_command
-from trainkit import offline_data
+from trainkit.data.sources import tfds_prepare as offline_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('manual_dir', os.path.join(whole_command.ROOT, '..', 'shared', 'data',
@@ -76,7 +76,7 @@ def _run(work, name, *overrides):
 
 
 def _worker_pids() -> list:
-  """This process's MLflow worker processes (trainkit/mlflow_worker.py)."""
+  """This process's MLflow worker processes (trainkit/tracking/mlflow_worker.py)."""
   found = []
   for pid in os.listdir('/proc'):
     try:

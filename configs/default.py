@@ -31,14 +31,14 @@ def get_config():
   # A TFDS dataset name (e.g. 'mnist': 28x28 grey images + labels); a .npz
   # file of arrays 'x' (features) and 'y' (targets), or 'x_<split>' and
   # 'y_<split>' per split (a lone 'x', 'y' pair is the split 'train');
-  # or 'synthetic:<name>', a generated dataset (trainkit/synthetic.py).
+  # or 'synthetic:<name>', a generated dataset (trainkit/data/sources/synthetic.py).
   config.dataset = 'mnist'
   # Synthetic datasets: examples drawn for the 'train', 'validation' and
   # 'test' splits (each a fresh draw), and the seed they are drawn from.
   config.synthetic_examples = (3000, 1000, 1000)
   config.data_seed = 0
   # Tables: dataset='file.csv', 'file.parquet' or a folder of Parquet files
-  # (trainkit/sources/tables.py).
+  # (trainkit/data/sources/tables.py).
   config.target_column = ''  # The column to predict.
   config.feature_columns = ()  # The feature columns; () = every other column.
   config.id_columns = ()  # Columns carried through to predictions, never features.
@@ -80,7 +80,7 @@ def get_config():
   # training process does.
   config.input_workers = 2
   # Per-user caches: decoded splits (memory-mapped at start-up, see
-  # trainkit/decoded_cache.py) and, when main.py or sweep.py run, JAX's
+  # trainkit/data/sources/decoded_cache.py) and, when main.py or sweep.py run, JAX's
   # compiled programs. '' = no caches.
   config.cache_dir = '~/.cache/trainkit'
 
@@ -176,7 +176,7 @@ def get_config():
   config.plots = True  # Draw learning curves, confusion matrix and worst errors into WORKDIR/plots.
   # Trackers besides TensorBoard and the workdir's JSON files: '' = none;
   # 'mlflow' = an MLflow run per workdir, nested under its sweep's or search's
-  # (trainkit/tracking.py).
+  # (trainkit/tracking/mlflow_run.py).
   config.trackers = ''
   # MLflow's store: '' = a SQLite file in the workdir (the sweep's or search's
   # folder for their runs); a path = a SQLite file there, for many runs; or a

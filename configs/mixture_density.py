@@ -1,7 +1,7 @@
 """The Elegy example's mixture density network, on its 1-D inverse problem.
 
 y ~ U(-10.5, 10.5), x = 7 sin(0.75 y) + 0.5 y + N(0, 1), and y predicted from
-x (trainkit/synthetic.py): for many x several y are likely, so the model is a
+x (trainkit/data/sources/synthetic.py): for many x several y are likely, so the model is a
 mixture of k = 5 Gaussians with a softmax gate on a Dense(64)-ReLU backbone,
 trained on the mixture's negative log-likelihood with Adam 3e-4, batch 64,
 for 500 epochs of 3,000 points, as the example does. Differences, each for a

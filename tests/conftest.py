@@ -12,9 +12,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.helpers import MNIST_DIR, SESSION_CACHE_ENV, write_mnist
-from trainkit import checkpointing
 from trainkit import cli
-from trainkit.sources import tfds_source
+from trainkit.checkpoints import manager as checkpointing
+from trainkit.data.sources import tfds_source
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 

@@ -18,10 +18,11 @@ import jax
 import ml_collections
 import numpy as np
 
-import input_pipeline
+from trainkit import errors
+
+from trainkit.data import pipeline as input_pipeline
 import train
-from trainkit import config_checks
-from trainkit import parallel
+from trainkit.runtime import parallel
 
 
 def main(runs_json, workdir):
@@ -32,7 +33,7 @@ def main(runs_json, workdir):
     try:
       data = input_pipeline.create_datasets(config, mesh)
       state, summary = train.train_and_evaluate(config, os.path.join(workdir, name), data)
-    except config_checks.ConfigError as e:
+    except errors.ConfigError as e:
       out[name] = {'error': str(e)}
       continue
     params = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(state.params))])

@@ -14,7 +14,7 @@ import numpy as np
 
 from configs import default
 from configs import mixture_density
-from trainkit import offline_data
+from trainkit.data.sources import tfds_prepare as offline_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'mnist')

@@ -16,11 +16,11 @@ import pytest
 
 from tests.helpers import ROOT, checkpoint_steps, mdn_config
 from tests.test_parallel import _devices_run, _env, _free_port
-from trainkit import evaluation
-from trainkit import grouping
-from trainkit import inference
-from trainkit import sweeps
-import input_pipeline
+from trainkit.data import pipeline as input_pipeline
+from trainkit.search import groups as grouping
+from trainkit.search import sweeps
+from trainkit.serving import restore as restore_lib
+from trainkit.training import evaluation
 import train
 
 
@@ -59,7 +59,7 @@ def test_mdn_members_trained_in_a_vmapped_group_match_them_trained_alone(tmp_pat
     state, alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))
     for key in ('eval_nll', 'eval_rmse', 'test_nll'):
       assert together[i][key] == pytest.approx(alone[key], rel=1e-4), key
-    grouped, _, _ = inference.restore(config, dirs[i])
+    grouped, _, _ = restore_lib.restore(config, dirs[i])
     for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(state.params)):
       np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 

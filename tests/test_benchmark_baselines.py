@@ -8,8 +8,9 @@ from benchmarks import baselines
 from benchmarks import tables
 from benchmarks.peers import common
 from configs import default
-import models
-from trainkit import optimizers
+from trainkit.models import mlp as models
+from trainkit.tasks import classification
+from trainkit.training import optimizers
 
 
 def _shapes(tree):
@@ -19,7 +20,7 @@ def _shapes(tree):
 
 def test_minimal_flax_baseline_has_the_default_models_parameters():
   config = default.get_config()
-  model = models.create_model(config.model, 10)
+  model = models.create_model(config.model, classification.Classification(10))
   variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.uint8),
                          train=False)
   state = baselines.minimal_state(steps_per_epoch=10, num_epochs=1)

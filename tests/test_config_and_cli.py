@@ -10,7 +10,8 @@ from ml_collections import config_flags
 import pytest
 
 from tests.helpers import ENV, ROOT, error_lines, run_main, set_field
-from trainkit import config_checks
+from trainkit import errors
+from trainkit.training import config_checks
 from configs import default, jax_docs, jax_in_action, mixture_density
 from configs import mixture_density_tuned, table
 
@@ -56,7 +57,7 @@ def test_main_locks_the_config_against_new_fields(main_flags):
 
 def test_optimizer_and_config_checks_do_not_import_tensorflow():
   code = ('import sys\n'
-          'from trainkit import config_checks, optimizers\n'
+          'from trainkit.training import config_checks, optimizers\n'
           'print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))')
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=120)
@@ -96,7 +97,7 @@ def test_every_shipped_config_is_checked():
 def test_bad_values_name_field_and_value(field, value, message):
   config = default.get_config()
   set_field(config, field, value)
-  with pytest.raises(config_checks.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     config_checks.validate(config)
   assert message in str(e.value)
 
@@ -121,7 +122,7 @@ def test_every_non_finite_float_field_is_refused(bad):
       original = original[part]
     value = original[field.split('.')[-1]]
     set_field(config, field, tuple(bad for _ in value) if isinstance(value, tuple) else bad)
-    with pytest.raises(config_checks.ConfigError, match=f'^{re.escape(field)}=.*: must be'):
+    with pytest.raises(errors.ConfigError, match=f'^{re.escape(field)}=.*: must be'):
       config_checks.validate(config)
 
 

@@ -20,13 +20,13 @@ import pytest
 
 from tests.helpers import digest, mdn_config, tiny_config
 from trainkit import cli
-from trainkit import inference
-from trainkit import predictions
-from trainkit import sources
-from trainkit.sources import table_files
-from trainkit.sources import table_formats
-from trainkit.sources import tables
-import input_pipeline
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
+from trainkit.data.sources import table_files
+from trainkit.data.sources import table_formats
+from trainkit.data.sources import tables
+from trainkit.serving import predict_rows as predictions
+from trainkit.serving import restore as restore_lib
 import train
 
 
@@ -156,13 +156,13 @@ def test_a_changed_table_is_refused_for_training_and_eval_and_never_refitted(
   # Eval of the same file uses model.json's encoding: nothing is fitted.
   with monkeypatch.context() as patch:
     patch.setattr(tables.TableSource, '_fit', lambda *a: pytest.fail('re-fitted'))
-    result = inference.evaluate_checkpoint(config, run)
+    result = restore_lib.evaluate_checkpoint(config, run)
   assert result['eval_roc_auc'] == pytest.approx(summary['test_roc_auc'], rel=1e-6)
   with open(path, 'a') as f:
     f.write('99999,0.5,violet,churn\n' * 30)
   before = digest(tmp_path / 'run')
   for attempt in (lambda: train.train_and_evaluate(config.copy_and_resolve_references(), run),
-                  lambda: inference.evaluate_checkpoint(config, run)):
+                  lambda: restore_lib.evaluate_checkpoint(config, run)):
     with pytest.raises(cli.INPUT_ERRORS, match=r"dataset='.*t.csv' is not the data "
                        r"--workdir='.*run' was trained on .* the file changed"):
       attempt()
@@ -376,7 +376,7 @@ def test_predict_inputs_of_every_kind_users_hand_over(tmp_path):
   # The .npz a workdir trained on, moved away: one line, not a traceback.
   os.rename(arrays_config.dataset, str(tmp_path / 'moved.npz'))
   with pytest.raises(cli.INPUT_ERRORS, match='no such file'):
-    inference.evaluate_checkpoint(arrays_config, arrays_run)
+    restore_lib.evaluate_checkpoint(arrays_config, arrays_run)
 
 
 def test_an_npy_dataset_is_refused_naming_what_arrays_must_hold(tmp_path):
@@ -388,7 +388,7 @@ def test_an_npy_dataset_is_refused_naming_what_arrays_must_hold(tmp_path):
 
 
 def test_a_jax_export_killed_while_writing_leaves_the_previous_artifact(tmp_path, monkeypatch):
-  from trainkit import jax_export  # pylint: disable=g-import-not-at-top
+  from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
   config, run = _arrays_run(tmp_path)
   config.num_epochs = 2
   # A second checkpoint: another model to export.
@@ -407,7 +407,7 @@ def test_a_jax_export_killed_while_writing_leaves_the_previous_artifact(tmp_path
 
 def test_the_learning_curves_name_the_split_they_were_computed_on(tmp_path, monkeypatch):
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
-  from trainkit import plots  # pylint: disable=g-import-not-at-top
+  from trainkit.tracking import plots  # pylint: disable=g-import-not-at-top
   path = _table(tmp_path)
   config = tiny_config(dataset=str(path), **_TABLE)
   train.train_and_evaluate(config, str(tmp_path / 'run'))

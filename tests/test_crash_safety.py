@@ -20,12 +20,13 @@ from configs import default
 from tests.conftest import mock_data
 from tests.helpers import (ENV, ROOT, alive, checkpoint_steps, descendants, digest,
                            error_lines, main_command, run_main, session_cache_dir, tiny_config)
-from trainkit import checkpointing
-from trainkit import config_checks
-from trainkit import divergence
-import input_pipeline
-import models
-from trainkit import preemption
+from trainkit import errors
+from trainkit.checkpoints import manager as checkpointing
+from trainkit.data import pipeline as input_pipeline
+from trainkit.models import mlp as models
+from trainkit.runtime import preemption
+from trainkit.tasks import classification
+from trainkit.training import divergence
 import train
 
 
@@ -71,7 +72,7 @@ def test_checksum_catches_a_checkpoint_that_reads_back_wrong(tmp_path, mock_mnis
 
 def test_nonfinite_step_changes_nothing_but_the_counter():
   config = tiny_config(schedule='constant', optimizer='sgd', learning_rate=0.1)
-  model = models.create_model(config.model, 10)
+  model = models.create_model(config.model, classification.Classification(10))
   state = train.create_train_state(jax.random.key(0), config, model, (28, 28, 1), 6)
   # Kernels near float32's limit overflow the logits to inf: the loss is NaN.
   state = state.replace(params=jax.tree.map(lambda p: p * 1e37, state.params))
@@ -112,7 +113,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
   # Checkpoints every step: those before the bad step are saved, none after.
   assert saved and saved == list(range(1, bad_step))
   manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 10)
-  model = models.create_model(config.model, 10, 0.0, 1.0)
+  model = models.create_model(config.model, classification.Classification(10), 0.0, 1.0)
   template = train.create_train_state(jax.random.key(0), config, model, (28, 28, 1), 6)
   for step in saved:  # Every saved state is finite.
     state, _ = checkpointing.restore(manager, step, template)
@@ -296,22 +297,22 @@ def finished_workdir(tmp_path_factory):
 
 
 @pytest.mark.parametrize('overrides, error, message', [
-    ({'optimizer': 'adamm'}, config_checks.ConfigError, "did you mean 'adam'"),
-    ({'model.activation': 'rleu'}, config_checks.ConfigError, "did you mean 'relu'"),
-    ({'learning_rate': 'fast'}, config_checks.ConfigError,
+    ({'optimizer': 'adamm'}, errors.ConfigError, "did you mean 'adam'"),
+    ({'model.activation': 'rleu'}, errors.ConfigError, "did you mean 'relu'"),
+    ({'learning_rate': 'fast'}, errors.ConfigError,
      "learning_rate='fast': must be a number"),
-    ({'learning_rate': -0.1}, config_checks.ConfigError, 'learning_rate=-0.1: must be > 0'),
-    ({'batch_size': 0}, config_checks.ConfigError, 'batch_size=0: must be a positive'),
-    ({'model.dropout_rates': (1.0,)}, config_checks.ConfigError, 'must be in [0, 1)'),
-    ({'nan_policy': 'ignore'}, config_checks.ConfigError, "nan_policy='ignore'"),
+    ({'learning_rate': -0.1}, errors.ConfigError, 'learning_rate=-0.1: must be > 0'),
+    ({'batch_size': 0}, errors.ConfigError, 'batch_size=0: must be a positive'),
+    ({'model.dropout_rates': (1.0,)}, errors.ConfigError, 'must be in [0, 1)'),
+    ({'nan_policy': 'ignore'}, errors.ConfigError, "nan_policy='ignore'"),
     # A trained workdir refuses these before their own checks could (their
     # refusals on a fresh workdir: test_misuse.py, test_end_to_end.py).
-    ({'dataset': 'mnst'}, config_checks.ConfigError,
+    ({'dataset': 'mnst'}, errors.ConfigError,
      'dataset "mnist" -> "mnst" cannot change in a trained workdir'),
-    ({'batch_size': 1000}, config_checks.ConfigError, 'batch_size 8 -> 1000 cannot change'),
-    ({'manual_dir': '/nonexistent/mnist'}, config_checks.ConfigError,
+    ({'batch_size': 1000}, errors.ConfigError, 'batch_size 8 -> 1000 cannot change'),
+    ({'manual_dir': '/nonexistent/mnist'}, errors.ConfigError,
      "manual_dir='/nonexistent/mnist': is not a directory"),
-    ({'model.hidden_sizes': (32,)}, config_checks.ConfigError,
+    ({'model.hidden_sizes': (32,)}, errors.ConfigError,
      'model.hidden_sizes [16] -> [32] cannot change'),
 ])
 def test_bad_input_is_refused_and_the_finished_workdir_untouched(
@@ -334,7 +335,7 @@ def test_batch_not_divisible_by_the_devices_is_refused(finished_workdir, mock_mn
   # A mesh of 3 devices, as far as the check can tell (tests/test_parallel.py
   # runs 4 real ones).
   data = dataclasses.replace(data, mesh=types.SimpleNamespace(size=3))
-  with pytest.raises(config_checks.ConfigError, match='not divisible by the 3 devices'):
+  with pytest.raises(errors.ConfigError, match='not divisible by the 3 devices'):
     train.train_and_evaluate(tiny_config(), str(finished_workdir), data)
   assert digest(finished_workdir) == before
 
@@ -342,7 +343,7 @@ def test_batch_not_divisible_by_the_devices_is_refused(finished_workdir, mock_mn
 def test_workdir_that_is_a_file_is_refused(tmp_path, mock_mnist):
   path = tmp_path / 'file'
   path.write_text('keep me')
-  with pytest.raises(config_checks.ConfigError, match='is not a directory'):
+  with pytest.raises(errors.ConfigError, match='is not a directory'):
     train.train_and_evaluate(tiny_config(), str(path))
   assert path.read_text() == 'keep me'
 

@@ -17,12 +17,12 @@ import pytest
 from tests.conftest import mock_data
 from tests.helpers import checkpoint_steps, digest, tiny_config
 from trainkit import cli
-from trainkit import decoded_cache
-from trainkit import inference
-from trainkit import search
-from trainkit import search_space as ss
-from trainkit import sweeps
-from trainkit import workdir as workdir_lib
+from trainkit.data.sources import decoded_cache
+from trainkit.search import optuna_search as search
+from trainkit.search import space as ss
+from trainkit.search import sweeps
+from trainkit.serving import restore as restore_lib
+from trainkit.workdirs import layout as workdir_lib
 import train
 
 DAMAGES = ('cut', 'empty', 'garbage', 'folder')
@@ -85,7 +85,7 @@ def test_config_json_is_refused_by_every_command(copy, how):
   path = os.path.join(workdir, workdir_lib.CONFIG)
   damage(path, how)
   _refused(lambda: train.train_and_evaluate(config, workdir), path, workdir)
-  _refused(lambda: inference.evaluate_checkpoint(config, workdir), path, workdir)
+  _refused(lambda: restore_lib.evaluate_checkpoint(config, workdir), path, workdir)
 
 
 @pytest.mark.parametrize('name', [workdir_lib.MODEL_SPEC, workdir_lib.SUMMARY,
@@ -102,7 +102,7 @@ def test_derived_files_are_rebuilt_by_the_next_run(copy, name, how):
     _refused(lambda: train.train_and_evaluate(config, workdir), path, workdir)
     return
   if name == workdir_lib.MODEL_SPEC:  # Inference needs it: refused until a run rewrites it.
-    _refused(lambda: inference.evaluate_checkpoint(config, workdir), path, workdir)
+    _refused(lambda: restore_lib.evaluate_checkpoint(config, workdir), path, workdir)
   with mock_data():
     _, again = train.train_and_evaluate(config, workdir)
   assert again == summary
@@ -118,7 +118,7 @@ def test_derived_files_are_rebuilt_by_the_next_run(copy, name, how):
   else:  # The lock file is emptied when free.
     assert os.path.getsize(path) == 0
   with mock_data():
-    inference.evaluate_checkpoint(config, workdir)
+    restore_lib.evaluate_checkpoint(config, workdir)
 
 
 @pytest.mark.parametrize('how', ['cut', 'garbage'])
@@ -152,7 +152,7 @@ def test_a_damaged_latest_checkpoint_is_set_aside_for_the_previous(copy, item, h
   assert again['eval_loss'] == summary['eval_loss'] and again['step'] == summary['step']
   assert checkpoint_steps(workdir)[-1] == steps[-1]
   with mock_data():  # Its new latest checkpoint evaluates.
-    evaluated = inference.evaluate_checkpoint(config, workdir, split='train[40:]')
+    evaluated = restore_lib.evaluate_checkpoint(config, workdir, split='train[40:]')
   assert evaluated['step'] == steps[-1]
   assert evaluated['eval_loss'] == pytest.approx(summary['eval_loss'], rel=1e-6)
 
@@ -163,7 +163,7 @@ def test_inference_refuses_a_checkpoint_folder_it_cannot_open(copy, how):
   step = checkpoint_steps(workdir)[-1]
   path = os.path.join(workdir, 'checkpoints', str(step), 'metrics', 'metrics')
   damage(path, how)
-  _refused(lambda: inference.evaluate_checkpoint(config, workdir), path, workdir)
+  _refused(lambda: restore_lib.evaluate_checkpoint(config, workdir), path, workdir)
 
 
 def test_a_sweeps_summary_is_written_anew(tmp_path):

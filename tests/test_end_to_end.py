@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import checkpoint_steps, digest, tiny_config
-from trainkit import checkpointing
+from trainkit.checkpoints import manager as checkpointing
 import train
 
 

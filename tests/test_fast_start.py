@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.helpers import ENV, ROOT, idx_dir, tiny_config
-import input_pipeline
-from trainkit.sources import tfds_source
-from trainkit import decoded_cache
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data.sources import decoded_cache
+from trainkit.data.sources import tfds_source
 
 
 def _prepared(tmp_path, **overrides):

@@ -22,9 +22,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.helpers import ENV, ROOT, tiny_config, write_idx, write_mnist
-import input_pipeline
-from trainkit import offline_data
-from trainkit.sources import tfds_source
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data.sources import tfds_prepare as offline_data
+from trainkit.data.sources import tfds_source
 
 
 def _decoded(config, split):
@@ -135,9 +135,9 @@ _CHILD = textwrap.dedent('''
     import os, sys, time
     import numpy as np
     from tests.helpers import tiny_config
-    import input_pipeline
-    from trainkit import decoded_cache, offline_data
-    from trainkit.sources import tfds_source
+    from trainkit.data import pipeline as input_pipeline
+    from trainkit.data.sources import decoded_cache, tfds_prepare as offline_data
+    from trainkit.data.sources import tfds_source
     tmp, where = sys.argv[1], sys.argv[2]
 
     def stop_here():

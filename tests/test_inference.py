@@ -11,20 +11,23 @@ from PIL import Image
 from tests.conftest import NUM_EXAMPLES
 from tests.conftest import mock_data
 from tests.helpers import checkpoint_steps, run_export, run_main, tiny_config, write_mnist
-from trainkit import checkpointing
+from trainkit import errors
+from trainkit.checkpoints import manager as checkpointing
 from trainkit import cli
-from trainkit import config_checks
-from trainkit import host_tensorflow
-from trainkit import digit_images
-from trainkit import inference
-from trainkit import jax_export
-from trainkit import onnx_export
-from trainkit import optimizers
-from trainkit import workdir as workdir_lib
+from trainkit.data.sources import host_tensorflow
+from trainkit.serving import digit_images
+from trainkit.serving import predict_images
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import saved_model
+from trainkit.serving import jax_export
+from trainkit.serving import onnx_export
+from trainkit.training import optimizers
+from trainkit.workdirs import layout as workdir_lib
 import train
 
 
 
+from trainkit.training import state as state_lib
 @pytest.fixture
 def trained(tmp_path):
   """A finished 2-epoch tiny run on mocked MNIST: (config, workdir, summary, state)."""
@@ -37,7 +40,7 @@ def trained(tmp_path):
 def test_eval_of_the_final_checkpoint_reproduces_summary_exactly(trained):
   config, workdir, summary, _ = trained
   with mock_data():
-    result = inference.evaluate_checkpoint(config, workdir)
+    result = restore_lib.evaluate_checkpoint(config, workdir)
   assert result['eval_accuracy'] == summary['eval_accuracy']
   assert result['eval_loss'] == summary['eval_loss']
   assert result['step'] == 24 and result['num_examples'] == NUM_EXAMPLES
@@ -50,15 +53,15 @@ def test_checkpoint_choice_and_refusals(trained):
   # keep_checkpoints=1 and no validation split: only the latest is kept, and
   # none is best (the epochs were evaluated on the test split).
   assert checkpoint_steps(workdir) == [24] and summary['best_step'] is None
-  _, latest, _ = inference.restore(config, workdir, '24')
+  _, latest, _ = restore_lib.restore(config, workdir, '24')
   assert latest == 24
-  with pytest.raises(config_checks.ConfigError, match='no best checkpoint') as e:
-    inference.restore(config, workdir, 'best')
+  with pytest.raises(errors.ConfigError, match='no best checkpoint') as e:
+    restore_lib.restore(config, workdir, 'best')
   assert '\n' not in str(e.value) and 'without a validation split' in str(e.value)
-  with pytest.raises(config_checks.ConfigError, match=r"--checkpoint='7' is not"):
-    inference.restore(config, workdir, '7')
-  with pytest.raises(config_checks.ConfigError, match='has no model.json'):
-    inference.restore(config, os.path.join(workdir, 'checkpoints'))
+  with pytest.raises(errors.ConfigError, match=r"--checkpoint='7' is not"):
+    restore_lib.restore(config, workdir, '7')
+  with pytest.raises(errors.ConfigError, match='has no model.json'):
+    restore_lib.restore(config, os.path.join(workdir, 'checkpoints'))
 
 
 def test_best_is_chosen_by_the_runs_own_validation_metric(tmp_path):
@@ -74,7 +77,7 @@ def test_best_is_chosen_by_the_runs_own_validation_metric(tmp_path):
   assert summary['best_step'] == best
   # Asked with best_metric='accuracy' (a continuable field), still the run's own best.
   config.best_metric = 'accuracy'
-  _, chosen, _ = inference.restore(config, str(tmp_path), 'best')
+  _, chosen, _ = restore_lib.restore(config, str(tmp_path), 'best')
   assert chosen == best
 
 
@@ -156,7 +159,7 @@ def test_predict_files_and_bad_inputs(trained, tmp_path):
   for i in range(3):
     Image.fromarray(_digit(offset=(10 * i, 5 * i))).save(folder / f'{i}.png')
   (folder / 'notes.txt').write_text('not an image')
-  results = inference.predict_files(config, workdir, [str(folder)])
+  results = predict_images.predict_files(config, workdir, [str(folder)])
   assert [os.path.basename(r[0]) for r in results] == ['0.png', '1.png', '2.png']
   for path, label, probability, probs, problem in results:
     assert problem is None
@@ -166,16 +169,16 @@ def test_predict_files_and_bad_inputs(trained, tmp_path):
     logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                             digit_images.load_digit(path)[None], train=False)
     np.testing.assert_allclose(probs, jax.nn.softmax(logits[0]), rtol=1e-5, atol=1e-6)
-    fresh = train.create_state(config, workdir_lib.ModelSpec.read(workdir))
+    fresh = state_lib.create_state(config, workdir_lib.ModelSpec.read(workdir))
     untrained = fresh.apply_fn({'params': fresh.params, 'batch_stats': fresh.batch_stats},
                                digit_images.load_digit(path)[None], train=False)
     assert not np.allclose(probs, jax.nn.softmax(untrained[0]), atol=1e-3)
-  with pytest.raises(config_checks.ConfigError, match='does not exist'):
-    inference.predict_files(config, workdir, [str(tmp_path / 'missing.png')])
+  with pytest.raises(errors.ConfigError, match='does not exist'):
+    predict_images.predict_files(config, workdir, [str(tmp_path / 'missing.png')])
   # A file that is no image is named, and the others are classified all the same.
-  results = inference.predict_files(config, workdir, [str(folder / 'notes.txt'), str(folder)])
+  results = predict_images.predict_files(config, workdir, [str(folder / 'notes.txt'), str(folder)])
   assert results[0].label is None and 'not an image Pillow can read' in results[0].problem
-  assert [r.label for r in results[1:]] == [r.label for r in inference.predict_files(
+  assert [r.label for r in results[1:]] == [r.label for r in predict_images.predict_files(
       config, workdir, [str(folder)])]
 
 
@@ -282,10 +285,10 @@ def test_predict_and_export_use_the_parameter_average(tmp_path):
     return np.asarray(jax.nn.softmax(logits))
   expected, last = probs(averaged.params), probs(state.params)
   assert not np.allclose(expected, last, atol=1e-4)  # The test can tell them apart.
-  predicted = np.stack([r.probs for r in inference.predict_files(config, str(tmp_path / 'run'),
+  predicted = np.stack([r.probs for r in predict_images.predict_files(config, str(tmp_path / 'run'),
                                                                  files)])
   np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
-  directory = inference.export_saved_model(config, str(tmp_path / 'run'))
+  directory = saved_model.export_saved_model(config, str(tmp_path / 'run'))
   tf = host_tensorflow.tensorflow()
   serve = tf.saved_model.load(directory).signatures['serving_default']
   exported = serve(images=tf.constant(images))['scores'].numpy()

@@ -9,19 +9,22 @@ import pytest
 
 from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
-from trainkit import evaluation
-from trainkit import sources
-import input_pipeline
-from trainkit import streaming
-from trainkit import training_statistics
-from trainkit.sources import tfds_source
-import models
+from trainkit.tasks import classification
+from trainkit.training import evaluation
+from trainkit.data import sources
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import streaming
+from trainkit.data import statistics as training_statistics
+from trainkit.data.sources import tfds_source
+from trainkit.models import mlp as models
 import train
 
 
 
+from trainkit.training import cadence
+from trainkit.training import step as step_lib
 def _state(config, steps_per_epoch=6):
-  model = models.create_model(config.model, 10, dtype=config.dtype)
+  model = models.create_model(config.model, classification.Classification(10), dtype=config.dtype)
   return train.create_train_state(jax.random.key(0), config, model, (28, 28, 1),
                                   steps_per_epoch)
 
@@ -42,7 +45,7 @@ def _batches(n, batch=8, seed=0):
 ])
 def test_call_spans_end_at_call_and_checkpoint_boundaries(first, epoch_start, per_call,
                                                           every, expected):
-  assert train.call_spans(first, epoch_start, 10, per_call, every) == expected
+  assert cadence.call_spans(first, epoch_start, 10, per_call, every) == expected
 
 
 def test_scanned_steps_match_single_steps_and_skip_the_padding():
@@ -54,7 +57,7 @@ def test_scanned_steps_match_single_steps_and_skip_the_padding():
     single, metrics = train.train_step(
         single, jax.tree.map(lambda x, i=i: x[i], batches), rng)
     single_losses.append(float(metrics['loss']))
-  scanned, metrics = train.train_steps(_state(config), batches, rng, 3)
+  scanned, metrics = step_lib.train_steps(_state(config), batches, rng, 3)
   assert int(scanned.step) == 3  # Rows 3 and 4 are padding.
   np.testing.assert_allclose(metrics['loss'][:3], single_losses, rtol=1e-5)
   assert np.all(np.asarray(metrics['loss'][3:]) == 0)
@@ -68,8 +71,8 @@ def test_scanned_steps_gather_from_resident_arrays():
   source = {k: v.reshape(-1, *v.shape[2:]) for k, v in batches.items()}
   index = {'index': np.arange(32, dtype=np.int32).reshape(4, 8)[::-1].copy()}
   reversed_batches = jax.tree.map(lambda x: x[::-1], batches)
-  by_value, m1 = train.train_steps(_state(config), reversed_batches, rng, 4)
-  by_index, m2 = train.train_steps(_state(config), index, rng, 4, source)
+  by_value, m1 = step_lib.train_steps(_state(config), reversed_batches, rng, 4)
+  by_index, m2 = step_lib.train_steps(_state(config), index, rng, 4, source)
   np.testing.assert_array_equal(m1['loss'], m2['loss'])
   jax.tree.map(np.testing.assert_array_equal, by_value.params, by_index.params)
 
@@ -140,7 +143,8 @@ def test_standardize_scales_inputs_by_the_training_pixels(mock_mnist):
   # of the first input pixel gives back the standardised value.
   model = models.create_model(tiny_config(**{'model.hidden_sizes': (),
                                              'model.dropout_rates': ()}).model,
-                              num_classes=1, input_shift=shift, input_scale=scale)
+                              classification.Classification(1), input_shift=shift,
+                              input_scale=scale)
   variables = {'params': {'Dense_0': {
       'kernel': np.eye(784, 1, dtype=np.float32), 'bias': np.zeros(1, np.float32)}}}
   images = np.asarray(data.train['x'][:4])
@@ -212,7 +216,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state():
   intermediates = jax.tree.leaves(hidden[1])
   assert intermediates and all(x.dtype == jnp.bfloat16 for x in intermediates)
   assert hidden[0].dtype == jnp.float32  # Logits for the loss.
-  state, metrics = train.train_steps(state, batches, jax.random.key(0), 30)
+  state, metrics = step_lib.train_steps(state, batches, jax.random.key(0), 30)
   assert float(metrics['loss'][-1]) < 0.5 * float(metrics['loss'][0])
   assert all(jnp.dtype(x.dtype) == jnp.float32 for x in jax.tree.leaves(state.opt_state)
              if jnp.issubdtype(x.dtype, jnp.floating))

@@ -19,15 +19,16 @@ from tests.conftest import mock_data
 from tests.helpers import (ENV, ROOT, digest, error_lines, idx_dir, run_main, session_cache_dir,
                            tiny_config)
 from trainkit import cli
-from trainkit import config_checks
-from trainkit import config_history
-from trainkit import digit_images
-from trainkit import inference
-from trainkit import metric_logging
-from trainkit import sources
-from trainkit import sweeps
-from trainkit import workdir_lock
-import input_pipeline
+from trainkit import errors
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
+from trainkit.search import sweeps
+from trainkit.serving import digit_images
+from trainkit.serving import predict_images
+from trainkit.serving import restore as restore_lib
+from trainkit.tracking import metric_logs as metric_logging
+from trainkit.workdirs import config_history
+from trainkit.workdirs import lock as workdir_lock
 import train
 
 STEPS_PER_EPOCH = 6  # The tiny config on mocked data: 50 examples, batch 8.
@@ -59,7 +60,7 @@ def test_a_resume_with_a_changed_config_is_refused_and_touches_nothing(
   config, workdir = finished
   before = digest(workdir)
   config[field] = value
-  with mock_data(), pytest.raises(config_checks.ConfigError) as e:
+  with mock_data(), pytest.raises(errors.ConfigError) as e:
     train.train_and_evaluate(config, workdir)
   message = str(e.value)
   assert listed in message and '--continue_with_changes' in message
@@ -78,7 +79,7 @@ def test_fields_that_define_the_checkpoint_never_change(finished, field, value):
   for part in parents:
     target = target[part]
   target[last] = value
-  with mock_data(), pytest.raises(config_checks.ConfigError, match='cannot change'):
+  with mock_data(), pytest.raises(errors.ConfigError, match='cannot change'):
     train.train_and_evaluate(config, workdir, continue_with_changes=True)
   assert digest(workdir) == before
 
@@ -106,7 +107,7 @@ def test_continuing_with_changes_records_them_and_trains_with_them(finished):
   assert digest(workdir)[config_history.HISTORY] == before[config_history.HISTORY]
   # Fewer epochs than trained cannot be continued.
   config.num_epochs = 2
-  with mock_data(), pytest.raises(config_checks.ConfigError, match='has trained 3 epochs'):
+  with mock_data(), pytest.raises(errors.ConfigError, match='has trained 3 epochs'):
     train.train_and_evaluate(config, workdir, continue_with_changes=True)
 
 
@@ -145,7 +146,7 @@ def test_every_continuable_field_continues_and_is_recorded(_trained_with_transfo
   assert all(old[field] != value for field, value in CONTINUED.items())
   config.update(CONTINUED)  # Among them one more epoch, trained with the new values.
   config.allow_split_overlap = True  # Operational; the new validation split overlaps.
-  with mock_data(), pytest.raises(config_checks.ConfigError) as e:
+  with mock_data(), pytest.raises(errors.ConfigError) as e:
     train.train_and_evaluate(config, workdir)  # Not without --continue_with_changes.
   for field in CONTINUED:
     assert f'{field} ' in str(e.value), field
@@ -172,7 +173,7 @@ def test_turning_an_optimizer_transform_on_is_refused_in_one_line(finished, fiel
   config, workdir = finished
   before = digest(workdir)
   config[field] = 1e-3
-  with mock_data(), pytest.raises(config_checks.ConfigError,
+  with mock_data(), pytest.raises(errors.ConfigError,
                                   match=f'{field} 0.0 -> 0.001 turns an optimizer') as e:
     train.train_and_evaluate(config, workdir, continue_with_changes=True)
   assert '\n' not in str(e.value) and digest(workdir) == before
@@ -185,10 +186,10 @@ def test_inference_refuses_another_model_but_not_other_training_fields(finished)
   config, workdir = finished
   config.learning_rate, config.num_epochs = 0.5, 9  # Irrelevant to reading a checkpoint.
   with mock_data():
-    assert inference.evaluate_checkpoint(config, workdir)['step'] == 2 * STEPS_PER_EPOCH
+    assert restore_lib.evaluate_checkpoint(config, workdir)['step'] == 2 * STEPS_PER_EPOCH
   config.model.activation = 'gelu'  # The same arrays, another model.
-  with pytest.raises(config_checks.ConfigError, match='model.activation "relu" -> "gelu"'):
-    inference.restore(config, workdir)
+  with pytest.raises(errors.ConfigError, match='model.activation "relu" -> "gelu"'):
+    restore_lib.restore(config, workdir)
 
 
 def test_a_sweep_checks_each_members_config(tmp_path):
@@ -196,7 +197,7 @@ def test_a_sweep_checks_each_members_config(tmp_path):
   with mock_data():
     sweeps.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
     before = digest(tmp_path / 'sweep')
-    with pytest.raises(config_checks.ConfigError, match='batch_size 8 -> 4'):
+    with pytest.raises(errors.ConfigError, match='batch_size 8 -> 4'):
       sweeps.run_sweep(tiny_config(batch_size=4), overrides, str(tmp_path / 'sweep'))
     assert digest(tmp_path / 'sweep') == before
     ranked = sweeps.run_sweep(tiny_config(num_epochs=3), overrides, str(tmp_path / 'sweep'),
@@ -209,7 +210,7 @@ def _hold_in_another_process(workdir):
   """A process holding `workdir`'s lock, started and holding when this returns."""
   holder = subprocess.Popen(
       [sys.executable, '-c', 'import sys, time\n'
-       'from trainkit import workdir_lock\n'
+       'from trainkit.workdirs import lock as workdir_lock\n'
        'with workdir_lock.hold(sys.argv[1]):\n'
        '  print("held", flush=True)\n'
        '  time.sleep(120)\n', workdir], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
@@ -226,11 +227,11 @@ def test_a_second_run_is_refused_while_one_holds_the_workdir(finished):
       train.train_and_evaluate(config, workdir)
     assert f'pid {holder.pid} on {socket.gethostname()} since ' in str(e.value)
     with mock_data(), pytest.raises(workdir_lock.WorkdirBusy):
-      inference.evaluate_checkpoint(config, workdir)
+      restore_lib.evaluate_checkpoint(config, workdir)
     # Reading only: predict needs no lock.
     image = os.path.join(os.path.dirname(workdir), 'x.png')
     Image.fromarray(np.full((28, 28), 255, np.uint8)).save(image)
-    assert inference.predict_files(config, workdir, [image])
+    assert predict_images.predict_files(config, workdir, [image])
     assert digest(workdir) == before
   finally:
     holder.kill()  # SIGKILL: the lock of a dead process blocks no one.
@@ -290,8 +291,8 @@ def test_predict_says_no_digit_for_a_blank_or_uniform_image(finished, tmp_path):
     Image.fromarray(pixels).save(tmp_path / name)
   Image.new('RGB', (64, 48), (30, 120, 200)).save(tmp_path / 'blue.jpg')
   assert digit_images.load_digit(str(tmp_path / 'blue.jpg')) is None
-  results = inference.predict_files(config, workdir, [str(tmp_path)])
-  assert [r[1:] for r in results] == [(None, None, None, inference.NO_DIGIT)] * 3
+  results = predict_images.predict_files(config, workdir, [str(tmp_path)])
+  assert [r[1:] for r in results] == [(None, None, None, predict_images.NO_DIGIT)] * 3
 
 
 @pytest.mark.parametrize('text, problem', [

@@ -10,14 +10,15 @@ import pytest
 
 from configs import default
 from tests.helpers import run_main, tiny_config
-from trainkit import model_summary
-import models
+from trainkit.models import mlp as models
+from trainkit.tasks import classification
+from trainkit.training import model_summary
 import train
 
 
 def _model_and_vars(**overrides):
   config = tiny_config(**overrides)
-  model = models.create_model(config.model, num_classes=10)
+  model = models.create_model(config.model, classification.Classification(10))
   images = jax.random.randint(jax.random.key(1), (32, 28, 28, 1), 0, 256).astype(jnp.uint8)
   variables = model.init(jax.random.key(0), images, train=False)
   return model, variables, images
@@ -89,8 +90,9 @@ def test_normal_init_draws_kernels_and_biases_with_the_scale():
 
 def test_input_scaling_is_applied_inside_the_model():
   config = tiny_config(**{'model.dropout_rates': (0.0,), 'model.use_batchnorm': False})
-  raw = models.create_model(config.model, 10, input_shift=0.0, input_scale=1.0)
-  unit = models.create_model(config.model, 10, input_shift=0.0, input_scale=255.0)
+  head = classification.Classification(10)
+  raw = models.create_model(config.model, head, input_shift=0.0, input_scale=1.0)
+  unit = models.create_model(config.model, head, input_shift=0.0, input_scale=255.0)
   images = jnp.full((2, 28, 28, 1), 255, jnp.uint8)
   variables = raw.init(jax.random.key(0), images, train=False)
   np.testing.assert_allclose(unit.apply(variables, images, train=False),

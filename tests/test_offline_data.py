@@ -10,10 +10,10 @@ import tensorflow_datasets as tfds
 from tests.helpers import tiny_config
 from tests.helpers import write_idx as _write_idx
 from tests.helpers import write_mnist as _write_mnist
-import input_pipeline
-from trainkit import sources
-from trainkit.sources import tfds_source
-from trainkit import offline_data
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
+from trainkit.data.sources import tfds_prepare as offline_data
+from trainkit.data.sources import tfds_source
 
 
 def _examples(data, split):

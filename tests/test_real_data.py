@@ -14,10 +14,12 @@ from PIL import Image
 from configs import default
 from tests.helpers import ROOT
 from tests import test_visibility
-from trainkit import evaluation
-from trainkit import inference
-from trainkit import offline_data
-from trainkit import optimizers
+from trainkit.data.sources import tfds_prepare as offline_data
+from trainkit.serving import predict_images
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import saved_model
+from trainkit.training import evaluation
+from trainkit.training import optimizers
 import train
 
 
@@ -55,13 +57,13 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
       summary['eval_accuracy'], rel=1e-6)
 
   # --mode=eval of the final checkpoint gives summary.json's test figures exactly.
-  result = inference.evaluate_checkpoint(config, workdir)
+  result = restore_lib.evaluate_checkpoint(config, workdir)
   assert result['num_examples'] == 10_000
   assert result['eval_accuracy'] == summary['test_accuracy']
   assert result['eval_loss'] == summary['test_loss']
 
   # The SavedModel, run by TensorFlow alone on the raw uint8 test images.
-  exported = inference.export_saved_model(config, workdir)
+  exported = saved_model.export_saved_model(config, workdir)
   served = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'tests', 'tf_serving_eval.py'), exported,
        mnist_dir, str(tmp_path / 'tf_scores.npy')], cwd=ROOT,
@@ -72,7 +74,7 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
   assert abs(tf_accuracy - summary['test_accuracy']) <= 0.002
   # Image by image: TensorFlow's scores are the model's own, to float32 rounding.
   images, labels = offline_data.load_idx_split(mnist_dir, 'test')
-  state, _, _ = inference.restore(config, workdir)
+  state, _, _ = restore_lib.restore(config, workdir)
   ours = np.asarray(evaluation.predict_steps(optimizers.params_for_eval(state),
                                              {'x': images[None]})['probs'][0])
   theirs = np.load(tmp_path / 'tf_scores.npy')
@@ -90,7 +92,7 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
     canvas.paste(digit, (20 + 5 * i, 30))
     paths.append(str(tmp_path / f'{i}.png'))
     canvas.convert('RGB').save(paths[-1])
-  predicted = [r.label for r in inference.predict_files(config, workdir, paths)]
+  predicted = [r.label for r in predict_images.predict_files(config, workdir, paths)]
   assert np.mean(np.array(predicted) == labels[:20]) >= 0.9
 
   for name in ('learning_curves.png', 'confusion_matrix.png', 'worst_errors.png'):

@@ -21,14 +21,14 @@ import pytest
 from tests import conftest
 from tests.helpers import (ENV, ROOT, checkpoint_steps, error_lines, session_cache_dir,
                            tiny_config, write_mnist)
-from trainkit import config_checks
-from trainkit import inference
-from trainkit import launch
-from trainkit import optuna_internals
-from trainkit import search
-from trainkit import search_results
-from trainkit import search_space as ss
-from trainkit import sweeps
+from trainkit import errors
+from trainkit.search import launch
+from trainkit.search import optuna_internals
+from trainkit.search import optuna_search as search
+from trainkit.search import results as search_results
+from trainkit.search import space as ss
+from trainkit.search import sweeps
+from trainkit.serving import restore as restore_lib
 
 
 def _config(**overrides):
@@ -82,14 +82,14 @@ def test_space_values_grids_and_tuple_fields():
     (_spec(grace_s=1), 'search grace_s: 1 must exceed heartbeat_s=1'),
 ])
 def test_a_bad_search_is_refused_before_the_directory_is_touched(tmp_path, spec, message):
-  with pytest.raises(config_checks.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     search.prepare(spec, _config(), str(tmp_path / 'search'), None, None, 'sweep.py')
   assert message in str(e.value)
   assert not (tmp_path / 'search').exists()
 
 
 def test_a_search_needs_a_validation_split(tmp_path):
-  with pytest.raises(config_checks.ConfigError, match="validation_split='' but a search"):
+  with pytest.raises(errors.ConfigError, match="validation_split='' but a search"):
     search.prepare(_spec(), tiny_config(), str(tmp_path / 's'), None, None, 'sweep.py')
   assert not (tmp_path / 's').exists()
 
@@ -122,7 +122,7 @@ def test_trials_are_member_workdirs_and_pruned_ones_stop_early_and_keep_checkpoi
     assert checkpoint_steps(workdir)  # Kept, pruned or not.
     trial_config = ss.trial_config(config, trial.params, spec.metric)
     with conftest.mock_data(200):
-      result = inference.evaluate_checkpoint(trial_config, str(workdir))
+      result = restore_lib.evaluate_checkpoint(trial_config, str(workdir))
     assert result['eval_accuracy'] == summary['test_accuracy']  # Of the latest checkpoint.
 
   metrics = sweeps.summary_metrics(config)
@@ -187,10 +187,10 @@ def test_a_diverged_trial_is_failed_as_diverged_and_the_search_goes_on(tmp_path)
 def test_joining_a_study_of_another_search_is_refused(tmp_path):
   directory = str(tmp_path / 's')
   search.prepare(_spec(), _config(), directory, None, None, 'sweep.py')
-  with pytest.raises(config_checks.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     search.prepare(_spec(num_trials=8), _config(), directory, None, None, 'sweep.py')
   assert "study 's' was created by another search: search.num_trials 6 -> 8" in str(e.value)
-  with pytest.raises(config_checks.ConfigError, match='batch_size 8 -> 16'):
+  with pytest.raises(errors.ConfigError, match='batch_size 8 -> 16'):
     search.prepare(_spec(), _config(batch_size=16), directory, None, None, 'sweep.py')
   # Configs compare as a resume compares them: where data and caches are, or
   # the progress display, may differ between workers.
@@ -200,7 +200,7 @@ def test_joining_a_study_of_another_search_is_refused(tmp_path):
   # In a shared RDB (SQLite here), a new sweep directory refused is not left behind.
   url = f'sqlite:///{tmp_path / "studies.db"}'
   search.prepare(_spec(), _config(), str(tmp_path / 'a'), url, 'shared', 'sweep.py')
-  with pytest.raises(config_checks.ConfigError, match="study 'shared' was created by another"):
+  with pytest.raises(errors.ConfigError, match="study 'shared' was created by another"):
     search.prepare(_spec(seed=1), _config(), str(tmp_path / 'b'), url, 'shared', 'sweep.py')
   assert not (tmp_path / 'b').exists()
 
@@ -213,7 +213,7 @@ def test_joining_a_study_of_another_search_is_refused(tmp_path):
     ('not a url', 'not a database URL'),
 ])
 def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path, url, message):
-  with pytest.raises(config_checks.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     search.prepare(_spec(), _config(), str(tmp_path / 's'), url, None, 'sweep.py')
   assert str(e.value).startswith(f'--storage={url!r}: ') and message in str(e.value)
   assert '\n' not in str(e.value)
@@ -231,7 +231,7 @@ def test_a_storage_server_that_never_answers_is_refused_within_30_s(tmp_path, mo
   url = f'postgresql://nobody@127.0.0.1:{server.getsockname()[1]}/none'
   start = time.time()
   try:
-    with pytest.raises(config_checks.ConfigError, match='timeout expired') as e:
+    with pytest.raises(errors.ConfigError, match='timeout expired') as e:
       search.prepare(_spec(), _config(), str(tmp_path / 's'), url, None, 'sweep.py')
   finally:
     server.close()
@@ -247,7 +247,7 @@ def test_launcher_flags_are_stripped_and_slurm_options_parsed():
   params = launch.parameters(['slurm_partition=gpu', 'timeout_min=90', 'mem_gb=7.5'])
   assert params['slurm_partition'] == 'gpu' and params['timeout_min'] == 90
   assert params['mem_gb'] == 7.5 and params['slurm_signal_delay_s'] == 120
-  with pytest.raises(config_checks.ConfigError, match="--slurm='gpu': expected KEY=VALUE"):
+  with pytest.raises(errors.ConfigError, match="--slurm='gpu': expected KEY=VALUE"):
     launch.parameters(['gpu'])
 
 
@@ -255,7 +255,7 @@ def test_launcher_flags_are_stripped_and_slurm_options_parsed():
 
 _SWEEP_FILE = '''
 from configs import default
-from trainkit import search_space as ss
+from trainkit.search import space as ss
 def get_config():
   config = default.get_config()
   config.model.hidden_sizes = (32,)

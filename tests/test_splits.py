@@ -10,12 +10,12 @@ import pytest
 
 from tests import conftest
 from tests.helpers import tiny_config
-from trainkit import checkpointing
-from trainkit import config_checks
-from trainkit import evaluation
-from trainkit import inference
-from trainkit import sources
-import input_pipeline
+from trainkit import errors
+from trainkit.checkpoints import manager as checkpointing
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
+from trainkit.serving import restore as restore_lib
+from trainkit.training import evaluation
 import train
 
 pytestmark = pytest.mark.usefixtures('mock_mnist')
@@ -61,7 +61,7 @@ def test_the_best_checkpoint_is_chosen_by_validation_and_test_is_reported_apart(
       evaluation.evaluate(best_state, data, 16)['loss'])
   assert summary['best_test_loss'] != pytest.approx(summary['test_loss'])
   # --mode=eval --split evaluates any split of a checkpoint.
-  result = inference.evaluate_checkpoint(config, str(tmp_path), split='train[40:]')
+  result = restore_lib.evaluate_checkpoint(config, str(tmp_path), split='train[40:]')
   assert result['split'] == 'train[40:]' and result['num_examples'] == 10
   assert result['eval_loss'] == pytest.approx(evals[20]['loss'])
 
@@ -132,7 +132,7 @@ def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path, resto
 
 def test_a_batch_larger_than_the_training_split_is_refused_before_any_work(tmp_path):
   config = tiny_config(batch_size=48, **SPLITS)  # 40 training examples.
-  with pytest.raises(config_checks.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match=r'^batch_size=48: is larger than the training split \(40 examples\)'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
@@ -156,7 +156,7 @@ def test_early_stopping_on_accuracy(tmp_path):
   assert f'(best {evals[5]["accuracy"]:.6g})' in summary['stop_reason']  # The first epoch's.
   # Judged as a loss would be (lower is better), a falling accuracy would count
   # as improving: with min_delta 0 and rising accuracy it must never stop early.
-  from trainkit import plateaus  # pylint: disable=g-import-not-at-top
+  from trainkit.training import plateaus  # pylint: disable=g-import-not-at-top
   meta = {}
   for epoch, accuracy in enumerate([0.1, 0.2, 0.3, 0.4], 1):
     assert plateaus.early_stop(tiny_config(early_stopping_patience=1,

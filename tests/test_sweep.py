@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from tests.helpers import ROOT, checkpoint_steps, digest, tiny_config, write_mnist
-from trainkit import carried_values
-from trainkit import config_checks
-from trainkit import inference
-from trainkit import grouping
-from trainkit import sweeps
-import input_pipeline
+from trainkit import errors
+from trainkit.data import pipeline as input_pipeline
+from trainkit.search import groups as grouping
+from trainkit.search import sweeps
+from trainkit.serving import restore as restore_lib
+from trainkit.training import carried_values
 import train
 
 pytestmark = pytest.mark.usefixtures('mock_mnist')
@@ -39,7 +39,7 @@ def test_product_and_zip_helpers():
 def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):
   overrides = [{'learning_rate': 0.1}, {'learning_rate': -1.0},
                {'model.activaton': 'relu'}, {'optimizer': 'adamm'}]
-  with pytest.raises(config_checks.ConfigError) as e:
+  with pytest.raises(errors.ConfigError) as e:
     sweeps.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
   message = str(e.value)
   assert 'member 01_learning_rate=-1.0: learning_rate=-1.0: must be > 0' in message
@@ -72,7 +72,7 @@ def test_sweep_writes_members_summaries_and_skips_finished_ones(tmp_path):
   # Each member's workdir is a normal run's: --mode=eval works on it.
   member = workdir / rows[3]['name']
   config = sweeps.member_config(tiny_config(), overrides[3])
-  result = inference.evaluate_checkpoint(config, str(member))
+  result = restore_lib.evaluate_checkpoint(config, str(member))
   assert result['eval_accuracy'] == float(rows[3]['eval_accuracy'])
 
   # Run again: nothing trains, whichever path (a group or alone) would train it.
@@ -132,7 +132,7 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
   sweep_file = tmp_path / 'tiny_sweep.py'
   sweep_file.write_text(
       'from configs import default\n'
-      'from trainkit import sweeps\n'
+      'from trainkit.search import sweeps\n'
       'def get_config():\n'
       '  config = default.get_config()\n'
       '  config.model.hidden_sizes = (16,)\n'
@@ -189,7 +189,7 @@ def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
     assert together[i]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
     assert together[i]['eval_accuracy'] == pytest.approx(alone['eval_accuracy'], abs=0.021)
     # The member's own checkpoint holds (nearly) the parameters of the lone run.
-    grouped, _, _ = inference.restore(config, dirs[i])
+    grouped, _, _ = restore_lib.restore(config, dirs[i])
     for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(state.params)):
       np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     with open(os.path.join(dirs[i], 'summary.json')) as f:

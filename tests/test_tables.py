@@ -17,20 +17,21 @@ from tests.helpers import ENV, ROOT, main_command, session_cache_dir
 from tests.helpers import run_export, sigkill_after_first_checkpoint
 from tests.helpers import tiny_config
 from trainkit import cli
-from trainkit import evaluation
-from trainkit import host_tensorflow
-from trainkit import jax_export
-from trainkit import onnx_export
-from trainkit import inference
-from trainkit import optimizers
-from trainkit import prediction_inputs
-from trainkit import predictions
-from trainkit import sources
-from trainkit import training_statistics
-from trainkit.sources import table_files
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
+from trainkit.data import statistics as training_statistics
+from trainkit.data.sources import host_tensorflow
+from trainkit.data.sources import table_files
+from trainkit.serving import jax_export
+from trainkit.serving import onnx_export
+from trainkit.serving import predict_rows as predictions
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import row_inputs as prediction_inputs
+from trainkit.serving import saved_model
 from trainkit.tasks import binary
 from trainkit.tasks import classification
-import input_pipeline
+from trainkit.training import evaluation
+from trainkit.training import optimizers
 import train
 
 _RNG = np.random.default_rng(0)
@@ -155,7 +156,7 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   # The same encoding as training: purple and a missing level are 'other', a
   # missing number the mean of the training rows' values (with its indicator
   # for b, which training rows miss), computed here from the table itself.
-  state, _, spec = inference.restore(config, str(tmp_path / 'run'))
+  state, _, spec = restore_lib.restore(config, str(tmp_path / 'run'))
   features, _, _ = prediction_inputs.read_table(config, spec, rows)
   order = sources.open_source(config).records('train').order
   training = order[:int(len(order) * 0.7)]
@@ -170,7 +171,7 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   np.testing.assert_array_equal([np.float32(r['prob_1']) for r in lines], expected)  # Exactly.
   # The SavedModel takes the encoded features and serves the same.
   tf = host_tensorflow.tensorflow()
-  serve = tf.saved_model.load(inference.export_saved_model(config, str(tmp_path / 'run')))
+  serve = tf.saved_model.load(saved_model.export_saved_model(config, str(tmp_path / 'run')))
   served = serve.signatures['serving_default'](features=tf.constant(features))
   np.testing.assert_allclose(served['prob'].numpy(), expected, rtol=1e-4)
   # And the jax.export artifact and the ONNX model, each run by its runtime alone in a
@@ -186,7 +187,7 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   bare.mkdir()
   (bare / 'model.json').write_text((tmp_path / 'run' / 'model.json').read_text())
   (bare / 'config.json').write_text((tmp_path / 'run' / 'config.json').read_text())
-  for export in (jax_export.export, onnx_export.export, inference.export_saved_model):
+  for export in (jax_export.export, onnx_export.export, saved_model.export_saved_model):
     with pytest.raises(cli.INPUT_ERRORS, match='has no checkpoint .train first.'):
       export(config, str(bare))
     # No checkpoint folder made (the lock file is the workdir's, as every command takes it).

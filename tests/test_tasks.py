@@ -17,22 +17,24 @@ from tests.helpers import (ENV, ROOT, checkpoint_steps, main_command, mdn_config
                            run_export, session_cache_dir,
                            sigkill_after_first_checkpoint, tiny_config)
 from trainkit import cli
-from trainkit import evaluation
-from trainkit import host_tensorflow
-from trainkit import jax_export
-from trainkit import onnx_export
-from trainkit import inference
-from trainkit import model_summary
-from trainkit import optimizers
-from trainkit import predictions
-from trainkit import search_results
-from trainkit import selection
-from trainkit import sweeps
-from trainkit import synthetic
 from trainkit import tasks
+from trainkit.data.sources import host_tensorflow
+from trainkit.data.sources import synthetic
+from trainkit.search import results as search_results
+from trainkit.search import sweeps
+from trainkit.serving import jax_export
+from trainkit.serving import onnx_export
+from trainkit.serving import predict_rows as predictions
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import saved_model
 from trainkit.tasks import classification
+from trainkit.tasks import metric_catalogue as metrics_lib
 from trainkit.tasks import mixture_density
 from trainkit.tasks import regression
+from trainkit.tasks import selection
+from trainkit.training import evaluation
+from trainkit.training import model_summary
+from trainkit.training import optimizers
 import train
 
 _RNG = np.random.default_rng(0)
@@ -152,7 +154,7 @@ def test_every_task_metric_has_a_direction():
   for name in tasks.NAMES:
     for loss in regression.LOSSES:
       for metric in tasks.metrics(tiny_config(task=name, regression_loss=loss)):
-        assert metric in selection.HIGHER_IS_BETTER, (name, metric)
+        assert metric in metrics_lib.CATALOGUE, (name, metric)
   assert selection.direction('nll') == 'minimize' and selection.direction('r2') == 'maximize'
 
 
@@ -302,7 +304,7 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
   assert all(os.path.getsize(tmp_path / 'run' / 'plots' / name) > 10_000
              for name in drawn if name.endswith('.png'))
   rows = synthetic.splits(dataset.split(':')[1], (5, 1, 1), seed=9)['train']['x']
-  state, _, spec = inference.restore(config, workdir)
+  state, _, spec = restore_lib.restore(config, workdir)
   expected = jax.device_get(evaluation.predict_steps(
       optimizers.params_for_eval(state), {'x': rows[None]}))
   for suffix in ('.csv', '.npy', '.npz'):
@@ -338,7 +340,7 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
     assert 'float32[1,6]' in table and 'float32[1,3]' in table
   # The SavedModel serves what predict writes, in the targets' units.
   tf = host_tensorflow.tensorflow()
-  serve = tf.saved_model.load(inference.export_saved_model(config, workdir)).signatures[
+  serve = tf.saved_model.load(saved_model.export_saved_model(config, workdir)).signatures[
       'serving_default']
   served = {k: v.numpy() for k, v in serve(features=tf.constant(rows)).items()}
   want = jax.tree.map(lambda v: np.asarray(v)[0], expected)

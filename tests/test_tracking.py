@@ -1,4 +1,4 @@
-"""MLflow tracking (trainkit/tracking.py), read back through MLflow's own client.
+"""MLflow tracking (trainkit/tracking/mlflow_run.py), read back through MLflow's own client.
 
 Against MLflow's own tracking server on 127.0.0.1 and against the default
 store (a SQLite file in the workdir, no server): a run SIGKILLed and resumed
@@ -23,8 +23,8 @@ from tests import test_search
 from tests.helpers import ENV, ROOT, error_lines, main_command, mdn_config, run_main
 from tests.helpers import sigkill_after_first_checkpoint
 from trainkit import cli
-from trainkit import search
-from trainkit import tracking
+from trainkit.search import optuna_search as search
+from trainkit.tracking import mlflow_run as tracking
 import train
 
 
@@ -224,7 +224,7 @@ def test_cli_refuses_a_bad_tracker_and_an_unknown_export_format_in_one_line(tmp_
 
 def test_a_sweeps_members_are_nested_under_its_run(tmp_path):
   """Two members trained as one vmapped group: two runs of their own, under the sweep's."""
-  from trainkit import sweeps  # pylint: disable=g-import-not-at-top
+  from trainkit.search import sweeps  # pylint: disable=g-import-not-at-top
   base = mdn_config(num_epochs=1, plots=False, trackers='mlflow')
   members = [{'learning_rate': 0.01}, {'learning_rate': 0.02}]
   ranked = sweeps.run_sweep(base, members, str(tmp_path / 'sweep'), parallel='vmap')

@@ -9,20 +9,23 @@ import optax
 import pytest
 
 from tests.helpers import tiny_config
-from trainkit import evaluation
-import input_pipeline
-from trainkit import losses
-import models
-from trainkit import optimizers
-from trainkit import parallel
-from trainkit import workdir as workdir_lib
-from trainkit.sources import base
+from trainkit.tasks import classification
+from trainkit.training import evaluation
+from trainkit.data import pipeline as input_pipeline
+from trainkit.tasks import losses
+from trainkit.models import mlp as models
+from trainkit.training import optimizers
+from trainkit.runtime import parallel
+from trainkit.workdirs import layout as workdir_lib
+from trainkit.data.sources import base
 import flax
 import train
 
 
+from trainkit.training import state as state_lib
+from trainkit.training import step as step_lib
 def _state(config, steps_per_epoch=10):
-  model = models.create_model(config.model, num_classes=10)
+  model = models.create_model(config.model, classification.Classification(10))
   return train.create_train_state(jax.random.key(0), config, model,
                                   (28, 28, 1), steps_per_epoch)
 
@@ -55,10 +58,10 @@ def test_train_step_consumes_the_donated_state():
 def test_one_compiled_step_serves_every_dropout_rate():
   spec = workdir_lib.ModelSpec(num_classes=10, input_shape=(28, 28, 1), shift=0.0,
                                scale=255.0, steps_per_epoch=10)
-  step = jax.jit(train._train_step)  # pylint: disable=protected-access
+  step = jax.jit(step_lib._train_step)  # pylint: disable=protected-access
   losses = {}
   for rate in (0.2, 0.7, 0.0):
-    state = train.create_state(tiny_config(**{'model.dropout_rates': (rate,)}), spec)
+    state = state_lib.create_state(tiny_config(**{'model.dropout_rates': (rate,)}), spec)
     np.testing.assert_array_equal(state.keep_probs, np.float32([1 - rate]))
     losses[rate] = float(step(state, _batch(), jax.random.key(1))[1]['loss'])
   # Rate 0 has no dropout layer: a second program; the other rates share one.

@@ -11,14 +11,16 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
-from trainkit import config_checks
-from trainkit import plots
-from trainkit import progress
+from trainkit import errors
+from trainkit.training import config_checks
+from trainkit.tracking import plots
+from trainkit.tracking import progress
 import report
 import train
 
 
 
+from trainkit.training import cadence
 pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
@@ -175,7 +177,7 @@ def test_profile_steps_trace_into_the_workdir(tmp_path):
 
 def test_calls_end_at_the_profiled_range():
   # Epoch of 10 steps starting at global step 10; trace global steps 13-15.
-  assert train.call_spans(0, 10, 10, 0, 0, extra_ends=(12, 15)) == [
+  assert cadence.call_spans(0, 10, 10, 0, 0, extra_ends=(12, 15)) == [
       (0, 2), (2, 5), (5, 10)]
 
 
@@ -183,5 +185,5 @@ def test_calls_end_at_the_profiled_range():
     ('profile_steps', (5,)), ('profile_steps', (4, 2)), ('profile_steps', (0, 3)),
     ('progress', 'fancy'), ('progress_every_s', 0)])
 def test_bad_visibility_fields_are_refused(field, value):
-  with pytest.raises(config_checks.ConfigError, match=field):
+  with pytest.raises(errors.ConfigError, match=field):
     config_checks.validate(tiny_config(**{field: value}))

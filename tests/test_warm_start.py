@@ -10,13 +10,14 @@ import pytest
 
 from tests.conftest import mock_data
 from tests.helpers import tiny_config
-from trainkit import config_checks
-from trainkit import evaluation
-from trainkit import inference
-from trainkit import workdir as workdir_lib
-import input_pipeline
+from trainkit import errors
+from trainkit.training import evaluation
+from trainkit.serving import restore as restore_lib
+from trainkit.workdirs import layout as workdir_lib
+from trainkit.data import pipeline as input_pipeline
 import train
 
+from trainkit.training import state as state_lib
 pytestmark = pytest.mark.usefixtures('mock_mnist')
 
 
@@ -41,17 +42,17 @@ def source(tmp_path_factory):
 
 def test_a_warm_started_state_evaluates_exactly_as_its_checkpoint(source, tmp_path):
   config, workdir = source
-  loaded, step, spec = inference.restore(config, workdir, 'latest')
+  loaded, step, spec = restore_lib.restore(config, workdir, 'latest')
   warm = config.copy_and_resolve_references()
   warm.init_from = f'{workdir}:{step}'
-  state = train.initial_state(warm, spec, str(tmp_path / 'new'))
+  state = state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
   data = input_pipeline.create_datasets(config)
   assert evaluation.evaluate(state, data, 16) == evaluation.evaluate(loaded, data, 16)
   jax.tree.map(np.testing.assert_array_equal, state.params, loaded.params)
   jax.tree.map(np.testing.assert_array_equal, state.batch_stats, loaded.batch_stats)
   # A fresh optimizer and step counter.
   assert int(state.step) == 0
-  fresh = train.create_state(warm, spec)
+  fresh = state_lib.create_state(warm, spec)
   jax.tree.map(np.testing.assert_array_equal, state.opt_state, fresh.opt_state)
 
 
@@ -60,22 +61,22 @@ def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path):
   spec = dataclasses.replace(workdir_lib.ModelSpec.read(workdir), num_classes=5)
   warm = config.copy_and_resolve_references()
   warm.init_from = f'{workdir}:best'
-  with pytest.raises(config_checks.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match=r'params/Dense_1/bias is \(10,\) float32 in checkpoint \d+ but '
                            r'\(5,\) float32 here') as e:
-    train.initial_state(warm, spec, str(tmp_path / 'new'))
+    state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
   assert '\n' not in str(e.value)
   warm.init_exclude = 'Dense_1'
-  state = train.initial_state(warm, spec, str(tmp_path / 'new'))
-  loaded, best, _ = inference.restore(config, workdir, 'best')
-  latest, _, _ = inference.restore(config, workdir, 'latest')
+  state = state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
+  loaded, best, _ = restore_lib.restore(config, workdir, 'best')
+  latest, _, _ = restore_lib.restore(config, workdir, 'latest')
   np.testing.assert_array_equal(state.params['Dense_0']['kernel'],
                                 loaded.params['Dense_0']['kernel'])
   # :best is the best checkpoint, not the latest (the fixture makes them differ).
   assert not np.array_equal(state.params['Dense_0']['kernel'],
                             latest.params['Dense_0']['kernel'])
   np.testing.assert_array_equal(state.params['Dense_1']['kernel'],
-                                train.create_state(warm, spec).params['Dense_1']['kernel'])
+                                state_lib.create_state(warm, spec).params['Dense_1']['kernel'])
 
 
 def _max_difference(a, b) -> float:
@@ -98,7 +99,7 @@ def test_a_warm_started_run_trains_from_the_source_and_outlives_it(source, tmp_p
   fresh = warm.copy_and_resolve_references()
   fresh.init_from = ''
   fresh_state, _ = train.train_and_evaluate(fresh, str(tmp_path / 'fresh'))
-  trained, _, _ = inference.restore(config, workdir, 'latest')
+  trained, _, _ = restore_lib.restore(config, workdir, 'latest')
   assert _max_difference(warm_state.params, trained.params) < 1e-4
   assert _max_difference(fresh_state.params, trained.params) > 1e-2
   # Once it has checkpoints of its own, the source matters no more: gone,
@@ -111,14 +112,14 @@ def test_a_warm_started_run_trains_from_the_source_and_outlives_it(source, tmp_p
     train.train_and_evaluate(more, str(tmp_path / 'new'), continue_with_changes=True)
   assert 'Warm start' not in caplog.text
   assert workdir_lib.checkpoint_steps(tmp_path / 'new')[-1] == 10
-  inference.evaluate_checkpoint(more, str(tmp_path / 'new'))
+  restore_lib.evaluate_checkpoint(more, str(tmp_path / 'new'))
   # A new run from it is refused in one line, before any work.
-  with pytest.raises(config_checks.ConfigError, match='has no checkpoints folder'):
+  with pytest.raises(errors.ConfigError, match='has no checkpoints folder'):
     train.train_and_evaluate(warm, str(tmp_path / 'other'))
   assert not (tmp_path / 'other').exists()
   steps = workdir_lib.checkpoint_steps(workdir)
-  with pytest.raises(config_checks.ConfigError, match="init_from='.*:7' is not latest, best"):
-    train.initial_state(tiny_config(init_from=f'{workdir}:7'),
+  with pytest.raises(errors.ConfigError, match="init_from='.*:7' is not latest, best"):
+    state_lib.initial_state(tiny_config(init_from=f'{workdir}:7'),
                         workdir_lib.ModelSpec.read(workdir), str(tmp_path / 'other'))
   assert 7 not in steps
 
@@ -127,6 +128,6 @@ def test_best_is_refused_where_no_checkpoint_was_chosen(tmp_path):
   no_validation = tmp_path / 'plain'
   train.train_and_evaluate(tiny_config(num_epochs=1), str(no_validation))
   warm = tiny_config(init_from=f'{no_validation}:best', num_epochs=1)
-  with pytest.raises(config_checks.ConfigError, match='no best checkpoint') as e:
+  with pytest.raises(errors.ConfigError, match='no best checkpoint') as e:
     train.train_and_evaluate(warm, str(tmp_path / 'new'))
   assert 'without a validation split' in str(e.value) and '\n' not in str(e.value)

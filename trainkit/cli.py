@@ -14,13 +14,13 @@ from absl import flags
 from absl import logging
 import jax
 
-from trainkit import checkpointing
-from trainkit import config_checks
-from trainkit import sources
-from trainkit import workdir as workdir_lib
-from trainkit import workdir_lock
+from trainkit import errors
+from trainkit.checkpoints import manager as checkpointing
+from trainkit.data import sources
+from trainkit.workdirs import layout as workdir_lib
+from trainkit.workdirs import lock as workdir_lock
 
-# Exit statuses (the README has them as a table).
+# Exit statuses (docs/crash_safety.md has them as a table).
 EXIT_BAD_INPUT = 2  # Refused before any work: one `error:` line.
 EXIT_DIVERGED = 3  # Training diverged (nan_policy).
 EXIT_WORKDIR_BUSY = 4  # Another live run holds the workdir.
@@ -30,7 +30,7 @@ EXIT_UNREADABLE_INPUT = 7  # --mode=predict: an input file is not an image it ca
 # Stopped by SIGTERM / Ctrl-C after a checkpoint: 128 + signal (143 / 130).
 
 # Refused with one line and EXIT_BAD_INPUT.
-INPUT_ERRORS = (config_checks.ConfigError, sources.DataError,
+INPUT_ERRORS = (errors.ConfigError, sources.DataError,
                 checkpointing.CheckpointMismatchError,
                 checkpointing.BrokenCheckpointError, workdir_lock.LockFileError,
                 workdir_lib.WorkdirError)

@@ -4,7 +4,7 @@
 """
 
 from configs import default
-from trainkit import sweeps
+from trainkit.search import sweeps
 
 
 def get_config():

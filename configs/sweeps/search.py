@@ -8,7 +8,7 @@ command again, here or on other machines with --storage) share the trials.
 """
 
 from configs import default
-from trainkit import search_space
+from trainkit.search import space as search_space
 
 
 def get_config():
@@ -22,7 +22,7 @@ def get_config():
 
 
 def get_search():
-  """The space, the budget and the strategy (trainkit/search_space.py)."""
+  """The space, the budget and the strategy (trainkit/search/space.py)."""
   return search_space.Search(
       space={
           'learning_rate': search_space.Float(3e-4, 1e-2, log=True),

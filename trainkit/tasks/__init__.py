@@ -3,7 +3,7 @@
 A task is one small module holding a frozen dataclass with one interface:
 
 - `metrics(config)` (a classmethod): the names of the evaluation metrics, each
-  ranked in its direction (trainkit/selection.py); 'loss' is always one.
+  ranked in its direction (trainkit/tasks/selection.py); 'loss' is always one.
 - `head(features, dense)`: the output layers on the MLP backbone (`dense(n)`
   makes a Dense layer of n units), returning the task's outputs.
 - `objective(outputs, targets, weights=None)`: the training loss of a
@@ -24,11 +24,21 @@ A task is one small module holding a frozen dataclass with one interface:
   `predict`'s outputs where not their own (a binary task's probability
   names its class).
 
+A task also declares what the rest of the trainer asks of it by attribute:
+`CLASSES` (its targets are class labels), `SCALES_TARGETS` (the model
+predicts standardised targets, so the training split's target statistics go
+into the model spec), `PLOTS` (the kind of plots drawn of its test
+predictions: 'classes' or 'values'); `curves(config)` the two metrics its
+learning curves show; `check_config(config)` and `check_data(config, data)`
+refuse what it cannot train on. Its metrics' directions and display are
+declared in trainkit/tasks/metric_catalogue.py.
+
 `config.task` names it; `create(config, spec)` builds it with what the data
 told the model spec (classes, target shape and scaling). The loop,
 checkpoints, sweeps and searches see only metric names and directions.
 """
 
+from trainkit import errors
 from trainkit.tasks import binary
 from trainkit.tasks import classification
 from trainkit.tasks import mixture_density
@@ -43,16 +53,58 @@ TASKS = {
 NAMES = tuple(TASKS)
 
 
+DEFAULT = 'classification'  # The task of a config (or an old workdir's) that names none.
+
+
+def of(config):
+  """The task class `config` names (a ConfigDict, or a workdir's config.json as a dict)."""
+  return TASKS[config.get('task', DEFAULT)]
+
+
 def metrics(config) -> tuple:
   """The evaluation metrics `config`'s task reports, in the summary's order."""
-  return TASKS[config.get('task', 'classification')].metrics(config)
+  return of(config).metrics(config)
 
 
 def takes_classes(config) -> bool:
   """Whether `config`'s task predicts classes (its targets are labels, not real values)."""
-  return TASKS[config.get('task', 'classification')].CLASSES
+  return of(config).CLASSES
+
+
+def scales_targets(config) -> bool:
+  """Whether `config`'s model predicts standardised targets (real values)."""
+  return of(config).SCALES_TARGETS
 
 
 def create(config, spec):
   """The task of `config`, for the data `spec` (a workdir.ModelSpec) describes."""
-  return TASKS[config.get('task', 'classification')].create(config, spec)
+  return of(config).create(config, spec)
+
+
+def check_config(config) -> tuple:
+  """Refuses the task's fields that cannot be; returns the metrics the task reports.
+
+  Every task's own fields are checked whatever the task, so no bad value
+  waits unnoticed in a config; then the chosen task checks how the others
+  fit it.
+  """
+  errors.one_of(config, 'task', NAMES)
+  for task in TASKS.values():
+    task.check_fields(config)
+  chosen = of(config)
+  errors.require(chosen.CLASSES or not config.class_weight, 'class_weight',
+                 config.class_weight, f'weighs classes; task={config.task!r} has none')
+  errors.require(not config.positive_class or chosen.POSITIVE_CLASS, 'positive_class',
+                 config.positive_class,
+                 f'names the class a binary task predicts; task={config.task!r}')
+  chosen.check_config(config)
+  return chosen.metrics(config)
+
+
+def check_data(config, data) -> None:
+  """Refuses data the task cannot learn (labels it does not take, unnamed classes)."""
+  errors.require(not config.positive_class or data.class_names, 'positive_class',
+                 config.positive_class, f"names a class of a table's target; dataset="
+                 f'{config.dataset!r} has unnamed classes (the positive one is class 1)')
+  of(config).check_data(config, data)
+

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from trainkit import losses
+from trainkit import errors
+from trainkit.tasks import losses
 
 
 def roc_auc(labels, scores) -> float:
@@ -50,8 +51,40 @@ class Binary:
   threshold: float = 0.5  # P(y = 1) at and above which an example is predicted 1.
   class_weights: tuple = ()  # The weights of classes 0 and 1 in the loss; () = none.
   CLASSES = True  # Targets are class labels (else real values).
+  SCALES_TARGETS = False  # Labels are predicted as they are.
+  POSITIVE_CLASS = True  # A table's positive_class names its class 1.
+  PLOTS = 'classes'  # Drawn as two classes: a confusion matrix.
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('class', 'prob')
+
+  @classmethod
+  def curves(cls, config) -> tuple:
+    del config
+    return ('loss', 'accuracy')
+
+  @classmethod
+  def check_fields(cls, config) -> None:
+    errors.require(isinstance(config.threshold, float) and 0.0 < config.threshold < 1.0,
+                   'threshold', config.threshold,
+                   'must be a probability strictly between 0 and 1')
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    del config  # Its loss has its weighted form.
+
+  @classmethod
+  def check_data(cls, config, data) -> None:
+    """Labels 0 and 1."""
+    errors.require(data.num_classes == 2, 'task', config.task,
+                   f'needs labels 0 and 1; dataset={config.dataset!r} has '
+                   + (f'{data.num_classes} classes' if data.num_classes else
+                      'targets that are not class labels'))
+
+  @classmethod
+  def class_probabilities(cls, predictions: dict) -> dict:
+    """The predictions as two classes' probabilities, P(y = 0) and P(y = 1), for the plots."""
+    prob = np.asarray(predictions['prob'], np.float32)
+    return {**predictions, 'probs': np.stack([1 - prob, prob], -1)}
 
   @classmethod
   def metrics(cls, config) -> tuple:

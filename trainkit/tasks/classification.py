@@ -4,8 +4,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from trainkit import losses
+from trainkit import errors
+from trainkit.tasks import losses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,8 +17,39 @@ class Classification:
   objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
   class_weights: tuple = ()  # Each class's weight in the training loss; () = none.
   CLASSES = True  # Targets are class labels (else real values).
+  SCALES_TARGETS = False  # Labels are predicted as they are.
+  POSITIVE_CLASS = False  # No class is the positive one.
+  PLOTS = 'classes'  # A confusion matrix (and the worst errors of images).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('class', 'probs')
+
+  @classmethod
+  def curves(cls, config) -> tuple:
+    del config
+    return ('loss', 'accuracy')
+
+  @classmethod
+  def check_fields(cls, config) -> None:
+    errors.one_of(config, 'loss', tuple(losses.LOSSES))
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    """Class and example weights weigh the cross-entropy, which only it has."""
+    for name, what in (('class_weight', 'the'), ('weight_column', 'examples in the')):
+      errors.require(not config[name] or config.loss == 'cross_entropy', name, config[name],
+                     f'weighs {what} cross-entropy; loss={config.loss!r} has no weighted form '
+                     "(use loss='cross_entropy')")
+
+  @classmethod
+  def check_data(cls, config, data) -> None:
+    """Integer class labels 0..K-1 of at least two classes."""
+    found = ('integer targets that are not all class labels 0..K-1 (some are negative)'
+             if data.num_classes == 0 and np.dtype(data.target_dtype).kind in 'iu' else
+             'real-valued targets (use task=\'regression\' or \'mixture_density\')'
+             if data.num_classes == 0 else f'{data.num_classes} class')
+    errors.require(data.num_classes >= 2, 'task', config.task,
+                   f'needs integer class labels (at least 2 classes); '
+                   f'dataset={config.dataset!r} has {found}')
 
   @classmethod
   def metrics(cls, config) -> tuple:
@@ -61,6 +94,11 @@ class Classification:
     del values
     return {'loss': float(sums['loss_sum']) / count,
             'accuracy': float(sums['correct']) / count}
+
+  @classmethod
+  def class_probabilities(cls, predictions: dict) -> dict:
+    """The predictions as the plots take them: each class's probability, 'probs'."""
+    return predictions
 
   def predict(self, logits) -> dict:
     return {'class': jnp.argmax(logits, -1), 'probs': jax.nn.softmax(logits.astype(jnp.float32))}

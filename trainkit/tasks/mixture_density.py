@@ -16,7 +16,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from trainkit import losses
+from trainkit import errors
+from trainkit.tasks import losses
 from trainkit.tasks import regression
 
 
@@ -26,6 +27,9 @@ class MixtureDensity:
   targets: regression.Targets
   num_components: int = 5
   CLASSES = False  # Targets are class labels (else real values).
+  SCALES_TARGETS = True  # The model predicts (y - mean) / std of the training split.
+  POSITIVE_CLASS = False  # No class is the positive one.
+  PLOTS = 'values'  # Predicted against true values (and the mixture of 1-D data).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('weights', 'means', 'stds', 'mean', 'mode')
 
@@ -33,6 +37,26 @@ class MixtureDensity:
   def metrics(cls, config) -> tuple:
     del config
     return ('loss', 'nll', 'rmse')
+
+  @classmethod
+  def curves(cls, config) -> tuple:
+    del config
+    return ('nll', 'rmse')
+
+  @classmethod
+  def check_fields(cls, config) -> None:
+    errors.require(isinstance(config.num_components, int)
+                   and not isinstance(config.num_components, bool)
+                   and config.num_components >= 1, 'num_components', config.num_components,
+                   "must be an integer >= 1 (the mixture's Gaussian components)")
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    del config  # Any example weights weigh its loss.
+
+  @classmethod
+  def check_data(cls, config, data) -> None:
+    del config, data  # Non-numeric targets are refused as the table is read.
 
   @classmethod
   def create(cls, config, spec) -> 'MixtureDensity':

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trainkit import losses
+from trainkit import errors
+from trainkit.tasks import losses
 
 LOSSES = ('nll', 'mse')
 # The least std-dev the Gaussian head predicts, in standardised units: the
@@ -83,8 +84,8 @@ def r2(sums, count: int) -> float:
   """
   total = (np.asarray(sums['deviation_sq_sum'], np.float64)
            - np.square(np.asarray(sums['deviation_sum'], np.float64)) / count)
-  errors = np.asarray(sums['squared_error_sum'], np.float64)
-  return float(np.mean(1.0 - errors / np.maximum(total, np.finfo(np.float64).tiny)))
+  squared_errors = np.asarray(sums['squared_error_sum'], np.float64)
+  return float(np.mean(1.0 - squared_errors / np.maximum(total, np.finfo(np.float64).tiny)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,9 @@ class Regression:
   targets: Targets
   loss: str = 'nll'  # One of LOSSES.
   CLASSES = False  # Targets are class labels (else real values).
+  SCALES_TARGETS = True  # The model predicts (y - mean) / std of the training split.
+  POSITIVE_CLASS = False  # No class is the positive one.
+  PLOTS = 'values'  # Predicted against true values (and the fit of 1-D data).
   # What `predict` returns (the std-dev with the 'nll' head), in file order.
   PREDICTIONS = ('mean', 'std')
 
@@ -100,6 +104,22 @@ class Regression:
   def metrics(cls, config) -> tuple:
     nll = ('nll',) if config.get('regression_loss', 'nll') == 'nll' else ()
     return ('loss', *nll, 'mse', 'rmse', 'mae', 'r2')
+
+  @classmethod
+  def curves(cls, config) -> tuple:
+    return ('nll' if config.get('regression_loss', 'nll') == 'nll' else 'mse', 'rmse')
+
+  @classmethod
+  def check_fields(cls, config) -> None:
+    errors.one_of(config, 'regression_loss', LOSSES)
+
+  @classmethod
+  def check_config(cls, config) -> None:
+    del config  # Any example weights weigh its loss.
+
+  @classmethod
+  def check_data(cls, config, data) -> None:
+    del config, data  # Non-numeric targets are refused as the table is read.
 
   @classmethod
   def create(cls, config, spec) -> 'Regression':

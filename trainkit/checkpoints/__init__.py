@@ -1,0 +1,1 @@
+"""Checkpoints: the Orbax manager, restores, warm starts."""

@@ -1,0 +1,102 @@
+"""Warm start: a new run's parameters and BatchNorm statistics from another run.
+
+`init_from=WORKDIR` (or `WORKDIR:STEP`, `WORKDIR:best`, `WORKDIR:latest`, the
+default) loads the parameters and BatchNorm statistics of that checkpoint
+into a freshly initialised train state: the optimizer state and the step
+counter stay fresh. Arrays whose path ('params/Dense_2/kernel', ...) matches
+`init_exclude` (a regular expression) keep their fresh initialisation, so a
+head of another shape can be trained on top of the rest. Any other array
+that the checkpoint lacks, or holds with another shape, is refused in one
+line naming it. Only a run that starts from scratch is warm-started; a run
+that resumes its own checkpoints ignores `init_from`.
+"""
+
+import os
+import re
+
+import flax
+import numpy as np
+
+from trainkit import errors
+from trainkit.checkpoints import manager as checkpointing
+from trainkit.tasks import selection
+from trainkit.workdirs import config_history
+from trainkit.workdirs import layout as workdir_lib
+
+
+def parse(init_from: str) -> tuple:
+  """(workdir, 'latest' | 'best' | step) named by `init_from`."""
+  workdir, _, which = init_from.rpartition(':')
+  if not workdir or not (which in ('latest', 'best') or which.isdigit()):
+    workdir, which = init_from, 'latest'
+  return workdir, int(which) if which.isdigit() else which
+
+
+def check(config, workdir: str) -> None:
+  """Refuses an `init_from` that names no workdir with checkpoints (before any work).
+
+  Only where it will be read: a run in `workdir` that has no checkpoint of
+  its own yet. Once it has, the source matters no more (it may be gone).
+  """
+  if not config.init_from or workdir_lib.checkpoint_steps(workdir):
+    return
+  init_from = config.init_from
+  source, _ = parse(init_from)
+  if not os.path.isdir(workdir_lib.checkpoint_dir(source)):
+    raise errors.ConfigError(
+        f'init_from={init_from!r}: {source!r} has no checkpoints folder (a trained '
+        'workdir, optionally with :STEP, :best or :latest)')
+
+
+def load(config, state):
+  """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
+  workdir, which = parse(config.init_from)
+  # "best" as the source run chose it: by its own metric and split.
+  best_metric = selection.best_metric(config_history.stored(workdir) or {})
+  manager = checkpointing.create_manager(workdir_lib.checkpoint_dir(workdir), 1,
+                                         best_metric=best_metric)
+  try:
+    step = checkpointing.choose_step(manager, which, best_metric,
+                                     f'init_from={config.init_from!r}')
+    saved = checkpointing.read_state_dict(manager, step)
+  finally:
+    manager.close()
+  exclude = re.compile(config.init_exclude) if config.init_exclude else None
+  loaded = {}
+  for collection in ('params', 'batch_stats'):
+    fresh = flax.traverse_util.flatten_dict(
+        flax.serialization.to_state_dict(getattr(state, collection)), sep='/')
+    theirs = flax.traverse_util.flatten_dict(saved.get(collection) or {}, sep='/')
+    out = {}
+    for key, value in fresh.items():
+      path = f'{collection}/{key}'
+      if exclude and exclude.search(path):
+        out[key] = value
+        continue
+      if key not in theirs:
+        raise errors.ConfigError(
+            f'init_from={config.init_from!r}: checkpoint {step} has no {path}; leave it '
+            'freshly initialised with init_exclude')
+      if (theirs[key].shape, theirs[key].dtype) != (value.shape, value.dtype):
+        raise errors.ConfigError(
+            f'init_from={config.init_from!r}: {path} is {theirs[key].shape} '
+            f'{np.dtype(theirs[key].dtype).name} in checkpoint {step} but {value.shape} '
+            f'{np.dtype(value.dtype).name} here; leave it freshly initialised with '
+            'init_exclude')
+      out[key] = np.asarray(theirs[key])
+    loaded[collection] = flax.serialization.from_state_dict(
+        getattr(state, collection), flax.traverse_util.unflatten_dict(out, sep='/'))
+  return state.replace(**loaded)
+
+
+def check_config(config) -> None:
+  """Refuses init_from / init_exclude that are not strings, or a pattern that is not one."""
+  for name in ('init_from', 'init_exclude'):
+    errors.require(isinstance(config[name], str), name, config[name],
+                   "must be a string ('' = none)")
+  if config.init_exclude:
+    try:
+      re.compile(config.init_exclude)
+    except re.error as e:
+      raise errors.ConfigError(
+          f'init_exclude={config.init_exclude!r}: not a regular expression ({e})') from None

@@ -1,0 +1,1 @@
+"""The input: sources, their placement on devices, streaming, statistics."""

@@ -1,0 +1,40 @@
+"""TFDS split syntax for every source: 'train[:80%]', 'train[55000:]+test', ...
+
+The configured splits (train, validation, test) select from a source's named
+splits with the syntax TFDS reads, whatever the source: a TFDS dataset, an
+.npz file's arrays or a generator's draws.
+"""
+
+import types
+
+import tensorflow_datasets as tfds
+
+from trainkit.data.sources import base
+
+
+def split_ranges(spec: str, size_of) -> list:
+  """[(split, start, stop)] that TFDS split syntax `spec` selects, in order.
+
+  E.g. 'train[:55000]' -> [('train', 0, 55000)]; `size_of(name)` gives a
+  named split's size. Raises DataError for a spec TFDS cannot read.
+  """
+  names = {part.split('[')[0].strip() for part in spec.split('+')}
+  try:
+    sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names}
+    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(sizes)
+  except (ValueError, AssertionError, KeyError) as e:
+    if isinstance(e, base.DataError):
+      raise
+    raise base.DataError(f'split {spec!r}: {str(e).splitlines()[0]}') from None
+  out = []
+  for i in instructions:
+    size = size_of(i.splitname)
+    out.append((i.splitname, 0 if i.from_ is None else i.from_,
+                size if i.to is None else i.to))
+  return out
+
+
+def overlap(a: list, b: list) -> int:
+  """How many examples two split_ranges results share."""
+  return sum(max(0, min(hi, hi2) - max(lo, lo2))
+             for name, lo, hi in a for name2, lo2, hi2 in b if name == name2)

@@ -1,0 +1,61 @@
+"""The error a config, workdir or dataset is refused with, and the helpers that check fields.
+
+Each owner of config fields (a task, a source, the optimizer module, ...)
+checks its own with these; every failure is one line naming the field and
+its value, which the command line prints without a traceback.
+"""
+
+import difflib
+
+
+class ConfigError(ValueError):
+  """A config value, workdir or dataset that the run cannot use."""
+
+
+def suggest(value, choices) -> str:
+  """' (did you mean 'x'?)' for the nearest of `choices`, or ''."""
+  close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+  return f' (did you mean {close[0]!r}?)' if close else ''
+
+
+def field(config, name: str):
+  """The value of a dotted field ('model.hidden_sizes') of `config`."""
+  for part in name.split('.'):
+    config = config[part]
+  return config
+
+
+def one_of(config, name: str, choices) -> None:
+  """Refuses `config.<name>` unless it is one of `choices`."""
+  value = field(config, name)
+  if value not in choices:
+    raise ConfigError(f'{name}={value!r} is not one of: {", ".join(choices)}'
+                      f'{suggest(value, choices)}')
+
+
+def require(ok: bool, name: str, value, why: str) -> None:
+  """Refuses `name`=`value` with `why` unless `ok`."""
+  if not ok:
+    raise ConfigError(f'{name}={value!r}: {why}')
+
+
+def positive_integers(config, names) -> None:
+  """Refuses any of the fields `names` that is not an integer >= 1."""
+  for name in names:
+    require(isinstance(config[name], int) and config[name] >= 1, name, config[name],
+            'must be a positive integer')
+
+
+def numbers(config, names) -> None:
+  """Refuses any of the fields `names` that is not a number (config files can set any type)."""
+  for name in names:
+    value = field(config, name)
+    require(isinstance(value, (int, float)) and not isinstance(value, bool), name, value,
+            'must be a number')
+
+
+def counts(config, names) -> None:
+  """Refuses any of the fields `names` that is not an integer >= 0 (0: off)."""
+  for name in names:
+    require(isinstance(config[name], int) and config[name] >= 0, name, config[name],
+            'must be an integer >= 0')

@@ -1,0 +1,1 @@
+"""The process and its devices: the mesh, signals, profiling."""

@@ -1,0 +1,1 @@
+"""Many runs: sweeps, vmapped groups, Optuna searches, launchers."""

@@ -1,0 +1,1 @@
+"""A trained workdir used: evaluation, predictions and exports."""

@@ -1,0 +1,1 @@
+"""What a run reports: metric logs, progress, plots, MLflow."""

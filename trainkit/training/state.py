@@ -1,0 +1,132 @@
+"""The train state: parameters, BatchNorm statistics, optimizer, and how it is built.
+
+One place derives a run's keys from its seed and builds its state, so a lone
+run, a sweep member and a restored workdir start from the same values.
+"""
+
+from typing import Any
+
+from absl import logging
+import flax
+from flax import serialization
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+
+from trainkit import tasks
+from trainkit.checkpoints import warm_start
+from trainkit.data import pipeline as input_pipeline
+from trainkit.data import statistics as training_statistics
+from trainkit.models import mlp as models
+from trainkit.training import carried_values
+from trainkit.training import optimizers
+from trainkit.workdirs import layout as workdir_lib
+
+
+class TrainState(train_state.TrainState):
+  """Train state with BatchNorm's running statistics and the training loss."""
+  batch_stats: Any
+  # Dropout's keep probability per hidden layer ([n] float32): values the
+  # step takes, not constants of the model, so one compiled step serves every
+  # rate (apply_fn's model holds placeholders). Not checkpointed: the
+  # config sets them.
+  keep_probs: Any = None
+  # Static, like apply_fn and tx: the task (trainkit/tasks), whose head the
+  # model ends in; its objective is the loss the step minimises.
+  task: Any = flax.struct.field(pytree_node=False, default=None)
+
+
+# What a checkpoint holds of the train state (its keep_probs come from the config).
+_CHECKPOINTED = ('step', 'params', 'batch_stats', 'opt_state')
+serialization.register_serialization_state(
+    TrainState,
+    lambda state: {name: serialization.to_state_dict(getattr(state, name))
+                   for name in _CHECKPOINTED},
+    lambda state, saved: state.replace(**{
+        name: serialization.from_state_dict(getattr(state, name), saved[name], name=name)
+        for name in _CHECKPOINTED}),
+    override=True)
+
+
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """A run's (parameter init key, dropout key), both from its seed.
+
+  The one place they are derived: a lone run, a sweep member and a restored
+  workdir get the same keys for the same seed. (The data order is drawn from
+  (seed, epoch) in input_pipeline.)
+  """
+  init_key, dropout_key = jax.random.split(jax.random.key(seed))
+  return init_key, dropout_key
+
+
+def create_train_state(rng, config, model, input_shape, steps_per_epoch,
+                       input_dtype='uint8') -> TrainState:
+  """Initialises parameters, BatchNorm statistics and the optimizer."""
+  variables = model.init(rng, jnp.zeros((1, *input_shape), input_dtype), train=False)
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}),
+      keep_probs=models.keep_probs(config.model),
+      task=model.head.for_training(config),
+      tx=optimizers.create_optimizer(config, steps_per_epoch)).replace(
+          step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
+
+
+def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainState:
+  """The state a run in `workdir` starts from before it restores its own checkpoints.
+
+  Fresh, or warm-started from `config.init_from` when the workdir has no
+  checkpoint of its own to resume (trainkit/checkpoints/warm_start.py).
+  """
+  state = create_state(config, spec)
+  if config.init_from and not workdir_lib.checkpoint_steps(workdir):
+    state = warm_start.load(config, state)
+    logging.info('Warm start: parameters and BatchNorm statistics from %s.', config.init_from)
+  return state
+
+
+def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
+  """What the model and the schedules need to know of the dataset."""
+  shift, scale = training_statistics.normalization_constants(config, data)
+  target_shift, target_scale = training_statistics.target_constants(config, data)
+  return workdir_lib.ModelSpec(
+      num_classes=data.num_classes, input_shape=tuple(data.input_shape), shift=shift,
+      scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size),
+      input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
+      target_shift=target_shift, target_scale=target_scale, columns=data.columns,
+      class_names=data.class_names,
+      class_weights=training_statistics.class_weights(config, data),
+      data_fingerprint=data.fingerprint)
+
+
+# The static parts of train states (optimizer, init program and with it the
+# model), by carried_values.structure_key.
+_STATIC_PARTS = {}
+
+
+def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
+  """The freshly initialised train state of `config` for a dataset's `spec`.
+
+  Built by one jitted program (the same values as op by op): dozens of small
+  initialisers dispatched one at a time cost half a second at every start.
+
+  The values the state carries (trainkit/training/carried_values.py) are placeholders
+  while it is built and set afterwards. So configs that differ only in them
+  get the very same init program, model and optimizer objects, which jit
+  caches by: every run of a sweep or search in one process reuses the train
+  step compiled for the first, with nothing traced or compiled again.
+  """
+  key = (carried_values.structure_key(config), spec)
+  if key not in _STATIC_PARTS:
+    traced = carried_values.placeholders(config)
+    model = models.create_model(traced.model, input_shift=spec.shift, input_scale=spec.scale,
+                                dtype=config.dtype, head=tasks.create(config, spec))
+    _STATIC_PARTS[key] = (
+        optimizers.create_optimizer(traced, spec.steps_per_epoch),
+        jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,
+                                               spec.steps_per_epoch, spec.input_dtype)))
+  tx, init = _STATIC_PARTS[key]
+  state = init(seed_keys(config.seed)[0])
+  return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
+                       keep_probs=models.keep_probs(config.model))

@@ -1,0 +1,1 @@
+"""Workdirs: their layout and files, the lock, full disks, the config history."""

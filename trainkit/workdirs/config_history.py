@@ -1,0 +1,204 @@
+"""A trained workdir's config is its contract: a resume with another config.
+
+`WORKDIR/config.json` is the config its latest checkpoint was trained with, and
+`WORKDIR/config_history.jsonl` lists every change accepted on a resume, one
+line each: {"step", "time", "changes": {field: [old, new]}}. Undoing the
+changes from the last line up gives the config the run started with, so the
+two files always say how every step was trained.
+
+A resume whose config differs from config.json is refused before any work,
+with one line listing each difference. Fields fall in three kinds:
+
+  OPERATIONAL   where data and caches are, progress, logging, checkpoint
+                cadence, eval batch, call length: they never change what is
+                trained, and may differ freely (config.json takes the new ones);
+  CONTINUABLE   the length of training, the optimizer's hyperparameters and
+                schedule, the input mode and the non-finite policy: a resume
+                with `--continue_with_changes` trains on with the new values
+                from the restored step (the schedule is the new config's, at
+                that step) and records them in the history;
+  the rest      batch size, dataset, seed, model, optimizer, loss, dtype, ...:
+                they decide what the checkpoint's step and arrays mean, and
+                stay refused; such a run needs a new workdir.
+
+The inference modes (eval, predict, export) read a checkpoint with the
+config given; they are refused only where it would rebuild another model
+(INFERENCE fields).
+"""
+
+import json
+import os
+import time
+
+from trainkit import errors
+from trainkit.workdirs import layout as workdir_lib
+
+HISTORY = workdir_lib.HISTORY
+
+OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
+               'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
+               'checkpoint_every_steps', 'checkpoint_every_epochs', 'steps_per_call',
+               'log_every_steps',
+               'eval_batch_size', 'test_split', 'allow_split_overlap', 'trackers',
+               'mlflow_uri', 'mlflow_experiment')
+CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
+               'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
+               'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
+               'nan_skip_limit', 'validation_split', 'best_metric',
+               'early_stopping_patience', 'early_stopping_metric',
+               'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
+               'plateau_min_delta')
+INFERENCE = ('dataset', 'dtype', 'model.')
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _as_json(config) -> dict:
+  """The config as config.json holds it (tuples as lists)."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+def differences(stored: dict, config) -> dict:
+  """{dotted field: (old, new)} where `config` differs from a stored config.
+
+  Fields one side lacks (a config.json written by another version of the
+  program) are not compared.
+  """
+  old, new = _flat(stored), _flat(_as_json(config))
+  return {k: (old[k], new[k]) for k in sorted(old.keys() & new.keys()) if old[k] != new[k]}
+
+
+def training_differences(stored: dict, config) -> dict:
+  """differences() in what is trained: the operational fields may differ freely.
+
+  The one comparison of configs: a resume, a finished sweep member and a
+  search worker joining a study all use it.
+  """
+  return {k: v for k, v in differences(stored, config).items() if k not in OPERATIONAL}
+
+
+def _switched_transforms(changed: dict, optimizer: str | None) -> dict:
+  """The continuable changes that add or drop an optimizer transform (0 <-> non-zero).
+
+  Gradient clipping, and weight decay but for adamw's own, are in the
+  optimizer's chain only when non-zero (trainkit/training/optimizers.py).
+  """
+  fields = ('grad_clip_norm',) + (('weight_decay',) if optimizer != 'adamw' else ())
+  return {k: (old, new) for k, (old, new) in changed.items()
+          if k in fields and (old == 0) != (new == 0)}
+
+
+def _latest_step(workdir: str) -> int | None:
+  steps = workdir_lib.checkpoint_steps(workdir)
+  return steps[-1] if steps else None
+
+
+def stored(workdir: str) -> dict | None:
+  """The config `workdir` was trained with (its config.json), or None if it has none.
+
+  A config.json that cannot be read as a config is refused in one line: the
+  workdir no longer says how its checkpoints were trained.
+  """
+  path = os.path.join(workdir, workdir_lib.CONFIG)
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    why = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
+    raise errors.ConfigError(
+        f'{path} cannot be read as a config ({why}); the workdir no longer says how it '
+        'was trained: restore the file, or use another --workdir') from None
+  if not isinstance(config, dict):
+    raise errors.ConfigError(
+        f'{path} holds a JSON {type(config).__name__}, not a config; the workdir no '
+        'longer says how it was trained: restore the file, or use another --workdir')
+  return config
+
+
+def _listed(changes: dict) -> str:
+  return ', '.join(f'{k} {json.dumps(old)} -> {json.dumps(new)}'
+                   for k, (old, new) in changes.items())
+
+
+def check_resume(config, workdir: str, continue_with_changes: bool = False) -> dict:
+  """Refuses a resume of a trained `workdir` with a config it was not trained with.
+
+  Returns:
+    The continuable changes to record ({field: (old, new)}; empty when the
+    configs agree, or when the workdir has no checkpoint yet).
+
+  Raises:
+    errors.ConfigError: with one line naming each differing field.
+  """
+  step = _latest_step(workdir)
+  trained = stored(workdir) if step is not None else None
+  if trained is None:
+    return {}
+  changed = training_differences(trained, config)
+  if not changed:
+    return {}
+  fixed = {k: v for k, v in changed.items() if k not in CONTINUABLE}
+  where = f'--workdir={workdir!r} (checkpoint at step {step})'
+  switched = _switched_transforms(changed, trained.get('optimizer'))
+  if switched:
+    raise errors.ConfigError(
+        f'{where} was trained with another config: {_listed(switched)} turns an optimizer '
+        'transform on or off, which changes what its checkpoints hold; these can change '
+        'between non-zero values only (or use another --workdir)')
+  if fixed:
+    raise errors.ConfigError(
+        f'{where} was trained with another config: {_listed(fixed)} cannot change '
+        'in a trained workdir (they decide what its checkpoints mean); give its '
+        f'values (see {workdir_lib.CONFIG} there) or use another --workdir')
+  if not continue_with_changes:
+    raise errors.ConfigError(
+        f'{where} was trained with another config: {_listed(changed)}; run with '
+        f'--continue_with_changes to train on with these from step {step} '
+        f'(recorded in {HISTORY}), or give its values, or use another --workdir')
+  epochs = changed.get('num_epochs')
+  try:
+    steps_per_epoch = workdir_lib.ModelSpec.read(workdir).steps_per_epoch
+  except (OSError, ValueError, TypeError):
+    steps_per_epoch = None  # Then the run itself finds it has nothing left to train.
+  if epochs and steps_per_epoch and epochs[1] * steps_per_epoch < step:
+    raise errors.ConfigError(
+        f'num_epochs={epochs[1]}: {where} has trained {step / steps_per_epoch:g} '
+        'epochs already')
+  return changed
+
+
+def check_inference(config, workdir: str) -> None:
+  """Refuses to read `workdir`'s checkpoints as another model than it trained."""
+  trained = stored(workdir)
+  if trained is None:
+    return
+  changed = {k: v for k, v in differences(trained, config).items()
+             if k in INFERENCE or k.startswith(INFERENCE[-1])}
+  if changed:
+    raise errors.ConfigError(
+        f'--workdir={workdir!r} was trained with another model or data: '
+        f'{_listed(changed)}; give its values (see {workdir_lib.CONFIG} there)')
+
+
+def record(workdir: str, step: int, changes: dict) -> None:
+  """Appends the changes a resume at `step` made to the history.
+
+  After a line cut short (a kill, a full disk), the new one starts on a line
+  of its own.
+  """
+  path = os.path.join(workdir, HISTORY)
+  cut = os.path.exists(path) and os.path.getsize(path) and not workdir_lib.ends_a_line(path)
+  with open(path, 'a') as f:
+    f.write('\n' if cut else '')
+    f.write(json.dumps({'step': step, 'time': time.time(),
+                        'changes': {k: list(v) for k, v in changes.items()}}) + '\n')
