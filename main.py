@@ -10,29 +10,13 @@
   python main.py ... --mode=summary   # The model as a table; no data is loaded.
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from trainkit import cli
-from trainkit import tasks
 from trainkit.runtime import parallel
-from trainkit.runtime import preemption
-from trainkit.serving import predict_images
-from trainkit.serving import predict_rows as predictions
-from trainkit.serving import restore as restore_lib
-from trainkit.serving import saved_model
-from trainkit.tracking import progress
-from trainkit.training import config_checks
-from trainkit.training import divergence
-from trainkit.training import model_summary
-from trainkit.workdirs import full_disk
-from trainkit.workdirs import layout as workdir_lib
-from trainkit.workdirs import lock as workdir_lock
-import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
@@ -71,47 +55,6 @@ config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file with get_config().', lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
 
-def _run(config, workdir, inputs):
-  """Does what --mode says; prints what a person asked for."""
-  if FLAGS.mode == 'train':
-    train.train_and_evaluate(config, workdir,
-                             continue_with_changes=FLAGS.continue_with_changes)
-  elif FLAGS.mode == 'eval':
-    result = restore_lib.evaluate_checkpoint(config, workdir, FLAGS.checkpoint, FLAGS.split)
-    figures = ' '.join(f'eval_{name} {progress.figure(name, result["eval_" + name], True)}'
-                       for name in tasks.metrics(config))
-    print(f'checkpoint {result["step"]}: {figures} on {result["num_examples"]} examples of '
-          f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
-  elif FLAGS.mode == 'predict' and predictions.takes_rows(inputs):
-    path, table = predictions.predict_rows(config, workdir, inputs[0], FLAGS.checkpoint,
-                                           FLAGS.output, FLAGS.header)
-    print(table)
-    print(f'(every row: {path})')
-  elif FLAGS.mode == 'predict':
-    results = predict_images.predict_files(config, workdir, inputs, FLAGS.checkpoint)
-    for result in results:
-      if result.problem:
-        print(f'{result.path}: {result.problem}')
-      else:
-        print(f'{result.path}: {result.label} ({result.probability:.1%})')
-    problems = {r.problem for r in results} - {None}
-    if problems - {predict_images.NO_DIGIT}:
-      sys.exit(cli.EXIT_UNREADABLE_INPUT)
-    if problems:
-      sys.exit(cli.EXIT_NO_DIGIT)
-  elif FLAGS.mode == 'export' and FLAGS.format == 'jax':
-    from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
-    print(jax_export.export(config, workdir, FLAGS.checkpoint))
-  elif FLAGS.mode == 'export' and FLAGS.format == 'onnx':
-    from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
-    print(onnx_export.export(config, workdir, FLAGS.checkpoint))
-  elif FLAGS.mode == 'export':
-    print(saved_model.export_saved_model(config, workdir, FLAGS.checkpoint))
-  else:
-    config_checks.validate(config)
-    print(model_summary.table(config, model_summary.spec_without_data(config, workdir)))
-
-
 def main(argv):
   """Trains, or evaluates / predicts / exports with a trained workdir (--mode)."""
   inputs = FLAGS.input + argv[1:]
@@ -132,20 +75,11 @@ def main(argv):
                f'--jax_process_id={FLAGS.jax_process_id}: {str(e).splitlines()[0]}')
   if FLAGS.mode == 'train':
     logging.info('Config:\n%s', FLAGS.config)
-  try:
-    _run(FLAGS.config, FLAGS.workdir, inputs)
-  except cli.INPUT_ERRORS as e:
-    cli.refuse(e)
-  except workdir_lock.WorkdirBusy as e:
-    cli.refuse(e, cli.EXIT_WORKDIR_BUSY)
-  except full_disk.DiskFull as e:
-    cli.refuse(e, cli.EXIT_DISK_FULL)
-  except divergence.Diverged as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(cli.EXIT_DIVERGED)
-  except preemption.Interrupted as e:
-    print(f'interrupted: {e}', file=sys.stderr)
-    sys.exit(e.exit_status)
+  with cli.exits():
+    cli.run_mode(FLAGS.mode, FLAGS.config, FLAGS.workdir, inputs,
+                 continue_with_changes=FLAGS.continue_with_changes,
+                 checkpoint=FLAGS.checkpoint, split=FLAGS.split, output=FLAGS.output,
+                 header=FLAGS.header, export_format=FLAGS.format)
 
 
 if __name__ == '__main__':

@@ -23,11 +23,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from trainkit import cli
-from trainkit.runtime import preemption
 from trainkit.search import space as search_space
 from trainkit.search import sweeps
-from trainkit.workdirs import full_disk
-from trainkit.workdirs import lock as workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
@@ -72,7 +69,7 @@ def main(argv):
   cli.use_compilation_cache(FLAGS.config.cache_dir)
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
   start = time.perf_counter()
-  try:
+  with cli.exits('; run the same command to go on'):
     module = sweeps.load_sweep_file(sweep_path)
     spec = search_space.load_search(sweep_path, module)
     if spec is not None:
@@ -81,15 +78,6 @@ def main(argv):
     overrides = sweeps.load_sweep(sweep_path, module)
     ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
                               FLAGS.continue_with_changes)
-  except cli.INPUT_ERRORS as e:
-    cli.refuse(e)
-  except workdir_lock.WorkdirBusy as e:
-    cli.refuse(e, cli.EXIT_WORKDIR_BUSY)
-  except full_disk.DiskFull as e:
-    cli.refuse(e, cli.EXIT_DISK_FULL)
-  except preemption.Interrupted as e:
-    print(f'interrupted: {e}; run the same command to go on', file=sys.stderr)
-    sys.exit(e.exit_status)
   best = ranked[0]
   print(f'Sweep of {len(ranked)} members done in {time.perf_counter() - start:.1f} s; '
         f'summary in {os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)}')

@@ -1,4 +1,7 @@
-"""Command-line plumbing shared by main.py and sweep.py: parsing and exits."""
+"""The command line's side of the library: parsing, what each mode prints, exit statuses.
+
+main.py and sweep.py are flags and platform set-up on top of this module.
+"""
 
 import atexit
 import contextlib
@@ -15,8 +18,20 @@ from absl import logging
 import jax
 
 from trainkit import errors
+from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
 from trainkit.data import sources
+from trainkit.runtime import preemption
+from trainkit.serving import predict_images
+from trainkit.serving import predict_rows as predictions
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import saved_model
+from trainkit.tracking import progress
+from trainkit.training import config_checks
+from trainkit.training import divergence
+from trainkit.training import model_summary
+from trainkit.training import train
+from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 from trainkit.workdirs import lock as workdir_lock
 
@@ -34,6 +49,73 @@ INPUT_ERRORS = (errors.ConfigError, sources.DataError,
                 checkpointing.CheckpointMismatchError,
                 checkpointing.BrokenCheckpointError, workdir_lock.LockFileError,
                 workdir_lib.WorkdirError)
+
+
+@contextlib.contextmanager
+def exits(interrupted_hint: str = ''):
+  """Turns what the library refuses or stops with into one line and its exit status."""
+  try:
+    yield
+  except INPUT_ERRORS as e:
+    refuse(e)
+  except workdir_lock.WorkdirBusy as e:
+    refuse(e, EXIT_WORKDIR_BUSY)
+  except full_disk.DiskFull as e:
+    refuse(e, EXIT_DISK_FULL)
+  except divergence.Diverged as e:
+    refuse(e, EXIT_DIVERGED)
+  except preemption.Interrupted as e:
+    print(f'interrupted: {e}{interrupted_hint}', file=sys.stderr)
+    sys.exit(e.exit_status)
+
+
+def run_mode(mode: str, config, workdir: str, inputs=(), *, continue_with_changes=False,
+             checkpoint='latest', split='', output='', header='auto',
+             export_format='savedmodel') -> None:
+  """Does what `--mode` says with `workdir`; prints what a person asked for.
+
+  main.py's one call, with its flags as arguments. Exits with the documented
+  status where a prediction finds no digit or cannot read an image.
+  """
+  if mode == 'train':
+    train.train_and_evaluate(config, workdir,
+                             continue_with_changes=continue_with_changes)
+  elif mode == 'eval':
+    result = restore_lib.evaluate_checkpoint(config, workdir, checkpoint, split)
+    figures = ' '.join(f'eval_{name} {progress.figure(name, result["eval_" + name], True)}'
+                       for name in tasks.metrics(config))
+    print(f'checkpoint {result["step"]}: {figures} on {result["num_examples"]} examples of '
+          f'{result["split"]} (written to {workdir}/{workdir_lib.EVAL})')
+  elif mode == 'predict' and predictions.takes_rows(inputs):
+    path, table = predictions.predict_rows(config, workdir, inputs[0], checkpoint,
+                                           output, header)
+    print(table)
+    print(f'(every row: {path})')
+  elif mode == 'predict':
+    results = predict_images.predict_files(config, workdir, inputs, checkpoint)
+    for result in results:
+      if result.problem:
+        print(f'{result.path}: {result.problem}')
+      else:
+        print(f'{result.path}: {result.label} ({result.probability:.1%})')
+    problems = {r.problem for r in results} - {None}
+    if problems - {predict_images.NO_DIGIT}:
+      sys.exit(EXIT_UNREADABLE_INPUT)
+    if problems:
+      sys.exit(EXIT_NO_DIGIT)
+  elif mode == 'export' and export_format == 'jax':
+    from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
+    print(jax_export.export(config, workdir, checkpoint))
+  elif mode == 'export' and export_format == 'onnx':
+    from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
+    print(onnx_export.export(config, workdir, checkpoint))
+  elif mode == 'export':
+    print(saved_model.export_saved_model(config, workdir, checkpoint))
+  else:
+    config_checks.validate(config)
+    print(model_summary.table(config, model_summary.spec_without_data(config, workdir)))
+
+
 
 
 def _config_file(argv) -> tuple | None:
