@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 import pytest
 
@@ -100,6 +101,16 @@ def test_bad_values_name_field_and_value(field, value, message):
   with pytest.raises(errors.ConfigError) as e:
     config_checks.validate(config)
   assert message in str(e.value)
+
+
+@pytest.mark.parametrize('value', [0, '15', None])
+def test_a_bad_count_is_named_before_fields_compared_with_it(value):
+  # warmup_epochs is compared with num_epochs: a bad num_epochs is the one
+  # named, in one line, whatever its type (a config file can set any).
+  fields = default.get_config().to_dict()
+  fields['num_epochs'] = value
+  with pytest.raises(errors.ConfigError, match=r'^num_epochs=.*: must be a positive integer'):
+    config_checks.validate(ml_collections.ConfigDict(fields))
 
 
 def _float_fields(config, prefix=''):

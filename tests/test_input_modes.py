@@ -12,6 +12,7 @@ from tests.helpers import tiny_config
 from trainkit.tasks import classification
 from trainkit.training import evaluation
 from trainkit.data import sources
+from trainkit.data import calls as calls_lib
 from trainkit.data import pipeline as input_pipeline
 from trainkit.data import streaming
 from trainkit.data import statistics as training_statistics
@@ -83,7 +84,7 @@ def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
   assert data.mode == 'device'
 
   def order(epoch):
-    calls = input_pipeline.train_calls(data, config, epoch, [(0, 6)], 6)
+    calls = calls_lib.train_calls(data, config, epoch, [(0, 6)], 6)
     return [np.asarray(batches['index']) for _, batches, _ in calls][0]
   first = order(0)
   assert first.shape == (6, 8)
@@ -91,7 +92,7 @@ def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
   np.testing.assert_array_equal(first, order(0))
   assert not np.array_equal(first, order(1))
   # A call starting mid-epoch sees the same rows as the whole-epoch order.
-  calls = input_pipeline.train_calls(data, config, 0, [(2, 5)], 4)
+  calls = calls_lib.train_calls(data, config, 0, [(2, 5)], 4)
   steps, batches, _ = next(iter(calls))
   assert steps == 3
   np.testing.assert_array_equal(np.asarray(batches['index'])[:3], first[2:5])
@@ -100,8 +101,8 @@ def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
 def test_stream_calls_stack_the_same_batches_in_any_call_length(mock_mnist):
   config = tiny_config(input_mode='stream')
   data = input_pipeline.create_datasets(config)
-  whole = list(input_pipeline.train_calls(data, config, 0, [(0, 6)], 6))
-  pieces = list(input_pipeline.train_calls(data, config, 0, [(1, 4), (4, 6)], 3))
+  whole = list(calls_lib.train_calls(data, config, 0, [(0, 6)], 6))
+  pieces = list(calls_lib.train_calls(data, config, 0, [(1, 4), (4, 6)], 3))
   assert [n for n, _, _ in pieces] == [3, 2]
   assert pieces[1][1]['x'].shape == (3, 8, 28, 28, 1)  # Padded to 3 rows.
   images = np.concatenate([np.asarray(b['x'])[:n] for n, b, _ in pieces])
@@ -117,7 +118,7 @@ def test_streamed_epoch_is_a_global_shuffle_the_same_for_any_process_count(
   def epoch(processes, index, number=0):
     monkeypatch.setattr(jax, 'process_count', lambda: processes)
     monkeypatch.setattr(jax, 'process_index', lambda: index)
-    seed = input_pipeline.epoch_seed(config.seed, number)
+    seed = calls_lib.epoch_seed(config.seed, number)
     return [b['x'] for b in streaming.epoch_batches(data, config, seed)]
   whole = epoch(1, 0)
   # Each of two processes reads its half of every global batch, no more.
@@ -226,6 +227,6 @@ def test_a_streamed_call_holds_a_bounded_number_of_batches():
   streamed = types.SimpleNamespace(mode='stream')
   resident = types.SimpleNamespace(mode='device')
   # A whole-epoch call (0) streamed would hold every batch of the epoch on the host.
-  assert input_pipeline.steps_per_call(tiny_config(steps_per_call=0), streamed) == 100
-  assert input_pipeline.steps_per_call(tiny_config(steps_per_call=30), streamed) == 30
-  assert input_pipeline.steps_per_call(tiny_config(steps_per_call=0), resident) == 0
+  assert calls_lib.steps_per_call(tiny_config(steps_per_call=0), streamed) == 100
+  assert calls_lib.steps_per_call(tiny_config(steps_per_call=30), streamed) == 30
+  assert calls_lib.steps_per_call(tiny_config(steps_per_call=0), resident) == 0

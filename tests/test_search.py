@@ -433,7 +433,7 @@ def test_the_command_refuses_a_bad_search_in_one_line_before_any_work(tmp_path):
   assert result.returncode == 2
   assert error_lines(result.stderr) == [
       "error: search: validation_split='' but a search ranks its trials on a validation "
-      'split (ranked on the test split, its test accuracy would be overfitted); set one, '
+      'split (ranked on the test split, its test figures would be overfitted); set one, '
       "e.g. --config.validation_split='train[55000:]'"]
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'search').exists()
@@ -459,7 +459,7 @@ def test_the_local_launcher_runs_workers_that_share_the_study(tmp_path):
 
 
 def test_the_optuna_internals_relied_on_are_there(tmp_path):
-  """Fails when an Optuna upgrade changes the private names trainkit/optuna_internals uses."""
+  """Fails when an Optuna upgrade changes the private names search/optuna_internals uses."""
   assert optuna_internals.BaseHeartbeat.__abstractmethods__ == (
       optuna_internals.HEARTBEAT_METHODS)
   storage = search.open_storage(None, str(tmp_path), _spec(heartbeat_s=1))

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import tiny_config
 from trainkit.tasks import classification
 from trainkit.training import evaluation
+from trainkit.data import calls as calls_lib
 from trainkit.data import pipeline as input_pipeline
 from trainkit.tasks import losses
 from trainkit.models import mlp as models
@@ -104,8 +105,8 @@ def test_evaluation_counts_every_example_once_with_a_padded_last_batch(monkeypat
       num_train=0, num_test=n, num_classes=10, input_shape=(28, 28, 1),
       mesh=parallel.create_mesh())
   # Two batches' worth of images per call: calls of 2 and 1 batches.
-  monkeypatch.setattr(input_pipeline, '_EVAL_CALL_BYTES', 2 * batch_size * 784)
-  calls = list(input_pipeline.eval_calls(data, batch_size))
+  monkeypatch.setattr(calls_lib, '_EVAL_CALL_BYTES', 2 * batch_size * 784)
+  calls = list(calls_lib.eval_calls(data, batch_size))
   assert [c['x'].shape for c in calls] == [(2, batch_size, 28, 28, 1),
                                                (1, batch_size, 28, 28, 1)]
   assert sum(int(c['mask'].sum()) for c in calls) == n

@@ -228,7 +228,7 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
          metrics: dict | None = None, input_state: dict | None = None) -> None:
   """Starts an asynchronous save; `metrics` rank it for keep-the-best.
 
-  `input_state` (streamed input, see input_pipeline.train_calls) is saved
+  `input_state` (streamed input, see calls.train_calls) is saved
   with it: its Grain iterator state through Grain's Orbax handler, one file
   per process, and where that iterator stands in the meta.
   """

@@ -6,7 +6,7 @@ no buffer), and each process reads and decodes only its own rows of it, so the
 batches are the same for any number of processes and host memory does not
 grow with the dataset. One Grain iterator serves a run's every epoch (its
 worker processes start once), and its state, with the global step it stands
-at, goes into each checkpoint (input_pipeline.train_calls).
+at, goes into each checkpoint (calls.train_calls).
 """
 
 import ctypes

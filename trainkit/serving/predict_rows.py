@@ -11,7 +11,7 @@ input's rows from 0, then one column per value: a class and its
 probabilities, a binary task's `prob_<positive class>`; a mean and std-dev;
 a mixture's weights, means and std-devs, its mean and its most likely
 value), and the first rows are returned as a short table to print. Image
-files go through trainkit/serving/inference.py's `predict_files` instead.
+files go through trainkit/serving/predict_images.py's `predict_files` instead.
 """
 
 import csv

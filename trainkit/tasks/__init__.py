@@ -27,10 +27,13 @@ A task is one small module holding a frozen dataclass with one interface:
 A task also declares what the rest of the trainer asks of it by attribute:
 `CLASSES` (its targets are class labels), `SCALES_TARGETS` (the model
 predicts standardised targets, so the training split's target statistics go
-into the model spec), `PLOTS` (the kind of plots drawn of its test
-predictions: 'classes' or 'values'); `curves(config)` the two metrics its
-learning curves show; `check_config(config)` and `check_data(config, data)`
-refuse what it cannot train on. Its metrics' directions and display are
+into the model spec), `POSITIVE_CLASS` (a table's `positive_class` names one
+of its classes), `PLOTS` (the kind of plots drawn of its test predictions:
+'classes' or 'values', with `class_probabilities(predictions)` for the
+former); `curves(config)` the two metrics its learning curves show;
+`check_fields(config)` checks its own fields whatever the task, and
+`check_config(config)`, `check_data(config, data)` refuse what the chosen
+task cannot train on. Its metrics' directions and display are
 declared in trainkit/tasks/metric_catalogue.py.
 
 `config.task` names it; `create(config, spec)` builds it with what the data

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from trainkit import errors
+from trainkit.tasks import base
 from trainkit.tasks import losses
 
 
@@ -46,12 +47,11 @@ def average_precision(labels, scores) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Binary:
+class Binary(base.Task):
   """A logit per example, trained on (weighted) sigmoid cross-entropy; labels 0 and 1."""
   threshold: float = 0.5  # P(y = 1) at and above which an example is predicted 1.
   class_weights: tuple = ()  # The weights of classes 0 and 1 in the loss; () = none.
   CLASSES = True  # Targets are class labels (else real values).
-  SCALES_TARGETS = False  # Labels are predicted as they are.
   POSITIVE_CLASS = True  # A table's positive_class names its class 1.
   PLOTS = 'classes'  # Drawn as two classes: a confusion matrix.
   # What `predict` returns, in the order a predictions file shows it.
@@ -67,10 +67,6 @@ class Binary:
     errors.require(isinstance(config.threshold, float) and 0.0 < config.threshold < 1.0,
                    'threshold', config.threshold,
                    'must be a probability strictly between 0 and 1')
-
-  @classmethod
-  def check_config(cls, config) -> None:
-    del config  # Its loss has its weighted form.
 
   @classmethod
   def check_data(cls, config, data) -> None:

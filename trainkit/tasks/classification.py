@@ -7,18 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from trainkit import errors
+from trainkit.tasks import base
 from trainkit.tasks import losses
 
 
 @dataclasses.dataclass(frozen=True)
-class Classification:
+class Classification(base.Task):
   """`num_classes` logits; trained on `config.loss`, judged by cross-entropy and accuracy."""
   num_classes: int
   objective_name: str = 'cross_entropy'  # A key of losses.LOSSES.
   class_weights: tuple = ()  # Each class's weight in the training loss; () = none.
   CLASSES = True  # Targets are class labels (else real values).
-  SCALES_TARGETS = False  # Labels are predicted as they are.
-  POSITIVE_CLASS = False  # No class is the positive one.
   PLOTS = 'classes'  # A confusion matrix (and the worst errors of images).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('class', 'probs')

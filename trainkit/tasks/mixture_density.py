@@ -17,19 +17,17 @@ import jax
 import jax.numpy as jnp
 
 from trainkit import errors
+from trainkit.tasks import base
 from trainkit.tasks import losses
 from trainkit.tasks import regression
 
 
 @dataclasses.dataclass(frozen=True)
-class MixtureDensity:
+class MixtureDensity(base.Task):
   """`num_components` Gaussians over the target (diagonal), mixed by a softmax gate."""
   targets: regression.Targets
   num_components: int = 5
-  CLASSES = False  # Targets are class labels (else real values).
   SCALES_TARGETS = True  # The model predicts (y - mean) / std of the training split.
-  POSITIVE_CLASS = False  # No class is the positive one.
-  PLOTS = 'values'  # Predicted against true values (and the mixture of 1-D data).
   # What `predict` returns, in the order a predictions file shows it.
   PREDICTIONS = ('weights', 'means', 'stds', 'mean', 'mode')
 
@@ -49,14 +47,6 @@ class MixtureDensity:
                    and not isinstance(config.num_components, bool)
                    and config.num_components >= 1, 'num_components', config.num_components,
                    "must be an integer >= 1 (the mixture's Gaussian components)")
-
-  @classmethod
-  def check_config(cls, config) -> None:
-    del config  # Any example weights weigh its loss.
-
-  @classmethod
-  def check_data(cls, config, data) -> None:
-    del config, data  # Non-numeric targets are refused as the table is read.
 
   @classmethod
   def create(cls, config, spec) -> 'MixtureDensity':

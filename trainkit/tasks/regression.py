@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from trainkit import errors
+from trainkit.tasks import base
 from trainkit.tasks import losses
 
 LOSSES = ('nll', 'mse')
@@ -89,14 +90,11 @@ def r2(sums, count: int) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Regression:
+class Regression(base.Task):
   """A Gaussian (mean, std-dev) or point (mean) prediction per target element."""
   targets: Targets
   loss: str = 'nll'  # One of LOSSES.
-  CLASSES = False  # Targets are class labels (else real values).
   SCALES_TARGETS = True  # The model predicts (y - mean) / std of the training split.
-  POSITIVE_CLASS = False  # No class is the positive one.
-  PLOTS = 'values'  # Predicted against true values (and the fit of 1-D data).
   # What `predict` returns (the std-dev with the 'nll' head), in file order.
   PREDICTIONS = ('mean', 'std')
 
@@ -112,14 +110,6 @@ class Regression:
   @classmethod
   def check_fields(cls, config) -> None:
     errors.one_of(config, 'regression_loss', LOSSES)
-
-  @classmethod
-  def check_config(cls, config) -> None:
-    del config  # Any example weights weigh its loss.
-
-  @classmethod
-  def check_data(cls, config, data) -> None:
-    del config, data  # Non-numeric targets are refused as the table is read.
 
   @classmethod
   def create(cls, config, spec) -> 'Regression':

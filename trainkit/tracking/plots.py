@@ -42,6 +42,20 @@ def _run_config(workdir: str) -> dict:
     return {}
 
 
+def _panels(config: dict, records: list) -> tuple:
+  """The two metrics a run's learning curves show: its task's (config.json's).
+
+  A config that names no task is the default task's (older workdirs). With
+  no config.json, or an unknown task, the first task's whose two metrics the
+  run logged, else the default task's.
+  """
+  if config and config.get('task', tasks.DEFAULT) in tasks.TASKS:
+    return tasks.of(config).curves(config)
+  logged = {k for r in records if isinstance(r.get('metrics'), dict) for k in r['metrics']}
+  return next((task.curves({}) for task in tasks.TASKS.values()
+               if set(task.curves({})) <= logged), tasks.TASKS[tasks.DEFAULT].curves({}))
+
+
 def read_metrics(workdir: str) -> dict:
   """{'train': {...}, 'eval': {...}, 'eval_split', 'panels'}: curves {'step': [...], metric: [...]}.
 
@@ -50,14 +64,11 @@ def read_metrics(workdir: str) -> dict:
   metrics the run's task draws its learning curves of.
   """
   config = _run_config(workdir)
-  try:
-    panels = tasks.of(config).curves(config)
-  except (KeyError, TypeError, AttributeError):  # No task it knows: the default's.
-    panels = tasks.TASKS[tasks.DEFAULT].curves({})
+  records = workdir_lib.read_records(os.path.join(workdir, workdir_lib.METRICS))
+  panels = _panels(config, records)
   curves = {'train': {}, 'eval': {}, 'panels': panels,
             'eval_split': config.get('validation_split') or config.get('test_split') or 'eval'}
-  records = workdir_lib.read_records(os.path.join(workdir, workdir_lib.METRICS))
-  keys = panels
+  keys = tuple(dict.fromkeys(('loss', *panels)))
   for record in records:
     curve = curves.get(record.get('split'))
     if curve is None or not isinstance(record.get('metrics'), dict):

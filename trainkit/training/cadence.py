@@ -7,6 +7,7 @@ on exactly the steps configured.
 """
 
 from trainkit import errors
+from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
 
 
@@ -36,7 +37,7 @@ def call_length(config, data: input_pipeline.Data, steps_per_epoch: int) -> int:
 
   Calls never cross a checkpoint step.
   """
-  return min(input_pipeline.steps_per_call(config, data) or steps_per_epoch,
+  return min(calls.steps_per_call(config, data) or steps_per_epoch,
              config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
 
 
@@ -48,7 +49,7 @@ class Plan:
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = config.num_epochs * steps_per_epoch
     self.length = call_length(config, data, steps_per_epoch)
-    self._steps_per_call = input_pipeline.steps_per_call(config, data)
+    self._steps_per_call = calls.steps_per_call(config, data)
     self._every_steps = config.checkpoint_every_steps
     self._every_epochs = config.checkpoint_every_epochs
 

@@ -2,7 +2,7 @@
 
 The seed (initial parameters, dropout keys, data order), the injected learning
 rate, weight decay and momentum (trainkit/training/optimizers.py) and the dropout keep
-probabilities (train.TrainState) are values of the train state, not constants
+probabilities (state.TrainState) are values of the train state, not constants
 of the programs compiled for it. Configs that differ only in them share those
 programs: a sweep trains them as one vmapped group, and each run of a sweep or
 search in one process reuses the step compiled for the one before.

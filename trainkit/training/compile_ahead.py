@@ -27,6 +27,7 @@ import threading
 from absl import logging
 import jax
 
+from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
 from trainkit.runtime import parallel
 from trainkit.training import cadence
@@ -73,7 +74,7 @@ def _rehearse(config) -> None:
     state = parallel.replicate(state_lib.create_state(config, spec), data.mesh)
     program = programs.MeshSteps(data.mesh)
     length = cadence.call_length(config, data, spec.steps_per_epoch)
-    (_, batches, _), = input_pipeline.train_calls(data, config, 0, [(0, length)], length)
+    (_, batches, _), = calls.train_calls(data, config, 0, [(0, length)], length)
     state, _ = program.train(state, [batches], program.dropout_keys([config]), [0],
                              data.train)
     program.evaluate(state, input_pipeline.validation_view(data), config.eval_batch_size)

@@ -28,8 +28,10 @@ from trainkit.training import optimizers
 from trainkit.training import plateaus
 
 # The owners of config fields, each checking its own.
-_OWNERS = (optimizers, training_statistics, mlp, input_pipeline, divergence, progress,
-           metric_logs, mlflow_run, profiling, cadence, warm_start)
+# The loop's counts come first: other owners compare with them (warmup_epochs
+# with num_epochs).
+_OWNERS = (cadence, optimizers, training_statistics, mlp, input_pipeline, divergence,
+           progress, metric_logs, mlflow_run, profiling, warm_start)
 
 
 def _leaves(config, prefix: str = ''):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trainkit.data import pipeline as input_pipeline
+from trainkit.data import calls
 from trainkit.runtime import parallel
 from trainkit.training import optimizers
 
@@ -86,7 +86,7 @@ def test_predictions(state, data, batch_size: int) -> dict:
   """
   state = optimizers.params_for_eval(state)
   parts = []
-  for batches in input_pipeline.eval_calls(data, batch_size):
+  for batches in calls.eval_calls(data, batch_size):
     predictions, batches = jax.device_get(mesh_steps(data.mesh)['predict'](state, batches))
     mask = batches.pop('mask').reshape(-1)
     rows = {**batches, **predictions}
@@ -101,7 +101,7 @@ def evaluate(state, data, batch_size: int) -> dict:
   """
   state = optimizers.params_for_eval(state)
   totals, parts = None, []
-  for batches in input_pipeline.eval_calls(data, batch_size):
+  for batches in calls.eval_calls(data, batch_size):
     sums, values = mesh_steps(data.mesh)['eval'](state, batches)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     parts.append(jax.device_get(values))

@@ -8,6 +8,7 @@ profiling to `profiling.StepTracer`, signals to `preemption`.
 
 import sys
 
+from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
 from trainkit.runtime import parallel
 from trainkit.runtime import preemption
@@ -68,6 +69,6 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
       members.log_eval(step, eval_metrics)
   finally:
     tracer.stop()
-    input_pipeline.close_stream(data)
+    calls.close_stream(data)
     members.close(sys.exc_info()[1])
   return state, members.finish(state, data, eval_metrics)

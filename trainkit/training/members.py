@@ -16,7 +16,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from trainkit.data import pipeline as input_pipeline
+from trainkit.data import calls
 from trainkit.tracking import progress as progress_lib
 
 
@@ -68,10 +68,10 @@ class Members:
 
     A streamed input resumes from the state its checkpoint saved.
     """
-    for calls in zip(*[input_pipeline.train_calls(data, run.config, epoch, spans, length,
-                                                  run.input_state) for run in self.runs]):
-      self._input_states = [input_state for _, _, input_state in calls]
-      yield calls[0][0], [batches for _, batches, _ in calls]
+    for per_run in zip(*[calls.train_calls(data, run.config, epoch, spans, length,
+                                           run.input_state) for run in self.runs]):
+      self._input_states = [input_state for _, _, input_state in per_run]
+      yield per_run[0][0], [batches for _, batches, _ in per_run]
 
   def steps(self, num_steps: int) -> list:
     """The steps each run trains in a call: none once it is no longer alive."""

@@ -196,7 +196,7 @@ class Run:
     With `eval_metrics` of the validation split (an epoch's end), the
     checkpoint is ranked for keep-the-best (selection.py); the test split's
     rank nothing. `input_state` is a streamed input's position after `step`
-    (input_pipeline.train_calls).
+    (calls.train_calls).
     """
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())

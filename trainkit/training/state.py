@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from trainkit import tasks
 from trainkit.checkpoints import warm_start
+from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
 from trainkit.data import statistics as training_statistics
 from trainkit.models import mlp as models
@@ -92,7 +93,7 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
   target_shift, target_scale = training_statistics.target_constants(config, data)
   return workdir_lib.ModelSpec(
       num_classes=data.num_classes, input_shape=tuple(data.input_shape), shift=shift,
-      scale=scale, steps_per_epoch=input_pipeline.steps_per_epoch(data, config.batch_size),
+      scale=scale, steps_per_epoch=calls.steps_per_epoch(data, config.batch_size),
       input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
       target_shift=target_shift, target_scale=target_scale, columns=data.columns,
       class_names=data.class_names,

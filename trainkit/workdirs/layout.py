@@ -23,8 +23,9 @@ PLOTS = 'plots'
 # In PLOTS: the test predictions, and what a run draws from them.
 PREDICTIONS = 'predictions.npz'
 # What a run draws, by the kind of plots its task declares (tasks' PLOTS): of
-# classes, a confusion matrix and the worst errors (of images only); of real
-# values, predicted against true at the least (1-D data adds its fits).
+# classes, a confusion matrix and the worst errors (drawn of images only, so a
+# run on features draws its plots again when run again); of real values,
+# predicted against true at the least (1-D data adds its fits).
 PLOT_FILES = {'classes': ('learning_curves.png', 'confusion_matrix.png', 'worst_errors.png',
                           PREDICTIONS),
               'values': ('learning_curves.png', 'predicted_vs_true.png', PREDICTIONS)}
