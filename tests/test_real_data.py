@@ -21,6 +21,7 @@ from trainkit.serving import saved_model
 from trainkit.training import evaluation
 from trainkit.training import optimizers
 import train
+import trainkit
 
 
 @pytest.mark.slow
@@ -61,6 +62,12 @@ def test_two_epochs_then_tensorboard_eval_export_predict(mnist_dir, mnist_data_d
   assert result['num_examples'] == 10_000
   assert result['eval_accuracy'] == summary['test_accuracy']
   assert result['eval_loss'] == summary['test_loss']
+
+  # The Python API on the raw test images, as a user holds them: the
+  # summary's test accuracy.
+  images, labels = offline_data.load_idx_split(mnist_dir, 'test')
+  predicted = trainkit.load(workdir).predict(images)
+  assert abs(np.mean(predicted['class'] == labels) - summary['test_accuracy']) <= 0.0005
 
   # The SavedModel, run by TensorFlow alone on the raw uint8 test images.
   exported = saved_model.export_saved_model(config, workdir)

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from trainkit import configs
 from trainkit import errors
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
@@ -119,17 +120,17 @@ def run_mode(mode: str, config, workdir: str, inputs=(), *, continue_with_change
 
 
 def _config_file(argv) -> tuple | None:
-  """(path, argument or None) that --config names in `argv` (`file.py[:argument]`)."""
+  """(index, path, argument or None) that --config names in `argv` (`file.py[:argument]`)."""
   for i, arg in enumerate(argv):
     if arg.startswith('--config='):
       path = arg[len('--config='):]
     elif arg == '--config' and i + 1 < len(argv):
-      path = argv[i + 1]
+      path, i = argv[i + 1], i + 1
     else:
       continue
     if not os.path.exists(path) and ':' in path:
-      return tuple(path.split(':', 1))  # ml_collections' `file.py:argument`.
-    return path, None
+      return (i, *path.split(':', 1))  # ml_collections' `file.py:argument`.
+    return i, path, None
   return None
 
 
@@ -170,9 +171,14 @@ def _quiet_orbax(record) -> bool:
 
 def parse_flags(argv):
   """Parses flags as absl does, but bad flags or config fields are one line and status 2."""
-  config_file = _config_file(argv[1:])
+  config_file = _config_file(argv)
   if config_file is not None:
-    check_config_file(*config_file)
+    i, path, argument = config_file
+    path = configs.path(path)
+    argv = list(argv)
+    argv[i] = (argv[i][:argv[i].index('=') + 1] if argv[i].startswith('--config=') else '') + (
+        path if argument is None else f'{path}:{argument}')
+    check_config_file(path, argument)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

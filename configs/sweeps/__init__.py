@@ -1,1 +1,1 @@
-"""Sweep files: a base get_config() and get_sweep(), the members' overrides."""
+"""Sweep files: a base get_config() and get_sweep() or get_search() (from the package)."""

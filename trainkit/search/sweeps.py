@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import sys
 
 from absl import logging
 import jax
@@ -139,8 +140,10 @@ def finished_summary(workdir: str, config) -> dict | None:
 
 
 def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -> str:
-  """The main.py command that trains one member alone."""
-  args = ['python', 'main.py', f'--config={sweep_path}', f'--workdir={workdir}']
+  """The command that trains one member alone: `trainkit`, or main.py from sweep.py."""
+  installed = os.path.basename(sys.argv[0]).startswith('trainkit')
+  args = [*(['trainkit'] if installed else ['python', 'main.py']),
+          f'--config={sweep_path}', f'--workdir={workdir}']
   args += common
   for key, value in overrides.items():
     args.append(f'--config.{key}={value}')

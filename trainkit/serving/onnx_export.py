@@ -22,6 +22,7 @@ from absl import logging
 import jax
 
 from trainkit import errors
+from trainkit import extras
 from trainkit.serving import jax_export
 from trainkit.workdirs import layout as workdir_lib
 
@@ -36,6 +37,7 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
   Raises:
     ConfigError: the model holds an operation that jax2onnx cannot convert.
   """
+  extras.require('--format=onnx', 'jax2onnx', 'onnxruntime')
   if config.dtype != 'float32':
     # It converts, but onnxruntime has no CPU kernel for a bfloat16 Gemm.
     raise errors.ConfigError(

@@ -44,6 +44,26 @@ def _columns(name: str, values: np.ndarray) -> dict:
   return {f'{name}_{i}': flat[:, i] for i in range(flat.shape[1])}
 
 
+def predictions(state, config, spec, rows: np.ndarray, ids: dict) -> dict:
+  """{column: values [rows]}: the predictions file's columns (ids first) of `rows` as read.
+
+  `state` holds the parameters to evaluate with (optimizers.params_for_eval).
+  """
+  batches = input_pipeline.stack_eval_batches(
+      {'x': rows, 'y': np.zeros(len(rows), np.int32)}, config.eval_batch_size)
+  mask = batches['mask'].reshape(-1)
+  predicted = evaluation.predict_steps(state, {'x': batches['x']})
+  columns = {}
+  shown_as = state.task.prediction_names(spec.class_names)
+  for name in (n for n in state.task.PREDICTIONS if n in predicted):
+    values = np.asarray(predicted[name])
+    columns.update(_columns(shown_as.get(name, name),
+                            values.reshape(mask.size, *values.shape[2:])[mask]))
+  if spec.class_names and 'class' in columns:  # A table's classes by their names.
+    columns['class'] = np.asarray(spec.class_names, object)[columns['class']]
+  return {**{k: np.asarray(v, object) for k, v in ids.items()}, **columns}
+
+
 def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
                  output: str = '', header: str = 'auto') -> tuple:
   """Predicts every row of `path`; returns (the CSV written, a table of the first rows).
@@ -66,20 +86,8 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
     rows, header_line = prediction_inputs.read_rows(
         path, spec.input_shape, header, table_formats.TextFormat.of(config), spec.input_dtype)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
-  batches = input_pipeline.stack_eval_batches(
-      {'x': rows, 'y': np.zeros(len(rows), np.int32)}, config.eval_batch_size)
-  mask = batches['mask'].reshape(-1)
-  predicted = evaluation.predict_steps(state, {'x': batches['x']})
-  columns = {}
-  shown_as = state.task.prediction_names(spec.class_names)
-  for name in (n for n in state.task.PREDICTIONS if n in predicted):
-    values = np.asarray(predicted[name])
-    columns.update(_columns(shown_as.get(name, name),
-                            values.reshape(mask.size, *values.shape[2:])[mask]))
-  if spec.class_names and 'class' in columns:  # A table's classes by their names.
-    columns['class'] = np.asarray(spec.class_names, object)[columns['class']]
+  columns = predictions(state, config, spec, rows, ids)
   out = output or os.path.splitext(path)[0] + '_predictions.csv'
-  columns = {**{k: np.asarray(v, object) for k, v in ids.items()}, **columns}
   with open(out, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['row', *columns])

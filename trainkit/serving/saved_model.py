@@ -5,6 +5,7 @@ import os
 from absl import logging
 import jax
 
+from trainkit import extras
 from trainkit.data.sources import host_tensorflow
 from trainkit.serving import restore as restore_lib
 from trainkit.training import optimizers
@@ -24,6 +25,7 @@ def export_saved_model(config, workdir: str, checkpoint: str = 'latest') -> str:
   targets' own units. Input scaling and target units are inside the model,
   so a TF-only server needs no processing of its own.
   """
+  extras.require('--format=savedmodel', 'tensorflow', 'orbax.export')
   from orbax import export as oex  # pylint: disable=g-import-not-at-top
   tf = host_tensorflow.tensorflow()
 

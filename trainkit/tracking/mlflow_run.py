@@ -40,6 +40,7 @@ import urllib.parse
 from absl import logging
 
 from trainkit import errors
+from trainkit import extras
 from trainkit.workdirs import layout as workdir_lib
 
 TRACKERS = ('mlflow',)
@@ -298,6 +299,7 @@ def check_config(config) -> None:
   for name in names(config):
     errors.require(name in TRACKERS, 'trackers', config.trackers,
                    f"{name!r} is not a tracker (there are: '', {', '.join(TRACKERS)})")
+    extras.require(f'trackers={config.trackers!r}', name)
   problem = uri_problem(config.mlflow_uri)
   errors.require(problem is None, 'mlflow_uri', config.mlflow_uri, problem)
   errors.require(isinstance(config.mlflow_experiment, str) and config.mlflow_experiment.strip(),

@@ -30,6 +30,8 @@ import json
 import os
 import time
 
+import ml_collections
+
 from trainkit import errors
 from trainkit.workdirs import layout as workdir_lib
 
@@ -122,6 +124,31 @@ def stored(workdir: str) -> dict | None:
     raise errors.ConfigError(
         f'{path} holds a JSON {type(config).__name__}, not a config; the workdir no '
         'longer says how it was trained: restore the file, or use another --workdir')
+  return config
+
+
+def _tuples(value):
+  """JSON's lists as the tuples a config holds, all the way down."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def workdir_config(workdir: str):
+  """The config `workdir` was trained with, as a locked ConfigDict.
+
+  What a trained workdir is used with when no config is given: its own.
+  Read as data (JSON), never run. Refused in one line when it has none.
+  """
+  config = stored(workdir)
+  if config is None:
+    raise errors.ConfigError(
+        f'--workdir={workdir!r} holds no {workdir_lib.CONFIG}: it was never trained; '
+        'give --config (and train it first)')
+  config = ml_collections.ConfigDict(_tuples(config))
+  config.lock()
   return config
 
 

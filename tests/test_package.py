@@ -1,0 +1,170 @@
+"""The package: a lean `import trainkit`, the Python API, the command from a workdir alone.
+
+The built wheel in a fresh venv (its console scripts from another folder, the
+extras' one-line refusals, the core's size) is tests/test_wheel.py.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import trainkit
+from tests.helpers import ENV, ROOT, digest, error_lines, run_main, tiny_config
+from trainkit import configs
+
+
+def test_importing_trainkit_loads_nothing_heavy(tmp_path):
+  code = ('import sys, trainkit\n'
+          'from absl import flags\n'
+          'heavy = ("jax", "flax", "tensorflow", "optuna", "mlflow", "matplotlib")\n'
+          'print(sorted(m for m in heavy if m in sys.modules), flags.FLAGS.is_parsed())\n'
+          'print(callable(trainkit.train), callable(trainkit.load))\n')
+  result = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**ENV, 'PYTHONPATH': ROOT})
+  assert result.returncode == 0, result.stderr[-2000:]
+  # Nothing heavy, no flags parsed by the import; the API loads on first use.
+  assert result.stdout.split('\n')[:2] == ['[] False', 'True True']
+
+
+def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+  assert {'default', 'table', 'mixture_density', 'sweeps/search'} <= set(configs.names())
+  monkeypatch.chdir(tmp_path)  # Where no configs/ folder is.
+  for name in ('default', 'configs/default.py', 'default.py'):
+    assert configs.path(name) == os.path.join(os.path.dirname(configs.__file__), 'default.py')
+  assert configs.load('table').target_column == 'target'
+  assert configs.path('no_such_config') == 'no_such_config'  # Refused later, as given.
+
+
+def _regression_data(seed=0, n=400):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, 3)).astype(np.float32)
+  y = (x @ np.array([1.5, -2.0, 0.5], np.float32) + 0.1 * rng.normal(size=n)).astype(
+      np.float32)
+  return x, y
+
+
+def _regression_config():
+  return tiny_config(task='regression', normalization='per_feature', best_metric='loss',
+                     early_stopping_metric='loss', batch_size=32, eval_batch_size=64,
+                     **{'model.dropout_rates': ()})
+
+
+def _predictions_file(path: str) -> dict:
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+@pytest.fixture(scope='module')
+def array_run(tmp_path_factory):
+  """A regression trained by trainkit.train on in-memory arrays."""
+  workdir = str(tmp_path_factory.mktemp('arrays') / 'run')
+  x, y = _regression_data()
+  data = {'train': (x[:300], y[:300]), 'validation': (x[300:350], y[300:350]),
+          'test': (x[350:], y[350:])}
+  result = trainkit.train(_regression_config(), workdir, data=data)
+  return workdir, result, data
+
+
+def test_train_on_arrays_keeps_them_in_the_workdir_and_resumes(array_run):
+  workdir, result, data = array_run
+  assert result.workdir == workdir and result.summary['step'] == 2 * (300 // 32)
+  assert result.summary['eval_split'] == 'validation' and 'test_rmse' in result.summary
+  (kept,) = os.listdir(os.path.join(workdir, 'data'))
+  # The same arrays again: the same file, the run already finished.
+  again = trainkit.train(_regression_config(), workdir, data=data)
+  assert again.summary['test_rmse'] == result.summary['test_rmse']
+  assert os.listdir(os.path.join(workdir, 'data')) == [kept]
+  # Other arrays are other data: the workdir refuses them, as it refuses
+  # another dataset, and keeps none of them.
+  x, y = _regression_data(seed=1, n=300)
+  before = digest(workdir)
+  with pytest.raises(trainkit.Refused, match='dataset') as refused:
+    trainkit.train(_regression_config(), workdir,
+                   data={'train': (x, y), 'validation': data['validation'],
+                         'test': data['test']})
+  assert refused.value.exit_status == 2
+  assert digest(workdir) == before
+
+
+def test_a_bad_override_is_refused_with_the_commands_line_and_writes_nothing(tmp_path):
+  with pytest.raises(trainkit.Refused, match=r'^batch_size=0: must be a positive integer$'):
+    trainkit.train(_regression_config(), str(tmp_path / 'w'), overrides={'batch_size': 0},
+                   data={'train': _regression_data(), 'test': _regression_data(1)})
+  with pytest.raises(trainkit.Refused, match="unknown config field 'batch_sise'"):
+    trainkit.train('default', str(tmp_path / 'w'), overrides={'batch_sise': 8})
+  assert not os.path.exists(tmp_path / 'w')
+  with pytest.raises(trainkit.Refused, match='holds no config.json'):
+    trainkit.load(str(tmp_path / 'never_trained'))
+
+
+@pytest.mark.slow  # A process start.
+def test_load_predicts_what_the_command_writes_for_arrays(array_run, tmp_path):
+  workdir, _, _ = array_run
+  rows, _ = _regression_data(seed=2, n=37)
+  model = trainkit.load(workdir)
+  assert model.input_spec['input_shape'] == (3,) and model.results['step'] == model.step
+  predicted = model.predict(rows)
+  np.save(tmp_path / 'rows.npy', rows)
+  # The command from the workdir alone: its own config.
+  result = run_main(f'--workdir={workdir}', '--mode=predict', f'--input={tmp_path}/rows.npy')
+  assert result.returncode == 0, result.stderr[-2000:]
+  written = _predictions_file(str(tmp_path / 'rows_predictions.csv'))
+  assert set(written) == {'row', *predicted}
+  for name, values in predicted.items():
+    np.testing.assert_allclose(np.asarray(written[name], np.float64), values, rtol=0,
+                               atol=1e-6)
+
+
+@pytest.mark.slow  # Process starts.
+def test_every_mode_but_train_runs_from_the_workdir_alone(array_run, tmp_path):
+  workdir, _, _ = array_run
+  for mode, expected in (('eval', 'checkpoint'), ('summary', 'Total'),
+                         ('export', os.path.join(workdir, 'export', 'jax'))):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'main.py'), f'--workdir={workdir}',
+         f'--mode={mode}', *(['--format=jax'] if mode == 'export' else [])],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, env=ENV)
+    assert result.returncode == 0, (mode, result.stderr[-2000:])
+    assert expected in result.stdout, (mode, result.stdout[-1000:])
+  # Training needs a config; a workdir that was never trained has none to give.
+  result = run_main(f'--workdir={tmp_path}/new')
+  assert result.returncode == 2 and error_lines(result.stderr)[0].startswith(
+      'error: --config is required to train')
+  result = run_main(f'--workdir={tmp_path}/new', '--mode=eval')
+  assert result.returncode == 2 and 'holds no config.json' in error_lines(result.stderr)[0]
+
+
+def _table(seed: int, n: int):
+  pd = pytest.importorskip('pandas')
+  rng = np.random.default_rng(seed)
+  size = rng.normal(size=n)
+  colour = rng.choice(['red', 'green', 'blue'], size=n)
+  label = np.where(size + (colour == 'red') > 0.3, 'big', 'small')
+  return pd.DataFrame({'size': size, 'colour': colour, 'label': label})
+
+
+@pytest.mark.slow  # A process start.
+def test_a_table_from_dataframes_predicts_what_the_command_writes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  frame = _table(0, 360)
+  config = tiny_config(target_column='label', normalization='per_feature',
+                       best_metric='loss', batch_size=32, eval_batch_size=64)
+  result = trainkit.train(config, workdir, data={
+      'train': frame[:240], 'validation': frame[240:300], 'test': frame[300:]})
+  assert result.summary['eval_split'] == 'validation'
+  rows = _table(1, 25).drop(columns=['label'])
+  predicted = trainkit.load(workdir).predict(rows)
+  assert set(predicted['class']) <= {'big', 'small'}
+  rows.to_csv(tmp_path / 'rows.csv', index=False)
+  result = run_main(f'--workdir={workdir}', '--mode=predict', f'--input={tmp_path}/rows.csv')
+  assert result.returncode == 0, result.stderr[-2000:]
+  written = _predictions_file(str(tmp_path / 'rows_predictions.csv'))
+  assert written['class'] == list(predicted['class'])
+  for name in (n for n in predicted if n.startswith('probs')):
+    np.testing.assert_allclose(np.asarray(written[name], np.float64), predicted[name],
+                               rtol=0, atol=1e-6)

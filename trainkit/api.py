@@ -1,0 +1,264 @@
+"""The Python API: train from a config, and use a trained workdir, with no flags.
+
+  import trainkit
+  result = trainkit.train('default', '/tmp/mnist', overrides={'num_epochs': 1})
+  model = trainkit.load('/tmp/mnist')
+  model.predict(images)['class']
+
+`train` makes the call `main.py` makes (resume, locks, the same refusals);
+`load` reads a workdir as data: its config.json and model.json as JSON, its
+checkpoint through Orbax. Nothing in a workdir is run or unpickled. Every
+refusal raises `Refused`, whose message is the command line's `error:` line.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import ml_collections
+import numpy as np
+
+from trainkit import cli
+from trainkit import configs
+from trainkit.data.sources import table_formats
+from trainkit.runtime import preemption
+from trainkit.serving import predict_rows
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import row_inputs
+from trainkit.training import config_checks
+from trainkit.training import divergence
+from trainkit.training import model_summary
+from trainkit.training import optimizers
+from trainkit.training import train as train_lib
+from trainkit.workdirs import config_history
+from trainkit.workdirs import full_disk
+from trainkit.workdirs import layout as workdir_lib
+from trainkit.workdirs import lock as workdir_lock
+
+
+class Refused(Exception):
+  """What the command line refuses with one `error:` line; `exit_status` is its status."""
+
+  def __init__(self, message: str, exit_status: int):
+    super().__init__(message)
+    self.exit_status = exit_status
+
+
+_STATUSES = ((cli.INPUT_ERRORS, cli.EXIT_BAD_INPUT),
+             ((workdir_lock.WorkdirBusy,), cli.EXIT_WORKDIR_BUSY),
+             ((full_disk.DiskFull,), cli.EXIT_DISK_FULL),
+             ((divergence.Diverged,), cli.EXIT_DIVERGED))
+
+
+@contextlib.contextmanager
+def _refusals():
+  """The library's refusals as `Refused` (an interruption stays what it is)."""
+  try:
+    yield
+  except preemption.Interrupted:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    for kinds, status in _STATUSES:
+      if isinstance(e, kinds):
+        raise Refused(str(e), status) from e
+    raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """What `train` returns: the run's summary.json as a dict, and its workdir."""
+  summary: dict
+  workdir: str
+
+  def load(self, checkpoint: str | int = 'latest') -> 'Model':
+    return load(self.workdir, checkpoint)
+
+
+def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
+  """A copy of `config` (a ConfigDict, a file or a shipped name) with `overrides` set."""
+  if isinstance(config, (str, os.PathLike)):
+    config = configs.load(os.fspath(config))
+  config = ml_collections.ConfigDict(config.to_dict())  # Ours to change.
+  config.lock()
+  for field, value in (overrides or {}).items():
+    *parents, name = field.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if name not in node:
+      raise Refused(f'unknown config field {field!r} in the overrides', cli.EXIT_BAD_INPUT)
+    node[name] = value
+  return config
+
+
+def train(config, workdir: str, *, data: dict | None = None,
+          overrides: dict | None = None) -> Trained:
+  """Trains (or resumes) a run of `config` in `workdir`; returns its summary and workdir.
+
+  Args:
+    config: a ConfigDict, a config file's path, or a shipped config's name
+      ('default', 'table', ...).
+    workdir: the run's folder; one with checkpoints resumes, as the command does.
+    data: optional in-memory splits, {'train': ..., 'test': ..., 'validation':
+      ... (optional)}: each an (x, y) pair of arrays, or each a pandas
+      DataFrame of a table (with `target_column` among its columns). They are
+      kept in WORKDIR/data/, named by their contents, and become
+      `config.dataset`: a resume must give the same data.
+    overrides: {dotted field: value} set on a copy of `config`.
+
+  Raises:
+    Refused: what the command line refuses (its message is the `error:` line),
+      before anything is written.
+  """
+  with _refusals():
+    config = _config(config, overrides)
+    if data is not None:
+      path, contents = _in_memory(config, workdir, data)
+      # Everything that can refuse the run does so before the data is written.
+      config_checks.validate(config)
+      workdir_lib.check_workdir(workdir)
+      config_history.check_resume(config, workdir)
+      if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        workdir_lib.write_bytes(path, contents)
+    _, summary = train_lib.train_and_evaluate(config, workdir)
+  return Trained(summary, workdir)
+
+
+_SPLIT = '__split__'  # The column a DataFrame's rows name their split in.
+
+
+def _in_memory(config, workdir: str, data: dict) -> tuple:
+  """(path, bytes) of in-memory splits as a file in WORKDIR/data/; points `config` at it."""
+  if not isinstance(data, dict) or set(data) - {'train', 'validation', 'test'} or not (
+      {'train', 'test'} <= set(data)):
+    raise Refused(f'data={sorted(data) if isinstance(data, dict) else data!r}: give a dict '
+                  'of train and test splits (and optionally validation)', cli.EXIT_BAD_INPUT)
+  if all(isinstance(v, tuple) and len(v) == 2 for v in data.values()):
+    contents, suffix = _npz({f'{k}_{split}': np.asarray(v) for split, pair in data.items()
+                             for k, v in zip(('x', 'y'), pair)}), 'npz'
+  else:
+    contents, suffix = _parquet(data), 'parquet'
+    config.split_column = _SPLIT
+  name = f'{suffix}-{hashlib.sha256(contents).hexdigest()[:16]}.{suffix}'
+  config.dataset = os.path.join(os.path.abspath(workdir), 'data', name)
+  config.train_split, config.test_split = 'train', 'test'
+  config.validation_split = 'validation' if 'validation' in data else ''
+  return config.dataset, contents
+
+
+def _npz(arrays: dict) -> bytes:
+  """The arrays as .npz bytes, the same for the same arrays (no time stamps)."""
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, 'w') as archive:
+    for name, value in sorted(arrays.items()):
+      entry = io.BytesIO()
+      np.lib.format.write_array(entry, np.ascontiguousarray(value), allow_pickle=False)
+      archive.writestr(zipfile.ZipInfo(name + '.npy', date_time=(1980, 1, 1, 0, 0, 0)),
+                       entry.getvalue())
+  return buffer.getvalue()
+
+
+def _parquet(data: dict) -> bytes:
+  """The DataFrames as one Parquet file's bytes, with a column naming each row's split."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top  # The caller has it.
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  frames = [frame.assign(**{_SPLIT: split}) for split, frame in data.items()]
+  table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+  sink = pa.BufferOutputStream()
+  pq.write_table(table.replace_schema_metadata(None), sink)
+  return sink.getvalue().to_pybytes()
+
+
+class Model:
+  """A trained workdir's model, restored from one checkpoint (see `load`)."""
+
+  def __init__(self, workdir: str, checkpoint: str | int = 'latest'):
+    self.workdir = workdir
+    self.checkpoint = str(checkpoint)
+    with _refusals():
+      self.config = config_history.workdir_config(workdir)
+      state, self.step, self.spec = restore_lib.restore(self.config, workdir, self.checkpoint)
+    self._state = optimizers.params_for_eval(state)
+
+  @property
+  def input_spec(self) -> dict:
+    """What the model takes: its input shape and dtype, a table's columns, the classes."""
+    return {'input_shape': self.spec.input_shape, 'input_dtype': self.spec.input_dtype,
+            'columns': [column[0] for column in self.spec.columns],
+            'class_names': list(self.spec.class_names)}
+
+  @property
+  def summary(self) -> str:
+    """The model as a table (what --mode=summary prints)."""
+    return model_summary.table(self.config, self.spec)
+
+  @property
+  def results(self) -> dict | None:
+    """The run's summary.json, if it finished (else None)."""
+    try:
+      with open(os.path.join(self.workdir, workdir_lib.SUMMARY)) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return None
+
+  def predict(self, x) -> dict:
+    """Predictions of rows, images or a table's rows, as --mode=predict writes them.
+
+    `x`: an array of rows ([rows, *input shape] or [rows, features]); or, for
+    a model trained on a table, a pandas DataFrame with its feature columns.
+    Returns {column: values [rows]}: the predictions file's columns (a
+    table's ids first), the very numbers it holds.
+    """
+    with _refusals(), tempfile.TemporaryDirectory() as folder:
+      if self.spec.columns:
+        path = os.path.join(folder, 'rows.parquet')
+        import pyarrow as pa  # pylint: disable=g-import-not-at-top
+        import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+        pq.write_table(pa.Table.from_pandas(x, preserve_index=False), path)
+        rows, ids, _ = row_inputs.read_table(self.config, self.spec, path)
+      else:
+        path = os.path.join(folder, 'rows.npy')
+        np.save(path, np.asarray(x))
+        rows, _ = row_inputs.read_rows(path, self.spec.input_shape, 'no',
+                                       table_formats.TextFormat.of(self.config),
+                                       self.spec.input_dtype)
+        ids = {}
+      return predict_rows.predictions(self._state, self.config, self.spec, rows, ids)
+
+  def evaluate(self, split: str = '') -> dict:
+    """--mode=eval: the figures of a split of the training data (default: the test split).
+
+    Writes eval.json into the workdir, as the command does.
+    """
+    with _refusals():
+      return restore_lib.evaluate_checkpoint(self.config, self.workdir, self.checkpoint, split)
+
+  def export(self, export_format: str = 'jax') -> str:
+    """--mode=export: 'jax', 'onnx' or 'savedmodel'; returns where it was written."""
+    with _refusals():
+      if export_format == 'jax':
+        from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
+        return jax_export.export(self.config, self.workdir, self.checkpoint)
+      if export_format == 'onnx':
+        from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
+        return onnx_export.export(self.config, self.workdir, self.checkpoint)
+      if export_format == 'savedmodel':
+        from trainkit.serving import saved_model  # pylint: disable=g-import-not-at-top
+        return saved_model.export_saved_model(self.config, self.workdir, self.checkpoint)
+      raise Refused(f'export_format={export_format!r}: one of jax, onnx, savedmodel',
+                    cli.EXIT_BAD_INPUT)
+
+
+def load(workdir: str, checkpoint: str | int = 'latest') -> Model:
+  """The model of trained `workdir` at `checkpoint` ('latest', 'best' or a step).
+
+  Its own config.json says how it was trained; nothing of the workdir is run.
+  """
+  return Model(workdir, checkpoint)

@@ -1,0 +1,102 @@
+"""The `trainkit` command (and main.py): train from a config, or use a trained workdir.
+
+  trainkit --config=default --workdir=/tmp/mnist [--config.FIELD=VALUE ...]
+  trainkit ... --config.num_epochs=30 --continue_with_changes  # train on
+  trainkit --workdir=/tmp/mnist --mode=eval [--checkpoint=latest|best|STEP] [--split=SPLIT]
+  trainkit --workdir=/tmp/mnist --mode=predict --input=digit.png [more.png ...]
+  trainkit --workdir=/tmp/mnist --mode=predict --input=rows.csv  # .npy/.npz too; any task.
+  trainkit --workdir=/tmp/mnist --mode=export [--format=savedmodel|jax|onnx]
+  trainkit --workdir=/tmp/mnist --mode=summary   # The model as a table; no data is loaded.
+
+`--config` is a config file, or the name of one shipped in the package
+(`default`, `table`, `mixture_density`, ... : trainkit/configs/). Every mode
+but train may leave it out: the workdir's own config is used.
+"""
+
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from trainkit import cli
+from trainkit import configs
+from trainkit.runtime import parallel
+from trainkit.workdirs import config_history
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict', 'export', 'summary'],
+                  'train; eval: a checkpoint on the test split (writes eval.json); '
+                  'predict: --input images (classify), or rows of features in a '
+                  '.npy/.npz/.csv file (any task), or a table (.csv/.parquet) for a model '
+                  'trained on one; export: a model to serve (--format); '
+                  'summary: print the model as a table (no data loaded).')
+flags.DEFINE_bool('continue_with_changes', False,
+                  'train: resume a trained workdir with a config that changes its '
+                  'continuable fields (more epochs, learning rate, schedule, ...), '
+                  'recorded in WORKDIR/config_history.jsonl.')
+flags.DEFINE_string('checkpoint', 'latest',
+                    'eval/predict/export: latest, best (by the validation best_metric) or a '
+                    'step.')
+flags.DEFINE_string('split', '', 'eval: the split to evaluate, in TFDS split syntax '
+                    "(e.g. 'train[55000:]'); default: the config's test_split.")
+flags.DEFINE_multi_string('input', [], 'predict: image files (any format Pillow reads) or folders, '
+                          'further paths may follow as arguments (shell globs); or one '
+                          '.npy/.npz/.csv file of feature rows.')
+flags.DEFINE_enum('format', 'savedmodel', ['savedmodel', 'jax', 'onnx'],
+                  'export: savedmodel (TensorFlow, jax2tf), jax (a jax.export artifact '
+                  'that runs with jax and numpy alone), or onnx (an ONNX model that '
+                  'onnxruntime runs).')
+flags.DEFINE_string('output', '', 'predict: the CSV of predictions of a file of rows '
+                    '(default: <input>_predictions.csv beside it).')
+flags.DEFINE_enum('header', 'auto', ['auto', 'yes', 'no'],
+                  'predict, text rows for a model trained on arrays: whether the first line '
+                  'is a header (auto: when it holds anything but numbers).')
+flags.DEFINE_string('jax_coordinator_address', None,
+                    'Multi-process: HOST:PORT of process 0 (the same in every process).')
+flags.DEFINE_integer('jax_num_processes', None, 'Multi-process: how many processes.')
+flags.DEFINE_integer('jax_process_id', None, 'Multi-process: this process, 0 to N-1.')
+config_flags.DEFINE_config_file(
+    'config', None, 'A config file with get_config(), or the name of one shipped in the '
+    'package (default, table, ...); eval/predict/export/summary: default, the workdir\'s own.',
+    lock_config=True)
+flags.mark_flags_as_required(['workdir'])
+
+def main(argv):
+  """Trains, or evaluates / predicts / exports with a trained workdir (--mode)."""
+  inputs = FLAGS.input + argv[1:]
+  if inputs and FLAGS.mode != 'predict':
+    raise app.UsageError(f'Unexpected arguments: {" ".join(inputs)} '
+                         '(only --mode=predict takes input files)')
+  if FLAGS.mode == 'predict' and not inputs:
+    cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
+  config = FLAGS.config
+  if config is None and FLAGS.mode == 'train':
+    cli.refuse('--config is required to train (a config file, or a shipped one: '
+               f'{", ".join(configs.names())})')
+  if config is None:  # The workdir's own, as it was trained.
+    with cli.exits():
+      config = config_history.workdir_config(FLAGS.workdir)
+  cli.setup_logging()
+  cli.use_compilation_cache(config.cache_dir)
+  # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.
+  try:
+    parallel.initialize(FLAGS.jax_coordinator_address, FLAGS.jax_num_processes,
+                        FLAGS.jax_process_id)
+  except (ValueError, RuntimeError) as e:
+    cli.refuse(f'--jax_coordinator_address={FLAGS.jax_coordinator_address} '
+               f'--jax_num_processes={FLAGS.jax_num_processes} '
+               f'--jax_process_id={FLAGS.jax_process_id}: {str(e).splitlines()[0]}')
+  if FLAGS.mode == 'train':
+    logging.info('Config:\n%s', config)
+  with cli.exits():
+    cli.run_mode(FLAGS.mode, config, FLAGS.workdir, inputs,
+                 continue_with_changes=FLAGS.continue_with_changes,
+                 checkpoint=FLAGS.checkpoint, split=FLAGS.split, output=FLAGS.output,
+                 header=FLAGS.header, export_format=FLAGS.format)
+
+
+def run() -> None:
+  """The console script's entry point (and main.py's)."""
+  cli.run(main)
