@@ -3,6 +3,8 @@
 import json
 import logging
 import os
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -147,6 +149,12 @@ def test_bar_style_draws_a_bar_per_epoch(capsys):
 
 def test_auto_style_is_log_when_not_a_terminal():
   assert progress.resolve_style('auto') == 'log'  # pytest captures stderr.
+
+
+def test_auto_style_is_a_bar_in_a_notebook(monkeypatch):
+  # A Jupyter kernel's output cell redraws tqdm's line as a terminal does.
+  monkeypatch.setitem(sys.modules, 'ipykernel', types.ModuleType('ipykernel'))
+  assert progress.resolve_style('auto') == 'bar'
 
 
 def test_run_summary_names_results_and_places(tmp_path, caplog):

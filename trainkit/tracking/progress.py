@@ -52,10 +52,14 @@ class _AboveTheBar:
 
 
 def resolve_style(style: str) -> str:
-  """'auto' is 'bar' when stderr is a terminal and 'log' otherwise."""
+  """'auto' is 'bar' on a terminal or in a notebook (a Jupyter kernel), and 'log' otherwise.
+
+  A notebook's output cell redraws tqdm's line in place, as a terminal does.
+  """
   if style != 'auto':
     return style
-  return 'bar' if sys.stderr.isatty() and os.environ.get('TERM') != 'dumb' else 'log'
+  terminal = sys.stderr.isatty() and os.environ.get('TERM') != 'dumb'
+  return 'bar' if terminal or 'ipykernel' in sys.modules else 'log'
 
 
 class Progress:
