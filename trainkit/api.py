@@ -97,7 +97,7 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
 
 
 def train(config, workdir: str, *, data: dict | None = None,
-          overrides: dict | None = None) -> Trained:
+          overrides: dict | None = None, model=None) -> Trained:
   """Trains (or resumes) a run of `config` in `workdir`; returns its summary and workdir.
 
   Args:
@@ -110,6 +110,10 @@ def train(config, workdir: str, *, data: dict | None = None,
       kept in WORKDIR/data/, named by their contents, and become
       `config.dataset`: a resume must give the same data.
     overrides: {dotted field: value} set on a copy of `config`.
+    model: a Flax linen module (class or instance) or NNX module class to
+      train as the backbone (docs/models.md): recorded in the config as its
+      import path, with a linen instance's fields as its arguments. It must
+      be importable by that path to be used again in another process.
 
   Raises:
     Refused: what the command line refuses (its message is the `error:` line),
@@ -117,6 +121,8 @@ def train(config, workdir: str, *, data: dict | None = None,
   """
   with _refusals():
     config = _config(config, overrides)
+    if model is not None:
+      config.model.module, config.model.args = _module_fields(model)
     if data is not None:
       path, contents = _in_memory(config, workdir, data)
       # Everything that can refuse the run does so before the data is written.
@@ -128,6 +134,19 @@ def train(config, workdir: str, *, data: dict | None = None,
         workdir_lib.write_bytes(path, contents)
     _, summary = train_lib.train_and_evaluate(config, workdir)
   return Trained(summary, workdir)
+
+
+def _module_fields(model) -> tuple:
+  """(import path, constructor arguments) of a module class or linen instance."""
+  cls = model if isinstance(model, type) else type(model)
+  path = f'{cls.__module__}:{cls.__qualname__}'
+  if isinstance(model, type):
+    return path, {}
+  fields = [f for f in getattr(cls, '__dataclass_fields__', {}) if f not in ('parent', 'name')]
+  if not fields and not hasattr(cls, '__dataclass_fields__'):
+    raise Refused(f'model={model!r}: give an NNX module as its class (its arguments in '
+                  'config.model.args); an instance cannot be recorded', cli.EXIT_BAD_INPUT)
+  return path, {f: getattr(model, f) for f in fields}
 
 
 _SPLIT = '__split__'  # The column a DataFrame's rows name their split in.

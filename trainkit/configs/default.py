@@ -150,6 +150,11 @@ def get_config():
 
   # Model.
   config.model = ml_collections.ConfigDict()
+  # '' = the MLP below; or a backbone: a built-in one by name ('cnn') or a Flax
+  # linen module by import path ('package.module:Name'), built with `args`
+  # (trainkit/models/backbone.py). The fields below are the MLP's.
+  config.model.module = ''
+  config.model.args = ml_collections.ConfigDict()  # The backbone's constructor arguments.
   config.model.hidden_sizes = (512, 512)  # Width of each hidden Dense layer.
   # relu | gelu | swish | silu | tanh | sigmoid | elu | leaky_relu.
   config.model.activation = 'relu'

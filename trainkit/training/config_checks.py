@@ -12,12 +12,12 @@ traceback.
 import math
 
 from trainkit import errors
+from trainkit import models
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpoints
 from trainkit.checkpoints import warm_start
 from trainkit.data import pipeline as input_pipeline
 from trainkit.data import statistics as training_statistics
-from trainkit.models import mlp
 from trainkit.runtime import profiling
 from trainkit.tracking import metric_logs
 from trainkit.tracking import mlflow_run
@@ -30,7 +30,7 @@ from trainkit.training import plateaus
 # The owners of config fields, each checking its own.
 # The loop's counts come first: other owners compare with them (warmup_epochs
 # with num_epochs).
-_OWNERS = (cadence, optimizers, training_statistics, mlp, input_pipeline, divergence,
+_OWNERS = (cadence, optimizers, training_statistics, models, input_pipeline, divergence,
            progress, metric_logs, mlflow_run, profiling, warm_start)
 
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from trainkit import models as models_lib
 from trainkit import tasks
 from trainkit.data import sources
 from trainkit.data.sources import tables
@@ -81,8 +82,8 @@ def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 
 
 
 def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
-  model = models.create_model(config.model, input_shift=spec.shift, input_scale=spec.scale,
-                              dtype=config.dtype, head=tasks.create(config, spec))
+  model = models_lib.create(config.model, tasks.create(config, spec), spec.shift, spec.scale,
+                            config.dtype)
   example = jnp.zeros((1, *spec.input_shape), spec.input_dtype)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
   keep = models.keep_probs(config.model)

@@ -13,6 +13,7 @@ from flax.training import train_state
 import jax
 import jax.numpy as jnp
 
+from trainkit import models as models_lib
 from trainkit import tasks
 from trainkit.checkpoints import warm_start
 from trainkit.data import calls
@@ -63,7 +64,10 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
 def create_train_state(rng, config, model, input_shape, steps_per_epoch,
                        input_dtype='uint8') -> TrainState:
   """Initialises parameters, BatchNorm statistics and the optimizer."""
-  variables = model.init(rng, jnp.zeros((1, *input_shape), input_dtype), train=False)
+  # A 'dropout' stream too: an NNX module's Dropout takes one when it is built
+  # (a linen module's params are the same: they draw from 'params' alone).
+  variables = model.init({'params': rng, 'dropout': rng},
+                         jnp.zeros((1, *input_shape), input_dtype), train=False)
   return TrainState.create(
       apply_fn=model.apply,
       params=variables['params'],
@@ -121,8 +125,9 @@ def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
   key = (carried_values.structure_key(config), spec)
   if key not in _STATIC_PARTS:
     traced = carried_values.placeholders(config)
-    model = models.create_model(traced.model, input_shift=spec.shift, input_scale=spec.scale,
-                                dtype=config.dtype, head=tasks.create(config, spec))
+    model = models_lib.create(traced.model, tasks.create(config, spec), spec.shift, spec.scale,
+                              config.dtype)
+    models_lib.check_built(traced, model, spec.input_shape, spec.input_dtype)
     _STATIC_PARTS[key] = (
         optimizers.create_optimizer(traced, spec.steps_per_epoch),
         jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,

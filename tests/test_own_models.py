@@ -1,0 +1,253 @@
+"""Models of one's own: Flax linen and NNX backbones given by import path.
+
+The user's modules are written by the test outside the project and imported
+by path (`config.model.module='usermodels:Dense64'`), as a user's would be.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import trainkit
+from configs import default
+from tests.helpers import (ENV, ROOT, error_lines, main_command, run_export, run_main,
+                           session_cache_dir, sigkill_after_first_checkpoint, tiny_config)
+from trainkit import errors
+from trainkit.search import sweeps
+from trainkit.training import config_checks
+import train
+
+USER_MODULES = '''
+from flax import nnx
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class Dense64(nn.Module):
+  """Dense(64) and ReLU on flattened inputs."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    del train
+    return nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+
+
+class NoTrain(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(4)(x.reshape((x.shape[0], -1)))
+
+
+class Unflattened(nn.Module):
+  @nn.compact
+  def __call__(self, x, *, train):
+    return nn.Conv(4, (3, 3))(x)
+
+
+class NanInit(nn.Module):
+  @nn.compact
+  def __call__(self, x, *, train):
+    nan = lambda key, shape, dtype=jnp.float32: jnp.full(shape, jnp.nan, dtype)
+    return nn.Dense(4, kernel_init=nan)(x.reshape((x.shape[0], -1)))
+
+
+class Logits(nn.Module):
+  """Computes the task's outputs itself: a classifier's logits."""
+  HEAD = False
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    return nn.Dense(10)(x.reshape((x.shape[0], -1)))
+
+
+class NnxDense64(nnx.Module):
+  """The same in NNX, with BatchNorm and dropout that follow train() and eval()."""
+
+  def __init__(self, din: int = 784, width: int = 64, *, rngs: nnx.Rngs):
+    self.dense = nnx.Linear(din, width, rngs=rngs)
+    self.norm = nnx.BatchNorm(width, rngs=rngs)
+    self.drop = nnx.Dropout(0.1, rngs=rngs)
+
+  def __call__(self, x):
+    return self.drop(nnx.relu(self.norm(self.dense(x.reshape((x.shape[0], -1))))))
+
+
+NOT_A_MODULE = 3
+'''
+
+BACKBONES = ('usermodels:Dense64', 'usermodels:NnxDense64')
+
+
+@pytest.fixture
+def user_modules(tmp_path_factory, monkeypatch):
+  """A folder outside the project holding usermodels.py, importable here and in children."""
+  folder = tmp_path_factory.mktemp('user')
+  (folder / 'usermodels.py').write_text(USER_MODULES)
+  monkeypatch.syspath_prepend(str(folder))
+  monkeypatch.setitem(ENV, 'PYTHONPATH', f'{folder}{os.pathsep}{ROOT}')
+  return folder
+
+
+def _own(module='usermodels:Dense64', **fields):
+  return tiny_config(**{'model.module': module, **fields})
+
+
+@pytest.mark.parametrize('module, args, message', [
+    ('no_such_package.models:Net', {}, "model.module='no_such_package.models:Net' cannot be "
+     'imported'),
+    ('usermodels:NOT_A_MODULE', {}, 'is not a Flax linen or NNX Module class'),
+    ('usermodels:NnxDense64', {'widht': 8}, "takes no argument 'widht'"),
+    ('usermodels', {}, "give 'package.module:Name'"),
+    ('usermodels:Dense64', {'widht': 8}, "takes no argument 'widht' .*did you mean 'width'"),
+])
+def test_a_module_that_cannot_be_built_is_refused_in_one_line(user_modules, module, args,
+                                                              message):
+  config = _own(module)
+  config.model.args = args
+  with pytest.raises(errors.ConfigError, match=message):
+    config_checks.validate(config)
+
+
+@pytest.mark.parametrize('module, message', [
+    ('usermodels:NoTrain', r"cannot be built and called as module\(x, train=...\)"),
+    ('usermodels:Unflattened', r'returns features of shape \(2, 28, 28, 4\)'),
+    ('usermodels:NanInit', 'initial parameters are not all finite'),
+])
+def test_a_module_that_cannot_train_is_refused_before_any_step(user_modules, mock_mnist,
+                                                               tmp_path, module, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    train.train_and_evaluate(_own(module), str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path):
+  _, summary = train.train_and_evaluate(_own(), str(tmp_path))
+  assert summary['step'] > 0
+  stored = json.loads((tmp_path / 'config.json').read_text())
+  assert stored['model']['module'] == 'usermodels:Dense64'
+  # Its parameters are the module's: Dense64's kernel, then the head's.
+  model = trainkit.load(str(tmp_path))
+  params = model._state.params  # pylint: disable=protected-access
+  assert params['backbone']['Dense_0']['kernel'].shape == (784, 64)
+  # An NNX module's parameters and BatchNorm statistics are collections as a
+  # linen module's: checkpointed, restored and exported alike.
+  train.train_and_evaluate(_own('usermodels:NnxDense64'), str(tmp_path / 'nnx'))
+  state = trainkit.load(str(tmp_path / 'nnx'))._state  # pylint: disable=protected-access
+  assert state.params['backbone']['nnx']['dense']['kernel'].shape == (784, 64)
+  assert set(state.batch_stats['backbone']['nnx']['norm']) == {'mean', 'var'}
+  # A module computing the task's outputs itself adds no head.
+  _, logits = train.train_and_evaluate(_own('usermodels:Logits'), str(tmp_path / 'logits'))
+  assert logits['step'] == summary['step']
+
+
+def test_the_python_api_takes_a_module_itself(user_modules, mock_mnist, tmp_path):
+  import usermodels  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  result = trainkit.train(tiny_config(), str(tmp_path), model=usermodels.Dense64(width=32))
+  stored = json.loads((tmp_path / 'config.json').read_text())
+  assert stored['model']['module'] == 'usermodels:Dense64'
+  assert stored['model']['args'] == {'width': 32}
+  params = result.load()._state.params  # pylint: disable=protected-access
+  assert params['backbone']['Dense_0']['kernel'].shape == (784, 32)
+
+
+def test_a_workdir_whose_module_is_gone_is_refused_naming_it(user_modules, mock_mnist,
+                                                             tmp_path, monkeypatch):
+  train.train_and_evaluate(_own(), str(tmp_path))
+  monkeypatch.delitem(sys.modules, 'usermodels', raising=False)
+  monkeypatch.setattr(sys, 'path', [p for p in sys.path if p != str(user_modules)])
+  with pytest.raises(trainkit.Refused, match="model.module='usermodels:Dense64' cannot be "
+                     'imported'):
+    trainkit.load(str(tmp_path))
+
+
+def _random_mnist_fields(random_mnist_4096):
+  manual_dir, data_dir = random_mnist_4096
+  return {'manual_dir': manual_dir, 'data_dir': data_dir, 'train_split': 'train[:3584]',
+          'validation_split': 'train[3584:]', 'batch_size': 32, 'eval_batch_size': 256,
+          'num_epochs': 3, 'cache_dir': session_cache_dir(), 'plots': False,
+          'model.module': 'usermodels:Dense64', 'progress': 'off'}
+
+
+def _config(fields):
+  config = default.get_config()
+  for key, value in fields.items():
+    node, *rest = key.split('.')
+    if rest:
+      config[node][rest[0]] = value
+    else:
+      config[key] = value
+  return config
+
+
+@pytest.mark.slow  # Process starts, and a SIGKILL.
+@pytest.mark.parametrize('module', BACKBONES)
+def test_an_own_backbone_resumes_bit_identical_after_a_sigkill(user_modules, tmp_path,
+                                                               random_mnist_4096, module):
+  fields = {**_random_mnist_fields(random_mnist_4096), 'checkpoint_every_steps': 40,
+            'steps_per_call': 1, 'model.module': module}
+  _, expected = train.train_and_evaluate(_config(fields), str(tmp_path / 'straight'))
+  killed = tmp_path / 'killed'
+  command = main_command('--config=configs/default.py', f'--workdir={killed}',
+                         *(f'--config.{k}={v}' for k, v in fields.items()))
+  saved = sigkill_after_first_checkpoint(command, killed, tmp_path / 'kill.log')
+  assert saved and saved[-1] < expected['step']  # Killed in training.
+  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Restored checkpoint' in resumed.stderr
+  got = json.loads((killed / 'summary.json').read_text())
+  for key in ('step', 'eval_loss', 'eval_accuracy', 'test_loss', 'best_step'):
+    assert got[key] == expected[key], key
+
+
+@pytest.mark.slow  # Two members trained, and exports run by fresh processes.
+@pytest.mark.parametrize('module', BACKBONES)
+def test_an_own_backbone_is_swept_and_exported(user_modules, tmp_path, random_mnist_4096,
+                                               module):
+  fields = {**_random_mnist_fields(random_mnist_4096), 'num_epochs': 1,
+            'model.module': module}
+  base = _config(fields)
+  ranked = sweeps.run_sweep(base, [{'learning_rate': 1e-3}, {'learning_rate': 3e-3}],
+                            str(tmp_path / 'sweep'), 'sequential', False)
+  assert len(ranked) == 2 and all(r['status'] == 'finished' for r in ranked)
+  workdir = ranked[0]['workdir']
+  rows = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+  np.save(tmp_path / 'rows.npy', rows)
+  predicted = run_main(f'--workdir={workdir}', '--mode=predict',
+                       f'--input={tmp_path}/rows.npy', f'--output={tmp_path}/p.csv')
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  expected = np.loadtxt(tmp_path / 'p.csv', delimiter=',', skiprows=1)[:, 2:]  # probs_*
+  for kind in ('jax', 'onnx'):
+    exported = run_main(f'--workdir={workdir}', '--mode=export', f'--format={kind}')
+    assert exported.returncode == 0, (kind, exported.stderr[-3000:])
+    got = run_export(kind, exported.stdout.strip().splitlines()[-1], rows, tmp_path)
+    np.testing.assert_allclose(got['b1_scores'][0], expected[0], atol=1e-5)
+
+
+@pytest.mark.slow  # One epoch of real MNIST.
+@pytest.mark.parametrize('module', BACKBONES)
+def test_an_own_backbone_learns_real_mnist(user_modules, mnist_dir, mnist_data_dir,
+                                           mnist_cache_dir, tmp_path, module):
+  config = default.get_config()
+  config.update({'manual_dir': mnist_dir, 'data_dir': mnist_data_dir,
+                 'cache_dir': mnist_cache_dir, 'num_epochs': 1, 'plots': False,
+                 'progress': 'off'})
+  config.model.module = module
+  _, summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['test_accuracy'] >= 0.90, summary['test_accuracy']
+
+
+@pytest.mark.slow  # A process start.
+def test_an_unknown_module_is_one_line_on_the_command_line(user_modules, tmp_path):
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}/w',
+                    '--config.model.module=usermodels:Nope')
+  assert result.returncode == 2
+  assert error_lines(result.stderr) == [
+      "error: model.module='usermodels:Nope' cannot be imported (AttributeError: module "
+      "'usermodels' has no attribute 'Nope')"]
+  assert not os.path.exists(tmp_path / 'w')

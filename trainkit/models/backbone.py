@@ -1,0 +1,119 @@
+"""A backbone of the user's (or a built-in CNN), scaled inputs in, the task's head on top.
+
+`config.model.module` names a Flax module by import path
+('package.module:Name'), linen or NNX, or a built-in one by name ('cnn'); its
+constructor arguments are `config.model.args` (JSON-able values, recorded in
+config.json). The module maps a batch of inputs, as scaled floats of the
+dataset's input shape, to features [batch, n]; `WithHead` scales the inputs
+the way the MLP does (so an exported model takes raw inputs) and ends in the
+task's head. A linen module is called as `module(x, train=...)`; an NNX
+module as `module(x)`, in training mode (`module.train()`) or not
+(`module.eval()`), and gets its `rngs` from the run (through
+`flax.nnx.bridge.ToLinen`). Either way BatchNorm statistics are the
+`batch_stats` collection and dropout draws from the run's 'dropout' key,
+so checkpoints, resumes and exports treat them as the MLP's. A module that
+computes the task's outputs itself sets the class attribute `HEAD = False`
+and returns them (a classifier's logits).
+"""
+
+import importlib
+import inspect
+from typing import Any
+
+import flax
+from flax import nnx
+import flax.linen as nn
+from flax.nnx import bridge
+import jax.numpy as jnp
+
+from trainkit import errors
+
+# Built-in backbones by name.
+BUILT_IN = {'cnn': 'trainkit.models.cnn:CNN'}
+
+
+def resolve(path: str):
+  """The linen or NNX module class `path` names ('package.module:Name' or a built-in's name)."""
+  full = BUILT_IN.get(path, path)
+  module_name, _, class_name = full.partition(':')
+  if not module_name or not class_name:
+    raise errors.ConfigError(
+        f"model.module={path!r}: give 'package.module:Name' (or one of: "
+        f"{', '.join(BUILT_IN)})")
+  try:
+    found = getattr(importlib.import_module(module_name), class_name)
+  except (ImportError, AttributeError) as e:
+    raise errors.ConfigError(f'model.module={path!r} cannot be imported '
+                             f'({type(e).__name__}: {str(e).splitlines()[0]})') from None
+  if not (inspect.isclass(found) and issubclass(found, (nn.Module, nnx.Module))):
+    raise errors.ConfigError(f'model.module={path!r} is not a Flax linen or NNX Module class '
+                             f'(it is {found!r})')
+  return found
+
+
+def _in_mode(module, x, train: bool):
+  """Calls NNX `module` on `x` in training mode or not (its Dropout and BatchNorm follow)."""
+  if train:
+    module.train()
+  else:
+    module.eval()
+  return module(x)
+
+
+class NnxBackbone(nn.Module):
+  """An NNX module as a linen backbone: `module(x, train=...)` as the MLP is called."""
+  nnx_class: Any
+  kwargs: Any  # Its constructor's keyword arguments (a FrozenDict); `rngs` is the run's.
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    wrapped = bridge.ToLinen(self.nnx_class, kwargs=self.kwargs, name='nnx')
+    return wrapped(x, nnx_method=_in_mode, train=train)
+
+
+def construct(path: str, args: dict) -> nn.Module:
+  """The module of `path` built with `args`, refused in one line where it takes other ones."""
+  cls = resolve(path)
+  if issubclass(cls, nnx.Module):
+    fields = set(inspect.signature(cls.__init__).parameters) - {'self', 'rngs'}
+  else:
+    fields = {f for f in getattr(cls, '__dataclass_fields__', {}) if f not in ('parent', 'name')}
+  unknown = sorted(set(args) - fields)
+  if unknown:
+    raise errors.ConfigError(
+        f'model.args: {path} takes no argument {unknown[0]!r} (it takes: '
+        f'{", ".join(sorted(fields)) or "none"}){errors.suggest(unknown[0], fields)}')
+  if issubclass(cls, nnx.Module):
+    return NnxBackbone(cls, flax.core.FrozenDict(args))
+  try:
+    return cls(**args)
+  except TypeError as e:
+    raise errors.ConfigError(f'model.args: {path} cannot be built with {args!r} ({e})') from None
+
+
+def head_on_top(module: nn.Module) -> bool:
+  """Whether the task's head goes on `module` (its class sets HEAD = False where not)."""
+  return getattr(getattr(module, 'nnx_class', module), 'HEAD', True)
+
+
+class WithHead(nn.Module):
+  """`(x - input_shift) / input_scale`, the backbone, then the task's head."""
+  backbone: nn.Module
+  head: Any
+  input_shift: float | tuple = 0.0
+  input_scale: float | tuple = 255.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, keep_probs=None):
+    del keep_probs  # The MLP's dropout as values; a backbone keeps its own rates.
+    shape = x.shape
+    x = x.reshape((shape[0], -1)).astype(jnp.float32)
+    shift, scale = (s if isinstance(s, (int, float)) else jnp.asarray(s, jnp.float32)
+                    for s in (self.input_shift, self.input_scale))
+    x = ((x - shift) / scale).astype(self.dtype).reshape(shape)
+    features = self.backbone(x, train=train)
+    if not head_on_top(self.backbone):
+      return features
+    dense = lambda n: nn.Dense(n, dtype=self.dtype)
+    return self.head.head(features, dense)
