@@ -11,10 +11,11 @@ from ml_collections import config_flags
 import pytest
 
 from tests.helpers import ENV, ROOT, error_lines, run_main, set_field
+from trainkit import configs
 from trainkit import errors
 from trainkit.training import config_checks
 from configs import default, jax_docs, jax_in_action, mixture_density
-from configs import mixture_density_tuned, table
+from configs import mixture_density_tuned, mnist_cnn, table
 
 
 def _parse(*args):
@@ -71,19 +72,22 @@ def test_wrong_override_type_is_refused():
     _parse('--config.batch_size=large')
 
 
-@pytest.mark.parametrize('get_config', [default.get_config, jax_docs.get_config,
-                                        jax_in_action.get_config, mixture_density.get_config,
-                                        mixture_density_tuned.get_config, table.get_config])
+_SHIPPED = (default, jax_docs, jax_in_action, mixture_density, mixture_density_tuned, table,
+            mnist_cnn)
+
+
+@pytest.mark.parametrize('get_config', [m.get_config for m in _SHIPPED])
 def test_shipped_configs_are_valid(get_config):
   config_checks.validate(get_config())
 
 
 def test_every_shipped_config_is_checked():
-  shipped = {name[:-3] for name in os.listdir(os.path.join(ROOT, 'configs'))
-             if name.endswith('.py') and name != '__init__.py'}
-  checked = {m.__name__.split('.')[-1] for m in (default, jax_docs, jax_in_action,
-                                                 mixture_density, mixture_density_tuned, table)}
-  assert shipped == checked
+  # The package's configs, and the clone's configs/ beside them, one for one.
+  shipped = {name for name in configs.names() if not name.startswith('sweeps/')}
+  beside = {name[:-3] for name in os.listdir(os.path.join(ROOT, 'configs'))
+            if name.endswith('.py') and name != '__init__.py'}
+  checked = {m.__name__.split('.')[-1] for m in _SHIPPED}
+  assert shipped == beside == checked
 
 
 @pytest.mark.parametrize('field, value, message', [

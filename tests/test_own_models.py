@@ -251,3 +251,15 @@ def test_an_unknown_module_is_one_line_on_the_command_line(user_modules, tmp_pat
       "error: model.module='usermodels:Nope' cannot be imported (AttributeError: module "
       "'usermodels' has no attribute 'Nope')"]
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_the_built_in_cnn_trains_and_is_summarised(mock_mnist, tmp_path):
+  config = tiny_config(**{'model.module': 'cnn'})
+  config.model.args = {'channels': (4, 8), 'dense': 16}
+  _, summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['step'] > 0
+  model = trainkit.load(str(tmp_path))
+  params = model._state.params['backbone']  # pylint: disable=protected-access
+  assert params['Conv_0']['kernel'].shape == (3, 3, 1, 4)
+  assert params['Conv_1']['kernel'].shape == (3, 3, 4, 8)
+  assert 'Conv_0' in model.summary and 'Total' in model.summary
