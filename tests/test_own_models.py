@@ -153,6 +153,11 @@ def test_the_python_api_takes_a_module_itself(user_modules, mock_mnist, tmp_path
   assert stored['model']['args'] == {'width': 32}
   params = result.load()._state.params  # pylint: disable=protected-access
   assert params['backbone']['Dense_0']['kernel'].shape == (784, 32)
+  # An NNX module is given as its class; its arguments stay the config's.
+  result = trainkit.train(tiny_config(), str(tmp_path / 'nnx'), model=usermodels.NnxDense64,
+                          overrides={'model.args': {'width': 8}})
+  params = result.load()._state.params  # pylint: disable=protected-access
+  assert params['backbone']['nnx']['dense']['kernel'].shape == (784, 8)
 
 
 def test_a_workdir_whose_module_is_gone_is_refused_naming_it(user_modules, mock_mnist,

@@ -168,3 +168,57 @@ def test_a_table_from_dataframes_predicts_what_the_command_writes(tmp_path):
   for name in (n for n in predicted if n.startswith('probs')):
     np.testing.assert_allclose(np.asarray(written[name], np.float64), predicted[name],
                                rtol=0, atol=1e-6)
+
+
+def test_an_older_workdir_is_used_without_its_training_machine(array_run, tmp_path):
+  # A config.json from before fields were added, naming a manual_dir that is
+  # not on this machine and a tracker: used with its own config, the new
+  # fields take their defaults and the training machine's are dropped.
+  import json  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  import shutil  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  workdir = str(tmp_path / 'old')
+  shutil.copytree(array_run[0], workdir)
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    stored = json.load(f)
+  for field in ('positive_class', 'table_separator', 'table_encoding', 'mlflow_uri'):
+    del stored[field]
+  del stored['model']['module'], stored['model']['args']
+  stored.update(manual_dir='/no/such/idx/folder', trackers='mlflow')
+  with open(path, 'w') as f:
+    json.dump(stored, f)
+  model = trainkit.load(workdir)
+  assert model.config.manual_dir is None and model.config.trackers == ''
+  assert model.config.table_encoding == 'utf-8' and model.config.model.module == ''
+  rows, _ = _regression_data(seed=3, n=4)
+  assert set(model.predict(rows)) == {'mean', 'std'}
+
+
+def test_the_api_refuses_in_its_own_type(tmp_path):
+  for config, overrides, message in (
+      ('no_such_config', None, "config='no_such_config': FileNotFoundError"),
+      ('default', {'model.nope.width': 3}, "unknown config field 'model.nope.width'"),
+      ('default', {'batch_size': 'large'}, 'batch_size='),
+      ('default', {'model.module': 'json:dumps'}, 'is not a Flax linen or NNX Module class'),
+  ):
+    with pytest.raises(trainkit.Refused, match=message):
+      trainkit.train(config, str(tmp_path / 'w'), overrides=overrides)
+  with pytest.raises(trainkit.Refused, match='give a dict of train and test splits'):
+    trainkit.train('default', str(tmp_path / 'w'), data={'train': [1, 2], 'test': [3]})
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_a_backbones_arguments_are_json_and_part_of_the_contract(array_run, tmp_path):
+  config = _regression_config()
+  config.model.module = 'cnn'
+  config.model.args = {'dense': object()}
+  with pytest.raises(trainkit.Refused, match='must be a JSON value'):
+    trainkit.train(config, str(tmp_path / 'w'), data={'train': _regression_data(),
+                                                     'test': _regression_data(1)})
+  # An argument added to a trained workdir's backbone is a change of model.
+  from trainkit.workdirs import config_history  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  stored = {'model': {'module': 'cnn', 'args': {}}}
+  changed = _regression_config()
+  changed.model.module = 'cnn'
+  changed.model.args = {'dense': 64}
+  assert 'model.args' in config_history.differences(stored, changed)

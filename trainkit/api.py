@@ -82,22 +82,34 @@ class Trained:
 def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
   """A copy of `config` (a ConfigDict, a file or a shipped name) with `overrides` set."""
   if isinstance(config, (str, os.PathLike)):
-    config = configs.load(os.fspath(config))
+    name = os.fspath(config)
+    try:
+      config = configs.load(name)
+    except Exception as e:  # pylint: disable=broad-except  # Whatever the file raised.
+      why = str(e).splitlines()[0] if str(e) else ''
+      raise Refused(f'config={name!r}: {type(e).__name__}: {why}'.rstrip(': '),
+                    cli.EXIT_BAD_INPUT) from e
   config = ml_collections.ConfigDict(config.to_dict())  # Ours to change.
   config.lock()
   for field, value in (overrides or {}).items():
     *parents, name = field.split('.')
     node = config
     for parent in parents:
-      node = node[parent]
-    if name not in node:
+      node = node[parent] if parent in node and hasattr(node[parent], 'items') else None
+      if node is None:
+        break
+    if node is None or name not in node:
       raise Refused(f'unknown config field {field!r} in the overrides', cli.EXIT_BAD_INPUT)
-    node[name] = value
+    try:
+      node[name] = value
+    except TypeError as e:
+      raise Refused(f'{field}={value!r}: {e}', cli.EXIT_BAD_INPUT) from None
   return config
 
 
 def train(config, workdir: str, *, data: dict | None = None,
-          overrides: dict | None = None, model=None) -> Trained:
+          overrides: dict | None = None, model=None,
+          continue_with_changes: bool = False) -> Trained:
   """Trains (or resumes) a run of `config` in `workdir`; returns its summary and workdir.
 
   Args:
@@ -114,6 +126,8 @@ def train(config, workdir: str, *, data: dict | None = None,
       train as the backbone (docs/models.md): recorded in the config as its
       import path, with a linen instance's fields as its arguments. It must
       be importable by that path to be used again in another process.
+    continue_with_changes: a resume may change the continuable fields (more
+      epochs, a new learning rate, ...), as --continue_with_changes allows.
 
   Raises:
     Refused: what the command line refuses (its message is the `error:` line),
@@ -122,17 +136,20 @@ def train(config, workdir: str, *, data: dict | None = None,
   with _refusals():
     config = _config(config, overrides)
     if model is not None:
-      config.model.module, config.model.args = _module_fields(model)
+      config.model.module, args = _module_fields(model)
+      if args is not None:  # A class keeps the arguments the config gives it.
+        config.model.args = args
     if data is not None:
       path, contents = _in_memory(config, workdir, data)
       # Everything that can refuse the run does so before the data is written.
       config_checks.validate(config)
       workdir_lib.check_workdir(workdir)
-      config_history.check_resume(config, workdir)
+      config_history.check_resume(config, workdir, continue_with_changes)
       if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         workdir_lib.write_bytes(path, contents)
-    _, summary = train_lib.train_and_evaluate(config, workdir)
+    _, summary = train_lib.train_and_evaluate(config, workdir,
+                                              continue_with_changes=continue_with_changes)
   return Trained(summary, workdir)
 
 
@@ -141,12 +158,15 @@ def _module_fields(model) -> tuple:
   cls = model if isinstance(model, type) else type(model)
   path = f'{cls.__module__}:{cls.__qualname__}'
   if isinstance(model, type):
-    return path, {}
-  fields = [f for f in getattr(cls, '__dataclass_fields__', {}) if f not in ('parent', 'name')]
-  if not fields and not hasattr(cls, '__dataclass_fields__'):
+    return path, None
+  if not hasattr(cls, '__dataclass_fields__'):
     raise Refused(f'model={model!r}: give an NNX module as its class (its arguments in '
-                  'config.model.args); an instance cannot be recorded', cli.EXIT_BAD_INPUT)
-  return path, {f: getattr(model, f) for f in fields}
+                  "overrides={'model.args': ...}); an instance cannot be recorded",
+                  cli.EXIT_BAD_INPUT)
+  # The fields set to other than their defaults: what config.json records.
+  fields = {f: getattr(model, f) for f, spec in cls.__dataclass_fields__.items()
+            if f not in ('parent', 'name') and getattr(model, f) != spec.default}
+  return path, fields
 
 
 _SPLIT = '__split__'  # The column a DataFrame's rows name their split in.
@@ -154,11 +174,15 @@ _SPLIT = '__split__'  # The column a DataFrame's rows name their split in.
 
 def _in_memory(config, workdir: str, data: dict) -> tuple:
   """(path, bytes) of in-memory splits as a file in WORKDIR/data/; points `config` at it."""
-  if not isinstance(data, dict) or set(data) - {'train', 'validation', 'test'} or not (
+  pairs = isinstance(data, dict) and all(isinstance(v, tuple) and len(v) == 2
+                                         for v in data.values())
+  frames = isinstance(data, dict) and all(hasattr(v, 'columns') for v in data.values())
+  if not (pairs or frames) or set(data) - {'train', 'validation', 'test'} or not (
       {'train', 'test'} <= set(data)):
-    raise Refused(f'data={sorted(data) if isinstance(data, dict) else data!r}: give a dict '
-                  'of train and test splits (and optionally validation)', cli.EXIT_BAD_INPUT)
-  if all(isinstance(v, tuple) and len(v) == 2 for v in data.values()):
+    raise Refused(f'data={sorted(data) if isinstance(data, dict) else type(data).__name__!r}: '
+                  'give a dict of train and test splits (optionally validation), each an '
+                  '(x, y) pair of arrays, or each a DataFrame', cli.EXIT_BAD_INPUT)
+  if pairs:
     contents, suffix = _npz({f'{k}_{split}': np.asarray(v) for split, pair in data.items()
                              for k, v in zip(('x', 'y'), pair)}), 'npz'
   else:
@@ -202,7 +226,7 @@ class Model:
     self.workdir = workdir
     self.checkpoint = str(checkpoint)
     with _refusals():
-      self.config = config_history.workdir_config(workdir)
+      self.config = config_history.workdir_config(workdir, configs.load('default'))
       state, self.step, self.spec = restore_lib.restore(self.config, workdir, self.checkpoint)
     self._state = optimizers.params_for_eval(state)
 

@@ -77,7 +77,7 @@ def main(argv):
                f'{", ".join(configs.names())})')
   if config is None:  # The workdir's own, as it was trained.
     with cli.exits():
-      config = config_history.workdir_config(FLAGS.workdir)
+      config = config_history.workdir_config(FLAGS.workdir, configs.load('default'))
   cli.setup_logging()
   cli.use_compilation_cache(config.cache_dir)
   # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.

@@ -24,7 +24,7 @@ def names() -> list:
 
 def path(name: str) -> str:
   """`name` if it is a file; else the shipped config it names; else `name` as it is."""
-  if os.path.exists(name):
+  if os.path.isfile(name):
     return name
   stem = name.removeprefix('configs/').removesuffix('.py')
   shipped = os.path.join(_HERE, stem + '.py')

@@ -6,6 +6,8 @@ one by name ('cnn') or any Flax linen module by import path, built with
 `config.model.args`.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,11 @@ def check_config(config) -> None:
   """Refuses the model's fields: the MLP's, or a backbone that cannot be built."""
   mlp.check_config(config)
   if _module(config.model):
+    try:
+      json.dumps(_args(config.model))
+    except (TypeError, ValueError) as e:
+      raise errors.ConfigError(f'model.args={_args(config.model)!r}: every argument must be a '
+                               f'JSON value, to be recorded in config.json ({e})') from None
     backbone.construct(_module(config.model), _args(config.model))
 
 

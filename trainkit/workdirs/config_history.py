@@ -30,7 +30,6 @@ import json
 import os
 import time
 
-import ml_collections
 
 from trainkit import errors
 from trainkit.workdirs import layout as workdir_lib
@@ -56,7 +55,8 @@ INFERENCE = ('dataset', 'dtype', 'model.')
 def _flat(tree: dict, prefix: str = '') -> dict:
   out = {}
   for key, value in tree.items():
-    if isinstance(value, dict):
+    # A backbone's arguments are one value: a key added or dropped is a change.
+    if isinstance(value, dict) and prefix + key != 'model.args':
       out.update(_flat(value, f'{prefix}{key}.'))
     else:
       out[prefix + key] = value
@@ -136,20 +136,42 @@ def _tuples(value):
   return value
 
 
-def workdir_config(workdir: str):
-  """The config `workdir` was trained with, as a locked ConfigDict.
+def _set(config, stored: dict) -> None:
+  """`config`'s fields set from `stored` (nested; a field this version lacks is left out)."""
+  for key, value in stored.items():
+    if key not in config:
+      continue
+    if isinstance(value, dict) and hasattr(config[key], 'items') and key != 'args':
+      _set(config[key], value)
+    else:
+      config[key] = value
 
-  What a trained workdir is used with when no config is given: its own.
-  Read as data (JSON), never run. Refused in one line when it has none.
+
+def workdir_config(workdir: str, defaults):
+  """The config `workdir` was trained with, over `defaults` (a ConfigDict), locked.
+
+  What a trained workdir is used with when no config is given: its own,
+  read as data (JSON), never run. Fields added since it was trained take
+  their defaults. The operational fields that point at the training machine
+  and do not exist here (a manual_dir, a cache_dir) are dropped, and it
+  tracks nothing. Refused in one line when it has none.
   """
   config = stored(workdir)
   if config is None:
     raise errors.ConfigError(
         f'--workdir={workdir!r} holds no {workdir_lib.CONFIG}: it was never trained; '
         'give --config (and train it first)')
-  config = ml_collections.ConfigDict(_tuples(config))
-  config.lock()
-  return config
+  defaults = defaults.copy_and_resolve_references()
+  defaults.unlock()
+  _set(defaults, _tuples(config))
+  if defaults.get('manual_dir') and not os.path.isdir(os.path.expanduser(defaults.manual_dir)):
+    defaults.manual_dir = None
+  if defaults.get('cache_dir') and os.path.exists(os.path.expanduser(defaults.cache_dir)) and (
+      not os.path.isdir(os.path.expanduser(defaults.cache_dir))):
+    defaults.cache_dir = ''
+  defaults.trackers = ''
+  defaults.lock()
+  return defaults
 
 
 def _listed(changes: dict) -> str:
