@@ -1,10 +1,13 @@
 """Offline preparation of MNIST from IDX files, and its validation."""
 
+import io
 import os
+import sys
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 import tensorflow_datasets as tfds
 
 from tests.helpers import tiny_config
@@ -119,3 +122,15 @@ def test_real_mnist_files_validate(mnist_dir):
   for split, n in (('train', 60_000), ('test', 10_000)):
     images, labels = offline_data.load_idx_split(mnist_dir, split)
     assert images.shape == (n, 28, 28, 1) and labels.shape == (n,)
+
+
+def test_without_opencv_the_pngs_are_pillows_and_decode_to_the_same_pixels(monkeypatch):
+  # The core install has no OpenCV: the prepared dataset must hold the same images.
+  images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+  with_opencv = offline_data._png(images)  # pylint: disable=protected-access
+  monkeypatch.setitem(sys.modules, 'cv2', None)  # `import cv2` raises ImportError.
+  with_pillow = offline_data._png(images)  # pylint: disable=protected-access
+  assert with_pillow != with_opencv  # Another encoder wrote them.
+  decode = lambda data: np.asarray(Image.open(io.BytesIO(data)))
+  for image, a, b in zip(images, with_opencv, with_pillow):
+    assert np.array_equal(decode(a), image[..., 0]) and np.array_equal(decode(b), image[..., 0])
