@@ -25,20 +25,16 @@ import numpy as np
 
 from trainkit import cli
 from trainkit import configs
-from trainkit.data.sources import table_formats
 from trainkit.runtime import preemption
 from trainkit.serving import predict_rows
 from trainkit.serving import restore as restore_lib
 from trainkit.serving import row_inputs
 from trainkit.training import config_checks
-from trainkit.training import divergence
 from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.training import train as train_lib
 from trainkit.workdirs import config_history
-from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
-from trainkit.workdirs import lock as workdir_lock
 
 
 class Refused(Exception):
@@ -49,12 +45,6 @@ class Refused(Exception):
     self.exit_status = exit_status
 
 
-_STATUSES = ((cli.INPUT_ERRORS, cli.EXIT_BAD_INPUT),
-             ((workdir_lock.WorkdirBusy,), cli.EXIT_WORKDIR_BUSY),
-             ((full_disk.DiskFull,), cli.EXIT_DISK_FULL),
-             ((divergence.Diverged,), cli.EXIT_DIVERGED))
-
-
 @contextlib.contextmanager
 def _refusals():
   """The library's refusals as `Refused` (an interruption stays what it is)."""
@@ -63,10 +53,10 @@ def _refusals():
   except preemption.Interrupted:
     raise
   except Exception as e:  # pylint: disable=broad-except
-    for kinds, status in _STATUSES:
-      if isinstance(e, kinds):
-        raise Refused(str(e), status) from e
-    raise
+    status = cli.exit_status(e)
+    if status is None:
+      raise
+    raise Refused(str(e), status) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,11 +257,8 @@ class Model:
         pq.write_table(pa.Table.from_pandas(x, preserve_index=False), path)
         rows, ids, _ = row_inputs.read_table(self.config, self.spec, path)
       else:
-        path = os.path.join(folder, 'rows.npy')
-        np.save(path, np.asarray(x))
-        rows, _ = row_inputs.read_rows(path, self.spec.input_shape, 'no',
-                                       table_formats.TextFormat.of(self.config),
-                                       self.spec.input_dtype)
+        rows = row_inputs.array_rows('x', np.asarray(x), self.spec.input_shape,
+                                     self.spec.input_dtype)
         ids = {}
       return predict_rows.predictions(self._state, self.config, self.spec, rows, ids)
 

@@ -52,22 +52,29 @@ INPUT_ERRORS = (errors.ConfigError, sources.DataError,
                 workdir_lib.WorkdirError)
 
 
+# What the library refuses or stops a run with, and the exit status of each.
+_STATUSES = ((INPUT_ERRORS, EXIT_BAD_INPUT), ((workdir_lock.WorkdirBusy,), EXIT_WORKDIR_BUSY),
+             ((full_disk.DiskFull,), EXIT_DISK_FULL), ((divergence.Diverged,), EXIT_DIVERGED))
+
+
+def exit_status(error: BaseException) -> int | None:
+  """The exit status of a refusal `error` (one `error:` line); None for anything else."""
+  return next((status for kinds, status in _STATUSES if isinstance(error, kinds)), None)
+
+
 @contextlib.contextmanager
 def exits(interrupted_hint: str = ''):
   """Turns what the library refuses or stops with into one line and its exit status."""
   try:
     yield
-  except INPUT_ERRORS as e:
-    refuse(e)
-  except workdir_lock.WorkdirBusy as e:
-    refuse(e, EXIT_WORKDIR_BUSY)
-  except full_disk.DiskFull as e:
-    refuse(e, EXIT_DISK_FULL)
-  except divergence.Diverged as e:
-    refuse(e, EXIT_DIVERGED)
   except preemption.Interrupted as e:
     print(f'interrupted: {e}{interrupted_hint}', file=sys.stderr)
     sys.exit(e.exit_status)
+  except Exception as e:  # pylint: disable=broad-except
+    status = exit_status(e)
+    if status is None:
+      raise
+    refuse(e, status)
 
 
 def run_mode(mode: str, config, workdir: str, inputs=(), *, continue_with_changes=False,

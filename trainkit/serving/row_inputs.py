@@ -129,26 +129,39 @@ def read_rows(path: str, input_shape: tuple, header: str = 'auto',
   if not os.path.isfile(path):
     refuse(path, 'no such file')
   features = int(np.prod(input_shape))
-  header_line = None
   if path.lower().endswith(ARRAY_SUFFIXES):
-    rows = _array(path)
-    if rows.dtype.kind not in 'biuf':
-      refuse(path, f'holds {rows.dtype} values, not numbers')
-    fits = rows.ndim >= 1 and (rows.shape[1:] in (tuple(input_shape), (features,))
-                               or (rows.ndim == 1 and features == 1))
-    if not fits or not len(rows):
-      refuse(path, f'holds an array of shape {rows.shape}; the model takes rows of shape '
-             f'{tuple(input_shape)}' + (f' (or of {features} features)'
-                                        if len(input_shape) > 1 else ''))
-  elif path.lower().endswith(table_formats.PARQUET_SUFFIXES):
-    rows = _parquet_rows(path, features)
+    return array_rows(path, _array(path), input_shape, dtype), None
+  if path.lower().endswith(table_formats.PARQUET_SUFFIXES):
+    rows, header_line = _parquet_rows(path, features), None
   else:
     rows, header_line = _text_rows(path, features, header, fmt or table_formats.TextFormat())
-  rows = rows.reshape(len(rows), *input_shape)
+  return _checked(path, rows.reshape(len(rows), *input_shape), dtype), header_line
+
+
+def array_rows(where: str, rows: np.ndarray, input_shape: tuple,
+               dtype: str = 'float32') -> np.ndarray:
+  """An array of rows ([n, *input_shape], or [n, features]) as the model takes them.
+
+  Refused in one line naming `where`, as read_rows refuses a file's.
+  """
+  features = int(np.prod(input_shape))
+  if rows.dtype.kind not in 'biuf':
+    refuse(where, f'holds {rows.dtype} values, not numbers')
+  fits = rows.ndim >= 1 and (rows.shape[1:] in (tuple(input_shape), (features,))
+                             or (rows.ndim == 1 and features == 1))
+  if not fits or not len(rows):
+    refuse(where, f'holds an array of shape {rows.shape}; the model takes rows of shape '
+           f'{tuple(input_shape)}' + (f' (or of {features} features)'
+                                      if len(input_shape) > 1 else ''))
+  return _checked(where, rows.reshape(len(rows), *input_shape), dtype)
+
+
+def _checked(where: str, rows: np.ndarray, dtype: str) -> np.ndarray:
+  """`rows` as `dtype`, refused where a value is not finite or does not fit it."""
   if rows.dtype.kind == 'f' and not np.isfinite(rows).all():
     row = int(np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))[0][0])
-    refuse(path, f'holds NaN or infinite values (the first in row {row})')
-  return _as_dtype(path, rows, np.dtype(dtype)), header_line
+    refuse(where, f'holds NaN or infinite values (the first in row {row})')
+  return _as_dtype(where, rows, np.dtype(dtype))
 
 
 def _as_dtype(path: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
