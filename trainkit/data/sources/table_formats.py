@@ -20,7 +20,6 @@ The rules a user can rely on (docs/tables_and_arrays.md):
 """
 
 import dataclasses
-import math
 import os
 import re
 
@@ -66,13 +65,13 @@ class Wider(Exception):
     self.name, self.type_name = name, type_name
 
 
-def is_number(text: str, finite: bool = False) -> bool:
-  """Whether `text` reads as a number (with `finite`, not NaN or infinite)."""
+def is_number(text: str) -> bool:
+  """Whether `text` reads as a number."""
   try:
-    value = float(text)
+    float(text)
   except ValueError:
     return False
-  return not finite or math.isfinite(value)
+  return True
 
 
 def is_text(path: str) -> bool:
@@ -122,12 +121,20 @@ def _parse_options(path: str, fmt: TextFormat):
   return pa_csv.ParseOptions(delimiter=separator(path, fmt), newlines_in_values=True)
 
 
-def _wider(error, names) -> 'Wider | None':
-  found = re.search(r'CSV column #(\d+): CSV conversion error to (.+?): invalid value',
+def _conversion_error(error, names) -> tuple | None:
+  """(column name, type, value) of pyarrow's CSV conversion error, or None for another."""
+  found = re.search(r'CSV column #(\d+): CSV conversion error to (.+?): invalid value (.*)',
                     str(error))
-  if not found or int(found.group(1)) >= len(names) or found.group(2) == 'string':
+  if not found or int(found.group(1)) >= len(names):
     return None
-  return Wider(names[int(found.group(1))], _WIDER.get(found.group(2), 'string'))
+  return names[int(found.group(1))], found.group(2), found.group(3)
+
+
+def _wider(error, names) -> 'Wider | None':
+  found = _conversion_error(error, names)
+  if not found or found[1] == 'string':
+    return None
+  return Wider(found[0], _WIDER.get(found[1], 'string'))
 
 
 def batches(dataset: str, paths: list, fmt: TextFormat, column_types=None, include=None):
@@ -246,12 +253,11 @@ def read_whole(path: str, fmt: TextFormat, kinds: dict, text_columns: tuple) -> 
       names = pq.ParquetFile(path).schema_arrow.names
       table = pq.read_table(path, columns=[n for n in wanted if n in names])
   except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as e:
-    found = re.search(r'CSV column #(\d+): CSV conversion error to (\w+): invalid value (.*)',
-                      str(e))
-    if found and int(found.group(1)) < len(names):
-      expected = {'double': 'a number', 'bool': 'a boolean'}.get(found.group(2), found.group(2))
-      raise Unsupported(f'column {names[int(found.group(1))]!r} holds {found.group(3)}, not '
-                        f'{expected}') from None
+    found = _conversion_error(e, names)
+    if found:
+      name, type_name, value = found
+      expected = {'double': 'a number', 'bool': 'a boolean'}.get(type_name, type_name)
+      raise Unsupported(f'column {name!r} holds {value}, not {expected}') from None
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise Unsupported(f'cannot be read as a table ({first})') from None
   return {name: _as_read(name, table[name], kinds.get(name), name in text_columns)
@@ -282,9 +288,8 @@ def _read_text(path: str, fmt: TextFormat, present: list, kinds: dict, text_colu
   texts_read = [n for n in present if n in text_columns]
   if texts_read:
     as_written = read(texts_read, strings_can_be_null=False, quoted_strings_can_be_null=False)
-    for name in texts_read:
-      table = (table.set_column(table.column_names.index(name), name, as_written[name])
-               if name in table.column_names else table.append_column(name, as_written[name]))
+    for name in texts_read:  # Never among the features.
+      table = table.append_column(name, as_written[name])
   return table
 
 
@@ -299,10 +304,11 @@ def _as_read(name: str, chunked, kind: str | None, as_text: bool):
     column = column.dictionary_decode()
   if (as_text or kind == 'string') and pa.types.is_integer(column.type):
     column = column.cast(pa.string())  # A Parquet file's numbers for a text column.
-  if pa.types.is_large_string(column.type) or (kind == 'string'
-                                                and pa.types.is_null(column.type)):
+  if kind == 'string' and pa.types.is_null(column.type):
     column = column.cast(pa.string())
-  if kind == 'string' and not pa.types.is_string(column.type):
+  # Large strings stay large: a column over 2 GB cannot be cast back.
+  if kind == 'string' and not (pa.types.is_string(column.type)
+                               or pa.types.is_large_string(column.type)):
     raise Unsupported(f'column {name!r} holds {column.type} values; the model was trained '
                       'on string values there')
   return column

@@ -230,15 +230,16 @@ class TableSource(base.Source):
     values = np.asarray(values)
     if not tasks.takes_classes(self._config):
       if kind == 'string':
-        finite = [table_formats.is_number(level, finite=True) for level in levels]
-        rows = np.flatnonzero(~np.array(finite or [True], bool)[values])
+        # Numbers stored as text (a Parquet string column): their values, not their codes.
+        parsed = np.array([float(level) if table_formats.is_number(level) else np.nan
+                           for level in levels], np.float64)
+        rows = np.flatnonzero(~np.isfinite(parsed)[values])
         shown = ', '.join(f'{levels[values[r]]!r} (row {r})' for r in rows[:3])
         if len(rows):
           self.refuse(f'target_column={name!r} must hold numbers for task='
                       f'{self._config.task!r}; it holds text: {shown}'
                       + (f' and {len(rows) - 3} more' if len(rows) > 3 else ''))
-        # Numbers stored as text (a Parquet string column): their values, not their codes.
-        values = np.array([float(level) for level in levels], np.float64)[values]
+        values = parsed[values]
       y, classes = values.astype(np.float32), None
     elif kind == 'string':
       names = sorted(levels)
