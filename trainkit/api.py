@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import json
 import os
 import tempfile
 import zipfile
@@ -29,7 +28,6 @@ from trainkit.runtime import preemption
 from trainkit.serving import predict_rows
 from trainkit.serving import restore as restore_lib
 from trainkit.serving import row_inputs
-from trainkit.training import config_checks
 from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.training import train as train_lib
@@ -131,10 +129,9 @@ def train(config, workdir: str, *, data: dict | None = None,
         config.model.args = args
     if data is not None:
       path, contents = _in_memory(config, workdir, data)
-      # Everything that can refuse the run does so before the data is written.
-      config_checks.validate(config)
-      workdir_lib.check_workdir(workdir)
-      config_history.check_resume(config, workdir, continue_with_changes)
+      # Everything that can refuse the run does so before the data is written
+      # (a resume's digest check reads the file already there: the same path).
+      train_lib.check_before_work(config, workdir, continue_with_changes)
       if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         workdir_lib.write_bytes(path, contents)
@@ -235,11 +232,7 @@ class Model:
   @property
   def results(self) -> dict | None:
     """The run's summary.json, if it finished (else None)."""
-    try:
-      with open(os.path.join(self.workdir, workdir_lib.SUMMARY)) as f:
-        return json.load(f)
-    except (OSError, ValueError):
-      return None
+    return workdir_lib.read_summary(self.workdir)
 
   def predict(self, x) -> dict:
     """Predictions of rows, images or a table's rows, as --mode=predict writes them.

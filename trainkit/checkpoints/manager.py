@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from trainkit import errors
+from trainkit import tasks
 from trainkit.tasks import selection
 from trainkit.workdirs import layout as workdir_lib
 
@@ -344,6 +345,4 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
 def check_config(config, reported: tuple) -> None:
   """Refuses a checkpoint count, or a best_metric the task does not report (`reported`)."""
   errors.positive_integers(config, ('keep_checkpoints',))
-  errors.require(config.best_metric in reported, 'best_metric', config.best_metric,
-                 f'is not a metric task={config.task!r} reports (it reports: '
-                 f'{", ".join(reported)}){errors.suggest(config.best_metric, reported)}')
+  tasks.require_reported(config, 'best_metric', reported)

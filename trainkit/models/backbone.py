@@ -27,6 +27,7 @@ from flax.nnx import bridge
 import jax.numpy as jnp
 
 from trainkit import errors
+from trainkit.models import mlp
 
 # Built-in backbones by name.
 BUILT_IN = {'cnn': 'trainkit.models.cnn:CNN'}
@@ -107,11 +108,7 @@ class WithHead(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool, keep_probs=None):
     del keep_probs  # The MLP's dropout as values; a backbone keeps its own rates.
-    shape = x.shape
-    x = x.reshape((shape[0], -1)).astype(jnp.float32)
-    shift, scale = (s if isinstance(s, (int, float)) else jnp.asarray(s, jnp.float32)
-                    for s in (self.input_shift, self.input_scale))
-    x = ((x - shift) / scale).astype(self.dtype).reshape(shape)
+    x = mlp.scaled_inputs(x, self.input_shift, self.input_scale, self.dtype).reshape(x.shape)
     features = self.backbone(x, train=train)
     if not head_on_top(self.backbone):
       return features

@@ -57,6 +57,17 @@ def keep_probs(model_config) -> jax.Array:
                                         len(model_config.hidden_sizes)), jnp.float32)
 
 
+def scaled_inputs(x, shift, scale, dtype) -> jax.Array:
+  """`(x - shift) / scale` of inputs as stored, flattened to [batch, features], as `dtype`.
+
+  `shift` and `scale` are numbers, or one per input feature.
+  """
+  x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
+  shift, scale = (s if isinstance(s, (int, float)) else jnp.asarray(s, jnp.float32)
+                  for s in (shift, scale))
+  return ((x - shift) / scale).astype(dtype)
+
+
 class MLP(nn.Module):
   """Flatten -> [Dense -> activation -> Dropout -> BatchNorm] * n -> the task's head.
 
@@ -89,10 +100,7 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool, keep_probs=None):
-    x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
-    shift, scale = (s if isinstance(s, (int, float)) else jnp.asarray(s, jnp.float32)
-                    for s in (self.input_shift, self.input_scale))
-    x = ((x - shift) / scale).astype(self.dtype)
+    x = scaled_inputs(x, self.input_shift, self.input_scale, self.dtype)
     if self.kernel_init == 'normal':
       # The JAX docs' init draws biases from the same normal as the kernels.
       init = nn.initializers.normal(self.init_scale)

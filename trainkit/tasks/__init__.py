@@ -104,6 +104,14 @@ def check_config(config) -> tuple:
   return chosen.metrics(config)
 
 
+def require_reported(config, field: str, reported: tuple) -> None:
+  """Refuses `config.<field>` unless it names one of the metrics the task reports."""
+  value = config[field]
+  errors.require(value in reported, field, value,
+                 f'is not a metric task={config.task!r} reports (it reports: '
+                 f'{", ".join(reported)}){errors.suggest(value, reported)}')
+
+
 def check_data(config, data) -> None:
   """Refuses data the task cannot learn (labels it does not take, unnamed classes)."""
   errors.require(not config.positive_class or data.class_names, 'positive_class',

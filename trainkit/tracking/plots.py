@@ -14,7 +14,6 @@ the workdir alone, without JAX or the dataset. The real-valued tasks draw
 theirs with trainkit/tracking/regression_plots.py.
 """
 
-import json
 import os
 
 import matplotlib
@@ -23,9 +22,11 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from trainkit import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainkit import tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainkit.tasks import metric_catalogue as metrics_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainkit.tracking import regression_plots  # pylint: disable=g-import-not-at-top,wrong-import-position
+from trainkit.workdirs import config_history  # pylint: disable=g-import-not-at-top,wrong-import-position
 from trainkit.workdirs import layout as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PREDICTIONS = workdir_lib.PREDICTIONS
@@ -35,10 +36,8 @@ _WORST = 25  # Images in the worst-errors grid (5 x 5).
 def _run_config(workdir: str) -> dict:
   """The run's config.json as a dict ({} where it cannot be read)."""
   try:
-    with open(os.path.join(workdir, workdir_lib.CONFIG)) as f:
-      config = json.load(f)
-    return config if isinstance(config, dict) else {}
-  except (OSError, ValueError):
+    return config_history.stored(workdir) or {}
+  except errors.ConfigError:
     return {}
 
 

@@ -32,12 +32,15 @@ def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
   return list(zip([first] + ends[:-1], ends))
 
 
-def call_length(config, data: input_pipeline.Data, steps_per_epoch: int) -> int:
+def call_length(config, data: input_pipeline.Data, steps_per_epoch: int,
+                steps_per_call: int | None = None) -> int:
   """Steps per device call, padding included: one compiled length per run.
 
-  Calls never cross a checkpoint step.
+  Calls never cross a checkpoint step. `steps_per_call`: calls.steps_per_call's, if known.
   """
-  return min(calls.steps_per_call(config, data) or steps_per_epoch,
+  if steps_per_call is None:
+    steps_per_call = calls.steps_per_call(config, data)
+  return min(steps_per_call or steps_per_epoch,
              config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
 
 
@@ -48,8 +51,8 @@ class Plan:
     self.num_epochs = config.num_epochs
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = config.num_epochs * steps_per_epoch
-    self.length = call_length(config, data, steps_per_epoch)
     self._steps_per_call = calls.steps_per_call(config, data)
+    self.length = call_length(config, data, steps_per_epoch, self._steps_per_call)
     self._every_steps = config.checkpoint_every_steps
     self._every_epochs = config.checkpoint_every_epochs
 

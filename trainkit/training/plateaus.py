@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from trainkit import errors
+from trainkit import tasks
 from trainkit.tasks import selection
 
 
@@ -68,11 +69,7 @@ def reduce_on_plateau(config, meta: dict, metrics: dict) -> float | None:
 
 def check_config(config, reported: tuple) -> None:
   """Refuses early-stopping and plateau settings that cannot be (`reported`: the task's metrics)."""
-  errors.require(config.early_stopping_metric in reported, 'early_stopping_metric',
-                 config.early_stopping_metric,
-                 f'is not a metric task={config.task!r} reports (it reports: '
-                 f'{", ".join(reported)})'
-                 f'{errors.suggest(config.early_stopping_metric, reported)}')
+  tasks.require_reported(config, 'early_stopping_metric', reported)
   for name in ('early_stopping_patience', 'plateau_patience'):
     errors.require(isinstance(config[name], int) and config[name] >= 0, name, config[name],
                    'must be an integer >= 0 (0 = off)')

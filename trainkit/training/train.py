@@ -27,6 +27,19 @@ from trainkit.workdirs import layout as workdir_lib
 from trainkit.workdirs import lock as workdir_lock
 
 
+def check_before_work(config, workdir: str, continue_with_changes: bool = False) -> dict:
+  """Everything that can refuse a run of `config` in `workdir` before it is touched.
+
+  Returns what a resume changes of the workdir's config (config_history).
+  """
+  config_checks.validate(config)
+  workdir_lib.check_workdir(workdir)
+  warm_start.check(config, workdir)
+  changes = config_history.check_resume(config, workdir, continue_with_changes)
+  trained_data.check(config, workdir, 'resume')
+  return changes
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data: input_pipeline.Data | None = None,
                        continue_with_changes: bool = False, epoch_hook=None):
@@ -52,12 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     trainkit.training.divergence.Diverged: a non-finite step ended the run (nan_policy).
     trainkit.workdirs.lock.WorkdirBusy: another run holds the workdir.
   """
-  # Everything that can refuse the run does so before the workdir is touched.
-  config_checks.validate(config)
-  workdir_lib.check_workdir(workdir)
-  warm_start.check(config, workdir)
-  changes = config_history.check_resume(config, workdir, continue_with_changes)
-  trained_data.check(config, workdir, 'resume')
+  changes = check_before_work(config, workdir, continue_with_changes)
   # MLflow's import, in a process of its own, runs while the data loads.
   tracker = tracking.start(config, workdir) if jax.process_index() == 0 else None
   try:

@@ -393,5 +393,4 @@ def check_config(config) -> None:
                              "knows (e.g. 'utf-8', 'latin-1', 'cp1252')") from None
   errors.require(isinstance(config.split_seed, int) and config.split_seed >= -1, 'split_seed',
                  config.split_seed, 'must be an integer >= 0, or -1 (rows as stored)')
-  errors.require(isinstance(config.max_categories, int) and config.max_categories >= 0,
-                 'max_categories', config.max_categories, 'must be an integer >= 0')
+  errors.counts(config, ('max_categories',))
