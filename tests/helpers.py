@@ -177,11 +177,14 @@ def run_export(kind: str, folder: str, rows, tmp_path) -> dict:
 
   The process is outside the project and imports neither it nor TensorFlow
   (tests/export_run.py). {'b1_<output>': the first row's, 'b37_<output>':
-  37 rows' (repeated)}.
+  37 rows' (repeated)}. `rows`: an array, or a CSV file's path (a table model's raw columns).
   """
-  rows_path = os.path.join(tmp_path, f'{kind}_rows.npy')
   out = os.path.join(tmp_path, f'{kind}_out.npz')
-  np.save(rows_path, rows)
+  if isinstance(rows, str):
+    rows_path = rows
+  else:
+    rows_path = os.path.join(tmp_path, f'{kind}_rows.npy')
+    np.save(rows_path, rows)
   done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'export_run.py'),
                          kind, folder, rows_path, out], cwd=tmp_path, capture_output=True,
                         text=True, env=ENV, timeout=120)

@@ -268,3 +268,18 @@ def test_the_built_in_cnn_trains_and_is_summarised(mock_mnist, tmp_path):
   assert params['Conv_0']['kernel'].shape == (3, 3, 1, 4)
   assert params['Conv_1']['kernel'].shape == (3, 3, 4, 8)
   assert 'Conv_0' in model.summary and 'Total' in model.summary
+
+
+@pytest.mark.parametrize('module', BACKBONES)
+def test_an_own_backbone_trains_in_a_vmapped_group_as_alone(user_modules, mock_mnist,
+                                                            tmp_path, module):
+  """A sweep's members of a linen or an NNX backbone share one vmapped program."""
+  from trainkit.search import groups  # pylint: disable=g-import-not-at-top
+  configs = [sweeps.member_config(_own(module, input_mode='device'), o) for o in
+             ({'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1})]
+  dirs = [str(tmp_path / f'm{i}') for i in range(2)]
+  together = groups.train_group(configs, dirs)  # NotGroupable would fail the test.
+  for i, config in enumerate(configs):
+    alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))[1]
+    assert together[i]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4), i
+  assert together[0]['eval_loss'] != together[1]['eval_loss']

@@ -175,9 +175,10 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   served = serve.signatures['serving_default'](features=tf.constant(features))
   np.testing.assert_allclose(served['prob'].numpy(), expected, rtol=1e-4)
   # And the jax.export artifact and the ONNX model, each run by its runtime alone in a
-  # fresh process, at batch sizes 1 and 37.
+  # fresh process on the raw CSV columns (a missing number, a missing and an unseen
+  # level among them), at batch sizes 1 and 37.
   for kind, export in (('jax', jax_export.export), ('onnx', onnx_export.export)):
-    got = run_export(kind, export(config, str(tmp_path / 'run')), features, str(tmp_path))
+    got = run_export(kind, export(config, str(tmp_path / 'run')), rows, str(tmp_path))
     for n in (1, 37):
       np.testing.assert_allclose(got[f'b{n}_prob'], expected[np.arange(n) % 4], rtol=1e-5,
                                  err_msg=kind)

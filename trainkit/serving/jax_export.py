@@ -6,8 +6,10 @@ symbolic batch dimension, and serializes it; `WORKDIR/export/jax/` holds
 - `model.bin`: the serialized `jax.export.Exported`;
 - `signature.json`: the input's name, shape (`null` for the batch) and dtype,
   each output's name, shape and dtype, and what the model was trained on
-  (model.json: the input scaling, which is inside the model, and for a
-  table the encoding of its columns, which turns table rows into the input).
+  (model.json: the input scaling, which is inside the model). A model trained
+  on a table takes its columns instead ('inputs': a dict of [batch] arrays,
+  float32 numbers with NaN where missing and each string's position in its
+  column's `levels`), its fitted encoding inside (trainkit/serving/table_inputs.py).
 
 A fresh Python loads and runs it without this project or TensorFlow:
 
@@ -29,6 +31,7 @@ import jax
 import numpy as np
 
 from trainkit.serving import restore as restore_lib
+from trainkit.serving import table_inputs
 from trainkit.training import optimizers
 from trainkit.workdirs import layout as workdir_lib
 from trainkit.workdirs import lock as workdir_lock
@@ -52,19 +55,27 @@ def serving_function(config, workdir: str, checkpoint: str, kind: str):
     variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
     apply_fn, task = state.apply_fn, state.task
 
+    table_columns = table_inputs.columns(spec)
+    encode = table_inputs.encoder(table_columns) if table_columns else lambda x: x
+
     def serve(inputs):
-      return task.serving(apply_fn(variables, inputs, train=False))
+      return task.serving(apply_fn(variables, encode(inputs), train=False))
 
     batch, = jax.export.symbolic_shape('batch')
-    example = jax.ShapeDtypeStruct((batch, *spec.input_shape), np.dtype(spec.input_dtype))
+    example = (table_inputs.examples(table_columns, batch) if table_columns else
+               jax.ShapeDtypeStruct((batch, *spec.input_shape), np.dtype(spec.input_dtype)))
     yield serve, example, spec, step
 
 
-def write_signature(folder: str, config, spec, step: int, outputs: dict) -> None:
-  """signature.json: the input and `outputs` ({name: abstract value, batch first})."""
+def write_signature(folder: str, config, spec, step: int, outputs: dict,
+                    number_dtype: str = 'float32') -> None:
+  """signature.json: the input (a table's columns) and `outputs` ({name: abstract value})."""
+  table_columns = table_inputs.columns(spec)
+  inputs = ({'inputs': table_inputs.signature(table_columns, number_dtype)} if table_columns
+            else {'input': {'name': spec.input_name, 'shape': [None, *spec.input_shape],
+                            'dtype': spec.input_dtype}})
   workdir_lib.write_json(os.path.join(folder, SIGNATURE), {
-      'input': {'name': spec.input_name, 'shape': [None, *spec.input_shape],
-                'dtype': spec.input_dtype},
+      **inputs,
       'outputs': {k: {'shape': [None, *v.shape[1:]], 'dtype': np.dtype(v.dtype).name}
                   for k, v in outputs.items()},
       'task': config.task, 'step': step, 'model': dataclasses.asdict(spec)})

@@ -5,14 +5,18 @@ in inference mode, its input scaling inside, the task's serving outputs), with
 a symbolic batch dimension; `WORKDIR/export/onnx/` holds
 
 - `model.onnx`: one input named as the model's (`images` or `features`),
-  one output per serving output, in float32;
-- `signature.json`: as the jax export's (trainkit/serving/jax_export.py), with what
-  turns table rows into the input.
+  or for a model trained on a table one input per column, named as the
+  column: float64 numbers (NaN where missing) and strings as they are, the
+  fitted encoding inside the graph (trainkit/serving/table_inputs.py); one
+  output per serving output, in float32;
+- `signature.json`: as the jax export's (trainkit/serving/jax_export.py).
 
     import numpy as np, onnxruntime
     session = onnxruntime.InferenceSession('W/export/onnx/model.onnx')
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(None, {'features': rows.astype(np.float32)})))
+    # A table model: session.run(None, {'carat': np.array([0.3, np.nan]),
+    #                                   'cut': np.array(['Ideal', ''], dtype=object), ...})
 """
 
 import logging as std_logging
@@ -24,11 +28,22 @@ import jax
 from trainkit import errors
 from trainkit import extras
 from trainkit.serving import jax_export
+from trainkit.serving import table_inputs
 from trainkit.workdirs import layout as workdir_lib
 
 FOLDER = os.path.join('export', 'onnx')
 MODEL = 'model.onnx'
 OPSET = 21  # What onnxruntime 1.20 and later run.
+_PREFIX = 'model/'  # Of the converted model's own names, beside the columns'.
+
+
+def _refuse_clashes(table_columns: list, outputs: list) -> None:
+  clash = sorted({c.name for c in table_columns} & set(outputs))
+  if clash:
+    raise errors.ConfigError(
+        f'--format=onnx: the table column {clash[0]!r} is named as an output of the model, '
+        'and an ONNX graph holds one value per name; rename the column and train again, '
+        'or use --format=jax')
 
 
 def export(config, workdir: str, checkpoint: str = 'latest') -> str:
@@ -54,10 +69,17 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     levels = [logger.level for logger in quiet]
     for logger in quiet:
       logger.setLevel(std_logging.ERROR)
+    table_columns = table_inputs.columns(spec)
+    if table_columns:
+      _refuse_clashes(table_columns, names)
+      columns = [c.name for c in table_columns]
+      examples = [example[c] for c in columns]
+      convert = lambda *values: serve(dict(zip(columns, values)))
+    else:
+      columns, examples, convert = [spec.input_name], [example], serve
     try:
-      model = jax2onnx.to_onnx(serve, [example], model_name=f'{config.task}_model',
-                               opset=OPSET, input_names=[spec.input_name],
-                               output_names=names)
+      model = jax2onnx.to_onnx(convert, examples, model_name=f'{config.task}_model',
+                               opset=OPSET, input_names=columns, output_names=names)
     except (NotImplementedError, ValueError, TypeError) as e:
       raise errors.ConfigError(
           f'--format=onnx: jax2onnx cannot convert this model '
@@ -66,10 +88,15 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     finally:
       for logger, level in zip(quiet, levels):
         logger.setLevel(level)
+    if table_columns:
+      import onnx  # pylint: disable=g-import-not-at-top
+      model = table_inputs.onnx_strings(
+          table_columns, onnx.compose.add_prefix(model, _PREFIX, rename_outputs=False),
+          _PREFIX)
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, MODEL)
     workdir_lib.write_bytes(path, model.SerializeToString())
-    jax_export.write_signature(folder, config, spec, step, outputs)
+    jax_export.write_signature(folder, config, spec, step, outputs, number_dtype='float64')
   logging.info('Exported checkpoint %d to %s.', step, path)
   return folder
