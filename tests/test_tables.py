@@ -23,6 +23,7 @@ from trainkit.data import statistics as training_statistics
 from trainkit.data.sources import host_tensorflow
 from trainkit.data.sources import table_files
 from trainkit.serving import jax_export
+from trainkit import errors
 from trainkit.serving import onnx_export
 from trainkit.serving import predict_rows as predictions
 from trainkit.serving import restore as restore_lib
@@ -382,3 +383,16 @@ def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
   assert two['step'] == one['step']
   for key in ('eval_roc_auc', 'eval_pr_auc', 'test_roc_auc', 'best_test_roc_auc'):
     assert two[key] == pytest.approx(one[key], abs=2e-3), key
+
+
+def test_an_onnx_export_whose_column_is_named_as_an_output_is_refused(tmp_path):
+  """An ONNX graph holds one value per name: a column named 'prob' cannot be an input there."""
+  columns = _columns(120)
+  columns['prob'] = columns.pop('a')
+  config = _config(_write(columns, tmp_path / 't.csv'), num_epochs=1,
+                   feature_columns=('prob', 'b', 'colour', 'flag'))
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  with pytest.raises(errors.ConfigError, match="table column 'prob' is named as an output"):
+    onnx_export.export(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'export' / 'onnx')
+  jax_export.export(config, str(tmp_path / 'run'))  # Names do not clash in a pytree.

@@ -29,7 +29,7 @@ def columns(spec) -> list:
 
 
 def encoder(table_columns: list):
-  """inputs {column name: [batch] values} -> features float32 [batch, F], as predict encodes."""
+  """The encoding: {column: [batch] values} -> features float32 [batch, F], as predict does."""
 
   def encode(inputs: dict):
     parts = []
