@@ -315,3 +315,17 @@ def test_an_average_of_the_parameters_is_kept_resumed_and_evaluated(tmp_path, mo
   assert restored_steps == [6]  # It resumed: a retrain from scratch ends alike.
   assert again['eval_loss'] == summary['eval_loss']
   jax.tree.map(np.testing.assert_array_equal, resumed.opt_state, state.opt_state)
+
+
+def test_a_call_of_one_step_is_compiled_without_a_loop():
+  """XLA's CPU compiler slows convolutions' gradients in loops (jax#12868): one step, no loop."""
+  state = _state(tiny_config())
+  stacked = jax.tree.map(lambda x: x[None], _batch())
+  loops = {}
+  for n in (1, 2):
+    batches = jax.tree.map(lambda x, n=n: np.repeat(x, n, axis=0), stacked)
+    loops[n] = step_lib.train_steps.lower(state, batches, jax.random.key(1), n).as_text().count(
+        'stablehlo.while')
+  assert loops[2] == loops[1] + 1  # The scan of steps, for more than one.
+  state, metrics = step_lib.train_steps(state, stacked, jax.random.key(1), 1)
+  assert metrics['loss'].shape == (1,) and int(state.step) == 1
