@@ -259,7 +259,7 @@ def test_an_unknown_module_is_one_line_on_the_command_line(user_modules, tmp_pat
 
 
 def test_the_built_in_cnn_trains_and_is_summarised(mock_mnist, tmp_path):
-  config = tiny_config(**{'model.module': 'cnn'})
+  config = tiny_config(**{'model.module': 'cnn', 'steps_per_call': 1})  # As mnist_cnn's.
   config.model.args = {'channels': (4, 8), 'dense': 16}
   _, summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['step'] > 0

@@ -92,7 +92,7 @@ def _jsonl_history(workdir) -> dict:
   return history
 
 
-_FIELDS = {'synthetic_examples': (512, 256, 256), 'num_epochs': 96, 'log_every_steps': 2,
+_FIELDS = {'synthetic_examples': (512, 256, 256), 'num_epochs': 40, 'log_every_steps': 2,
            'checkpoint_every_steps': 4, 'steps_per_call': 1, 'cache_dir': '',
            'progress': 'off', 'plots': False, 'trackers': 'mlflow'}
 

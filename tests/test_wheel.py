@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers import ENV, ROOT, digest, error_lines
 
-pytestmark = pytest.mark.slow  # A venv and a few hundred MB of installs.
+# A venv and a few hundred MB of installs, built once: every test here on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('wheel')]
 
 # The core's site-packages at most (the issue's ~1.2 GB).
 _CORE_BYTES = 1.2e9
