@@ -385,7 +385,7 @@ def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
     assert two[key] == pytest.approx(one[key], abs=2e-3), key
 
 
-def test_an_onnx_export_whose_column_is_named_as_an_output_is_refused(tmp_path):
+def test_an_onnx_export_of_columns_it_cannot_name_is_refused(tmp_path):
   """An ONNX graph holds one value per name: a column named 'prob' cannot be an input there."""
   columns = _columns(120)
   columns['prob'] = columns.pop('a')
@@ -396,3 +396,10 @@ def test_an_onnx_export_whose_column_is_named_as_an_output_is_refused(tmp_path):
     onnx_export.export(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'export' / 'onnx')
   jax_export.export(config, str(tmp_path / 'run'))  # Names do not clash in a pytree.
+  # A column without a name (a CSV's unnamed index, as R writes one) cannot be an input.
+  columns[''] = columns.pop('prob')
+  config = _config(_write(columns, tmp_path / 'u.csv'), num_epochs=1,
+                   feature_columns=('', 'b', 'colour', 'flag'))
+  train.train_and_evaluate(config, str(tmp_path / 'unnamed'))
+  with pytest.raises(errors.ConfigError, match='column at position 1 has no name'):
+    onnx_export.export(config, str(tmp_path / 'unnamed'))

@@ -37,7 +37,14 @@ OPSET = 21  # What onnxruntime 1.20 and later run.
 _PREFIX = 'model/'  # Of the converted model's own names, beside the columns'.
 
 
-def _refuse_clashes(table_columns: list, outputs: list) -> None:
+def _refuse_names(table_columns: list, outputs: list) -> None:
+  """Refuses columns that cannot be ONNX inputs: one without a name, or named as an output."""
+  if any(not c.name for c in table_columns):
+    position = [c.name for c in table_columns].index('')
+    raise errors.ConfigError(
+        f'--format=onnx: the table column at position {position + 1} has no name, and an '
+        'ONNX input needs one; name it (or leave it out with feature_columns) and train '
+        'again, or use --format=jax')
   clash = sorted({c.name for c in table_columns} & set(outputs))
   if clash:
     raise errors.ConfigError(
@@ -71,7 +78,7 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
       logger.setLevel(std_logging.ERROR)
     table_columns = table_inputs.columns(spec)
     if table_columns:
-      _refuse_clashes(table_columns, names)
+      _refuse_names(table_columns, names)
       columns = [c.name for c in table_columns]
       examples = [example[c] for c in columns]
       convert = lambda *values: serve(dict(zip(columns, values)))
