@@ -58,7 +58,7 @@ def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
       from `num_steps` on are padding and skipped, so calls of any length up to
       n share one compiled program.
     rng: the run's dropout key (folded with each step's number).
-    num_steps: how many rows of `batches` to train on (<= n).
+    num_steps: how many rows of `batches` to train on (<= n; a call of one row runs it).
     source: optional {'x', 'y'} arrays resident on the device.
 
   Returns:

@@ -2,11 +2,12 @@
 
 Decoding a split example by example (PNG, in TFDS) costs seconds on every
 command; the decoded arrays cost one read. A split is decoded once per machine
-(or not at all: the run that prepares it from source files has its arrays,
-trainkit/data/sources/tfds_prepare.py) and kept in
+(or read from its source files, trainkit/data/sources/tfds_prepare.py) and kept in
 `CACHE_DIR/decoded/<dataset>-<version>-<split>-<key>/`, where the key is a hash
 of the prepared dataset's metadata (`dataset_info.json`) and of the name,
-size and modification time of every file of the split: a dataset prepared
+size and modification time of every file of the split (for a split read
+from its source files, `<dataset>-<version>-<split>-files-<key>`, a hash of
+those files' names, sizes and times): a dataset prepared
 again, or changed in any way TFDS or the file system records, gets a new key,
 so a stale copy is never read. Copies are written to a temporary folder and
 renamed into place, so a crash or a concurrent process never leaves a partial
@@ -46,9 +47,18 @@ def cache_key(builder, split: str) -> dict | None:
           'split': split, 'dataset_info_sha256': info_sha, 'files': stats}
 
 
+def files_key(dataset: str, version: str, split: str, paths: list) -> dict:
+  """What identifies `split` read from source files `paths` (their names, sizes and times)."""
+  stats = [(os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+  return {'format': _FORMAT, 'dataset': dataset, 'version': version, 'split': split,
+          'source': 'files', 'files': stats}
+
+
 def _folder(cache_dir: str, key: dict) -> str:
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-  name = f'{key["dataset"]}-{key["version"]}-{key["split"]}-{digest}'
+  # Copies from the source files and from the prepared dataset never displace each other.
+  source = '-files' if key.get('source') == 'files' else ''
+  name = f'{key["dataset"]}-{key["version"]}-{key["split"]}{source}-{digest}'
   return os.path.join(os.path.expanduser(cache_dir), 'decoded', name)
 
 
@@ -106,14 +116,18 @@ def load(builder, split: str, cache_dir: str, decode) -> dict:
     cache_dir: the cache root ('' turns the cache off).
     decode: () -> the decoded arrays, called on a miss.
   """
-  key = cache_key(builder, split) if cache_dir else None
-  if key is None:
+  return load_keyed(cache_key(builder, split) if cache_dir else None, cache_dir, decode)
+
+
+def load_keyed(key: dict | None, cache_dir: str, decode) -> dict:
+  """{'x', 'y'} under `key` (`cache_key` or `files_key`): from the cache, or `decode()`d."""
+  if key is None or not cache_dir:
     return decode()
   folder = _folder(cache_dir, key)
   arrays = _read(folder, key)
   if arrays is not None:
     return arrays
-  logging.info('Caching %s %s, decoded, in %s.', builder.name, split, folder)
+  logging.info('Caching %s %s, decoded, in %s.', key['dataset'], key['split'], folder)
   arrays = decode()
   _write(folder, key, arrays)
   return arrays

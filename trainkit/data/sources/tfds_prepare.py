@@ -13,12 +13,16 @@ are written as ArrayRecord, which is read by index without TensorFlow
 Nothing here imports TensorFlow for these datasets either: the images are
 handed to TFDS already encoded as PNG (by OpenCV, a thread per core, while
 TFDS's writer serialises), where TFDS would encode them one by one through
-TensorFlow. And the arrays are at hand: `prepare` returns them in the order
-TFDS wrote the examples, so the run that prepares never decodes what it just
-encoded (trainkit/data/sources/decoded_cache.py keeps them for later runs).
+TensorFlow.
+
+A run that keeps its arrays on the device needs no preparation at all:
+`idx_arrays` reads a split from its IDX files in the very order TFDS writes
+its examples (a hash of each example's key, salted with the split's name:
+`hash_order`), so the run sees the same examples in the same order as one
+that decodes the prepared dataset. Only reading records (a streamed run)
+prepares it.
 """
 
-import collections
 from concurrent import futures
 import contextlib
 import fcntl
@@ -31,8 +35,7 @@ import struct
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.image_classification import mnist as tfds_mnist
-from tensorflow_datasets.proto import tf_example_pb2
+from tensorflow_datasets.core import hashing as tfds_hashing
 
 from trainkit.data.sources import base
 from trainkit.data.sources import host_tensorflow
@@ -43,6 +46,7 @@ IDX_FILES = {
 }
 IDX_DATASETS = ('mnist', 'fashion_mnist', 'kmnist')
 _UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses.
+_NUM_CLASSES = 10  # Of every dataset in IDX_DATASETS.
 
 
 def _check_header(path, raw: bytes, expected_ndim: int) -> tuple:
@@ -133,7 +137,7 @@ def load_idx_split(manual_dir, split):
                     f'has {len(labels)} labels')
   if len(labels) == 0:
     raise base.DataError(f'{label_file} holds no examples')
-  if labels.max() >= tfds_mnist.MNIST_NUM_CLASSES:
+  if labels.max() >= _NUM_CLASSES:
     raise base.DataError(f'{label_file}: label {labels.max()} out of range 0-9')
   return images[..., None], labels
 
@@ -210,9 +214,8 @@ def encode_pngs(images):
 def _idx_builder_cls(dataset):
   """A builder that writes `dataset` under its registered name, from IDX files.
 
-  `sources` maps each split to its validated (images, labels); the PNG bytes
-  each image was written with are kept in `encoded`, to find the examples
-  again in what TFDS wrote (`in_prepared_order`).
+  `sources` maps each split to its validated (images, labels); example i is
+  keyed i, which fixes the order TFDS writes them in (`hash_order`).
   """
   base_cls = tfds.builder_cls(dataset)
 
@@ -222,7 +225,6 @@ def _idx_builder_cls(dataset):
     def __init__(self, sources, **kwargs):
       super().__init__(**kwargs)
       self.sources = sources
-      self.encoded = {}
 
     def _split_generators(self, dl_manager):
       return [
@@ -233,47 +235,35 @@ def _idx_builder_cls(dataset):
 
     def _generate_examples(self, split):
       images, labels = self.sources[split]
-      self.encoded[split] = []
       for index, (png, label) in enumerate(zip(encode_pngs(images), labels.tolist())):
-        self.encoded[split].append(png)
         yield index, {'image': png, 'label': label}
 
   return IdxBuilder
 
 
-def in_prepared_order(prepared, split, images, labels, encoded) -> dict | None:
-  """`split`'s source arrays in the order TFDS wrote its examples; None if one is not found.
+def hash_order(split: str, count: int) -> np.ndarray:
+  """The order in which TFDS writes the examples keyed 0 .. count-1 of `split`.
 
-  TFDS orders the examples it writes by a hash of their keys. Every record
-  holds the very PNG bytes and label it was given, so the records, parsed but
-  not decoded, place each source row; rows with the same bytes and label are
-  the same example, whichever is taken.
-
-  Args:
-    prepared: the builder, prepared.
-    split: the split's name.
-    images: the source images ([n, h, w, 1] uint8).
-    labels: their labels ([n]).
-    encoded: the PNG bytes each image was written with.
-
-  Returns:
-    {'x': images, 'y': int32 labels} as decoding the prepared split gives them.
+  TFDS sorts a split's examples by an md5 hash of each key salted with the
+  split's name (tfds.core.hashing; changing it would change every dataset's
+  order, which TFDS does only with a new major version). `idx_arrays` relies
+  on it; the tests hold it to what a preparation writes.
   """
-  rows = collections.defaultdict(list)
-  for row, key in enumerate(zip(encoded, labels.tolist())):
-    rows[key].append(row)
-  records = prepared.as_data_source(split).data_source  # Serialised, undecoded.
-  order = []
-  for record in records.__getitems__(range(len(records))):
-    feature = tf_example_pb2.Example.FromString(record).features.feature
-    found = rows.get((feature['image'].bytes_list.value[0],
-                      feature['label'].int64_list.value[0]))
-    if not found:
-      return None
-    order.append(found.pop())
-  if len(order) != len(images):
-    return None
+  hasher = tfds_hashing.Hasher(split)
+  hashes = [hasher.hash_key(index) for index in range(count)]
+  return np.array(sorted(range(count), key=hashes.__getitem__), np.int64)
+
+
+def idx_arrays(manual_dir, split) -> dict:
+  """{'x', 'y' (int32)} of `split` read from its IDX files, in the order TFDS would write them."""
+  images, labels = load_idx_split(manual_dir, split)
+  order = hash_order(split, len(labels))
   return {'x': images[order], 'y': labels[order].astype(np.int32)}
+
+
+def idx_files(manual_dir, split) -> list:
+  """The paths of `split`'s IDX files."""
+  return [os.path.join(manual_dir, f) for f in IDX_FILES[split]]
 
 
 @contextlib.contextmanager
@@ -294,35 +284,27 @@ def preparing(dataset: str, data_dir: str | None):
     yield
 
 
-def prepare(dataset, data_dir, manual_dir) -> dict:
+def prepare(dataset, data_dir, manual_dir) -> None:
   """Prepares `dataset` into `data_dir` from `manual_dir`, offline.
 
   The files are validated first, so a bad `manual_dir` fails before any work;
   when the dataset is already prepared there (and left as it is), by their
   headers only.
-
-  Returns:
-    {split: {'x', 'y'}}: when this call prepared an IDX dataset, each split's
-    arrays as decoding the prepared split would give them, taken from the
-    source files; empty otherwise.
   """
   validate_manual_dir(dataset, manual_dir, payload=False)
   builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
-    return {}
+    return
   with preparing(dataset, data_dir):
     if builder.is_prepared():  # By another process while this one waited.
-      return {}
+      return
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir,
                                                    try_download_gcs=False)
     if dataset not in IDX_DATASETS:
       host_tensorflow.tensorflow()  # Its builder may encode through TensorFlow.
       builder.download_and_prepare(download_config=download_config)
-      return {}
+      return
     sources = {split: load_idx_split(manual_dir, split) for split in IDX_FILES}
     builder = _idx_builder_cls(dataset)(sources, data_dir=data_dir,
                                         file_format='array_record')
     builder.download_and_prepare(download_config=download_config)
-  arrays = {split: in_prepared_order(builder, split, *sources[split], builder.encoded[split])
-            for split in IDX_FILES}
-  return {split: value for split, value in arrays.items() if value is not None}

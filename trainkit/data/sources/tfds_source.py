@@ -102,29 +102,24 @@ def _image_and_label(found_builder):
   return features
 
 
-def prepared(config) -> tuple:
-  """(builder, {split: arrays}) of `config.dataset`, prepared (as ArrayRecord) if it was not.
-
-  The arrays are those a preparation from source files just wrote, taken
-  from the files (offline_data.prepare); empty when nothing was prepared.
-  """
+def prepared(config):
+  """The builder of `config.dataset`, prepared (as ArrayRecord) if it was not."""
   check_name(config.dataset)  # The same refusal whichever way it would be prepared.
-  arrays = {}
   if config.manual_dir:
     # Process 0 first, so processes sharing a data_dir never write it at once;
     # the others then find it prepared (or prepare their own disk's).
     if jax.process_index() == 0:
-      arrays = offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
     parallel.barrier('dataset prepared')
     if jax.process_index() > 0:
-      arrays = offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
+      offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
   found = tfds.builder(config.dataset, data_dir=config.data_dir)
   _image_and_label(found)
   if not found.is_prepared():
     _check_reachable(config)
     _download_and_prepare(config, found)
     found = tfds.builder(config.dataset, data_dir=config.data_dir)
-  return found, arrays
+  return found
 
 
 def _sizes(found_builder) -> dict:
@@ -187,13 +182,12 @@ class TfdsSource(base.Source):
     check_name(config.dataset)  # The same refusal whichever way it would be prepared.
     self._config = config
     self._builder = None
-    self._prepared_arrays = {}
 
   @property
   def builder(self):
     """The prepared builder (prepared, or downloaded, on first use)."""
     if self._builder is None:
-      self._builder, self._prepared_arrays = prepared(self._config)
+      self._builder = prepared(self._config)
     return self._builder
 
   def fields(self) -> dict:
@@ -208,12 +202,17 @@ class TfdsSource(base.Source):
     return records(self.builder, split)
 
   def arrays(self, split: str) -> dict:
+    if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
+      # Read from the source files in TFDS's order: nothing to prepare or decode.
+      offline_data.validate_manual_dir(self.dataset, self._config.manual_dir, payload=False)
+      registered = self._registered()
+      key = decoded_cache.files_key(registered.name, str(registered.version), split,
+                                    offline_data.idx_files(self._config.manual_dir, split))
+      return decoded_cache.load_keyed(key, self._config.cache_dir, lambda: offline_data.idx_arrays(
+          self._config.manual_dir, split))
     found = self.builder
-    # A split this process just prepared from its source files is not decoded.
-    at_hand = self._prepared_arrays.pop(split, None)
     return decoded_cache.load(found, split, self._config.cache_dir,
-                              lambda: read_all(self.records(split)) if at_hand is None
-                              else at_hand)
+                              lambda: read_all(self.records(split)))
 
   def nbytes(self) -> int | None:
     found = self._registered()
