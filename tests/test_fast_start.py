@@ -103,12 +103,13 @@ def test_training_eval_predict_rerun_and_sweeps_never_import_tensorflow(tmp_path
             '--config.batch_size=8', '--config.model.hidden_sizes=(16,)',
             '--config.model.dropout_rates=(0.1,)', f'--config.cache_dir={tmp_path / "c"}',
             '--config.progress=off']
-  # Preparing MNIST from its IDX files needs no TensorFlow either.
+  # Preparing MNIST from its IDX files (a streamed run's first) needs no TensorFlow either.
   result, imported = _imported('main.py', '--config=configs/default.py',
-                               f'--workdir={tmp_path / "w0"}',
+                               f'--workdir={tmp_path / "w0"}', '--config.input_mode=stream',
                                f'--config.manual_dir={manual_dir}', *common)
   assert result.returncode == 0, result.stderr[-3000:]
   assert imported == 'IMPORTED: []', ('first run', imported)
+  assert (data_dir / 'mnist').is_dir()
   image = tmp_path / 'digit.png'
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(image)
