@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.helpers import MNIST_DIR, SESSION_CACHE_ENV, write_mnist
+from tests.helpers import MNIST_DIR, SESSION_CACHE_ENV, session_root, write_mnist
 from trainkit import cli
 from trainkit.checkpoints import manager as checkpointing
 from trainkit.data.sources import tfds_source
@@ -97,10 +97,6 @@ def mnist_dir():
   return MNIST_DIR
 
 
-def _session_root(tmp_path_factory):
-  """A folder every pytest-xdist worker of this session shares (the base one alone)."""
-  base = tmp_path_factory.getbasetemp()
-  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
 
 
 @pytest.fixture(scope='session')
@@ -110,7 +106,7 @@ def mnist_data_dir(tmp_path_factory):
   Shared by the xdist workers: preparing takes ~5 s, and
   offline_data.prepare's lock lets one worker prepare while the other waits.
   """
-  return str(_session_root(tmp_path_factory) / 'tfds-mnist')
+  return str(session_root(tmp_path_factory) / 'tfds-mnist')
 
 
 @pytest.fixture(scope='session')
@@ -120,7 +116,7 @@ def random_mnist_4096(tmp_path_factory):
   Written once per session for every xdist worker (under a lock), so the
   tests that train on it prepare it once between them.
   """
-  root = _session_root(tmp_path_factory)
+  root = session_root(tmp_path_factory)
   manual_dir = root / 'idx-4096'
   with open(root / 'idx-4096.lock', 'a') as lock:
     fcntl.lockf(lock, fcntl.LOCK_EX)
@@ -135,7 +131,7 @@ def random_mnist_4096(tmp_path_factory):
 @pytest.fixture(scope='session')
 def mnist_cache_dir(tmp_path_factory):
   """A decoded-split cache for real MNIST, shared like `mnist_data_dir`."""
-  return str(_session_root(tmp_path_factory) / 'cache-mnist')
+  return str(session_root(tmp_path_factory) / 'cache-mnist')
 
 
 
@@ -147,7 +143,7 @@ def _compilation_cache(tmp_path_factory):
   config structure, per mesh); the cache serves them the executable an
   earlier test compiled, as it serves main.py (trainkit/cli.py).
   """
-  root = str(_session_root(tmp_path_factory))
+  root = str(session_root(tmp_path_factory))
   cli.use_compilation_cache(root)
   # For the runs the tests start in processes of their own (helpers.session_cache_dir).
   os.environ[SESSION_CACHE_ENV] = root

@@ -208,3 +208,9 @@ def sigkill_after_first_checkpoint(command: list, workdir, log_path, also=None) 
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
   return checkpoint_steps(workdir)
+
+
+def session_root(tmp_path_factory):
+  """A folder every pytest-xdist worker of this session shares (the base one alone)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base

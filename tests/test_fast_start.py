@@ -22,7 +22,10 @@ def _prepared(tmp_path, **overrides):
 
 
 def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monkeypatch):
-  config = _prepared(tmp_path, cache_dir=str(tmp_path / 'cache'))
+  # A prepared dataset read by its data_dir alone (with a manual_dir, the IDX files are read).
+  tfds_source.prepared(_prepared(tmp_path))
+  config = tiny_config(data_dir=str(tmp_path / 'tfds'), input_mode='device',
+                       cache_dir=str(tmp_path / 'cache'))
   first = input_pipeline.create_datasets(config)
   folders = sorted(glob.glob(str(tmp_path / 'cache' / 'decoded' / 'mnist-*')))
   assert [os.path.basename(f).split('-')[2] for f in folders] == ['test', 'train']
@@ -39,7 +42,7 @@ def test_decoded_splits_are_cached_and_a_stale_copy_is_never_read(tmp_path, monk
   np.testing.assert_array_equal(np.asarray(again.train['y']),
                                 np.asarray(first.train['y']))
   # The same arrays TFDS decodes.
-  builder = tfds_source.prepared(config)[0]
+  builder = tfds_source.prepared(config)
   direct = real_read_all(tfds_source.records(builder, 'train'))
   np.testing.assert_array_equal(np.asarray(again.train['x']), direct['x'])
 

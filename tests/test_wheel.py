@@ -6,6 +6,7 @@ feature whose extra is missing refused in one line that names the extra. The
 dependencies come from the package index (or pip's cache).
 """
 
+import fcntl
 import glob
 import os
 import shutil
@@ -15,19 +16,33 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import ENV, ROOT, digest, error_lines
+from tests.helpers import ENV, ROOT, digest, error_lines, session_root
 
-# A venv and a few hundred MB of installs, built once: every test here on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('wheel')]
+pytestmark = pytest.mark.slow  # A venv and a few hundred MB of installs.
 
 # The core's site-packages at most (the issue's ~1.2 GB).
 _CORE_BYTES = 1.2e9
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def venv(tmp_path_factory):
-  """(the venv's bin folder, a scratch folder outside the project) with the wheel installed."""
-  root = tmp_path_factory.mktemp('wheel')
+  """(the venv's bin folder, a scratch folder outside the project) with the wheel installed.
+
+  Built once per session: the xdist workers share it, the first building it
+  under a lock while the other waits.
+  """
+  root = session_root(tmp_path_factory) / 'wheel'
+  with open(f'{root}.lock', 'a') as lock:
+    fcntl.lockf(lock, fcntl.LOCK_EX)
+    if not (root / 'done').exists():
+      shutil.rmtree(root, ignore_errors=True)
+      _build(root)
+      (root / 'done').touch()
+  return root / 'venv', root / 'elsewhere'
+
+
+def _build(root) -> None:
+  """The wheel built from a copy of the package and installed into a fresh venv under `root`."""
   source = root / 'source'  # A copy: building writes build/ and egg-info beside the code.
   shutil.copytree(os.path.join(ROOT, 'trainkit'), source / 'trainkit',
                   ignore=shutil.ignore_patterns('__pycache__'))
@@ -42,9 +57,7 @@ def venv(tmp_path_factory):
   assert run(sys.executable, '-m', 'venv', str(root / 'venv')).returncode == 0
   installed = run(str(root / 'venv' / 'bin' / 'python'), '-m', 'pip', 'install', '-q', wheel)
   assert installed.returncode == 0, installed.stderr[-3000:]
-  scratch = root / 'elsewhere'
-  scratch.mkdir()
-  return root / 'venv', scratch
+  (root / 'elsewhere').mkdir()
 
 
 def _run(venv, command, *args):
