@@ -174,3 +174,20 @@ def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
   assert warm_log.count('Persistent compilation cache hit') >= 5
   assert 'PERSISTENT COMPILATION CACHE MISS' not in warm_log.split('Training from step')[1]
   assert cold == warm == off  # The same parameters, optimizer state and counters.
+
+
+def test_a_finished_workdir_is_re_evaluated_without_compiling_ahead(tmp_path, monkeypatch):
+  from trainkit.training import compile_ahead  # pylint: disable=g-import-not-at-top
+  import train  # pylint: disable=g-import-not-at-top
+  rehearsed = []
+  real = compile_ahead._rehearse  # pylint: disable=protected-access
+  monkeypatch.setattr(compile_ahead, '_rehearse', lambda c: rehearsed.append(1) or real(c))
+  config = _prepared(tmp_path, cache_dir='', num_epochs=1)
+  first = train.train_and_evaluate(config, str(tmp_path / 'w'))[1]
+  assert rehearsed == [1]
+  again = train.train_and_evaluate(config, str(tmp_path / 'w'))[1]
+  assert rehearsed == [1]  # Only re-evaluated: nothing compiled ahead.
+  assert again['test_accuracy'] == first['test_accuracy']
+  config.num_epochs = 2  # Not finished with this config: compiled ahead again.
+  train.train_and_evaluate(config, str(tmp_path / 'w'), continue_with_changes=True)
+  assert rehearsed == [1, 1]

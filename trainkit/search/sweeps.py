@@ -122,23 +122,6 @@ def build_members(base, overrides_list: list) -> list:
   return out
 
 
-def finished_summary(workdir: str, config) -> dict | None:
-  """The member's summary.json if it finished training with this config, else None.
-
-  Configs compare as a resume compares them (config_history): where data
-  and caches are, progress and the like may differ. A summary that cannot be
-  read is None: the member's run then re-evaluates its final checkpoint and
-  writes it again.
-  """
-  trained = config_history.stored(workdir)
-  if trained is None or config_history.training_differences(trained, config):
-    return None
-  summary = workdir_lib.read_summary(workdir)
-  finished = summary and isinstance(summary.get('epoch'), (int, float)) and (
-      summary['epoch'] >= config.num_epochs)
-  return summary if finished else None
-
-
 def command_line(sweep_path: str, workdir: str, common: list, overrides: dict) -> str:
   """The command that trains one member alone: `trainkit`, or main.py from sweep.py."""
   installed = os.path.basename(sys.argv[0]).startswith('trainkit')
@@ -325,7 +308,8 @@ def _run_members(members, workdir, parallel, changes, continue_with_changes) -> 
   summaries, todo = {}, []
   for name, _, config in members:
     member_dir = os.path.join(workdir, name)
-    summaries[name] = None if changes[name] else finished_summary(member_dir, config)
+    summaries[name] = (None if changes[name]
+                       else config_history.finished_summary(member_dir, config))
     if summaries[name]:
       logging.info('Member %s finished before: skipped.', name)
     else:

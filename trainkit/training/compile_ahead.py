@@ -37,13 +37,13 @@ from trainkit.training import state as state_lib
 
 
 @contextlib.contextmanager
-def while_loading(config):
+def while_loading(config, enabled: bool = True):
   """Compiles `config`'s programs in a thread while the block loads the data.
 
   Single-process runs only: the thread's calls would run collectives that
   the other processes are not making. The block's end waits for the thread.
   """
-  if jax.process_count() > 1:
+  if jax.process_count() > 1 or not enabled:
     yield
     return
   thread = threading.Thread(target=_rehearse, args=(config,), name='compile-ahead',

@@ -71,7 +71,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     with workdir_lock.hold(workdir):
       if data is None:
-        with compile_ahead.while_loading(config):
+        # A finished workdir only re-evaluates: there is nothing to compile ahead.
+        with compile_ahead.while_loading(
+            config, bool(changes) or not config_history.finished_summary(workdir, config)):
           data = input_pipeline.create_datasets(config)
       config_checks.check_data(config, data)
       spec = state_lib.model_spec(config, data)

@@ -251,3 +251,19 @@ def record(workdir: str, step: int, changes: dict) -> None:
     f.write('\n' if cut else '')
     f.write(json.dumps({'step': step, 'time': time.time(),
                         'changes': {k: list(v) for k, v in changes.items()}}) + '\n')
+
+
+def finished_summary(workdir: str, config) -> dict | None:
+  """The workdir's summary.json if it finished training with this config, else None.
+
+  Configs compare as a resume compares them: where data and caches are,
+  progress and the like may differ. A summary that cannot be read is None:
+  a run there re-evaluates its final checkpoint and writes it again.
+  """
+  trained = stored(workdir)
+  if trained is None or training_differences(trained, config):
+    return None
+  summary = workdir_lib.read_summary(workdir)
+  finished = summary and isinstance(summary.get('epoch'), (int, float)) and (
+      summary['epoch'] >= config.num_epochs)
+  return summary if finished else None
