@@ -386,20 +386,17 @@ def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
 
 
 def test_an_onnx_export_of_columns_it_cannot_name_is_refused(tmp_path):
-  """An ONNX graph holds one value per name: a column named 'prob' cannot be an input there."""
-  columns = _columns(120)
-  columns['prob'] = columns.pop('a')
-  config = _config(_write(columns, tmp_path / 't.csv'), num_epochs=1,
-                   feature_columns=('prob', 'b', 'colour', 'flag'))
-  train.train_and_evaluate(config, str(tmp_path / 'run'))
-  with pytest.raises(errors.ConfigError, match="table column 'prob' is named as an output"):
-    onnx_export.export(config, str(tmp_path / 'run'))
-  assert not os.path.exists(tmp_path / 'run' / 'export' / 'onnx')
-  jax_export.export(config, str(tmp_path / 'run'))  # Names do not clash in a pytree.
-  # A column without a name (a CSV's unnamed index, as R writes one) cannot be an input.
-  columns[''] = columns.pop('prob')
-  config = _config(_write(columns, tmp_path / 'u.csv'), num_epochs=1,
-                   feature_columns=('', 'b', 'colour', 'flag'))
-  train.train_and_evaluate(config, str(tmp_path / 'unnamed'))
-  with pytest.raises(errors.ConfigError, match='column at position 1 has no name'):
-    onnx_export.export(config, str(tmp_path / 'unnamed'))
+  """An ONNX input needs a name of its own: not '' (a CSV's unnamed index, as R writes
+  one), nor that of an output ('prob')."""
+  for name, message in (('prob', "table column 'prob' is named as an output"),
+                        ('', 'column at position 1 has no name')):
+    columns = _columns(120)
+    columns[name] = columns.pop('a')
+    config = _config(_write(columns, tmp_path / f't{name}.csv'), num_epochs=1,
+                     feature_columns=(name, 'b', 'colour', 'flag'))
+    workdir = str(tmp_path / f'run{name}')
+    train.train_and_evaluate(config, workdir)
+    with pytest.raises(errors.ConfigError, match=message):
+      onnx_export.export(config, workdir)
+    assert not os.path.exists(os.path.join(workdir, 'export', 'onnx'))
+    jax_export.export(config, workdir)  # A pytree's keys need no such names.
