@@ -283,3 +283,20 @@ def test_an_own_backbone_trains_in_a_vmapped_group_as_alone(user_modules, mock_m
     alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))[1]
     assert together[i]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4), i
   assert together[0]['eval_loss'] != together[1]['eval_loss']
+
+
+@pytest.mark.slow  # TensorFlow's import and conversion (jax2tf).
+@pytest.mark.parametrize('module', BACKBONES)
+def test_an_own_backbones_saved_model_serves_what_predict_writes(user_modules, mock_mnist,
+                                                                 tmp_path, module):
+  from trainkit.data.sources import host_tensorflow  # pylint: disable=g-import-not-at-top
+  from trainkit.serving import saved_model  # pylint: disable=g-import-not-at-top
+  config = _own(module)
+  train.train_and_evaluate(config, str(tmp_path))
+  images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
+  predicted = trainkit.load(str(tmp_path)).predict(images)
+  expected = np.stack([predicted[f'probs_{i}'] for i in range(10)], axis=1)
+  tf = host_tensorflow.tensorflow()
+  serve = tf.saved_model.load(saved_model.export_saved_model(config, str(tmp_path)))
+  served = serve.signatures['serving_default'](images=tf.constant(images))['scores'].numpy()
+  np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-6)

@@ -16,6 +16,7 @@ computes the task's outputs itself sets the class attribute `HEAD = False`
 and returns them (a classifier's logits).
 """
 
+import functools
 import importlib
 import inspect
 from typing import Any
@@ -68,8 +69,28 @@ class NnxBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    wrapped = bridge.ToLinen(self.nnx_class, kwargs=self.kwargs, name='nnx')
+    build = (self.nnx_class if train or self.is_initializing()
+             else _shapes_only(self.nnx_class))
+    wrapped = bridge.ToLinen(build, kwargs=self.kwargs, name='nnx')
     return wrapped(x, nnx_method=_in_mode, train=train)
+
+
+@functools.cache
+def _shapes_only(nnx_class):
+  """`nnx_class`'s constructor without its initialisers: variables of shapes only.
+
+  ToLinen builds the module on every call, initialisers included, then puts
+  the stored variables in. In inference that is all they are for: built
+  abstractly, the discarded initial values stay out of the traced function,
+  so an export holds none of their operations (TensorFlow's XLA cannot read
+  the `erf` of jax's truncated-normal initialiser). Only the random streams
+  stay abstract, and an NNX module in eval mode draws none.
+  """
+  def build(*args, **kwargs):
+    def construct():  # Its own random streams: the run's are of another trace.
+      return nnx_class(*args, **{**kwargs, **({'rngs': nnx.Rngs(0)} if 'rngs' in kwargs else {})})
+    return nnx.eval_shape(construct)
+  return build
 
 
 def construct(path: str, args: dict) -> nn.Module:
