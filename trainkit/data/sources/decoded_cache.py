@@ -41,17 +41,19 @@ def cache_key(builder, split: str) -> dict | None:
     return None
   with open(info, 'rb') as f:
     info_sha = hashlib.sha256(f.read()).hexdigest()
-  stats = [(os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns)
-           for p in files]
   return {'format': _FORMAT, 'dataset': builder.name, 'version': str(builder.version),
-          'split': split, 'dataset_info_sha256': info_sha, 'files': stats}
+          'split': split, 'dataset_info_sha256': info_sha, 'files': _stats(files)}
 
 
 def files_key(dataset: str, version: str, split: str, paths: list) -> dict:
   """What identifies `split` read from source files `paths` (their names, sizes and times)."""
-  stats = [(os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
   return {'format': _FORMAT, 'dataset': dataset, 'version': version, 'split': split,
-          'source': 'files', 'files': stats}
+          'source': 'files', 'files': _stats(paths)}
+
+
+def _stats(paths: list) -> list:
+  """(name, size, modification time) of each file: what a change to it changes."""
+  return [(os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
 
 
 def _folder(cache_dir: str, key: dict) -> str:
