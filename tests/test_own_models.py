@@ -69,7 +69,9 @@ class NnxDense64(nnx.Module):
   """The same in NNX, with BatchNorm and dropout that follow train() and eval()."""
 
   def __init__(self, din: int = 784, width: int = 64, *, rngs: nnx.Rngs):
-    self.dense = nnx.Linear(din, width, rngs=rngs)
+    # No bias: BatchNorm cancels it, so its gradient is rounding noise that Adam
+    # would turn into full steps, and a sweep member would differ from its run alone.
+    self.dense = nnx.Linear(din, width, use_bias=False, rngs=rngs)
     self.norm = nnx.BatchNorm(width, rngs=rngs)
     self.drop = nnx.Dropout(0.1, rngs=rngs)
 
