@@ -191,3 +191,21 @@ def test_a_finished_workdir_is_re_evaluated_without_compiling_ahead(tmp_path, mo
   config.num_epochs = 2  # Not finished with this config: compiled ahead again.
   train.train_and_evaluate(config, str(tmp_path / 'w'), continue_with_changes=True)
   assert rehearsed == [1, 1]
+
+
+def test_a_run_that_reads_no_tfds_dataset_never_imports_tfds():
+  """TFDS costs a quarter of a second to import: only a TFDS dataset's run pays it."""
+  code = '\n'.join([
+      'import sys',
+      'from trainkit import train_command',
+      'from trainkit.data import pipeline',
+      'from configs import default',  # Not tests.helpers: it imports TFDS.
+      'config = default.get_config()',
+      "config.update(dict(dataset='synthetic:blobs', train_split='train',",
+      "                   validation_split='', test_split='test', cache_dir=''))",
+      'data = pipeline.create_datasets(config)',
+      "print(data.num_train, 'tensorflow_datasets' in sys.modules)"])
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split()[1] == 'False', result.stdout

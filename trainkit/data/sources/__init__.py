@@ -18,7 +18,6 @@ from trainkit.data.sources import arrays
 from trainkit.data.sources import base
 from trainkit.data.sources import table_files
 from trainkit.data.sources import tables
-from trainkit.data.sources import tfds_source
 
 DataError = base.DataError
 
@@ -33,4 +32,7 @@ def open_source(config, fitted=None) -> base.Source:
     return tables.TableSource(config, fitted)
   if arrays.is_arrays(config.dataset):
     return arrays.ArraySource(config)
+  # Here, not at the top: TensorFlow Datasets takes a quarter of a second to
+  # import, which a run on arrays, a generator or a table never needs.
+  from trainkit.data.sources import tfds_source  # pylint: disable=g-import-not-at-top
   return tfds_source.TfdsSource(config)

@@ -5,9 +5,8 @@ splits with the syntax TFDS reads, whatever the source: a TFDS dataset, an
 .npz file's arrays or a generator's draws.
 """
 
+import re
 import types
-
-import tensorflow_datasets as tfds
 
 from trainkit.data.sources import base
 
@@ -18,10 +17,10 @@ def split_ranges(spec: str, size_of) -> list:
   E.g. 'train[:55000]' -> [('train', 0, 55000)]; `size_of(name)` gives a
   named split's size. Raises DataError for a spec TFDS cannot read.
   """
-  names = {part.split('[')[0].strip() for part in spec.split('+')}
   try:
-    sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names}
-    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(sizes)
+    if re.fullmatch(r'\w+', spec):  # A whole split: no syntax to read.
+      return [(spec, 0, size_of(spec))]
+    instructions = _instructions(spec, size_of)
   except (ValueError, AssertionError, KeyError) as e:
     if isinstance(e, base.DataError):
       raise
@@ -32,6 +31,16 @@ def split_ranges(spec: str, size_of) -> list:
     out.append((i.splitname, 0 if i.from_ is None else i.from_,
                 size if i.to is None else i.to))
   return out
+
+
+def _instructions(spec: str, size_of) -> list:
+  """TFDS's reading of `spec` (its absolute instructions)."""
+  # Here, not at the top: importing TFDS takes a quarter of a second, which a
+  # run whose splits are whole names never needs.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  names = {part.split('[')[0].strip() for part in spec.split('+')}
+  sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names}
+  return tfds.core.ReadInstruction.from_spec(spec).to_absolute(sizes)
 
 
 def overlap(a: list, b: list) -> int:
