@@ -24,6 +24,7 @@ from trainkit.training import evaluation
 import train
 
 
+@pytest.mark.slow  # Three streamed runs with Grain.
 def test_streamed_arrays_resume_exactly_and_evaluate_as_resident_ones(tmp_path, restored_steps):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   config = mdn_config(input_mode='stream', checkpoint_every_steps=4, keep_checkpoints=10)
@@ -49,6 +50,7 @@ def test_streamed_arrays_resume_exactly_and_evaluate_as_resident_ones(tmp_path, 
     assert again[key] == summary[key], key
 
 
+@pytest.mark.slow  # A group and each member alone.
 def test_mdn_members_trained_in_a_vmapped_group_match_them_trained_alone(tmp_path):
   overrides = [{'learning_rate': 3e-4, 'seed': 0}, {'learning_rate': 3e-3, 'seed': 1}]
   configs = [sweeps.member_config(mdn_config(input_mode='device', num_epochs=2), o)

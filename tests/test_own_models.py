@@ -127,6 +127,7 @@ def test_a_module_that_cannot_train_is_refused_before_any_step(user_modules, moc
   assert not os.path.exists(tmp_path / 'checkpoints')
 
 
+@pytest.mark.slow  # An MNIST epoch per backbone.
 def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path):
   _, summary = train.train_and_evaluate(_own(), str(tmp_path))
   assert summary['step'] > 0
@@ -147,6 +148,7 @@ def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path):
   assert logits['step'] == summary['step']
 
 
+@pytest.mark.slow  # Trains twice.
 def test_the_python_api_takes_a_module_itself(user_modules, mock_mnist, tmp_path):
   import usermodels  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   result = trainkit.train(tiny_config(), str(tmp_path), model=usermodels.Dense64(width=32))
@@ -260,6 +262,7 @@ def test_an_unknown_module_is_one_line_on_the_command_line(user_modules, tmp_pat
   assert not os.path.exists(tmp_path / 'w')
 
 
+@pytest.mark.slow  # A CNN trains.
 def test_the_built_in_cnn_trains_and_is_summarised(mock_mnist, tmp_path):
   config = tiny_config(**{'model.module': 'cnn', 'steps_per_call': 1})  # As mnist_cnn's.
   config.model.args = {'channels': (4, 8), 'dense': 16}
@@ -272,6 +275,7 @@ def test_the_built_in_cnn_trains_and_is_summarised(mock_mnist, tmp_path):
   assert 'Conv_0' in model.summary and 'Total' in model.summary
 
 
+@pytest.mark.slow  # A group and each member alone.
 @pytest.mark.parametrize('module', BACKBONES)
 def test_an_own_backbone_trains_in_a_vmapped_group_as_alone(user_modules, mock_mnist,
                                                             tmp_path, module):

@@ -50,6 +50,7 @@ def _devices_run(workdir, **runs):
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # Four host devices in a subprocess.
 def test_four_devices_match_one_and_uneven_batches_are_refused(small_mnist, tmp_path):
   manual_dir, data_dir = small_mnist
   configs = {mode: tiny_config(manual_dir=manual_dir, data_dir=data_dir, input_mode=mode,

@@ -94,6 +94,7 @@ def test_a_search_needs_a_validation_split(tmp_path):
   assert not (tmp_path / 's').exists()
 
 
+@pytest.mark.slow  # A pruned search.
 def test_trials_are_member_workdirs_and_pruned_ones_stop_early_and_keep_checkpoints(tmp_path):
   # 50 validation examples: accuracies that differ enough for the pruner to rank.
   config = _config(num_epochs=4, train_split='train[:150]', validation_split='train[150:]')

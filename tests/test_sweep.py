@@ -217,6 +217,7 @@ def _metric_keys(workdir) -> dict:
   return keys
 
 
+@pytest.mark.slow  # A group and a lone run.
 def test_a_group_members_workdir_holds_what_a_lone_run_writes(tmp_path):
   overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   configs, dirs = _group(tmp_path, overrides, plots=True, profile_steps=(2, 3))
@@ -236,6 +237,7 @@ def test_a_group_members_workdir_holds_what_a_lone_run_writes(tmp_path):
       assert json.load(a) == json.load(b)
 
 
+@pytest.mark.slow  # A sweep of runs.
 def test_a_diverging_member_is_stopped_alone(tmp_path):
   overrides = [{'learning_rate': 0.05}, {'learning_rate': 1e30}]
   configs, dirs = _group(tmp_path, overrides, optimizer='sgd')

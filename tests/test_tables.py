@@ -238,6 +238,7 @@ def test_class_weights_change_the_loss_as_defined():
   assert training_statistics.class_weights(tiny_config(class_weight='1,3'), data) == (1.0, 3.0)
 
 
+@pytest.mark.slow  # Four table runs.
 def test_a_weight_column_weighs_the_loss_and_class_weights_are_kept(tmp_path):
   columns = _columns(200)
   runs = {}

@@ -287,6 +287,7 @@ def test_train_figures_are_in_the_targets_units_like_the_evaluation():
      ['row', *[f'weights_{i}' for i in range(3)], *[f'means_{i}' for i in range(3)],
       *[f'stds_{i}' for i in range(3)], 'mean', 'mode']),
 ])
+@pytest.mark.slow  # Three exports per task (jax2onnx).
 def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, columns):
   config = tiny_config(task=task, dataset=dataset, synthetic_examples=(64, 32, 32),
                        normalization='per_feature', train_split='train',

@@ -170,6 +170,7 @@ def test_a_killed_run_and_a_search_read_back_through_mlflow(request, tmp_path, s
     assert float(trial_run.data.params['learning_rate']) == trial.params['learning_rate']
 
 
+@pytest.mark.slow  # Waits out MLflow retries.
 def test_a_server_that_does_not_answer_costs_one_warning_and_not_the_run(tmp_path, capfd):
   """A server that takes connections and never answers: the run trains, one warning line."""
   with socket.socket() as silent:
@@ -222,6 +223,7 @@ def test_cli_refuses_a_bad_tracker_and_an_unknown_export_format_in_one_line(tmp_
     assert not workdir.exists()
 
 
+@pytest.mark.slow  # MLflow, a sweep of runs.
 def test_a_sweeps_members_are_nested_under_its_run(tmp_path):
   """Two members trained as one vmapped group: two runs of their own, under the sweep's."""
   from trainkit.search import sweeps  # pylint: disable=g-import-not-at-top
@@ -247,6 +249,7 @@ def test_a_sweeps_members_are_nested_under_its_run(tmp_path):
     assert member.data.metrics['test_nll'] == pytest.approx(summary['test_nll'], rel=1e-12)
 
 
+@pytest.mark.slow  # MLflow, two runs.
 def test_a_resume_with_changes_leaves_no_discarded_metrics_in_mlflow(tmp_path):
   """Killed past its last checkpoint, resumed with another learning rate: MLflow = metrics.jsonl."""
   import shutil  # pylint: disable=g-import-not-at-top
