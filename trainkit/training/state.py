@@ -110,8 +110,11 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
 _STATIC_PARTS = {}
 
 
-def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
+def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False) -> TrainState:
   """The freshly initialised train state of `config` for a dataset's `spec`.
+
+  `shapes_only`: its arrays as shapes and dtypes alone (jax.ShapeDtypeStruct),
+  nothing compiled or run: a target to restore a checkpoint into.
 
   Built by one jitted program (the same values as op by op): dozens of small
   initialisers dispatched one at a time cost half a second at every start.
@@ -133,6 +136,6 @@ def create_state(config, spec: workdir_lib.ModelSpec) -> TrainState:
         jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,
                                                spec.steps_per_epoch, spec.input_dtype)))
   tx, init = _STATIC_PARTS[key]
-  state = init(seed_keys(config.seed)[0])
+  state = (jax.eval_shape if shapes_only else lambda f, k: f(k))(init, seed_keys(config.seed)[0])
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
                        keep_probs=models.keep_probs(config.model))
