@@ -209,3 +209,15 @@ def test_a_run_that_reads_no_tfds_dataset_never_imports_tfds():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split()[1] == 'False', result.stdout
+
+
+def test_the_command_imports_nothing_a_mode_may_not_need():
+  """Each is a tenth of a second or more of every eval, predict and export."""
+  deferred = ('tensorflow_datasets', 'tensorboardX', 'tqdm', 'flax.nnx', 'matplotlib',
+              'jax2onnx', 'optuna', 'mlflow', 'tensorflow')
+  code = ('import sys; import trainkit.train_command; '
+          f'print([m for m in {deferred!r} if m in sys.modules])')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip() == '[]'

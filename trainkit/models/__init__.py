@@ -13,8 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from trainkit import errors
-from trainkit.models import backbone
 from trainkit.models import mlp
+
+
+def _backbones():
+  """trainkit/models/backbone.py, imported for a backbone alone.
+
+  It imports flax.nnx, a tenth of a second that every MLP command would pay.
+  """
+  from trainkit.models import backbone  # pylint: disable=g-import-not-at-top
+  return backbone
 
 
 def _module(model_config) -> str:
@@ -30,6 +38,7 @@ def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float3
   """The model of the `config.model` section, ending in the task `head`."""
   if not _module(model_config):
     return mlp.create_model(model_config, head, input_shift, input_scale, dtype)
+  backbone = _backbones()
   return backbone.WithHead(backbone.construct(_module(model_config), _args(model_config)),
                            head, input_shift=input_shift, input_scale=input_scale,
                            dtype=jnp.dtype(dtype))
@@ -44,7 +53,7 @@ def check_config(config) -> None:
     except (TypeError, ValueError) as e:
       raise errors.ConfigError(f'model.args={_args(config.model)!r}: every argument must be a '
                                f'JSON value, to be recorded in config.json ({e})') from None
-    backbone.construct(_module(config.model), _args(config.model))
+    _backbones().construct(_module(config.model), _args(config.model))
 
 
 def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:
@@ -72,7 +81,7 @@ def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:
       lambda: model.backbone.apply(
           {k: v['backbone'] for k, v in variables.items() if 'backbone' in v},
           example.astype(jnp.float32), train=False))
-  if backbone.head_on_top(model.backbone) and len(features.shape) != 2:
+  if _backbones().head_on_top(model.backbone) and len(features.shape) != 2:
     raise errors.ConfigError(
         f'model.module={name!r} returns features of shape {tuple(features.shape)}; the '
         "task's head takes [batch, features] (flatten them, or set HEAD = False and return "
