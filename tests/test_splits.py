@@ -165,3 +165,31 @@ def test_early_stopping_on_accuracy(tmp_path):
   assert plateaus.early_stop(tiny_config(early_stopping_patience=1,
                                          early_stopping_metric='accuracy'),
                              meta, {'accuracy': 0.35, 'loss': 1.0}, 5) is not None
+
+
+@pytest.mark.parametrize('spec', [
+    'train', 'test', 'train[:55000]', 'train[55000:]', 'train[10:20]', 'train[:60000]',
+    'train[0:1]', 'train + test', 'train[:100]+test[5:]', 'train[:70%]', 'train[70%:85%]',
+    'train[-5000:]', 'train[:0]', 'train[7:7]', 'train[:60001]', 'train[20:10]',
+    'train[:-1]', 'train[1%:]', 'validation', 'train[', 'train[a:b]', 'train[10:20%]',
+    'train[10%:20]', 'train[%:5]', 'train[:101%]', 'train[33%:67%]+test[:50%]',
+    'test[:0%]', 'train[0%:100%]', 'train[1.5%:]'])
+def test_split_syntax_read_without_tfds_agrees_with_tfds(spec):
+  """Whole splits and slices are read without TFDS, exactly as TFDS reads them."""
+  import types  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from trainkit.data.sources import split_syntax  # pylint: disable=g-import-not-at-top
+  for sizes in ({'train': 60000, 'test': 10001}, {'train': 569, 'test': 85},
+                {'train': 7, 'test': 3}):  # Sizes whose percentages round.
+    try:
+      absolute = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+          {k: types.SimpleNamespace(num_examples=v) for k, v in sizes.items()})
+      expected = [(i.splitname, i.from_ or 0, sizes[i.splitname] if i.to is None else i.to)
+                  for i in absolute]
+    except (ValueError, AssertionError, KeyError):
+      expected = 'refused'
+    try:
+      got = split_syntax.split_ranges(spec, sizes.__getitem__)
+    except sources.DataError:
+      got = 'refused'
+    assert got == expected, sizes
