@@ -1,6 +1,7 @@
 """The fast run path: no TensorFlow (not even to prepare MNIST), caches of splits and programs."""
 
 import glob
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -221,3 +222,29 @@ def test_the_command_imports_nothing_a_mode_may_not_need():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip() == '[]'
+
+
+def test_what_tfds_registers_of_an_idx_dataset_is_asked_once(tmp_path):
+  """A second command on cached IDX arrays reads TFDS's facts from the cache, not TFDS."""
+  manual_dir, cache = idx_dir(tmp_path), tmp_path / 'cache'
+  code = '\n'.join([
+      'import sys',
+      'from configs import default',  # Not tests.helpers: it imports TFDS.
+      'from trainkit.data import pipeline',
+      'config = default.get_config()',
+      f"config.update(dict(manual_dir={str(manual_dir)!r}, cache_dir={str(cache)!r},",
+      f"                   data_dir={str(tmp_path / 'tfds')!r}, input_mode='device',",
+      "                   train_split='train[:30]', validation_split='train[30:]'))",
+      'data = pipeline.create_datasets(config)',
+      "print(data.num_train, data.num_classes, tuple(data.input_shape),",
+      "      int(data.test['x'].sum()), 'tensorflow_datasets' in sys.modules)"])
+  outputs = []
+  for _ in range(2):
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs.append(result.stdout.split())
+  assert outputs[0][-1] == 'True'  # The first asked TFDS (and hashed the examples' order).
+  assert outputs[1][:-1] == outputs[0][:-1] and outputs[1][-1] == 'False'
+  assert os.listdir(cache / 'tfds_registered') == [
+      f'mnist-tfds-{importlib.metadata.version("tensorflow-datasets")}.json']

@@ -18,6 +18,7 @@ and written again, replacing it.
 
 import glob
 import hashlib
+from importlib import metadata
 import json
 import os
 import shutil
@@ -133,3 +134,33 @@ def load_keyed(key: dict | None, cache_dir: str, decode) -> dict:
   arrays = decode()
   _write(folder, key, arrays)
   return arrays
+
+
+def registered_facts(cache_dir: str, dataset: str, read) -> dict:
+  """What TFDS registers of `dataset` (`read()`, a dict of JSON values), kept in the cache.
+
+  Asking TFDS means importing it (half a second); its answer changes only
+  with the installed TFDS, whose version keys the copy. '' (no cache): `read()`.
+  """
+  if not cache_dir:
+    return read()
+  version = metadata.version('tensorflow-datasets')
+  path = os.path.join(os.path.expanduser(cache_dir), 'tfds_registered',
+                      f'{dataset}-tfds-{version}.json')
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+    if stored.get('format') == _FORMAT and stored.get('dataset') == dataset:
+      return stored['facts']
+  except (OSError, ValueError, AttributeError, KeyError):  # None yet, or damaged: asked again.
+    pass
+  facts = read()
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.incomplete-')
+    with os.fdopen(fd, 'w') as f:
+      json.dump({'format': _FORMAT, 'dataset': dataset, 'facts': facts}, f)
+    os.replace(tmp, path)
+  except OSError:  # Not writable, or no space: asked again next time.
+    pass
+  return facts

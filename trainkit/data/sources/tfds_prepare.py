@@ -34,8 +34,6 @@ import shutil
 import struct
 
 import numpy as np
-import tensorflow_datasets as tfds
-from tensorflow_datasets.core import hashing as tfds_hashing
 
 from trainkit.data.sources import base
 from trainkit.data.sources import host_tensorflow
@@ -48,6 +46,16 @@ IDX_DATASETS = ('mnist', 'fashion_mnist', 'kmnist')
 _UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses.
 _NUM_CLASSES = 10  # Of every dataset in IDX_DATASETS.
 
+
+
+def tfds():
+  """TensorFlow Datasets, imported where it is used.
+
+  Its import takes half a second that a command reading cached IDX arrays
+  never needs.
+  """
+  import tensorflow_datasets  # pylint: disable=g-import-not-at-top
+  return tensorflow_datasets
 
 def _check_header(path, raw: bytes, expected_ndim: int) -> tuple:
   """The shape an IDX header declares; DataError if it is not unsigned bytes of that rank."""
@@ -217,7 +225,7 @@ def _idx_builder_cls(dataset):
   `sources` maps each split to its validated (images, labels); example i is
   keyed i, which fixes the order TFDS writes them in (`hash_order`).
   """
-  base_cls = tfds.builder_cls(dataset)
+  base_cls = tfds().builder_cls(dataset)
 
   class IdxBuilder(base_cls, skip_registration=True):
     name = base_cls.name
@@ -228,7 +236,7 @@ def _idx_builder_cls(dataset):
 
     def _split_generators(self, dl_manager):
       return [
-          tfds.core.SplitGenerator(
+          tfds().core.SplitGenerator(
               name=split, gen_kwargs={'split': split})
           for split in IDX_FILES
       ]
@@ -249,7 +257,8 @@ def hash_order(split: str, count: int) -> np.ndarray:
   order, which TFDS does only with a new major version). `idx_arrays` relies
   on it; the tests hold it to what a preparation writes.
   """
-  hasher = tfds_hashing.Hasher(split)
+  from tensorflow_datasets.core import hashing  # pylint: disable=g-import-not-at-top
+  hasher = hashing.Hasher(split)
   hashes = [hasher.hash_key(index) for index in range(count)]
   return np.array(sorted(range(count), key=hashes.__getitem__), np.int64)
 
@@ -275,7 +284,7 @@ def preparing(dataset: str, data_dir: str | None):
   before its end left (TFDS writes into an `incomplete.*` folder and renames
   it when done) is removed first: nobody else can be writing it.
   """
-  root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+  root = os.path.expanduser(data_dir or tfds().core.constants.DATA_DIR)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, f'.{dataset}.prepare.lock'), 'a') as f:
     fcntl.lockf(f, fcntl.LOCK_EX)
@@ -292,13 +301,13 @@ def prepare(dataset, data_dir, manual_dir) -> None:
   headers only.
   """
   validate_manual_dir(dataset, manual_dir, payload=False)
-  builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
+  builder = tfds().builder(dataset, data_dir=data_dir, file_format='array_record')
   if builder.is_prepared():
     return
   with preparing(dataset, data_dir):
     if builder.is_prepared():  # By another process while this one waited.
       return
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir,
+    download_config = tfds().download.DownloadConfig(manual_dir=manual_dir,
                                                    try_download_gcs=False)
     if dataset not in IDX_DATASETS:
       host_tensorflow.tensorflow()  # Its builder may encode through TensorFlow.

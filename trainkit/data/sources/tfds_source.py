@@ -17,7 +17,6 @@ import urllib.parse
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
 from trainkit.data.sources import base
 from trainkit.data.sources import decoded_cache
@@ -31,6 +30,7 @@ _READ_CHUNK = 4096
 
 def check_name(name: str) -> None:
   """Refuses a dataset name TFDS does not know, with the nearest it does."""
+  tfds = offline_data.tfds()
   try:
     tfds.builder_cls(name)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -113,12 +113,12 @@ def prepared(config):
     parallel.barrier('dataset prepared')
     if jax.process_index() > 0:
       offline_data.prepare(config.dataset, config.data_dir, config.manual_dir)
-  found = tfds.builder(config.dataset, data_dir=config.data_dir)
+  found = offline_data.tfds().builder(config.dataset, data_dir=config.data_dir)
   _image_and_label(found)
   if not found.is_prepared():
     _check_reachable(config)
     _download_and_prepare(config, found)
-    found = tfds.builder(config.dataset, data_dir=config.data_dir)
+    found = offline_data.tfds().builder(config.dataset, data_dir=config.data_dir)
   return found
 
 
@@ -179,9 +179,31 @@ class TfdsSource(base.Source):
 
   def __init__(self, config):
     super().__init__(config.dataset)
-    check_name(config.dataset)  # The same refusal whichever way it would be prepared.
     self._config = config
     self._builder = None
+    # A dataset of IDX files given manual_dir: what TFDS registers of it, kept
+    # in the cache, so a command that reads cached arrays never imports TFDS.
+    self._facts = (decoded_cache.registered_facts(config.cache_dir, config.dataset,
+                                                  self._checked_facts)
+                   if self._from_idx_files() else None)
+    if self._facts is None:
+      check_name(config.dataset)  # The same refusal whichever way it would be prepared.
+
+  def _from_idx_files(self) -> bool:
+    return bool(self._config.manual_dir) and self.dataset in offline_data.IDX_DATASETS
+
+  def _checked_facts(self) -> dict:
+    check_name(self.dataset)
+    return self._registered_facts()
+
+  def _registered_facts(self) -> dict:
+    """The dataset's name, version, image shape and dtype, and classes, as TFDS has them."""
+    found = self._registered()
+    features = _image_and_label(found)
+    return {'name': found.name, 'version': str(found.version),
+            'input_shape': list(features['image'].shape),
+            'input_dtype': np.dtype(features['image'].np_dtype).name,
+            'num_classes': features['label'].num_classes}
 
   @property
   def builder(self):
@@ -192,11 +214,9 @@ class TfdsSource(base.Source):
 
   def fields(self) -> dict:
     # Unprepared, the registered metadata gives the shapes: nothing is read.
-    features = _image_and_label(self._registered())
-    return {'num_classes': features['label'].num_classes,
-            'input_shape': tuple(features['image'].shape),
-            'input_dtype': np.dtype(features['image'].np_dtype).name,
-            'target_shape': (), 'target_dtype': 'int32'}
+    facts = self._facts or self._registered_facts()
+    return {'num_classes': facts['num_classes'], 'input_shape': tuple(facts['input_shape']),
+            'input_dtype': facts['input_dtype'], 'target_shape': (), 'target_dtype': 'int32'}
 
   def records(self, split: str) -> TfdsRecords:
     return records(self.builder, split)
@@ -205,8 +225,7 @@ class TfdsSource(base.Source):
     if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
       # Read from the source files in TFDS's order: nothing to prepare or decode.
       offline_data.validate_manual_dir(self.dataset, self._config.manual_dir, payload=False)
-      registered = self._registered()
-      key = decoded_cache.files_key(registered.name, str(registered.version), split,
+      key = decoded_cache.files_key(self._facts['name'], self._facts['version'], split,
                                     offline_data.idx_files(self._config.manual_dir, split))
       return decoded_cache.load_keyed(key, self._config.cache_dir, lambda: offline_data.idx_arrays(
           self._config.manual_dir, split))
@@ -215,10 +234,13 @@ class TfdsSource(base.Source):
                               lambda: read_all(self.records(split)))
 
   def nbytes(self) -> int | None:
-    found = self._registered()
-    image = found.info.features['image']
-    per_example = math.prod(image.shape) * np.dtype(image.np_dtype).itemsize + 4
-    sizes = self._known_sizes(found)
+    if self._facts:
+      shape, dtype = self._facts['input_shape'], self._facts['input_dtype']
+    else:
+      image = self._registered().info.features['image']
+      shape, dtype = image.shape, image.np_dtype
+    per_example = math.prod(shape) * np.dtype(dtype).itemsize + 4
+    sizes = self.split_sizes()
     if sizes is None:  # Known once prepared (downloaded).
       sizes = _sizes(self.builder)
     try:
@@ -227,15 +249,12 @@ class TfdsSource(base.Source):
       return None
 
   def split_sizes(self) -> dict | None:
-    return self._known_sizes(self._registered())
-
-  def _known_sizes(self, found) -> dict | None:
-    if found.is_prepared():
-      return _sizes(found)
-    if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
-      return offline_data.idx_sizes(self._config.manual_dir)  # The files' headers.
-    return None
+    if self._facts:  # Read from IDX files: their headers say.
+      return offline_data.idx_sizes(self._config.manual_dir)
+    found = self._registered()
+    return _sizes(found) if found.is_prepared() else None
 
   def _registered(self):
     """The builder as prepared, or (not yet prepared) as registered: nothing is read."""
-    return self._builder or tfds.builder(self.dataset, data_dir=self._config.data_dir)
+    return self._builder or offline_data.tfds().builder(self.dataset,
+                                                        data_dir=self._config.data_dir)
