@@ -215,7 +215,7 @@ def test_a_run_that_reads_no_tfds_dataset_never_imports_tfds():
 def test_the_command_imports_nothing_a_mode_may_not_need():
   """Each is a tenth of a second or more of every eval, predict and export."""
   deferred = ('tensorflow_datasets', 'tensorboardX', 'tqdm', 'flax.nnx', 'matplotlib',
-              'jax2onnx', 'optuna', 'mlflow', 'tensorflow')
+              'jax2onnx', 'optuna', 'mlflow', 'tensorflow', 'PIL')
   code = ('import sys; import trainkit.train_command; '
           f'print([m for m in {deferred!r} if m in sys.modules])')
   result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=ENV,

@@ -6,10 +6,18 @@ from typing import NamedTuple
 import numpy as np
 
 from trainkit import errors
-from trainkit.serving import digit_images
 from trainkit.serving import restore as restore_lib
 from trainkit.training import evaluation
 from trainkit.training import optimizers
+
+
+def _digit_images():
+  """trainkit/serving/digit_images.py, imported to read images.
+
+  It imports Pillow, which no other mode needs.
+  """
+  from trainkit.serving import digit_images  # pylint: disable=g-import-not-at-top
+  return digit_images
 
 
 def _input_files(paths) -> list:
@@ -18,7 +26,7 @@ def _input_files(paths) -> list:
   for path in paths:
     if os.path.isdir(path):
       files += sorted(os.path.join(path, f) for f in os.listdir(path)
-                      if f.lower().endswith(digit_images.SUFFIXES))
+                      if f.lower().endswith(_digit_images().SUFFIXES))
     elif os.path.exists(path):
       files.append(path)
     else:
@@ -52,9 +60,9 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   digits, problems = [], []
   for path in files:
     try:
-      digits.append(digit_images.load_digit(path, spec.input_shape))
+      digits.append(_digit_images().load_digit(path, spec.input_shape))
       problems.append(None if digits[-1] is not None else NO_DIGIT)
-    except digit_images.UnreadableImage as e:
+    except _digit_images().UnreadableImage as e:
       digits.append(None)
       problems.append(str(e).removeprefix(f'{path}: '))
   found = [d for d in digits if d is not None]
