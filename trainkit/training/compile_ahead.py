@@ -26,6 +26,7 @@ import threading
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 
 from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
@@ -73,15 +74,32 @@ def _rehearse(config) -> None:
     spec = state_lib.model_spec(config, data)
     state = parallel.replicate(state_lib.create_state(config, spec), data.mesh)
     program = programs.MeshSteps(data.mesh)
+    # The evaluations compile beside the train call, on a core of their own
+    # (compiling lets go of the GIL), on a copy: the train call donates its state.
+    evaluations = threading.Thread(
+        target=_evaluations, args=(config, program, jax.tree.map(jnp.copy, state), data),
+        name='compile-ahead-eval', daemon=True)
+    evaluations.start()
     length = cadence.call_length(config, data, spec.steps_per_epoch)
     (_, batches, _), = calls.train_calls(data, config, 0, [(0, length)], length)
-    state, _ = program.train(state, [batches], program.dropout_keys([config]), [0],
-                             data.train)
+    program.train(state, [batches], program.dropout_keys([config]), [0], data.train)
+    evaluations.join()
+  except Exception as e:  # pylint: disable=broad-except
+    _stopped(e)
+
+
+def _evaluations(config, program, state, data) -> None:
+  """The epochs' evaluations, the test split's and the plots' predictions, on zeros."""
+  try:
     program.evaluate(state, input_pipeline.validation_view(data), config.eval_batch_size)
     if data.validation is not None:  # The test split, at the end.
       program.evaluate(state, data, config.eval_batch_size)
     if config.plots:  # Their predictions.
       evaluation.test_predictions(state, data, config.eval_batch_size)
   except Exception as e:  # pylint: disable=broad-except
-    logging.info('Compiling ahead stopped (%s: %s); the run compiles what it needs.',
-                 type(e).__name__, e)
+    _stopped(e)
+
+
+def _stopped(error: Exception) -> None:
+  logging.info('Compiling ahead stopped (%s: %s); the run compiles what it needs.',
+               type(error).__name__, error)
