@@ -136,6 +136,8 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
         jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,
                                                spec.steps_per_epoch, spec.input_dtype)))
   tx, init = _STATIC_PARTS[key]
-  state = (jax.eval_shape if shapes_only else lambda f, k: f(k))(init, seed_keys(config.seed)[0])
+  # Shapes only: the keys are traced too (drawing them for real compiles programs).
+  draw = lambda: init(seed_keys(config.seed)[0])
+  state = jax.eval_shape(draw) if shapes_only else draw()
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
                        keep_probs=models.keep_probs(config.model))
