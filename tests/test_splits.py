@@ -173,7 +173,7 @@ def test_early_stopping_on_accuracy(tmp_path):
     'train[-5000:]', 'train[:0]', 'train[7:7]', 'train[:60001]', 'train[20:10]',
     'train[:-1]', 'train[1%:]', 'validation', 'train[', 'train[a:b]', 'train[10:20%]',
     'train[10%:20]', 'train[%:5]', 'train[:101%]', 'train[33%:67%]+test[:50%]',
-    'test[:0%]', 'train[0%:100%]', 'train[1.5%:]'])
+    'test[:0%]', 'train[0%:100%]', 'train[1.5%:]', 'train[:]'])
 def test_split_syntax_read_without_tfds_agrees_with_tfds(spec):
   """Whole splits and slices are read without TFDS, exactly as TFDS reads them."""
   import types  # pylint: disable=g-import-not-at-top

@@ -34,7 +34,8 @@ def split_ranges(spec: str, size_of) -> list:
   return out
 
 
-_PART = re.compile(r'(\w+)(\[(\d*)(%?):(\d*)(%?)\])?')
+# A split's name, and optionally a slice of whole numbers, all with or without '%'.
+_PART = re.compile(r'(\w+)(?:\[(\d+%?)?:(\d+%?)?\])?')
 
 
 def _whole_or_slice(spec: str, size_of) -> list | None:
@@ -50,20 +51,23 @@ def _whole_or_slice(spec: str, size_of) -> list | None:
     found = _PART.fullmatch(part.strip())
     if not found:
       return None
-    name, sliced, lo, lo_pct, hi, hi_pct = found.groups()
+    name, lo, hi = found.groups()
     size = size_of(name)
-    if not sliced:
+    if '[' not in part:
       out.append((name, 0, size))
       continue
-    if (lo and hi and lo_pct != hi_pct) or (not lo and lo_pct) or (not hi and hi_pct):
+    bounds = [b for b in (lo, hi) if b]
+    percent = any(b.endswith('%') for b in bounds)
+    if not bounds or any(b.endswith('%') != percent or (percent and int(b[:-1]) > 100)
+                         for b in bounds):
       return None
-    percent = bool(lo_pct or hi_pct)
-    if percent and max(int(lo or 0), int(hi or 0)) > 100:
-      return None
-    bound = lambda text, default, percent=percent, size=size: (
-        default if not text else int(round(float(text) * size / 100.0)) if percent
-        else int(text))
-    lo, hi = bound(lo, 0), bound(hi, size)
+
+    def example(bound, default, size=size, percent=percent):
+      if not bound:
+        return default
+      return int(round(float(bound[:-1]) * size / 100.0)) if percent else int(bound)
+
+    lo, hi = example(lo, 0), example(hi, size)
     if not 0 <= lo < hi <= size:
       return None
     out.append((name, lo, hi))
