@@ -57,12 +57,13 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   files = _input_files(paths)
   state, _, spec = restore_lib.restore(config, workdir, checkpoint)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
+  digit_images = _digit_images()
   digits, problems = [], []
   for path in files:
     try:
-      digits.append(_digit_images().load_digit(path, spec.input_shape))
+      digits.append(digit_images.load_digit(path, spec.input_shape))
       problems.append(None if digits[-1] is not None else NO_DIGIT)
-    except _digit_images().UnreadableImage as e:
+    except digit_images.UnreadableImage as e:
       digits.append(None)
       problems.append(str(e).removeprefix(f'{path}: '))
   found = [d for d in digits if d is not None]

@@ -28,6 +28,7 @@ _LINE = '{desc} {n_fmt}/{total_fmt} steps ({percentage:.0f}%) ' + _TIMES
 # Per-step figures the bar leaves out: the logs have them.
 _NOT_SHOWN = {'grad_norm', 'finite'}
 
+
 def _tqdm():
   """tqdm, imported when a training run draws its first bar.
 

@@ -27,6 +27,8 @@ import tempfile
 from absl import logging
 import numpy as np
 
+from trainkit.workdirs import layout as workdir_lib
+
 # Bump when the layout of the cached arrays changes.
 _FORMAT = 3
 _KEY_FILE = 'key.json'
@@ -157,10 +159,7 @@ def registered_facts(cache_dir: str, dataset: str, read) -> dict:
   facts = read()
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.incomplete-')
-    with os.fdopen(fd, 'w') as f:
-      json.dump({'format': _FORMAT, 'dataset': dataset, 'facts': facts}, f)
-    os.replace(tmp, path)
+    workdir_lib.write_json(path, {'format': _FORMAT, 'dataset': dataset, 'facts': facts})
   except OSError:  # Not writable, or no space: asked again next time.
     pass
   return facts

@@ -47,7 +47,6 @@ _UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses.
 _NUM_CLASSES = 10  # Of every dataset in IDX_DATASETS.
 
 
-
 def tfds():
   """TensorFlow Datasets, imported where it is used.
 
@@ -56,6 +55,7 @@ def tfds():
   """
   import tensorflow_datasets  # pylint: disable=g-import-not-at-top
   return tensorflow_datasets
+
 
 def _check_header(path, raw: bytes, expected_ndim: int) -> tuple:
   """The shape an IDX header declares; DataError if it is not unsigned bytes of that rank."""

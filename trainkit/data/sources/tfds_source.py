@@ -222,7 +222,7 @@ class TfdsSource(base.Source):
     return records(self.builder, split)
 
   def arrays(self, split: str) -> dict:
-    if self._config.manual_dir and self.dataset in offline_data.IDX_DATASETS:
+    if self._facts:
       # Read from the source files in TFDS's order: nothing to prepare or decode.
       offline_data.validate_manual_dir(self.dataset, self._config.manual_dir, payload=False)
       key = decoded_cache.files_key(self._facts['name'], self._facts['version'], split,
