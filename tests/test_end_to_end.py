@@ -141,6 +141,41 @@ def test_keeps_latest_and_best_checkpoints(tmp_path, best_metric):
   assert summary['best_eval_loss'] == evals[best]['loss']
 
 
+def test_the_best_epoch_is_saved_though_epochs_are_saved_seldom(tmp_path):
+  """Only the last of 6 epochs is due a save; the best of all 6 is kept, not of the saved."""
+  _, summary = _run(tmp_path, num_epochs=6, checkpoint_every_epochs=6, keep_checkpoints=1,
+                    learning_rate=0.3, best_metric='loss', train_split='train[:40]',
+                    validation_split='train[40:]')
+  with open(tmp_path / 'metrics.jsonl') as f:
+    losses = {e['step']: e['metrics']['loss'] for e in map(json.loads, f)
+              if e['split'] == 'eval'}
+  best = min(losses, key=lambda s: (losses[s], -s))
+  assert best != 30  # Else this run would not tell.
+  assert summary['best_step'] == best and summary['best_eval_loss'] == losses[best]
+  assert checkpoint_steps(tmp_path) == [best, 30]
+
+
+def test_a_run_resumed_between_seldom_saves_holds_the_same_epochs(tmp_path):
+  """Resumed from its save at epoch 4 of 8, a run compares later epochs with the saved best.
+
+  Epoch 4 is the best of this run: a resumed run that forgot it would hold
+  and save a later, worse epoch as its best so far.
+  """
+  fields = dict(num_epochs=8, checkpoint_every_epochs=4, keep_checkpoints=10,
+                learning_rate=0.3, best_metric='loss', train_split='train[:40]',
+                validation_split='train[40:]')
+  _, straight = _run(tmp_path / 'straight', **fields)
+  assert straight['best_step'] == 20 and checkpoint_steps(tmp_path / 'straight') == [20, 40]
+  # What a run killed after its save at epoch 4 left: the checkpoints up to it.
+  shutil.copytree(tmp_path / 'straight', tmp_path / 'resumed')
+  shutil.rmtree(tmp_path / 'resumed' / 'checkpoints' / '40')
+  _, resumed = _run(tmp_path / 'resumed', **fields)
+  assert checkpoint_steps(tmp_path / 'resumed') == [20, 40]
+  timing = ('train_wall_s', 'examples_per_s')
+  assert ({k: v for k, v in resumed.items() if k not in timing}
+          == {k: v for k, v in straight.items() if k not in timing})
+
+
 def test_without_a_validation_split_no_checkpoint_is_best(tmp_path):
   _, summary = _run(tmp_path, num_epochs=4, keep_checkpoints=1)
   assert checkpoint_steps(tmp_path) == [24]  # Only the latest: none ranked by test.

@@ -120,6 +120,8 @@ class Members:
   def end_epoch(self, epoch: int, step: int, state, eval_metrics: list, plan):
     """Logs the epoch's evaluation, steps plateaus and early stopping, checkpoints.
 
+    An epoch not due a save is held if it is a run's best so far (Run.hold_if_best).
+
     Returns the state, with a new peak learning rate where a plateau set one;
     the checkpoint saves the decisions with the state they changed.
     """
@@ -130,8 +132,11 @@ class Members:
       if rate is not None:
         state = self.program.set_learning_rate(state, i, rate)
     due = plan.epoch_checkpoint_due(epoch)  # And where a run stopped early.
-    self.checkpoint(step, state, eval_metrics,
-                    [i for i in evaluated if due or not self.runs[i].alive])
+    saved = [i for i in evaluated if due or not self.runs[i].alive]
+    self.checkpoint(step, state, eval_metrics, saved)
+    for i in (i for i in evaluated if i not in saved):
+      self.runs[i].hold_if_best(step, self.program.member(state, i), eval_metrics[i],
+                                self._input_states[i])
     self._log_epoch(epoch, step, [eval_metrics[i] for i in evaluated], evaluated)
     return state
 

@@ -8,7 +8,9 @@ for each member of a vmapped group alike.
 """
 
 import concurrent.futures
+import copy
 import importlib
+import math
 import os
 import threading
 import time
@@ -39,6 +41,9 @@ from trainkit.workdirs import layout as workdir_lib
 # Orbax's asynchronous saves from several threads at once (a sweep group's
 # members) wait on each other's signals.
 _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint')
+
+# A state's copy on the device in one call (a copy per leaf costs a dispatch each).
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 class Run:
@@ -99,6 +104,9 @@ class Run:
     self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
     self.diverged = None  # The Diverged error that stopped this run, if any.
     self._saving = None  # The save in flight (a Future of _SAVER).
+    # The best epoch since the last save, held until the next one (hold_if_best).
+    self._held = None
+    self._best_score = self._saved_best_score()
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
     self._logger = None
@@ -196,13 +204,54 @@ class Run:
     With `eval_metrics` of the validation split (an epoch's end), the
     checkpoint is ranked for keep-the-best (selection.py); the test split's
     rank nothing. `input_state` is a streamed input's position after `step`
-    (calls.train_calls).
+    (calls.train_calls). A held best epoch (hold_if_best) is saved first,
+    unless this one ranks as high.
     """
+    metrics = self._ranked(eval_metrics)
+    held, self._held = self._held, None
+    if held is not None and not (metrics and self._score(metrics) >= self._score(held[3])):
+      self._save(*held, copied=True)
+    if metrics:
+      self._best_score = max(self._best_score, self._score(metrics))
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
-    metrics = None
-    if eval_metrics and self.best_metric:
-      metrics = {selection.key(name): value for name, value in eval_metrics.items()}
+    self._save(step, state, dict(self.meta), metrics, input_state)
+
+  def hold_if_best(self, step: int, state, eval_metrics: dict,
+                   input_state: dict | None = None) -> None:
+    """Keeps a copy of an epoch not due a save if it is the best by validation so far.
+
+    It is saved before the next checkpoint, so the best checkpoint is the
+    best of every epoch, however seldom epochs are saved (a save costs more
+    than an epoch of a small table). A run killed before then redoes the
+    epochs from its last checkpoint and finds the same one again.
+    """
+    metrics = self._ranked(eval_metrics)
+    if not metrics or self._score(metrics) < self._best_score:  # Ties: the later, as Orbax.
+      return
+    self._best_score = self._score(metrics)
+    self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
+                     **self.tracker.state())
+    self._held = (step, _copy(state), copy.deepcopy(self.meta), metrics,
+                  input_state)
+
+  def _ranked(self, eval_metrics: dict | None) -> dict | None:
+    """A checkpoint's figures that rank it for keep-the-best, or None."""
+    if not (eval_metrics and self.best_metric):
+      return None
+    return {selection.key(name): value for name, value in eval_metrics.items()}
+
+  def _score(self, metrics: dict) -> float:
+    return selection.score(self.best_metric, metrics.get(selection.key(self.best_metric)))
+
+  def _saved_best_score(self) -> float:
+    """The score of the best checkpoint saved so far (of a resumed run), else -inf."""
+    step = checkpointing.best_step(self.manager, self.best_metric)
+    return -math.inf if step is None else self._score(self.manager.metrics(step) or {})
+
+  def _save(self, step: int, state, meta: dict, metrics: dict | None,
+            input_state: dict | None, copied: bool = False) -> None:
+    """Saves one checkpoint, after the one in flight; `copied`: `state` is a copy of its own."""
     self._wait_for_save()
     # Room for this checkpoint and the one Orbax may still be committing, or
     # no save at all: one that runs out of space fails in Orbax's threads.
@@ -212,14 +261,15 @@ class Run:
     if jax.process_count() > 1:
       # Orbax synchronises the processes with device collectives, which must
       # stay in order with the training thread's.
-      checkpointing.save(self.manager, step, state, dict(self.meta), metrics, input_state)
+      checkpointing.save(self.manager, step, state, meta, metrics, input_state)
       return
     # The live state is donated to the next device call, and Orbax's save and
     # the checksum take host time that the device would wait for: they work on
     # a copy made on the device, in a thread of their own, one save at a time.
-    self._saving = _SAVER.submit(checkpointing.save, self.manager, step,
-                                 jax.tree.map(jnp.copy, state), dict(self.meta), metrics,
-                                 input_state)
+    if not copied:
+      state = _copy(state)
+    self._saving = _SAVER.submit(checkpointing.save, self.manager, step, state, meta,
+                                 metrics, input_state)
 
   def _wait_for_save(self) -> None:
     """Waits for the save in flight, if any; raises what it raised."""
