@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import checkpoint_steps, digest, tiny_config
 from trainkit.checkpoints import manager as checkpointing
+from trainkit.training import optimizers
 import train
 
 
@@ -174,6 +175,18 @@ def test_a_run_resumed_between_seldom_saves_holds_the_same_epochs(tmp_path):
   timing = ('train_wall_s', 'examples_per_s')
   assert ({k: v for k, v in resumed.items() if k not in timing}
           == {k: v for k, v in straight.items() if k not in timing})
+
+
+def test_max_steps_ends_the_run_after_the_epoch_that_reaches_it(tmp_path):
+  """6 steps an epoch: 13 steps end the run after epoch 3, and the cosine schedule spans 13."""
+  state, summary = _run(tmp_path, num_epochs=10, max_steps=13, schedule='cosine',
+                        end_lr_factor=0.0)
+  assert int(state.step) == 18 and summary['epoch'] == 3.0
+  assert summary['stop_reason'] == 'max_steps=13 reached at epoch 3 (18 steps)'
+  schedule = optimizers.create_learning_rate_fn(tiny_config(num_epochs=10, max_steps=13,
+                                                            schedule='cosine',
+                                                            end_lr_factor=0.0), 6)
+  assert float(schedule(13)) == 0.0 and float(schedule(6)) > 0.0
 
 
 def test_without_a_validation_split_no_checkpoint_is_best(tmp_path):

@@ -88,6 +88,9 @@ def get_config():
   config.batch_size = 128  # Global training batch size.
   config.eval_batch_size = 1000  # Evaluation batch; the last one is padded and masked.
   config.num_epochs = 15  # Passes over the training split.
+  # Stop after the epoch that reaches this many steps, whatever the split's
+  # size (a stop_reason, as early stopping's); schedules span it; 0 = off.
+  config.max_steps = 0
   config.seed = 0  # Seeds parameter init, dropout and the data order.
   # Warm start: parameters and BatchNorm statistics from another run's
   # checkpoint, 'WORKDIR[:STEP|:best|:latest]' (fresh optimizer and step); '' = none.
@@ -165,6 +168,12 @@ def get_config():
   # or 'normal' (kernels *and* biases ~ N(0, init_scale^2), as the JAX docs).
   config.model.kernel_init = 'lecun_normal'
   config.model.init_scale = 0.01  # Std-dev for kernel_init='normal'.
+  # 'mlp', or 'tabm' (trainkit/models/tabular.py): for tables, MLPs sharing
+  # their weights on piecewise-linear embeddings of the numbers.
+  config.model.family = 'mlp'
+  config.model.members = 32  # tabm: members, trained on the mean of their losses.
+  config.model.num_bins = 48  # tabm: quantile bins per number feature; 0 = no embeddings.
+  config.model.embedding_size = 16  # tabm: each number feature's vector.
 
   # Checkpoints and logging.
   config.checkpoint_every_steps = 0  # Also every N steps within epochs; 0 = off.

@@ -79,6 +79,52 @@ def normalization_constants(config, data):
                    f'{", ".join(NORMALIZATIONS)}')
 
 
+# Training rows whose values place the bins: the first ones, so a large split is not read whole.
+_BIN_ROWS = 200_000
+
+
+def _number_features(data) -> list:
+  """The positions of the features that are a number's value: a table's number columns, or all."""
+  if not data.columns:
+    return list(range(math.prod(data.input_shape)))
+  positions, at = [], 0
+  for _, kind, _, indicator, levels in data.columns:
+    if kind == 'string':
+      at += len(levels) + 1  # One-hot levels, then the other one.
+    else:
+      positions.append(at)
+      at += 1 + bool(indicator)
+  return positions
+
+
+def quantile_bins(config, data) -> tuple:
+  """Per input feature the edges of `model.num_bins` quantile bins of its training values.
+
+  For model.family='tabm' (its piecewise-linear embeddings), of the number
+  features only (one-hot levels and missing indicators get none), from the
+  first _BIN_ROWS training rows; () for a feature with one value, and for
+  every feature of other models. Edges are float32 values, distinct as
+  float32, so no bin of the model's float32 code is empty.
+  """
+  model = config.model
+  if model.get('family', 'mlp') != 'tabm' or not model.num_bins:
+    return ()
+  numbers, rows, count = _number_features(data), [], 0
+  for chunk in _training_column(data, 'x'):
+    chunk = np.asarray(chunk).reshape(len(chunk), -1)[:_BIN_ROWS - count]
+    rows.append(chunk[:, numbers].astype(np.float64))
+    count += len(chunk)
+    if count >= _BIN_ROWS:
+      break
+  values = np.concatenate(rows)
+  quantiles = np.linspace(0.0, 1.0, model.num_bins + 1)
+  bins = [()] * math.prod(data.input_shape)
+  for j, feature in enumerate(numbers):
+    edges = np.unique(np.quantile(values[:, j], quantiles).astype(np.float32))
+    bins[feature] = tuple(edges.tolist()) if len(edges) >= 2 else ()
+  return tuple(bins)
+
+
 def target_constants(config, data) -> tuple:
   """(shift, scale) per target element where the task scales targets; ((), ()) otherwise.
 

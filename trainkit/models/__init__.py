@@ -13,7 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from trainkit import errors
+from trainkit import tasks
 from trainkit.models import mlp
+from trainkit.tasks import ensemble
+
+FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
 
 
 def _backbones():
@@ -34,8 +38,17 @@ def _args(model_config) -> dict:
   return args.to_dict() if hasattr(args, 'to_dict') else dict(args or {})
 
 
-def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float32'):
-  """The model of the `config.model` section, ending in the task `head`."""
+def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float32',
+           bins: tuple = ()):
+  """The model of the `config.model` section, ending in the task `head`.
+
+  `bins`: the model spec's, per input feature (family 'tabm' embeds the
+  features that have them).
+  """
+  if model_config.get('family', 'mlp') == 'tabm':
+    from trainkit.models import tabular  # pylint: disable=g-import-not-at-top
+    return tabular.create_model(model_config, ensemble.Ensemble(head, model_config.members),
+                                bins, input_shift, input_scale, dtype)
   if not _module(model_config):
     return mlp.create_model(model_config, head, input_shift, input_scale, dtype)
   backbone = _backbones()
@@ -45,8 +58,9 @@ def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float3
 
 
 def check_config(config) -> None:
-  """Refuses the model's fields: the MLP's, or a backbone that cannot be built."""
+  """Refuses the model's fields: the MLP's, TabM's, or a backbone that cannot be built."""
   mlp.check_config(config)
+  _check_family(config)
   if _module(config.model):
     try:
       json.dumps(_args(config.model))
@@ -54,6 +68,27 @@ def check_config(config) -> None:
       raise errors.ConfigError(f'model.args={_args(config.model)!r}: every argument must be a '
                                f'JSON value, to be recorded in config.json ({e})') from None
     _backbones().construct(_module(config.model), _args(config.model))
+
+
+def _check_family(config) -> None:
+  """The family's own fields, and what TabM does not have (BatchNorm, a backbone)."""
+  errors.one_of(config, 'model.family', FAMILIES)
+  if config.model.family != 'tabm':
+    return
+  model = config.model
+  for name in ('members', 'embedding_size'):
+    errors.require(isinstance(model[name], int) and model[name] >= 1, f'model.{name}',
+                   model[name], 'must be a positive integer')
+  errors.require(isinstance(model.num_bins, int) and model.num_bins in (0, *range(2, 1025)),
+                 'model.num_bins', model.num_bins,
+                 'must be 0 (no piecewise-linear embeddings) or 2 to 1024 bins')
+  errors.require(not _module(config.model), 'model.module', _module(config.model),
+                 "is a backbone of its own; model.family='tabm' is the built-in TabM")
+  errors.require(not config.model.use_batchnorm, 'model.use_batchnorm', True,
+                 "model.family='tabm' has no BatchNorm (set it False)")
+  errors.require(tasks.of(config).AVERAGES_MEMBERS, 'task', config.task,
+                 "does not average ensemble members, which model.family='tabm' "
+                 'trains')
 
 
 def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:

@@ -11,6 +11,11 @@ class Task:
   SCALES_TARGETS = False  # The model predicts (y - mean) / std of the training split.
   POSITIVE_CLASS = False  # A table's positive_class names one of its classes.
   PLOTS = 'values'  # The kind of plots drawn of its test predictions.
+  AVERAGES_MEMBERS = False  # Has `mean_of_members`: an ensemble model may end in it.
+
+  def mean_of_members(self, outputs):
+    """The mean prediction of members' outputs [batch, members, ...], in the task's outputs."""
+    raise NotImplementedError(f'{type(self).__name__} does not average ensemble members')
 
   @classmethod
   def check_fields(cls, config) -> None:

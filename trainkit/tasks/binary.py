@@ -98,6 +98,15 @@ class Binary(base.Task):
   def head(self, x, dense):
     return dense(1)(x).astype(jnp.float32)[..., 0]
 
+  AVERAGES_MEMBERS = True
+
+  def mean_of_members(self, logits):
+    """The logit of the members' mean P(y = 1), from log-probabilities (no rounding to 0 or 1)."""
+    log_members = jnp.log(float(logits.shape[1]))
+    log_p = jax.nn.logsumexp(jax.nn.log_sigmoid(logits), axis=1) - log_members
+    log_q = jax.nn.logsumexp(jax.nn.log_sigmoid(-logits), axis=1) - log_members
+    return log_p - log_q
+
   def _cross_entropy(self, logits, labels):
     return optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
 

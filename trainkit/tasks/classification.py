@@ -68,6 +68,13 @@ class Classification(base.Task):
     # Losses and softmax in float32 whatever the compute dtype.
     return dense(self.num_classes)(x).astype(jnp.float32)
 
+  AVERAGES_MEMBERS = True
+
+  def mean_of_members(self, logits):
+    """The members' mean class probabilities, as logits (their logarithms)."""
+    return (jax.nn.logsumexp(jax.nn.log_softmax(logits, -1), axis=1)
+            - jnp.log(float(logits.shape[1])))
+
   def objective(self, logits, labels, weights=None):
     """config.loss; with class or sample weights, their weighted mean cross-entropy."""
     weights = losses.example_weights(labels, self.class_weights, weights)

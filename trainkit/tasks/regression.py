@@ -126,6 +126,16 @@ class Regression(base.Task):
       outputs['std'] = positive_std(dense(size)(x).astype(jnp.float32))
     return outputs
 
+  AVERAGES_MEMBERS = True
+
+  def mean_of_members(self, outputs):
+    """The members' mean; with std-devs, their mixture's (mean variance + variance of means)."""
+    mean = jnp.mean(outputs['mean'], axis=1)
+    if 'std' not in outputs:
+      return {'mean': mean}
+    variance = jnp.mean(jnp.square(outputs['std']), axis=1) + jnp.var(outputs['mean'], axis=1)
+    return {'mean': mean, 'std': jnp.sqrt(variance)}
+
   def objective(self, outputs, y, weights=None):
     """The batch's mean loss; with sample weights, their weighted mean."""
     z = self.targets.standardised(y)

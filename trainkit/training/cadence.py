@@ -83,7 +83,7 @@ def check_config(config) -> None:
   """Refuses epochs, batches, call lengths and checkpoint intervals that are not counts."""
   errors.positive_integers(config, ('batch_size', 'eval_batch_size', 'num_epochs',
                                     'checkpoint_every_epochs'))
-  errors.counts(config, ('checkpoint_every_steps', 'steps_per_call'))
+  errors.counts(config, ('checkpoint_every_steps', 'steps_per_call', 'max_steps'))
 
 
 def check_data(config, data: input_pipeline.Data) -> None:

@@ -83,7 +83,7 @@ def table(config, spec: workdir_lib.ModelSpec, flops: bool = True, width: int = 
 
 def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
   model = models_lib.create(config.model, tasks.create(config, spec), spec.shift, spec.scale,
-                            config.dtype)
+                            config.dtype, spec.bins)
   models_lib.check_built(config, model, spec.input_shape, spec.input_dtype)
   example = jnp.zeros((1, *spec.input_shape), spec.input_dtype)
   rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}

@@ -26,6 +26,8 @@ def _lr_multiplier(config, steps_per_epoch: int) -> optax.Schedule:
   """
   steps_per_epoch = steps_per_epoch / config.grad_accumulation_steps
   total = int(config.num_epochs * steps_per_epoch)
+  if config.get('max_steps', 0):  # The run's length where the budget ends it sooner.
+    total = min(total, int(config.max_steps / config.grad_accumulation_steps))
   if config.schedule == 'constant':
     return optax.constant_schedule(1.0)
   if config.schedule == 'cosine':

@@ -135,6 +135,9 @@ class Run:
       logging.warning('Validation loss on a plateau after epoch %d: learning rate x %g.',
                       epoch, scale)
     reason = plateaus.early_stop(self.config, self.meta, metrics, epoch)
+    steps = epoch * self.spec.steps_per_epoch
+    if not reason and self.config.get('max_steps', 0) and steps >= self.config.max_steps:
+      reason = f'max_steps={self.config.max_steps} reached at epoch {epoch} ({steps} steps)'
     if not reason and self._epoch_hook:
       reason = self._epoch_hook(epoch, metrics)
     if reason:

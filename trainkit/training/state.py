@@ -102,7 +102,7 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       target_shift=target_shift, target_scale=target_scale, columns=data.columns,
       class_names=data.class_names,
       class_weights=training_statistics.class_weights(config, data),
-      data_fingerprint=data.fingerprint)
+      data_fingerprint=data.fingerprint, bins=training_statistics.quantile_bins(config, data))
 
 
 # The static parts of train states (optimizer, init program and with it the
@@ -129,7 +129,7 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
   if key not in _STATIC_PARTS:
     traced = carried_values.placeholders(config)
     model = models_lib.create(traced.model, tasks.create(config, spec), spec.shift, spec.scale,
-                              config.dtype)
+                              config.dtype, spec.bins)
     models_lib.check_built(traced, model, spec.input_shape, spec.input_dtype)
     _STATIC_PARTS[key] = (
         optimizers.create_optimizer(traced, spec.steps_per_epoch),

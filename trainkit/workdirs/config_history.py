@@ -42,7 +42,7 @@ OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress
                'log_every_steps',
                'eval_batch_size', 'test_split', 'allow_split_overlap', 'trackers',
                'mlflow_uri', 'mlflow_experiment')
-CONTINUABLE = ('num_epochs', 'learning_rate', 'weight_decay', 'momentum',
+CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
                'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
                'nan_skip_limit', 'validation_split', 'best_metric',

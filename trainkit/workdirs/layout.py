@@ -163,6 +163,9 @@ class ModelSpec:
       indicator, levels) (trainkit/data/sources/tables.py); () for other data.
     class_names: a table's class names by class index (predictions show them).
     class_weights: the weight of each class in the training loss; () = none.
+    bins: per input feature, the edges of its quantile bins on the training
+      rows (model.family='tabm' embeds the features that have them); () for
+      none.
     data_fingerprint: a digest of the bytes of the table's or .npz file the
       model was trained on; '' for other data. A resume, or an evaluation, on
       files of another digest is refused.
@@ -180,6 +183,7 @@ class ModelSpec:
   class_names: tuple = ()
   class_weights: tuple = ()
   data_fingerprint: str = ''
+  bins: tuple = ()
 
   @property
   def input_name(self) -> str:

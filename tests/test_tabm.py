@@ -1,0 +1,174 @@
+"""TabM (model.family='tabm'): bins from training rows, the members' mean, exports, resume."""
+
+import json
+import os
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pyarrow as pa
+from pyarrow import csv as pa_csv
+import pytest
+
+from tests.helpers import ENV, ROOT, main_command, run_export
+from tests.helpers import sigkill_after_first_checkpoint, tiny_config
+from trainkit import cli
+from trainkit.data import sources
+from trainkit.models import tabular
+from trainkit.serving import jax_export
+from trainkit.serving import onnx_export
+from trainkit.serving import predict_rows
+from trainkit.serving import restore as restore_lib
+from trainkit.serving import row_inputs
+from trainkit.tasks import binary
+from trainkit.tasks import classification
+from trainkit.tasks import ensemble
+from trainkit.tasks import regression
+from trainkit.training import optimizers
+from trainkit.workdirs import layout as workdir_lib
+import train
+
+# A small TabM on a table of numbers, a string and a flag; 70 / 15 / 15 by a seeded shuffle.
+_FIELDS = {'task': 'binary', 'target_column': 'label', 'feature_columns': ('a', 'b', 'colour'),
+           'train_split': 'train[:70%]', 'validation_split': 'train[70%:85%]',
+           'test_split': 'train[85%:]', 'split_seed': 0, 'normalization': 'per_feature',
+           'batch_size': 16, 'num_epochs': 2, 'learning_rate': 1e-2, 'schedule': 'constant',
+           'model.family': 'tabm', 'model.members': 4, 'model.num_bins': 8,
+           'model.embedding_size': 4, 'model.hidden_sizes': (16,),
+           'model.dropout_rates': (0.1,), 'model.use_batchnorm': False}
+
+
+def _table(path, n: int = 200, seed: int = 0, columns_too: bool = False):
+  rng = np.random.default_rng(seed)
+  a, b = rng.normal(size=n), rng.exponential(size=n)
+  b[rng.random(n) < 0.1] = np.nan
+  colour = rng.choice(['red', 'green', 'blue'], n).astype(object)
+  logit = 2 * a - np.nan_to_num(b) + (colour == 'red')
+  columns = {'a': a, 'b': b, 'colour': list(colour),
+             'label': (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)}
+  pa_csv.write_csv(pa.table(columns), str(path))
+  return (str(path), columns) if columns_too else str(path)
+
+
+def _config(path, **overrides):
+  return tiny_config(dataset=str(path), **{**_FIELDS, **overrides})
+
+
+def test_bins_are_quantiles_of_the_training_rows_alone(tmp_path):
+  path, columns = _table(tmp_path / 't.csv', columns_too=True)
+  config = _config(path)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  spec = workdir_lib.ModelSpec.read(str(tmp_path / 'run'))
+  order = sources.open_source(config).records('train').order
+  training = order[:int(len(order) * 0.7)]
+  a = np.float32(columns['a'])
+  expected = np.unique(np.quantile(a[training].astype(np.float64),
+                                   np.linspace(0, 1, 9)).astype(np.float32))
+  # Features: a, b, b:missing, colour's three levels and other; a and b are binned.
+  assert [len(edges) > 0 for edges in spec.bins] == [True, True] + [False] * 5
+  assert np.array_equal(np.float32(spec.bins[0]), expected)
+  everywhere = np.unique(np.quantile(a.astype(np.float64), np.linspace(0, 1, 9))
+                         .astype(np.float32))
+  assert not np.array_equal(np.float32(spec.bins[0]), everywhere)  # Else this would not tell.
+  # A model of another family fits no bins.
+  assert training_bins_of(_config(path, **{'model.family': 'mlp'}), tmp_path) == ()
+
+
+def training_bins_of(config, tmp_path):
+  train.train_and_evaluate(config, str(tmp_path / 'mlp'))
+  return workdir_lib.ModelSpec.read(str(tmp_path / 'mlp')).bins
+
+
+def test_the_piecewise_linear_code_of_a_value():
+  code = tabular.piecewise_linear_code(jnp.array([[-1.0], [0.5], [2.5], [9.0]]),
+                                       ((0.0, 1.0, 2.0, 4.0),))
+  np.testing.assert_allclose(code[:, 0], [[-1, 0, 0], [0.5, 0, 0], [1, 1, 0.25],
+                                          [1, 1, 3.5]])
+
+
+@pytest.mark.parametrize('task', ['binary', 'classification', 'regression'])
+def test_the_ensemble_predicts_the_mean_of_its_members(task):
+  rng = np.random.default_rng(1)
+  if task == 'binary':
+    inner, outputs = binary.Binary(), jnp.asarray(rng.normal(size=(5, 3)) * 3, jnp.float32)
+    mean = {'prob': jax.nn.sigmoid(outputs).mean(1)}
+  elif task == 'classification':
+    inner = classification.Classification(num_classes=4)
+    outputs = jnp.asarray(rng.normal(size=(5, 3, 4)) * 3, jnp.float32)
+    mean = {'probs': jax.nn.softmax(outputs, -1).mean(1)}
+  else:
+    targets = regression.Targets(shape=(), shift=(2.0,), scale=(3.0,))
+    inner = regression.Regression(targets, 'mse')
+    outputs = {'mean': jnp.asarray(rng.normal(size=(5, 3, 1)), jnp.float32)}
+    mean = {'mean': (2.0 + 3.0 * outputs['mean']).mean(1)[:, 0]}
+  got = ensemble.Ensemble(inner, 3).predict(outputs)
+  for name, value in mean.items():
+    np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-7)
+
+
+def test_predict_and_exports_serve_the_members_mean_from_raw_columns(tmp_path):
+  path = _table(tmp_path / 't.csv')
+  config = _config(path)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  state, _, spec = restore_lib.restore(config, workdir)
+  rows = str(tmp_path / 'rows.csv')
+  pa_csv.write_csv(pa.table({'a': [0.5, None, -9.0, 30.0], 'b': [None, 1.0, 0.0, 2.0],
+                             'colour': ['red', 'purple', None, 'blue']}), rows)
+  features, _, _ = row_inputs.read_table(config, spec, rows)
+  batch = np.zeros((config.eval_batch_size, features.shape[1]), np.float32)
+  batch[:len(features)] = features
+  evaluated = optimizers.params_for_eval(state)
+  members = state.apply_fn({'params': evaluated.params, 'batch_stats': evaluated.batch_stats},
+                           jnp.asarray(batch), train=False)
+  assert members.shape == (config.eval_batch_size, 4)  # A logit per member.
+  expected = np.asarray(jax.nn.sigmoid(members).mean(1))[:len(features)]
+  out = str(tmp_path / 'out.csv')
+  predict_rows.predict_rows(config, workdir, rows, output=out)
+  with open(out) as f:
+    got = np.genfromtxt(f, delimiter=',', names=True)['prob_1']
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  for kind, export in (('jax', jax_export.export), ('onnx', onnx_export.export)):
+    served = run_export(kind, export(config, workdir), rows, str(tmp_path))
+    np.testing.assert_allclose(served['b37_prob'], expected[np.arange(37) % 4], rtol=1e-5,
+                               err_msg=kind)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'task': 'mixture_density', 'target_column': 'a', 'feature_columns': ('b',)},
+     "task='mixture_density': does not average ensemble members"),
+    ({'model.use_batchnorm': True}, "model.use_batchnorm=True: model.family='tabm' has no"),
+    ({'model.num_bins': 1}, 'model.num_bins=1: must be 0 .* or 2 to 1024'),
+    ({'model.members': 0}, 'model.members=0: must be a positive integer'),
+    ({'model.family': 'trees'}, "model.family='trees' is not one of: mlp, tabm"),
+])
+def test_what_tabm_cannot_train_is_refused_before_any_work(tmp_path, overrides, message):
+  path = _table(tmp_path / 't.csv')
+  with pytest.raises(cli.INPUT_ERRORS, match=message):
+    train.train_and_evaluate(_config(path, **overrides), str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+@pytest.mark.slow
+def test_a_tabm_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tmp_path):
+  path = _table(tmp_path / 't.csv', n=1200)
+  fields = {'num_epochs': 5, 'checkpoint_every_epochs': 2, 'checkpoint_every_steps': 20,
+            'steps_per_call': 1, 'keep_checkpoints': 2}
+  _, expected = train.train_and_evaluate(_config(path, **fields), str(tmp_path / 'straight'))
+  killed = tmp_path / 'killed'
+  # tiny_config's fields that differ from configs/default.py's, then the table's.
+  given = {'dataset': path, 'eval_batch_size': 16, 'log_every_steps': 2, 'plots': False,
+           'input_workers': 0, 'progress': 'off', 'cache_dir': '', **_FIELDS, **fields}
+  command = main_command('--config=configs/default.py', f'--workdir={killed}',
+                         *(f'--config.{k}={v}' for k, v in given.items()))
+  saved = sigkill_after_first_checkpoint(command, killed, tmp_path / 'kill.log')
+  assert saved and saved[-1] < expected['step'], (tmp_path / 'kill.log').read_text()[-2000:]
+  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Restored checkpoint {killed}/checkpoints/' in resumed.stderr
+  got = json.loads((killed / 'summary.json').read_text())
+  timing = ('train_wall_s', 'examples_per_s')
+  assert ({k: v for k, v in got.items() if k not in timing}
+          == {k: v for k, v in expected.items() if k not in timing})
