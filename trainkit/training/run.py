@@ -42,7 +42,8 @@ from trainkit.workdirs import layout as workdir_lib
 # members) wait on each other's signals.
 _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint')
 
-# A state's copy on the device in one call (a copy per leaf costs a dispatch each).
+# A held epoch's copy on the device in one call (a copy per leaf costs a dispatch each,
+# at every epoch a small table holds).
 _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
@@ -270,7 +271,7 @@ class Run:
     # the checksum take host time that the device would wait for: they work on
     # a copy made on the device, in a thread of their own, one save at a time.
     if not copied:
-      state = _copy(state)
+      state = jax.tree.map(jnp.copy, state)
     self._saving = _SAVER.submit(checkpointing.save, self.manager, step, state, meta,
                                  metrics, input_state)
 
