@@ -113,7 +113,8 @@ def test_continuing_with_changes_records_them_and_trains_with_them(finished):
 
 # A new value for every continuable field (the tiny config's differ).
 CONTINUED = {
-    'num_epochs': 3, 'max_steps': 1000, 'learning_rate': 0.002, 'weight_decay': 2e-4, 'momentum': 0.8,
+    'num_epochs': 3, 'max_steps': 1000, 'learning_rate': 0.002, 'weight_decay': 2e-4,
+    'momentum': 0.8,
     'grad_clip_norm': 2.0, 'schedule': 'constant', 'warmup_epochs': 0.25,
     'end_lr_factor': 0.1, 'decay_rate': 0.9, 'decay_epochs': 2.0, 'staircase': True,
     'input_mode': 'stream', 'nan_policy': 'skip', 'nan_skip_limit': 3,

@@ -135,6 +135,7 @@ def test_a_changed_table_is_converted_again_and_its_stale_copy_removed(tmp_path)
   assert table_files.load(path, cache)[1][1].tolist() == changed
 
 
+@pytest.mark.slow  # Plots, the SavedModel (TensorFlow's import) and two more exports.
 def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
   columns = _columns(240)
   path = _write(columns, tmp_path / 't.parquet')

@@ -15,7 +15,10 @@ from tests.helpers import ENV, ROOT, main_command, run_export
 from tests.helpers import sigkill_after_first_checkpoint, tiny_config
 from trainkit import cli
 from trainkit.data import sources
+from trainkit.data import statistics as training_statistics
 from trainkit.models import tabular
+from trainkit.search import groups as grouping
+from trainkit.search import sweeps
 from trainkit.serving import jax_export
 from trainkit.serving import onnx_export
 from trainkit.serving import predict_rows
@@ -71,13 +74,8 @@ def test_bins_are_quantiles_of_the_training_rows_alone(tmp_path):
   everywhere = np.unique(np.quantile(a.astype(np.float64), np.linspace(0, 1, 9))
                          .astype(np.float32))
   assert not np.array_equal(np.float32(spec.bins[0]), everywhere)  # Else this would not tell.
-  # A model of another family fits no bins.
-  assert training_bins_of(_config(path, **{'model.family': 'mlp'}), tmp_path) == ()
-
-
-def training_bins_of(config, tmp_path):
-  train.train_and_evaluate(config, str(tmp_path / 'mlp'))
-  return workdir_lib.ModelSpec.read(str(tmp_path / 'mlp')).bins
+  # A model of another family fits none (before it reads any data).
+  assert training_statistics.quantile_bins(_config(path, **{'model.family': 'mlp'}), None) == ()
 
 
 def test_the_piecewise_linear_code_of_a_value():
@@ -107,6 +105,7 @@ def test_the_ensemble_predicts_the_mean_of_its_members(task):
     np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow  # Two exports, each run by its runtime in a process of its own.
 def test_predict_and_exports_serve_the_members_mean_from_raw_columns(tmp_path):
   path = _table(tmp_path / 't.csv')
   config = _config(path)
@@ -172,3 +171,16 @@ def test_a_tabm_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(tm
   timing = ('train_wall_s', 'examples_per_s')
   assert ({k: v for k, v in got.items() if k not in timing}
           == {k: v for k, v in expected.items() if k not in timing})
+
+
+@pytest.mark.slow  # Two members trained in a group, then each alone.
+def test_tabm_members_of_a_sweep_train_in_a_vmapped_group_as_alone(tmp_path):
+  path = _table(tmp_path / 't.csv')
+  configs = [sweeps.member_config(_config(path, input_mode='device'), o)
+             for o in ({'learning_rate': 1e-3, 'seed': 0},
+                       {'learning_rate': 1e-2, 'seed': 1, 'model.dropout_rates': (0.3,)})]
+  dirs = [str(tmp_path / f'm{i}') for i in range(2)]
+  together = grouping.train_group(configs, dirs)
+  for i, config in enumerate(configs):
+    _, alone = train.train_and_evaluate(config, str(tmp_path / f'alone{i}'))
+    assert together[i]['eval_loss'] == pytest.approx(alone['eval_loss'], rel=1e-4)
