@@ -12,7 +12,9 @@ import pytest
 
 from tests.helpers import checkpoint_steps, digest, tiny_config
 from trainkit.checkpoints import manager as checkpointing
+from trainkit import errors
 from trainkit.training import optimizers
+from trainkit.workdirs import config_history
 import train
 
 
@@ -187,6 +189,26 @@ def test_max_steps_ends_the_run_after_the_epoch_that_reaches_it(tmp_path):
                                                             schedule='cosine',
                                                             end_lr_factor=0.0), 6)
   assert float(schedule(13)) == 0.0 and float(schedule(6)) > 0.0
+
+
+def test_a_run_ended_by_max_steps_is_finished_and_a_larger_budget_trains_on(tmp_path):
+  _, first = _run(tmp_path, num_epochs=10, max_steps=13, schedule='constant')
+  assert first['step'] == 18 and first['stop_reason'].startswith('max_steps=13')
+  _, again = _run(tmp_path, num_epochs=10, max_steps=13, schedule='constant')
+  assert again == first  # Finished: only re-evaluated.
+  assert config_history.finished_summary(str(tmp_path), tiny_config(
+      num_epochs=10, max_steps=13, schedule='constant')) == first
+  with pytest.raises(errors.ConfigError, match='max_steps=12: .* has trained 18 steps'):
+    _run(tmp_path, continue_with_changes=True, num_epochs=10, max_steps=12,
+         schedule='constant')
+  _, more = _run(tmp_path, continue_with_changes=True, num_epochs=10, max_steps=25,
+                 schedule='constant')
+  assert more['step'] == 30 and more['stop_reason'].startswith('max_steps=25')
+
+
+def test_tabm_is_refused_on_images(tmp_path):
+  with pytest.raises(errors.ConfigError, match="model.family='tabm': takes rows of features"):
+    _run(tmp_path, **{'model.family': 'tabm', 'model.use_batchnorm': False})
 
 
 def test_without_a_validation_split_no_checkpoint_is_best(tmp_path):

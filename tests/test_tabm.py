@@ -79,10 +79,39 @@ def test_bins_are_quantiles_of_the_training_rows_alone(tmp_path):
 
 
 def test_the_piecewise_linear_code_of_a_value():
-  code = tabular.piecewise_linear_code(jnp.array([[-1.0], [0.5], [2.5], [9.0]]),
-                                       ((0.0, 1.0, 2.0, 4.0),))
+  # A feature of three bins, and one of a single bin (padded to three).
+  code = tabular.piecewise_linear_code(
+      jnp.array([[-1.0, -1.0], [0.5, 0.5], [2.5, 2.5], [9.0, 9.0]]),
+      ((0.0, 1.0, 2.0, 4.0), (0.0, 2.0)))
   np.testing.assert_allclose(code[:, 0], [[-1, 0, 0], [0.5, 0, 0], [1, 1, 0.25],
                                           [1, 1, 3.5]])
+  np.testing.assert_allclose(code[:, 1], [[-0.5, 0, 0], [0.25, 0, 0], [1.25, 0, 0],
+                                          [4.5, 0, 0]])
+
+
+def test_the_ensemble_trains_on_the_mean_of_its_members_losses():
+  logits = jnp.asarray([[4.0, -4.0], [-1.0, 3.0]], jnp.float32)  # [batch, members].
+  labels = jnp.asarray([1, 0])
+  task = binary.Binary()
+  each = [task.objective(logits[:, i], labels) for i in range(2)]
+  assert float(ensemble.Ensemble(task, 2).objective(logits, labels)) == pytest.approx(
+      float(np.mean(each)), rel=1e-6)
+  # Not the loss of their mean prediction, which is lower here.
+  assert float(task.objective(task.mean_of_members(logits), labels)) < float(np.mean(each))
+
+
+def test_weight_decay_leaves_the_members_biases_and_scales_alone(tmp_path):
+  config = _config(_table(tmp_path / 't.csv'))
+  spec = workdir_lib.ModelSpec(num_classes=2, input_shape=(7,), shift=0.0, scale=1.0,
+                               steps_per_epoch=1, bins=((0.0, 1.0, 2.0),) + ((),) * 6)
+  model = tabular.create_model(config.model, ensemble.Ensemble(binary.Binary(), 4),
+                               spec.bins)
+  params = model.init({'params': jax.random.key(0)}, jnp.zeros((2, 7)), train=False)['params']
+  mask = optimizers._decay_mask(params)  # pylint: disable=protected-access
+  decayed = {'/'.join(k.key for k in path) for path, m in
+             jax.tree_util.tree_flatten_with_path(mask)[0] if m}
+  assert decayed == {'NumericEmbeddings_0/weight', 'NumericEmbeddings_0/piecewise',
+                     'EnsembleDense_0/kernel', 'MemberDense_0/kernel'}
 
 
 @pytest.mark.parametrize('task', ['binary', 'classification', 'regression'])
@@ -141,6 +170,9 @@ def test_predict_and_exports_serve_the_members_mean_from_raw_columns(tmp_path):
     ({'model.num_bins': 1}, 'model.num_bins=1: must be 0 .* or 2 to 1024'),
     ({'model.members': 0}, 'model.members=0: must be a positive integer'),
     ({'model.family': 'trees'}, "model.family='trees' is not one of: mlp, tabm"),
+    ({'max_steps': 1, 'grad_accumulation_steps': 2}, 'max_steps=1: is fewer than one update'),
+    ({'max_steps': 8, 'schedule': 'warmup_cosine', 'warmup_epochs': 1.0},
+     'max_steps=8: ends before the warmup of warmup_epochs=1.0 .8 steps.'),
 ])
 def test_what_tabm_cannot_train_is_refused_before_any_work(tmp_path, overrides, message):
   path = _table(tmp_path / 't.csv')

@@ -91,6 +91,13 @@ def _check_family(config) -> None:
                  'trains')
 
 
+def check_data(config, data) -> None:
+  """TabM bins each feature of a row: its inputs are rows of features, not images."""
+  errors.require(config.model.get('family', 'mlp') != 'tabm' or len(data.input_shape) == 1,
+                 'model.family', 'tabm', f'takes rows of features; dataset={config.dataset!r} '
+                 f'has inputs of shape {tuple(data.input_shape)}')
+
+
 def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:
   """Refuses a backbone that cannot be called on the data, or initialises non-finite.
 

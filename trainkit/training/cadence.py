@@ -93,3 +93,13 @@ def check_data(config, data: input_pipeline.Data) -> None:
   errors.require(config.batch_size % data.mesh.size == 0, 'batch_size', config.batch_size,
                  f'is not divisible by the {data.mesh.size} devices (each takes an equal '
                  'share of the global batch)')
+  # The schedules span max_steps: a warmup must end before it, an update fit in it.
+  if config.max_steps:
+    errors.require(config.max_steps >= config.grad_accumulation_steps, 'max_steps',
+                   config.max_steps, f'is fewer than one update of grad_accumulation_steps='
+                   f'{config.grad_accumulation_steps}')
+    warmup = config.warmup_epochs * (data.num_train // config.batch_size)
+    errors.require(config.schedule != 'warmup_cosine' or warmup < config.max_steps,
+                   'max_steps', config.max_steps,
+                   f'ends before the warmup of warmup_epochs={config.warmup_epochs} '
+                   f'({warmup:g} steps)')

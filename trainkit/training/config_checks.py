@@ -62,3 +62,4 @@ def check_data(config, data) -> None:
   tasks.check_data(config, data)
   training_statistics.check_data(config, data)
   cadence.check_data(config, data)
+  models.check_data(config, data)

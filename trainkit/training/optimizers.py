@@ -59,9 +59,16 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
   return jax.jit(lambda step: config.learning_rate * multiplier(step // every))
 
 
+# Parameters of more than one dimension that are not kernels: TabM's members'
+# biases and the scales in front of and behind its layers (trainkit/models/tabular.py).
+_NOT_DECAYED = ('bias', 'input_scale', 'output_scale')
+
+
 def _decay_mask(params):
-  """Weight decay applies to kernels only, not to biases or BatchNorm."""
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  """Weight decay applies to kernels only, not to biases, scales or BatchNorm."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim > 1 and getattr(path[-1], 'key', None) not in _NOT_DECAYED,
+      params)
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:

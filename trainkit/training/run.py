@@ -47,6 +47,13 @@ _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint
 _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
+def _lift_budget(meta: dict, config, changes: dict, step: int) -> None:
+  """Drops the stop of a run that max_steps ended, if its continued budget goes past `step`."""
+  if 'max_steps' in changes and str(meta.get('stop_reason')).startswith('max_steps=') and (
+      not 0 < config.max_steps <= step):
+    del meta['stop_reason']
+
+
 class Run:
   """One run's workdir: checkpoints, loop counters, divergence and logs.
 
@@ -96,6 +103,7 @@ class Run:
             state.opt_state, config, plateaus.lr_scale(self.meta)))
         logging.warning('Training on from step %d with changes to the config: %s.',
                         restored_step, config_changes)
+        _lift_budget(self.meta, config, config_changes, restored_step)
     self.config_changes = config_changes if restored else None
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(

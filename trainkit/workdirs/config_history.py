@@ -223,6 +223,9 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
     raise errors.ConfigError(
         f'num_epochs={epochs[1]}: {where} has trained {step / steps_per_epoch:g} '
         'epochs already')
+  budget = changed.get('max_steps')
+  if budget and 0 < budget[1] < step:
+    raise errors.ConfigError(f'max_steps={budget[1]}: {where} has trained {step} steps already')
   return changed
 
 
@@ -265,5 +268,6 @@ def finished_summary(workdir: str, config) -> dict | None:
     return None
   summary = workdir_lib.read_summary(workdir)
   finished = summary and isinstance(summary.get('epoch'), (int, float)) and (
-      summary['epoch'] >= config.num_epochs)
+      summary['epoch'] >= config.num_epochs
+      or summary.get('stop_reason', 'completed') != 'completed')
   return summary if finished else None
