@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+from benchmarks import tabular
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIAMONDS = os.path.join(ROOT, '..', 'shared', 'data', 'tables', 'diamonds.csv')
@@ -43,18 +43,6 @@ TABLES = {
     'digits': ('classification', ('accuracy',)),
     'diabetes': ('regression', ('r2',)),
 }
-
-
-def _split(y, seed: int, stratify: bool) -> np.ndarray:
-  """'train', 'validation' or 'test' per row: 70 / 15 / 15, per class when stratified."""
-  rng = np.random.default_rng(seed)
-  out = np.empty(len(y), object)
-  groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
-  for rows in groups:
-    rows = rng.permutation(rows)
-    a, b = round(0.7 * len(rows)), round(0.85 * len(rows))
-    out[rows[:a]], out[rows[a:b]], out[rows[b:]] = 'train', 'validation', 'test'
-  return out
 
 
 def frame(name: str):
@@ -75,7 +63,8 @@ def frame(name: str):
 def write_table(name: str, seed: int, folder: str):
   """The table with a 'split' column as a CSV file; (path, frame with the split)."""
   table = frame(name)
-  table['split'] = _split(table['target'].to_numpy(), seed, TABLES[name][0] != 'regression')
+  table['split'] = tabular.split_column(table['target'].to_numpy(), seed,
+                                        TABLES[name][0] != 'regression')
   path = os.path.join(folder, f'{name}-{seed}.csv')
   table.to_csv(path, index=False)
   return path, table

@@ -95,12 +95,7 @@ def _commands(tmp: str, manual_dir: str) -> dict:
                 f'--config.dataset={table}', '--config.target_column=target',
                 '--config.task=binary', '--config.split_column=split',
                 '--config.train_split=train', '--config.validation_split=validation',
-                '--config.test_split=test', '--config.model.family=mlp',
-                '--config.max_steps=0', '--config.early_stopping_patience=0',
-                '--config.optimizer=adam', '--config.weight_decay=0.0',
-                '--config.model.hidden_sizes=(100,)',
-                '--config.model.dropout_rates=(0.0,)', '--config.schedule=constant',
-                '--config.learning_rate=1e-3', '--config.batch_size=32',
+                '--config.test_split=test', *tabular.MLP_FLAGS,
                 '--config.num_epochs=200', '--config.progress=off', cache],
   }
   if importlib.util.find_spec('sklearn'):

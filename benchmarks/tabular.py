@@ -42,7 +42,7 @@ DATASETS = {
 }
 
 
-def _split(y, seed: int, stratify: bool) -> np.ndarray:
+def split_column(y, seed: int, stratify: bool) -> np.ndarray:
   """'train', 'validation' or 'test' per row: 70 / 15 / 15, per class when stratified."""
   rng = np.random.default_rng(seed)
   out = np.empty(len(y), object)
@@ -61,7 +61,7 @@ def write_tables(name: str, seed: int, folder: str) -> tuple:
   from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   x, y = getattr(datasets, DATASETS[name][0])(return_X_y=True)
-  split = _split(y, seed, DATASETS[name][1] != 'regression')
+  split = split_column(y, seed, DATASETS[name][1] != 'regression')
   columns = {f'f{i}': x[:, i] for i in range(x.shape[1])}
   columns['target'] = y
   columns['split'] = list(split)
@@ -73,6 +73,15 @@ def write_tables(name: str, seed: int, folder: str) -> tuple:
   return paths, x, y, split
 
 
+# configs/table.py made scikit-learn's MLP: one hidden layer of 100 ReLUs, Adam at
+# a constant 1e-3, batch 32, no dropout, weight decay, step budget or early stopping.
+MLP_FLAGS = ('--config.model.family=mlp', '--config.max_steps=0',
+             '--config.early_stopping_patience=0', '--config.optimizer=adam',
+             '--config.weight_decay=0.0', '--config.model.hidden_sizes=(100,)',
+             '--config.model.dropout_rates=(0.0,)', '--config.schedule=constant',
+             '--config.learning_rate=1e-3', '--config.batch_size=32')
+
+
 def trainer(name: str, path: str, seed: int, epochs: int, workdir: str, cache: str) -> dict:
   """main.py on the table: its test figures (final and best checkpoint) and wall seconds."""
   task, metric = DATASETS[name][1:]
@@ -80,12 +89,7 @@ def trainer(name: str, path: str, seed: int, epochs: int, workdir: str, cache: s
              f'--config.dataset={path}', '--config.target_column=target',
              f'--config.task={task}', '--config.split_column=split',
              '--config.train_split=train', '--config.validation_split=validation',
-             '--config.test_split=test', '--config.model.family=mlp',
-             '--config.max_steps=0', '--config.early_stopping_patience=0',
-             '--config.optimizer=adam', '--config.weight_decay=0.0',
-             '--config.model.hidden_sizes=(100,)',
-             '--config.model.dropout_rates=(0.0,)', '--config.schedule=constant',
-             '--config.learning_rate=1e-3', '--config.batch_size=32',
+             '--config.test_split=test', *MLP_FLAGS,
              f'--config.num_epochs={epochs}', f'--config.seed={seed}',
              f'--config.cache_dir={cache}', '--config.progress=off']
   start = time.perf_counter()
