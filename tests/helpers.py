@@ -3,6 +3,7 @@
 import glob
 import gzip
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -208,6 +209,23 @@ def sigkill_after_first_checkpoint(command: list, workdir, log_path, also=None) 
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
   return checkpoint_steps(workdir)
+
+
+def sigkill_then_resume(command: list, workdir, log_path, last_step: int) -> dict:
+  """Kills `command` after its first checkpoint (before `last_step`), runs it again; its summary."""
+  saved = sigkill_after_first_checkpoint(command, workdir, log_path)
+  assert saved and saved[-1] < last_step, open(log_path).read()[-2000:]
+  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Restored checkpoint {workdir}/checkpoints/' in resumed.stderr
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return json.load(f)
+
+
+def without_timing(summary: dict) -> dict:
+  """A summary's figures but its wall time and throughput (which no two runs share)."""
+  return {k: v for k, v in summary.items() if k not in ('train_wall_s', 'examples_per_s')}
 
 
 def session_root(tmp_path_factory):

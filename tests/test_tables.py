@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +12,8 @@ from pyarrow import csv as pa_csv
 from pyarrow import parquet as pq
 import pytest
 
-from tests.helpers import ENV, ROOT, main_command, session_cache_dir
-from tests.helpers import run_export, sigkill_after_first_checkpoint
+from tests.helpers import main_command, session_cache_dir
+from tests.helpers import run_export, sigkill_then_resume
 from tests.helpers import tiny_config
 from trainkit import cli
 from trainkit.data import pipeline as input_pipeline
@@ -311,13 +310,7 @@ def test_a_table_run_sigkilled_in_training_resumes_to_the_uninterrupted_result(t
            'dataset': path, **_FIELDS, **fields}
   command = main_command('--config=configs/default.py', f'--workdir={killed}',
                          *(f'--config.{k}={v}' for k, v in given.items()))
-  saved = sigkill_after_first_checkpoint(command, killed, tmp_path / 'kill.log')
-  assert saved and saved[-1] < expected['step'], (tmp_path / 'kill.log').read_text()[-2000:]
-  resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=ENV,
-                           timeout=300)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f'Restored checkpoint {killed}/checkpoints/' in resumed.stderr
-  got = json.loads((killed / 'summary.json').read_text())
+  got = sigkill_then_resume(command, killed, tmp_path / 'kill.log', expected['step'])
   for key in ('step', 'eval_roc_auc', 'eval_log_loss', 'test_roc_auc', 'best_step',
               'best_test_pr_auc'):
     assert got[key] == expected[key], key
