@@ -13,6 +13,7 @@ import numpy as np
 
 from trainkit import errors
 from trainkit import tasks
+from trainkit.data.sources import tables
 
 NORMALIZATIONS = ('unit', 'standardize', 'raw', 'per_feature')
 # Examples used to estimate the mean and std-dev for 'standardize'.
@@ -88,12 +89,10 @@ def _number_features(data) -> list:
   if not data.columns:
     return list(range(math.prod(data.input_shape)))
   positions, at = [], 0
-  for _, kind, _, indicator, levels in data.columns:
-    if kind == 'string':
-      at += len(levels) + 1  # One-hot levels, then the other one.
-    else:
-      positions.append(at)
-      at += 1 + bool(indicator)
+  for column in map(tables.Column.from_tuple, data.columns):
+    if column.kind != 'string':
+      positions.append(at)  # Its value; a missing indicator may follow.
+    at += len(column.features())
   return positions
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from trainkit import errors
 from trainkit import tasks
 from trainkit.models import mlp
+from trainkit.models import tabular
 from trainkit.tasks import ensemble
 
 FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
@@ -46,7 +47,6 @@ def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float3
   features that have them).
   """
   if model_config.get('family', 'mlp') == 'tabm':
-    from trainkit.models import tabular  # pylint: disable=g-import-not-at-top
     return tabular.create_model(model_config, ensemble.Ensemble(head, model_config.members),
                                 bins, input_shift, input_scale, dtype)
   if not _module(model_config):

@@ -47,9 +47,13 @@ _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint
 _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
+# How a stop_reason of max_steps begins (Run.after_epoch writes it).
+_BUDGET = 'max_steps='
+
+
 def _lift_budget(meta: dict, config, changes: dict, step: int) -> None:
   """Drops the stop of a run that max_steps ended, if its continued budget goes past `step`."""
-  if 'max_steps' in changes and str(meta.get('stop_reason')).startswith('max_steps=') and (
+  if 'max_steps' in changes and str(meta.get('stop_reason')).startswith(_BUDGET) and (
       not 0 < config.max_steps <= step):
     del meta['stop_reason']
 
@@ -146,7 +150,7 @@ class Run:
     reason = plateaus.early_stop(self.config, self.meta, metrics, epoch)
     steps = epoch * self.spec.steps_per_epoch
     if not reason and self.config.get('max_steps', 0) and steps >= self.config.max_steps:
-      reason = f'max_steps={self.config.max_steps} reached at epoch {epoch} ({steps} steps)'
+      reason = f'{_BUDGET}{self.config.max_steps} reached at epoch {epoch} ({steps} steps)'
     if not reason and self._epoch_hook:
       reason = self._epoch_hook(epoch, metrics)
     if reason:
@@ -225,9 +229,7 @@ class Run:
       self._save(*held, copied=True)
     if metrics:
       self._best_score = max(self._best_score, self._score(metrics))
-    self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
-                     **self.tracker.state())
-    self._save(step, state, dict(self.meta), metrics, input_state)
+    self._save(step, state, self._meta_at(step), metrics, input_state)
 
   def hold_if_best(self, step: int, state, eval_metrics: dict,
                    input_state: dict | None = None) -> None:
@@ -242,10 +244,13 @@ class Run:
     if not metrics or self._score(metrics) < self._best_score:  # Ties: the later, as Orbax.
       return
     self._best_score = self._score(metrics)
+    self._held = (step, _copy(state), self._meta_at(step), metrics, input_state)
+
+  def _meta_at(self, step: int) -> dict:
+    """The loop counters a checkpoint of `step` saves, as of now (a copy)."""
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      **self.tracker.state())
-    self._held = (step, _copy(state), copy.deepcopy(self.meta), metrics,
-                  input_state)
+    return copy.deepcopy(self.meta)
 
   def _ranked(self, eval_metrics: dict | None) -> dict | None:
     """A checkpoint's figures that rank it for keep-the-best, or None."""
