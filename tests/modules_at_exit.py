@@ -14,7 +14,9 @@ HEAVY = {'tensorflow', 'torch', 'clu'}
 
 
 def _report():
-  print('IMPORTED:', sorted({m.split('.')[0] for m in sys.modules} & HEAVY),
+  # list() copies the names in one step: a daemon thread (the plots' import)
+  # may still be importing while the interpreter exits.
+  print('IMPORTED:', sorted({m.split('.')[0] for m in list(sys.modules)} & HEAVY),
         file=sys.stderr, flush=True)
 
 
