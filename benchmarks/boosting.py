@@ -1,7 +1,12 @@
 r"""Tables against gradient boosting: `configs/table.py` beside HistGradientBoosting and LightGBM.
 
     python -m benchmarks.boosting [--tables=diamonds,breast_cancer,wine,digits,diabetes] \
-        [--seeds=0,1,2] [--json=FILE] [--set=FIELD=VALUE ...]
+        [--seeds=0,1,2] [--json=FILE] [--set=FIELD=VALUE ...] \
+        [--csv=NAME=PATH:TARGET:TASK ...]
+
+`--csv` adds a table of your own (a CSV file; rows whose target is missing
+are dropped, a leading column of R's row names too); `--tables=` then picks
+among all of them by name, or `--tables=csv` runs only those.
 
 The peers (benchmarks/requirements.txt: scikit-learn, LightGBM, pandas) are
 never dependencies of the trainer. Each table is written per seed as a CSV
@@ -45,9 +50,31 @@ TABLES = {
 }
 
 
+# name: path, target column; filled from --csv.
+CSV_FILES = {}
+
+
+def _csv_frame(name: str):
+  """A --csv table: its target renamed 'target', row names and missing targets dropped."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  path, target = CSV_FILES[name]
+  table = pd.read_csv(path)
+  first = table.columns[0]
+  if first.startswith('Unnamed') or first in ('', 'rownames'):  # R's row names.
+    table = table.drop(columns=[first])
+  table = table.dropna(subset=[target]).rename(columns={target: 'target'})
+  for column in table.columns:
+    if not (pd.api.types.is_numeric_dtype(table[column])
+            or pd.api.types.is_bool_dtype(table[column])):
+      table[column] = table[column].astype(str if column == 'target' else 'category')
+  return table.reset_index(drop=True)
+
+
 def frame(name: str):
   """The table as a pandas DataFrame (strings as categories) with its 'target'."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
+  if name in CSV_FILES:
+    return _csv_frame(name)
   if name == 'diamonds':
     table = pd.read_csv(DIAMONDS).drop(columns=['Unnamed: 0']).rename(columns={'price': 'target'})
     for column in ('cut', 'color', 'clarity'):
@@ -147,7 +174,18 @@ def main():
   parser.add_argument('--json', default='')
   parser.add_argument('--set', action='append', default=[],
                       help='FIELD=VALUE: a configs/table.py override for the trainer')
+  parser.add_argument('--csv', action='append', default=[],
+                      help='NAME=PATH:TARGET:TASK, a table of your own (TASK: regression, '
+                      'binary or classification)')
   args = parser.parse_args()
+  for spec in args.csv:
+    name, rest = spec.split('=', 1)
+    path, target, task = rest.rsplit(':', 2)
+    CSV_FILES[name] = (path, target)
+    TABLES[name] = (task, {'regression': ('r2',), 'binary': ('roc_auc', 'accuracy'),
+                           'classification': ('accuracy',)}[task])
+  if args.csv and args.tables in (parser.get_default('tables'), 'csv'):
+    args.tables = ','.join(CSV_FILES) if args.tables == 'csv' else ','.join(TABLES)
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.tables.split(','):

@@ -83,17 +83,37 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode, caplog):
                  final_state.opt_state)
 
 
-def test_finished_run_only_reevaluates(tmp_path):
-  _, summary = _run(tmp_path)
-  before = {k: v for k, v in digest(tmp_path).items()
-            if k.startswith('checkpoints')}
-  state, again = _run(tmp_path)
-  after = {k: v for k, v in digest(tmp_path).items()
-           if k.startswith('checkpoints')}
-  assert after == before  # Nothing new trained or saved.
+def test_a_finished_run_again_reads_nothing_and_writes_nothing(tmp_path, monkeypatch):
+  """Its summary stands: no data loaded, nothing evaluated or written, the final state back."""
+  final, summary = _run(tmp_path)
+  before = digest(tmp_path)
+  from trainkit.data import pipeline  # pylint: disable=g-import-not-at-top
+  from trainkit.training import evaluation  # pylint: disable=g-import-not-at-top
+  def refused(*args, **kwargs):
+    raise AssertionError('a finished run again loaded or evaluated data')
+  with monkeypatch.context() as patched:
+    patched.setattr(pipeline, 'create_datasets', refused)
+    patched.setattr(evaluation, 'evaluate', refused)
+    state, again = _run(tmp_path, progress='off')  # Operational, unseen: still finished.
+  assert digest(tmp_path) == before
+  assert again == summary
+  jax.tree.map(np.testing.assert_array_equal, state.params, final.params)
   assert int(state.step) == 12
-  for key in ('eval_loss', 'eval_accuracy', 'step', 'train_wall_s'):
-    assert again[key] == summary[key]
+
+
+@pytest.mark.parametrize('change', [{'test_split': 'test[:50%]'}, {'eval_batch_size': 8}])
+def test_a_finished_run_with_another_evaluation_evaluates_again(tmp_path, change):
+  _, summary = _run(tmp_path)
+  checkpoints = {k: v for k, v in digest(tmp_path).items() if k.startswith('checkpoints')}
+  state, again = _run(tmp_path, **change)
+  assert {k: v for k, v in digest(tmp_path).items()
+          if k.startswith('checkpoints')} == checkpoints  # Nothing new trained or saved.
+  assert int(state.step) == 12
+  assert again['step'] == summary['step'] and again['train_wall_s'] == summary['train_wall_s']
+  if 'test_split' in change:  # Half the examples: other figures.
+    assert again['eval_loss'] != summary['eval_loss']
+  with open(tmp_path / 'summary.json') as f:
+    assert json.load(f) == again  # Written again.
 
 
 def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):

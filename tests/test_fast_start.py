@@ -177,7 +177,7 @@ def test_compilation_cache_hits_and_leaves_results_bit_identical(tmp_path):
   assert cold == warm == off  # The same parameters, optimizer state and counters.
 
 
-def test_a_finished_workdir_is_re_evaluated_without_compiling_ahead(tmp_path, monkeypatch):
+def test_a_finished_workdir_compiles_nothing_ahead(tmp_path, monkeypatch):
   from trainkit.training import compile_ahead  # pylint: disable=g-import-not-at-top
   import train  # pylint: disable=g-import-not-at-top
   rehearsed = []
@@ -187,7 +187,7 @@ def test_a_finished_workdir_is_re_evaluated_without_compiling_ahead(tmp_path, mo
   first = train.train_and_evaluate(config, str(tmp_path / 'w'))[1]
   assert rehearsed == [1]
   again = train.train_and_evaluate(config, str(tmp_path / 'w'))[1]
-  assert rehearsed == [1]  # Only re-evaluated: nothing compiled ahead.
+  assert rehearsed == [1]  # Its summary stands: nothing compiled ahead.
   assert again['test_accuracy'] == first['test_accuracy']
   config.num_epochs = 2  # Not finished with this config: compiled ahead again.
   train.train_and_evaluate(config, str(tmp_path / 'w'), continue_with_changes=True)

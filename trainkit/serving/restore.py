@@ -52,11 +52,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
   try:
     step = checkpointing.choose_step(manager, checkpoint, best_metric,
                                      f'--checkpoint={checkpoint!r}')
-    # Shapes alone: every array comes from the checkpoint, so the initialisers
-    # need not be compiled or run.
-    state = state_lib.create_state(config, spec, shapes_only=True)
-    checkpointing.check_compatible(manager, step, state)
-    state, _ = checkpointing.restore(manager, step, state)
+    state = state_lib.restored(config, spec, manager, step)
   finally:
     manager.close()
   logging.info('Restored %s/%d.', directory, step)

@@ -29,6 +29,7 @@ from trainkit.tracking import mlflow_run as tracking
 from trainkit.tracking import progress
 from trainkit.training import divergence
 from trainkit.training import evaluation
+from trainkit.training import finished_run
 from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.training import plateaus
@@ -316,12 +317,6 @@ class Run:
       self._tracker.set_tags({'stop_reason': f'{type(why).__name__}: {why}'[:5000]})
       self._tracker.end('KILLED' if isinstance(why, preemption.Interrupted) else 'FAILED')
 
-  def _plots_drawn(self) -> bool:
-    """Whether the plots of this checkpoint are there (a finished run, run again)."""
-    directory = os.path.join(self.workdir, workdir_lib.PLOTS)
-    return all(os.path.exists(os.path.join(directory, name))
-               for name in workdir_lib.PLOT_FILES[tasks.of(self.config).PLOTS])
-
   def _test_figures(self, state, data, eval_metrics: dict, step: int) -> dict:
     """The test split's figures, of the final checkpoint and of the best.
 
@@ -374,7 +369,8 @@ class Run:
     if self._is_writer:
       with full_disk.writing(workdir_lib.SUMMARY, self.workdir):
         workdir_lib.write_json(os.path.join(self.workdir, workdir_lib.SUMMARY), summary)
-    if self.config.plots and not (step == self.step and self._plots_drawn()):
+    drawn = step == self.step and finished_run.plots_drawn(self.config, self.workdir)
+    if self.config.plots and not drawn:
       # Imported here: matplotlib costs a second that runs without plots skip.
       from trainkit.tracking import plots  # pylint: disable=g-import-not-at-top
       predictions = evaluation.test_predictions(  # Every process takes part.

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from trainkit import models as models_lib
 from trainkit import tasks
+from trainkit.checkpoints import manager as checkpointing
 from trainkit.checkpoints import warm_start
 from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
@@ -141,3 +142,14 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
   state = jax.eval_shape(draw) if shapes_only else draw()
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
                        keep_probs=models.keep_probs(config.model))
+
+
+def restored(config, spec: workdir_lib.ModelSpec, manager, step: int) -> TrainState:
+  """Checkpoint `step` of `manager`, restored into the state's shapes: nothing is compiled.
+
+  Raises checkpointing.CheckpointMismatchError where the checkpoint does not
+  fit the config, checkpointing.BrokenCheckpointError where it cannot be read.
+  """
+  state = create_state(config, spec, shapes_only=True)
+  checkpointing.check_compatible(manager, step, state)
+  return checkpointing.restore(manager, step, state)[0]

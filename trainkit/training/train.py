@@ -18,6 +18,7 @@ from trainkit.runtime import parallel
 from trainkit.tracking import mlflow_run as tracking
 from trainkit.training import compile_ahead
 from trainkit.training import config_checks
+from trainkit.training import finished_run
 from trainkit.training import loop
 from trainkit.training import programs
 from trainkit.training import run as runs_lib
@@ -66,6 +67,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     trainkit.workdirs.lock.WorkdirBusy: another run holds the workdir.
   """
   changes = check_before_work(config, workdir, continue_with_changes)
+  # Data given (a sweep's) is checked against the config below, as ever.
+  finished = None if changes or data is not None else finished_run.already_finished(config, workdir)
+  if finished:
+    return finished
   # MLflow's import, in a process of its own, runs while the data loads.
   tracker = tracking.start(config, workdir) if jax.process_index() == 0 else None
   try:
