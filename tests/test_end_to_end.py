@@ -209,9 +209,14 @@ def test_max_steps_ends_the_run_after_the_epoch_that_reaches_it(tmp_path):
   assert float(schedule(13)) == 0.0 and float(schedule(6)) > 0.0
 
 
-def test_a_run_ended_by_max_steps_is_finished_and_a_larger_budget_trains_on(tmp_path):
-  _, first = _run(tmp_path, num_epochs=10, max_steps=13, schedule='constant')
+def test_a_run_ended_by_max_steps_is_finished_and_a_larger_budget_trains_on(tmp_path, caplog):
+  with caplog.at_level(logging.INFO):
+    _, first = _run(tmp_path, num_epochs=10, max_steps=13, schedule='constant',
+                    progress='off')
   assert first['step'] == 18 and first['stop_reason'].startswith('max_steps=13')
+  # Shown to the epoch the budget ends in, not to num_epochs.
+  assert 'Training from step 0 to 18 (6 steps per epoch)' in caplog.text
+  assert 'Epoch 3/3: eval' in caplog.text and '/10' not in caplog.text
   _, again = _run(tmp_path, num_epochs=10, max_steps=13, schedule='constant')
   assert again == first  # Finished: only re-evaluated.
   assert config_history.finished_summary(str(tmp_path), tiny_config(

@@ -44,6 +44,16 @@ def call_length(config, data: input_pipeline.Data, steps_per_epoch: int,
              config.checkpoint_every_steps or steps_per_epoch, steps_per_epoch)
 
 
+def planned_epochs(config, steps_per_epoch: int) -> int:
+  """The epochs a run is shown to go to: num_epochs, or fewer where max_steps ends it sooner.
+
+  A budget of steps ends a run at the end of the epoch that reaches it.
+  """
+  if config.get('max_steps', 0):
+    return min(config.num_epochs, -(-config.max_steps // steps_per_epoch))
+  return config.num_epochs
+
+
 class Plan:
   """The timetable of runs that share every config field that shapes the loop."""
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from trainkit.data import calls
 from trainkit.tracking import progress as progress_lib
+from trainkit.training import cadence
 
 
 def _mean(metrics: list) -> dict:
@@ -32,8 +33,10 @@ class Members:
     self.runs, self.program = runs, program
     config = runs[0].config
     self.config, self.steps_per_epoch = config, runs[0].spec.steps_per_epoch
+    # Shown to the end max_steps sets, if sooner: not "epoch 3/1000".
+    self._shown_epochs = cadence.planned_epochs(config, self.steps_per_epoch)
     self.show = progress_lib.Progress(
-        style=config.progress, num_epochs=config.num_epochs,
+        style=config.progress, num_epochs=self._shown_epochs,
         steps_per_epoch=self.steps_per_epoch, batch_size=config.batch_size * len(runs),
         every_s=config.progress_every_s)
     self._pending = None  # The last call's (first step, steps, metrics), reported later.
@@ -56,8 +59,9 @@ class Members:
       logging.info('Training already finished at step %d (%s); re-evaluating only.', step,
                    self.runs[0].stop_reason or f'{self.config.num_epochs} epochs')
     else:
-      logging.info('Training from step %d to %d (%d steps per epoch).',
-                   step, total_steps, self.steps_per_epoch)
+      logging.info('Training from step %d to %d (%d steps per epoch).', step,
+                   min(total_steps, self._shown_epochs * self.steps_per_epoch),
+                   self.steps_per_epoch)
 
   def alive(self) -> list:
     """The indices of the runs still training."""
@@ -150,7 +154,7 @@ class Members:
     shown = _mean(eval_metrics)
     self.show.end_epoch(step, shown)
     if self.show.style == 'off':
-      logging.info('Epoch %d/%d: eval %s (%.2f s).', epoch + 1, self.config.num_epochs,
+      logging.info('Epoch %d/%d: eval %s (%.2f s).', epoch + 1, self._shown_epochs,
                    ', '.join(f'{k} {v:.4f}' for k, v in shown.items()), epoch_s)
 
   def log_eval(self, step: int, eval_metrics: list) -> None:
