@@ -87,21 +87,6 @@ def test_the_piecewise_linear_code_of_a_value():
                                           [4.5, 0, 0]])
 
 
-def test_the_embedding_is_the_code_times_its_map_read_without_the_code():
-  """The gather from the cumulative table (tabular.NumericEmbeddings) is code @ piecewise."""
-  bins = ((0.0, 1.0, 2.0, 4.0), (0.0, 2.0), (-5.0, -1.0, 0.0, 3.0, 7.0))
-  x = jnp.array([[-1.0, -1.0, -9.0], [0.5, 0.5, -1.0], [2.5, 2.5, 0.5], [9.0, 9.0, 7.0],
-                 [1.0, 2.0, 3.0], [4.0, 0.0, -5.0]])  # Edges, and beyond them both ways.
-  module = tabular.NumericEmbeddings(bins, 4)
-  params = module.init(jax.random.PRNGKey(0), x, x)['params']
-  params['piecewise'] = jax.random.normal(jax.random.PRNGKey(1), params['piecewise'].shape)
-  got = module.apply({'params': params}, x, x)
-  code = tabular.piecewise_linear_code(x, bins)
-  expected = (x[..., None] * params['weight'] + params['bias']
-              + jnp.einsum('bft,ftd->bfd', code, params['piecewise']))
-  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
-
-
 def test_the_ensemble_trains_on_the_mean_of_its_members_losses():
   logits = jnp.asarray([[4.0, -4.0], [-1.0, 3.0]], jnp.float32)  # [batch, members].
   labels = jnp.asarray([1, 0])

@@ -64,24 +64,6 @@ def piecewise_linear_code(x, bins) -> jax.Array:
   return jnp.clip((x[..., None] - left) / width, low, high)
 
 
-def bin_positions(x, bins) -> tuple:
-  """(bin, fraction) [batch, features]: the bin of each value of `x` and where in it.
-
-  The bin is the last whose left edge the value reaches (the first for values
-  below every edge), the fraction (x - left) / width, below 0 in the first bin
-  and above 1 in the last for values beyond the training range: the one
-  entry of the piecewise-linear code that is neither 0 nor 1.
-  """
-  left, width, _, _ = code_tables(bins)
-  counts = np.array([len(edges) - 1 for edges in bins])
-  reach = left.copy()
-  reach[:, 0] = -np.inf  # Below every edge: the first bin.
-  reach[np.arange(left.shape[1]) >= counts[:, None]] = np.inf  # Padding: never reached.
-  index = jnp.maximum(jnp.sum((x[..., None] >= reach).astype(jnp.int32), -1) - 1, 0)
-  flat = index + np.arange(len(bins)) * left.shape[1]
-  return index, (x - jnp.take(left.reshape(-1), flat)) / jnp.take(width.reshape(-1), flat)
-
-
 class NumericEmbeddings(nn.Module):
   """[batch, features] -> [batch, features, size]: affine of the value + map of its code."""
   bins: tuple
@@ -89,25 +71,16 @@ class NumericEmbeddings(nn.Module):
 
   @nn.compact
   def __call__(self, raw, scaled):
-    features, bins = len(self.bins), max(len(edges) - 1 for edges in self.bins)
+    code = piecewise_linear_code(raw, self.bins)
+    features, bins = code.shape[1:]
     init = nn.initializers.uniform(2.0)  # Then shifted to U(-1, 1) and scaled below.
     bound = 1.0 / np.sqrt(self.size)
     weight = self.param('weight', lambda k, s: (init(k, s) - 1.0) * bound,
                         (features, self.size))
     bias = self.param('bias', lambda k, s: (init(k, s) - 1.0) * bound, (features, self.size))
     piecewise = self.param('piecewise', nn.initializers.zeros, (features, bins, self.size))
-    # The code times `piecewise`, without the code: it is 1 below a value's bin,
-    # its fraction in it and 0 above, so the product is the sum of the rows
-    # below the bin plus the fraction times the bin's row. One gather from a
-    # table of both, not a product over every bin (at 255 bins that product
-    # took half a training step).
-    below = jnp.cumsum(piecewise, axis=1)[:, :-1]
-    below = jnp.concatenate([jnp.zeros_like(piecewise[:, :1]), below], axis=1)
-    table = jnp.concatenate([below, piecewise], -1).reshape(features * bins, 2 * self.size)
-    index, fraction = bin_positions(raw, self.bins)
-    rows = jnp.take(table, index + np.arange(features) * bins, axis=0)
     return (scaled[..., None] * weight + bias
-            + rows[..., :self.size] + fraction[..., None] * rows[..., self.size:])
+            + jnp.einsum('bft,ftd->bfd', code, piecewise))
 
 
 class EnsembleDense(nn.Module):
