@@ -210,7 +210,7 @@ def test_max_steps_ends_the_run_after_the_epoch_that_reaches_it(tmp_path):
 
 
 def test_a_run_ended_by_max_steps_is_finished_and_a_larger_budget_trains_on(tmp_path, caplog):
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger='absl'):
     _, first = _run(tmp_path, num_epochs=10, max_steps=13, schedule='constant',
                     progress='off')
   assert first['step'] == 18 and first['stop_reason'].startswith('max_steps=13')
