@@ -101,6 +101,17 @@ def test_a_finished_run_again_reads_nothing_and_writes_nothing(tmp_path, monkeyp
   assert int(state.step) == 12
 
 
+def test_a_summary_older_than_the_config_is_evaluated_again(tmp_path):
+  """A changed run stopped before its end wrote config.json, not yet summary.json."""
+  _, summary = _run(tmp_path)
+  stale = {**summary, 'eval_loss': 123.0}
+  with open(tmp_path / 'summary.json', 'w') as f:
+    json.dump(stale, f)
+  os.utime(tmp_path / 'summary.json', ns=(1, 1))  # Older than config.json.
+  _, again = _run(tmp_path)
+  assert again['eval_loss'] == summary['eval_loss']  # Evaluated, not the stale figure.
+
+
 @pytest.mark.parametrize('change', [{'test_split': 'test[:50%]'}, {'eval_batch_size': 8}])
 def test_a_finished_run_with_another_evaluation_evaluates_again(tmp_path, change):
   _, summary = _run(tmp_path)

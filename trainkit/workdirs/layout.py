@@ -128,7 +128,7 @@ def read_summary(workdir: str) -> dict | None:
 
   A summary is derived from the checkpoints: one cut short or replaced by
   anything else is written again by the next run there (which re-evaluates
-  a finished workdir), never trusted.
+  a finished workdir whose summary does not read whole), never trusted.
   """
   try:
     with open(os.path.join(workdir, SUMMARY)) as f:
