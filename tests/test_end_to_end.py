@@ -240,6 +240,24 @@ def test_a_run_ended_by_max_steps_is_finished_and_a_larger_budget_trains_on(tmp_
   assert more['step'] == 30 and more['stop_reason'].startswith('max_steps=25')
 
 
+def test_a_larger_budget_killed_before_its_first_save_still_trains_on(tmp_path):
+  """The next plain run resumes the continued budget: config.json already holds it."""
+  kw = dict(num_epochs=10, schedule='constant')
+  _run(tmp_path, max_steps=13, **kw)
+
+  class Killed(Exception):
+    pass
+
+  def kill(epoch, metrics):
+    raise Killed  # After the first epoch of the larger budget, before its save.
+  with pytest.raises(Killed):
+    train.train_and_evaluate(tiny_config(max_steps=25, **kw), str(tmp_path),
+                             continue_with_changes=True, epoch_hook=kill)
+  assert checkpoint_steps(tmp_path)[-1] == 18
+  _, more = _run(tmp_path, max_steps=25, **kw)
+  assert more['step'] == 30 and more['stop_reason'].startswith('max_steps=25')
+
+
 def test_tabm_is_refused_on_images(tmp_path):
   with pytest.raises(errors.ConfigError, match="model.family='tabm': takes rows of features"):
     _run(tmp_path, **{'model.family': 'tabm', 'model.use_batchnorm': False})

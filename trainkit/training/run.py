@@ -52,10 +52,13 @@ _copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 _BUDGET = 'max_steps='
 
 
-def _lift_budget(meta: dict, config, changes: dict, step: int) -> None:
-  """Drops the stop of a run that max_steps ended, if its continued budget goes past `step`."""
-  if 'max_steps' in changes and str(meta.get('stop_reason')).startswith(_BUDGET) and (
-      not 0 < config.max_steps <= step):
+def _lift_budget(meta: dict, config, step: int) -> None:
+  """Drops the stop of a run that max_steps ended, if its continued budget goes past `step`.
+
+  Whether the budget was changed by this run or by one killed before its
+  first save: config.json holds it either way.
+  """
+  if str(meta.get('stop_reason')).startswith(_BUDGET) and not 0 < config.max_steps <= step:
     del meta['stop_reason']
 
 
@@ -108,7 +111,7 @@ class Run:
             state.opt_state, config, plateaus.lr_scale(self.meta)))
         logging.warning('Training on from step %d with changes to the config: %s.',
                         restored_step, config_changes)
-        _lift_budget(self.meta, config, config_changes, restored_step)
+      _lift_budget(self.meta, config, restored_step)
     self.config_changes = config_changes if restored else None
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
