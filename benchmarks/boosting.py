@@ -46,14 +46,13 @@ from benchmarks import tabular
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIAMONDS = os.path.join(ROOT, '..', 'shared', 'data', 'tables', 'diamonds.csv')
+# task: the figures compared.
+FIGURES = {'regression': ('r2',), 'binary': ('roc_auc', 'accuracy'),
+           'classification': ('accuracy',)}
 # name: (task, figures compared).
-TABLES = {
-    'diamonds': ('regression', ('r2',)),
-    'breast_cancer': ('binary', ('roc_auc', 'accuracy')),
-    'wine': ('classification', ('accuracy',)),
-    'digits': ('classification', ('accuracy',)),
-    'diabetes': ('regression', ('r2',)),
-}
+TABLES = {name: (task, FIGURES[task]) for name, task in (
+    ('diamonds', 'regression'), ('breast_cancer', 'binary'), ('wine', 'classification'),
+    ('digits', 'classification'), ('diabetes', 'regression'))}
 
 
 # name: path, target column; filled from --csv and --rdata.
@@ -77,10 +76,9 @@ R_TABLES = {
 }
 
 
-def _csv_frame(name: str):
-  """A --csv table: its target renamed 'target', row names and missing targets dropped."""
+def _csv_frame(path: str, target: str):
+  """A CSV table: its target renamed 'target', row names and missing targets dropped."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  path, target = CSV_FILES[name]
   table = pd.read_csv(path)
   first = table.columns[0]
   if first.startswith('Unnamed') or first in ('', 'rownames'):  # R's row names.
@@ -97,12 +95,9 @@ def frame(name: str):
   """The table as a pandas DataFrame (strings as categories) with its 'target'."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
   if name in CSV_FILES:
-    return _csv_frame(name)
+    return _csv_frame(*CSV_FILES[name])
   if name == 'diamonds':
-    table = pd.read_csv(DIAMONDS).drop(columns=['Unnamed: 0']).rename(columns={'price': 'target'})
-    for column in ('cut', 'color', 'clarity'):
-      table[column] = table[column].astype('category')
-    return table
+    return _csv_frame(DIAMONDS, 'price')
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   x, y = getattr(datasets, f'load_{name}')(return_X_y=True)
   table = pd.DataFrame({f'f{i}': x[:, i] for i in range(x.shape[1])})
@@ -209,8 +204,7 @@ def main():
     name, rest = spec.split('=', 1)
     path, target, task = rest.rsplit(':', 2)
     CSV_FILES[name] = (path, target)
-    TABLES[name] = (task, {'regression': ('r2',), 'binary': ('roc_auc', 'accuracy'),
-                           'classification': ('accuracy',)}[task])
+    TABLES[name] = (task, FIGURES[task])
   if args.csv and args.tables in (parser.get_default('tables'), 'csv'):
     args.tables = ','.join(CSV_FILES) if args.tables == 'csv' else ','.join(TABLES)
   results = {}

@@ -98,8 +98,8 @@ def already_finished(config, workdir: str):
 
   None: the run must go the ordinary way (see the module's docstring).
   """
-  if not os.path.isdir(workdir) or _summary(config, workdir) is None:
-    return None
+  if not os.path.exists(os.path.join(workdir, workdir_lib.SUMMARY)):
+    return None  # Not finished: no lock taken, nothing read.
   with workdir_lock.hold(workdir):  # Read while no other run of it writes there.
     summary = _summary(config, workdir)
     if summary is None:

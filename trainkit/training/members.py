@@ -60,8 +60,7 @@ class Members:
                    self.runs[0].stop_reason or f'{self.config.num_epochs} epochs')
     else:
       logging.info('Training from step %d to %d (%d steps per epoch).', step,
-                   min(total_steps, self._shown_epochs * self.steps_per_epoch),
-                   self.steps_per_epoch)
+                   self._shown_epochs * self.steps_per_epoch, self.steps_per_epoch)
 
   def alive(self) -> list:
     """The indices of the runs still training."""
