@@ -14,9 +14,15 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
-# The file name endings of every format Pillow can open.
-SUFFIXES = tuple(sorted(ext for ext, kind in Image.registered_extensions().items()
-                        if kind in Image.OPEN))
+
+def suffixes() -> tuple:
+  """The file name endings of every format Pillow can open (for a folder's files).
+
+  Asked only for a folder: listing them loads all of Pillow's format plugins
+  (a tenth of a second), where opening a PNG or JPEG loads the common few.
+  """
+  return tuple(sorted(ext for ext, kind in Image.registered_extensions().items()
+                      if kind in Image.OPEN))
 
 
 class UnreadableImage(ValueError):

@@ -25,8 +25,9 @@ def _input_files(paths) -> list:
   files = []
   for path in paths:
     if os.path.isdir(path):
+      suffixes = _digit_images().suffixes()
       files += sorted(os.path.join(path, f) for f in os.listdir(path)
-                      if f.lower().endswith(_digit_images().SUFFIXES))
+                      if f.lower().endswith(suffixes))
     elif os.path.exists(path):
       files.append(path)
     else:

@@ -14,6 +14,10 @@ from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 
 
+# TensorBoard events waiting for tensorboardX's writer thread, at most.
+_EVENT_QUEUE = 1000
+
+
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
@@ -30,9 +34,11 @@ class MetricLogger:
     self._tracker = tracker
     # tensorboardX writes the event file from its own thread; its format is
     # TensorBoard's (its reader is what the tests read it with). Imported here:
-    # a tenth of a second that eval, predict and export never need.
+    # a tenth of a second that eval, predict and export never need. Its queue
+    # holds 10 events by default, and a full queue makes every scalar wait for
+    # that thread: a small table logs a handful each epoch, hundreds of epochs.
     import tensorboardX  # pylint: disable=g-import-not-at-top
-    self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10)
+    self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10, max_queue=_EVENT_QUEUE)
                     if self._is_writer else None)
     self._jsonl = None
     if self._is_writer:

@@ -26,7 +26,6 @@ import threading
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 
 from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
@@ -77,7 +76,7 @@ def _rehearse(config) -> None:
     # The evaluations compile beside the train call, on a core of their own
     # (compiling lets go of the GIL), on a copy: the train call donates its state.
     evaluations = threading.Thread(
-        target=_evaluations, args=(config, program, jax.tree.map(jnp.copy, state), data),
+        target=_evaluations, args=(config, program, state_lib.copied(state), data),
         name='compile-ahead-eval', daemon=True)
     evaluations.start()
     length = cadence.call_length(config, data, spec.steps_per_epoch)

@@ -17,7 +17,6 @@ import time
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
@@ -33,6 +32,7 @@ from trainkit.training import finished_run
 from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.training import plateaus
+from trainkit.training import state as state_lib
 from trainkit.workdirs import config_history
 from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
@@ -42,11 +42,6 @@ from trainkit.workdirs import layout as workdir_lib
 # Orbax's asynchronous saves from several threads at once (a sweep group's
 # members) wait on each other's signals.
 _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint')
-
-# A held epoch's copy on the device in one call (a copy per leaf costs a dispatch each,
-# at every epoch a small table holds).
-_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
-
 
 # How a stop_reason of max_steps begins (Run.after_epoch writes it).
 _BUDGET = 'max_steps='
@@ -248,7 +243,7 @@ class Run:
     if not metrics or self._score(metrics) < self._best_score:  # Ties: the later, as Orbax.
       return
     self._best_score = self._score(metrics)
-    self._held = (step, _copy(state), self._meta_at(step), metrics, input_state)
+    self._held = (step, state_lib.copied(state), self._meta_at(step), metrics, input_state)
 
   def _meta_at(self, step: int) -> dict:
     """The loop counters a checkpoint of `step` saves, as of now (a copy)."""
@@ -288,7 +283,7 @@ class Run:
     # the checksum take host time that the device would wait for: they work on
     # a copy made on the device, in a thread of their own, one save at a time.
     if not copied:
-      state = jax.tree.map(jnp.copy, state)
+      state = state_lib.copied(state)
     self._saving = _SAVER.submit(checkpointing.save, self.manager, step, state, meta,
                                  metrics, input_state)
 
