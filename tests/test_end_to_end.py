@@ -258,6 +258,28 @@ def test_a_larger_budget_killed_before_its_first_save_still_trains_on(tmp_path):
   assert more['step'] == 30 and more['stop_reason'].startswith('max_steps=25')
 
 
+def test_a_new_learning_rate_killed_before_its_first_save_is_kept_by_the_next_run(tmp_path):
+  """The checkpoint holds the old rate; config.json the new one, which the resume trains with."""
+  kw = dict(num_epochs=4, schedule='constant', learning_rate=0.05)
+  _run(tmp_path / 'straight', num_epochs=2, schedule='constant')
+  shutil.copytree(tmp_path / 'straight', tmp_path / 'killed')
+  state, straight = _run(tmp_path / 'straight', continue_with_changes=True, **kw)
+
+  class Killed(Exception):
+    pass
+
+  def kill(epoch, metrics):
+    raise Killed  # After the first epoch at the new rate, before its save.
+  with pytest.raises(Killed):
+    train.train_and_evaluate(tiny_config(**kw), str(tmp_path / 'killed'),
+                             continue_with_changes=True, epoch_hook=kill)
+  assert checkpoint_steps(tmp_path / 'killed')[-1] == 12
+  resumed_state, resumed = _run(tmp_path / 'killed', **kw)
+  assert without_timing(resumed) == without_timing(straight)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(resumed_state.params),
+                                                   jax.tree.leaves(state.params)))
+
+
 def test_tabm_is_refused_on_images(tmp_path):
   with pytest.raises(errors.ConfigError, match="model.family='tabm': takes rows of features"):
     _run(tmp_path, **{'model.family': 'tabm', 'model.use_batchnorm': False})

@@ -100,10 +100,13 @@ class Run:
       state, self.meta, restored_step = restored
       self.input_state = self.meta.pop(checkpointing.INPUT_ITEM, None)
       logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
+      # The checkpoint holds the hyperparameters it was trained with; the
+      # config (config.json's, once a resume changed them) and the plateaus
+      # so far decide the ones it trains on. A run killed after changing them
+      # but before its first save resumes with the new ones, as it would have.
+      state = state.replace(opt_state=optimizers.with_hyperparams(
+          state.opt_state, config, plateaus.lr_scale(self.meta)))
       if config_changes:
-        # The checkpoint holds the hyperparameters it was trained with.
-        state = state.replace(opt_state=optimizers.with_hyperparams(
-            state.opt_state, config, plateaus.lr_scale(self.meta)))
         logging.warning('Training on from step %d with changes to the config: %s.',
                         restored_step, config_changes)
       _lift_budget(self.meta, config, restored_step)
