@@ -112,6 +112,13 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
 copied = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
+# The init program runs once a run, and with empty caches its compilation is on
+# the first step's path: XLA's optimisation level 1 compiles the default's in
+# half the time (0.7 against 1.4 s on 2 CPU cores), to the same values bit for
+# bit (the default, table and mixture-density runs' summaries are unchanged).
+_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
+
+
 # The static parts of train states (optimizer, init program and with it the
 # model), by carried_values.structure_key.
 _STATIC_PARTS = {}
@@ -141,7 +148,8 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
     _STATIC_PARTS[key] = (
         optimizers.create_optimizer(traced, spec.steps_per_epoch),
         jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,
-                                               spec.steps_per_epoch, spec.input_dtype)))
+                                               spec.steps_per_epoch, spec.input_dtype),
+                compiler_options=_INIT_COMPILER_OPTIONS))
   tx, init = _STATIC_PARTS[key]
   # Shapes only: the keys are traced too (drawing them for real compiles programs).
   draw = lambda: init(seed_keys(config.seed)[0])
