@@ -4,6 +4,7 @@ One place derives a run's keys from its seed and builds its state, so a lone
 run, a sweep member and a restored workdir start from the same values.
 """
 
+import functools
 from typing import Any
 
 from absl import logging
@@ -145,15 +146,16 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
     model = models_lib.create(traced.model, tasks.create(config, spec), spec.shift, spec.scale,
                               config.dtype, spec.bins)
     models_lib.check_built(traced, model, spec.input_shape, spec.input_dtype)
-    _STATIC_PARTS[key] = (
-        optimizers.create_optimizer(traced, spec.steps_per_epoch),
-        jax.jit(lambda rng: create_train_state(rng, traced, model, spec.input_shape,
-                                               spec.steps_per_epoch, spec.input_dtype),
-                compiler_options=_INIT_COMPILER_OPTIONS))
-  tx, init = _STATIC_PARTS[key]
-  # Shapes only: the keys are traced too (drawing them for real compiles programs).
-  draw = lambda: init(seed_keys(config.seed)[0])
-  state = jax.eval_shape(draw) if shapes_only else draw()
+    init = functools.partial(create_train_state, config=traced, model=model,
+                             input_shape=spec.input_shape,
+                             steps_per_epoch=spec.steps_per_epoch, input_dtype=spec.input_dtype)
+    _STATIC_PARTS[key] = (optimizers.create_optimizer(traced, spec.steps_per_epoch), init,
+                          jax.jit(init, compiler_options=_INIT_COMPILER_OPTIONS))
+  tx, init, compiled = _STATIC_PARTS[key]
+  if shapes_only:  # The keys are traced too (drawing them for real compiles programs).
+    state = jax.eval_shape(lambda: init(seed_keys(config.seed)[0]))
+  else:
+    state = compiled(seed_keys(config.seed)[0])
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
                        keep_probs=models.keep_probs(config.model))
 
