@@ -26,6 +26,7 @@ from trainkit.tasks import binary
 from trainkit.tasks import classification
 from trainkit.tasks import ensemble
 from trainkit.tasks import regression
+from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.workdirs import layout as workdir_lib
 import train
@@ -74,6 +75,21 @@ def test_bins_are_quantiles_of_the_training_rows_alone(tmp_path):
   assert not np.array_equal(np.float32(spec.bins[0]), everywhere)  # Else this would not tell.
   # A model of another family fits none (before it reads any data).
   assert training_statistics.quantile_bins(_config(path, **{'model.family': 'mlp'}), None) == ()
+
+
+def test_a_summary_before_training_counts_the_parameters_training_builds(tmp_path):
+  """--mode=summary of a new workdir sizes the embeddings by num_bins: no training values yet."""
+  config = _config(_table(tmp_path / 't.csv'))
+  workdir = str(tmp_path / 'run')
+  before = model_summary.table(config, model_summary.spec_without_data(config, workdir),
+                               flops=False)
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, model_summary.SUMMARY_FILE)) as f:
+    after = f.read()
+  trainable = lambda text: next(line for line in text.splitlines()
+                                if line.startswith('Trainable parameters'))
+  assert 'float32[2,8,4]' in before  # a's and b's 8 bins, embedded in 4.
+  assert trainable(before) == trainable(after)
 
 
 def test_the_piecewise_linear_code_of_a_value():

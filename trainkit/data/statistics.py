@@ -84,12 +84,12 @@ def normalization_constants(config, data):
 _BIN_ROWS = 200_000
 
 
-def _number_features(data) -> list:
+def _number_features(columns: tuple, input_shape: tuple) -> list:
   """The positions of the features that are a number's value: a table's number columns, or all."""
-  if not data.columns:
-    return list(range(math.prod(data.input_shape)))
+  if not columns:
+    return list(range(math.prod(input_shape)))
   positions, at = [], 0
-  for column in map(tables.Column.from_tuple, data.columns):
+  for column in map(tables.Column.from_tuple, columns):
     if column.kind != 'string':
       positions.append(at)  # Its value; a missing indicator may follow.
     at += len(column.features())
@@ -108,7 +108,7 @@ def quantile_bins(config, data) -> tuple:
   model = config.model
   if model.get('family', 'mlp') != 'tabm' or not model.num_bins:
     return ()
-  numbers, rows, count = _number_features(data), [], 0
+  numbers, rows, count = _number_features(data.columns, data.input_shape), [], 0
   for chunk in _training_column(data, 'x'):
     chunk = np.asarray(chunk).reshape(len(chunk), -1)[:_BIN_ROWS - count]
     rows.append(chunk[:, numbers].astype(np.float64))
@@ -121,6 +121,21 @@ def quantile_bins(config, data) -> tuple:
   for j, feature in enumerate(numbers):
     edges = np.unique(np.quantile(values[:, j], quantiles).astype(np.float32))
     bins[feature] = tuple(edges.tolist()) if len(edges) >= 2 else ()
+  return tuple(bins)
+
+
+def bins_of_shape(config, columns: tuple, input_shape: tuple) -> tuple:
+  """Bins of the most edges `quantile_bins` gives each number feature: their shapes, not values.
+
+  For a model summary before training (no training values to fit): a
+  number feature with fewer distinct values gets fewer bins when fitted.
+  """
+  model = config.model
+  if model.get('family', 'mlp') != 'tabm' or not model.num_bins:
+    return ()
+  bins = [()] * math.prod(input_shape)
+  for feature in _number_features(columns, input_shape):
+    bins[feature] = tuple(float(i) for i in range(model.num_bins + 1))
   return tuple(bins)
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from trainkit import models as models_lib
 from trainkit import tasks
 from trainkit.data import sources
+from trainkit.data import statistics
 from trainkit.data.sources import tables
 from trainkit.models import mlp as models
 from trainkit.training import carried_values
@@ -31,7 +32,8 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
   """The workdir's model.json, or the shapes the dataset's metadata declares.
 
   Only shapes matter to the table: the input scaling is left at its default
-  and the schedule's length at one step per epoch.
+  and the schedule's length at one step per epoch. TabM's embeddings get
+  `model.num_bins` bins per number feature, the most that fitting gives.
   """
   try:
     return workdir_lib.ModelSpec.read(workdir)
@@ -46,7 +48,9 @@ def spec_without_data(config, workdir: str) -> workdir_lib.ModelSpec:
       input_dtype=fields['input_dtype'], target_shape=tuple(fields['target_shape']),
       shift=0.0, scale=1.0, steps_per_epoch=1,
       target_shift=(0.0,) * size if real_targets else (),
-      target_scale=(1.0,) * size if real_targets else ())
+      target_scale=(1.0,) * size if real_targets else (),
+      bins=statistics.bins_of_shape(config, tuple(fields.get('columns', ())),
+                                    tuple(fields['input_shape'])))
 
 
 def _count(tree) -> tuple:
