@@ -100,10 +100,8 @@ class Run:
       state, self.meta, restored_step = restored
       self.input_state = self.meta.pop(checkpointing.INPUT_ITEM, None)
       logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
-      # The checkpoint holds the hyperparameters it was trained with; the
-      # config (config.json's, once a resume changed them) and the plateaus
-      # so far decide the ones it trains on. A run killed after changing them
-      # but before its first save resumes with the new ones, as it would have.
+      # The config and the plateaus so far decide the hyperparameters, not the
+      # checkpoint: a change killed before its first save resumes changed too.
       state = state.replace(opt_state=optimizers.with_hyperparams(
           state.opt_state, config, plateaus.lr_scale(self.meta)))
       if config_changes:
