@@ -99,6 +99,9 @@ def test_a_finished_run_again_reads_nothing_and_writes_nothing(tmp_path, monkeyp
   assert again == summary
   jax.tree.map(np.testing.assert_array_equal, state.params, final.params)
   assert int(state.step) == 12
+  # Placed as the run that trained it placed it: replicated over the devices' mesh.
+  assert [leaf.sharding for leaf in jax.tree.leaves(state)] == [
+      leaf.sharding for leaf in jax.tree.leaves(final)]
 
 
 def test_a_summary_older_than_the_config_is_evaluated_again(tmp_path):

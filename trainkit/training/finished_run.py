@@ -20,6 +20,7 @@ import jax
 
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
+from trainkit.runtime import parallel
 from trainkit.tracking import progress
 from trainkit.training import state as state_lib
 from trainkit.workdirs import config_history
@@ -88,7 +89,9 @@ def _final_state(config, workdir: str, step: int):
   manager = checkpointing.create_manager(workdir_lib.checkpoint_dir(workdir),
                                          config.keep_checkpoints)
   try:
-    return state_lib.restored(config, spec, manager, step)
+    # Replicated over every device, as the run that trained it left it.
+    return parallel.replicate(state_lib.restored(config, spec, manager, step),
+                              parallel.create_mesh())
   finally:
     manager.close()
 
