@@ -12,6 +12,7 @@ from tests.conftest import mock_data
 from tests.helpers import tiny_config
 from trainkit import errors
 from trainkit.training import evaluation
+from trainkit.training import optimizers
 from trainkit.serving import restore as restore_lib
 from trainkit.workdirs import layout as workdir_lib
 from trainkit.data import pipeline as input_pipeline
@@ -54,6 +55,19 @@ def test_a_warm_started_state_evaluates_exactly_as_its_checkpoint(source, tmp_pa
   assert int(state.step) == 0
   fresh = state_lib.create_state(warm, spec)
   jax.tree.map(np.testing.assert_array_equal, state.opt_state, fresh.opt_state)
+
+
+def test_an_average_of_the_parameters_starts_from_the_warm_started_ones(source, tmp_path):
+  """With ema_decay, evaluation uses the average: it starts at the loaded parameters."""
+  config, workdir = source
+  loaded, step, spec = restore_lib.restore(config, workdir, 'latest')
+  warm = config.copy_and_resolve_references()
+  warm.init_from, warm.ema_decay = f'{workdir}:{step}', 0.9
+  state = state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
+  averaged = optimizers.params_for_eval(state).params
+  jax.tree.map(np.testing.assert_array_equal, averaged, loaded.params)
+  data = input_pipeline.create_datasets(config)
+  assert evaluation.evaluate(state, data, 16) == evaluation.evaluate(loaded, data, 16)
 
 
 def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path):

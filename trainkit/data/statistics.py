@@ -127,8 +127,9 @@ def quantile_bins(config, data) -> tuple:
 def bins_of_shape(config, columns: tuple, input_shape: tuple) -> tuple:
   """Bins of the most edges `quantile_bins` gives each number feature: their shapes, not values.
 
-  For a model summary before training (no training values to fit): a
-  number feature with fewer distinct values gets fewer bins when fitted.
+  For a model summary before training (no training values to fit), so its
+  counts are the most training can build: a number feature with fewer
+  distinct values gets fewer bins when fitted, and one of a single value none.
   """
   model = config.model
   if model.get('family', 'mlp') != 'tabm' or not model.num_bins:
