@@ -149,13 +149,15 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
     init = functools.partial(create_train_state, config=traced, model=model,
                              input_shape=spec.input_shape,
                              steps_per_epoch=spec.steps_per_epoch, input_dtype=spec.input_dtype)
-    _STATIC_PARTS[key] = (optimizers.create_optimizer(traced, spec.steps_per_epoch), init,
-                          jax.jit(init, compiler_options=_INIT_COMPILER_OPTIONS))
-  tx, init, compiled = _STATIC_PARTS[key]
+    # Two jits of it: jit refuses compiler options inside eval_shape, and
+    # the plain one keeps its trace for the next restore's shapes.
+    _STATIC_PARTS[key] = (optimizers.create_optimizer(traced, spec.steps_per_epoch),
+                          jax.jit(init), jax.jit(init, compiler_options=_INIT_COMPILER_OPTIONS))
+  tx, traced_init, compiled_init = _STATIC_PARTS[key]
   if shapes_only:  # The keys are traced too (drawing them for real compiles programs).
-    state = jax.eval_shape(lambda: init(seed_keys(config.seed)[0]))
+    state = jax.eval_shape(lambda: traced_init(seed_keys(config.seed)[0]))
   else:
-    state = compiled(seed_keys(config.seed)[0])
+    state = compiled_init(seed_keys(config.seed)[0])
   return state.replace(tx=tx, opt_state=optimizers.with_hyperparams(state.opt_state, config),
                        keep_probs=models.keep_probs(config.model))
 
