@@ -96,6 +96,11 @@ def _number_features(columns: tuple, input_shape: tuple) -> list:
   return positions
 
 
+def _binned(config) -> bool:
+  """Whether the model embeds numbers over bins: TabM with model.num_bins set."""
+  return config.model.get('family', 'mlp') == 'tabm' and bool(config.model.num_bins)
+
+
 def quantile_bins(config, data) -> tuple:
   """Per input feature the edges of `model.num_bins` quantile bins of its training values.
 
@@ -105,8 +110,7 @@ def quantile_bins(config, data) -> tuple:
   every feature of other models. Edges are float32 values, distinct as
   float32, so no bin of the model's float32 code is empty.
   """
-  model = config.model
-  if model.get('family', 'mlp') != 'tabm' or not model.num_bins:
+  if not _binned(config):
     return ()
   numbers, rows, count = _number_features(data.columns, data.input_shape), [], 0
   for chunk in _training_column(data, 'x'):
@@ -116,7 +120,7 @@ def quantile_bins(config, data) -> tuple:
     if count >= _BIN_ROWS:
       break
   values = np.concatenate(rows)
-  quantiles = np.linspace(0.0, 1.0, model.num_bins + 1)
+  quantiles = np.linspace(0.0, 1.0, config.model.num_bins + 1)
   bins = [()] * math.prod(data.input_shape)
   for j, feature in enumerate(numbers):
     edges = np.unique(np.quantile(values[:, j], quantiles).astype(np.float32))
@@ -131,12 +135,11 @@ def bins_of_shape(config, columns: tuple, input_shape: tuple) -> tuple:
   counts are the most training can build: a number feature with fewer
   distinct values gets fewer bins when fitted, and one of a single value none.
   """
-  model = config.model
-  if model.get('family', 'mlp') != 'tabm' or not model.num_bins:
+  if not _binned(config):
     return ()
   bins = [()] * math.prod(input_shape)
   for feature in _number_features(columns, input_shape):
-    bins[feature] = tuple(float(i) for i in range(model.num_bins + 1))
+    bins[feature] = tuple(float(i) for i in range(config.model.num_bins + 1))
   return tuple(bins)
 
 

@@ -38,6 +38,8 @@ class MetricLogger:
     # holds 10 events by default, and a full queue makes every event wait for
     # that thread: a small table logs a few each epoch, hundreds of epochs.
     import tensorboardX  # pylint: disable=g-import-not-at-top
+    from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    self._summary = summary_pb2.Summary
     self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10, max_queue=_EVENT_QUEUE)
                     if self._is_writer else None)
     self._jsonl = None
@@ -71,9 +73,8 @@ class MetricLogger:
     if self._events:
       # One event holding every scalar of the write, as TensorBoard reads
       # them: a twentieth of the host time of an add_scalar per scalar.
-      from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-      self._events.file_writer.add_summary(summary_pb2.Summary(value=[
-          summary_pb2.Summary.Value(tag=tag, simple_value=value)
+      self._events.file_writer.add_summary(self._summary(value=[
+          self._summary.Value(tag=tag, simple_value=value)
           for tag, value in named.items()]), step)
     if self._tracker:
       self._tracker.log_metrics(step, named)
