@@ -6,6 +6,7 @@ so the train step holds no Python-side values and a sweep can give each member
 its own in one vmapped program.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -141,8 +142,16 @@ def ema_of_params(decay: float) -> optax.GradientTransformation:
 
 def params_for_eval(state):
   """`state` with the parameters evaluation uses: their average, if one is kept."""
-  ema = optax.tree_utils.tree_get(state.opt_state, 'ema_params')
-  return state if ema is None else state.replace(params=ema)
+  if not _keeps_average(jax.tree.structure(state.opt_state)):
+    return state  # Every epoch's evaluation asks: the search is cached by the tree's form.
+  return state.replace(params=optax.tree_utils.tree_get(state.opt_state, 'ema_params'))
+
+
+@functools.lru_cache(maxsize=64)
+def _keeps_average(treedef) -> bool:
+  """Whether an optimizer state of this form holds an EmaParamsState."""
+  state = jax.tree.unflatten(treedef, [0] * treedef.num_leaves)
+  return optax.tree_utils.tree_get(state, 'ema_params') is not None
 
 
 def hyperparams(opt_state) -> dict:
