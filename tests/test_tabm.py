@@ -128,6 +128,23 @@ def test_weight_decay_leaves_the_members_biases_and_scales_alone(tmp_path):
                      'EnsembleDense_0/kernel', 'MemberDense_0/kernel'}
 
 
+def test_the_hidden_layers_use_the_configs_activation(tmp_path):
+  config = _config(_table(tmp_path / 't.csv'), **{'model.activation': 'tanh'})
+  model = tabular.create_model(config.model, ensemble.Ensemble(binary.Binary(), 4),
+                               ((0.0, 1.0, 2.0),) + ((),) * 6)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 7)), jnp.float32)
+  variables = model.init({'params': jax.random.key(0)}, x, train=False)
+  outputs, captured = model.apply(variables, x, train=False, capture_intermediates=True,
+                                  mutable=['intermediates'])
+  hidden = captured['intermediates']['EnsembleDense_0']['__call__'][0]
+  head = variables['params']['MemberDense_0']
+  # The members' heads take tanh of the hidden layer (ReLU's would differ: it has negatives).
+  np.testing.assert_allclose(
+      outputs, jnp.einsum('bki,kio->bko', jnp.tanh(hidden), head['kernel'])[..., 0]
+      + head['bias'][:, 0], rtol=1e-5, atol=1e-6)
+  assert float(hidden.min()) < 0
+
+
 @pytest.mark.parametrize('task', ['binary', 'classification', 'regression'])
 def test_the_ensemble_predicts_the_mean_of_its_members(task):
   rng = np.random.default_rng(1)
@@ -181,6 +198,7 @@ def test_predict_and_exports_serve_the_members_mean_from_raw_columns(tmp_path):
     ({'task': 'mixture_density', 'target_column': 'a', 'feature_columns': ('b',)},
      "task='mixture_density': does not average ensemble members"),
     ({'model.use_batchnorm': True}, "model.use_batchnorm=True: model.family='tabm' has no"),
+    ({'model.kernel_init': 'normal'}, "model.kernel_init='normal': is the MLP's; model.family="),
     ({'model.num_bins': 1}, 'model.num_bins=1: must be 0 .* or 2 to 1024'),
     ({'model.members': 0}, 'model.members=0: must be a positive integer'),
     ({'model.family': 'trees'}, "model.family='trees' is not one of: mlp, tabm"),

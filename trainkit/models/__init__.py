@@ -19,6 +19,7 @@ from trainkit.models import tabular
 from trainkit.tasks import ensemble
 
 FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
+_MLP_INIT = 'lecun_normal'  # config.model.kernel_init's default, which TabM does not read.
 
 
 def _backbones():
@@ -86,6 +87,10 @@ def _check_family(config) -> None:
                  "is a backbone of its own; model.family='tabm' is the built-in TabM")
   errors.require(not config.model.use_batchnorm, 'model.use_batchnorm', True,
                  "model.family='tabm' has no BatchNorm (set it False)")
+  # TabM's recipe is tuned with its own initialisation (tabular.py), not the MLP's.
+  errors.require(config.model.kernel_init == _MLP_INIT, 'model.kernel_init',
+                 config.model.kernel_init, "is the MLP's; model.family='tabm' initialises "
+                 f"as its paper does (leave it {_MLP_INIT!r})")
   errors.require(tasks.of(config).AVERAGES_MEMBERS, 'task', config.task,
                  "does not average ensemble members, which model.family='tabm' "
                  'trains')
