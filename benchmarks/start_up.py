@@ -18,7 +18,12 @@ alike:
                 Adam 1e-3, batch 32, 200 epochs;
   sklearn_mlp   scikit-learn's MLPClassifier with the same layers, optimizer,
                 batch and epochs, as a whole Python process reading the same
-                CSV (needs scikit-learn: benchmarks/requirements.txt).
+                CSV (needs scikit-learn: benchmarks/requirements.txt);
+  bare_jax      the floor under the table: the same training hand-written in
+                JAX, Flax and Optax (an epoch's steps scanned in one call, the
+                validation loss copied to the host after each epoch; no
+                logs, checkpoints or checks), as a whole process, its
+                programs cached as the trainer's are.
 
 Prints the medians and the issue's targets as checks; writes them as JSON.
 """
@@ -62,6 +67,47 @@ with warnings.catch_warnings():
 print(metrics.accuracy_score(y[split == 'test'], model.predict(x[split == 'test'])))
 '''
 
+# The same job as a minimal JAX program: what any JAX trainer of it costs at least.
+_BARE_JAX = r'''
+import sys
+import numpy as np
+import jax, jax.numpy as jnp, optax, flax.linen as nn
+from pyarrow import csv
+jax.config.update('jax_compilation_cache_dir', sys.argv[2])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+columns = csv.read_csv(sys.argv[1]).to_pydict()
+split, y = np.array(columns.pop('split')), np.array(columns.pop('target'), np.float32)
+x = np.stack([np.asarray(v, np.float32) for v in columns.values()], 1)
+train, valid = split == 'train', split == 'validation'
+x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-6)
+xt, yt, xv, yv = (jnp.asarray(a) for a in (x[train], y[train], x[valid], y[valid]))
+class MLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(1)(nn.relu(nn.Dense(100)(x)))[:, 0]
+model, tx, steps = MLP(), optax.adam(1e-3), len(xt) // 32
+def loss(params, x, y):
+  return optax.sigmoid_binary_cross_entropy(model.apply(params, x), y).mean()
+@jax.jit
+def epoch(params, opt, key):
+  def step(carry, rows):
+    params, opt = carry
+    value, grads = jax.value_and_grad(loss)(params, xt[rows], yt[rows])
+    updates, opt = tx.update(grads, opt, params)
+    return (optax.apply_updates(params, updates), opt), value
+  order = jax.random.permutation(key, len(xt))[:steps * 32].reshape(steps, 32)
+  (params, opt), losses = jax.lax.scan(step, (params, opt), order)
+  return params, opt, losses
+validation = jax.jit(loss)
+params = model.init(jax.random.key(0), xt[:1])
+opt, key = tx.init(params), jax.random.key(1)
+for e in range(200):
+  params, opt, losses = epoch(params, opt, jax.random.fold_in(key, e))
+  validation_loss = float(validation(params, xv, yv))
+print(validation_loss)
+'''
+
 
 def _timed(command: list) -> float:
   start = time.perf_counter()
@@ -102,7 +148,9 @@ def _commands(tmp: str, manual_dir: str) -> dict:
     commands['sklearn_mlp'] = [sys.executable, '-c', _MLP, table]
   else:
     print('scikit-learn is not installed: sklearn_mlp not measured')
-  _timed(commands['table'])  # Its programs compiled once, as the others' were.
+  commands['bare_jax'] = [sys.executable, '-c', _BARE_JAX, table, f'{tmp}/bare_cache']
+  for name in ('table', 'bare_jax'):  # Their programs compiled once, as the others' were.
+    _timed(commands[name])
   return commands
 
 

@@ -19,7 +19,8 @@ import pytest
 from configs import default
 from tests.conftest import mock_data
 from tests.helpers import (ENV, ROOT, alive, checkpoint_steps, descendants, digest,
-                           error_lines, main_command, run_main, session_cache_dir, tiny_config)
+                           error_lines, main_command, run_main, session_cache_dir, tiny_config,
+                           without_timing)
 from trainkit import errors
 from trainkit.checkpoints import manager as checkpointing
 from trainkit.data import pipeline as input_pipeline
@@ -177,6 +178,39 @@ def _stop(cmd, workdir, log_path, signum):
     proc.send_signal(signum)
     status = proc.wait(timeout=60)
   return status, time.time() - sent, log_path.read_text()
+
+
+def _records(workdir, split):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [(r['step'], r['metrics']) for r in map(json.loads, f) if r['split'] == split]
+
+
+@pytest.mark.parametrize('every_epochs', [1, 3])  # The stop's epoch due a save, or not.
+def test_a_signal_in_an_epochs_last_call_stops_after_its_evaluation(tmp_path, mock_mnist,
+                                                                    monkeypatch, every_epochs):
+  """A resume starts at the next epoch, so the stopped epoch's books must be done first."""
+  from trainkit.training import members  # pylint: disable=g-import-not-at-top
+  kw = dict(num_epochs=5, steps_per_call=0, checkpoint_every_epochs=every_epochs,
+            validation_split='train[:16]', train_split='train[16:]', learning_rate=0.05,
+            schedule='constant', early_stopping_patience=2, keep_checkpoints=10,
+            plateau_patience=1)
+  _, straight = train.train_and_evaluate(tiny_config(**kw), str(tmp_path / 'straight'))
+  after_call = members.Members.after_call
+
+  def signalled(self, first, num_steps, metrics):
+    after_call(self, first, num_steps, metrics)
+    if first + num_steps == 2 * num_steps:  # In the second epoch's one call.
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  killed = tmp_path / 'killed'
+  with monkeypatch.context() as patched:
+    patched.setattr(members.Members, 'after_call', signalled)
+    with pytest.raises(preemption.Interrupted) as stopped:
+      train.train_and_evaluate(tiny_config(**kw), str(killed))
+  assert _records(killed, 'eval')[-1][0] == stopped.value.step  # Evaluated before it stopped.
+  _, resumed = train.train_and_evaluate(tiny_config(**kw), str(killed))
+  assert without_timing(resumed) == without_timing(straight)
+  assert _records(killed, 'eval') == _records(tmp_path / 'straight', 'eval')
 
 
 @pytest.mark.slow

@@ -83,6 +83,38 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, input_mode, caplog):
                  final_state.opt_state)
 
 
+def test_a_resume_between_logged_steps_logs_the_uninterrupted_averages(tmp_path):
+  """The train metrics' open window is in the checkpoint: steps 4-6 are averaged, not 5-6."""
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  kw = dict(checkpoint_every_steps=4, keep_checkpoints=10, log_every_steps=3)
+  _run(straight, **kw)
+  shutil.copytree(straight, resumed)
+  for step in checkpoint_steps(resumed):
+    if step > 4:
+      shutil.rmtree(resumed / 'checkpoints' / str(step))
+  _run(resumed, **kw)
+
+  def train_lines(workdir):
+    with open(workdir / 'metrics.jsonl') as f:
+      return [(e['step'], {k: v for k, v in e['metrics'].items() if k != 'steps_per_s'})
+              for e in map(json.loads, f) if e['split'] == 'train']
+  assert [step for step, _ in train_lines(resumed)] == [3, 6, 9, 12]
+  assert train_lines(resumed) == train_lines(straight)
+
+
+def test_a_longer_patience_continues_a_run_that_stopped_early(tmp_path):
+  # No epoch improves the loss by 10: the second epoch's wait of 1 stops it.
+  kw = dict(num_epochs=4, early_stopping_patience=1, early_stopping_min_delta=10.0)
+  _, stopped = _run(tmp_path, **kw)
+  assert stopped['step'] == 12 and stopped['stop_reason'].startswith('early stopping after')
+  _, again = _run(tmp_path, **kw)  # The same patience: it stays stopped.
+  assert without_timing(again) == without_timing(stopped)
+  _, longer = _run(tmp_path, continue_with_changes=True,
+                   **{**kw, 'early_stopping_patience': 3})
+  # Waits 2 and 3 after epochs 3 and 4: trained on to the end, and stopped there.
+  assert longer['step'] == 24 and longer['stop_reason'].startswith('early stopping after epoch 4')
+
+
 def test_a_finished_run_again_reads_nothing_and_writes_nothing(tmp_path, monkeypatch):
   """Its summary stands: no data loaded, nothing evaluated or written, the final state back."""
   final, summary = _run(tmp_path)

@@ -96,9 +96,19 @@ class MetricLogger:
 class StepAverager:
   """Averages per-step metrics over windows that end at multiples of `every`."""
 
-  def __init__(self, every: int):
+  def __init__(self, every: int, window: dict | None = None):
+    """`window`: the open window a checkpoint saved (`window()`), to resume it."""
     self._every = every
-    self._sums, self._count = {}, 0
+    window = window or {'sums': {}, 'count': 0}
+    self._sums, self._count = dict(window['sums']), window['count']
+
+  def window(self) -> dict:
+    """The open window's sums and count, exact as JSON.
+
+    A checkpoint keeps them, so a resumed run logs the averages an
+    uninterrupted one does.
+    """
+    return {'sums': {k: float(v) for k, v in self._sums.items()}, 'count': self._count}
 
   def add(self, first_step: int, per_step: dict) -> list:
     """Takes metrics of steps first_step+1, first_step+2, ... (arrays [n]).

@@ -38,7 +38,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   source = data.train if data.mode == 'device' else None
   tracer = profiling.StepTracer(config.profile_steps, [run.workdir for run in runs])
   members.open(step, plan.total_steps)
-  eval_metrics = None
+  eval_metrics, stopping = None, False
   try:
     with preemption.stop_on_signals() as stop, members.show.logs_above_bar():
       for epoch in plan.epochs(step):
@@ -53,6 +53,8 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
           step += num_steps
           tracer.after_call(step, state)
           stopping = parallel.any_process(stop)  # Any process's signal stops them all.
+          if stopping and step % plan.steps_per_epoch == 0:
+            break  # The epoch is trained: its books first, as a resume starts at the next.
           if plan.checkpoint_due(step) or stopping:
             members.checkpoint(step, state)
           if stopping:
@@ -63,7 +65,9 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
         if not members.alive():
           break
         eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
-        state = members.end_epoch(epoch, step, state, eval_metrics, plan)
+        state = members.end_epoch(epoch, step, state, eval_metrics, plan, stopping)
+        if stopping and members.alive():
+          raise preemption.Interrupted(stop.signum, step, members.where())
     if step == first_step:  # Nothing left to train: evaluate the restored state.
       eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
       members.log_eval(step, eval_metrics)

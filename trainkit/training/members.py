@@ -120,10 +120,12 @@ class Members:
     self._epoch_start = (time.perf_counter(), step)
     self.show.start_epoch(epoch, step)
 
-  def end_epoch(self, epoch: int, step: int, state, eval_metrics: list, plan):
+  def end_epoch(self, epoch: int, step: int, state, eval_metrics: list, plan,
+                stopping: bool = False):
     """Logs the epoch's evaluation, steps plateaus and early stopping, checkpoints.
 
-    An epoch not due a save is held if it is a run's best so far (Run.hold_if_best).
+    An epoch not due a save is held if it is a run's best so far
+    (Run.hold_if_best); `stopping` (a signal's stop) saves it as if due.
 
     Returns the state, with a new peak learning rate where a plateau set one;
     the checkpoint saves the decisions with the state they changed.
@@ -134,7 +136,7 @@ class Members:
       rate = self.runs[i].after_epoch(epoch + 1, eval_metrics[i])
       if rate is not None:
         state = self.program.set_learning_rate(state, i, rate)
-    due = plan.epoch_checkpoint_due(epoch)  # And where a run stopped early.
+    due = plan.epoch_checkpoint_due(epoch) or stopping  # And where a run stopped early.
     saved = [i for i in evaluated if due or not self.runs[i].alive]
     self.checkpoint(step, state, eval_metrics, saved)
     for i in (i for i in evaluated if i not in saved):

@@ -23,6 +23,22 @@ def _improved(value: float, best: float | None, metric: str, min_delta: float) -
   return selection.score(metric, value) - selection.score(metric, best) > min_delta
 
 
+# How an early stop's reason begins.
+_EARLY_STOP = 'early stopping after epoch '
+
+
+def lift_early_stop(config, meta: dict) -> None:
+  """Drops an early stop in `meta` that the config's patience, changed since, would not make.
+
+  A restored run that stopped early trains on with --continue_with_changes
+  of a longer (or no) patience; a run killed before its first save after
+  such a change finds config.json changed, and goes on the same way.
+  """
+  if str(meta.get('stop_reason')).startswith(_EARLY_STOP) and not (
+      0 < config.early_stopping_patience <= meta.get('early_stopping_wait', 0)):
+    del meta['stop_reason']
+
+
 def early_stop(config, meta: dict, metrics: dict, epoch: int) -> str | None:
   """Updates the early-stopping state in `meta`; why to stop now, or None."""
   if config.early_stopping_patience <= 0:
@@ -36,7 +52,7 @@ def early_stop(config, meta: dict, metrics: dict, epoch: int) -> str | None:
   meta['early_stopping_wait'] = meta.get('early_stopping_wait', 0) + 1
   if meta['early_stopping_wait'] < config.early_stopping_patience:
     return None
-  return (f'early stopping after epoch {epoch}: the validation {metric} did not improve '
+  return (f'{_EARLY_STOP}{epoch}: the validation {metric} did not improve '
           f'by more than {config.early_stopping_min_delta:g} for '
           f'{config.early_stopping_patience} epochs (best {meta["early_stopping_best"]:.6g})')
 

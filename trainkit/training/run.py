@@ -47,14 +47,17 @@ _SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint
 _BUDGET = 'max_steps='
 
 
-def _lift_budget(meta: dict, config, step: int) -> None:
-  """Drops the stop of a run that max_steps ended, if its continued budget goes past `step`.
+def _lift_stops(meta: dict, config, step: int) -> None:
+  """Drops a restored stop that the config, changed since, would not make.
 
-  Whether the budget was changed by this run or by one killed before its
-  first save: config.json holds it either way.
+  That of max_steps, if the continued budget goes past `step`; an early
+  stop, if the patience is now longer (plateaus.lift_early_stop). Whether
+  the config was changed by this run or by one killed before its first
+  save: config.json holds it either way.
   """
   if str(meta.get('stop_reason')).startswith(_BUDGET) and not 0 < config.max_steps <= step:
     del meta['stop_reason']
+  plateaus.lift_early_stop(config, meta)
 
 
 class Run:
@@ -107,13 +110,13 @@ class Run:
       if config_changes:
         logging.warning('Training on from step %d with changes to the config: %s.',
                         restored_step, config_changes)
-      _lift_budget(self.meta, config, restored_step)
+      _lift_stops(self.meta, config, restored_step)
     self.config_changes = config_changes if restored else None
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
         config.nan_policy, config.nan_skip_limit, self.meta.get('skipped_steps', 0),
         self.meta.get('nonfinite_in_a_row', 0))
-    self.averager = metric_logging.StepAverager(config.log_every_steps)
+    self.averager = metric_logging.StepAverager(config.log_every_steps, self.meta.get('window'))
     self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
     self.diverged = None  # The Diverged error that stopped this run, if any.
     self._saving = None  # The save in flight (a Future of _SAVER).
@@ -249,7 +252,7 @@ class Run:
   def _meta_at(self, step: int) -> dict:
     """The loop counters a checkpoint of `step` saves, as of now (a copy)."""
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
-                     **self.tracker.state())
+                     window=self.averager.window(), **self.tracker.state())
     return copy.deepcopy(self.meta)
 
   def _ranked(self, eval_metrics: dict | None) -> dict | None:
