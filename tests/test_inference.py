@@ -307,3 +307,26 @@ def test_onnx_export_refuses_a_bfloat16_model_before_any_work(tmp_path):
                      match="--format=onnx: dtype='bfloat16' is not exported to ONNX"):
     onnx_export.export(tiny_config(dtype='bfloat16'), str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_predictions_file_that_cannot_or_must_not_be_written_is_refused_first(
+    tmp_path, monkeypatch):
+  """Before the checkpoint is restored: the output's folder, a folder, the input, a record."""
+  from trainkit.serving import predict_rows  # pylint: disable=g-import-not-at-top
+  workdir, rows = tmp_path / 'w', tmp_path / 'rows.csv'
+  workdir.mkdir()
+  (workdir / 'model.json').write_text('{}')
+  rows.write_text('1,2\n')
+  def restored(*args, **kwargs):
+    raise AssertionError('restored before the output was checked')
+  monkeypatch.setattr(predict_rows.restore_lib, 'restore', restored)
+  for output, message in ((tmp_path / 'none' / 'p.csv', 'is not a folder this process can'),
+                          (tmp_path, 'is a folder; name the CSV'),
+                          (rows, 'is the input'),
+                          (workdir / 'model.json', "is one of the workdir's own records")):
+    with pytest.raises(errors.ConfigError, match=f'^--output={str(output)!r}: .*{message}'):
+      predict_rows.predict_rows(tiny_config(), str(workdir), str(rows), output=str(output))
+  assert (workdir / 'model.json').read_text() == '{}' and rows.read_text() == '1,2\n'
+  with pytest.raises(AssertionError, match='restored before'):  # A good one goes on.
+    predict_rows.predict_rows(tiny_config(), str(workdir), str(rows),
+                              output=str(tmp_path / 'p.csv'))

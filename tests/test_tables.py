@@ -96,6 +96,17 @@ def test_the_encoding_is_fitted_on_the_training_rows_only(tmp_path):
   assert spec['scale'][0] == pytest.approx(np.std(columns['a'][:160]), rel=1e-5)
 
 
+def test_a_number_split_column_names_each_value_exactly(tmp_path):
+  columns = _columns(60)
+  columns['day'] = np.repeat([20200101, 20200102, 20200103], [30, 20, 10])
+  path = _write(columns, tmp_path / 't.csv')
+  config = _config(path, split_column='day', train_split='20200101',
+                   validation_split='20200102', test_split='20200103')
+  source = sources.open_source(config)
+  assert [len(source.records(name)) for name in ('20200101', '20200102', '20200103')] == [
+      30, 20, 10]  # Not one split '2.02001e+07' of the last value's 10 rows.
+
+
 def test_csv_parquet_and_a_folder_of_parquet_files_train_alike(tmp_path):
   columns = _columns(300)
   folder = tmp_path / 'parts'
@@ -204,10 +215,18 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
       ({k: v for k, v in new.items() if k != 'b'}, '.csv', "has no column 'b'"),
       ({**new, 'a': ['x', '1', '2', '3']}, '.csv', "column 'a' holds 'x', not a number"),
       ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]}, '.parquet',
-       "column 'colour' holds double values; the model was trained on string")):
+       "column 'colour' holds double values; the model was trained on string"),
+      ({**new, 'b': [0.0, 1.0, float('-inf'), 2.0]}, '.csv',
+       r"column 'b' holds an infinite value \(-inf, in data row 3\)$"),
+      ({**new, 'a ': new['a']}, '.dup.csv', "has more than one column named 'a'$")):
+    path = _write(bad, tmp_path / f'bad{suffix}')
+    if suffix == '.dup.csv':  # Two columns named 'a'.
+      with open(path) as f:
+        text = f.read()
+      with open(path, 'w') as f:
+        f.write(text.replace('"a "', '"a"', 1))
     with pytest.raises(cli.INPUT_ERRORS, match=message):
-      predictions.predict_rows(config, str(tmp_path / 'run'),
-                               _write(bad, tmp_path / f'bad{suffix}'))
+      predictions.predict_rows(config, str(tmp_path / 'run'), path)
 
 
 def test_class_weights_change_the_loss_as_defined():
@@ -327,6 +346,11 @@ def _bad(tmp_path, name):
     path = tmp_path / 'garbage.parquet'
     path.write_bytes(b'not a parquet file at all')
     return str(path)
+  if name == 'infinite':
+    columns['a'][6] = np.inf  # Written as 'inf', which CSV readers take as a number.
+  if name == 'infinite_target':
+    columns['value'][2] = -np.inf
+    return _write(columns, tmp_path / 'inf.parquet')
   if name == 'one_value':
     columns['label'] = np.zeros(40, np.int64)
   if name == 'all_missing':
@@ -343,6 +367,10 @@ def _bad(tmp_path, name):
     ('ok', {'task': 'classification', 'target_column': 'value', 'best_metric': 'accuracy',
             'early_stopping_metric': 'loss'}, "task='classification': needs integer class"),
     ('all_missing', {}, "column 'b' has no values .all missing."),
+    ('infinite', {}, r"feature_columns: column 'a' holds an infinite value \(inf, in data row 7\)"),
+    ('infinite_target', {'task': 'regression', 'target_column': 'value', 'best_metric': 'loss',
+                         'early_stopping_metric': 'loss'},
+     r"target_column: column 'value' holds an infinite value \(-inf, in data row 3\)"),
     ('ok', {'feature_columns': ('a', 'label')}, "feature_columns: 'label' is also the target"),
     ('duplicate', {'feature_columns': ()}, "duplicate column names: 'a'"),
     ('ok', {'class_weight': '1,2,3'}, "class_weight='1,2,3': gives 3 weights; .* has 2 classes"),

@@ -4,7 +4,8 @@ The rows are read as the model was trained on (trainkit/serving/row_inputs.py):
 arrays of exactly the model's input width, or a table with the training's
 feature columns, by name, encoded as in training (model.json); its id
 columns are carried to the output as written, and a level of a string
-column that training never saw counts as 'other' and is reported. Every
+column without a one-hot column of its own (one training never saw, or
+one past `max_categories`) counts as 'other' and is reported. Every
 prediction is written to a CSV (`--output`, default
 `<input>_predictions.csv`; one line per row, `row` its place among the
 input's rows from 0, then one column per value: a class and its
@@ -26,6 +27,7 @@ from trainkit.serving import restore as restore_lib
 from trainkit.serving import row_inputs as prediction_inputs
 from trainkit.training import evaluation
 from trainkit.training import optimizers
+from trainkit.workdirs import layout as workdir_lib
 
 SUFFIXES = prediction_inputs.SUFFIXES
 _SHOWN_ROWS = 10
@@ -75,6 +77,7 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
   """
   if header not in prediction_inputs.HEADERS:
     raise errors.ConfigError(f'--header={header!r}: must be one of auto, yes, no')
+  out = _output(workdir, path, output or os.path.splitext(path)[0] + '_predictions.csv')
   state, _, spec = restore_lib.restore(config, workdir, checkpoint)
   ids, unseen, header_line = {}, {}, None
   if spec.columns:
@@ -87,7 +90,6 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
         path, spec.input_shape, header, table_formats.TextFormat.of(config), spec.input_dtype)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
   columns = predictions(state, config, spec, rows, ids)
-  out = output or os.path.splitext(path)[0] + '_predictions.csv'
   with open(out, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['row', *columns])
@@ -98,9 +100,26 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
     table += (f'\nline {header_line} of {os.path.basename(path)} is a header; row 0 is the '
               'first line after it')
   if unseen:
-    table += '\nlevels training never saw (encoded as other): ' + ', '.join(
+    table += '\nlevels unseen in training or past max_categories (encoded as other): ' + ', '.join(
         f'{name} in {count} rows' for name, count in unseen.items())
   return out, table
+
+
+def _output(workdir: str, path: str, out: str) -> str:
+  """`out`, refused in one line before any work where the CSV cannot or must not go."""
+  where = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(where) or not os.access(where, os.W_OK):
+    raise errors.ConfigError(f'--output={out!r}: {where} is not a folder this process can '
+                             'write in')
+  if os.path.isdir(out):
+    raise errors.ConfigError(f'--output={out!r}: is a folder; name the CSV file to write')
+  if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+    raise errors.ConfigError(f'--output={out!r}: is the input; name another file')
+  if (os.path.isdir(workdir) and os.path.samefile(where, workdir)
+      and os.path.basename(out) in workdir_lib.FILES):
+    raise errors.ConfigError(f'--output={out!r}: is one of the workdir\'s own records; '
+                             'name another file')
+  return out
 
 
 def _text(value, exact: bool = True) -> str:

@@ -201,6 +201,8 @@ def read_table(config, spec, path: str) -> tuple:
     if column.kind != 'string':
       try:
         values.append(table_formats.numbers(given, column.kind))
+      except table_formats.Infinite as e:
+        refuse(path, f'column {column.name!r} {e}')
       except table_formats.Unsupported as e:
         refuse(path, f'column {column.name!r} {e}; the model was trained on {column.kind} '
                'values there')

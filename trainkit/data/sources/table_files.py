@@ -28,8 +28,8 @@ import numpy as np
 from trainkit.data.sources import base
 from trainkit.data.sources import table_formats
 
-# Bump when the layout of the converted columns changes.
-_FORMAT = 5
+# Bump when the layout of the converted columns, or what conversion refuses, changes.
+_FORMAT = 6
 _META = 'meta.json'
 _ROWS = 'rows.bin'
 SUFFIXES = table_formats.SUFFIXES
@@ -206,7 +206,7 @@ def _convert_blocks(dataset, paths, writer, fmt, column_types) -> tuple:
         block[:, i] = mapping[index]  # Index -1 (missing) picks the -1 at the end.
       else:
         try:
-          block[:, i] = table_formats.numbers(column, kinds[i])
+          block[:, i] = table_formats.numbers(column, kinds[i], rows)
         except table_formats.Unsupported as e:
           kinds[i], problems[names[i]] = 'unsupported', str(e)
     writer.add(block)

@@ -57,6 +57,10 @@ class Unsupported(ValueError):
   """A column whose values cannot become numbers or strings (why, in a phrase)."""
 
 
+class Infinite(Unsupported):
+  """A number column holding an infinite value."""
+
+
 class Wider(Exception):
   """Text rows that do not fit the kind inferred for column `name`: read it as `type`."""
 
@@ -205,12 +209,23 @@ def kind(type_) -> str:
   raise Unsupported(f'holds {t} values (numbers, booleans, dates and strings are read)')
 
 
-def numbers(column, kind_: str) -> np.ndarray:
+def numbers(column, kind_: str, first_row: int = 0) -> np.ndarray:
   """float64 values of a numeric, boolean or date column (NaN where missing).
 
   Dates and timestamps: days since 1970-01-01 (UTC). Unsupported: integers
-  that a float cannot hold exactly, or values of another kind.
+  that a float cannot hold exactly, infinite values (no statistic or
+  encoding has a place for them), or values of another kind. `first_row`:
+  the file's row number of the column's first value, 0-based, for the message.
   """
+  values = _numbers(column, kind_)
+  infinite = np.flatnonzero(np.isinf(values))
+  if infinite.size:
+    raise Infinite(f'holds an infinite value ({values[infinite[0]]:g}, in data row '
+                      f'{first_row + infinite[0] + 1})')
+  return values
+
+
+def _numbers(column, kind_: str) -> np.ndarray:
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
   if pa.types.is_dictionary(column.type):
@@ -260,6 +275,10 @@ def read_whole(path: str, fmt: TextFormat, kinds: dict, text_columns: tuple) -> 
       raise Unsupported(f'column {name!r} holds {value}, not {expected}') from None
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise Unsupported(f'cannot be read as a table ({first})') from None
+  # Which of two columns of a name the model takes is a guess: refused, as training does.
+  repeated = sorted({n for n in wanted if names.count(n) > 1})
+  if repeated:
+    raise Unsupported(f'has more than one column named {", ".join(map(repr, repeated))}')
   return {name: _as_read(name, table[name], kinds.get(name), name in text_columns)
           for name in table.column_names}
 

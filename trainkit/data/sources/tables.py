@@ -38,6 +38,11 @@ OTHER = '<other>'
 _CHUNK = 65_536
 
 
+def _split_name(value: float) -> str:
+  """A number split value's name: a whole number as written (20200101), else its exact text."""
+  return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(float(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
   """How one table column becomes features (fitted on training rows)."""
@@ -290,7 +295,7 @@ class TableSource(base.Source):
     if meta['kinds'][split] == 'string':
       levels = meta['levels'][split]
       return {levels[c]: rows[values == c] for c in np.unique(values) if c >= 0}
-    return {f'{v:g}': rows[values == v] for v in np.unique(values[~np.isnan(values)])}
+    return {_split_name(v): rows[values == v] for v in np.unique(values[~np.isnan(values)])}
 
   def _split(self, splits: dict, name: str) -> np.ndarray:
     if name not in splits:
