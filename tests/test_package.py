@@ -168,6 +168,16 @@ def test_a_table_from_dataframes_predicts_what_the_command_writes(tmp_path):
   for name in (n for n in predicted if n.startswith('probs')):
     np.testing.assert_allclose(np.asarray(written[name], np.float64), predicted[name],
                                rtol=0, atol=1e-6)
+  # Refused as Refused, in one line naming the frame, not a file it passed through.
+  model = trainkit.load(workdir)
+  mixed = rows.astype(object)
+  mixed.iloc[1, 0] = 'text'
+  for bad, message in ((rows.drop(columns=[rows.columns[0]]), "^x: has no column '"),
+                       (mixed, f'^x: .*column {rows.columns[0]}'),
+                       (rows.to_numpy(), '^x: a model trained on a table predicts a pandas')):
+    with pytest.raises(trainkit.Refused, match=message) as refused:
+      model.predict(bad)
+    assert '\n' not in str(refused.value) and 'parquet' not in str(refused.value)
 
 
 def test_an_older_workdir_is_used_without_its_training_machine(array_run, tmp_path):

@@ -24,6 +24,7 @@ import numpy as np
 
 from trainkit import cli
 from trainkit import configs
+from trainkit import errors
 from trainkit.runtime import preemption
 from trainkit.serving import predict_rows
 from trainkit.serving import restore as restore_lib
@@ -206,6 +207,20 @@ def _parquet(data: dict) -> bytes:
   return sink.getvalue().to_pybytes()
 
 
+def _write_frame(x, path: str) -> None:
+  """The DataFrame `x` as a Parquet file; refused in one line if it is none or cannot be one."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  if not all(hasattr(x, name) for name in ('columns', 'dtypes', 'iloc')):
+    raise errors.ConfigError(f'x: a model trained on a table predicts a pandas DataFrame of its '
+                             f'columns, not {type(x).__name__}')
+  try:
+    table = pa.Table.from_pandas(x, preserve_index=False)
+  except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # E.g. a column mixing numbers and text.
+    raise errors.ConfigError(f'x: {"; ".join(map(str, e.args))}') from None
+  pq.write_table(table, path)
+
+
 class Model:
   """A trained workdir's model, restored from one checkpoint (see `load`)."""
 
@@ -245,10 +260,11 @@ class Model:
     with _refusals(), tempfile.TemporaryDirectory() as folder:
       if self.spec.columns:
         path = os.path.join(folder, 'rows.parquet')
-        import pyarrow as pa  # pylint: disable=g-import-not-at-top
-        import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-        pq.write_table(pa.Table.from_pandas(x, preserve_index=False), path)
-        rows, ids, _ = row_inputs.read_table(self.config, self.spec, path)
+        _write_frame(x, path)
+        try:
+          rows, ids, _ = row_inputs.read_table(self.config, self.spec, path)
+        except errors.ConfigError as e:  # Named as the caller knows it, not by the file.
+          raise errors.ConfigError(str(e).replace(f'--input={path!r}', 'x', 1)) from None
       else:
         rows = row_inputs.array_rows('x', np.asarray(x), self.spec.input_shape,
                                      self.spec.input_dtype)
