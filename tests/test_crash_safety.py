@@ -122,6 +122,26 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
   manager.close()
 
 
+def test_a_best_epoch_held_before_a_divergence_is_saved(tmp_path, mock_mnist, monkeypatch):
+  # Epoch 1 (step 6) is not due a save (every 5th epoch) and is held as the best;
+  # the second epoch's steps then "diverge".
+  config = tiny_config(num_epochs=3, checkpoint_every_epochs=5, validation_split='train[:16]',
+                       train_split='train[16:]', best_metric='loss', batch_size=8)
+  update = divergence.NonFiniteTracker.update
+
+  def diverging(self, first_step, metrics):
+    if first_step >= 4:
+      raise divergence.Diverged(f'training diverged at step {first_step + 1}: a test')
+    update(self, first_step, metrics)
+  monkeypatch.setattr(divergence.NonFiniteTracker, 'update', diverging)
+  with pytest.raises(divergence.Diverged):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [4]  # 34 rows: 4 steps an epoch.
+  manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 10, best_metric='loss')
+  assert checkpointing.best_step(manager, 'loss') == 4
+  manager.close()
+
+
 def test_skip_policy_drops_nonfinite_steps_and_finishes(tmp_path, mock_mnist):
   # After one enormous (finite) step every loss overflows: each later update is
   # dropped, the run goes on to its end, and the summary counts the drops.

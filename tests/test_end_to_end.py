@@ -115,6 +115,16 @@ def test_a_longer_patience_continues_a_run_that_stopped_early(tmp_path):
   assert longer['step'] == 24 and longer['stop_reason'].startswith('early stopping after epoch 4')
 
 
+def test_a_run_killed_before_its_summary_logs_its_last_evaluation_once(tmp_path):
+  _, summary = _run(tmp_path)
+  (tmp_path / 'summary.json').unlink()  # As if killed after the last save.
+  _, again = _run(tmp_path)
+  assert without_timing(again) == without_timing(summary)
+  with open(tmp_path / 'metrics.jsonl') as f:
+    evals = [e['step'] for e in map(json.loads, f) if e['split'] == 'eval']
+  assert evals == [6, 12]
+
+
 def test_a_finished_run_again_reads_nothing_and_writes_nothing(tmp_path, monkeypatch):
   """Its summary stands: no data loaded, nothing evaluated or written, the final state back."""
   final, summary = _run(tmp_path)

@@ -43,6 +43,7 @@ class MetricLogger:
     self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10, max_queue=_EVENT_QUEUE)
                     if self._is_writer else None)
     self._jsonl = None
+    self._kept = set()  # (step, split) of the records kept from before.
     if self._is_writer:
       path = os.path.join(workdir, workdir_lib.METRICS)
       if os.path.exists(path):
@@ -51,6 +52,7 @@ class MetricLogger:
         # full disk here leaves the history as it was.
         kept = [r for r in workdir_lib.read_records(path)
                 if isinstance(r.get('step'), int) and r['step'] <= resume_step]
+        self._kept = {(r['step'], r.get('split')) for r in kept}
         with full_disk.writing(workdir_lib.METRICS, path):
           workdir_lib.write_text(path, ''.join(json.dumps(r) + '\n' for r in kept))
       self._jsonl = open(path, 'a')
@@ -63,6 +65,10 @@ class MetricLogger:
       from tensorboardX import summary as tb_summary  # pylint: disable=g-import-not-at-top
       for proto in tb_summary.hparams(hparams, {}):
         self._events.file_writer.add_summary(proto)
+
+  def logged(self, step: int, split: str) -> bool:
+    """Whether the workdir's history, as resumed, holds `split`'s record of `step`."""
+    return (step, split) in self._kept
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     """Logs `metrics` of `split` ('train', 'eval', 'epoch') at `step`."""

@@ -211,7 +211,9 @@ class Run:
     return True
 
   def log_eval(self, step: int, metrics: dict) -> None:
-    self._logger.write(step, 'eval', metrics)
+    # A finished run evaluated again (killed before its summary) has logged this one.
+    if not self._logger.logged(step, 'eval'):
+      self._logger.write(step, 'eval', metrics)
 
   def log_epoch(self, step: int, metrics: dict) -> None:
     self._logger.write(step, 'epoch', metrics)
@@ -303,8 +305,12 @@ class Run:
 
     `error`: what ended the training loop, if it did not end well; a run
     that ends here (an error, or its divergence) ends its tracking too, the
-    others end it in `finish`.
+    others end it in `finish`. A best epoch held from before a divergence
+    is saved: the best checkpoint is the best of the good epochs.
     """
+    held, self._held = self._held, None
+    if held is not None and self.diverged is not None:
+      self._save(*held, copied=True)
     self._wait_for_save()
     with full_disk.writing('a checkpoint', self.checkpoint_dir):
       self.manager.wait_until_finished()
