@@ -205,15 +205,17 @@ def _records(workdir, split):
     return [(r['step'], r['metrics']) for r in map(json.loads, f) if r['split'] == split]
 
 
-@pytest.mark.parametrize('every_epochs', [1, 3])  # The stop's epoch due a save, or not.
-def test_a_signal_in_an_epochs_last_call_stops_after_its_evaluation(tmp_path, mock_mnist,
-                                                                    monkeypatch, every_epochs):
+@pytest.mark.parametrize('every_epochs, min_delta', [
+    (1, 0.0), (3, 0.0),  # The stop's epoch due a save, or not.
+    (3, 10.0)])  # No epoch improves by 10: early stopping ends the run at the stop's epoch.
+def test_a_signal_in_an_epochs_last_call_stops_after_its_evaluation(
+    tmp_path, mock_mnist, monkeypatch, every_epochs, min_delta):
   """A resume starts at the next epoch, so the stopped epoch's books must be done first."""
   from trainkit.training import members  # pylint: disable=g-import-not-at-top
   kw = dict(num_epochs=5, steps_per_call=0, checkpoint_every_epochs=every_epochs,
             validation_split='train[:16]', train_split='train[16:]', learning_rate=0.05,
-            schedule='constant', early_stopping_patience=2, keep_checkpoints=10,
-            plateau_patience=1)
+            schedule='constant', early_stopping_patience=1 if min_delta else 2,
+            early_stopping_min_delta=min_delta, keep_checkpoints=10, plateau_patience=1)
   _, straight = train.train_and_evaluate(tiny_config(**kw), str(tmp_path / 'straight'))
   after_call = members.Members.after_call
 

@@ -217,7 +217,7 @@ def test_predict_carries_ids_and_counts_unseen_levels(tmp_path):
       ({**new, 'colour': [1.5, 2.5, 3.5, 4.5]}, '.parquet',
        "column 'colour' holds double values; the model was trained on string"),
       ({**new, 'b': [0.0, 1.0, float('-inf'), 2.0]}, '.csv',
-       r"column 'b' holds an infinite value \(-inf, in data row 3\)$"),
+       r"column 'b' holds an infinite value \(-inf, the first in row 2\)$"),
       ({**new, 'a ': new['a']}, '.dup.csv', "has more than one column named 'a'$")):
     path = _write(bad, tmp_path / f'bad{suffix}')
     if suffix == '.dup.csv':  # Two columns named 'a'.
@@ -367,10 +367,11 @@ def _bad(tmp_path, name):
     ('ok', {'task': 'classification', 'target_column': 'value', 'best_metric': 'accuracy',
             'early_stopping_metric': 'loss'}, "task='classification': needs integer class"),
     ('all_missing', {}, "column 'b' has no values .all missing."),
-    ('infinite', {}, r"feature_columns: column 'a' holds an infinite value \(inf, in data row 7\)"),
+    ('infinite', {},
+     r"feature_columns: column 'a' holds an infinite value \(inf, the first in row 6\)"),
     ('infinite_target', {'task': 'regression', 'target_column': 'value', 'best_metric': 'loss',
                          'early_stopping_metric': 'loss'},
-     r"target_column: column 'value' holds an infinite value \(-inf, in data row 3\)"),
+     r"target_column: column 'value' holds an infinite value \(-inf, the first in row 2\)"),
     ('ok', {'feature_columns': ('a', 'label')}, "feature_columns: 'label' is also the target"),
     ('duplicate', {'feature_columns': ()}, "duplicate column names: 'a'"),
     ('ok', {'class_weight': '1,2,3'}, "class_weight='1,2,3': gives 3 weights; .* has 2 classes"),

@@ -1,5 +1,6 @@
 """TabM (model.family='tabm'): bins from training rows, the members' mean, exports, resume."""
 
+import json
 import os
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 
 from tests.helpers import main_command, run_export, sigkill_then_resume, tiny_config
 from tests.helpers import without_timing
+from configs import default
 from trainkit import cli
 from trainkit.data import sources
 from trainkit.data import statistics as training_statistics
@@ -28,6 +30,7 @@ from trainkit.tasks import ensemble
 from trainkit.tasks import regression
 from trainkit.training import model_summary
 from trainkit.training import optimizers
+from trainkit.workdirs import config_history
 from trainkit.workdirs import layout as workdir_lib
 import train
 
@@ -128,23 +131,6 @@ def test_weight_decay_leaves_the_members_biases_and_scales_alone(tmp_path):
                      'EnsembleDense_0/kernel', 'MemberDense_0/kernel'}
 
 
-def test_the_hidden_layers_use_the_configs_activation(tmp_path):
-  config = _config(_table(tmp_path / 't.csv'), **{'model.activation': 'tanh'})
-  model = tabular.create_model(config.model, ensemble.Ensemble(binary.Binary(), 4),
-                               ((0.0, 1.0, 2.0),) + ((),) * 6)
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 7)), jnp.float32)
-  variables = model.init({'params': jax.random.key(0)}, x, train=False)
-  outputs, captured = model.apply(variables, x, train=False, capture_intermediates=True,
-                                  mutable=['intermediates'])
-  hidden = captured['intermediates']['EnsembleDense_0']['__call__'][0]
-  head = variables['params']['MemberDense_0']
-  # The members' heads take tanh of the hidden layer (ReLU's would differ: it has negatives).
-  np.testing.assert_allclose(
-      outputs, jnp.einsum('bki,kio->bko', jnp.tanh(hidden), head['kernel'])[..., 0]
-      + head['bias'][:, 0], rtol=1e-5, atol=1e-6)
-  assert float(hidden.min()) < 0
-
-
 @pytest.mark.parametrize('task', ['binary', 'classification', 'regression'])
 def test_the_ensemble_predicts_the_mean_of_its_members(task):
   rng = np.random.default_rng(1)
@@ -199,6 +185,7 @@ def test_predict_and_exports_serve_the_members_mean_from_raw_columns(tmp_path):
      "task='mixture_density': does not average ensemble members"),
     ({'model.use_batchnorm': True}, "model.use_batchnorm=True: model.family='tabm' has no"),
     ({'model.kernel_init': 'normal'}, "model.kernel_init='normal': is the MLP's; model.family="),
+    ({'model.activation': 'gelu'}, "model.activation='gelu': is the MLP's; .* has 'relu' layers"),
     ({'model.num_bins': 1}, 'model.num_bins=1: must be 0 .* or 2 to 1024'),
     ({'model.members': 0}, 'model.members=0: must be a positive integer'),
     ({'model.family': 'trees'}, "model.family='trees' is not one of: mlp, tabm"),
@@ -211,6 +198,25 @@ def test_what_tabm_cannot_train_is_refused_before_any_work(tmp_path, overrides, 
   with pytest.raises(cli.INPUT_ERRORS, match=message):
     train.train_and_evaluate(_config(path, **overrides), str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_workdir_trained_before_the_mlps_fields_were_refused_is_served_as_trained(tmp_path):
+  # Its config.json may name another activation or init: TabM never read them.
+  path = _table(tmp_path / 't.csv')
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(_config(path), str(workdir))
+  rows = tmp_path / 'rows.csv'
+  pa_csv.write_csv(pa_csv.read_csv(path).drop(['label']), str(rows))
+  before = predict_rows.predict_rows(_config(path), str(workdir), str(rows),
+                                     output=str(tmp_path / 'before.csv'))
+  stored = json.loads((workdir / 'config.json').read_text())
+  stored['model'].update(activation='gelu', kernel_init='normal')
+  (workdir / 'config.json').write_text(json.dumps(stored))
+  config = config_history.workdir_config(str(workdir), default.get_config())
+  after = predict_rows.predict_rows(config, str(workdir), str(rows),
+                                    output=str(tmp_path / 'after.csv'))
+  assert before[1] == after[1]
+  assert (tmp_path / 'before.csv').read_text() == (tmp_path / 'after.csv').read_text()
 
 
 @pytest.mark.slow

@@ -216,7 +216,7 @@ def _write_frame(x, path: str) -> None:
                              f'columns, not {type(x).__name__}')
   try:
     table = pa.Table.from_pandas(x, preserve_index=False)
-  except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # E.g. a column mixing numbers and text.
+  except (ValueError, TypeError) as e:  # A column mixing numbers and text, a name twice, ...
     raise errors.ConfigError(f'x: {"; ".join(map(str, e.args))}') from None
   pq.write_table(table, path)
 

@@ -166,7 +166,7 @@ def get_config():
   config.model.batchnorm_momentum = 0.9  # Running-average decay of the BN statistics.
   # Initialiser of Dense kernels: 'lecun_normal' (Flax default, zero biases)
   # or 'normal' (kernels *and* biases ~ N(0, init_scale^2), as the JAX docs).
-  # The MLP's only: family 'tabm' initialises as its paper does.
+  # The MLP's only: family 'tabm' has ReLU layers initialised as its paper's.
   config.model.kernel_init = 'lecun_normal'
   config.model.init_scale = 0.01  # Std-dev for kernel_init='normal'.
   # 'mlp', or 'tabm' (trainkit/models/tabular.py): for tables, MLPs sharing

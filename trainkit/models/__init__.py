@@ -19,7 +19,8 @@ from trainkit.models import tabular
 from trainkit.tasks import ensemble
 
 FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
-_MLP_INIT = 'lecun_normal'  # config.model.kernel_init's default, which TabM does not read.
+# The MLP's fields TabM does not read, with the values TabM has (its paper's ReLU and init).
+_NOT_TABM = {'activation': 'relu', 'kernel_init': 'lecun_normal'}
 
 
 def _backbones():
@@ -87,13 +88,22 @@ def _check_family(config) -> None:
                  "is a backbone of its own; model.family='tabm' is the built-in TabM")
   errors.require(not config.model.use_batchnorm, 'model.use_batchnorm', True,
                  "model.family='tabm' has no BatchNorm (set it False)")
-  # TabM's recipe is tuned with its own initialisation (tabular.py), not the MLP's.
-  errors.require(config.model.kernel_init == _MLP_INIT, 'model.kernel_init',
-                 config.model.kernel_init, "is the MLP's; model.family='tabm' initialises "
-                 f"as its paper does (leave it {_MLP_INIT!r})")
   errors.require(tasks.of(config).AVERAGES_MEMBERS, 'task', config.task,
                  "does not average ensemble members, which model.family='tabm' "
                  'trains')
+
+
+def check_new_run(config) -> None:
+  """Refuses, for a run that starts training, the MLP's fields TabM would not read.
+
+  Only there: a workdir TabM trained before this check holds whatever these
+  fields said, and its model is TabM's all the same.
+  """
+  if config.model.get('family', 'mlp') != 'tabm':
+    return
+  for name, value in _NOT_TABM.items():
+    errors.require(config.model[name] == value, f'model.{name}', config.model[name],
+                   f"is the MLP's; model.family='tabm' has {value!r} layers, as its paper")
 
 
 def check_data(config, data) -> None:

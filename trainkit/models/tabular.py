@@ -23,7 +23,7 @@ The bins are constants of the module, so every export holds them.
 """
 
 from typing import Any
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -131,7 +131,6 @@ class TabM(nn.Module):
   input_shift: float | tuple = 0.0
   input_scale: float | tuple = 1.0
   dtype: Any = jnp.float32
-  activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
 
   @nn.compact
   def __call__(self, x, *, train: bool, keep_probs=None):
@@ -151,7 +150,7 @@ class TabM(nn.Module):
     if keep_probs is None:
       keep_probs = mlp.keep_probabilities(rates, len(self.hidden_sizes))
     for i, (size, rate) in enumerate(zip(self.hidden_sizes, rates)):
-      h = self.activation(EnsembleDense(size, self.members, random_signs=i == 0)(h))
+      h = nn.relu(EnsembleDense(size, self.members, random_signs=i == 0)(h))
       if rate > 0:
         h = mlp.Dropout()(h, keep_probs[i], deterministic=not train)
     # The task's output layers, each member's own: outputs [batch, members, ...].
@@ -165,5 +164,4 @@ def create_model(model_config, head, bins: tuple, input_shift=0.0, input_scale=1
               members=model_config.members, bins=bins,
               embedding_size=model_config.embedding_size,
               dropout_rates=tuple(model_config.dropout_rates), input_shift=input_shift,
-              input_scale=input_scale, dtype=jnp.dtype(dtype),
-              activation=mlp.ACTIVATIONS[model_config.activation])
+              input_scale=input_scale, dtype=jnp.dtype(dtype))

@@ -104,6 +104,7 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None,
   for config, workdir in zip(configs, workdirs):
     config_checks.validate(config)
     workdir_lib.check_workdir(workdir)
+    config_checks.check_new_run(config, workdir)
     trained_data.check(config, workdir, 'resume')
   data = data or input_pipeline.create_datasets(base)
   if data.mode != 'device':

@@ -77,7 +77,9 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
   """
   if header not in prediction_inputs.HEADERS:
     raise errors.ConfigError(f'--header={header!r}: must be one of auto, yes, no')
-  out = _output(workdir, path, output or os.path.splitext(path)[0] + '_predictions.csv')
+  out = output or os.path.splitext(path)[0] + '_predictions.csv'
+  if output or os.path.exists(path):  # Else the input's own refusal comes first.
+    _check_output(workdir, path, out)
   state, _, spec = restore_lib.restore(config, workdir, checkpoint)
   ids, unseen, header_line = {}, {}, None
   if spec.columns:
@@ -105,8 +107,8 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
   return out, table
 
 
-def _output(workdir: str, path: str, out: str) -> str:
-  """`out`, refused in one line before any work where the CSV cannot or must not go."""
+def _check_output(workdir: str, path: str, out: str) -> None:
+  """Refuses `out` in one line, before any work, where the CSV cannot or must not go."""
   where = os.path.dirname(os.path.abspath(out))
   if not os.path.isdir(where) or not os.access(where, os.W_OK):
     raise errors.ConfigError(f'--output={out!r}: {where} is not a folder this process can '
@@ -119,7 +121,6 @@ def _output(workdir: str, path: str, out: str) -> str:
       and os.path.basename(out) in workdir_lib.FILES):
     raise errors.ConfigError(f'--output={out!r}: is one of the workdir\'s own records; '
                              'name another file')
-  return out
 
 
 def _text(value, exact: bool = True) -> str:

@@ -10,6 +10,7 @@ traceback.
 """
 
 import math
+import os
 
 from trainkit import errors
 from trainkit import models
@@ -26,6 +27,7 @@ from trainkit.training import cadence
 from trainkit.training import divergence
 from trainkit.training import optimizers
 from trainkit.training import plateaus
+from trainkit.workdirs import layout as workdir_lib
 
 # The owners of config fields, each checking its own.
 # The loop's counts come first: other owners compare with them (warmup_epochs
@@ -55,6 +57,16 @@ def validate(config) -> None:
   reported = tasks.check_config(config)
   checkpoints.check_config(config, reported)
   plateaus.check_config(config, reported)
+
+
+def check_new_run(config, workdir: str) -> None:
+  """What only a run that starts training in `workdir` is refused.
+
+  A workdir trained before such a check holds the config it was trained with,
+  and is resumed, evaluated and served as it is.
+  """
+  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG)):
+    models.check_new_run(config)
 
 
 def check_data(config, data) -> None:

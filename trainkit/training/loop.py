@@ -62,11 +62,10 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
           if not members.alive():
             break
         members.flush()
-        if not members.alive():
-          break
-        eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
-        state = members.end_epoch(epoch, step, state, eval_metrics, plan, stopping)
-        if stopping and members.alive():
+        if members.alive():
+          eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
+          state = members.end_epoch(epoch, step, state, eval_metrics, plan, stopping)
+        if stopping:  # Also where every run stopped at this epoch: the signal stops the process.
           raise preemption.Interrupted(stop.signum, step, members.where())
     if step == first_step:  # Nothing left to train: evaluate the restored state.
       eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)

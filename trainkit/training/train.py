@@ -37,6 +37,7 @@ def check_before_work(config, workdir: str, continue_with_changes: bool = False)
   workdir_lib.check_workdir(workdir)
   warm_start.check(config, workdir)
   changes = config_history.check_resume(config, workdir, continue_with_changes)
+  config_checks.check_new_run(config, workdir)
   trained_data.check(config, workdir, 'resume')
   return changes
 

@@ -215,13 +215,14 @@ def numbers(column, kind_: str, first_row: int = 0) -> np.ndarray:
   Dates and timestamps: days since 1970-01-01 (UTC). Unsupported: integers
   that a float cannot hold exactly, infinite values (no statistic or
   encoding has a place for them), or values of another kind. `first_row`:
-  the file's row number of the column's first value, 0-based, for the message.
+  the file's row of the column's first value (rows count from 0, as
+  predictions number them), for the message.
   """
   values = _numbers(column, kind_)
   infinite = np.flatnonzero(np.isinf(values))
   if infinite.size:
-    raise Infinite(f'holds an infinite value ({values[infinite[0]]:g}, in data row '
-                      f'{first_row + infinite[0] + 1})')
+    raise Infinite(f'holds an infinite value ({values[infinite[0]]:g}, the first in row '
+                   f'{first_row + infinite[0]})')
   return values
 
 
