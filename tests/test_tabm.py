@@ -200,6 +200,14 @@ def test_what_tabm_cannot_train_is_refused_before_any_work(tmp_path, overrides, 
   assert not os.path.exists(tmp_path / 'run')
 
 
+def test_a_sweep_member_tabm_would_not_read_is_refused_before_any_member_trains(tmp_path):
+  path = _table(tmp_path / 't.csv')
+  overrides = sweeps.product(**{'model.activation': ['relu', 'tanh']})
+  with pytest.raises(cli.INPUT_ERRORS, match="model.activation='tanh': is the MLP's"):
+    sweeps.run_sweep(_config(path), overrides, str(tmp_path / 'sweep'))
+  assert not os.path.exists(tmp_path / 'sweep')
+
+
 def test_a_workdir_trained_before_the_mlps_fields_were_refused_is_served_as_trained(tmp_path):
   # Its config.json may name another activation or init: TabM never read them.
   path = _table(tmp_path / 't.csv')

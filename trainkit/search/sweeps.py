@@ -282,6 +282,7 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'auto'
     workdir_lib.check_kinds(workdir, files=(SUMMARY_CSV, SUMMARY_MD), folders=())
   for name, _, config in members:
     workdir_lib.check_workdir(os.path.join(workdir, name))
+    config_checks.check_new_run(config, os.path.join(workdir, name))
     warm_start.check(config, os.path.join(workdir, name))
   changes = {name: config_history.check_resume(config, os.path.join(workdir, name),
                                                continue_with_changes)
