@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from tests.helpers import main_command, run_export, sigkill_then_resume, tiny_co
 from tests.helpers import without_timing
 from configs import default
 from trainkit import cli
+from trainkit import errors
 from trainkit.data import sources
 from trainkit.data import statistics as training_statistics
 from trainkit.models import tabular
@@ -185,7 +187,7 @@ def test_predict_and_exports_serve_the_members_mean_from_raw_columns(tmp_path):
      "task='mixture_density': does not average ensemble members"),
     ({'model.use_batchnorm': True}, "model.use_batchnorm=True: model.family='tabm' has no"),
     ({'model.kernel_init': 'normal'}, "model.kernel_init='normal': is the MLP's; model.family="),
-    ({'model.activation': 'gelu'}, "model.activation='gelu': is the MLP's; .* has 'relu' layers"),
+    ({'model.activation': 'gelu'}, "model.activation='gelu': is the MLP's; .* leave it 'relu'"),
     ({'model.num_bins': 1}, 'model.num_bins=1: must be 0 .* or 2 to 1024'),
     ({'model.members': 0}, 'model.members=0: must be a positive integer'),
     ({'model.family': 'trees'}, "model.family='trees' is not one of: mlp, tabm"),
@@ -206,6 +208,23 @@ def test_a_sweep_member_tabm_would_not_read_is_refused_before_any_member_trains(
   with pytest.raises(cli.INPUT_ERRORS, match="model.activation='tanh': is the MLP's"):
     sweeps.run_sweep(_config(path), overrides, str(tmp_path / 'sweep'))
   assert not os.path.exists(tmp_path / 'sweep')
+
+
+def test_a_search_or_a_run_without_a_checkpoint_refuses_what_tabm_would_not_read(tmp_path):
+  from trainkit.search import space as search_space  # pylint: disable=g-import-not-at-top
+  path = _table(tmp_path / 't.csv')
+  search = search_space.Search(space={'model.activation': search_space.Categorical(
+      ('relu', 'tanh'))}, metric='loss')
+  with pytest.raises(errors.ConfigError, match="model.activation='tanh': is the MLP's"):
+    search.check(_config(path))
+  # A run killed before its first checkpoint left config.json: it starts anew, and is checked.
+  workdir = tmp_path / 'run'
+  train.train_and_evaluate(_config(path), str(workdir))
+  for folder in ('checkpoints',):
+    shutil.rmtree(workdir / folder)
+  with pytest.raises(errors.ConfigError, match="model.kernel_init='normal': is the MLP's; .* "
+                     "leave it 'lecun_normal'"):
+    train.train_and_evaluate(_config(path, **{'model.kernel_init': 'normal'}), str(workdir))
 
 
 def test_a_workdir_trained_before_the_mlps_fields_were_refused_is_served_as_trained(tmp_path):

@@ -19,7 +19,7 @@ from trainkit.models import tabular
 from trainkit.tasks import ensemble
 
 FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
-# The MLP's fields TabM does not read, with the values TabM has (its paper's ReLU and init).
+# The MLP's fields TabM does not read (it has its paper's ReLU and init), at their defaults.
 _NOT_TABM = {'activation': 'relu', 'kernel_init': 'lecun_normal'}
 
 
@@ -103,7 +103,8 @@ def check_new_run(config) -> None:
     return
   for name, value in _NOT_TABM.items():
     errors.require(config.model[name] == value, f'model.{name}', config.model[name],
-                   f"is the MLP's; model.family='tabm' has {value!r} layers, as its paper")
+                   f"is the MLP's; model.family='tabm' does not read it (its layers are "
+                   f"ReLU, initialised as its paper's): leave it {value!r}")
 
 
 def check_data(config, data) -> None:

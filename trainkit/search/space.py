@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from trainkit import errors
+from trainkit import models
 from trainkit import tasks
 from trainkit.search import sweeps
 from trainkit.tasks import metric_catalogue as metrics_lib
@@ -148,10 +149,11 @@ class Search:
            f'{", ".join(reported)})')
     _check(self.min_epochs <= base.num_epochs, 'min_epochs',
            f'{self.min_epochs!r} exceeds the trials\' num_epochs={base.num_epochs}')
-    # Every bound and choice must make a config the trainer accepts.
+    # Every bound and choice must make a config the trainer accepts, as a new run.
+    models.check_new_run(base)
     for name, dim in self.space.items():
       for value in dim.extremes():
-        trial_config(base, {name: value}, self.metric)
+        models.check_new_run(trial_config(base, {name: value}, self.metric))
 
   def queue(self) -> list:
     """The trials' fixed values, in order: the grid's points, or num_trials empty."""

@@ -10,7 +10,6 @@ traceback.
 """
 
 import math
-import os
 
 from trainkit import errors
 from trainkit import models
@@ -60,12 +59,12 @@ def validate(config) -> None:
 
 
 def check_new_run(config, workdir: str) -> None:
-  """What only a run that starts training in `workdir` is refused.
+  """What only a run that starts training in `workdir` (no checkpoint yet) is refused.
 
   A workdir trained before such a check holds the config it was trained with,
   and is resumed, evaluated and served as it is.
   """
-  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG)):
+  if not workdir_lib.checkpoint_steps(workdir):
     models.check_new_run(config)
 
 

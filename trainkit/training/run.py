@@ -212,8 +212,9 @@ class Run:
 
   def log_eval(self, step: int, metrics: dict) -> None:
     # A finished run evaluated again (killed before its summary) has logged this
-    # one already, unless a change (another validation split) makes it another.
-    if self.config_changes or not self._logger.logged(step, 'eval'):
+    # one already, unless another validation split makes it another.
+    if 'validation_split' in (self.config_changes or {}) or not self._logger.logged(
+        step, 'eval'):
       self._logger.write(step, 'eval', metrics)
 
   def log_epoch(self, step: int, metrics: dict) -> None:
