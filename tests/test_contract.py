@@ -70,6 +70,7 @@ def test_rows_of_another_width_are_refused_not_resplit(tmp_path):
   assert len(_predicted(predictions.predict_rows(config, run, str(tmp_path / 'ok.npy'))[0])) == 3
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_the_mixture_density_model_takes_rows_of_its_width_only(tmp_path):
   config = mdn_config(num_epochs=1)
   train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -145,6 +146,7 @@ _TABLE = {'task': 'binary', 'target_column': 'label', 'id_columns': ('id',),
           'normalization': 'per_feature'}
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_a_changed_table_is_refused_for_training_and_eval_and_never_refitted(
     tmp_path, monkeypatch):
   path = _table(tmp_path)

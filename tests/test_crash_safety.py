@@ -38,6 +38,7 @@ def _largest_file(directory):
   return max(files, key=os.path.getsize)
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 @pytest.mark.parametrize('damage', ['truncate', 'delete'])
 def test_broken_latest_checkpoint_falls_back_to_the_previous(tmp_path, mock_mnist,
                                                              damage, caplog):
@@ -206,8 +207,9 @@ def _records(workdir, split):
 
 
 @pytest.mark.parametrize('every_epochs, min_delta', [
-    (1, 0.0), (3, 0.0),  # The stop's epoch due a save, or not.
-    (3, 10.0)])  # No epoch improves by 10: early stopping ends the run at the stop's epoch.
+    (3, 0.0), pytest.param(1, 0.0, marks=pytest.mark.slow),  # The epoch due a save, or not.
+    # No epoch improves by 10: early stopping ends the run at the stop's epoch.
+    pytest.param(3, 10.0, marks=pytest.mark.slow)])
 def test_a_signal_in_an_epochs_last_call_stops_after_its_evaluation(
     tmp_path, mock_mnist, monkeypatch, every_epochs, min_delta):
   """A resume starts at the next epoch, so the stopped epoch's books must be done first."""

@@ -344,6 +344,7 @@ def test_same_seed_same_numbers(tmp_path):
   assert a['eval_loss'] != c['eval_loss']
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_checkpoints_every_nth_epoch_the_last_and_where_a_run_stops_early(tmp_path):
   # 6 steps an epoch: epochs 2 and 4 are due, and 5 is the last.
   _run(tmp_path / 'every', num_epochs=5, checkpoint_every_epochs=2, keep_checkpoints=10)

@@ -165,6 +165,7 @@ def test_device_and_stream_evaluate_every_example_alike(mock_mnist):
   assert results['device']['loss'] == pytest.approx(results['stream']['loss'], rel=1e-6)
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 @pytest.mark.parametrize('input_mode', ['device', 'stream'])
 def test_steps_per_call_does_not_change_the_result(tmp_path, mock_mnist, input_mode):
   results = []

@@ -164,6 +164,7 @@ def test_the_python_api_takes_a_module_itself(user_modules, mock_mnist, tmp_path
   assert params['backbone']['nnx']['dense']['kernel'].shape == (784, 8)
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_a_workdir_whose_module_is_gone_is_refused_naming_it(user_modules, mock_mnist,
                                                              tmp_path, monkeypatch):
   train.train_and_evaluate(_own(), str(tmp_path))

@@ -179,6 +179,7 @@ def _group(tmp_path, overrides, **base):
   return configs, dirs
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_a_member_trained_in_a_group_matches_it_trained_alone(tmp_path):
   overrides = [{'learning_rate': 1e-3, 'seed': 0},
                {'learning_rate': 1e-2, 'seed': 1, 'model.dropout_rates': (0.6,)}]

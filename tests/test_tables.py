@@ -413,6 +413,7 @@ def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
     assert two[key] == pytest.approx(one[key], abs=2e-3), key
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_an_onnx_export_of_columns_it_cannot_name_is_refused(tmp_path):
   """An ONNX input needs a name of its own: not '' (a CSV's unnamed index, as R writes
   one), nor that of an output ('prob')."""

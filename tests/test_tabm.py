@@ -62,6 +62,7 @@ def _config(path, **overrides):
   return tiny_config(dataset=str(path), **{**_FIELDS, **overrides})
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_bins_are_quantiles_of_the_training_rows_alone(tmp_path):
   path, columns = _table(tmp_path / 't.csv', columns_too=True)
   config = _config(path)

@@ -158,6 +158,7 @@ def test_every_task_metric_has_a_direction():
   assert selection.direction('nll') == 'minimize' and selection.direction('r2') == 'maximize'
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_an_mdn_run_resumes_mid_epoch_to_the_same_bits_and_keeps_the_lowest_nll(tmp_path,
                                                                               restored_steps):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
@@ -360,6 +361,7 @@ def test_predict_summary_and_export_for_every_task(tmp_path, task, dataset, colu
                                    rtol=1e-5, atol=1e-6, err_msg=f'{kind}: {key} at batch {n}')
 
 
+@pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_a_search_on_the_mdns_validation_nll_minimises_it(tmp_path):
   from tests import test_search  # pylint: disable=g-import-not-at-top
   from optuna.trial import TrialState  # pylint: disable=g-import-not-at-top
