@@ -261,10 +261,8 @@ class Model:
       if self.spec.columns:
         path = os.path.join(folder, 'rows.parquet')
         _write_frame(x, path)
-        try:
-          rows, ids, _ = row_inputs.read_table(self.config, self.spec, path)
-        except errors.ConfigError as e:  # Named as the caller knows it, not by the file.
-          raise errors.ConfigError(str(e).replace(f'--input={path!r}', 'x', 1)) from None
+        # Refusals name x, as the caller knows it, not the file it passed through.
+        rows, ids, _ = row_inputs.read_table(self.config, self.spec, path, named='x')
       else:
         rows = row_inputs.array_rows('x', np.asarray(x), self.spec.input_shape,
                                      self.spec.input_dtype)

@@ -15,9 +15,7 @@ import os
 import re
 
 import flax
-import jax
 import numpy as np
-import optax
 
 from trainkit import errors
 from trainkit.checkpoints import manager as checkpointing
@@ -88,13 +86,7 @@ def load(config, state):
       out[key] = np.asarray(theirs[key])
     loaded[collection] = flax.serialization.from_state_dict(
         getattr(state, collection), flax.traverse_util.unflatten_dict(out, sep='/'))
-  state = state.replace(**loaded)
-  if optax.tree_utils.tree_get(state.opt_state, 'ema_params') is not None:
-    # An average of the parameters (ema_decay) starts from the loaded ones, as
-    # a fresh one starts from the fresh ones: evaluation uses it.
-    state = state.replace(opt_state=optax.tree_utils.tree_set(
-        state.opt_state, ema_params=jax.tree.map(np.array, loaded['params'])))
-  return state
+  return state.replace(**loaded)
 
 
 def check_config(config) -> None:

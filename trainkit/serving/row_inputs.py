@@ -175,26 +175,31 @@ def _as_dtype(path: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
   return rows.astype(dtype)
 
 
-def read_table(config, spec, path: str) -> tuple:
+def read_table(config, spec, path: str, named: str = '') -> tuple:
   """(features [rows, F], {id column: texts}, {column: rows with an unseen level}) of a table.
 
   Every column as the kind model.json records; refused in one line: a
   missing feature or id column, or values of another kind than training saw.
+  A refusal names the input `named` (the Python API's `x`), else `--input=PATH`.
   """
+  def no(why: str):
+    if named:
+      raise errors.ConfigError(f'{named}: {why}')
+    refuse(path, why)
+
   if not os.path.isfile(path) or not path.lower().endswith(table_files.SUFFIXES):
-    refuse(path, 'a model trained on a table predicts a table file (.csv, .tsv, .parquet, ...)')
+    no('a model trained on a table predicts a table file (.csv, .tsv, .parquet, ...)')
   columns = [tables.Column.from_tuple(c) for c in spec.columns]
   try:
     read = table_formats.read_whole(path, table_formats.TextFormat.of(config),
                                     {c.name: c.kind for c in columns},
                                     tuple(config.id_columns))
   except table_formats.Unsupported as e:
-    refuse(path, str(e))
+    no(str(e))
   for name in [c.name for c in columns] + list(config.id_columns):
     if name not in read:
       which = 'id column' if name in config.id_columns else 'column'
-      refuse(path, f'has no {which} {name!r} (the model takes: '
-             f'{", ".join(c.name for c in columns)})')
+      no(f'has no {which} {name!r} (the model takes: {", ".join(c.name for c in columns)})')
   values, codes_of, unseen = [], [], {}
   for column in columns:
     given = read[column.name]
@@ -202,10 +207,9 @@ def read_table(config, spec, path: str) -> tuple:
       try:
         values.append(table_formats.numbers(given, column.kind))
       except table_formats.Infinite as e:
-        refuse(path, f'column {column.name!r} {e}')
+        no(f'column {column.name!r} {e}')
       except table_formats.Unsupported as e:
-        refuse(path, f'column {column.name!r} {e}; the model was trained on {column.kind} '
-               'values there')
+        no(f'column {column.name!r} {e}; the model was trained on {column.kind} values there')
       codes_of.append(None)
       continue
     encoded = given.dictionary_encode()
@@ -218,5 +222,5 @@ def read_table(config, spec, path: str) -> tuple:
     codes_of.append(positions)
   ids = {name: table_formats.texts(read[name]) for name in config.id_columns}
   if not len(values[0]):
-    refuse(path, 'holds a header and no rows')
+    no('holds a header and no rows')
   return tables.encode(columns, values, codes_of), ids, unseen

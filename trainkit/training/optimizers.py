@@ -147,6 +147,18 @@ def params_for_eval(state):
   return state.replace(params=optax.tree_utils.tree_get(state.opt_state, 'ema_params'))
 
 
+def average_from_params(state):
+  """`state` whose average of the parameters, if one is kept, starts from its parameters.
+
+  As a fresh one starts from the fresh ones: a warm start's loaded
+  parameters (evaluation uses the average).
+  """
+  if not _keeps_average(jax.tree.structure(state.opt_state)):
+    return state
+  return state.replace(opt_state=optax.tree_utils.tree_set(
+      state.opt_state, ema_params=jax.tree.map(np.array, state.params)))
+
+
 @functools.lru_cache(maxsize=64)
 def _keeps_average(treedef) -> bool:
   """Whether an optimizer state of this form holds an EmaParamsState."""

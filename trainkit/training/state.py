@@ -88,7 +88,7 @@ def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainSta
   """
   state = create_state(config, spec)
   if config.init_from and not workdir_lib.checkpoint_steps(workdir):
-    state = warm_start.load(config, state)
+    state = optimizers.average_from_params(warm_start.load(config, state))
     logging.info('Warm start: parameters and BatchNorm statistics from %s.', config.init_from)
   return state
 
