@@ -224,6 +224,23 @@ def test_the_command_imports_nothing_a_mode_may_not_need():
   assert result.stdout.strip() == '[]'
 
 
+@pytest.mark.parametrize('module', ['trainkit.train_command', 'trainkit.sweep_command'])
+def test_a_command_loads_its_modules_with_the_collector_paused_then_frozen(module):
+  """The objects the imports build are kept out of collections; the collector runs after."""
+  code = ('import gc, sys; from trainkit import api; before = gc.get_freeze_count(); '
+          f'import {module}; '
+          'print(before, gc.get_freeze_count(), gc.isenabled()); '
+          f'gc.disable(); del sys.modules[{module!r}]; import {module}; print(gc.isenabled())')
+  result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  first, second = result.stdout.splitlines()
+  before, frozen, running = first.split()
+  assert int(before) == 0  # The library leaves the collector as it was.
+  assert int(frozen) > 100_000 and running == 'True', first
+  assert second == 'False'  # Off before the import: left off.
+
+
 def test_what_tfds_registers_of_an_idx_dataset_is_asked_once(tmp_path):
   """A second command on cached IDX arrays reads TFDS's facts from the cache, not TFDS."""
   manual_dir, cache = idx_dir(tmp_path), tmp_path / 'cache'

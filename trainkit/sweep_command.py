@@ -18,14 +18,21 @@ import os
 import sys
 import time
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+from trainkit.runtime import collector
 
-from trainkit import cli
-from trainkit import extras
-from trainkit.search import space as search_space
-from trainkit.search import sweeps
+# Paused while the modules below load, then they are frozen out of its way.
+_COLLECTING = collector.pause()
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from trainkit import cli  # noqa: E402
+from trainkit import extras  # noqa: E402
+from trainkit.search import space as search_space  # noqa: E402
+from trainkit.search import sweeps  # noqa: E402
+
+collector.freeze_and_resume(_COLLECTING)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')
