@@ -1,6 +1,7 @@
 """Warm start: a new run initialised from another run's checkpoint (init_from)."""
 
 import dataclasses
+import json
 import logging
 import shutil
 
@@ -145,3 +146,28 @@ def test_best_is_refused_where_no_checkpoint_was_chosen(tmp_path):
   with pytest.raises(errors.ConfigError, match='no best checkpoint') as e:
     train.train_and_evaluate(warm, str(tmp_path / 'new'))
   assert 'without a validation split' in str(e.value) and '\n' not in str(e.value)
+
+
+def test_a_warm_started_run_whose_checkpoints_are_all_broken_starts_from_the_source(
+    source, tmp_path, caplog):
+  """Its checkpoints set aside, it is a new run again: warm-started, as one in a new workdir."""
+  _, workdir = source
+  warm = tiny_config(init_from=f'{workdir}:latest', num_epochs=1, learning_rate=1e-7,
+                     train_split='train[:40]', validation_split='train[40:]')
+  train.train_and_evaluate(warm, str(tmp_path / 'new'))
+  steps = workdir_lib.checkpoint_steps(tmp_path / 'new')
+  for step in steps:  # Each reads back as other arrays than it saved.
+    meta_path = tmp_path / 'new' / 'checkpoints' / str(step) / 'meta' / 'metadata'
+    meta = json.loads(meta_path.read_text())
+    meta['state_crc32'] ^= 1
+    meta_path.write_text(json.dumps(meta))
+  more = warm.copy_and_resolve_references()
+  more.num_epochs = 2
+  caplog.clear()
+  with caplog.at_level(logging.INFO, logger='absl'):
+    again, _ = train.train_and_evaluate(more, str(tmp_path / 'new'), continue_with_changes=True)
+  assert 'no earlier checkpoint is usable' in caplog.text
+  assert f'Warm start: parameters and BatchNorm statistics from {workdir}' in caplog.text
+  assert sorted(int(p.name) for p in (tmp_path / 'new' / 'broken_checkpoints').iterdir()) == steps
+  direct, _ = train.train_and_evaluate(more, str(tmp_path / 'direct'))
+  jax.tree.map(np.testing.assert_array_equal, again.params, direct.params)

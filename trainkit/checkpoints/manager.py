@@ -336,7 +336,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
   for step, error in broken:
     _set_aside(workdir, manager.directory, step, error,
                f'falling back to checkpoint {found[2]}' if found else
-               'no earlier checkpoint is usable: starting from scratch')
+               'no earlier checkpoint is usable: starting as a new run')
   if broken:
     manager.reload()
   return found

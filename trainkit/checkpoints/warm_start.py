@@ -8,7 +8,9 @@ counter stay fresh. Arrays whose path ('params/Dense_2/kernel', ...) matches
 head of another shape can be trained on top of the rest. Any other array
 that the checkpoint lacks, or holds with another shape, is refused in one
 line naming it. Only a run that starts from scratch is warm-started; a run
-that resumes its own checkpoints ignores `init_from`.
+that resumes its own checkpoints ignores `init_from`, and one whose
+checkpoints were all broken and set aside starts from scratch again
+(training/run.py).
 """
 
 import os
@@ -38,9 +40,11 @@ def check(config, workdir: str) -> None:
   Only where it will be read: a run in `workdir` that has no checkpoint of
   its own yet. Once it has, the source matters no more (it may be gone).
   """
-  if not config.init_from or workdir_lib.checkpoint_steps(workdir):
-    return
-  init_from = config.init_from
+  if config.init_from and not workdir_lib.checkpoint_steps(workdir):
+    _check_source(config.init_from)
+
+
+def _check_source(init_from: str) -> None:
   source, _ = parse(init_from)
   if not os.path.isdir(workdir_lib.checkpoint_dir(source)):
     raise errors.ConfigError(
@@ -50,6 +54,7 @@ def check(config, workdir: str) -> None:
 
 def load(config, state):
   """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
+  _check_source(config.init_from)  # Not created by the manager below.
   workdir, which = parse(config.init_from)
   # "best" as the source run chose it: by its own metric and split.
   best_metric = selection.best_metric(config_history.stored(workdir) or {})

@@ -88,30 +88,7 @@ class Run:
     self.checkpoint_dir = workdir_lib.checkpoint_dir(workdir)
     self.best_metric = selection.best_metric(config)
     self.metrics = tasks.metrics(config)  # The task's, in the summary's order.
-    self.manager = checkpointing.create_manager(self.checkpoint_dir,
-                                                config.keep_checkpoints, streamed,
-                                                self.best_metric, set_aside=True)
-    self.meta = {'train_wall_s': 0.0}
-    try:
-      restored = checkpointing.restore_latest(self.manager, state, workdir, streamed)
-    except Exception:
-      self.manager.close()
-      raise
-    # A streamed input's position in the restored checkpoint (else None).
-    self.input_state = None
-    if restored:
-      state, self.meta, restored_step = restored
-      self.input_state = self.meta.pop(checkpointing.INPUT_ITEM, None)
-      logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
-      # The config and the plateaus so far decide the hyperparameters, not the
-      # checkpoint: a change killed before its first save resumes changed too.
-      state = state.replace(opt_state=optimizers.with_hyperparams(
-          state.opt_state, config, plateaus.lr_scale(self.meta)))
-      if config_changes:
-        logging.warning('Training on from step %d with changes to the config: %s.',
-                        restored_step, config_changes)
-      _lift_stops(self.meta, config, restored_step)
-    self.config_changes = config_changes if restored else None
+    state = self._restore(state, streamed, config_changes)
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
         config.nan_policy, config.nan_skip_limit, self.meta.get('skipped_steps', 0),
@@ -130,6 +107,46 @@ class Run:
     self._tracker = tracker
     self._is_writer = jax.process_index() == 0  # Of the files besides checkpoints.
     self._wall_before, self._start = self.meta['train_wall_s'], time.perf_counter()
+
+  def _restore(self, state, streamed: bool, config_changes: dict | None):
+    """Opens the manager and restores the latest usable checkpoint into `state`; returns it.
+
+    Sets the loop counters it saved (`meta`), a streamed input's position
+    and the config changes this resume makes (None for a new run).
+    """
+    config = self.config
+    # Before the manager sets unreadable ones aside: what state.initial_state saw.
+    had_checkpoints = bool(workdir_lib.checkpoint_steps(self.workdir))
+    self.manager = checkpointing.create_manager(self.checkpoint_dir,
+                                                config.keep_checkpoints, streamed,
+                                                self.best_metric, set_aside=True)
+    self.meta = {'train_wall_s': 0.0}
+    try:
+      restored = checkpointing.restore_latest(self.manager, state, self.workdir, streamed)
+      if not restored and had_checkpoints and config.init_from:
+        # Every checkpoint was broken and set aside: the run starts anew, and
+        # a new run starts from init_from (state.initial_state saw checkpoints).
+        state = state_lib.warm_started(config, state)
+    except Exception:
+      self.manager.close()
+      raise
+    # A streamed input's position in the restored checkpoint (else None).
+    self.input_state = None
+    self.config_changes = config_changes if restored else None
+    if not restored:
+      return state
+    state, self.meta, restored_step = restored
+    self.input_state = self.meta.pop(checkpointing.INPUT_ITEM, None)
+    logging.info('Restored checkpoint %s/%d.', self.checkpoint_dir, restored_step)
+    # The config and the plateaus so far decide the hyperparameters, not the
+    # checkpoint: a change killed before its first save resumes changed too.
+    state = state.replace(opt_state=optimizers.with_hyperparams(
+        state.opt_state, config, plateaus.lr_scale(self.meta)))
+    if config_changes:
+      logging.warning('Training on from step %d with changes to the config: %s.',
+                      restored_step, config_changes)
+    _lift_stops(self.meta, config, restored_step)
+    return state
 
   @property
   def alive(self) -> bool:

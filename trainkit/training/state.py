@@ -88,9 +88,16 @@ def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainSta
   """
   state = create_state(config, spec)
   if config.init_from and not workdir_lib.checkpoint_steps(workdir):
-    state = optimizers.average_from_params(warm_start.load(config, state))
-    logging.info('Warm start: parameters and BatchNorm statistics from %s.', config.init_from)
+    state = warm_started(config, state)
   return state
+
+
+def warm_started(config, state: TrainState) -> TrainState:
+  """`state` with `config.init_from`'s parameters and BatchNorm statistics, placed as its own."""
+  warm = optimizers.average_from_params(warm_start.load(config, state))
+  logging.info('Warm start: parameters and BatchNorm statistics from %s.', config.init_from)
+  return jax.tree.map(lambda new, old: jax.device_put(new, old.sharding)
+                      if isinstance(old, jax.Array) else new, warm, state)
 
 
 def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
