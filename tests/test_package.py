@@ -109,6 +109,11 @@ def test_load_predicts_what_the_command_writes_for_arrays(array_run, tmp_path):
   model = trainkit.load(workdir)
   assert model.input_spec['input_shape'] == (3,) and model.results['step'] == model.step
   predicted = model.predict(rows)
+  # Refused in one line naming x, as a table's refusals do (not --input=...).
+  for bad, message in ((rows[:, :2], r'^x: holds an array of shape \(37, 2\)'),
+                       (np.where(np.arange(3) == 1, np.nan, rows), '^x: holds NaN')):
+    with pytest.raises(trainkit.Refused, match=message):
+      model.predict(bad)
   np.save(tmp_path / 'rows.npy', rows)
   # The command from the workdir alone: its own config.
   result = run_main(f'--workdir={workdir}', '--mode=predict', f'--input={tmp_path}/rows.npy')

@@ -34,7 +34,12 @@ HEADERS = ('auto', 'yes', 'no')
 
 def refuse(path: str, why: str):
   """Raises the one-line refusal of the input file `path`."""
-  raise errors.ConfigError(f'--input={path!r}: {why}')
+  refuse_as(f'--input={path!r}', why)
+
+
+def refuse_as(label: str, why: str):
+  """Raises the one-line refusal of an input the caller knows as `label`."""
+  raise errors.ConfigError(f'{label}: {why}')
 
 
 def _text_lines(path: str, fmt: table_formats.TextFormat) -> list:
@@ -130,48 +135,50 @@ def read_rows(path: str, input_shape: tuple, header: str = 'auto',
     refuse(path, 'no such file')
   features = int(np.prod(input_shape))
   if path.lower().endswith(ARRAY_SUFFIXES):
-    return array_rows(path, _array(path), input_shape, dtype), None
+    return array_rows(f'--input={path!r}', _array(path), input_shape, dtype), None
   if path.lower().endswith(table_formats.PARQUET_SUFFIXES):
     rows, header_line = _parquet_rows(path, features), None
   else:
     rows, header_line = _text_rows(path, features, header, fmt or table_formats.TextFormat())
-  return _checked(path, rows.reshape(len(rows), *input_shape), dtype), header_line
+  return _checked(f'--input={path!r}', rows.reshape(len(rows), *input_shape),
+                  dtype), header_line
 
 
-def array_rows(where: str, rows: np.ndarray, input_shape: tuple,
+def array_rows(label: str, rows: np.ndarray, input_shape: tuple,
                dtype: str = 'float32') -> np.ndarray:
   """An array of rows ([n, *input_shape], or [n, features]) as the model takes them.
 
-  Refused in one line naming `where`, as read_rows refuses a file's.
+  Refused in one line that starts with `label` (`--input='rows.npy'`, or the
+  Python API's `x`), as read_rows refuses a file's.
   """
   features = int(np.prod(input_shape))
   if rows.dtype.kind not in 'biuf':
-    refuse(where, f'holds {rows.dtype} values, not numbers')
+    refuse_as(label, f'holds {rows.dtype} values, not numbers')
   fits = rows.ndim >= 1 and (rows.shape[1:] in (tuple(input_shape), (features,))
                              or (rows.ndim == 1 and features == 1))
   if not fits or not len(rows):
-    refuse(where, f'holds an array of shape {rows.shape}; the model takes rows of shape '
-           f'{tuple(input_shape)}' + (f' (or of {features} features)'
-                                      if len(input_shape) > 1 else ''))
-  return _checked(where, rows.reshape(len(rows), *input_shape), dtype)
+    refuse_as(label, f'holds an array of shape {rows.shape}; the model takes rows of shape '
+              f'{tuple(input_shape)}' + (f' (or of {features} features)'
+                                         if len(input_shape) > 1 else ''))
+  return _checked(label, rows.reshape(len(rows), *input_shape), dtype)
 
 
-def _checked(where: str, rows: np.ndarray, dtype: str) -> np.ndarray:
+def _checked(label: str, rows: np.ndarray, dtype: str) -> np.ndarray:
   """`rows` as `dtype`, refused where a value is not finite or does not fit it."""
   if rows.dtype.kind == 'f' and not np.isfinite(rows).all():
     row = int(np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))[0][0])
-    refuse(where, f'holds NaN or infinite values (the first in row {row})')
-  return _as_dtype(where, rows, np.dtype(dtype))
+    refuse_as(label, f'holds NaN or infinite values (the first in row {row})')
+  return _as_dtype(label, rows, np.dtype(dtype))
 
 
-def _as_dtype(path: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _as_dtype(label: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
   """`rows` as `dtype`; refused where that would change a value (not where it rounds floats)."""
   if dtype.kind in 'iu':
     info = np.iinfo(dtype)
     whole = rows.dtype.kind in 'biu' or np.array_equal(rows, np.round(rows))
     if not whole or rows.min() < info.min or rows.max() > info.max:
-      refuse(path, f'holds values that are not whole numbers from {info.min} to {info.max}; '
-             f'the model takes {dtype.name} inputs (as it was trained on)')
+      refuse_as(label, f'holds values that are not whole numbers from {info.min} to '
+                f'{info.max}; the model takes {dtype.name} inputs (as it was trained on)')
   return rows.astype(dtype)
 
 
@@ -183,9 +190,7 @@ def read_table(config, spec, path: str, named: str = '') -> tuple:
   A refusal names the input `named` (the Python API's `x`), else `--input=PATH`.
   """
   def no(why: str):
-    if named:
-      raise errors.ConfigError(f'{named}: {why}')
-    refuse(path, why)
+    refuse_as(named or f'--input={path!r}', why)
 
   if not os.path.isfile(path) or not path.lower().endswith(table_files.SUFFIXES):
     no('a model trained on a table predicts a table file (.csv, .tsv, .parquet, ...)')
