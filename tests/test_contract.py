@@ -92,8 +92,8 @@ def test_rows_for_a_model_of_uint8_inputs_must_be_whole_numbers_it_holds(tmp_pat
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   for bad in (np.full((2, 4), 0.5), np.full((2, 4), 300.0), np.full((2, 4), -1)):
     np.save(tmp_path / 'bad.npy', bad)
-    with pytest.raises(cli.INPUT_ERRORS, match='not whole numbers from 0 to 255; the model '
-                       'takes uint8 inputs'):
+    with pytest.raises(cli.INPUT_ERRORS, match=r"^--input='[^']*bad\.npy': holds values that "
+                       'are not whole numbers from 0 to 255; the model takes uint8 inputs'):
       predictions.predict_rows(config, str(tmp_path / 'run'), str(tmp_path / 'bad.npy'))
   np.save(tmp_path / 'ok.npy', np.full((2, 4), 255.0))
   assert len(_predicted(predictions.predict_rows(config, str(tmp_path / 'run'),

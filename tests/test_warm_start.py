@@ -148,25 +148,33 @@ def test_best_is_refused_where_no_checkpoint_was_chosen(tmp_path):
   assert 'without a validation split' in str(e.value) and '\n' not in str(e.value)
 
 
+@pytest.mark.parametrize('damage', ['checksum', 'metadata'])
 def test_a_warm_started_run_whose_checkpoints_are_all_broken_starts_from_the_source(
-    source, tmp_path, caplog):
-  """Its checkpoints set aside, it is a new run again: warm-started, as one in a new workdir."""
+    source, tmp_path, caplog, damage):
+  """Its checkpoints set aside, it is a new run again: warm-started, as one in a new workdir.
+
+  A wrong checksum is found when restoring; unreadable checkpoint metadata
+  when the manager opens the folder, before the restore.
+  """
   _, workdir = source
   warm = tiny_config(init_from=f'{workdir}:latest', num_epochs=1, learning_rate=1e-7,
                      train_split='train[:40]', validation_split='train[40:]')
   train.train_and_evaluate(warm, str(tmp_path / 'new'))
   steps = workdir_lib.checkpoint_steps(tmp_path / 'new')
-  for step in steps:  # Each reads back as other arrays than it saved.
-    meta_path = tmp_path / 'new' / 'checkpoints' / str(step) / 'meta' / 'metadata'
-    meta = json.loads(meta_path.read_text())
-    meta['state_crc32'] ^= 1
-    meta_path.write_text(json.dumps(meta))
+  for step in steps:
+    folder = tmp_path / 'new' / 'checkpoints' / str(step)
+    if damage == 'checksum':  # Reads back as other arrays than it saved.
+      meta = json.loads((folder / 'meta' / 'metadata').read_text())
+      meta['state_crc32'] ^= 1
+      (folder / 'meta' / 'metadata').write_text(json.dumps(meta))
+    else:
+      (folder / '_CHECKPOINT_METADATA').write_text('{"cut short')
   more = warm.copy_and_resolve_references()
   more.num_epochs = 2
   caplog.clear()
   with caplog.at_level(logging.INFO, logger='absl'):
     again, _ = train.train_and_evaluate(more, str(tmp_path / 'new'), continue_with_changes=True)
-  assert 'no earlier checkpoint is usable' in caplog.text
+  assert 'is broken' in caplog.text
   assert f'Warm start: parameters and BatchNorm statistics from {workdir}' in caplog.text
   assert sorted(int(p.name) for p in (tmp_path / 'new' / 'broken_checkpoints').iterdir()) == steps
   direct, _ = train.train_and_evaluate(more, str(tmp_path / 'direct'))

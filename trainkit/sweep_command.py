@@ -20,19 +20,17 @@ import time
 
 from trainkit.runtime import collector
 
-# Paused while the modules below load, then they are frozen out of its way.
-_COLLECTING = collector.pause()
+# What the modules below build lives to the end: no collection walks it
+# (trainkit/runtime/collector.py).
+with collector.paused_then_frozen():
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from trainkit import cli  # noqa: E402
-from trainkit import extras  # noqa: E402
-from trainkit.search import space as search_space  # noqa: E402
-from trainkit.search import sweeps  # noqa: E402
-
-collector.freeze_and_resume(_COLLECTING)
+  from trainkit import cli
+  from trainkit import extras
+  from trainkit.search import space as search_space
+  from trainkit.search import sweeps
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory of the sweep (one folder per member).')

@@ -15,20 +15,18 @@ but train may leave it out: the workdir's own config is used.
 
 from trainkit.runtime import collector
 
-# Paused while the modules below load, then they are frozen out of its way.
-_COLLECTING = collector.pause()
+# What the modules below build lives to the end: no collection walks it
+# (trainkit/runtime/collector.py).
+with collector.paused_then_frozen():
+  from absl import app
+  from absl import flags
+  from absl import logging
+  from ml_collections import config_flags
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from trainkit import cli  # noqa: E402
-from trainkit import configs  # noqa: E402
-from trainkit.runtime import parallel  # noqa: E402
-from trainkit.workdirs import config_history  # noqa: E402
-
-collector.freeze_and_resume(_COLLECTING)
+  from trainkit import cli
+  from trainkit import configs
+  from trainkit.runtime import parallel
+  from trainkit.workdirs import config_history
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and summaries.')
