@@ -19,7 +19,9 @@ from trainkit.data.sources import tfds_prepare as offline_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(ROOT, '..', 'shared', 'data', 'mnist')
-ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+# A command still running after 200 s prints its threads' stacks and exits: a
+# hang then fails its test (timeouts of 240-300 s) with where it waits.
+ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'TRAINKIT_STACKS_AFTER_S': '200'}
 
 
 def set_field(config, dotted, value):

@@ -255,6 +255,25 @@ def test_an_import_that_fails_leaves_the_collector_as_it_was():
   assert gc.isenabled() and gc.get_freeze_count() == frozen
 
 
+def test_a_command_still_running_when_told_prints_its_stacks_and_exits(tmp_path):
+  """TRAINKIT_STACKS_AFTER_S: where a hung command waits, before a harness kills it."""
+  command = [sys.executable, 'main.py', '--config=configs/default.py',
+             f'--workdir={tmp_path}/w', '--config.dataset=synthetic:blobs',
+             '--config.train_split=train', '--config.validation_split=',
+             '--config.test_split=test', '--config.normalization=per_feature',
+             '--config.num_epochs=50', '--config.cache_dir=',
+             '--config.progress=off']
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**ENV, 'TRAINKIT_STACKS_AFTER_S': '0.5'})
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert 'Timeout (0:00:00.500000)!' in result.stderr
+  assert 'Current thread' in result.stderr or 'Thread 0x' in result.stderr, result.stderr[-3000:]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**ENV, 'TRAINKIT_STACKS_AFTER_S': 'soon'})
+  assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+      "error: TRAINKIT_STACKS_AFTER_S='soon': not a number of seconds"), result.stderr[-2000:]
+
+
 def test_what_tfds_registers_of_an_idx_dataset_is_asked_once(tmp_path):
   """A second command on cached IDX arrays reads TFDS's facts from the cache, not TFDS."""
   manual_dir, cache = idx_dir(tmp_path), tmp_path / 'cache'

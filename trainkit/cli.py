@@ -209,6 +209,7 @@ def run(main) -> None:
   are flushed and the process ends there. An uncaught error still ends with
   its traceback, as usual.
   """
+  _dump_stacks_when_overdue()
   try:
     app.run(main, flags_parser=parse_flags)
     code = 0
@@ -222,6 +223,24 @@ def run(main) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(code or 0)  # pylint: disable=protected-access
+
+
+# Seconds after which a command prints every thread's Python stack and
+# exits (status 1): for finding where a hung command waits (the test suite
+# sets it below its timeouts). Unset or empty: never.
+STACKS_AFTER_ENV = 'TRAINKIT_STACKS_AFTER_S'
+
+
+def _dump_stacks_when_overdue() -> None:
+  seconds = os.environ.get(STACKS_AFTER_ENV, '')
+  if not seconds:
+    return
+  try:
+    seconds = float(seconds)
+  except ValueError:
+    refuse(f'{STACKS_AFTER_ENV}={seconds!r}: not a number of seconds')
+  import faulthandler  # pylint: disable=g-import-not-at-top
+  faulthandler.dump_traceback_later(seconds, exit=True)
 
 
 def refuse(message, status: int = EXIT_BAD_INPUT):
