@@ -248,6 +248,19 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
       metrics=metrics, force=True)
 
 
+def _restore_target(leaf) -> jax.ShapeDtypeStruct:
+  """Where a leaf is restored: as its array lies, else whole on this process's first device.
+
+  A sharding named for every leaf spares Orbax reading the checkpoint's
+  metadata again (check_compatible read it) to find one.
+  """
+  target = ocp.utils.to_shape_dtype_struct(leaf)
+  if getattr(target, 'sharding', None) is not None:
+    return target
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
+
+
 def restore(manager: ocp.CheckpointManager, step: int, state, streamed: bool = False):
   """Restores checkpoint `step` into the structure of `state`.
 
@@ -257,8 +270,7 @@ def restore(manager: ocp.CheckpointManager, step: int, state, streamed: bool = F
   Returns:
     (state, meta).
   """
-  target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                        flax.serialization.to_state_dict(state))
+  target = jax.tree.map(_restore_target, flax.serialization.to_state_dict(state))
   try:
     restored = manager.restore(
         step,

@@ -32,9 +32,14 @@ SUFFIXES = ARRAY_SUFFIXES + table_formats.SUFFIXES
 HEADERS = ('auto', 'yes', 'no')
 
 
+def _label(path: str) -> str:
+  """How a refusal names the input file `path`: as the flag that gave it."""
+  return f'--input={path!r}'
+
+
 def refuse(path: str, why: str):
   """Raises the one-line refusal of the input file `path`."""
-  refuse_as(f'--input={path!r}', why)
+  refuse_as(_label(path), why)
 
 
 def refuse_as(label: str, why: str):
@@ -135,13 +140,12 @@ def read_rows(path: str, input_shape: tuple, header: str = 'auto',
     refuse(path, 'no such file')
   features = int(np.prod(input_shape))
   if path.lower().endswith(ARRAY_SUFFIXES):
-    return array_rows(f'--input={path!r}', _array(path), input_shape, dtype), None
+    return array_rows(_label(path), _array(path), input_shape, dtype), None
   if path.lower().endswith(table_formats.PARQUET_SUFFIXES):
     rows, header_line = _parquet_rows(path, features), None
   else:
     rows, header_line = _text_rows(path, features, header, fmt or table_formats.TextFormat())
-  return _checked(f'--input={path!r}', rows.reshape(len(rows), *input_shape),
-                  dtype), header_line
+  return _checked(_label(path), rows.reshape(len(rows), *input_shape), dtype), header_line
 
 
 def array_rows(label: str, rows: np.ndarray, input_shape: tuple,
@@ -190,7 +194,7 @@ def read_table(config, spec, path: str, named: str = '') -> tuple:
   A refusal names the input `named` (the Python API's `x`), else `--input=PATH`.
   """
   def no(why: str):
-    refuse_as(named or f'--input={path!r}', why)
+    refuse_as(named or _label(path), why)
 
   if not os.path.isfile(path) or not path.lower().endswith(table_files.SUFFIXES):
     no('a model trained on a table predicts a table file (.csv, .tsv, .parquet, ...)')

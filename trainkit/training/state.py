@@ -177,9 +177,4 @@ def restored(config, spec: workdir_lib.ModelSpec, manager, step: int) -> TrainSt
   """
   state = create_state(config, spec, shapes_only=True)
   checkpointing.check_compatible(manager, step, state)
-  # On this process's first device, whole (callers place it): with a
-  # sharding named, Orbax need not read the metadata again to find one.
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
-                       if isinstance(x, jax.ShapeDtypeStruct) else x, state)
   return checkpointing.restore(manager, step, state)[0]
