@@ -4,6 +4,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import types
 
 import numpy as np
@@ -15,6 +17,7 @@ from tests.conftest import NUM_EXAMPLES
 from tests.helpers import tiny_config
 from trainkit import errors
 from trainkit.training import config_checks
+from trainkit.tracking import metric_logs
 from trainkit.tracking import plots
 from trainkit.tracking import progress
 import report
@@ -60,6 +63,25 @@ def test_tensorboard_reader_finds_the_scalars_and_hparams(tmp_path):
   assert rates[max(rates)] < rates[min(rates)]
   assert all(v > 0 for v in scalars['epoch_steps_per_s'].values())
   assert reader.PluginTagToContent('hparams')  # The config as hparams.
+
+
+def test_events_are_written_by_the_caller_and_flushed_by_one_thread(tmp_path, monkeypatch):
+  """No thread wakes per event (tensorboardX's queue had two); one flushes on a timer."""
+  monkeypatch.setattr(metric_logs, '_FLUSH_S', 0.05)
+  before = set(threading.enumerate())
+  logger = metric_logs.MetricLogger(str(tmp_path), log_scalars=False)
+  for step in range(1, 41):
+    logger.write(step, 'eval', {'loss': 1.0 / step})
+  started = set(threading.enumerate()) - before
+  assert [t.name for t in started] == ['event_file_flush']
+  # Flushed while the logger is open: a TensorBoard watching the run sees every step.
+  for _ in range(100):
+    if len(_scalars(tmp_path)[1].get('eval_loss', {})) == 40:
+      break
+    time.sleep(0.05)
+  assert sorted(_scalars(tmp_path)[1]['eval_loss']) == list(range(1, 41))
+  logger.close()
+  assert not any(t.is_alive() for t in started)
 
 
 def test_plots_are_written_and_redrawn_by_report(tmp_path, capsys):

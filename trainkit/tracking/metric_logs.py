@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 import time
 
 from absl import logging
@@ -14,8 +15,55 @@ from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 
 
-# TensorBoard events waiting for tensorboardX's writer thread, at most.
-_EVENT_QUEUE = 1000
+# Seconds between flushes of the TensorBoard event file to disk, as
+# tensorboardX's own writer flushes by default.
+_FLUSH_S = 10.0
+
+
+class EventFile:
+  """A TensorBoard event file in tensorboardX's format, written by the calling thread.
+
+  tensorboardX's SummaryWriter hands every event through a multiprocessing
+  queue to two threads of its own. A small table logs three events an
+  epoch, hundreds of epochs a second, and those threads waking for each one
+  took the training thread's turn at the interpreter (measured on
+  breast_cancer, docs/benchmarks.md): here the caller encodes and appends
+  the event itself (tens of microseconds) and one thread flushes the file
+  every `_FLUSH_S` seconds.
+  """
+
+  def __init__(self, workdir: str):
+    # Imported here: a tenth of a second that eval, predict and export never need.
+    from tensorboardX import event_file_writer  # pylint: disable=g-import-not-at-top
+    from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    self._event = event_pb2.Event
+    self.directory = workdir
+    # events.out.tfevents.<time>.<host>, the name SummaryWriter gives it.
+    self._writer = event_file_writer.EventsWriter(os.path.join(workdir, 'events'))
+    self._closing = threading.Event()
+    self._flusher = threading.Thread(target=self._flush_every, name='event_file_flush',
+                                     daemon=True)
+    self._flusher.start()
+
+  def add(self, summary, step: int | None = None) -> None:
+    """Appends `summary` (a tensorboardX Summary proto) at `step`."""
+    event = self._event(summary=summary, wall_time=time.time())
+    if step is not None:
+      event.step = step
+    self._writer.write_event(event)
+
+  def _flush_every(self) -> None:
+    while not self._closing.wait(_FLUSH_S):
+      try:
+        self._writer.flush()
+      except OSError:  # A full disk: close() flushes again and says so.
+        return
+
+  def close(self) -> None:
+    """Stops the flushes, then flushes and closes the file."""
+    self._closing.set()
+    self._flusher.join()
+    self._writer.close()
 
 
 class MetricLogger:
@@ -32,16 +80,11 @@ class MetricLogger:
     self._is_writer = jax.process_index() == 0
     self._log_scalars = log_scalars
     self._tracker = tracker
-    # tensorboardX writes the event file from its own thread; its format is
-    # TensorBoard's (its reader is what the tests read it with). Imported here:
-    # a tenth of a second that eval, predict and export never need. Its queue
-    # holds 10 events by default, and a full queue makes every event wait for
-    # that thread: a small table logs a few each epoch, hundreds of epochs.
-    import tensorboardX  # pylint: disable=g-import-not-at-top
-    from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-    self._summary = summary_pb2.Summary
-    self._events = (tensorboardX.SummaryWriter(workdir, flush_secs=10, max_queue=_EVENT_QUEUE)
-                    if self._is_writer else None)
+    # The event file's format is TensorBoard's (its reader is what the tests read it with).
+    self._events = EventFile(workdir) if self._is_writer else None
+    if self._events:
+      from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+      self._summary = summary_pb2.Summary
     self._jsonl = None
     self._kept = set()  # (step, split) of the records kept from before.
     if self._is_writer:
@@ -64,7 +107,7 @@ class MetricLogger:
       # run's file (tensorboardX's add_hparams would open another run).
       from tensorboardX import summary as tb_summary  # pylint: disable=g-import-not-at-top
       for proto in tb_summary.hparams(hparams, {}):
-        self._events.file_writer.add_summary(proto)
+        self._events.add(proto)
 
   def logged(self, step: int, split: str) -> bool:
     """Whether the workdir's history, as resumed, holds `split`'s record of `step`."""
@@ -76,27 +119,28 @@ class MetricLogger:
     named = {f'{split}_{k}': v for k, v in metrics.items()}
     if self._log_scalars:
       logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in named.items()))
-    if self._events:
-      # One event holding every scalar of the write, as TensorBoard reads
-      # them: a twentieth of the host time of an add_scalar per scalar.
-      self._events.file_writer.add_summary(self._summary(value=[
-          self._summary.Value(tag=tag, simple_value=value)
-          for tag, value in named.items()]), step)
     if self._tracker:
       self._tracker.log_metrics(step, named)
     if self._jsonl:
       with full_disk.writing(workdir_lib.METRICS, self._jsonl.name):
-        # tensorboardX's thread would fail with tracebacks of its own.
         full_disk.ensure_space(self._jsonl.name, 2**16, workdir_lib.METRICS)
+        # One event holding every scalar of the write, as TensorBoard reads
+        # them: a twentieth of the host time of an add_scalar per scalar.
+        self._events.add(self._summary(value=[
+            self._summary.Value(tag=tag, simple_value=value) for tag, value in named.items()]),
+                         step)
         self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
                                       'metrics': metrics}) + '\n')
         self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
 
   def close(self) -> None:
-    if self._events:
-      self._events.close()
-    if self._jsonl:
-      self._jsonl.close()
+    try:
+      if self._events:
+        with full_disk.writing('TensorBoard events', self._events.directory):
+          self._events.close()
+    finally:
+      if self._jsonl:
+        self._jsonl.close()
 
 
 class StepAverager:
