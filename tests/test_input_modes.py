@@ -96,6 +96,11 @@ def test_device_order_is_a_deterministic_permutation_per_epoch(mock_mnist):
   steps, batches, _ = next(iter(calls))
   assert steps == 3
   np.testing.assert_array_equal(np.asarray(batches['index'])[:3], first[2:5])
+  # A whole epoch in a longer call: its order, then rows of zeros the call does not train.
+  (steps, batches, _), = calls_lib.train_calls(data, config, 0, [(0, 6)], 9)
+  assert steps == 6
+  np.testing.assert_array_equal(np.asarray(batches['index']),
+                                np.concatenate([first, np.zeros((3, 8), np.int32)]))
 
 
 def test_stream_calls_stack_the_same_batches_in_any_call_length(mock_mnist):

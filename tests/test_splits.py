@@ -66,6 +66,24 @@ def test_the_best_checkpoint_is_chosen_by_validation_and_test_is_reported_apart(
   assert result['eval_loss'] == pytest.approx(evals[20]['loss'])
 
 
+def test_a_runs_best_test_figures_evaluate_its_own_copy_of_the_best(tmp_path, monkeypatch):
+  """The best checkpoint this run saved is not read back from disk for the test split."""
+  config = tiny_config(num_epochs=4, keep_checkpoints=1, best_metric='loss',
+                       schedule='constant', learning_rate=1.0, **SPLITS)
+  real_restore = checkpointing.restore
+  monkeypatch.setattr(checkpointing, 'restore', lambda *a, **k: pytest.fail('read back'))
+  state, summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['best_step'] != summary['step']  # Else there is no best to evaluate apart.
+  manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 1, best_metric='loss')
+  try:
+    best_state, _ = real_restore(manager, summary['best_step'], state)
+  finally:
+    manager.close()
+  best = evaluation.evaluate(best_state, input_pipeline.create_datasets(config), 16)
+  assert summary['best_test_loss'] == best['loss']  # The same bits as the saved checkpoint's.
+  assert summary['best_test_loss'] != summary['test_loss']
+
+
 def test_without_a_validation_split_no_checkpoint_is_chosen_by_test(tmp_path):
   _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
   assert summary['eval_split'] == 'test'

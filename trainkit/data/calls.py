@@ -105,6 +105,13 @@ def train_calls(data: Data, config, epoch: int, spans: Sequence[tuple[int, int]]
   end saves and `resume` takes back.
   """
   if data.mode == 'device':
+    steps = steps_per_epoch(data, config.batch_size)
+    if len(spans) == 1 and spans[0] == (0, steps) and call_length >= steps:
+      # The whole epoch in one call (a small table's hundreds of epochs): its
+      # order padded to the call's length is the call's input as it stands.
+      yield steps, {'index': device_epoch_order(data, config.seed, epoch, config.batch_size,
+                                                call_length - steps)}, None
+      return
     order = device_epoch_order(data, config.seed, epoch, config.batch_size, call_length)
     for start, stop in spans:
       yield stop - start, {'index': _rows(order, start, call_length)}, None

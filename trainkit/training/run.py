@@ -99,6 +99,9 @@ class Run:
     self._saving = None  # The save in flight (a Future of _SAVER).
     # The best epoch since the last save, held until the next one (hold_if_best).
     self._held = None
+    # (step, score, state) of the best checkpoint this process saved so far:
+    # the test split's best figures evaluate it without reading it back.
+    self._best_saved = None
     self._best_score = self._saved_best_score()
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
@@ -309,6 +312,11 @@ class Run:
     # a copy made on the device, in a thread of their own, one save at a time.
     if not copied:
       state = state_lib.copied(state)
+    # The save's copy is kept while it is the best saved (ties: the later, as
+    # Orbax ranks them), to the end: one more copy of the state on the
+    # devices, as a held epoch is between saves, so the peak is no higher.
+    if metrics and (self._best_saved is None or self._score(metrics) >= self._best_saved[1]):
+      self._best_saved = (step, self._score(metrics), state)
     self._saving = _SAVER.submit(checkpointing.save, self.manager, step, state, meta,
                                  metrics, input_state)
 
@@ -357,7 +365,10 @@ class Run:
     batch = self.config.eval_batch_size
     final = evaluation.evaluate(state, data, batch)
     best = final
-    if self.best_step is not None and self.best_step != step:
+    kept, self._best_saved = self._best_saved, None
+    if kept is not None and kept[0] == self.best_step != step:
+      best = evaluation.evaluate(kept[2], data, batch)
+    elif self.best_step is not None and self.best_step != step:
       manager = checkpointing.create_manager(self.checkpoint_dir, self.config.keep_checkpoints,
                                              best_metric=self.best_metric)
       try:
