@@ -69,7 +69,7 @@ def test_events_are_written_by_the_caller_and_flushed_by_one_thread(tmp_path, mo
   """No thread wakes per event (tensorboardX's queue had two); one flushes on a timer."""
   monkeypatch.setattr(metric_logs, '_FLUSH_S', 0.05)
   before = set(threading.enumerate())
-  logger = metric_logs.MetricLogger(str(tmp_path), log_scalars=False)
+  logger = metric_logs.MetricLogger(str(tmp_path))
   for step in range(1, 41):
     logger.write(step, 'eval', {'loss': 1.0 / step})
   started = set(threading.enumerate()) - before
@@ -159,6 +159,20 @@ def test_log_style_writes_progress_lines_with_the_figures(caplog):
   finals = [line for line in lines if '6/6' in line]
   assert len(finals) == 2 and all('eval_acc=87.50%' in line for line in finals)
   assert lines[-1].startswith('Epoch 2/2')
+
+
+@pytest.mark.parametrize('style', ['log', 'off'])
+def test_a_runs_log_shows_each_epochs_evaluation_once(tmp_path, caplog, style):
+  """One line per epoch with its evaluation; the train windows' scalars a line each."""
+  with caplog.at_level(logging.INFO, logger='absl'):
+    train.train_and_evaluate(tiny_config(progress=style, num_epochs=3), str(tmp_path))
+  lines = [r.getMessage() for r in caplog.records]
+  epochs = [line for line in lines if line.startswith('Epoch') and 'eval' in line]
+  assert [line.split()[1].strip(':') for line in epochs] == ['1/3', '2/3', '3/3'], epochs
+  scalars = [line for line in lines if line.startswith('[')]
+  assert not [line for line in scalars if 'eval_' in line or 'epoch_' in line]
+  # 6 steps an epoch, a train window every 2 steps: 9 windows.
+  assert len([line for line in scalars if 'train_loss=' in line]) == 9
 
 
 def test_bar_style_draws_a_bar_per_epoch(capsys):

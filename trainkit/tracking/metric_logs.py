@@ -69,16 +69,17 @@ class EventFile:
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
-  def __init__(self, workdir: str, resume_step: int = 0, log_scalars: bool = True,
+  def __init__(self, workdir: str, resume_step: int = 0, text_splits: tuple = (),
                tracker=None):
     """Appends to `workdir`'s logs, dropping JSON lines after `resume_step`.
 
-    `log_scalars=False` keeps scalars out of the text log (a progress bar
-    shows them), leaving TensorBoard and metrics.jsonl. `tracker`: an MLflow
-    run (trainkit/tracking/mlflow_run.py) that gets every event too.
+    The scalars of the splits in `text_splits` (e.g. 'train') are also
+    written to the text log as a line each; every split's go to TensorBoard
+    and metrics.jsonl. `tracker`: an MLflow run
+    (trainkit/tracking/mlflow_run.py) that gets every event too.
     """
     self._is_writer = jax.process_index() == 0
-    self._log_scalars = log_scalars
+    self._text_splits = text_splits
     self._tracker = tracker
     # The event file's format is TensorBoard's (its reader is what the tests read it with).
     self._events = EventFile(workdir) if self._is_writer else None
@@ -117,7 +118,7 @@ class MetricLogger:
     """Logs `metrics` of `split` ('train', 'eval', 'epoch') at `step`."""
     metrics = {k: float(v) for k, v in metrics.items()}
     named = {f'{split}_{k}': v for k, v in metrics.items()}
-    if self._log_scalars:
+    if split in self._text_splits:
       logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in named.items()))
     if self._tracker:
       self._tracker.log_metrics(step, named)

@@ -185,7 +185,9 @@ class Run:
     """Writes the config and model spec and opens the metric logs.
 
     Lines past the restored checkpoint are from work the resume redoes, and
-    are dropped. `log_scalars=False` keeps train scalars out of the text log.
+    are dropped. `log_scalars`: the train scalars also go to the text log, a
+    line per window; an epoch's evaluation and times are on its progress
+    line (trainkit/tracking/progress.py), not logged again.
     """
     os.makedirs(self.workdir, exist_ok=True)
     if self._is_writer:
@@ -209,7 +211,8 @@ class Run:
       self._tracker = self._tracker or tracking.start(self.config, self.workdir)
       self._tracker.open(self.step, self.config_changes)
     self._logger = metric_logging.MetricLogger(
-        self.workdir, resume_step=self.step, log_scalars=log_scalars, tracker=self._tracker)
+        self.workdir, resume_step=self.step, text_splits=('train',) if log_scalars else (),
+        tracker=self._tracker)
     self._logger.write_hparams(metric_logging.flat_hparams(self.config))
     self._start = time.perf_counter()
 
