@@ -98,6 +98,7 @@ def test_every_shipped_config_is_checked():
     ('model.dropout_rates', (0.5,), 'needs one rate per hidden layer'),
     ('model.dropout_rates', (1.0, 0.1), 'each rate must be in [0, 1)'),
     ('model.activation', 'relux', "model.activation='relux' is not one of"),
+    ('checkpoint_min_interval_s', -1.0, 'checkpoint_min_interval_s=-1.0: is negative'),
 ])
 def test_bad_values_name_field_and_value(field, value, message):
   config = default.get_config()

@@ -49,6 +49,28 @@ def test_call_spans_end_at_call_and_checkpoint_boundaries(first, epoch_start, pe
   assert cadence.call_spans(first, epoch_start, 10, per_call, every) == expected
 
 
+def test_a_due_save_waits_for_the_minimum_interval_but_the_last_epoch_does_not(monkeypatch):
+  clock = [100.0]
+  monkeypatch.setattr(cadence.time, 'monotonic', lambda: clock[0])
+  config = tiny_config(num_epochs=6, checkpoint_every_epochs=1, checkpoint_min_interval_s=10.0,
+                       checkpoint_every_steps=2)
+  data = types.SimpleNamespace(mode='device')
+  plan = cadence.Plan(config, 6, data)
+  saved = []
+  for epoch, now in enumerate([103.0, 108.0, 111.0, 115.0, 116.0, 117.0]):
+    clock[0] = now
+    if plan.epoch_checkpoint_due(epoch):
+      saved.append(epoch)
+      plan.saved()
+  assert saved == [2, 5]  # 11 s after the start, then the last epoch at 6 s after that.
+  clock[0] = 126.0
+  assert plan.checkpoint_due(2) is False  # 9 s after the last save.
+  clock[0] = 127.0
+  assert plan.checkpoint_due(2) is True and plan.checkpoint_due(3) is False
+  config.checkpoint_min_interval_s = 0.0  # None: every due one, whatever the clock.
+  assert cadence.Plan(config, 6, data).epoch_checkpoint_due(0)
+
+
 def test_scanned_steps_match_single_steps_and_skip_the_padding():
   config = tiny_config(schedule='constant', learning_rate=1e-2)
   batches, rng = _batches(5), jax.random.key(1)

@@ -84,6 +84,18 @@ def test_a_runs_best_test_figures_evaluate_its_own_copy_of_the_best(tmp_path, mo
   assert summary['best_test_loss'] != summary['test_loss']
 
 
+def test_saves_wait_for_the_minimum_interval_and_the_best_epoch_is_still_kept(tmp_path):
+  config = tiny_config(num_epochs=4, keep_checkpoints=10, best_metric='loss',
+                       schedule='constant', learning_rate=1.0, checkpoint_every_epochs=1,
+                       checkpoint_min_interval_s=3600.0, **SPLITS)
+  _, summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['best_step'] != summary['step']
+  # Only the last epoch is saved by the cadence; the best, held until then, too.
+  steps = sorted(int(name) for name in os.listdir(tmp_path / 'checkpoints'))
+  assert steps == sorted([summary['best_step'], summary['step']])
+  assert summary['best_eval_loss'] == min(r['loss'] for r in _evals(tmp_path).values())
+
+
 def test_without_a_validation_split_no_checkpoint_is_chosen_by_test(tmp_path):
   _, summary = train.train_and_evaluate(tiny_config(), str(tmp_path))
   assert summary['eval_split'] == 'test'

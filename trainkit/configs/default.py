@@ -181,6 +181,10 @@ def get_config():
   # At the end of every N-th epoch (and of the last, and where a run stops
   # early); the best checkpoint is the best of those saved.
   config.checkpoint_every_epochs = 1
+  # A save due by the two fields above waits until this many seconds have
+  # passed since the last one: 0 = none. The last epoch, an early stop and a
+  # signal save whatever the clock says.
+  config.checkpoint_min_interval_s = 0.0
   config.keep_checkpoints = 3  # Latest checkpoints kept (plus the best by validation).
   config.log_every_steps = 100  # Train metrics are averaged and logged this often.
 

@@ -1,14 +1,19 @@
 """When things happen in a run: its epochs, its device calls, its checkpoints.
 
-A `Plan` holds the loop's timetable, a pure function of the config and the
-data: which steps each device call trains, and after which steps and epochs
-a checkpoint is due. Calls never cross a checkpoint step, so checkpoints land
-on exactly the steps configured.
+A `Plan` holds the loop's timetable, a function of the config and the data:
+which steps each device call trains, and after which steps and epochs a
+checkpoint is due. Calls never cross a checkpoint step, so checkpoints land
+on exactly the steps configured. With `checkpoint_min_interval_s` the clock
+has a say too: a step or epoch due a save is saved only once that many
+seconds have passed since the last save (the last epoch always is).
 """
+
+import time
 
 from trainkit import errors
 from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
+from trainkit.runtime import parallel
 
 
 def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
@@ -65,6 +70,8 @@ class Plan:
     self.length = call_length(config, data, steps_per_epoch, self._steps_per_call)
     self._every_steps = config.checkpoint_every_steps
     self._every_epochs = config.checkpoint_every_epochs
+    self._min_interval_s = config.checkpoint_min_interval_s
+    self._saved_at = time.monotonic()  # The loop's start counts as a save.
 
   def epochs(self, step: int) -> range:
     """The epochs left to train from global step `step`."""
@@ -79,14 +86,25 @@ class Plan:
   def checkpoint_due(self, step: int) -> bool:
     """Whether `step`, inside an epoch, is one that checkpoint_every_steps saves."""
     return bool(self._every_steps and step % self.steps_per_epoch
-                and step % self._every_steps == 0)
+                and step % self._every_steps == 0) and self._interval_passed()
 
   def epoch_checkpoint_due(self, epoch: int) -> bool:
     """Whether the end of `epoch` (0-based) is saved: every checkpoint_every_epochs-th, the last.
 
     A save costs more than an epoch of a small model.
     """
-    return (epoch + 1) % self._every_epochs == 0 or epoch + 1 == self.num_epochs
+    if epoch + 1 == self.num_epochs:
+      return True
+    return (epoch + 1) % self._every_epochs == 0 and self._interval_passed()
+
+  def saved(self) -> None:
+    """Restarts checkpoint_min_interval_s: the loop has just saved."""
+    self._saved_at = time.monotonic()
+
+  def _interval_passed(self) -> bool:
+    # Any process's clock decides for all: they save together or not at all.
+    return not self._min_interval_s or parallel.any_process(
+        time.monotonic() - self._saved_at >= self._min_interval_s)
 
 
 def check_config(config) -> None:
@@ -94,6 +112,9 @@ def check_config(config) -> None:
   errors.positive_integers(config, ('batch_size', 'eval_batch_size', 'num_epochs',
                                     'checkpoint_every_epochs'))
   errors.counts(config, ('checkpoint_every_steps', 'steps_per_call', 'max_steps'))
+  errors.numbers(config, ('checkpoint_min_interval_s',))
+  errors.require(config.checkpoint_min_interval_s >= 0, 'checkpoint_min_interval_s',
+                 config.checkpoint_min_interval_s, 'is negative (seconds; 0 = none)')
 
 
 def check_data(config, data: input_pipeline.Data) -> None:

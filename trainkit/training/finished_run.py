@@ -30,7 +30,8 @@ from trainkit.workdirs import lock as workdir_lock
 # Operational fields that cannot change what a finished run reports: where
 # caches are, how progress is shown, how often a (finished) run saves.
 _UNSEEN = ('cache_dir', 'input_workers', 'progress', 'progress_every_s', 'profile_steps',
-           'checkpoint_every_steps', 'checkpoint_every_epochs', 'steps_per_call',
+           'checkpoint_every_steps', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
+           'steps_per_call',
            'log_every_steps')
 
 

@@ -57,6 +57,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
             break  # The epoch is trained: its books first, as a resume starts at the next.
           if plan.checkpoint_due(step) or stopping:
             members.checkpoint(step, state)
+            plan.saved()
           if stopping:
             raise preemption.Interrupted(stop.signum, step, members.where())
           if not members.alive():

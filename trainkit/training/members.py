@@ -139,6 +139,8 @@ class Members:
     due = plan.epoch_checkpoint_due(epoch) or stopping  # And where a run stopped early.
     saved = [i for i in evaluated if due or not self.runs[i].alive]
     self.checkpoint(step, state, eval_metrics, saved)
+    if saved:
+      plan.saved()
     for i in (i for i in evaluated if i not in saved):
       self.runs[i].hold_if_best(step, self.program.member(state, i), eval_metrics[i],
                                 self._input_states[i])

@@ -38,7 +38,8 @@ HISTORY = workdir_lib.HISTORY
 
 OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
                'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
-               'checkpoint_every_steps', 'checkpoint_every_epochs', 'steps_per_call',
+               'checkpoint_every_steps', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
+               'steps_per_call',
                'log_every_steps',
                'eval_batch_size', 'test_split', 'allow_split_overlap', 'trackers',
                'mlflow_uri', 'mlflow_experiment')
