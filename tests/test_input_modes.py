@@ -71,6 +71,18 @@ def test_a_due_save_waits_for_the_minimum_interval_but_the_last_epoch_does_not(m
   assert cadence.Plan(config, 6, data).epoch_checkpoint_due(0)
 
 
+def test_a_scanned_call_traces_the_step_once(monkeypatch):
+  """The skipped rows' zeros take the step's shapes from the same trace, not a second one."""
+  traced = []
+  real = step_lib._train_step
+  monkeypatch.setattr(step_lib, '_train_step', lambda *a: traced.append(1) or real(*a))
+  config = tiny_config()
+  state, metrics = jax.jit(step_lib._train_steps)(_state(config), _batches(3), jax.random.key(1), 2)
+  assert len(traced) == 1
+  assert metrics['loss'].shape == (3,) and metrics['loss'][2] == 0 and metrics['loss'][1] > 0
+  assert int(state.step) == 2
+
+
 def test_scanned_steps_match_single_steps_and_skip_the_padding():
   config = tiny_config(schedule='constant', learning_rate=1e-2)
   batches, rng = _batches(5), jax.random.key(1)
