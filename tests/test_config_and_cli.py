@@ -99,6 +99,8 @@ def test_every_shipped_config_is_checked():
     ('model.dropout_rates', (1.0, 0.1), 'each rate must be in [0, 1)'),
     ('model.activation', 'relux', "model.activation='relux' is not one of"),
     ('checkpoint_min_interval_s', -1.0, 'checkpoint_min_interval_s=-1.0: is negative'),
+    ('seed', -1, 'seed=-1: must be an integer >= 0'),
+    ('data_seed', -3, 'data_seed=-3: must be an integer >= 0'),
 ])
 def test_bad_values_name_field_and_value(field, value, message):
   config = default.get_config()

@@ -273,7 +273,8 @@ def check_config(config) -> None:
                    "must name a split in TFDS split syntax (e.g. 'train[:55000]')")
   errors.require(isinstance(config.validation_split, str), 'validation_split',
                  config.validation_split, "must be a split in TFDS split syntax or '' (none)")
-  errors.counts(config, ('input_workers',))
+  # The seeds: SeedSequence (the data order, the splits) takes no negative one.
+  errors.counts(config, ('input_workers', 'seed', 'data_seed'))
   tables.check_config(config)
   errors.require(isinstance(config.cache_dir, str), 'cache_dir', config.cache_dir,
                  "must be a folder or '' (no caches)")
