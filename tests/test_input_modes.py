@@ -51,7 +51,7 @@ def test_call_spans_end_at_call_and_checkpoint_boundaries(first, epoch_start, pe
 
 def test_a_due_save_waits_for_the_minimum_interval_but_the_last_epoch_does_not(monkeypatch):
   clock = [100.0]
-  monkeypatch.setattr(cadence.time, 'monotonic', lambda: clock[0])
+  monkeypatch.setattr(cadence, '_now', lambda: clock[0])
   config = tiny_config(num_epochs=6, checkpoint_every_epochs=1, checkpoint_min_interval_s=10.0,
                        checkpoint_every_steps=2)
   data = types.SimpleNamespace(mode='device')

@@ -66,14 +66,23 @@ def test_the_best_checkpoint_is_chosen_by_validation_and_test_is_reported_apart(
   assert result['eval_loss'] == pytest.approx(evals[20]['loss'])
 
 
-def test_a_runs_best_test_figures_evaluate_its_own_copy_of_the_best(tmp_path, monkeypatch):
-  """The best checkpoint this run saved is not read back from disk for the test split."""
+@pytest.mark.parametrize('every_epochs, read_back', [(3, 0), (1, 1)])
+def test_a_runs_best_test_figures_evaluate_its_own_copy_where_it_holds_epochs(
+    tmp_path, monkeypatch, every_epochs, read_back):
+  """Where epochs are held between saves, the best this run saved is not read back.
+
+  Saving every epoch, nothing is held, and a copy kept to the end would be
+  one more state on the device: the best is read back from disk.
+  """
   config = tiny_config(num_epochs=4, keep_checkpoints=1, best_metric='loss',
-                       schedule='constant', learning_rate=1.0, **SPLITS)
-  real_restore = checkpointing.restore
-  monkeypatch.setattr(checkpointing, 'restore', lambda *a, **k: pytest.fail('read back'))
+                       schedule='constant', learning_rate=1.0,
+                       checkpoint_every_epochs=every_epochs, **SPLITS)
+  real_restore, restores = checkpointing.restore, []
+  monkeypatch.setattr(checkpointing, 'restore',
+                      lambda *a, **k: restores.append(a[1]) or real_restore(*a, **k))
   state, summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['best_step'] != summary['step']  # Else there is no best to evaluate apart.
+  assert restores == [summary['best_step']] * read_back
   manager = checkpointing.create_manager(str(tmp_path / 'checkpoints'), 1, best_metric='loss')
   try:
     best_state, _ = real_restore(manager, summary['best_step'], state)

@@ -80,8 +80,11 @@ def test_events_are_written_by_the_caller_and_flushed_by_one_thread(tmp_path, mo
       break
     time.sleep(0.05)
   assert sorted(_scalars(tmp_path)[1]['eval_loss']) == list(range(1, 41))
+  logger.write(41, 'eval', {'loss': 0.0})
   logger.close()
+  logger.close()  # Again: nothing.
   assert not any(t.is_alive() for t in started)
+  assert sorted(_scalars(tmp_path)[1]['eval_loss']) == list(range(1, 42))  # Written at close.
 
 
 def test_plots_are_written_and_redrawn_by_report(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Metrics to TensorBoard (tensorboardX, no TensorFlow), the log and `metrics.jsonl`."""
 
+import collections
 import json
 import os
 import threading
@@ -21,15 +22,16 @@ _FLUSH_S = 10.0
 
 
 class EventFile:
-  """A TensorBoard event file in tensorboardX's format, written by the calling thread.
+  """A TensorBoard event file in tensorboardX's format, written every `_FLUSH_S` seconds.
 
   tensorboardX's SummaryWriter hands every event through a multiprocessing
-  queue to two threads of its own. A small table logs three events an
+  queue to two threads of its own. A small table logs a few events an
   epoch, hundreds of epochs a second, and those threads waking for each one
-  took the training thread's turn at the interpreter (measured on
-  breast_cancer, docs/benchmarks.md): here the caller encodes and appends
-  the event itself (tens of microseconds) and one thread flushes the file
-  every `_FLUSH_S` seconds.
+  took the training thread's turn at the interpreter (docs/benchmarks.md,
+  speed round, eighth part). Here the caller builds the event and queues
+  it in memory; one thread wakes every `_FLUSH_S` seconds to write what is
+  queued and flush the file (to disk: tensorboardX's flush syncs), so the
+  training thread never waits for the file.
   """
 
   def __init__(self, workdir: str):
@@ -40,29 +42,38 @@ class EventFile:
     self.directory = workdir
     # events.out.tfevents.<time>.<host>, the name SummaryWriter gives it.
     self._writer = event_file_writer.EventsWriter(os.path.join(workdir, 'events'))
+    self._queued = collections.deque()
     self._closing = threading.Event()
     self._flusher = threading.Thread(target=self._flush_every, name='event_file_flush',
                                      daemon=True)
     self._flusher.start()
 
   def add(self, summary, step: int | None = None) -> None:
-    """Appends `summary` (a tensorboardX Summary proto) at `step`."""
+    """Queues `summary` (a tensorboardX Summary proto) at `step`."""
     event = self._event(summary=summary, wall_time=time.time())
     if step is not None:
       event.step = step
-    self._writer.write_event(event)
+    self._queued.append(event)
+
+  def _write_queued(self) -> None:
+    while self._queued:
+      self._writer.write_event(self._queued.popleft())
+    self._writer.flush()
 
   def _flush_every(self) -> None:
     while not self._closing.wait(_FLUSH_S):
       try:
-        self._writer.flush()
-      except OSError:  # A full disk: close() flushes again and says so.
+        self._write_queued()
+      except OSError:  # A full disk: close() writes what is left and says so.
         return
 
   def close(self) -> None:
-    """Stops the flushes, then flushes and closes the file."""
+    """Stops the thread, writes what is queued and closes the file; again: nothing."""
+    if self._closing.is_set():
+      return
     self._closing.set()
     self._flusher.join()
+    self._write_queued()
     self._writer.close()
 
 
@@ -81,11 +92,6 @@ class MetricLogger:
     self._is_writer = jax.process_index() == 0
     self._text_splits = text_splits
     self._tracker = tracker
-    # The event file's format is TensorBoard's (its reader is what the tests read it with).
-    self._events = EventFile(workdir) if self._is_writer else None
-    if self._events:
-      from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-      self._summary = summary_pb2.Summary
     self._jsonl = None
     self._kept = set()  # (step, split) of the records kept from before.
     if self._is_writer:
@@ -100,6 +106,12 @@ class MetricLogger:
         with full_disk.writing(workdir_lib.METRICS, path):
           workdir_lib.write_text(path, ''.join(json.dumps(r) + '\n' for r in kept))
       self._jsonl = open(path, 'a')
+    # Last, as its thread must be closed: the event file's format is
+    # TensorBoard's (its reader is what the tests read it with).
+    self._events = EventFile(workdir) if self._is_writer else None
+    if self._events:
+      from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+      self._summary = summary_pb2.Summary
 
   def write_hparams(self, hparams: dict) -> None:
     """The config as TensorBoard hparams (its HPARAMS tab), in the run's event file."""
@@ -135,6 +147,7 @@ class MetricLogger:
         self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
 
   def close(self) -> None:
+    """Writes the queued TensorBoard events and closes the files (again: nothing)."""
     try:
       if self._events:
         with full_disk.writing('TensorBoard events', self._events.directory):

@@ -15,6 +15,9 @@ from trainkit.data import calls
 from trainkit.data import pipeline as input_pipeline
 from trainkit.runtime import parallel
 
+# The clock checkpoint_min_interval_s is measured on (tests set their own).
+_now = time.monotonic
+
 
 def call_spans(first: int, epoch_start: int, steps_per_epoch: int,
                steps_per_call: int, checkpoint_every_steps: int,
@@ -71,7 +74,7 @@ class Plan:
     self._every_steps = config.checkpoint_every_steps
     self._every_epochs = config.checkpoint_every_epochs
     self._min_interval_s = config.checkpoint_min_interval_s
-    self._saved_at = time.monotonic()  # The loop's start counts as a save.
+    self._saved_at = _now()  # The loop's start counts as a save.
 
   def epochs(self, step: int) -> range:
     """The epochs left to train from global step `step`."""
@@ -84,14 +87,19 @@ class Plan:
                       self._every_steps, extra_ends)
 
   def checkpoint_due(self, step: int) -> bool:
-    """Whether `step`, inside an epoch, is one that checkpoint_every_steps saves."""
+    """Whether `step`, inside an epoch, is one that checkpoint_every_steps saves.
+
+    And, with checkpoint_min_interval_s, whether that long has passed since the last save.
+    """
     return bool(self._every_steps and step % self.steps_per_epoch
                 and step % self._every_steps == 0) and self._interval_passed()
 
   def epoch_checkpoint_due(self, epoch: int) -> bool:
     """Whether the end of `epoch` (0-based) is saved: every checkpoint_every_epochs-th, the last.
 
-    A save costs more than an epoch of a small model.
+    A save costs more than an epoch of a small model; with
+    checkpoint_min_interval_s, one so due waits that long after the last
+    (the last epoch does not).
     """
     if epoch + 1 == self.num_epochs:
       return True
@@ -99,12 +107,12 @@ class Plan:
 
   def saved(self) -> None:
     """Restarts checkpoint_min_interval_s: the loop has just saved."""
-    self._saved_at = time.monotonic()
+    self._saved_at = _now()
 
   def _interval_passed(self) -> bool:
     # Any process's clock decides for all: they save together or not at all.
     return not self._min_interval_s or parallel.any_process(
-        time.monotonic() - self._saved_at >= self._min_interval_s)
+        _now() - self._saved_at >= self._min_interval_s)
 
 
 def check_config(config) -> None:

@@ -37,9 +37,9 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   eval_data = input_pipeline.validation_view(data)
   source = data.train if data.mode == 'device' else None
   tracer = profiling.StepTracer(config.profile_steps, [run.workdir for run in runs])
-  members.open(step, plan.total_steps)
   eval_metrics, stopping = None, False
   try:
+    members.open(step, plan.total_steps)  # In the try: a member's failure closes the others.
     with preemption.stop_on_signals() as stop, members.show.logs_above_bar():
       for epoch in plan.epochs(step):
         if not members.alive():

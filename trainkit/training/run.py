@@ -101,7 +101,11 @@ class Run:
     self._held = None
     # (step, score, state) of the best checkpoint this process saved so far:
     # the test split's best figures evaluate it without reading it back.
+    # Only where epochs are held between saves anyway: a copy kept to the end
+    # raises no peak there, where saving every epoch would hold one more state.
     self._best_saved = None
+    self._keeps_best = (config.checkpoint_every_epochs > 1
+                        or config.checkpoint_min_interval_s > 0)
     self._best_score = self._saved_best_score()
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
@@ -316,9 +320,9 @@ class Run:
     if not copied:
       state = state_lib.copied(state)
     # The save's copy is kept while it is the best saved (ties: the later, as
-    # Orbax ranks them), to the end: one more copy of the state on the
-    # devices, as a held epoch is between saves, so the peak is no higher.
-    if metrics and (self._best_saved is None or self._score(metrics) >= self._best_saved[1]):
+    # Orbax ranks them), to the end.
+    if self._keeps_best and metrics and (self._best_saved is None
+                                         or self._score(metrics) >= self._best_saved[1]):
       self._best_saved = (step, self._score(metrics), state)
     self._saving = _SAVER.submit(checkpointing.save, self.manager, step, state, meta,
                                  metrics, input_state)
@@ -341,6 +345,8 @@ class Run:
     held, self._held = self._held, None
     if held is not None and self.diverged is not None:
       self._save(*held, copied=True)
+    if error is not None or self.diverged is not None:
+      self._best_saved = None  # No test figures follow: the copy goes now.
     self._wait_for_save()
     with full_disk.writing('a checkpoint', self.checkpoint_dir):
       self.manager.wait_until_finished()

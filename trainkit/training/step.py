@@ -72,8 +72,8 @@ def _train_steps(state: TrainState, batches, rng, num_steps, source=None):
 
   # Jitted, so the step is traced once for the cond's branch and the skipped
   # branch's shapes alike (eval_shape of the plain function traced the
-  # model, its gradient and the optimizer a second time: a tenth of a second
-  # of every training command's start).
+  # model, its gradient and the optimizer a second time; the first call's
+  # time gains a few tens of ms, within this machine's noise).
   traced_run = jax.jit(run)
 
   def body(state, indexed):
