@@ -1,16 +1,15 @@
 """One run's bookkeeping around the training loop, in its workdir.
 
-`Run` holds what belongs to one workdir: its checkpoint manager and the loop
-counters saved with each checkpoint (`meta`), the non-finite step tracker,
-the metric averager and logger. `loop.train_loop` calls it to checkpoint and
-to report metrics, and at the end to write the summary, for a lone run and
-for each member of a vmapped group alike.
+`Run` holds what belongs to one workdir: its checkpoint manager, its saves
+(trainkit/training/saves.py) and the loop counters saved with each
+checkpoint (`meta`), the non-finite step tracker, the metric averager and
+logger. `loop.train_loop` calls it to checkpoint and to report metrics, and
+at the end to write the summary, for a lone run and for each member of a
+vmapped group alike.
 """
 
-import concurrent.futures
 import copy
 import importlib
-import math
 import os
 import threading
 import time
@@ -20,7 +19,6 @@ import jax
 
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
-from trainkit.runtime import parallel
 from trainkit.runtime import preemption
 from trainkit.tasks import selection
 from trainkit.tracking import metric_logs as metric_logging
@@ -32,16 +30,12 @@ from trainkit.training import finished_run
 from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.training import plateaus
+from trainkit.training import saves as saves_lib
 from trainkit.training import state as state_lib
 from trainkit.workdirs import config_history
 from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 
-
-# The thread that runs every checkpoint save of this process, one at a time:
-# Orbax's asynchronous saves from several threads at once (a sweep group's
-# members) wait on each other's signals.
-_SAVER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='checkpoint')
 
 # How a stop_reason of max_steps begins (Run.after_epoch writes it).
 _BUDGET = 'max_steps='
@@ -96,17 +90,11 @@ class Run:
     self.averager = metric_logging.StepAverager(config.log_every_steps, self.meta.get('window'))
     self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
     self.diverged = None  # The Diverged error that stopped this run, if any.
-    self._saving = None  # The save in flight (a Future of _SAVER).
-    # The best epoch since the last save, held until the next one (hold_if_best).
-    self._held = None
-    # (step, score, state) of the best checkpoint this process saved so far:
-    # the test split's best figures evaluate it without reading it back.
-    # Only where epochs are held between saves anyway: a copy kept to the end
-    # raises no peak there, where saving every epoch would hold one more state.
-    self._best_saved = None
-    self._keeps_best = (config.checkpoint_every_epochs > 1
-                        or config.checkpoint_min_interval_s > 0)
-    self._best_score = self._saved_best_score()
+    # Where not every epoch is saved, epochs are held between saves and the
+    # best saved copy is kept (saves.py).
+    self.saves = saves_lib.Saves(
+        self.manager, self.checkpoint_dir, self.best_metric,
+        keeps_best=config.checkpoint_every_epochs > 1 or config.checkpoint_min_interval_s > 0)
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
     self._logger = None
@@ -249,90 +237,19 @@ class Run:
 
   def checkpoint(self, step: int, state, eval_metrics: dict | None = None,
                  input_state: dict | None = None) -> None:
-    """Starts an asynchronous save of `state` with the loop counters.
-
-    With `eval_metrics` of the validation split (an epoch's end), the
-    checkpoint is ranked for keep-the-best (selection.py); the test split's
-    rank nothing. `input_state` is a streamed input's position after `step`
-    (calls.train_calls). A held best epoch (hold_if_best) is saved first,
-    unless this one ranks as high.
-    """
-    metrics = self._ranked(eval_metrics)
-    held, self._held = self._held, None
-    if held is not None and not (metrics and self._score(metrics) >= self._score(held[3])):
-      self._save(*held, copied=True)
-    if metrics:
-      self._best_score = max(self._best_score, self._score(metrics))
-    self._save(step, state, self._meta_at(step), metrics, input_state)
+    """Starts an asynchronous save of `state` with the loop counters (saves.Saves.save)."""
+    self.saves.save(step, state, self._meta_at, eval_metrics, input_state)
 
   def hold_if_best(self, step: int, state, eval_metrics: dict,
                    input_state: dict | None = None) -> None:
-    """Keeps a copy of an epoch not due a save if it is the best by validation so far.
-
-    It is saved before the next checkpoint, so the best checkpoint is the
-    best of every epoch, however seldom epochs are saved (a save costs more
-    than an epoch of a small table). A run killed before then redoes the
-    epochs from its last checkpoint and finds the same one again.
-    """
-    metrics = self._ranked(eval_metrics)
-    if not metrics or self._score(metrics) < self._best_score:  # Ties: the later, as Orbax.
-      return
-    self._best_score = self._score(metrics)
-    self._held = (step, state_lib.copied(state), self._meta_at(step), metrics, input_state)
+    """Holds an epoch not due a save if it is the best so far (saves.Saves.hold_if_best)."""
+    self.saves.hold_if_best(step, state, self._meta_at, eval_metrics, input_state)
 
   def _meta_at(self, step: int) -> dict:
     """The loop counters a checkpoint of `step` saves, as of now (a copy)."""
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
                      window=self.averager.window(), **self.tracker.state())
     return copy.deepcopy(self.meta)
-
-  def _ranked(self, eval_metrics: dict | None) -> dict | None:
-    """A checkpoint's figures that rank it for keep-the-best, or None."""
-    if not (eval_metrics and self.best_metric):
-      return None
-    return {selection.key(name): value for name, value in eval_metrics.items()}
-
-  def _score(self, metrics: dict) -> float:
-    return selection.score(self.best_metric, metrics.get(selection.key(self.best_metric)))
-
-  def _saved_best_score(self) -> float:
-    """The score of the best checkpoint saved so far (of a resumed run), else -inf."""
-    step = checkpointing.best_step(self.manager, self.best_metric)
-    return -math.inf if step is None else self._score(self.manager.metrics(step) or {})
-
-  def _save(self, step: int, state, meta: dict, metrics: dict | None,
-            input_state: dict | None, copied: bool = False) -> None:
-    """Saves one checkpoint, after the one in flight; `copied`: `state` is a copy of its own."""
-    self._wait_for_save()
-    # Room for this checkpoint and the one Orbax may still be committing, or
-    # no save at all: one that runs out of space fails in Orbax's threads.
-    needed = 2 * sum(x.nbytes for x in jax.tree.leaves(state)) + 2**20
-    if parallel.any_process(full_disk.free_bytes(self.checkpoint_dir) < needed):
-      raise full_disk.DiskFull(f'checkpoint {step}', self.checkpoint_dir, needed)
-    if jax.process_count() > 1:
-      # Orbax synchronises the processes with device collectives, which must
-      # stay in order with the training thread's.
-      checkpointing.save(self.manager, step, state, meta, metrics, input_state)
-      return
-    # The live state is donated to the next device call, and Orbax's save and
-    # the checksum take host time that the device would wait for: they work on
-    # a copy made on the device, in a thread of their own, one save at a time.
-    if not copied:
-      state = state_lib.copied(state)
-    # The save's copy is kept while it is the best saved (ties: the later, as
-    # Orbax ranks them), to the end.
-    if self._keeps_best and metrics and (self._best_saved is None
-                                         or self._score(metrics) >= self._best_saved[1]):
-      self._best_saved = (step, self._score(metrics), state)
-    self._saving = _SAVER.submit(checkpointing.save, self.manager, step, state, meta,
-                                 metrics, input_state)
-
-  def _wait_for_save(self) -> None:
-    """Waits for the save in flight, if any; raises what it raised."""
-    if self._saving is not None:
-      saving, self._saving = self._saving, None
-      with full_disk.writing('a checkpoint', self.checkpoint_dir):
-        saving.result()
 
   def close(self, error: BaseException | None = None) -> None:
     """Waits for pending saves and closes the manager and the logs.
@@ -342,14 +259,7 @@ class Run:
     others end it in `finish`. A best epoch held from before a divergence
     is saved: the best checkpoint is the best of the good epochs.
     """
-    held, self._held = self._held, None
-    if held is not None and self.diverged is not None:
-      self._save(*held, copied=True)
-    if error is not None or self.diverged is not None:
-      self._best_saved = None  # No test figures follow: the copy goes now.
-    self._wait_for_save()
-    with full_disk.writing('a checkpoint', self.checkpoint_dir):
-      self.manager.wait_until_finished()
+    self.saves.close(diverged=self.diverged is not None, failed=error is not None)
     self.best_step = checkpointing.best_step(self.manager, self.best_metric)
     if self.best_step is not None:
       self.best_metrics = self.manager.metrics(self.best_step)
@@ -374,9 +284,9 @@ class Run:
     batch = self.config.eval_batch_size
     final = evaluation.evaluate(state, data, batch)
     best = final
-    kept, self._best_saved = self._best_saved, None
-    if kept is not None and kept[0] == self.best_step != step:
-      best = evaluation.evaluate(kept[2], data, batch)
+    kept = self.saves.best_copy(self.best_step)
+    if kept is not None and self.best_step != step:
+      best = evaluation.evaluate(kept, data, batch)
     elif self.best_step is not None and self.best_step != step:
       manager = checkpointing.create_manager(self.checkpoint_dir, self.config.keep_checkpoints,
                                              best_metric=self.best_metric)
