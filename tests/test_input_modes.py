@@ -71,6 +71,7 @@ def test_a_due_save_waits_for_the_minimum_interval_but_the_last_epoch_does_not(m
   assert cadence.Plan(config, 6, data).epoch_checkpoint_due(0)
 
 
+@pytest.mark.slow  # A fresh compile of the train call: three seconds here.
 def test_a_scanned_call_traces_the_step_once(monkeypatch):
   """The skipped rows' zeros take the step's shapes from the same trace, not a second one."""
   traced = []

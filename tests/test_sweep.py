@@ -251,6 +251,7 @@ def test_a_diverging_member_is_stopped_alone(tmp_path):
   assert [r['status'] for r in rows] == ['finished', 'diverged']
 
 
+@pytest.mark.slow  # Ten seconds here: a group trained, interrupted and resumed.
 def test_an_interrupted_group_resumes_to_the_same_result(tmp_path, restored_steps):
   overrides = [{'learning_rate': 1e-3, 'seed': 0}, {'learning_rate': 1e-2, 'seed': 1}]
   base = tiny_config(input_mode='device')
