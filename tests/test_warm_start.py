@@ -47,7 +47,7 @@ def test_a_warm_started_state_evaluates_exactly_as_its_checkpoint(source, tmp_pa
   loaded, step, spec = restore_lib.restore(config, workdir, 'latest')
   warm = config.copy_and_resolve_references()
   warm.init_from = f'{workdir}:{step}'
-  state = state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
+  state = state_lib.warm_started(warm, state_lib.create_state(warm, spec))
   data = input_pipeline.create_datasets(config)
   assert evaluation.evaluate(state, data, 16) == evaluation.evaluate(loaded, data, 16)
   jax.tree.map(np.testing.assert_array_equal, state.params, loaded.params)
@@ -64,7 +64,7 @@ def test_an_average_of_the_parameters_starts_from_the_warm_started_ones(source, 
   loaded, step, spec = restore_lib.restore(config, workdir, 'latest')
   warm = config.copy_and_resolve_references()
   warm.init_from, warm.ema_decay = f'{workdir}:{step}', 0.9
-  state = state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
+  state = state_lib.warm_started(warm, state_lib.create_state(warm, spec))
   averaged = optimizers.params_for_eval(state).params
   jax.tree.map(np.testing.assert_array_equal, averaged, loaded.params)
   data = input_pipeline.create_datasets(config)
@@ -79,10 +79,10 @@ def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path):
   with pytest.raises(errors.ConfigError,
                      match=r'params/Dense_1/bias is \(10,\) float32 in checkpoint \d+ but '
                            r'\(5,\) float32 here') as e:
-    state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
+    state_lib.warm_started(warm, state_lib.create_state(warm, spec))
   assert '\n' not in str(e.value)
   warm.init_exclude = 'Dense_1'
-  state = state_lib.initial_state(warm, spec, str(tmp_path / 'new'))
+  state = state_lib.warm_started(warm, state_lib.create_state(warm, spec))
   loaded, best, _ = restore_lib.restore(config, workdir, 'best')
   latest, _, _ = restore_lib.restore(config, workdir, 'latest')
   np.testing.assert_array_equal(state.params['Dense_0']['kernel'],
@@ -133,9 +133,10 @@ def test_a_warm_started_run_trains_from_the_source_and_outlives_it(source, tmp_p
     train.train_and_evaluate(warm, str(tmp_path / 'other'))
   assert not (tmp_path / 'other').exists()
   steps = workdir_lib.checkpoint_steps(workdir)
+  seventh = tiny_config(init_from=f'{workdir}:7')
+  fresh = state_lib.create_state(seventh, workdir_lib.ModelSpec.read(workdir))
   with pytest.raises(errors.ConfigError, match="init_from='.*:7' is not latest, best"):
-    state_lib.initial_state(tiny_config(init_from=f'{workdir}:7'),
-                        workdir_lib.ModelSpec.read(workdir), str(tmp_path / 'other'))
+    state_lib.warm_started(seventh, fresh)
   assert 7 not in steps
 
 

@@ -91,8 +91,7 @@ def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
   policies = [checkpoint_managers.LatestN(n=keep_checkpoints)]
   metric = None
   if best_metric:
-    metric = lambda metrics: selection.score(best_metric,
-                                             metrics.get(selection.key(best_metric)))
+    metric = lambda metrics: selection.checkpoint_score(best_metric, metrics)
     policies.append(checkpoint_managers.BestN(get_metric_fn=metric, n=1,
                                               keep_checkpoints_without_metrics=False))
   handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
@@ -110,17 +109,23 @@ def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
       item_handlers=handlers)
 
 
-def best_step(manager: ocp.CheckpointManager, best_metric: str | None) -> int | None:
-  """The step of the best checkpoint by `best_metric` (the manager's), or None.
+def best(manager: ocp.CheckpointManager, best_metric: str | None) -> tuple:
+  """(step, saved figures) of the best checkpoint by `best_metric` (the manager's), or (None, None).
 
   None without a metric (no validation split), or when no checkpoint has it
-  (saved by an older version ranking by another metric).
+  (saved by an older version ranking by another metric). Orbax reads the
+  figures from disk at each ask: this reads them once.
   """
   step = manager.best_step() if best_metric else None
   if step is None:
-    return None
+    return None, None
   metrics = manager.metrics(step) or {}
-  return step if selection.key(best_metric) in metrics else None
+  return (step, metrics) if selection.key(best_metric) in metrics else (None, None)
+
+
+def best_step(manager: ocp.CheckpointManager, best_metric: str | None) -> int | None:
+  """The step of the best checkpoint by `best_metric`, or None (see `best`)."""
+  return best(manager, best_metric)[0]
 
 
 def choose_step(manager: ocp.CheckpointManager, which, best_metric: str | None,
@@ -248,8 +253,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: dict,
       metrics=metrics, force=True)
 
 
-def _restore_target(leaf) -> jax.ShapeDtypeStruct:
-  """Where a leaf is restored: as its array lies, else whole on this process's first device.
+def _restore_target(leaf, device) -> jax.ShapeDtypeStruct:
+  """Where a leaf is restored: as its array lies, else whole on `device` (a sharding).
 
   A sharding named for every leaf spares Orbax reading the checkpoint's
   metadata again (check_compatible read it) to find one.
@@ -257,7 +262,6 @@ def _restore_target(leaf) -> jax.ShapeDtypeStruct:
   target = ocp.utils.to_shape_dtype_struct(leaf)
   if getattr(target, 'sharding', None) is not None:
     return target
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
 
 
@@ -270,7 +274,9 @@ def restore(manager: ocp.CheckpointManager, step: int, state, streamed: bool = F
   Returns:
     (state, meta).
   """
-  target = jax.tree.map(_restore_target, flax.serialization.to_state_dict(state))
+  first = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # This process's.
+  target = jax.tree.map(lambda leaf: _restore_target(leaf, first),
+                        flax.serialization.to_state_dict(state))
   try:
     restored = manager.restore(
         step,

@@ -122,7 +122,7 @@ def _train_runs(configs, workdirs, data, spec, changes) -> list:
   runs = []
   try:
     for config, workdir, changed in zip(configs, workdirs, changes):
-      state = state_lib.initial_state(config, spec, workdir)
+      state = state_lib.create_state(config, spec)
       runs.append(runs_lib.Run(config, workdir, spec, state, config_changes=changed))
     steps = {run.step for run in runs}
     if len(steps) > 1:

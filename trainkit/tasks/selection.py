@@ -33,6 +33,11 @@ def score(metric: str, value) -> float:
   return float(value) if metrics_lib.get(metric).higher_is_better else -float(value)
 
 
+def checkpoint_score(metric: str, figures: dict) -> float:
+  """A checkpoint's rank by `metric` from the figures saved with it (key(metric)'s)."""
+  return score(metric, figures.get(key(metric)))
+
+
 def best_metric(config) -> str | None:
   """The metric that chooses a run's best checkpoint; None without a validation split.
 

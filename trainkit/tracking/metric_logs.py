@@ -80,17 +80,17 @@ class EventFile:
 class MetricLogger:
   """Writes each logged event to every sink; only process 0 writes files."""
 
-  def __init__(self, workdir: str, resume_step: int = 0, text_splits: tuple = (),
+  def __init__(self, workdir: str, resume_step: int = 0, log_train_scalars: bool = False,
                tracker=None):
     """Appends to `workdir`'s logs, dropping JSON lines after `resume_step`.
 
-    The scalars of the splits in `text_splits` (e.g. 'train') are also
-    written to the text log as a line each; every split's go to TensorBoard
-    and metrics.jsonl. `tracker`: an MLflow run
+    `log_train_scalars`: each 'train' write is also a line of the text log
+    (an epoch's evaluation is on its progress line); every write goes to
+    TensorBoard and metrics.jsonl. `tracker`: an MLflow run
     (trainkit/tracking/mlflow_run.py) that gets every event too.
     """
     self._is_writer = jax.process_index() == 0
-    self._text_splits = text_splits
+    self._log_train_scalars = log_train_scalars
     self._tracker = tracker
     self._jsonl = None
     self._kept = set()  # (step, split) of the records kept from before.
@@ -130,7 +130,7 @@ class MetricLogger:
     """Logs `metrics` of `split` ('train', 'eval', 'epoch') at `step`."""
     metrics = {k: float(v) for k, v in metrics.items()}
     named = {f'{split}_{k}': v for k, v in metrics.items()}
-    if split in self._text_splits:
+    if self._log_train_scalars and split == 'train':
       logging.info('[%d] %s', step, ', '.join(f'{k}={v:.6g}' for k, v in named.items()))
     if self._tracker:
       self._tracker.log_metrics(step, named)

@@ -106,13 +106,18 @@ class Plan:
     return (epoch + 1) % self._every_epochs == 0 and self._interval_passed()
 
   def saved(self) -> None:
-    """Restarts checkpoint_min_interval_s: the loop has just saved."""
+    """Restarts checkpoint_min_interval_s: the loop has just saved (members.Members.checkpoint)."""
     self._saved_at = _now()
 
   def _interval_passed(self) -> bool:
     # Any process's clock decides for all: they save together or not at all.
     return not self._min_interval_s or parallel.any_process(
         _now() - self._saved_at >= self._min_interval_s)
+
+
+def holds_epochs(config) -> bool:
+  """Whether epochs go unsaved, the best of them held between saves (Saves.hold_if_best)."""
+  return config.checkpoint_every_epochs > 1 or config.checkpoint_min_interval_s > 0
 
 
 def check_config(config) -> None:

@@ -28,7 +28,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
   """
   config = runs[0].config
   plan = cadence.Plan(config, runs[0].spec.steps_per_epoch, data)
-  members = members_lib.Members(runs, program)
+  members = members_lib.Members(runs, program, plan)
   step = first_step = runs[0].step
   state = members.take_state()
   rng = program.dropout_keys([run.config for run in runs])
@@ -57,7 +57,6 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
             break  # The epoch is trained: its books first, as a resume starts at the next.
           if plan.checkpoint_due(step) or stopping:
             members.checkpoint(step, state)
-            plan.saved()
           if stopping:
             raise preemption.Interrupted(stop.signum, step, members.where())
           if not members.alive():
@@ -65,7 +64,7 @@ def train_loop(runs: list, program, data: input_pipeline.Data):
         members.flush()
         if members.alive():
           eval_metrics = program.evaluate(state, eval_data, config.eval_batch_size)
-          state = members.end_epoch(epoch, step, state, eval_metrics, plan, stopping)
+          state = members.end_epoch(epoch, step, state, eval_metrics, stopping)
         if stopping:  # Also where every run stopped at this epoch: the signal stops the process.
           raise preemption.Interrupted(stop.signum, step, members.where())
     if step == first_step:  # Nothing left to train: evaluate the restored state.

@@ -29,8 +29,9 @@ def _mean(metrics: list) -> dict:
 class Members:
   """The runs of one loop, each at the same step, and the program holding their state."""
 
-  def __init__(self, runs: list, program):
-    self.runs, self.program = runs, program
+  def __init__(self, runs: list, program, plan):
+    """`plan`: the loop's timetable (cadence.Plan), told of every save."""
+    self.runs, self.program, self.plan = runs, program, plan
     config = runs[0].config
     self.config, self.steps_per_epoch = config, runs[0].spec.steps_per_epoch
     # Shown to the end max_steps sets, if sooner: not "epoch 3/1000".
@@ -106,9 +107,12 @@ class Members:
   def checkpoint(self, step: int, state, eval_metrics=None, which=None) -> None:
     """Saves the alive runs (or `which`), never a state whose steps diverged."""
     self.flush()
-    for i in self.alive() if which is None else which:
-      self.runs[i].checkpoint(step, self.program.member(state, i),
+    saved = self.alive() if which is None else which
+    for i in saved:
+      self.runs[i].saves.save(step, self.program.member(state, i),
                               eval_metrics and eval_metrics[i], self._input_states[i])
+    if saved:
+      self.plan.saved()  # Its minimum interval counts from here.
 
   def where(self) -> str:
     """Where an interrupted loop's checkpoints are, for its closing line."""
@@ -120,12 +124,12 @@ class Members:
     self._epoch_start = (time.perf_counter(), step)
     self.show.start_epoch(epoch, step)
 
-  def end_epoch(self, epoch: int, step: int, state, eval_metrics: list, plan,
+  def end_epoch(self, epoch: int, step: int, state, eval_metrics: list,
                 stopping: bool = False):
     """Logs the epoch's evaluation, steps plateaus and early stopping, checkpoints.
 
     An epoch not due a save is held if it is a run's best so far
-    (Run.hold_if_best); `stopping` (a signal's stop) saves it as if due.
+    (saves.Saves.hold_if_best); `stopping` (a signal's stop) saves it as if due.
 
     Returns the state, with a new peak learning rate where a plateau set one;
     the checkpoint saves the decisions with the state they changed.
@@ -136,13 +140,11 @@ class Members:
       rate = self.runs[i].after_epoch(epoch + 1, eval_metrics[i])
       if rate is not None:
         state = self.program.set_learning_rate(state, i, rate)
-    due = plan.epoch_checkpoint_due(epoch) or stopping  # And where a run stopped early.
+    due = self.plan.epoch_checkpoint_due(epoch) or stopping  # And where a run stopped early.
     saved = [i for i in evaluated if due or not self.runs[i].alive]
     self.checkpoint(step, state, eval_metrics, saved)
-    if saved:
-      plan.saved()
     for i in (i for i in evaluated if i not in saved):
-      self.runs[i].hold_if_best(step, self.program.member(state, i), eval_metrics[i],
+      self.runs[i].saves.hold_if_best(step, self.program.member(state, i), eval_metrics[i],
                                 self._input_states[i])
     self._log_epoch(epoch, step, [eval_metrics[i] for i in evaluated], evaluated)
     return state

@@ -24,6 +24,7 @@ from trainkit.tasks import selection
 from trainkit.tracking import metric_logs as metric_logging
 from trainkit.tracking import mlflow_run as tracking
 from trainkit.tracking import progress
+from trainkit.training import cadence
 from trainkit.training import divergence
 from trainkit.training import evaluation
 from trainkit.training import finished_run
@@ -90,11 +91,9 @@ class Run:
     self.averager = metric_logging.StepAverager(config.log_every_steps, self.meta.get('window'))
     self.learning_rate_fn = optimizers.create_learning_rate_fn(config, spec.steps_per_epoch)
     self.diverged = None  # The Diverged error that stopped this run, if any.
-    # Where not every epoch is saved, epochs are held between saves and the
-    # best saved copy is kept (saves.py).
-    self.saves = saves_lib.Saves(
-        self.manager, self.checkpoint_dir, self.best_metric,
-        keeps_best=config.checkpoint_every_epochs > 1 or config.checkpoint_min_interval_s > 0)
+    # Where epochs are held between saves, the best saved copy is kept too.
+    self.saves = saves_lib.Saves(self.manager, self.checkpoint_dir, self.best_metric,
+                                 keeps_best=cadence.holds_epochs(config), meta_at=self._meta_at)
     # The best checkpoint (selection.py) and its evaluation, known once closed.
     self.best_step, self.best_metrics = None, None
     self._logger = None
@@ -107,20 +106,20 @@ class Run:
     """Opens the manager and restores the latest usable checkpoint into `state`; returns it.
 
     Sets the loop counters it saved (`meta`), a streamed input's position
-    and the config changes this resume makes (None for a new run).
+    and the config changes this resume makes (None for a new run). A new run
+    with `init_from` is warm-started here: the one place that knows whether
+    anything was restored.
     """
     config = self.config
-    # Before the manager sets unreadable ones aside: what state.initial_state saw.
-    had_checkpoints = bool(workdir_lib.checkpoint_steps(self.workdir))
     self.manager = checkpointing.create_manager(self.checkpoint_dir,
                                                 config.keep_checkpoints, streamed,
                                                 self.best_metric, set_aside=True)
     self.meta = {'train_wall_s': 0.0}
     try:
       restored = checkpointing.restore_latest(self.manager, state, self.workdir, streamed)
-      if not restored and had_checkpoints and config.init_from:
-        # Every checkpoint was broken and set aside: the run starts anew, and
-        # a new run starts from init_from (state.initial_state saw checkpoints).
+      if not restored and config.init_from:
+        # A new run (also one whose checkpoints were all broken and set
+        # aside) starts from init_from's parameters.
         state = state_lib.warm_started(config, state)
     except Exception:
       self.manager.close()
@@ -203,8 +202,7 @@ class Run:
       self._tracker = self._tracker or tracking.start(self.config, self.workdir)
       self._tracker.open(self.step, self.config_changes)
     self._logger = metric_logging.MetricLogger(
-        self.workdir, resume_step=self.step, text_splits=('train',) if log_scalars else (),
-        tracker=self._tracker)
+        self.workdir, resume_step=self.step, log_train_scalars=log_scalars, tracker=self._tracker)
     self._logger.write_hparams(metric_logging.flat_hparams(self.config))
     self._start = time.perf_counter()
 
@@ -235,16 +233,6 @@ class Run:
   def log_epoch(self, step: int, metrics: dict) -> None:
     self._logger.write(step, 'epoch', metrics)
 
-  def checkpoint(self, step: int, state, eval_metrics: dict | None = None,
-                 input_state: dict | None = None) -> None:
-    """Starts an asynchronous save of `state` with the loop counters (saves.Saves.save)."""
-    self.saves.save(step, state, self._meta_at, eval_metrics, input_state)
-
-  def hold_if_best(self, step: int, state, eval_metrics: dict,
-                   input_state: dict | None = None) -> None:
-    """Holds an epoch not due a save if it is the best so far (saves.Saves.hold_if_best)."""
-    self.saves.hold_if_best(step, state, self._meta_at, eval_metrics, input_state)
-
   def _meta_at(self, step: int) -> dict:
     """The loop counters a checkpoint of `step` saves, as of now (a copy)."""
     self.meta.update(epoch=step // self.spec.steps_per_epoch, train_wall_s=self.wall_s(),
@@ -260,9 +248,7 @@ class Run:
     is saved: the best checkpoint is the best of the good epochs.
     """
     self.saves.close(diverged=self.diverged is not None, failed=error is not None)
-    self.best_step = checkpointing.best_step(self.manager, self.best_metric)
-    if self.best_step is not None:
-      self.best_metrics = self.manager.metrics(self.best_step)
+    self.best_step, self.best_metrics = checkpointing.best(self.manager, self.best_metric)
     self.manager.close()
     if self._logger:
       self._logger.close()

@@ -31,19 +31,22 @@ class Saves:
   """The saves of one run's checkpoints through its Orbax `manager`."""
 
   def __init__(self, manager, checkpoint_dir: str, best_metric: str | None,
-               keeps_best: bool):
-    """`keeps_best`: the run holds epochs between saves, so the best saved copy is kept."""
+               keeps_best: bool, meta_at):
+    """`keeps_best`: the run holds epochs between saves, so the best saved copy is kept.
+
+    `meta_at(step)`: the loop counters a checkpoint of `step` saves, as of now.
+    """
     self.manager, self.checkpoint_dir, self.best_metric = manager, checkpoint_dir, best_metric
-    self._keeps_best = keeps_best
+    self._keeps_best, self._meta_at = keeps_best, meta_at
     self._saving = None  # The save in flight (a Future of _SAVER).
     self._held = None  # (step, state copy, meta, metrics, input state) of the held epoch.
     self._best_saved = None  # (step, score, state copy) of the best this process saved.
-    step = checkpointing.best_step(manager, best_metric)  # A resumed run's best so far.
-    self._best_score = -math.inf if step is None else self._score(manager.metrics(step) or {})
+    _, figures = checkpointing.best(manager, best_metric)  # A resumed run's best so far.
+    self._best_score = -math.inf if figures is None else self._score(figures)
 
-  def save(self, step: int, state, meta_at, eval_metrics: dict | None = None,
+  def save(self, step: int, state, eval_metrics: dict | None = None,
            input_state: dict | None = None) -> None:
-    """Starts an asynchronous save of `state` with the loop counters `meta_at(step)`.
+    """Starts an asynchronous save of `state` with the loop counters.
 
     With `eval_metrics` of the validation split (an epoch's end), the
     checkpoint is ranked for keep-the-best (selection.py); the test split's
@@ -57,9 +60,9 @@ class Saves:
       self._save(*held, copied=True)
     if metrics:
       self._best_score = max(self._best_score, self._score(metrics))
-    self._save(step, state, meta_at(step), metrics, input_state)
+    self._save(step, state, self._meta_at(step), metrics, input_state)
 
-  def hold_if_best(self, step: int, state, meta_at, eval_metrics: dict,
+  def hold_if_best(self, step: int, state, eval_metrics: dict,
                    input_state: dict | None = None) -> None:
     """Keeps a copy of an epoch not due a save if it is the best by validation so far.
 
@@ -70,7 +73,7 @@ class Saves:
     if not metrics or self._score(metrics) < self._best_score:  # Ties: the later, as Orbax.
       return
     self._best_score = self._score(metrics)
-    self._held = (step, state_lib.copied(state), meta_at(step), metrics, input_state)
+    self._held = (step, state_lib.copied(state), self._meta_at(step), metrics, input_state)
 
   def best_copy(self, step: int):
     """The kept copy of checkpoint `step` if it is the one kept (else None); it goes."""
@@ -99,7 +102,7 @@ class Saves:
     return {selection.key(name): value for name, value in eval_metrics.items()}
 
   def _score(self, metrics: dict) -> float:
-    return selection.score(self.best_metric, metrics.get(selection.key(self.best_metric)))
+    return selection.checkpoint_score(self.best_metric, metrics)
 
   def _save(self, step: int, state, meta: dict, metrics: dict | None,
             input_state: dict | None, copied: bool = False) -> None:

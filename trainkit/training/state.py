@@ -13,6 +13,7 @@ from flax import serialization
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from trainkit import models as models_lib
 from trainkit import tasks
@@ -80,24 +81,20 @@ def create_train_state(rng, config, model, input_shape, steps_per_epoch,
           step=jnp.zeros((), jnp.int32))  # An array, so checkpoints type it.
 
 
-def initial_state(config, spec: workdir_lib.ModelSpec, workdir: str) -> TrainState:
-  """The state a run in `workdir` starts from before it restores its own checkpoints.
-
-  Fresh, or warm-started from `config.init_from` when the workdir has no
-  checkpoint of its own to resume (trainkit/checkpoints/warm_start.py).
-  """
-  state = create_state(config, spec)
-  if config.init_from and not workdir_lib.checkpoint_steps(workdir):
-    state = warm_started(config, state)
-  return state
-
-
 def warm_started(config, state: TrainState) -> TrainState:
-  """`state` with `config.init_from`'s parameters and BatchNorm statistics, placed as its own."""
+  """`state` with `config.init_from`'s parameters and BatchNorm statistics, placed as its own.
+
+  Each loaded array is placed from the host, as parallel.replicate places a
+  fresh state: the same values in every process.
+  """
   warm = optimizers.average_from_params(warm_start.load(config, state))
   logging.info('Warm start: parameters and BatchNorm statistics from %s.', config.init_from)
-  return jax.tree.map(lambda new, old: jax.device_put(new, old.sharding)
-                      if isinstance(old, jax.Array) else new, warm, state)
+
+  def placed(new, old):
+    if new is old or not isinstance(old, jax.Array):
+      return new
+    return jax.device_put(np.asarray(new), old.sharding)
+  return jax.tree.map(placed, warm, state)
 
 
 def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:

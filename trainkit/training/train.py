@@ -84,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config_checks.check_data(config, data)
       spec = state_lib.model_spec(config, data)
       # Replicated on every device; every process builds the same values.
-      state = parallel.replicate(state_lib.initial_state(config, spec, workdir), data.mesh)
+      state = parallel.replicate(state_lib.create_state(config, spec), data.mesh)
       run = runs_lib.Run(config, workdir, spec, state, streamed=data.mode == 'stream',
                          config_changes=changes, epoch_hook=epoch_hook, tracker=tracker)
       state, (summary,) = loop.train_loop([run], programs.MeshSteps(data.mesh), data)
