@@ -298,3 +298,51 @@ def test_what_tfds_registers_of_an_idx_dataset_is_asked_once(tmp_path):
   assert outputs[1][:-1] == outputs[0][:-1] and outputs[1][-1] == 'False'
   assert os.listdir(cache / 'tfds_registered') == [
       f'mnist-tfds-{importlib.metadata.version("tensorflow-datasets")}.json']
+
+
+# Lowers every program a fresh process compiles (or loads from the cache) for
+# a small table's run, its evaluation and its predictions, and prints their names.
+_LOWERED = r'''
+import sys
+import numpy as np
+import pandas
+from jax import monitoring
+import trainkit
+names = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, _, fun_name='', **kw: names.append(fun_name)
+    if event.endswith('jaxpr_to_mlir_module_duration') else None)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(240, 3))
+lines = ['a,b,c,y,split'] + [
+    f'{a:.4f},{b:.4f},{c:.4f},{int(a + b > 0)},{("train", "validation", "test")[i % 3]}'
+    for i, (a, b, c) in enumerate(x)]
+open(sys.argv[1] + '.csv', 'w').write('\n'.join(lines) + '\n')
+overrides = {'dataset': sys.argv[1] + '.csv', 'target_column': 'y', 'task': 'binary',
+             'split_column': 'split', 'num_epochs': 3, 'model.family': 'mlp',
+             'batch_size': 16, 'cache_dir': '', 'progress': 'off', 'plots': False}
+trainkit.train('table', sys.argv[1], overrides=overrides)
+model = trainkit.load(sys.argv[1])
+model.evaluate()
+model.predict(pandas.DataFrame(x[:4], columns=['a', 'b', 'c']))
+print('LOWERED', ' '.join(names))
+'''
+
+
+def test_a_table_run_compiles_only_its_own_programs(tmp_path):
+  """Every program lowered is a whole step of the run: none is a lone operation run eagerly.
+
+  Each program a process lowers costs it milliseconds of start-up even when
+  the compilation cache holds it (a small table trains in two seconds): a
+  key drawn op by op, an index of a device array or a conversion each cost one.
+  """
+  result = subprocess.run([sys.executable, '-c', _LOWERED, str(tmp_path / 'w')], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=ENV)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (line,) = [l for l in result.stdout.splitlines() if l.startswith('LOWERED')]
+  lowered = line.split()[1:]
+  steps = {'jit(_seed_keys)', 'jit(create_train_state)', 'jit(_epoch_order)',
+           'jit(_train_steps)', 'jit(_eval_steps)', 'jit(_predict_steps)',
+           'jit(<lambda>)'}  # The state's copy to save, the learning rate's schedule.
+  assert set(lowered) <= steps, sorted(set(lowered) - steps)
+  assert lowered.count('jit(<lambda>)') <= 2, lowered

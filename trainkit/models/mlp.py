@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from trainkit import errors
 
@@ -53,8 +54,10 @@ def keep_probabilities(rates, num_layers: int) -> tuple:
 
 def keep_probs(model_config) -> jax.Array:
   """The keep probabilities of the `config.model` section, as the train state holds them."""
-  return jnp.asarray(keep_probabilities(model_config.dropout_rates,
-                                        len(model_config.hidden_sizes)), jnp.float32)
+  # Rounded to float32 on the host: placing a numpy array runs no program (an
+  # eager conversion loads one, a few ms in every process).
+  return jax.device_put(np.asarray(keep_probabilities(model_config.dropout_rates,
+                                                     len(model_config.hidden_sizes)), np.float32))
 
 
 def scaled_inputs(x, shift, scale, dtype) -> jax.Array:

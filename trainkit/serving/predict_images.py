@@ -68,8 +68,9 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
       digits.append(None)
       problems.append(str(e).removeprefix(f'{path}: '))
   found = [d for d in digits if d is not None]
+  # Indexed on the host: indexing the device array loads a program of its own.
   probs = iter(np.asarray(evaluation.predict_steps(
-      state, {'x': np.stack(found)[None]})['probs'][0])
+      state, {'x': np.stack(found)[None]})['probs'])[0]
                if found else [])
   results = []
   for path, digit, problem in zip(files, digits, problems):

@@ -22,7 +22,9 @@ from trainkit.training import cadence
 
 
 def _mean(metrics: list) -> dict:
-  """The members' metrics averaged, for the progress display."""
+  """The members' metrics averaged, for the progress display (a lone run's as they are)."""
+  if len(metrics) == 1:  # Averaging one copies each array, twice an epoch of a small table.
+    return metrics[0]
   return jax.tree.map(lambda *x: np.mean(x, axis=0), *metrics)
 
 

@@ -14,6 +14,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from trainkit import models as models_lib
 from trainkit import tasks
@@ -23,6 +24,7 @@ from trainkit.data.sources import tables
 from trainkit.models import mlp as models
 from trainkit.training import carried_values
 from trainkit.training import optimizers
+from trainkit.training import state as state_lib
 from trainkit.workdirs import layout as workdir_lib
 
 SUMMARY_FILE = workdir_lib.MODEL_SUMMARY
@@ -89,8 +91,8 @@ def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
   model = models_lib.create(config.model, tasks.create(config, spec), spec.shift, spec.scale,
                             config.dtype, spec.bins)
   models_lib.check_built(config, model, spec.input_shape, spec.input_dtype)
-  example = jnp.zeros((1, *spec.input_shape), spec.input_dtype)
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(1)}
+  example = np.zeros((1, *spec.input_shape), spec.input_dtype)  # numpy: no program to load.
+  rngs = dict(zip(('params', 'dropout'), state_lib.seed_keys(0)))  # Any keys: a program loaded.
   keep = models.keep_probs(config.model)
   console = {'width': width, 'force_terminal': False, 'color_system': None}
   layers = nn.tabulate(model, rngs, compute_flops=flops, compute_vjp_flops=flops,

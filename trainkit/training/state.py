@@ -60,6 +60,13 @@ def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
   workdir get the same keys for the same seed. (The data order is drawn from
   (seed, epoch) in input_pipeline.)
   """
+  # One program (drawing them op by op loads four). The seed goes in as its
+  # low 32 bits, as jax.random.key takes a Python int without 64-bit types.
+  return _seed_keys(np.uint32(seed % 2**32))
+
+
+@jax.jit
+def _seed_keys(seed):
   init_key, dropout_key = jax.random.split(jax.random.key(seed))
   return init_key, dropout_key
 
