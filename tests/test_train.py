@@ -81,6 +81,14 @@ def test_checkpoints_leave_the_dropout_rates_to_the_config():
                                 state.params['Dense_0']['kernel'])
 
 
+@pytest.mark.parametrize('seed', [0, 7, 2**31 - 1, 2**31, 2**32 + 5, 2**40])
+def test_a_seeds_keys_are_those_jax_random_key_draws_from_it(seed):
+  """One program draws both keys: as jax.random.key(seed) and split do, op by op, for any seed."""
+  expected = jax.random.split(jax.random.key(seed))
+  for key, want in zip(state_lib.seed_keys(seed), expected):
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))
+
+
 def test_dropout_key_depends_on_the_step():
   config = tiny_config(**{'model.dropout_rates': (0.5,)}, learning_rate=1e-9,
                        schedule='constant')
