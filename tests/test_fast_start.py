@@ -339,7 +339,7 @@ def test_a_table_run_compiles_only_its_own_programs(tmp_path):
   result = subprocess.run([sys.executable, '-c', _LOWERED, str(tmp_path / 'w')], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=ENV)
   assert result.returncode == 0, result.stderr[-3000:]
-  (line,) = [l for l in result.stdout.splitlines() if l.startswith('LOWERED')]
+  (line,) = [out for out in result.stdout.splitlines() if out.startswith('LOWERED')]
   lowered = line.split()[1:]
   steps = {'jit(_seed_keys)', 'jit(create_train_state)', 'jit(_epoch_order)',
            'jit(_train_steps)', 'jit(_eval_steps)', 'jit(_predict_steps)',

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import mock_data
+from tests.helpers import digest
 from tests.helpers import tiny_config
 from trainkit import errors
 from trainkit.training import evaluation
@@ -180,3 +181,36 @@ def test_a_warm_started_run_whose_checkpoints_are_all_broken_starts_from_the_sou
   assert sorted(int(p.name) for p in (tmp_path / 'new' / 'broken_checkpoints').iterdir()) == steps
   direct, _ = train.train_and_evaluate(more, str(tmp_path / 'direct'))
   jax.tree.map(np.testing.assert_array_equal, again.params, direct.params)
+
+
+@pytest.mark.parametrize('damage', ['checksum', 'metadata'])
+def test_broken_checkpoints_and_a_source_gone_are_refused_with_the_workdir_untouched(
+    source, tmp_path, damage):
+  """Nothing left to resume and nothing to start from: refused before a checkpoint is moved.
+
+  Setting the broken ones aside only to refuse would leave the workdir
+  changed by a command that did nothing.
+  """
+  _, workdir = source
+  copy = tmp_path / 'source'
+  shutil.copytree(workdir, copy)
+  warm = tiny_config(init_from=f'{copy}:latest', num_epochs=1, learning_rate=1e-7,
+                     train_split='train[:40]', validation_split='train[40:]')
+  train.train_and_evaluate(warm, str(tmp_path / 'new'))
+  for step in workdir_lib.checkpoint_steps(tmp_path / 'new'):
+    folder = tmp_path / 'new' / 'checkpoints' / str(step)
+    if damage == 'checksum':
+      meta = json.loads((folder / 'meta' / 'metadata').read_text())
+      meta['state_crc32'] ^= 1
+      (folder / 'meta' / 'metadata').write_text(json.dumps(meta))
+    else:
+      (folder / '_CHECKPOINT_METADATA').write_text('{"cut short')
+  shutil.rmtree(copy)
+  before = digest(tmp_path / 'new')
+  more = warm.copy_and_resolve_references()
+  more.num_epochs = 2
+  with pytest.raises(errors.ConfigError, match='has no checkpoints folder') as e:
+    train.train_and_evaluate(more, str(tmp_path / 'new'), continue_with_changes=True)
+  assert '\n' not in str(e.value)
+  assert digest(tmp_path / 'new') == before
+  assert not (tmp_path / 'new' / 'broken_checkpoints').exists()

@@ -66,6 +66,13 @@ def _unreadable(directory) -> dict:
   return found
 
 
+def readable_steps(directory) -> list:
+  """The steps of `directory`'s checkpoints whose files a manager reads do read back."""
+  broken = _unreadable(directory)
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(n) for n in names if n.isdigit() and int(n) not in broken)
+
+
 def create_manager(directory, keep_checkpoints: int, streamed: bool = False,
                    best_metric: str | None = None,
                    set_aside: bool = False) -> ocp.CheckpointManager:
@@ -332,13 +339,15 @@ def _set_aside(workdir: str, directory, step: int, error, then: str) -> None:
 
 
 def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
-                   streamed: bool = False):
+                   streamed: bool = False, before_new_run=None):
   """Restores the latest readable checkpoint, setting broken ones aside.
 
   Broken checkpoints newer than the one restored are moved to
   `workdir/broken_checkpoints/` (only once a good one is found, or none is
   left), with a warning naming both. A checkpoint that does not fit the config
-  raises CheckpointMismatchError before anything is moved.
+  raises CheckpointMismatchError before anything is moved; so does
+  `before_new_run()`, called where none is usable, whatever it raises (a
+  run that cannot start anew).
 
   Returns:
     (state, meta, step), or None when there is no usable checkpoint.
@@ -351,6 +360,8 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
       break
     except BrokenCheckpointError as e:
       broken.append((step, e))
+  if found is None and before_new_run is not None:
+    before_new_run()
   for step, error in broken:
     _set_aside(workdir, manager.directory, step, error,
                f'falling back to checkpoint {found[2]}' if found else

@@ -37,14 +37,18 @@ def parse(init_from: str) -> tuple:
 def check(config, workdir: str) -> None:
   """Refuses an `init_from` that names no workdir with checkpoints (before any work).
 
-  Only where it will be read: a run in `workdir` that has no checkpoint of
-  its own yet. Once it has, the source matters no more (it may be gone).
+  Only where it will be read: a run in `workdir` that has no readable
+  checkpoint of its own yet. Once it has, the source matters no more (it
+  may be gone). Checkpoints that read but do not restore are found later:
+  Run._restore checks the source again before setting them aside.
   """
-  if config.init_from and not workdir_lib.checkpoint_steps(workdir):
-    _check_source(config.init_from)
+  if config.init_from and not checkpointing.readable_steps(
+      workdir_lib.checkpoint_dir(workdir)):
+    check_source(config.init_from)
 
 
-def _check_source(init_from: str) -> None:
+def check_source(init_from: str) -> None:
+  """Refuses an `init_from` whose workdir has no checkpoints folder."""
   source, _ = parse(init_from)
   if not os.path.isdir(workdir_lib.checkpoint_dir(source)):
     raise errors.ConfigError(
@@ -54,7 +58,7 @@ def _check_source(init_from: str) -> None:
 
 def load(config, state):
   """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
-  _check_source(config.init_from)  # Not created by the manager below.
+  check_source(config.init_from)  # Not created by the manager below.
   workdir, which = parse(config.init_from)
   # "best" as the source run chose it: by its own metric and split.
   best_metric = selection.best_metric(config_history.stored(workdir) or {})

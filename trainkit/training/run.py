@@ -19,6 +19,7 @@ import jax
 
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
+from trainkit.checkpoints import warm_start
 from trainkit.runtime import preemption
 from trainkit.tasks import selection
 from trainkit.tracking import metric_logs as metric_logging
@@ -116,7 +117,12 @@ class Run:
                                                 self.best_metric, set_aside=True)
     self.meta = {'train_wall_s': 0.0}
     try:
-      restored = checkpointing.restore_latest(self.manager, state, self.workdir, streamed)
+      # A warm start's source is checked before a broken checkpoint is set
+      # aside: a run that can neither resume nor start is refused untouched.
+      restored = checkpointing.restore_latest(
+          self.manager, state, self.workdir, streamed,
+          before_new_run=(lambda: warm_start.check_source(config.init_from))
+          if config.init_from else None)
       if not restored and config.init_from:
         # A new run (also one whose checkpoints were all broken and set
         # aside) starts from init_from's parameters.
