@@ -27,13 +27,6 @@ from trainkit.workdirs import config_history
 from trainkit.workdirs import layout as workdir_lib
 from trainkit.workdirs import lock as workdir_lock
 
-# Operational fields that cannot change what a finished run reports: where
-# caches are, how progress is shown, how often a (finished) run saves.
-_UNSEEN = ('cache_dir', 'input_workers', 'progress', 'progress_every_s', 'profile_steps',
-           'checkpoint_every_steps', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
-           'steps_per_call',
-           'log_every_steps')
-
 
 def plots_drawn(config, workdir: str) -> bool:
   """Whether the workdir holds every plot its task draws."""
@@ -50,7 +43,7 @@ def _summary(config, workdir: str) -> dict | None:
   stored = config_history.stored(workdir)
   if summary is None or stored is None:
     return None
-  if set(config_history.differences(stored, config)) - set(_UNSEEN):
+  if set(config_history.differences(stored, config)) - set(config_history.UNREPORTED):
     return None
   steps = workdir_lib.checkpoint_steps(workdir)
   if not steps or steps[-1] != summary.get('step'):

@@ -36,13 +36,15 @@ from trainkit.workdirs import layout as workdir_lib
 
 HISTORY = workdir_lib.HISTORY
 
-OPERATIONAL = ('data_dir', 'manual_dir', 'cache_dir', 'input_workers', 'progress',
-               'progress_every_s', 'plots', 'profile_steps', 'keep_checkpoints',
-               'checkpoint_every_steps', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
-               'steps_per_call',
-               'log_every_steps',
-               'eval_batch_size', 'test_split', 'allow_split_overlap', 'trackers',
-               'mlflow_uri', 'mlflow_experiment')
+# Operational fields that cannot change what a finished run reports either:
+# where caches are, how progress is shown, how often a run saves. A finished
+# workdir's re-run with other values stands (trainkit/training/finished_run.py).
+UNREPORTED = ('cache_dir', 'input_workers', 'progress', 'progress_every_s', 'profile_steps',
+              'checkpoint_every_steps', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
+              'steps_per_call', 'log_every_steps')
+OPERATIONAL = UNREPORTED + (
+    'data_dir', 'manual_dir', 'plots', 'keep_checkpoints', 'eval_batch_size', 'test_split',
+    'allow_split_overlap', 'trackers', 'mlflow_uri', 'mlflow_experiment')
 CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
                'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
