@@ -237,3 +237,92 @@ def test_a_backbones_arguments_are_json_and_part_of_the_contract(array_run, tmp_
   changed.model.module = 'cnn'
   changed.model.args = {'dense': 64}
   assert 'model.args' in config_history.differences(stored, changed)
+
+
+def test_a_loaded_model_evaluates_its_own_step_after_the_workdir_trains_on(array_run,
+                                                                         tmp_path):
+  """evaluate() and predict() use one checkpoint: the one loaded, not the latest since."""
+  workdir = str(tmp_path / 'run')
+  trainkit.train(_regression_config(), workdir, data=array_run[2])
+  model = trainkit.load(workdir)
+  loaded = model.evaluate()
+  more = _regression_config()
+  more.num_epochs = 3
+  trainkit.train(more, workdir, data=array_run[2], continue_with_changes=True)
+  assert trainkit.load(workdir).step > model.step
+  assert model.evaluate() == loaded
+  assert trainkit.load(workdir).evaluate() != loaded
+
+
+def test_in_memory_data_of_another_kind_per_split_is_refused(tmp_path):
+  """Splits of one dataset agree: another row shape, dtype or column set is refused, not fitted."""
+  x, y = _regression_data()
+  for i, (data, message) in enumerate((
+      # Checked as the file's arrays are, once written (docs/api.md).
+      ({'train': (x, y), 'test': (x[:, :2], y)}, "x of split 'test' has rows of shape \\(2,\\)"),
+      ({'train': (x, y), 'test': (x.astype(np.int32), y)}, "x of split 'test' has rows .* int32"),
+      # Not arrays of numbers: refused before anything is written.
+      ({'train': (x, y.astype(object)), 'test': (x, y)},
+       "^data\\['train'\\]'s y: holds object values, not numbers$"),
+      ({'train': ([[1.0], [1.0, 2.0]], y[:2]), 'test': (x, y)},
+       "^data\\['train'\\]'s x: cannot be an array"),
+  )):
+    with pytest.raises(trainkit.Refused, match=message) as refused:
+      trainkit.train(_regression_config(), str(tmp_path / f'w{i}'), data=data)
+    assert refused.value.exit_status == 2 and '\n' not in str(refused.value)
+    assert os.path.exists(tmp_path / f'w{i}' / 'data') == (i < 2)
+  frame = _table(0, 60)
+  mixed = frame.astype({'size': object})
+  mixed.loc[3, 'size'] = 'text'
+  config = tiny_config(target_column='label', batch_size=16)
+  for data, message in (
+      ({'train': frame, 'test': frame.drop(columns=['size'])},
+       "^data\\['test'\\]: has other columns than data\\['train'\\]: lacks 'size'$"),
+      ({'train': frame, 'test': frame.assign(extra=1.0)},
+       "^data\\['test'\\]: has other columns than data\\['train'\\]: adds 'extra'$"),
+      ({'train': mixed, 'test': frame}, '^data: .*size'),
+  ):
+    with pytest.raises(trainkit.Refused, match=message) as refused:
+      trainkit.train(config, str(tmp_path / 'w'), data=data)
+    assert refused.value.exit_status == 2 and '\n' not in str(refused.value)
+  assert not os.path.exists(tmp_path / 'w' / 'data')
+
+
+def test_overrides_that_would_replace_a_section_or_are_not_fields_are_refused(tmp_path):
+  for config, overrides, message in (
+      ('default', {'model': {'hidden_sizes': (64,)}},
+       "^overrides: 'model' is a section; set its fields one by one"),
+      ('default', {3: 1}, '^overrides: the field 3 is not a dotted name'),
+      ('default', [('num_epochs', 1)], '^overrides=list: give a dict'),
+      ({'num_epochs': 1}, None, '^config=dict: give a ConfigDict'),
+  ):
+    with pytest.raises(trainkit.Refused, match=message) as refused:
+      trainkit.train(config, str(tmp_path / 'w'), overrides=overrides)
+    assert refused.value.exit_status == 2
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_a_table_model_reads_only_its_columns_and_warns_of_unseen_levels(tmp_path):
+  workdir = str(tmp_path / 'run')
+  frame = _table(0, 120).assign(id=[f'r{i}' for i in range(120)])
+  config = tiny_config(target_column='label', batch_size=16, id_columns=('id',),
+                       normalization='per_feature')
+  trainkit.train(config, workdir, data={'train': frame[:80], 'test': frame[80:]})
+  model = trainkit.load(workdir)
+  assert model.input_spec['id_columns'] == ['id']
+  rows = frame.drop(columns=['label'])[:6]
+  plain = model.predict(rows)
+  # A column the model does not read is not converted, whatever it holds.
+  noted = rows.assign(note=[1, 'a', 2.5, None, {}, 'b'])
+  assert model.predict(noted)['class'].tolist() == plain['class'].tolist()
+  with pytest.warns(trainkit.UnseenLevelsWarning, match='colour in 2 rows'):
+    model.predict(rows.assign(colour=['red', 'purple', 'green', 'purple', 'blue', 'red']))
+
+
+def test_a_single_row_without_its_axis_is_refused_with_the_fix(array_run):
+  rows, _ = _regression_data(seed=3, n=2)
+  model = trainkit.load(array_run[0])
+  with pytest.raises(trainkit.Refused,
+                     match=r'a single row needs a leading axis of 1 \(x\[None\]\)$'):
+    model.predict(rows[0])
+  assert set(model.predict(rows[0][None])) == {'mean', 'std'}

@@ -5,16 +5,16 @@
   model = trainkit.load('/tmp/mnist')
   model.predict(images)
 
-`train`, `load`, `Model`, `Trained` and `Refused` are trainkit/api.py's,
-imported when first used: `import trainkit` itself loads nothing heavy,
-parses no flags and changes no global setting. The command line is
+`train`, `load`, `Model`, `Trained`, `Refused` and `UnseenLevelsWarning` are
+trainkit/api.py's, imported when first used: `import trainkit` itself loads
+nothing heavy, parses no flags and changes no global setting. The command line is
 `trainkit` / `trainkit-sweep` (trainkit/train_command.py, sweep_command.py);
 docs/design.md maps the rooms of the package.
 """
 
 import importlib
 
-__all__ = ['train', 'load', 'Model', 'Trained', 'Refused']
+__all__ = ['train', 'load', 'Model', 'Trained', 'Refused', 'UnseenLevelsWarning']
 
 
 def __getattr__(name: str):

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import tempfile
+import warnings
 import zipfile
 
 import ml_collections
@@ -34,6 +35,10 @@ from trainkit.training import optimizers
 from trainkit.training import train as train_lib
 from trainkit.workdirs import config_history
 from trainkit.workdirs import layout as workdir_lib
+
+
+class UnseenLevelsWarning(UserWarning):
+  """Rows predicted with a string level training never saw (encoded as other)."""
 
 
 class Refused(Exception):
@@ -78,9 +83,18 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
       why = str(e).splitlines()[0] if str(e) else ''
       raise Refused(f'config={name!r}: {type(e).__name__}: {why}'.rstrip(': '),
                     cli.EXIT_BAD_INPUT) from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise Refused(f'config={type(config).__name__}: give a ConfigDict, a config file\'s path '
+                  "or a shipped config's name ('default', 'table', ...)", cli.EXIT_BAD_INPUT)
   config = ml_collections.ConfigDict(config.to_dict())  # Ours to change.
   config.lock()
+  if not isinstance(overrides or {}, dict):
+    raise Refused(f'overrides={type(overrides).__name__}: give a dict of dotted fields, '
+                  "{'model.hidden_sizes': (64,)}", cli.EXIT_BAD_INPUT)
   for field, value in (overrides or {}).items():
+    if not isinstance(field, str):
+      raise Refused(f'overrides: the field {field!r} is not a dotted name '
+                    "('learning_rate', 'model.hidden_sizes')", cli.EXIT_BAD_INPUT)
     *parents, name = field.split('.')
     node = config
     for parent in parents:
@@ -89,6 +103,10 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
         break
     if node is None or name not in node:
       raise Refused(f'unknown config field {field!r} in the overrides', cli.EXIT_BAD_INPUT)
+    if isinstance(node[name], ml_collections.ConfigDict) and node[name]:
+      # Set whole, a section would lose the fields the value does not name.
+      raise Refused(f'overrides: {field!r} is a section; set its fields one by one '
+                    f'({field}.{next(iter(node[name]))!s}: ...)', cli.EXIT_BAD_INPUT)
     try:
       node[name] = value
     except TypeError as e:
@@ -171,7 +189,8 @@ def _in_memory(config, workdir: str, data: dict) -> tuple:
                   'give a dict of train and test splits (optionally validation), each an '
                   '(x, y) pair of arrays, or each a DataFrame', cli.EXIT_BAD_INPUT)
   if pairs:
-    contents, suffix = _npz({f'{k}_{split}': np.asarray(v) for split, pair in data.items()
+    contents, suffix = _npz({f'{k}_{split}': _numbers(f"data[{split!r}]'s {k}", v)
+                             for split, pair in data.items()
                              for k, v in zip(('x', 'y'), pair)}), 'npz'
   else:
     contents, suffix = _parquet(data), 'parquet'
@@ -181,6 +200,17 @@ def _in_memory(config, workdir: str, data: dict) -> tuple:
   config.train_split, config.test_split = 'train', 'test'
   config.validation_split = 'validation' if 'validation' in data else ''
   return config.dataset, contents
+
+
+def _numbers(label: str, values) -> np.ndarray:
+  """`values` as an array of numbers; refused in one line if they are not one."""
+  try:
+    array = np.asarray(values)
+  except ValueError as e:  # Rows of different lengths.
+    raise Refused(f'{label}: cannot be an array ({e})', cli.EXIT_BAD_INPUT) from None
+  if array.dtype.kind not in 'biuf':
+    raise Refused(f'{label}: holds {array.dtype} values, not numbers', cli.EXIT_BAD_INPUT)
+  return array
 
 
 def _npz(arrays: dict) -> bytes:
@@ -200,25 +230,42 @@ def _parquet(data: dict) -> bytes:
   import pandas as pd  # pylint: disable=g-import-not-at-top  # The caller has it.
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  columns = list(data['train'].columns)
+  for split, frame in data.items():
+    # One table: a column one split lacks would be read as missing in all its rows.
+    missing = [c for c in columns if c not in set(frame.columns)]
+    extra = [c for c in frame.columns if c not in set(columns)]
+    if missing or extra:
+      raise Refused(f"data[{split!r}]: has other columns than data['train']: "
+                    + '; '.join(f'{what} {", ".join(map(repr, names))}' for what, names in
+                                (('lacks', missing), ('adds', extra)) if names),
+                    cli.EXIT_BAD_INPUT)
   frames = [frame.assign(**{_SPLIT: split}) for split, frame in data.items()]
-  table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
-  sink = pa.BufferOutputStream()
-  pq.write_table(table.replace_schema_metadata(None), sink)
+  try:
+    table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata(None), sink)
+  except (ValueError, TypeError, pa.ArrowException) as e:  # Numbers mixed with text, ...
+    raise Refused(f'data: {"; ".join(map(str, e.args))}', cli.EXIT_BAD_INPUT) from None
   return sink.getvalue().to_pybytes()
 
 
-def _write_frame(x, path: str) -> None:
-  """The DataFrame `x` as a Parquet file; refused in one line if it is none or cannot be one."""
+def _write_frame(x, path: str, used: list) -> None:
+  """The `used` columns of DataFrame `x` as a Parquet file; refused in one line if they cannot be.
+
+  Other columns are left out unread, as a predictions file's are.
+  """
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   if not all(hasattr(x, name) for name in ('columns', 'dtypes', 'iloc')):
     raise errors.ConfigError(f'x: a model trained on a table predicts a pandas DataFrame of its '
                              f'columns, not {type(x).__name__}')
   try:
-    table = pa.Table.from_pandas(x, preserve_index=False)
-  except (ValueError, TypeError) as e:  # A column mixing numbers and text, a name twice, ...
+    table = pa.Table.from_pandas(x[[c for c in x.columns if c in set(used)]],
+                                 preserve_index=False)
+    pq.write_table(table, path)
+  except (ValueError, TypeError, pa.ArrowException) as e:  # Numbers mixed with text, ...
     raise errors.ConfigError(f'x: {"; ".join(map(str, e.args))}') from None
-  pq.write_table(table, path)
 
 
 class Model:
@@ -234,9 +281,10 @@ class Model:
 
   @property
   def input_spec(self) -> dict:
-    """What the model takes: its input shape and dtype, a table's columns, the classes."""
+    """What the model takes: its input shape and dtype, a table's columns and ids, the classes."""
     return {'input_shape': self.spec.input_shape, 'input_dtype': self.spec.input_dtype,
             'columns': [column[0] for column in self.spec.columns],
+            'id_columns': list(self.config.id_columns) if self.spec.columns else [],
             'class_names': list(self.spec.class_names)}
 
   @property
@@ -253,16 +301,24 @@ class Model:
     """Predictions of rows, images or a table's rows, as --mode=predict writes them.
 
     `x`: an array of rows ([rows, *input shape] or [rows, features]); or, for
-    a model trained on a table, a pandas DataFrame with its feature columns.
-    Returns {column: values [rows]}: the predictions file's columns (a
-    table's ids first), the very numbers it holds.
+    a model trained on a table, a pandas DataFrame with its feature columns
+    and its id columns (`input_spec`; other columns are not read). Returns
+    {column: values [rows]}: the predictions file's columns (a table's ids
+    first), the very numbers it holds. Levels of a string column unseen in
+    training are encoded as other, as the command does, with a
+    UnseenLevelsWarning naming the columns and rows.
     """
     with _refusals(), tempfile.TemporaryDirectory() as folder:
       if self.spec.columns:
         path = os.path.join(folder, 'rows.parquet')
-        _write_frame(x, path)
+        _write_frame(x, path, self.input_spec['columns'] + self.input_spec['id_columns'])
         # Refusals name x, as the caller knows it, not the file it passed through.
-        rows, ids, _ = row_inputs.read_table(self.config, self.spec, path, named='x')
+        rows, ids, unseen = row_inputs.read_table(self.config, self.spec, path, named='x')
+        if unseen:
+          warnings.warn(
+              'x: levels unseen in training or past max_categories (encoded as other): '
+              + ', '.join(f'{name} in {count} rows' for name, count in unseen.items()),
+              UnseenLevelsWarning, stacklevel=3)
       else:
         rows = row_inputs.array_rows('x', np.asarray(x), self.spec.input_shape,
                                      self.spec.input_dtype)
@@ -272,23 +328,25 @@ class Model:
   def evaluate(self, split: str = '') -> dict:
     """--mode=eval: the figures of a split of the training data (default: the test split).
 
-    Writes eval.json into the workdir, as the command does.
+    Of the checkpoint this model holds (`step`), however the workdir's
+    latest or best has moved since. Writes eval.json into the workdir, as
+    the command does.
     """
     with _refusals():
-      return restore_lib.evaluate_checkpoint(self.config, self.workdir, self.checkpoint, split)
+      return restore_lib.evaluate_checkpoint(self.config, self.workdir, str(self.step), split)
 
   def export(self, export_format: str = 'jax') -> str:
-    """--mode=export: 'jax', 'onnx' or 'savedmodel'; returns where it was written."""
+    """--mode=export: 'jax', 'onnx' or 'savedmodel', of this model's step; returns the folder."""
     with _refusals():
       if export_format == 'jax':
         from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
-        return jax_export.export(self.config, self.workdir, self.checkpoint)
+        return jax_export.export(self.config, self.workdir, str(self.step))
       if export_format == 'onnx':
         from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
-        return onnx_export.export(self.config, self.workdir, self.checkpoint)
+        return onnx_export.export(self.config, self.workdir, str(self.step))
       if export_format == 'savedmodel':
         from trainkit.serving import saved_model  # pylint: disable=g-import-not-at-top
-        return saved_model.export_saved_model(self.config, self.workdir, self.checkpoint)
+        return saved_model.export_saved_model(self.config, self.workdir, str(self.step))
       raise Refused(f'export_format={export_format!r}: one of jax, onnx, savedmodel',
                     cli.EXIT_BAD_INPUT)
 

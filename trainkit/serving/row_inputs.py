@@ -161,9 +161,11 @@ def array_rows(label: str, rows: np.ndarray, input_shape: tuple,
   fits = rows.ndim >= 1 and (rows.shape[1:] in (tuple(input_shape), (features,))
                              or (rows.ndim == 1 and features == 1))
   if not fits or not len(rows):
+    one_row = rows.shape == tuple(input_shape)  # A row without the rows' axis.
     refuse_as(label, f'holds an array of shape {rows.shape}; the model takes rows of shape '
               f'{tuple(input_shape)}' + (f' (or of {features} features)'
-                                         if len(input_shape) > 1 else ''))
+                                         if len(input_shape) > 1 else '')
+              + ('; a single row needs a leading axis of 1 (x[None])' if one_row else ''))
   return _checked(label, rows.reshape(len(rows), *input_shape), dtype)
 
 

@@ -93,7 +93,20 @@ def load(config) -> dict:
   for split, arrays in splits.items():
     _check(dataset, split, arrays['x'], arrays['y'])
     splits[split] = {k: _as_device_dtype(v) for k, v in arrays.items()}
+  _check_alike(dataset, splits)
   return splits
+
+
+def _check_alike(dataset: str, splits: dict) -> None:
+  """Refuses splits whose rows differ in shape or dtype: the model takes one kind of row."""
+  first = 'train' if 'train' in splits else next(iter(splits))
+  arrays = splits[first]
+  for split, other in splits.items():
+    for name in ('x', 'y'):
+      want, got = arrays[name], other[name]
+      if (want.shape[1:], want.dtype) != (got.shape[1:], got.dtype):
+        _refuse(dataset, f'{name} of split {split!r} has rows of shape {got.shape[1:]} '
+                f'{got.dtype}, but split {first!r} has {want.shape[1:]} {want.dtype}')
 
 
 def _as_device_dtype(values: np.ndarray) -> np.ndarray:
