@@ -481,3 +481,69 @@ def test_sweep_exits_5_on_a_full_disk(small_disk, _tiny_data):
   assert result.returncode == cli.EXIT_DISK_FULL, result.stderr[-2000:]
   (line,) = error_lines(result.stderr)
   assert line.startswith('error: no space left on the disk') and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('field, value', [
+    ('split_seed', 3), ('task', 'binary'), ('target_column', 'other'), ('data_seed', 1),
+    ('normalization', 'per_feature')])
+def test_inference_with_other_rows_target_or_task_is_refused(finished, field, value):
+  """eval/predict/export/summary read the checkpoint as trained: on its test rows, its target."""
+  config, workdir = finished
+  changed = config.copy_and_resolve_references()
+  changed[field] = value
+  before = digest(workdir)
+  with pytest.raises(errors.ConfigError, match=f'was trained with another model or data: '
+                                               f'{field} '):
+    restore_lib.restore(changed, workdir)
+  with pytest.raises(errors.ConfigError, match=field):
+    cli.run_mode('summary', changed, workdir)
+  assert digest(workdir) == before
+
+
+def test_images_for_a_model_that_takes_other_rows_are_refused_before_restoring(tmp_path,
+                                                                               monkeypatch):
+  config = tiny_config(task='regression', dataset='synthetic:linear',
+                       synthetic_examples=(64, 32, 32), normalization='per_feature',
+                       train_split='train', validation_split='', test_split='test',
+                       best_metric='nll', num_epochs=1)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  image = tmp_path / 'digit.png'
+  Image.fromarray(np.full((28, 28), 255, np.uint8)).save(image)
+  monkeypatch.setattr(restore_lib, 'restore', lambda *a, **k: pytest.fail('restored'))
+  with pytest.raises(errors.ConfigError, match=r"^--input='.*digit.png': an image, but the "
+                     r"model of --workdir='.*' does not classify grey images \(it takes rows "
+                     r"of shape \(\d+,\), float32\); give rows as one .npy/.npz/.csv"):
+    predict_images.predict_files(config, workdir, [str(image)])
+
+
+@pytest.mark.slow  # Process starts.
+def test_a_flag_for_another_mode_is_refused_not_ignored(tmp_path):
+  workdir = str(tmp_path / 'w')
+  for args, message in (
+      (['--mode=eval', '--format=jax'], '--format is for --mode=export, not --mode=eval'),
+      (['--mode=export', '--split=test'], '--split is for --mode=eval, not --mode=export'),
+      (['--mode=eval', 'rows.csv'], "unexpected arguments 'rows.csv': only --mode=predict"),
+      (['--mode=predict', '--input=a.csv', '--input=b.png'],
+       "--input='a.csv': a file of rows is predicted alone"),
+      (['--mode=predict', '--input=a.png', '--output=p.csv'],
+       "--output='p.csv': is for a file of rows"),
+  ):
+    result = run_main(f'--workdir={workdir}', *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert error_lines(result.stderr) == [f'error: {message}'] or message in result.stderr
+    assert message in error_lines(result.stderr)[0]
+  assert not os.path.exists(workdir)
+
+
+def test_values_past_float32s_range_are_refused_not_made_infinite():
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from trainkit.data.sources import table_formats  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from trainkit.serving import row_inputs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  with pytest.raises(errors.ConfigError, match=r"^x: holds values beyond float32's range "
+                                               r"\(the first in row 1\)$"):
+    row_inputs.array_rows('x', np.array([[1.0, 2.0], [3.0, -1e39]]), (2,), 'float32')
+  assert row_inputs.array_rows('x', np.array([[1.0, 3e38]]), (2,), 'float32').dtype == np.float32
+  with pytest.raises(table_formats.Infinite, match=r"beyond float32's range \(1e\+39, the "
+                                                    r"first in row 12\)"):
+    table_formats.numbers(pa.array([1.0, 1e39]), 'number', first_row=11)

@@ -80,6 +80,10 @@ def test_space_values_grids_and_tuple_fields():
     (_spec(pruner='hyper'), "search pruner='hyper' is not one of"),
     (_spec(min_epochs=5), "search min_epochs: 5 exceeds the trials' num_epochs=2"),
     (_spec(grace_s=1), 'search grace_s: 1 must exceed heartbeat_s=1'),
+    (_spec(space={'learning_rate': ss.Float(1e-4, 1e-2, log=True, step=1e-4)}),
+     'search learning_rate: step=0.0001 cannot be used with log=True'),
+    (_spec(space={'model.hidden_sizes': ss.Int(8, 64, step=0)}),
+     'search model.hidden_sizes: step=0 must be > 0'),
 ])
 def test_a_bad_search_is_refused_before_the_directory_is_touched(tmp_path, spec, message):
   with pytest.raises(errors.ConfigError) as e:
@@ -526,3 +530,22 @@ def test_a_trial_out_of_retries_is_failed_for_good(tmp_path):
                                                      sweeps.summary_metrics(_config()))}
   assert rows[search.trial_name(trials[dead.number])]['state'] == 'failed'
   assert sorted(r['state'] for r in rows.values()) == ['complete', 'complete', 'failed']
+
+
+def test_the_median_pruner_stops_no_trial_before_min_epochs():
+  """Epochs are reported from 1: with min_epochs=3, a trial far behind is stopped after epoch 3."""
+  import optuna  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  pruner = search._pruner(_spec(pruner='median', min_epochs=3, startup_trials=1), 4)  # pylint: disable=protected-access
+  study = optuna.create_study(direction='maximize', pruner=pruner)
+  good = study.ask()
+  for epoch in (1, 2, 3, 4):
+    good.report(0.9, epoch)
+  study.tell(good, 0.9)
+  bad = study.ask()
+  pruned_at = None
+  for epoch in (1, 2, 3, 4):
+    bad.report(0.1, epoch)
+    if bad.should_prune():
+      pruned_at = epoch
+      break
+  assert pruned_at == 3

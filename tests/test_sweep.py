@@ -36,6 +36,19 @@ def test_product_and_zip_helpers():
     sweeps.zip_axes(a=[1, 2], b=[1])
 
 
+def test_a_sweep_file_whose_get_sweep_raises_is_refused_in_one_line(tmp_path):
+  path = tmp_path / 'sweep.py'
+  path.write_text('from trainkit.search import sweeps\n'
+                  'def get_sweep():\n'
+                  '  return sweeps.zip_axes(learning_rate=[1e-3, 1e-2], seed=[0])\n')
+  with pytest.raises(errors.ConfigError, match=r"^--config='.*sweep.py': get_sweep\(\) raised "
+                                               r"ValueError: zip_axes needs lists of one length"):
+    sweeps.load_sweep(str(path))
+  path.write_text('def get_sweep():\n  return None\n')
+  with pytest.raises(errors.ConfigError, match='must return a non-empty list of dicts'):
+    sweeps.load_sweep(str(path))
+
+
 def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):
   overrides = [{'learning_rate': 0.1}, {'learning_rate': -1.0},
                {'model.activaton': 'relu'}, {'optimizer': 'adamm'}]

@@ -32,6 +32,7 @@ from trainkit.training import config_checks
 from trainkit.training import divergence
 from trainkit.training import model_summary
 from trainkit.training import train
+from trainkit.workdirs import config_history
 from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 from trainkit.workdirs import lock as workdir_lock
@@ -75,6 +76,18 @@ def exits(interrupted_hint: str = ''):
     if status is None:
       raise
     refuse(e, status)
+
+
+def check_predict_inputs(inputs, output: str) -> None:
+  """Refuses --mode=predict inputs that mix a file of rows with others, or --output for images."""
+  if predictions.takes_rows(inputs):
+    return
+  rows = [path for path in inputs if path.lower().endswith(predictions.SUFFIXES)]
+  if rows:
+    refuse(f'--input={rows[0]!r}: a file of rows is predicted alone (one --input), '
+           f'not with {len(inputs) - 1} other input(s)')
+  if output:
+    refuse(f'--output={output!r}: is for a file of rows; the classes of images are printed')
 
 
 def run_mode(mode: str, config, workdir: str, inputs=(), *, continue_with_changes=False,
@@ -121,6 +134,7 @@ def run_mode(mode: str, config, workdir: str, inputs=(), *, continue_with_change
     print(saved_model.export_saved_model(config, workdir, checkpoint))
   else:
     config_checks.validate(config)
+    config_history.check_inference(config, workdir)  # A trained workdir's own model.
     print(model_summary.table(config, model_summary.spec_without_data(config, workdir)))
 
 

@@ -18,7 +18,6 @@ from trainkit.runtime import collector
 # What the modules below build lives to the end: no collection walks it
 # (trainkit/runtime/collector.py).
 with collector.paused_then_frozen():
-  from absl import app
   from absl import flags
   from absl import logging
   from ml_collections import config_flags
@@ -67,14 +66,25 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.mark_flags_as_required(['workdir'])
 
+# The modes each flag is for: given to another, it would be ignored.
+_FLAG_MODES = {'continue_with_changes': ('train',), 'checkpoint': ('eval', 'predict', 'export'),
+               'split': ('eval',), 'format': ('export',), 'input': ('predict',),
+               'output': ('predict',), 'header': ('predict',)}
+
+
 def main(argv):
   """Trains, or evaluates / predicts / exports with a trained workdir (--mode)."""
   inputs = FLAGS.input + argv[1:]
-  if inputs and FLAGS.mode != 'predict':
-    raise app.UsageError(f'Unexpected arguments: {" ".join(inputs)} '
-                         '(only --mode=predict takes input files)')
+  if argv[1:] and FLAGS.mode != 'predict':
+    cli.refuse(f'unexpected arguments {" ".join(argv[1:])!r}: only --mode=predict takes input '
+               'files')
+  for name, modes in _FLAG_MODES.items():
+    if FLAGS[name].present and FLAGS.mode not in modes:
+      cli.refuse(f'--{name} is for --mode={"/".join(modes)}, not --mode={FLAGS.mode}')
   if FLAGS.mode == 'predict' and not inputs:
     cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
+  if FLAGS.mode == 'predict':
+    cli.check_predict_inputs(inputs, FLAGS.output)
   config = FLAGS.config
   if config is None and FLAGS.mode == 'train':
     cli.refuse('--config is required to train (a config file, or a shipped one: '

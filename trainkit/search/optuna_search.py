@@ -196,8 +196,9 @@ def _pruner(search: search_space.Search, num_epochs: int):
     return optuna.pruners.SuccessiveHalvingPruner(search.min_epochs,
                                                   search.reduction_factor)
   if search.pruner == 'median':
+    # Epochs are reported from 1, and Optuna prunes from step n_warmup_steps on.
     return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials,
-                                       n_warmup_steps=search.min_epochs - 1)
+                                       n_warmup_steps=search.min_epochs)
   return optuna.pruners.NopPruner()
 
 

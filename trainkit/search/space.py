@@ -43,6 +43,7 @@ class Float:
     _check(self.low < self.high, name, f'low={self.low!r} must be < high={self.high!r}')
     _check(not self.log or self.low > 0, name, f'log=True needs low > 0, got {self.low!r}')
     _check(self.grid >= 1, name, f'grid={self.grid!r} must be >= 1')
+    _check_step(self, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,16 @@ class Int:
   def check(self, name: str) -> None:
     _check(self.low < self.high, name, f'low={self.low!r} must be < high={self.high!r}')
     _check(not self.log or self.low > 0, name, f'log=True needs low > 0, got {self.low!r}')
+    _check_step(self, name)
+
+
+def _check_step(dim, name: str) -> None:
+  """Optuna's rules for a step: positive, and not on a log scale (it would refuse mid-search)."""
+  default = 1 if isinstance(dim, Int) else None
+  if dim.step == default:
+    return
+  _check(dim.step is not None and dim.step > 0, name, f'step={dim.step!r} must be > 0')
+  _check(not dim.log, name, f'step={dim.step!r} cannot be used with log=True')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +213,7 @@ def load_search(path: str, module) -> Search | None:
   """The Search of sweep file `path` (its get_search()), or None if it has none."""
   if not hasattr(module, 'get_search'):
     return None
-  search = module.get_search()
+  search = sweeps.called(path, module.get_search)
   if not isinstance(search, Search):
     raise errors.ConfigError(
         f'--config={path!r}: get_search() must return a trainkit.search.space.Search')

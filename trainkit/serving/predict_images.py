@@ -6,9 +6,12 @@ from typing import NamedTuple
 import numpy as np
 
 from trainkit import errors
+from trainkit import tasks
 from trainkit.serving import restore as restore_lib
+from trainkit.serving import row_inputs
 from trainkit.training import evaluation
 from trainkit.training import optimizers
+from trainkit.workdirs import layout as workdir_lib
 
 
 def _digit_images():
@@ -37,6 +40,22 @@ def _input_files(paths) -> list:
   return files
 
 
+def _check_takes_images(config, workdir: str, path: str) -> None:
+  """Refuses images for a model that does not classify grey images (before restoring it)."""
+  try:
+    spec = workdir_lib.ModelSpec.read(workdir)
+  except FileNotFoundError:
+    return  # restore says what the folder lacks.
+  shape = tuple(spec.input_shape)
+  if (len(shape) == 3 and shape[2] == 1 and spec.input_dtype == 'uint8'
+      and 'probs' in tasks.of(config).PREDICTIONS):
+    return
+  raise errors.ConfigError(
+      f'--input={path!r}: an image, but the model of --workdir={workdir!r} does not classify '
+      f'grey images (it takes rows of shape {shape}, {spec.input_dtype}); give rows as one '
+      f'{"/".join(row_inputs.SUFFIXES)} file')
+
+
 class Prediction(NamedTuple):
   """One input file's prediction: its class and probabilities, or why there are none."""
   path: str
@@ -56,6 +75,7 @@ def predict_files(config, workdir: str, paths, checkpoint: str = 'latest') -> li
   class and its `problem`; the others are classified all the same.
   """
   files = _input_files(paths)
+  _check_takes_images(config, workdir, files[0])
   state, _, spec = restore_lib.restore(config, workdir, checkpoint)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
   digit_images = _digit_images()

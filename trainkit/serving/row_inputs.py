@@ -174,6 +174,12 @@ def _checked(label: str, rows: np.ndarray, dtype: str) -> np.ndarray:
   if rows.dtype.kind == 'f' and not np.isfinite(rows).all():
     row = int(np.argwhere(~np.isfinite(rows.reshape(len(rows), -1)))[0][0])
     refuse_as(label, f'holds NaN or infinite values (the first in row {row})')
+  if np.dtype(dtype).kind == 'f' and rows.dtype.itemsize > np.dtype(dtype).itemsize:
+    # Past the model's float type, a value would reach it as infinite.
+    huge = np.abs(rows.reshape(len(rows), -1)) > np.finfo(dtype).max
+    if huge.any():
+      refuse_as(label, f'holds values beyond {np.dtype(dtype).name}\'s range (the first in '
+                f'row {int(np.argwhere(huge)[0][0])})')
   return _as_dtype(label, rows, np.dtype(dtype))
 
 

@@ -21,9 +21,9 @@ with one line listing each difference. Fields fall in three kinds:
                 they decide what the checkpoint's step and arrays mean, and
                 stay refused; such a run needs a new workdir.
 
-The inference modes (eval, predict, export) read a checkpoint with the
-config given; they are refused only where it would rebuild another model
-(INFERENCE fields).
+The inference modes (eval, predict, export, summary) read a checkpoint with
+the config given; they are refused where it would rebuild another model or
+evaluate it on other rows or another target (INFERENCE fields).
 """
 
 import json
@@ -52,7 +52,12 @@ CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'mome
                'early_stopping_patience', 'early_stopping_metric',
                'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
                'plateau_min_delta')
-INFERENCE = ('dataset', 'dtype', 'model.')
+# What a checkpoint is read as: its model, and the data whose rows and target
+# it is evaluated on (the same test rows, the same column predicted). The
+# last is a prefix: every field of the model section.
+INFERENCE = ('dataset', 'dtype', 'task', 'regression_loss', 'num_components', 'positive_class',
+             'normalization', 'target_column', 'feature_columns', 'split_column',
+             'split_seed', 'data_seed', 'synthetic_examples', 'model.')
 
 
 def _flat(tree: dict, prefix: str = '') -> dict:

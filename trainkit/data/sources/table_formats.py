@@ -214,7 +214,8 @@ def numbers(column, kind_: str, first_row: int = 0) -> np.ndarray:
 
   Dates and timestamps: days since 1970-01-01 (UTC). Unsupported: integers
   that a float cannot hold exactly, infinite values (no statistic or
-  encoding has a place for them), or values of another kind. `first_row`:
+  encoding has a place for them) and values past float32's range (the
+  features' type), or values of another kind. `first_row`:
   the file's row of the column's first value (rows count from 0, as
   predictions number them), for the message.
   """
@@ -223,6 +224,11 @@ def numbers(column, kind_: str, first_row: int = 0) -> np.ndarray:
   if infinite.size:
     raise Infinite(f'holds an infinite value ({values[infinite[0]]:g}, the first in row '
                    f'{first_row + infinite[0]})')
+  # The features are float32: a larger value would reach the model as infinite.
+  huge = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
+  if huge.size:
+    raise Infinite(f'holds a value beyond float32\'s range ({values[huge[0]]:g}, the first in '
+                   f'row {first_row + huge[0]})')
   return values
 
 
