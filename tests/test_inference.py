@@ -330,3 +330,30 @@ def test_a_predictions_file_that_cannot_or_must_not_be_written_is_refused_first(
   with pytest.raises(AssertionError, match='restored before'):  # A good one goes on.
     predict_rows.predict_rows(tiny_config(), str(workdir), str(rows),
                               output=str(tmp_path / 'p.csv'))
+
+
+def test_a_predictions_file_is_written_whole_or_not_at_all(trained, tmp_path, monkeypatch):
+  """A full disk mid-file is DiskFull (exit 5), and the earlier predictions stay as they were."""
+  import errno  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from trainkit.serving import predict_rows  # pylint: disable=g-import-not-at-top
+  from trainkit.workdirs import full_disk  # pylint: disable=g-import-not-at-top
+  config, workdir, _, _ = trained
+  folder = tmp_path / 'rows'
+  folder.mkdir()
+  np.save(folder / 'rows.npy', np.zeros((6, 28, 28, 1), np.uint8))
+  out, _ = predict_rows.predict_rows(config, workdir, str(folder / 'rows.npy'))
+  with open(out) as f:
+    before = f.read()
+  real, cells = predict_rows._text, []  # pylint: disable=protected-access
+  def filling(value, *args):
+    cells.append(value)
+    if len(cells) > 20:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    return real(value, *args)
+  monkeypatch.setattr(predict_rows, '_text', filling)
+  with pytest.raises(full_disk.DiskFull):
+    predict_rows.predict_rows(config, workdir, str(folder / 'rows.npy'))
+  with open(out) as f:
+    assert f.read() == before
+  assert sorted(os.listdir(folder)) == ['rows.npy', 'rows_predictions.csv']
+  assert cli.exit_status(full_disk.DiskFull('x', 'y')) == cli.EXIT_DISK_FULL

@@ -337,18 +337,11 @@ class Model:
 
   def export(self, export_format: str = 'jax') -> str:
     """--mode=export: 'jax', 'onnx' or 'savedmodel', of this model's step; returns the folder."""
-    with _refusals():
-      if export_format == 'jax':
-        from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
-        return jax_export.export(self.config, self.workdir, str(self.step))
-      if export_format == 'onnx':
-        from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
-        return onnx_export.export(self.config, self.workdir, str(self.step))
-      if export_format == 'savedmodel':
-        from trainkit.serving import saved_model  # pylint: disable=g-import-not-at-top
-        return saved_model.export_saved_model(self.config, self.workdir, str(self.step))
+    if export_format not in ('jax', 'onnx', 'savedmodel'):
       raise Refused(f'export_format={export_format!r}: one of jax, onnx, savedmodel',
                     cli.EXIT_BAD_INPUT)
+    with _refusals():
+      return cli.export(self.config, self.workdir, str(self.step), export_format)
 
 
 def load(workdir: str, checkpoint: str | int = 'latest') -> Model:

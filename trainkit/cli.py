@@ -78,6 +78,21 @@ def exits(interrupted_hint: str = ''):
     refuse(e, status)
 
 
+def export(config, workdir: str, checkpoint: str, export_format: str) -> str:
+  """Writes the export `export_format` names ('jax', 'onnx', 'savedmodel'); returns its folder.
+
+  A full disk is DiskFull (exit 5), not a traceback from the writer.
+  """
+  with full_disk.writing(f'the {export_format} export', workdir):
+    if export_format == 'jax':
+      from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
+      return jax_export.export(config, workdir, checkpoint)
+    if export_format == 'onnx':
+      from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
+      return onnx_export.export(config, workdir, checkpoint)
+    return saved_model.export_saved_model(config, workdir, checkpoint)
+
+
 def check_predict_inputs(inputs, output: str) -> None:
   """Refuses --mode=predict inputs that mix a file of rows with others, or --output for images."""
   if predictions.takes_rows(inputs):
@@ -124,14 +139,8 @@ def run_mode(mode: str, config, workdir: str, inputs=(), *, continue_with_change
       sys.exit(EXIT_UNREADABLE_INPUT)
     if problems:
       sys.exit(EXIT_NO_DIGIT)
-  elif mode == 'export' and export_format == 'jax':
-    from trainkit.serving import jax_export  # pylint: disable=g-import-not-at-top
-    print(jax_export.export(config, workdir, checkpoint))
-  elif mode == 'export' and export_format == 'onnx':
-    from trainkit.serving import onnx_export  # pylint: disable=g-import-not-at-top
-    print(onnx_export.export(config, workdir, checkpoint))
   elif mode == 'export':
-    print(saved_model.export_saved_model(config, workdir, checkpoint))
+    print(export(config, workdir, checkpoint, export_format))
   else:
     config_checks.validate(config)
     config_history.check_inference(config, workdir)  # A trained workdir's own model.

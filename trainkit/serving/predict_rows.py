@@ -27,6 +27,7 @@ from trainkit.serving import restore as restore_lib
 from trainkit.serving import row_inputs as prediction_inputs
 from trainkit.training import evaluation
 from trainkit.training import optimizers
+from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 
 SUFFIXES = prediction_inputs.SUFFIXES
@@ -92,7 +93,8 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
         path, spec.input_shape, header, table_formats.TextFormat.of(config), spec.input_dtype)
   state = optimizers.params_for_eval(state)  # The averaged parameters, if kept.
   columns = predictions(state, config, spec, rows, ids)
-  with open(out, 'w', newline='') as f:
+  # Whole or not at all: a kill or a full disk leaves an earlier file as it was.
+  with full_disk.writing('the predictions', out), workdir_lib.replaced(out, newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['row', *columns])
     for i in range(len(rows)):

@@ -3,6 +3,7 @@
 Light on purpose (no JAX): report.py reads workdirs with it alone.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -79,10 +80,21 @@ def write_bytes(path: str, data: bytes) -> None:
   read, nor a broken artifact beside a valid one. In a multi-process run,
   process 0 only calls it.
   """
+  with replaced(path, 'wb') as f:
+    f.write(data)
+
+
+@contextlib.contextmanager
+def replaced(path: str, mode: str = 'w', **kwargs):
+  """A new file (open(..., mode)) that replaces `path` when the block ends, whole or not at all.
+
+  Written as a temporary file beside it, renamed at the end: a kill or a
+  failure inside the block leaves `path` as it was.
+  """
   temporary = f'{path}.tmp-{os.getpid()}'
   try:
-    with open(temporary, 'wb') as f:
-      f.write(data)
+    with open(temporary, mode, **kwargs) as f:
+      yield f
     os.replace(temporary, path)
   finally:
     if os.path.exists(temporary):
