@@ -547,3 +547,19 @@ def test_values_past_float32s_range_are_refused_not_made_infinite():
   with pytest.raises(table_formats.Infinite, match=r"beyond float32's range \(1e\+39, the "
                                                     r"first in row 12\)"):
     table_formats.numbers(pa.array([1.0, 1e39]), 'number', first_row=11)
+
+
+def test_a_refused_command_leaves_a_folder_that_was_there_as_it_was(finished, tmp_path):
+  """No lock file is left in a folder that is not a workdir; a file as --workdir is named."""
+  config, _ = finished
+  folder = tmp_path / 'plain'
+  folder.mkdir()
+  (folder / 'notes.txt').write_text('mine')
+  with pytest.raises(errors.ConfigError, match='has no model.json'):
+    restore_lib.evaluate_checkpoint(config, str(folder))
+  assert sorted(os.listdir(folder)) == ['notes.txt']
+  with pytest.raises(workdir_lock.LockFileError, match=r"^--workdir='.*notes.txt' is a file, "
+                                                       r"not a folder$"):
+    with workdir_lock.hold(str(folder / 'notes.txt'), 'export'):
+      pass
+  assert (folder / 'notes.txt').read_text() == 'mine'
