@@ -326,3 +326,14 @@ def test_a_single_row_without_its_axis_is_refused_with_the_fix(array_run):
                      match=r'a single row needs a leading axis of 1 \(x\[None\]\)$'):
     model.predict(rows[0])
   assert set(model.predict(rows[0][None])) == {'mean', 'std'}
+
+
+def test_an_id_column_named_as_a_prediction_column_is_refused(tmp_path):
+  workdir = str(tmp_path / 'run')
+  frame = _table(0, 80).assign(row=[f'r{i}' for i in range(80)])
+  config = tiny_config(target_column='label', batch_size=16, id_columns=('row',),
+                       normalization='per_feature', num_epochs=1)
+  trainkit.train(config, workdir, data={'train': frame[:60], 'test': frame[60:]})
+  with pytest.raises(trainkit.Refused, match=r"^id_columns: 'row' is also a column the "
+                                             r"predictions are written in \(row, class, "):
+    trainkit.load(workdir).predict(frame.drop(columns=['label'])[:3])

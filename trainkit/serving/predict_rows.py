@@ -64,6 +64,11 @@ def predictions(state, config, spec, rows: np.ndarray, ids: dict) -> dict:
                             values.reshape(mask.size, *values.shape[2:])[mask]))
   if spec.class_names and 'class' in columns:  # A table's classes by their names.
     columns['class'] = np.asarray(spec.class_names, object)[columns['class']]
+  clash = sorted(set(ids) & ({'row'} | set(columns)))
+  if clash:  # One column would overwrite the other in the file.
+    raise errors.ConfigError(
+        f'id_columns: {clash[0]!r} is also a column the predictions are written in '
+        f'(row, {", ".join(columns)}); rename it in the table')
   return {**{k: np.asarray(v, object) for k, v in ids.items()}, **columns}
 
 
