@@ -307,3 +307,20 @@ def test_every_example_sweep_file_loads_and_validates(path):
     members = sweeps.build_members(base, sweeps.load_sweep(path, module))
     assert len(members) >= 2
     assert len({name for name, _, _ in members}) == len(members)
+
+
+def test_a_member_whose_changed_run_was_killed_is_not_taken_as_finished(tmp_path):
+  """A summary older than the config.json a later run wrote is that earlier run's: trained on.
+
+  (An early-stopped member continued with more patience writes its new
+  config.json as it starts; killed then, its old summary must not count.)
+  """
+  from trainkit.workdirs import config_history  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  config = tiny_config(num_epochs=1)
+  workdir = str(tmp_path / 'member')
+  train.train_and_evaluate(config, workdir)
+  assert config_history.finished_summary(workdir, config) is not None
+  summary = os.path.join(workdir, 'summary.json')
+  later = os.stat(summary).st_mtime_ns + 10**9
+  os.utime(os.path.join(workdir, 'config.json'), ns=(later, later))
+  assert config_history.finished_summary(workdir, config) is None

@@ -52,19 +52,11 @@ def _summary(config, workdir: str) -> dict | None:
     return None
   if not _whole_lines(os.path.join(workdir, workdir_lib.METRICS)):
     return None  # The ordinary path keeps the whole records and writes the file again.
-  # A run writes config.json as it starts and summary.json as it ends: an
-  # older summary is of another config (a changed run stopped before its end).
-  if _mtime(workdir, workdir_lib.SUMMARY) < _mtime(workdir, workdir_lib.CONFIG):
-    return None
   wanted = ('step', 'epoch', 'train_wall_s', 'examples_per_s',
             *(f'eval_{name}' for name in tasks.metrics(config)))
   if not all(isinstance(summary.get(key), (int, float)) for key in wanted):
     return None  # Not one this version writes: written again.
   return summary
-
-
-def _mtime(workdir: str, name: str) -> int:
-  return os.stat(os.path.join(workdir, name)).st_mtime_ns
 
 
 def _whole_lines(path: str) -> bool:

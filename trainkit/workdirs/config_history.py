@@ -278,4 +278,13 @@ def finished_summary(workdir: str, config) -> dict | None:
   finished = summary and isinstance(summary.get('epoch'), (int, float)) and (
       summary['epoch'] >= config.num_epochs
       or summary.get('stop_reason', 'completed') != 'completed')
+  # A run writes config.json as it starts and summary.json as it ends: an
+  # older summary is of another config (a changed run stopped before its end).
+  if finished and _mtime_ns(workdir, workdir_lib.SUMMARY) < _mtime_ns(workdir,
+                                                                       workdir_lib.CONFIG):
+    return None
   return summary if finished else None
+
+
+def _mtime_ns(workdir: str, name: str) -> int:
+  return os.stat(os.path.join(workdir, name)).st_mtime_ns
