@@ -324,3 +324,11 @@ def test_a_member_whose_changed_run_was_killed_is_not_taken_as_finished(tmp_path
   later = os.stat(summary).st_mtime_ns + 10**9
   os.utime(os.path.join(workdir, 'config.json'), ns=(later, later))
   assert config_history.finished_summary(workdir, config) is None
+
+
+def test_a_member_whose_data_does_not_suit_it_is_refused_before_any_trains(tmp_path):
+  overrides = [{'batch_size': 8}, {'batch_size': 100000}]
+  with pytest.raises(errors.ConfigError, match=r"^member 01_batch_size=100000: batch_size=100000: "
+                                               r"is larger than the training split"):
+    sweeps.run_sweep(tiny_config(), overrides, str(tmp_path / 'sweep'))
+  assert not glob.glob(str(tmp_path / 'sweep' / '00_*' / 'checkpoints'))

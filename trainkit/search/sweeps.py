@@ -25,6 +25,7 @@ from trainkit import errors
 from trainkit import tasks
 from trainkit.checkpoints import warm_start
 from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
 from trainkit.runtime import preemption
 from trainkit.search import groups as grouping
 from trainkit.tasks import metric_catalogue as metrics_lib
@@ -256,6 +257,16 @@ def _train(todo: list, parallel: str, changes: dict, continue_with_changes: bool
   `changes`: {name: config changes its resume makes} (config_history).
   """
   results, groups, datasets = {}, {}, {}
+  # Each member's data checked before any trains (the data is kept for the
+  # sweep anyway): a batch larger than a split refuses the sweep, not member 3.
+  problems = []
+  for name, config, _ in todo:
+    try:
+      config_checks.check_data(config, shared_data(config, datasets))
+    except (errors.ConfigError, sources.DataError) as e:
+      problems.append(f'member {name}: {e}')
+  if problems:
+    raise errors.ConfigError('; '.join(problems))
   for item in todo:
     key = carried_values.structure_key(item[1]) if parallel == 'vmap' else item[0]
     groups.setdefault(key, []).append(item)
