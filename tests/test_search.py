@@ -518,7 +518,7 @@ def test_a_trial_out_of_retries_is_failed_for_good(tmp_path):
   directory = str(tmp_path / 's')
   with conftest.mock_data():
     study, storage = search.prepare(spec, config, directory, None, None, 'sweep.py')
-    dead = search._take(study, storage)  # pylint: disable=protected-access
+    dead = search._take(study, storage, spec)  # pylint: disable=protected-access
     storage.record_heartbeat(optuna_internals.trial_id(dead))  # Then its worker died.
     time.sleep(2.5)
     ran = search.run_worker(study, storage, spec, config, directory)
@@ -549,3 +549,18 @@ def test_the_median_pruner_stops_no_trial_before_min_epochs():
       pruned_at = epoch
       break
   assert pruned_at == 3
+
+
+@pytest.mark.parametrize('sampler', ['tpe', 'random'])
+def test_workers_starting_together_draw_other_values_and_a_lone_one_the_same(tmp_path, sampler):
+  """Each trial draws with its own seed: two workers' first trials differ; a rerun repeats them."""
+  spec = _spec(sampler=sampler, num_trials=4, startup_trials=4)
+  def first_draws(directory):
+    study, storage = search.prepare(spec, _config(), str(directory), None, None, 'sweep.py')
+    # Two workers, each with the study as it opens it: their own sampler.
+    workers = [search.open_study(storage, study.study_name, spec, _config()) for _ in range(2)]
+    return [{k: dim.suggest(search._take(w, storage, spec), k)  # pylint: disable=protected-access
+             for k, dim in spec.space.items()} for w in workers]
+  draws = first_draws(tmp_path / 'a')
+  assert draws[0] != draws[1]
+  assert first_draws(tmp_path / 'b') == draws

@@ -28,6 +28,7 @@ import time
 import warnings
 
 from absl import logging
+import numpy as np
 import optuna
 from optuna.storages import journal
 from optuna.trial import TrialState
@@ -176,16 +177,27 @@ def open_storage(url: str | None, directory: str, search: search_space.Search):
     raise errors.ConfigError(f'--storage={url!r}: cannot open it: {message}') from e
 
 
-def _sampler(search: search_space.Search):
+def _sampler(search: search_space.Search, trial_number: int | None = None):
+  """The search's sampler; with `trial_number`, seeded for that trial alone.
+
+  Every worker builds its own sampler: seeded by the search's seed alone,
+  workers starting together (or one restarted) would draw the same values
+  for their trials. Seeded by (seed, trial number), each trial's draws are
+  its own, and a lone worker's search is the same every time. QMC's points
+  are a sequence indexed by trial number already: one seed for all.
+  """
+  seed = search.seed
+  if trial_number is not None and search.sampler != 'qmc':
+    seed = int(np.random.SeedSequence([search.seed, trial_number]).generate_state(1)[0])
   if search.sampler == 'tpe':
     with experimental():  # Multivariate: learning rate and weight decay interact.
-      return optuna.samplers.TPESampler(seed=search.seed, multivariate=True,
+      return optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                         n_startup_trials=search.startup_trials)
   if search.sampler == 'qmc':
     with experimental():
-      return optuna.samplers.QMCSampler(seed=search.seed)
+      return optuna.samplers.QMCSampler(seed=seed)
   # 'grid' trials have every value fixed when queued: the sampler draws nothing.
-  return optuna.samplers.RandomSampler(seed=search.seed)
+  return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _pruner(search: search_space.Search, num_epochs: int):
@@ -252,16 +264,17 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
   return study
 
 
-def _take(study: optuna.Study, storage) -> optuna.Trial | None:
+def _take(study: optuna.Study, storage, search: search_space.Search) -> optuna.Trial | None:
   """Moves a queued trial to RUNNING for this worker alone, or None if none waits.
 
   Not `Study.ask`, which creates a trial when none waits: the queue is the
-  study's budget.
+  study's budget. The trial draws its values with a sampler of its own seed.
   """
   for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
     try:
       if storage.set_trial_state_values(optuna_internals.trial_id(frozen),
                                         state=TrialState.RUNNING):
+        study.sampler = _sampler(search, frozen.number)  # Before the trial draws.
         return optuna.Trial(study, optuna_internals.trial_id(frozen))
     except optuna.exceptions.UpdateFinishedTrialError:
       continue
@@ -365,7 +378,7 @@ def _work_on_trials(study, storage, search, base, directory: str, poll_s: float,
   while True:
     with experimental():
       optuna.storages.fail_stale_trials(study)
-    trial = _take(study, storage)
+    trial = _take(study, storage, search)
     if trial is not None:
       _run_trial(study, storage, trial, search, base, directory, datasets, parent)
       ran += 1
