@@ -256,6 +256,20 @@ def test_launcher_flags_are_stripped_and_slurm_options_parsed():
     launch.parameters(['gpu'])
 
 
+@pytest.mark.parametrize('launcher, workers, options, message', [
+    ('local', 0, [], '^--workers=0: must be >= 1$'),
+    ('local', 2, ['timeout_min=ninety'], '^--slurm: '),
+    ('local', 2, ['no_such_option=1'], '^--slurm: '),
+    ('slurm', 2, [], '^--launcher=slurm: '),  # No SLURM on this machine.
+])
+def test_bad_launcher_flags_are_refused_in_one_line(launcher, workers, options, message):
+  if launcher == 'slurm' and shutil.which('srun'):
+    pytest.skip('SLURM is here')
+  with pytest.raises(errors.ConfigError, match=message) as e:
+    launch.check(launcher, workers, options)
+  assert '\n' not in str(e.value)
+
+
 # Workers in processes of their own, on small IDX files.
 
 _SWEEP_FILE = '''

@@ -102,13 +102,15 @@ def _search(spec, sweep_path: str, start: float) -> None:
   from trainkit.search import optuna_search as search  # pylint: disable=g-import-not-at-top
   from trainkit.search import results as search_results  # pylint: disable=g-import-not-at-top
   directory = FLAGS.workdir
+  if FLAGS.launcher != 'none':  # Bad launcher flags are refused before the study is written.
+    from trainkit.search import launch  # pylint: disable=g-import-not-at-top
+    launch.check(FLAGS.launcher, FLAGS.workers, FLAGS.slurm)
   study, storage = search.prepare(spec, FLAGS.config, directory, FLAGS.storage,
                                   FLAGS.study, sweep_path)
   ran = 0
   if FLAGS.launcher == 'none':
     ran = search.run_worker(study, storage, spec, FLAGS.config, directory)
   else:
-    from trainkit.search import launch  # pylint: disable=g-import-not-at-top
     jobs = launch.launch(FLAGS.launcher, FLAGS.workers, FLAGS.slurm, directory, sys.argv)
     print(f'Submitted {len(jobs)} workers ({FLAGS.launcher}): jobs '
           f'{", ".join(job.job_id for job in jobs)}; their logs in '

@@ -13,6 +13,7 @@ for them): the launcher's test, and a way to use a big machine's cores.
 import os
 import subprocess
 import sys
+import tempfile
 
 import submitit
 
@@ -68,12 +69,14 @@ def parameters(options: list) -> dict:
   return out
 
 
-def launch(launcher: str, workers: int, options: list, directory: str, argv: list) -> list:
-  """Submits `workers` jobs running this command's worker; returns the jobs."""
+def _executor(launcher: str, workers: int, options: list, folder: str):
+  """The executor (submitit's) for `launcher`, its parameters set; bad ones refused in one line."""
   if workers < 1:
     raise errors.ConfigError(f'--workers={workers}: must be >= 1')
-  executor = submitit.AutoExecutor(os.path.join(directory, 'launch'),
-                                   cluster='local' if launcher == 'local' else 'slurm')
+  try:
+    executor = submitit.AutoExecutor(folder, cluster='local' if launcher == 'local' else 'slurm')
+  except RuntimeError as e:  # No SLURM here (no srun).
+    raise errors.ConfigError(f'--launcher={launcher}: {str(e).splitlines()[0]}') from e
   params = parameters(options)
   if launcher == 'slurm':
     params.setdefault('slurm_array_parallelism', workers)
@@ -81,8 +84,22 @@ def launch(launcher: str, workers: int, options: list, directory: str, argv: lis
     params = {k: v for k, v in params.items() if not k.startswith('slurm_')}
   try:
     executor.update_parameters(**params)
-  except (ValueError, TypeError) as e:
-    raise errors.ConfigError(f'--slurm: {str(e).splitlines()[0]}') from e
+  # submitit: NameError for an unknown key, AssertionError for a value of the wrong type.
+  except (ValueError, TypeError, NameError, AssertionError) as e:
+    raise errors.ConfigError(f'--slurm: {str(e).splitlines()[0] if str(e) else type(e).__name__}'
+                             ) from e
+  return executor
+
+
+def check(launcher: str, workers: int, options: list) -> None:
+  """Refuses bad --workers or --slurm values in one line, before the search is prepared."""
+  with tempfile.TemporaryDirectory() as folder:
+    _executor(launcher, workers, options, folder)
+
+
+def launch(launcher: str, workers: int, options: list, directory: str, argv: list) -> list:
+  """Submits `workers` jobs running this command's worker; returns the jobs."""
+  executor = _executor(launcher, workers, options, os.path.join(directory, 'launch'))
   worker = Worker(worker_command(argv), os.getcwd())
   with executor.batch():
     jobs = [executor.submit(worker) for _ in range(workers)]
