@@ -163,6 +163,12 @@ class Search:
     # Every bound and choice must make a config the trainer accepts, as a new run.
     models.check_new_run(base)
     for name, dim in self.space.items():
+      current = base
+      for part in name.split('.'):
+        current = current.get(part) if hasattr(current, 'get') else None
+      # A number drawn for a tuple field sets every element: of none, it sets nothing.
+      _check(current != () or isinstance(dim, Categorical), name,
+             f"the base config's {name} is () (no layer to set); give it one value a layer")
       for value in dim.extremes():
         models.check_new_run(trial_config(base, {name: value}, self.metric))
 
