@@ -140,6 +140,22 @@ def test_a_finished_member_is_not_trained_again_for_an_operational_change(tmp_pa
   assert after == before
 
 
+def test_a_search_flag_given_to_a_sweep_is_refused_not_ignored(tmp_path):
+  sweep_file = tmp_path / 'tiny_sweep.py'
+  sweep_file.write_text('from configs import default\n'
+                        'def get_config():\n  return default.get_config()\n'
+                        'def get_sweep():\n  return [{}]\n')
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
+       f'--workdir={tmp_path / "sweep"}', '--launcher=local', '--workers=2'],
+      cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: --launcher is for a search (a sweep file with get_search()); {sweep_file} has '
+      'get_sweep()')
+  assert not (tmp_path / 'sweep').exists()
+
+
 def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
   write_mnist(tmp_path, n_train=64, n_test=20)
   sweep_file = tmp_path / 'tiny_sweep.py'
@@ -166,6 +182,7 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'Sweep of 2 members done' in result.stdout
+  assert re.search(r'Best: \S+ \(test accuracy ', result.stdout)  # No validation split.
   best_command = result.stdout.strip().splitlines()[-1]
   assert best_command.startswith(f'python main.py --config={sweep_file} ')
   assert f'--config.manual_dir={tmp_path}' in best_command

@@ -81,6 +81,11 @@ def main(argv):
     if spec is not None:
       _search(spec, sweep_path, start)
       return
+    given = [name for name in ('storage', 'study', 'launcher', 'workers', 'slurm')
+             if FLAGS[name].present]
+    if given:  # A sweep runs here, member by member: they would be ignored.
+      cli.refuse(f'--{given[0]} is for a search (a sweep file with get_search()); '
+                 f'{sweep_path} has get_sweep()')
     overrides = sweeps.load_sweep(sweep_path, module)
     ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
                               FLAGS.continue_with_changes)
@@ -89,7 +94,8 @@ def main(argv):
         f'summary in {os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)}')
   with open(os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)) as f:
     print(f.read())
-  print(f'Best: {best["name"]} (validation {best["best_metric"]} {best["objective"]:.4f}). '
+  ranked_on = 'validation' if FLAGS.config.validation_split else 'test'  # The epochs' split.
+  print(f'Best: {best["name"]} ({ranked_on} {best["best_metric"]} {best["objective"]:.4f}). '
         'Train it alone with:')
   print(sweeps.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),
                             _common_overrides(sys.argv), best['overrides']))
