@@ -147,8 +147,9 @@ def test_every_non_finite_float_field_is_refused(bad):
 @pytest.mark.slow  # A process start each.
 def test_cli_rejects_stray_positional_arguments(tmp_path):
   result = run_main('--config=configs/default.py', f'--workdir={tmp_path}', 'extra')
-  assert result.returncode != 0
-  assert 'Unexpected arguments: extra' in result.stderr
+  assert result.returncode == 2
+  assert error_lines(result.stderr) == [
+      "error: unexpected arguments 'extra': only --mode=predict takes input files"]
   assert os.listdir(tmp_path) == []
 
 

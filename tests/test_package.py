@@ -286,6 +286,11 @@ def test_in_memory_data_of_another_kind_per_split_is_refused(tmp_path):
       trainkit.train(config, str(tmp_path / 'w'), data=data)
     assert refused.value.exit_status == 2 and '\n' not in str(refused.value)
   assert not os.path.exists(tmp_path / 'w' / 'data')
+  # Integer labels of other widths per split are labels all the same.
+  from trainkit.data.sources import arrays  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  splits = {'train': {'x': x, 'y': np.zeros(len(x), np.uint8)},
+            'test': {'x': x, 'y': np.zeros(len(x), np.int32)}}
+  arrays._check_alike('d.npz', splits)  # pylint: disable=protected-access
 
 
 def test_overrides_that_would_replace_a_section_or_are_not_fields_are_refused(tmp_path):

@@ -26,6 +26,7 @@ from trainkit.search import launch
 from trainkit.search import optuna_internals
 from trainkit.search import optuna_search as search
 from trainkit.search import results as search_results
+from trainkit.search import samplers
 from trainkit.search import space as ss
 from trainkit.search import sweeps
 from trainkit.serving import restore as restore_lib
@@ -559,7 +560,7 @@ def test_a_trial_out_of_retries_is_failed_for_good(tmp_path):
 def test_the_median_pruner_stops_no_trial_before_min_epochs():
   """Epochs are reported from 1: with min_epochs=3, a trial far behind is stopped after epoch 3."""
   import optuna  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  pruner = search._pruner(_spec(pruner='median', min_epochs=3, startup_trials=1), 4)  # pylint: disable=protected-access
+  pruner = samplers.pruner(_spec(pruner='median', min_epochs=3, startup_trials=1), 4)
   study = optuna.create_study(direction='maximize', pruner=pruner)
   good = study.ask()
   for epoch in (1, 2, 3, 4):
@@ -588,3 +589,12 @@ def test_workers_starting_together_draw_other_values_and_a_lone_one_the_same(tmp
   draws = first_draws(tmp_path / 'a')
   assert draws[0] != draws[1]
   assert first_draws(tmp_path / 'b') == draws
+
+
+def test_a_qmc_search_keeps_one_sampler_per_worker(tmp_path):
+  """QMC's points follow the study's counter: reseeded per trial, failed trials would repeat."""
+  spec = _spec(sampler='qmc', num_trials=2)
+  study, storage = search.prepare(spec, _config(), str(tmp_path / 's'), None, None, 'sweep.py')
+  sampler = study.sampler
+  assert search._take(study, storage, spec) is not None  # pylint: disable=protected-access
+  assert study.sampler is sampler

@@ -47,6 +47,8 @@ def test_a_sweep_file_whose_get_sweep_raises_is_refused_in_one_line(tmp_path):
   path.write_text('def get_sweep():\n  return None\n')
   with pytest.raises(errors.ConfigError, match='must return a non-empty list of dicts'):
     sweeps.load_sweep(str(path))
+  path.write_text('def get_sweep():\n  return ({"seed": s} for s in range(2))\n')
+  assert sweeps.load_sweep(str(path)) == [{'seed': 0}, {'seed': 1}]  # Any iterable of dicts.
 
 
 def test_every_invalid_member_is_reported_before_anything_trains(tmp_path):

@@ -103,8 +103,9 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
         break
     if node is None or name not in node:
       raise Refused(f'unknown config field {field!r} in the overrides', cli.EXIT_BAD_INPUT)
-    if isinstance(node[name], ml_collections.ConfigDict) and node[name]:
-      # Set whole, a section would lose the fields the value does not name.
+    if isinstance(node[name], ml_collections.ConfigDict) and node[name] and field != 'model.args':
+      # Set whole, a section would lose the fields the value does not name
+    # (model.args, a backbone's arguments, is one value: set whole).
       raise Refused(f'overrides: {field!r} is a section; set its fields one by one '
                     f'({field}.{next(iter(node[name]))!s}: ...)', cli.EXIT_BAD_INPUT)
     try:
@@ -261,7 +262,8 @@ def _write_frame(x, path: str, used: list) -> None:
     raise errors.ConfigError(f'x: a model trained on a table predicts a pandas DataFrame of its '
                              f'columns, not {type(x).__name__}')
   try:
-    table = pa.Table.from_pandas(x[[c for c in x.columns if c in set(used)]],
+    used = set(used)  # Names as the table had them: pyarrow writes every label as text.
+    table = pa.Table.from_pandas(x[[c for c in x.columns if str(c) in used]],
                                  preserve_index=False)
     pq.write_table(table, path)
   except (ValueError, TypeError, pa.ArrowException) as e:  # Numbers mixed with text, ...
@@ -318,7 +320,7 @@ class Model:
           warnings.warn(
               'x: levels unseen in training or past max_categories (encoded as other): '
               + ', '.join(f'{name} in {count} rows' for name, count in unseen.items()),
-              UnseenLevelsWarning, stacklevel=3)
+              UnseenLevelsWarning, stacklevel=2)
       else:
         rows = row_inputs.array_rows('x', np.asarray(x), self.spec.input_shape,
                                      self.spec.input_dtype)

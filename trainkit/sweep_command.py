@@ -94,7 +94,9 @@ def main(argv):
         f'summary in {os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)}')
   with open(os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)) as f:
     print(f.read())
-  ranked_on = 'validation' if FLAGS.config.validation_split else 'test'  # The epochs' split.
+  # The split its epochs were evaluated on (a member may set its own).
+  best_config = sweeps.member_config(FLAGS.config, best['overrides'])
+  ranked_on = 'validation' if best_config.validation_split else 'test'
   print(f'Best: {best["name"]} ({ranked_on} {best["best_metric"]} {best["objective"]:.4f}). '
         'Train it alone with:')
   print(sweeps.command_line(sweep_path, os.path.join(FLAGS.workdir, 'best'),

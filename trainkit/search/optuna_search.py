@@ -19,16 +19,13 @@ reported epochs, and the worker that takes it resumes its workdir's
 checkpoint. A worker stays until no trial is waiting or running.
 """
 
-import contextlib
 import json
 import os
 import shutil
 import socket
 import time
-import warnings
 
 from absl import logging
-import numpy as np
 import optuna
 from optuna.storages import journal
 from optuna.trial import TrialState
@@ -38,6 +35,7 @@ from trainkit import errors
 from trainkit.checkpoints import warm_start
 from trainkit.runtime import preemption
 from trainkit.search import optuna_internals
+from trainkit.search import samplers
 from trainkit.search import space as search_space
 from trainkit.search import sweeps
 from trainkit.tasks import selection
@@ -49,19 +47,6 @@ from trainkit.workdirs import layout as workdir_lib
 
 JOURNAL = 'optuna_journal.log'  # The default storage, in the sweep directory.
 _BEAT = 'heartbeat'  # The system attribute of a journal trial's last heartbeat (epoch s).
-
-
-@contextlib.contextmanager
-def experimental():
-  """Silences Optuna's experimental-feature warnings inside the block.
-
-  Heartbeats, retries and the matplotlib plots are marked experimental; the
-  version is pinned and they are tested here, and the warning would repeat
-  at every poll of the queue.
-  """
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-    yield
 
 
 class _HeartbeatJournal(journal.JournalStorage, optuna_internals.BaseHeartbeat):
@@ -146,7 +131,7 @@ def open_storage(url: str | None, directory: str, search: search_space.Search):
   A database that cannot be reached, or that does not answer within
   CONNECT_TIMEOUT_S, or whose driver is not installed, is a ConfigError.
   """
-  with experimental():
+  with samplers.experimental():
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(
         max_retry=search.max_retry, inherit_intermediate_values=True)
   if not url:
@@ -163,7 +148,7 @@ def open_storage(url: str | None, directory: str, search: search_space.Search):
           'search anew (its trials\' workdirs are kept)') from None
   parsed = storage_url(url)
   try:
-    with experimental():  # The heartbeat arguments are marked experimental.
+    with samplers.experimental():  # The heartbeat arguments are marked experimental.
       return optuna.storages.RDBStorage(
           parsed.render_as_string(hide_password=False), heartbeat_interval=search.heartbeat_s,
           grace_period=search.grace_s, heartbeat_stale_trial_callback=retry,
@@ -177,43 +162,6 @@ def open_storage(url: str | None, directory: str, search: search_space.Search):
     raise errors.ConfigError(f'--storage={url!r}: cannot open it: {message}') from e
 
 
-def _sampler(search: search_space.Search, trial_number: int | None = None):
-  """The search's sampler; with `trial_number`, seeded for that trial alone.
-
-  Every worker builds its own sampler: seeded by the search's seed alone,
-  workers starting together (or one restarted) would draw the same values
-  for their trials. Seeded by (seed, trial number), each trial's draws are
-  its own, and a lone worker's search is the same every time. QMC's points
-  are a sequence indexed by trial number already: one seed for all.
-  """
-  seed = search.seed
-  if trial_number is not None and search.sampler != 'qmc':
-    seed = int(np.random.SeedSequence([search.seed, trial_number]).generate_state(1)[0])
-  if search.sampler == 'tpe':
-    with experimental():  # Multivariate: learning rate and weight decay interact.
-      return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                        n_startup_trials=search.startup_trials)
-  if search.sampler == 'qmc':
-    with experimental():
-      return optuna.samplers.QMCSampler(seed=seed)
-  # 'grid' trials have every value fixed when queued: the sampler draws nothing.
-  return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _pruner(search: search_space.Search, num_epochs: int):
-  if search.pruner == 'hyperband':
-    return optuna.pruners.HyperbandPruner(search.min_epochs, num_epochs,
-                                          search.reduction_factor)
-  if search.pruner == 'successive_halving':
-    return optuna.pruners.SuccessiveHalvingPruner(search.min_epochs,
-                                                  search.reduction_factor)
-  if search.pruner == 'median':
-    # Epochs are reported from 1, and Optuna prunes from step n_warmup_steps on.
-    return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials,
-                                       n_warmup_steps=search.min_epochs)
-  return optuna.pruners.NopPruner()
-
-
 def open_study(storage, name: str, search: search_space.Search, base) -> optuna.Study:
   """Creates the study with its queue of trials, or joins it if it exists.
 
@@ -224,8 +172,8 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
   # As the storage gives it back (JSON), to compare with what it holds.
   record = json.loads(json.dumps({'search': search.describe(),
                                   'base_config': base.to_dict()}))
-  kwargs = dict(study_name=name, storage=storage, sampler=_sampler(search),
-                pruner=_pruner(search, base.num_epochs))
+  kwargs = dict(study_name=name, storage=storage, sampler=samplers.sampler(search),
+                pruner=samplers.pruner(search, base.num_epochs))
   if name in optuna.study.get_all_study_names(storage):
     study = optuna.load_study(**kwargs)
   else:
@@ -274,7 +222,8 @@ def _take(study: optuna.Study, storage, search: search_space.Search) -> optuna.T
     try:
       if storage.set_trial_state_values(optuna_internals.trial_id(frozen),
                                         state=TrialState.RUNNING):
-        study.sampler = _sampler(search, frozen.number)  # Before the trial draws.
+        if search.sampler in samplers.PER_TRIAL_SEEDS:  # Before the trial draws.
+          study.sampler = samplers.sampler(search, frozen.number)
         return optuna.Trial(study, optuna_internals.trial_id(frozen))
     except optuna.exceptions.UpdateFinishedTrialError:
       continue
@@ -283,7 +232,7 @@ def _take(study: optuna.Study, storage, search: search_space.Search) -> optuna.T
 
 def trial_name(frozen) -> str:
   """A trial's workdir name, shared by its retries: trial_<first attempt's number>."""
-  with experimental():
+  with samplers.experimental():
     number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
   return f'trial_{frozen.number if number is None else number:04d}'
 
@@ -327,7 +276,7 @@ def _run_trial(study, storage, trial, search, base, directory, datasets, parent=
     # Checkpointed; queued again at once for the next worker to resume.
     trial.set_user_attr('status', 'interrupted')
     study.tell(trial, state=TrialState.FAIL)
-    with experimental():
+    with samplers.experimental():
       storage.get_heartbeat_stale_trial_callback()(
           study, storage.get_trial(optuna_internals.trial_id(trial)))
     raise
@@ -376,7 +325,7 @@ def _work_on_trials(study, storage, search, base, directory: str, poll_s: float,
   """run_worker's loop."""
   datasets, ran = {}, 0
   while True:
-    with experimental():
+    with samplers.experimental():
       optuna.storages.fail_stale_trials(study)
     trial = _take(study, storage, search)
     if trial is not None:

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from trainkit.search import optuna_search as search
+from trainkit.search import samplers
 from trainkit.search import space as search_space
 from trainkit.search import sweeps
 from trainkit.tasks import metric_catalogue as metrics_lib
@@ -111,7 +112,7 @@ def plot(study: optuna.Study, directory: str) -> list:
                                 optuna_plots.plot_param_importances,
                                 optuna_plots.plot_intermediate_values)):
     try:
-      with search.experimental():
+      with samplers.experimental():
         axes = draw(study)
     except (ValueError, RuntimeError) as e:  # Too few finished trials for it.
       logging.info('No %s: %s', name, e)

@@ -143,6 +143,8 @@ class Search:
         raise errors.ConfigError(
             f'search {field}={value!r} is not one of: {", ".join(choices)}'
             f'{errors.suggest(value, choices)}')
+    _check(isinstance(self.seed, int) and self.seed >= 0, 'seed',
+           f'{self.seed!r} must be an integer >= 0')
     for field in ('num_trials', 'min_epochs', 'heartbeat_s', 'max_retry'):
       _check(getattr(self, field) >= (0 if field == 'max_retry' else 1), field,
              f'{getattr(self, field)!r} is too small')
@@ -219,7 +221,7 @@ def load_search(path: str, module) -> Search | None:
   """The Search of sweep file `path` (its get_search()), or None if it has none."""
   if not hasattr(module, 'get_search'):
     return None
-  search = sweeps.called(path, module.get_search)
+  search = sweeps.called(path, 'get_search', module.get_search)
   if not isinstance(search, Search):
     raise errors.ConfigError(
         f'--config={path!r}: get_search() must return a trainkit.search.space.Search')

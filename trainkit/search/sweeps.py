@@ -66,15 +66,15 @@ def load_sweep_file(path: str):
   return module
 
 
-def called(path: str, function):
-  """`function()` of sweep file `path`; what it raises is refused in one line naming both."""
+def called(path: str, name: str, function):
+  """`function()`, sweep file `path`'s `name`; what it raises is refused in one line."""
   try:
     return function()
   except errors.ConfigError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # Whatever the user's code raised.
     why = str(e).splitlines()[0] if str(e) else ''
-    raise errors.ConfigError(f'--config={path!r}: {function.__name__}() raised '
+    raise errors.ConfigError(f'--config={path!r}: {name}() raised '
                              f'{type(e).__name__}: {why}'.rstrip(': ')) from None
 
 
@@ -83,9 +83,10 @@ def load_sweep(path: str, module=None) -> list:
   module = module or load_sweep_file(path)
   if not hasattr(module, 'get_sweep'):
     raise errors.ConfigError(f'--config={path!r} has no get_sweep() or get_search()')
-  members = called(path, module.get_sweep)
-  if not isinstance(members, (list, tuple)) or not members or not all(
-      isinstance(m, dict) for m in members):
+  members = called(path, 'get_sweep', module.get_sweep)
+  members = list(members) if hasattr(members, '__iter__') and not isinstance(
+      members, (str, dict)) else None
+  if not members or not all(isinstance(m, dict) for m in members):
     raise errors.ConfigError(
         f'--config={path!r}: get_sweep() must return a non-empty list of dicts')
   return members

@@ -70,6 +70,7 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
     config.test_split, config.validation_split = split, ''
   if not os.path.isdir(workdir):
     raise errors.ConfigError(f'--workdir={workdir!r} does not exist (train first)')
+  config_history.check_inference(config, workdir, evaluates=True)  # Its rows, its target.
   with workdir_lock.hold(workdir, 'eval'):
     state, step, spec = restore(config, workdir, checkpoint)
     trained_data.check(config, workdir, 'eval')

@@ -92,7 +92,8 @@ def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
                             config.dtype, spec.bins)
   models_lib.check_built(config, model, spec.input_shape, spec.input_dtype)
   example = np.zeros((1, *spec.input_shape), spec.input_dtype)  # numpy: no program to load.
-  rngs = dict(zip(('params', 'dropout'), state_lib.seed_keys(0)))  # Any keys: a program loaded.
+  # Any keys do (shapes are shown): the seed keys' program is loaded already.
+  rngs = dict(zip(('params', 'dropout'), state_lib.seed_keys(0)))
   keep = models.keep_probs(config.model)
   console = {'width': width, 'force_terminal': False, 'color_system': None}
   layers = nn.tabulate(model, rngs, compute_flops=flops, compute_vjp_flops=flops,

@@ -22,8 +22,9 @@ with one line listing each difference. Fields fall in three kinds:
                 stay refused; such a run needs a new workdir.
 
 The inference modes (eval, predict, export, summary) read a checkpoint with
-the config given; they are refused where it would rebuild another model or
-evaluate it on other rows or another target (INFERENCE fields).
+the config given; they are refused where it would rebuild another model
+(INFERENCE fields), and eval where it would evaluate it on other rows or
+another target (EVALUATION fields).
 """
 
 import json
@@ -52,12 +53,14 @@ CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'mome
                'early_stopping_patience', 'early_stopping_metric',
                'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
                'plateau_min_delta')
-# What a checkpoint is read as: its model, and the data whose rows and target
-# it is evaluated on (the same test rows, the same column predicted). The
-# last is a prefix: every field of the model section.
+# What a checkpoint is read as, in every mode: its model and head. The last
+# is a prefix: every field of the model section.
 INFERENCE = ('dataset', 'dtype', 'task', 'regression_loss', 'num_components', 'positive_class',
-             'normalization', 'target_column', 'feature_columns', 'split_column',
-             'split_seed', 'data_seed', 'synthetic_examples', 'model.')
+             'normalization', 'model.')
+# What an evaluation reads besides: the same rows of the dataset as its test
+# split, and the same column as the target (a generated dataset's draw too).
+EVALUATION = ('target_column', 'feature_columns', 'split_column', 'split_seed')
+SYNTHETIC_EVALUATION = ('data_seed', 'synthetic_examples')
 
 
 def _flat(tree: dict, prefix: str = '') -> dict:
@@ -237,13 +240,21 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
   return changed
 
 
-def check_inference(config, workdir: str) -> None:
-  """Refuses to read `workdir`'s checkpoints as another model than it trained."""
+def check_inference(config, workdir: str, evaluates: bool = False) -> None:
+  """Refuses to read `workdir`'s checkpoints as another model than it trained.
+
+  `evaluates`: on its data too (--mode=eval), so also on other rows or
+  another target than it was trained and tested with.
+  """
   trained = stored(workdir)
   if trained is None:
     return
+  fields = INFERENCE
+  if evaluates:
+    fields += EVALUATION + (SYNTHETIC_EVALUATION if str(config.dataset).startswith('synthetic:')
+                            else ())
   changed = {k: v for k, v in differences(trained, config).items()
-             if k in INFERENCE or k.startswith(INFERENCE[-1])}
+             if k in fields or k.startswith(INFERENCE[-1])}
   if changed:
     raise errors.ConfigError(
         f'--workdir={workdir!r} was trained with another model or data: '

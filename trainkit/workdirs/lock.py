@@ -55,8 +55,7 @@ def hold(workdir: str, purpose: str = 'train'):
 
   Creates the workdir if needed; if the block then raises a refusal
   (a ValueError: ConfigError, DataError, ...) and the workdir was created here and holds
-  nothing but the lock, it is removed again, and a lock file created here in
-  a folder that was there goes: a refused run leaves no trace.
+  nothing but the lock, it is removed again: a refused run leaves no trace.
   """
   if jax.process_index() > 0:
     yield
@@ -66,7 +65,6 @@ def hold(workdir: str, purpose: str = 'train'):
   created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  lock_created = not os.path.exists(path)
   try:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:  # A folder, or a file not ours, in its place.
@@ -98,7 +96,5 @@ def hold(workdir: str, purpose: str = 'train'):
         pass  # A full disk cannot refuse a truncation, but be safe on exit.
       if refused and created and os.listdir(workdir) == [LOCK_FILE]:
         shutil.rmtree(workdir, ignore_errors=True)
-      elif refused and lock_created:  # A folder that was there: as it was.
-        os.remove(path)
   finally:
     os.close(fd)  # Releases the lock.

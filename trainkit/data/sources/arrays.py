@@ -97,14 +97,24 @@ def load(config) -> dict:
   return splits
 
 
+def _kind(name: str, values: np.ndarray):
+  """What must agree between splits: x's dtype; y's kind, integers of any width alike."""
+  if name == 'x':
+    return values.dtype
+  return 'i' if values.dtype.kind in 'iu' else values.dtype.kind
+
+
 def _check_alike(dataset: str, splits: dict) -> None:
-  """Refuses splits whose rows differ in shape or dtype: the model takes one kind of row."""
+  """Refuses splits whose rows differ in shape or dtype: the model takes one kind of row.
+
+  Targets compare by kind: integer labels of any width are labels.
+  """
   first = 'train' if 'train' in splits else next(iter(splits))
   arrays = splits[first]
   for split, other in splits.items():
     for name in ('x', 'y'):
       want, got = arrays[name], other[name]
-      if (want.shape[1:], want.dtype) != (got.shape[1:], got.dtype):
+      if (want.shape[1:], _kind(name, want)) != (got.shape[1:], _kind(name, got)):
         _refuse(dataset, f'{name} of split {split!r} has rows of shape {got.shape[1:]} '
                 f'{got.dtype}, but split {first!r} has {want.shape[1:]} {want.dtype}')
 
