@@ -329,6 +329,7 @@ print('LOWERED', ' '.join(names))
 '''
 
 
+@pytest.mark.slow  # A process start and a small table trained (5 s).
 def test_a_table_run_compiles_only_its_own_programs(tmp_path):
   """Every program lowered is a whole step of the run: none is a lone operation run eagerly.
 

@@ -506,6 +506,7 @@ def test_inference_with_another_head_or_eval_on_other_rows_is_refused(finished, 
   assert digest(workdir) == before
 
 
+@pytest.mark.slow  # Trains a model of its own (3-5 s).
 def test_images_for_a_model_that_takes_other_rows_are_refused_before_restoring(tmp_path,
                                                                                monkeypatch):
   config = tiny_config(task='regression', dataset='synthetic:linear',

@@ -239,6 +239,7 @@ def test_a_backbones_arguments_are_json_and_part_of_the_contract(array_run, tmp_
   assert 'model.args' in config_history.differences(stored, changed)
 
 
+@pytest.mark.slow  # Trains a model of its own (3-5 s).
 def test_a_loaded_model_evaluates_its_own_step_after_the_workdir_trains_on(array_run,
                                                                          tmp_path):
   """evaluate() and predict() use one checkpoint: the one loaded, not the latest since."""
@@ -307,6 +308,7 @@ def test_overrides_that_would_replace_a_section_or_are_not_fields_are_refused(tm
   assert not os.path.exists(tmp_path / 'w')
 
 
+@pytest.mark.slow  # Trains a model of its own (3-5 s).
 def test_a_table_model_reads_only_its_columns_and_warns_of_unseen_levels(tmp_path):
   workdir = str(tmp_path / 'run')
   frame = _table(0, 120).assign(id=[f'r{i}' for i in range(120)])
@@ -333,6 +335,7 @@ def test_a_single_row_without_its_axis_is_refused_with_the_fix(array_run):
   assert set(model.predict(rows[0][None])) == {'mean', 'std'}
 
 
+@pytest.mark.slow  # Trains a model of its own (3-5 s).
 def test_an_id_column_named_as_a_prediction_column_is_refused(tmp_path):
   workdir = str(tmp_path / 'run')
   frame = _table(0, 80).assign(row=[f'r{i}' for i in range(80)])
