@@ -535,6 +535,8 @@ def test_a_flag_for_another_mode_is_refused_not_ignored(tmp_path):
        "--input='a.csv': a file of rows is predicted alone"),
       (['--mode=predict', '--input=a.png', '--output=p.csv'],
        "--output='p.csv': is for a file of rows"),
+      (['--mode=predict', '--input=rows.npy', '--header=yes'],
+       "--header is for a text file of rows (.csv, .tsv, .txt), not --input='rows.npy'"),
   ):
     result = run_main(f'--workdir={workdir}', *args)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -93,8 +93,16 @@ def export(config, workdir: str, checkpoint: str, export_format: str) -> str:
     return saved_model.export_saved_model(config, workdir, checkpoint)
 
 
-def check_predict_inputs(inputs, output: str) -> None:
-  """Refuses --mode=predict inputs that mix a file of rows with others, or --output for images."""
+def check_predict_inputs(inputs, output: str, header_given: bool = False) -> None:
+  """Refuses --mode=predict inputs that mix a file of rows with others, or flags they ignore.
+
+  --output is for a file of rows, --header for a text one (.csv, .tsv, .txt).
+  """
+  text = predictions.takes_rows(inputs) and not inputs[0].lower().endswith(
+      predictions.ARRAY_SUFFIXES + predictions.PARQUET_SUFFIXES)
+  if header_given and not text:
+    refuse(f'--header is for a text file of rows (.csv, .tsv, .txt), not --input='
+           f'{inputs[0]!r}')
   if predictions.takes_rows(inputs):
     return
   rows = [path for path in inputs if path.lower().endswith(predictions.SUFFIXES)]

@@ -84,7 +84,7 @@ def main(argv):
   if FLAGS.mode == 'predict' and not inputs:
     cli.refuse('--mode=predict needs --input=PATH (image files or folders)')
   if FLAGS.mode == 'predict':
-    cli.check_predict_inputs(inputs, FLAGS.output)
+    cli.check_predict_inputs(inputs, FLAGS.output, FLAGS['header'].present)
   config = FLAGS.config
   if config is None and FLAGS.mode == 'train':
     cli.refuse('--config is required to train (a config file, or a shipped one: '

@@ -31,6 +31,8 @@ from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 
 SUFFIXES = prediction_inputs.SUFFIXES
+ARRAY_SUFFIXES = prediction_inputs.ARRAY_SUFFIXES
+PARQUET_SUFFIXES = table_formats.PARQUET_SUFFIXES
 _SHOWN_ROWS = 10
 
 
