@@ -80,9 +80,7 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
     try:
       config = configs.load(name)
     except Exception as e:  # pylint: disable=broad-except  # Whatever the file raised.
-      why = str(e).splitlines()[0] if str(e) else ''
-      raise Refused(f'config={name!r}: {type(e).__name__}: {why}'.rstrip(': '),
-                    cli.EXIT_BAD_INPUT) from e
+      raise Refused(f'config={name!r}: {errors.raised(e)}', cli.EXIT_BAD_INPUT) from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise Refused(f'config={type(config).__name__}: give a ConfigDict, a config file\'s path '
                   "or a shipped config's name ('default', 'table', ...)", cli.EXIT_BAD_INPUT)
@@ -105,7 +103,7 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
       raise Refused(f'unknown config field {field!r} in the overrides', cli.EXIT_BAD_INPUT)
     if isinstance(node[name], ml_collections.ConfigDict) and node[name] and field != 'model.args':
       # Set whole, a section would lose the fields the value does not name
-    # (model.args, a backbone's arguments, is one value: set whole).
+      # (model.args, a backbone's arguments, is one value: set whole).
       raise Refused(f'overrides: {field!r} is a section; set its fields one by one '
                     f'({field}.{next(iter(node[name]))!s}: ...)', cli.EXIT_BAD_INPUT)
     try:
@@ -234,8 +232,9 @@ def _parquet(data: dict) -> bytes:
   columns = list(data['train'].columns)
   for split, frame in data.items():
     # One table: a column one split lacks would be read as missing in all its rows.
-    missing = [c for c in columns if c not in set(frame.columns)]
-    extra = [c for c in frame.columns if c not in set(columns)]
+    theirs, ours = set(frame.columns), set(columns)
+    missing = [c for c in columns if c not in theirs]
+    extra = [c for c in frame.columns if c not in ours]
     if missing or extra:
       raise Refused(f"data[{split!r}]: has other columns than data['train']: "
                     + '; '.join(f'{what} {", ".join(map(repr, names))}' for what, names in
@@ -317,10 +316,8 @@ class Model:
         # Refusals name x, as the caller knows it, not the file it passed through.
         rows, ids, unseen = row_inputs.read_table(self.config, self.spec, path, named='x')
         if unseen:
-          warnings.warn(
-              'x: levels unseen in training or past max_categories (encoded as other): '
-              + ', '.join(f'{name} in {count} rows' for name, count in unseen.items()),
-              UnseenLevelsWarning, stacklevel=2)
+          warnings.warn(f'x: {row_inputs.unseen_note(unseen)}', UnseenLevelsWarning,
+                        stacklevel=2)
       else:
         rows = row_inputs.array_rows('x', np.asarray(x), self.spec.input_shape,
                                      self.spec.input_dtype)

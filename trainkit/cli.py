@@ -22,6 +22,7 @@ from trainkit import errors
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
 from trainkit.data import sources
+from trainkit.data.sources import table_formats
 from trainkit.runtime import preemption
 from trainkit.serving import predict_images
 from trainkit.serving import predict_rows as predictions
@@ -98,12 +99,11 @@ def check_predict_inputs(inputs, output: str, header_given: bool = False) -> Non
 
   --output is for a file of rows, --header for a text one (.csv, .tsv, .txt).
   """
-  text = predictions.takes_rows(inputs) and not inputs[0].lower().endswith(
-      predictions.ARRAY_SUFFIXES + predictions.PARQUET_SUFFIXES)
-  if header_given and not text:
+  rows_file = predictions.takes_rows(inputs)
+  if header_given and not (rows_file and table_formats.is_text(inputs[0])):
     refuse(f'--header is for a text file of rows (.csv, .tsv, .txt), not --input='
            f'{inputs[0]!r}')
-  if predictions.takes_rows(inputs):
+  if rows_file:
     return
   rows = [path for path in inputs if path.lower().endswith(predictions.SUFFIXES)]
   if rows:
@@ -199,7 +199,7 @@ def check_config_file(path: str, argument: str | None = None) -> None:
     raise
   except Exception as e:  # pylint: disable=broad-except
     refuse(f'{where}: {"get_config()" if "get_config" in module else "loading it"} raised '
-           f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'.rstrip(': '))
+           f'{errors.raised(e)}')
 
 
 def _quiet_orbax(record) -> bool:

@@ -33,6 +33,12 @@ def one_of(config, name: str, choices) -> None:
                       f'{suggest(value, choices)}')
 
 
+def raised(error: BaseException) -> str:
+  """'Kind: the first line of its message' of an error user code raised, for a refusal."""
+  why = str(error).splitlines()[0] if str(error) else ''
+  return f'{type(error).__name__}: {why}'.rstrip(': ')
+
+
 def require(ok: bool, name: str, value, why: str) -> None:
   """Refuses `name`=`value` with `why` unless `ok`."""
   if not ok:

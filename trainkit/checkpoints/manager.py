@@ -66,11 +66,10 @@ def _unreadable(directory) -> dict:
   return found
 
 
-def readable_steps(directory) -> list:
-  """The steps of `directory`'s checkpoints whose files a manager reads do read back."""
-  broken = _unreadable(directory)
-  names = os.listdir(directory) if os.path.isdir(directory) else []
-  return sorted(int(n) for n in names if n.isdigit() and int(n) not in broken)
+def readable_steps(workdir: str) -> list:
+  """The steps of `workdir`'s checkpoints whose files a manager reads do read back."""
+  broken = _unreadable(workdir_lib.checkpoint_dir(workdir))
+  return [step for step in workdir_lib.checkpoint_steps(workdir) if step not in broken]
 
 
 def create_manager(directory, keep_checkpoints: int, streamed: bool = False,

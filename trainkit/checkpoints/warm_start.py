@@ -42,8 +42,7 @@ def check(config, workdir: str) -> None:
   may be gone). Checkpoints that read but do not restore are found later:
   Run._restore checks the source again before setting them aside.
   """
-  if config.init_from and not checkpointing.readable_steps(
-      workdir_lib.checkpoint_dir(workdir)):
+  if config.init_from and not checkpointing.readable_steps(workdir):
     check_source(config.init_from)
 
 

@@ -73,9 +73,7 @@ def called(path: str, name: str, function):
   except errors.ConfigError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # Whatever the user's code raised.
-    why = str(e).splitlines()[0] if str(e) else ''
-    raise errors.ConfigError(f'--config={path!r}: {name}() raised '
-                             f'{type(e).__name__}: {why}'.rstrip(': ')) from None
+    raise errors.ConfigError(f'--config={path!r}: {name}() raised {errors.raised(e)}') from None
 
 
 def load_sweep(path: str, module=None) -> list:

@@ -31,8 +31,6 @@ from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 
 SUFFIXES = prediction_inputs.SUFFIXES
-ARRAY_SUFFIXES = prediction_inputs.ARRAY_SUFFIXES
-PARQUET_SUFFIXES = table_formats.PARQUET_SUFFIXES
 _SHOWN_ROWS = 10
 
 
@@ -111,8 +109,7 @@ def predict_rows(config, workdir: str, path: str, checkpoint: str = 'latest',
     table += (f'\nline {header_line} of {os.path.basename(path)} is a header; row 0 is the '
               'first line after it')
   if unseen:
-    table += '\nlevels unseen in training or past max_categories (encoded as other): ' + ', '.join(
-        f'{name} in {count} rows' for name, count in unseen.items())
+    table += '\n' + prediction_inputs.unseen_note(unseen)
   return out, table
 
 

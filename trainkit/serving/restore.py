@@ -25,8 +25,10 @@ from trainkit.workdirs import config_history
 from trainkit.workdirs import full_disk
 from trainkit.workdirs import layout as workdir_lib
 from trainkit.workdirs import lock as workdir_lock
-def restore(config, workdir: str, checkpoint: str = 'latest'):
+def restore(config, workdir: str, checkpoint: str = 'latest', evaluates: bool = False):
   """The train state of checkpoint `checkpoint` of `workdir`.
+
+  `evaluates`: on the workdir's data too (config_history.check_inference).
 
   Returns:
     (state, step, spec).
@@ -34,7 +36,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
   config_checks.validate(config)
   if os.path.isdir(workdir):
     workdir_lib.check_kinds(workdir)
-  config_history.check_inference(config, workdir)
+  trained = config_history.check_inference(config, workdir, evaluates)
   try:
     spec = workdir_lib.ModelSpec.read(workdir)
   except FileNotFoundError:
@@ -46,7 +48,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest'):
     raise errors.ConfigError(
         f'--checkpoint={checkpoint!r}: {directory} has no checkpoint (train first)')
   # "best" as the run chose it: by the metric and split of its own config.
-  best_metric = selection.best_metric(config_history.stored(workdir) or config)
+  best_metric = selection.best_metric(trained or config)
   manager = checkpointing.create_manager(directory, config.keep_checkpoints,
                                          best_metric=best_metric)
   try:
@@ -70,9 +72,8 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: str = 'latest',
     config.test_split, config.validation_split = split, ''
   if not os.path.isdir(workdir):
     raise errors.ConfigError(f'--workdir={workdir!r} does not exist (train first)')
-  config_history.check_inference(config, workdir, evaluates=True)  # Its rows, its target.
   with workdir_lock.hold(workdir, 'eval'):
-    state, step, spec = restore(config, workdir, checkpoint)
+    state, step, spec = restore(config, workdir, checkpoint, evaluates=True)
     trained_data.check(config, workdir, 'eval')
     data = input_pipeline.create_datasets(config, fitted=spec)
     state = parallel.replicate(state, data.mesh)

@@ -194,6 +194,12 @@ def _as_dtype(label: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
   return rows.astype(dtype)
 
 
+def unseen_note(unseen: dict) -> str:
+  """The line that tells of read_table's unseen levels: columns and how many rows each."""
+  return ('levels unseen in training or past max_categories (encoded as other): '
+          + ', '.join(f'{name} in {count} rows' for name, count in unseen.items()))
+
+
 def read_table(config, spec, path: str, named: str = '') -> tuple:
   """(features [rows, F], {id column: texts}, {column: rows with an unseen level}) of a table.
 

@@ -39,8 +39,8 @@ def _summary(config, workdir: str) -> dict | None:
   """The summary a re-run of `config` would write again, or None if it might differ."""
   if jax.process_count() > 1 or config.trackers:
     return None
-  summary = config_history.finished_summary(workdir, config)
   stored = config_history.stored(workdir)
+  summary = config_history.finished_summary(workdir, config, stored)
   if summary is None or stored is None:
     return None
   if set(config_history.differences(stored, config)) - set(config_history.UNREPORTED):

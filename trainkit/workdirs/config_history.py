@@ -240,15 +240,16 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
   return changed
 
 
-def check_inference(config, workdir: str, evaluates: bool = False) -> None:
+def check_inference(config, workdir: str, evaluates: bool = False) -> dict | None:
   """Refuses to read `workdir`'s checkpoints as another model than it trained.
 
   `evaluates`: on its data too (--mode=eval), so also on other rows or
-  another target than it was trained and tested with.
+  another target than it was trained and tested with. Returns the config it
+  was trained with (config.json as stored), or None.
   """
   trained = stored(workdir)
   if trained is None:
-    return
+    return None
   fields = INFERENCE
   if evaluates:
     fields += EVALUATION + (SYNTHETIC_EVALUATION if str(config.dataset).startswith('synthetic:')
@@ -259,6 +260,7 @@ def check_inference(config, workdir: str, evaluates: bool = False) -> None:
     raise errors.ConfigError(
         f'--workdir={workdir!r} was trained with another model or data: '
         f'{_listed(changed)}; give its values (see {workdir_lib.CONFIG} there)')
+  return trained
 
 
 def record(workdir: str, step: int, changes: dict) -> None:
@@ -275,14 +277,15 @@ def record(workdir: str, step: int, changes: dict) -> None:
                         'changes': {k: list(v) for k, v in changes.items()}}) + '\n')
 
 
-def finished_summary(workdir: str, config) -> dict | None:
+def finished_summary(workdir: str, config, trained: dict | None = None) -> dict | None:
   """The workdir's summary.json if it finished training with this config, else None.
 
   Configs compare as a resume compares them: where data and caches are,
   progress and the like may differ. A summary that cannot be read is None:
   a run there re-evaluates its final checkpoint and writes it again.
+  `trained`: the workdir's stored config, if the caller read it already.
   """
-  trained = stored(workdir)
+  trained = trained if trained is not None else stored(workdir)
   if trained is None or training_differences(trained, config):
     return None
   summary = workdir_lib.read_summary(workdir)
