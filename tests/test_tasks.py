@@ -236,6 +236,11 @@ def test_regression_on_an_npz_file_fits_as_least_squares_does(tmp_path):
      "task='classification': needs integer class labels .* not all class labels 0..K-1"),
     ({'x': np.zeros((4, 1)), 'y': np.zeros(4, np.int64)}, {'task': 'classification'},
      "task='classification': needs integer class labels .at least 2 classes.; .* has 1 class"),
+    # Labels of shape [n, 1]: the loss broadcast them against every row of the batch.
+    ({'x': np.zeros((4, 1)), 'y': np.array([[0], [1], [0], [1]])}, {'task': 'binary'},
+     r"task='binary': needs one label per example; .* targets of shape \(1,\) each"),
+    ({'x': np.zeros((4, 1)), 'y': np.array([[0], [1], [2], [1]])}, {'task': 'classification'},
+     r"task='classification': needs one label per example; .* shape \(1,\) each"),
 ])
 def test_bad_arrays_and_settings_are_refused_before_any_work(tmp_path, arrays, overrides,
                                                              message):
@@ -244,7 +249,7 @@ def test_bad_arrays_and_settings_are_refused_before_any_work(tmp_path, arrays, o
                        else 'regression')
   config = tiny_config(task=task, normalization='per_feature', dataset=str(tmp_path / 'data.npz'),
                        test_split='train', batch_size=2,
-                       best_metric='accuracy' if task == 'classification' else 'nll')
+                       best_metric='accuracy' if task in ('classification', 'binary') else 'nll')
   config.update(overrides)
   with pytest.raises(cli.INPUT_ERRORS, match=message):
     train.train_and_evaluate(config, str(tmp_path / 'run'))

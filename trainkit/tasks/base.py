@@ -1,5 +1,7 @@
 """What every task shares: the defaults of the parts of the interface most tasks leave be."""
 
+from trainkit import errors
+
 
 class Task:
   """A task's defaults: real-valued targets, drawn as values; nothing more to check.
@@ -31,3 +33,11 @@ class Task:
   def check_data(cls, config, data) -> None:
     """Refuses data it cannot learn (non-numeric targets are refused as a table is read)."""
     del config, data
+
+
+def one_label_each(config, data) -> None:
+  """Refuses targets of shape [n, 1] or wider: the loss would broadcast them against every row."""
+  shape = tuple(data.target_shape)
+  errors.require(shape == (), 'task', config.task,
+                 f'needs one label per example; dataset={config.dataset!r} has targets of '
+                 f'shape {shape} each (give y of shape [n], e.g. y.reshape(-1) or y[:, 0])')

@@ -49,6 +49,7 @@ class Classification(base.Task):
     errors.require(data.num_classes >= 2, 'task', config.task,
                    f'needs integer class labels (at least 2 classes); '
                    f'dataset={config.dataset!r} has {found}')
+    base.one_label_each(config, data)
 
   @classmethod
   def metrics(cls, config) -> tuple:
@@ -117,3 +118,4 @@ class Classification(base.Task):
   def serving(self, logits) -> dict:
     """What an exported classifier serves: {'scores': class probabilities}."""
     return {'scores': jax.nn.softmax(logits.astype(jnp.float32))}
+
