@@ -16,6 +16,7 @@ import trainkit
 from configs import default
 from tests.helpers import (ENV, ROOT, error_lines, main_command, run_export, run_main,
                            session_cache_dir, sigkill_after_first_checkpoint, tiny_config)
+from trainkit import cli
 from trainkit import errors
 from trainkit.search import sweeps
 from trainkit.training import config_checks
@@ -24,6 +25,7 @@ import train
 USER_MODULES = '''
 from flax import nnx
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -79,6 +81,32 @@ class NnxDense64(nnx.Module):
     return self.drop(nnx.relu(self.norm(self.dense(x.reshape((x.shape[0], -1))))))
 
 
+class OneLogitColumn(nn.Module):
+  """HEAD = False with a binary logit of shape [batch, 1]: the task takes [batch]."""
+  HEAD = False
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    return nn.Dense(1)(x.reshape((x.shape[0], -1)))
+
+
+class BareAssert(nn.Module):
+  @nn.compact
+  def __call__(self, x, *, train):
+    assert x.ndim == 2
+    return x
+
+
+class DebugPrint(nn.Module):
+  """Prints from inside the model: a host callback, which jax.export cannot serialize."""
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    x = x.reshape((x.shape[0], -1))
+    jax.debug.print('mean input {}', x.mean())
+    return nn.relu(nn.Dense(8)(x))
+
+
 NOT_A_MODULE = 3
 '''
 
@@ -119,6 +147,10 @@ def test_a_module_that_cannot_be_built_is_refused_in_one_line(user_modules, modu
     ('usermodels:NoTrain', r"cannot be built and called as module\(x, train=...\)"),
     ('usermodels:Unflattened', r'returns features of shape \(2, 28, 28, 4\)'),
     ('usermodels:NanInit', 'initial parameters are not all finite'),
+    # An error without a message is named by its kind.
+    ('usermodels:BareAssert', r'fails on inputs of shape \(2, 28, 28, 1\) \(AssertionError\)'),
+    ('usermodels:OneLogitColumn', r"sets HEAD = False, .* task='classification' takes "
+     r'\(2, 10\) for a batch of 2, it returns \(2, 1\)'),
 ])
 def test_a_module_that_cannot_train_is_refused_before_any_step(user_modules, mock_mnist,
                                                                tmp_path, module, message):
@@ -253,6 +285,44 @@ def test_an_own_backbone_learns_real_mnist(user_modules, mnist_dir, mnist_data_d
 
 
 @pytest.mark.slow  # A process start.
+@pytest.mark.parametrize('module, task, message', [
+    # The loss would broadcast [batch, 1] logits against [batch] labels, and train.
+    ('usermodels:OneLogitColumn', 'binary', r"task='binary' takes \(2,\) .* returns \(2, 1\)"),
+    ('usermodels:Logits', 'regression',
+     r"task='regression' takes \{'mean': \(2, 1\), 'std': \(2, 1\)\} .* "
+     r'returns \(2, 10\)'),
+])
+def test_a_headless_module_must_return_the_tasks_outputs(user_modules, tmp_path, module, task,
+                                                         message):
+  x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+  y = (x[:, 0] > 0).astype(np.int64) if task == 'binary' else x[:, :1]
+  np.savez(tmp_path / 'data.npz', x=x, y=y)
+  config = _own(module, task=task, dataset=str(tmp_path / 'data.npz'), test_split='train',
+                normalization='per_feature',
+                best_metric='accuracy' if task == 'binary' else 'rmse')
+  with pytest.raises(errors.ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_model_jax_export_cannot_convert_is_one_line_and_writes_nothing(user_modules,
+                                                                           mock_mnist, tmp_path):
+  train.train_and_evaluate(_own('usermodels:DebugPrint', num_epochs=1), str(tmp_path))
+  config = trainkit.load(str(tmp_path)).config
+  with pytest.raises(errors.ConfigError, match=r'--format=jax: jax.export cannot convert this '
+                     r'model \(NotImplementedError: serialization of host_callbacks.*\); try '
+                     '--format=onnx'):
+    cli.export(config, str(tmp_path), 'latest', 'jax')
+  assert not os.path.exists(tmp_path / 'export')
+
+
+def test_a_module_file_that_fails_to_import_is_refused_in_one_line(user_modules):
+  (user_modules / 'brokenmodels.py').write_text('import flax.linen as nn\nclass Net(nn.Module)\n')
+  with pytest.raises(errors.ConfigError, match=r"model.module='brokenmodels:Net' cannot be "
+                     r'imported \(SyntaxError: .*line 2'):
+    config_checks.validate(_own('brokenmodels:Net'))
+
+
 def test_an_unknown_module_is_one_line_on_the_command_line(user_modules, tmp_path):
   result = run_main('--config=configs/default.py', f'--workdir={tmp_path}/w',
                     '--config.model.module=usermodels:Nope')

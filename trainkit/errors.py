@@ -5,6 +5,7 @@ checks its own with these; every failure is one line naming the field and
 its value, which the command line prints without a traceback.
 """
 
+import contextlib
 import difflib
 
 
@@ -35,7 +36,7 @@ def one_of(config, name: str, choices) -> None:
 
 def raised(error: BaseException) -> str:
   """'Kind: the first line of its message' of an error user code raised, for a refusal."""
-  why = str(error).splitlines()[0] if str(error) else ''
+  why = str(error).strip().splitlines()[0] if str(error).strip() else ''
   return f'{type(error).__name__}: {why}'.rstrip(': ')
 
 
@@ -65,3 +66,17 @@ def counts(config, names) -> None:
   for name in names:
     require(isinstance(config[name], int) and config[name] >= 0, name, config[name],
             'must be an integer >= 0')
+
+
+@contextlib.contextmanager
+def converting(export_format: str, converter: str, other: str):
+  """Turns a converter's refusal of the model into one line naming the format and another.
+
+  What a converter raises for a model it cannot take (an operation it lacks,
+  a host callback, a custom call) is one of these; a full disk is not.
+  """
+  try:
+    yield
+  except (NotImplementedError, ValueError, TypeError) as e:
+    raise ConfigError(f'--format={export_format}: {converter} cannot convert this model '
+                      f'({raised(e)}); try --format={other}') from e

@@ -289,7 +289,7 @@ def restore(manager: ocp.CheckpointManager, step: int, state, streamed: bool = F
         args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                 meta=ocp.args.JsonRestore()))
   except Exception as e:  # Orbax/TensorStore raise many kinds.  pylint: disable=broad-except
-    raise BrokenCheckpointError(f'{type(e).__name__}: {str(e).splitlines()[0][:200]}') from e
+    raise BrokenCheckpointError(errors.raised(e)[:250]) from e
   meta = dict(restored['meta'])
   if meta.pop('state_crc32', None) != _digest(restored['state']):
     raise BrokenCheckpointError('the arrays read back differ from those saved (CRC32)')
@@ -318,7 +318,7 @@ def read_state_dict(manager: ocp.CheckpointManager, step: int) -> dict:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
   except Exception as e:  # Orbax/TensorStore raise many kinds.  pylint: disable=broad-except
-    raise BrokenCheckpointError(f'{type(e).__name__}: {str(e).splitlines()[0][:200]}') from e
+    raise BrokenCheckpointError(errors.raised(e)[:250]) from e
   state = jax.device_get(restored['state'])
   if restored['meta'].get('state_crc32') != _digest(state):
     raise BrokenCheckpointError('the arrays read back differ from those saved (CRC32)')

@@ -114,6 +114,16 @@ def check_data(config, data) -> None:
                  f'has inputs of shape {tuple(data.input_shape)}')
 
 
+def _check_outputs(config, outputs, expected) -> None:
+  """Refuses a HEAD = False module whose outputs are not the task's (they would broadcast)."""
+  shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)
+  if shapes(outputs) != shapes(expected):
+    raise errors.ConfigError(
+        f'model.module={_module(config.model)!r} sets HEAD = False, so it returns the '
+        f"task's outputs itself: task={config.task!r} takes {shapes(expected)} for a batch "
+        f'of {jax.tree.leaves(expected)[0].shape[0]}, it returns {shapes(outputs)}')
+
+
 def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:
   """Refuses a backbone that cannot be called on the data, or initialises non-finite.
 
@@ -130,16 +140,18 @@ def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:
     raise errors.ConfigError(
         f'model.module={name!r} cannot be built and called as module(x, train=...) on inputs'
         f' of shape '
-        f'{tuple(example.shape)} ({str(e).splitlines()[0]})') from None
+        f'{tuple(example.shape)} ({errors.raised(e)})') from None
   except Exception as e:  # pylint: disable=broad-except  # A shape the module cannot take.
     raise errors.ConfigError(
         f'model.module={name!r} fails on inputs of shape {tuple(example.shape)} '
-        f'({type(e).__name__}: {str(e).splitlines()[0]})') from None
+        f'({errors.raised(e)})') from None
   features = jax.eval_shape(
       lambda: model.backbone.apply(
           {k: v['backbone'] for k, v in variables.items() if 'backbone' in v},
           example.astype(jnp.float32), train=False))
-  if _backbones().head_on_top(model.backbone) and len(features.shape) != 2:
+  if not _backbones().head_on_top(model.backbone):
+    _check_outputs(config, features, _backbones().head_outputs(model.head, example.shape[0]))
+  elif len(features.shape) != 2:
     raise errors.ConfigError(
         f'model.module={name!r} returns features of shape {tuple(features.shape)}; the '
         "task's head takes [batch, features] (flatten them, or set HEAD = False and return "

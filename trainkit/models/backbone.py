@@ -25,6 +25,7 @@ import flax
 from flax import nnx
 import flax.linen as nn
 from flax.nnx import bridge
+import jax
 import jax.numpy as jnp
 
 from trainkit import errors
@@ -44,9 +45,9 @@ def resolve(path: str):
         f"{', '.join(BUILT_IN)})")
   try:
     found = getattr(importlib.import_module(module_name), class_name)
-  except (ImportError, AttributeError) as e:
+  except Exception as e:  # pylint: disable=broad-except  # Whatever the user's file raises.
     raise errors.ConfigError(f'model.module={path!r} cannot be imported '
-                             f'({type(e).__name__}: {str(e).splitlines()[0]})') from None
+                             f'({errors.raised(e)})') from None
   if not (inspect.isclass(found) and issubclass(found, (nn.Module, nnx.Module))):
     raise errors.ConfigError(f'model.module={path!r} is not a Flax linen or NNX Module class '
                              f'(it is {found!r})')
@@ -116,6 +117,18 @@ def construct(path: str, args: dict) -> nn.Module:
 def head_on_top(module: nn.Module) -> bool:
   """Whether the task's head goes on `module` (its class sets HEAD = False where not)."""
   return getattr(getattr(module, 'nnx_class', module), 'HEAD', True)
+
+
+def head_outputs(head, batch: int):
+  """The shapes of what the task's head returns for `batch` examples (for HEAD = False)."""
+
+  class Head(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return head.head(x, nn.Dense)
+
+  features = jnp.zeros((batch, 8), jnp.float32)
+  return jax.eval_shape(lambda: Head().init_with_output(jax.random.key(0), features)[0])
 
 
 class WithHead(nn.Module):

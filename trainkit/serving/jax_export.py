@@ -30,6 +30,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from trainkit import errors
 from trainkit.serving import restore as restore_lib
 from trainkit.serving import table_inputs
 from trainkit.training import optimizers
@@ -84,10 +85,12 @@ def write_signature(folder: str, config, spec, step: int, outputs: dict,
 def export(config, workdir: str, checkpoint: str = 'latest') -> str:
   """Writes the jax.export artifact of `checkpoint` of `workdir`; returns its folder."""
   with serving_function(config, workdir, checkpoint, 'export') as (serve, example, spec, step):
-    exported = jax.export.export(jax.jit(serve))(example)
+    with errors.converting('jax', 'jax.export', 'onnx'):  # e.g. a jax.debug.print inside.
+      exported = jax.export.export(jax.jit(serve))(example)
+      serialized = exported.serialize()
     folder = os.path.join(os.path.abspath(workdir), FOLDER)
     os.makedirs(folder, exist_ok=True)
-    workdir_lib.write_bytes(os.path.join(folder, MODEL), exported.serialize())
+    workdir_lib.write_bytes(os.path.join(folder, MODEL), serialized)
     # The batch dimension of these is symbolic.
     write_signature(folder, config, spec, step,
                     jax.tree.unflatten(exported.out_tree, exported.out_avals))

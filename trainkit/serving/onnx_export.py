@@ -85,13 +85,9 @@ def export(config, workdir: str, checkpoint: str = 'latest') -> str:
     else:
       columns, examples, convert = [spec.input_name], [example], serve
     try:
-      model = jax2onnx.to_onnx(convert, examples, model_name=f'{config.task}_model',
-                               opset=OPSET, input_names=columns, output_names=names)
-    except (NotImplementedError, ValueError, TypeError) as e:
-      raise errors.ConfigError(
-          f'--format=onnx: jax2onnx cannot convert this model '
-          f'({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); '
-          'use --format=jax') from e
+      with errors.converting('onnx', 'jax2onnx', 'jax'):
+        model = jax2onnx.to_onnx(convert, examples, model_name=f'{config.task}_model',
+                                 opset=OPSET, input_names=columns, output_names=names)
     finally:
       for logger, level in zip(quiet, levels):
         logger.setLevel(level)

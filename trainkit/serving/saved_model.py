@@ -1,10 +1,12 @@
 """A trained workdir's model as a TensorFlow SavedModel (--mode=export, the default format)."""
 
 import os
+import shutil
 
 from absl import logging
 import jax
 
+from trainkit import errors
 from trainkit import extras
 from trainkit.data.sources import host_tensorflow
 from trainkit.serving import restore as restore_lib
@@ -45,14 +47,30 @@ def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
   def serve(variables, inputs):
     return task.serving(apply_fn(variables, inputs, train=False))
 
-  module = oex.JaxModule(jax.device_get(variables), serve, trainable=False,
-                         input_polymorphic_shape='(b, ...)')
-  manager = oex.ExportManager(module, [oex.ServingConfig(
-      'serving_default',
-      input_signature=[tf.TensorSpec([None, *spec.input_shape],
-                                     tf.as_dtype(spec.input_dtype), name=spec.input_name)],
-      tf_postprocessor=lambda outputs: dict(outputs))])
   directory = os.path.join(os.path.abspath(workdir), workdir_lib.EXPORT)
-  manager.save(directory)
+  # Written beside the old export and swapped in whole: a model TF cannot
+  # convert, or a kill, leaves the old one as it was.
+  temporary = f'{directory}.tmp-{os.getpid()}'
+  try:
+    with errors.converting('savedmodel', 'jax2tf', 'jax'):
+      module = oex.JaxModule(jax.device_get(variables), serve, trainable=False,
+                             input_polymorphic_shape='(b, ...)')
+      oex.ExportManager(module, [oex.ServingConfig(
+          'serving_default',
+          input_signature=[tf.TensorSpec([None, *spec.input_shape],
+                                         tf.as_dtype(spec.input_dtype), name=spec.input_name)],
+          tf_postprocessor=lambda outputs: dict(outputs))]).save(temporary)
+    _swap(temporary, directory)
+  finally:
+    shutil.rmtree(temporary, ignore_errors=True)
   logging.info('Exported checkpoint %d to %s.', step, directory)
   return directory
+
+
+def _swap(new: str, directory: str) -> None:
+  """Puts folder `new` where `directory` is, the old one removed once the new one is in place."""
+  old = f'{directory}.old-{os.getpid()}'
+  if os.path.exists(directory):
+    os.rename(directory, old)
+  os.rename(new, directory)
+  shutil.rmtree(old, ignore_errors=True)

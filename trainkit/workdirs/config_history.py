@@ -127,10 +127,9 @@ def stored(workdir: str) -> dict | None:
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
-    why = f'{type(e).__name__}: {str(e).splitlines()[0]}' if str(e) else type(e).__name__
     raise errors.ConfigError(
-        f'{path} cannot be read as a config ({why}); the workdir no longer says how it '
-        'was trained: restore the file, or use another --workdir') from None
+        f'{path} cannot be read as a config ({errors.raised(e)}); the workdir no longer says '
+        'how it was trained: restore the file, or use another --workdir') from None
   if not isinstance(config, dict):
     raise errors.ConfigError(
         f'{path} holds a JSON {type(config).__name__}, not a config; the workdir no '
