@@ -337,6 +337,31 @@ def test_an_unknown_dataset_is_refused_alike_with_or_without_manual_dir(tmp_path
   assert not (tmp_path / 'tfds').exists()
 
 
+@pytest.mark.parametrize('dataset, message', [
+    ('{tmp}/parts', 'a folder is read as a table of Parquet files, and it holds no .parquet'),
+    ('{tmp}/data.xlsx', r'not a file this reads: a table \(.csv, .tsv, .txt, .parquet, .pq;'),
+    ('{tmp}/gone', 'no such file or folder'),
+    ('data.json', 'no such file or folder'),
+    ('mnist!', r'is not a TFDS dataset name, a table or .npz arrays \(ValueError: Parsing'),
+])
+def test_a_dataset_that_is_no_source_is_refused_in_one_line(tmp_path, dataset, message):
+  # TFDS took each of these for a dataset's name: a ValueError traceback.
+  (tmp_path / 'parts').mkdir()
+  (tmp_path / 'parts' / 'a.csv').write_text('x,y\n1,2\n')
+  (tmp_path / 'data.xlsx').write_bytes(b'PK')
+  config = tiny_config(dataset=dataset.format(tmp=tmp_path))
+  with pytest.raises(sources.DataError, match=message):
+    input_pipeline.create_datasets(config)
+
+
+def test_arrays_are_known_by_their_suffix_in_any_case(tmp_path):
+  with open(tmp_path / 'DATA.NPZ', 'wb') as f:  # A path would get '.npz' added.
+    np.savez(f, x=np.zeros((4, 2), np.float32), y=np.arange(4) % 2)
+  config = tiny_config(dataset=str(tmp_path / 'DATA.NPZ'), train_split='train',
+                       test_split='train', normalization='per_feature')
+  assert input_pipeline.create_datasets(config).num_train == 4
+
+
 def test_a_proxy_that_refuses_fails_within_seconds_naming_it(tmp_path, monkeypatch):
   """Runs on any machine: the proxy (a closed port here) is what is out of reach."""
   monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')

@@ -14,9 +14,13 @@ the same for all. One module per kind:
 A new kind is one module with a `Source` subclass, and a line here.
 """
 
+import os
+import re
+
 from trainkit.data.sources import arrays
 from trainkit.data.sources import base
 from trainkit.data.sources import table_files
+from trainkit.data.sources import table_formats
 from trainkit.data.sources import tables
 
 DataError = base.DataError
@@ -32,7 +36,29 @@ def open_source(config, fitted=None) -> base.Source:
     return tables.TableSource(config, fitted)
   if arrays.is_arrays(config.dataset):
     return arrays.ArraySource(config)
+  _refuse_other_files(config.dataset)
   # Here, not at the top: TensorFlow Datasets takes a quarter of a second to
   # import, which a run on arrays, a generator or a table never needs.
   from trainkit.data.sources import tfds_source  # pylint: disable=g-import-not-at-top
   return tfds_source.TfdsSource(config)
+
+
+def _refuse_other_files(dataset: str) -> None:
+  """Refuses a path that is neither a table nor arrays, rather than ask TFDS for it by name.
+
+  A TFDS name ('mnist', 'glue/cola:2.0.0') never starts with '/', '.' or '~'
+  nor ends in a file suffix; anything that does, or names a file, is a path.
+  """
+  path = os.path.expanduser(dataset)
+  if not (dataset.startswith(('/', '.', '~')) or os.path.isfile(path)
+          or re.search(r'\.[A-Za-z]\w*$', dataset)):
+    return
+  if not os.path.exists(path):
+    why = 'no such file or folder'
+  elif os.path.isdir(path):
+    why = 'a folder is read as a table of Parquet files, and it holds no .parquet or .pq file'
+  else:
+    kinds = ', '.join((*table_formats.TEXT_SUFFIXES, *table_formats.PARQUET_SUFFIXES))
+    why = (f'not a file this reads: a table ({kinds}; text ones may be compressed), '
+           '.npz arrays, or a TFDS dataset name')
+  raise DataError(f'dataset={dataset!r}: {why}')

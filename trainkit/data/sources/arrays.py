@@ -24,7 +24,7 @@ from trainkit.data.sources import table_files
 
 def is_arrays(dataset: str) -> bool:
   """Whether `dataset` names arrays (a .npz file or a generator; an .npy file, refused)."""
-  return dataset.endswith(('.npz', '.npy')) or dataset.startswith(synthetic.PREFIX)
+  return dataset.lower().endswith(('.npz', '.npy')) or dataset.startswith(synthetic.PREFIX)
 
 
 def _refuse(dataset: str, why: str):
@@ -51,7 +51,7 @@ def _read_npz(dataset: str) -> dict:
   path = os.path.expanduser(dataset)
   if not os.path.isfile(path):
     _refuse(dataset, 'no such file')
-  if path.endswith('.npy'):
+  if path.lower().endswith('.npy'):
     _refuse(dataset, "an .npy file holds one array, features without targets; an arrays "
             "dataset is an .npz file of 'x' (features) and 'y' (targets): "
             'numpy.savez(path, x=x, y=y)')

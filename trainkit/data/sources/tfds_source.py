@@ -18,6 +18,7 @@ import urllib.parse
 import jax
 import numpy as np
 
+from trainkit import errors
 from trainkit.data.sources import base
 from trainkit.data.sources import decoded_cache
 from trainkit.data.sources import host_tensorflow
@@ -39,6 +40,9 @@ def check_name(name: str) -> None:
     raise base.DataError(
         f'dataset={name!r} is not a TFDS dataset'
         + (f' (did you mean {close[0]!r}?)' if close else '')) from e
+  except ValueError as e:  # Not even the form of a name ('mnist!').
+    raise base.DataError(f'dataset={name!r} is not a TFDS dataset name, a table or .npz arrays '
+                         f'({errors.raised(e)})') from e
 
 
 def _download_and_prepare(config, builder) -> None:
