@@ -355,6 +355,8 @@ def _bad(tmp_path, name):
     columns['label'] = np.zeros(40, np.int64)
   if name == 'all_missing':
     columns['b'] = np.full(40, np.nan)
+  if name in ('row_numbers', 'pandas_index'):  # R's write.csv, pandas' to_csv read and written.
+    columns = {'' if name == 'row_numbers' else 'Unnamed: 0': np.arange(1, 41), **columns}
   return _write(columns, tmp_path / f'{name}.csv')
 
 
@@ -376,6 +378,10 @@ def _bad(tmp_path, name):
     ('duplicate', {'feature_columns': ()}, "duplicate column names: 'a'"),
     ('ok', {'class_weight': '1,2,3'}, "class_weight='1,2,3': gives 3 weights; .* has 2 classes"),
     ('ok', {'class_weight': 'heavy'}, "class_weight='heavy': must be"),
+    # Trained on, row numbers would be a feature, and a predicted file must have them.
+    ('row_numbers', {'feature_columns': ()}, "column '' has no name: row numbers, .* Set "
+     'id_columns'),
+    ('pandas_index', {'feature_columns': ()}, "column 'Unnamed: 0' has no name: row numbers"),
 ])
 def test_bad_tables_are_refused_before_any_work(tmp_path, table, overrides, message):
   path = str(tmp_path / 'missing.csv') if table == 'missing' else _bad(tmp_path, table)

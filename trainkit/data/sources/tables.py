@@ -23,6 +23,7 @@ feature with the training statistics, inside the model.
 import codecs
 import dataclasses
 import difflib
+import re
 
 import numpy as np
 
@@ -209,9 +210,18 @@ class TableSource(base.Source):
     else:
       features = [column('feature_columns (every other column; name the ones to use)', names[i])
                   for i in range(len(names)) if i not in used]
+      self._refuse_row_numbers([names[i] for i in features])
     if not features:
       self.refuse('no feature columns are left besides the target, ids, weight and split')
     return features
+
+  def _refuse_row_numbers(self, names: list) -> None:
+    """Refuses an unnamed column as a feature: R and pandas write their row numbers so."""
+    for name in names:
+      if not name or re.fullmatch(r'Unnamed: \d+', name):
+        self.refuse(f'column {name!r} has no name: row numbers, as R and pandas write them '
+                    'first? Set id_columns to carry it into predictions, or feature_columns '
+                    'to the columns to learn from')
 
   def _stored(self, meta, features: list, classes) -> list:
     """The encoding model.json keeps, each column checked against the file's kind."""
