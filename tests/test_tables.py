@@ -392,6 +392,33 @@ def test_bad_tables_are_refused_before_any_work(tmp_path, table, overrides, mess
   assert issubclass(sources.DataError, ValueError)
 
 
+@pytest.mark.parametrize('labels, task, names', [
+    ((1, 2), 'binary', ('1', '2')),  # Refused as 3 classes, 0 among them.
+    ((-1, 1), 'binary', ('-1', '1')),  # Refused as 'not class labels'.
+    ((0, 1, 2), 'classification', ('0', '1', '2')),  # As before.
+    ((3, 7, 10), 'classification', ('3', '7', '10')),  # In numeric order.
+])
+def test_whole_number_targets_are_classes_by_the_values_found(tmp_path, labels, task, names):
+  columns = _columns(60)
+  columns['label'] = np.array(labels)[np.arange(60) % len(labels)]
+  config = _config(_write(columns, tmp_path / 't.csv'), task=task,
+                   best_metric='accuracy', early_stopping_metric='loss')
+  data = input_pipeline.create_datasets(config)
+  assert data.class_names == names
+  # Each row's class is its value's place among them: every class has its rows.
+  assert set(np.unique(np.asarray(data.train['y'])).tolist()) == set(range(len(names)))
+
+
+def test_a_column_of_amounts_is_refused_as_classes(tmp_path):
+  columns = _columns(300)
+  columns['label'] = np.arange(300) * 7 + 1000  # Prices, task left at classes.
+  with pytest.raises(sources.DataError, match=r"target_column='label' holds 300 distinct whole "
+                     "numbers in 300 rows: too many .* set task='regression'"):
+    input_pipeline.create_datasets(_config(_write(columns, tmp_path / 't.csv'),
+                                           task='classification', best_metric='accuracy',
+                                           early_stopping_metric='loss'))
+
+
 @pytest.mark.slow
 def test_auc_agrees_on_one_and_four_devices_and_two_processes(tmp_path):
   from tests import test_arrays  # pylint: disable=g-import-not-at-top

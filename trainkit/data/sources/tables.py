@@ -263,8 +263,7 @@ class TableSource(base.Source):
     # Whole numbers are classes however they are stored (a CSV's 151 is a
     # Parquet file's 151.0): the formats read alike.
     elif np.array_equal(values, np.round(values)) and np.abs(values).max() < 2**31:
-      y = values.astype(np.int32)
-      classes = tuple(str(c) for c in range(int(y.max()) + 1)) if y.min() >= 0 else ()
+      y, classes = self._whole_number_classes(name, values.astype(np.int64))
     else:
       y, classes = values.astype(np.float32), None
     if len(np.unique(y)) < 2:
@@ -272,6 +271,25 @@ class TableSource(base.Source):
     if classes and self._config.positive_class:
       y, classes = self._positive_last(name, y, classes)
     return y, classes
+
+  def _whole_number_classes(self, name, values):
+    """(class indices, names): the distinct values in order, as strings' sorted levels are.
+
+    A trained model keeps its own names (labels 0..K-1 named '0'..'K-1' before
+    classes were the values found, which is the same for such labels).
+    """
+    found = np.unique(values)
+    names = tuple(str(c) for c in found)
+    fitted = tuple(self._fitted.class_names) if self._fitted is not None else ()
+    if fitted and set(names) <= set(fitted):
+      names = fitted
+    elif len(found) > max(100, len(values) // 10):
+      self.refuse(f'target_column={name!r} holds {len(found):,} distinct whole numbers in '
+                  f'{len(values):,} rows: too many to be task={self._config.task!r}\'s '
+                  "classes; for amounts or counts set task='regression'")
+    keys = np.array([int(c) for c in names], np.int64)
+    order = np.argsort(keys)
+    return order[np.searchsorted(keys[order], values)].astype(np.int32), names
 
   def _positive_last(self, name, y, classes):
     """The configured positive class made the last (class 1 of a binary task)."""
