@@ -43,8 +43,21 @@ def _check(dataset: str, split: str, x, y) -> None:
         row = int(np.argwhere(bad)[0][0])
         _refuse(dataset, f'{name} of split {split!r} holds {int(bad.sum())} NaN or infinite '
                 f'values (the first in row {row})')
+    _check_32_bits(dataset, f'{name} of split {split!r}', values)
   if len(x) != len(y):
     _refuse(dataset, f'split {split!r} has {len(x)} rows of x but {len(y)} of y')
+
+
+def _check_32_bits(dataset: str, what: str, values: np.ndarray) -> None:
+  """Refuses 64-bit values that 32 bits cannot hold (they would wrap, or become inf)."""
+  if values.dtype.itemsize <= 4 or values.dtype.kind not in 'iuf':
+    return
+  limits = np.finfo(np.float32) if values.dtype.kind == 'f' else np.iinfo(np.int32)
+  outside = (values < limits.min) | (values > limits.max)
+  if outside.any():
+    row = int(np.argwhere(outside)[0][0])
+    _refuse(dataset, f'{what} holds {int(outside.sum())} values past 32 bits\' range '
+            f'({values[np.nonzero(outside)][0]!r} in row {row}); JAX computes in 32 bits')
 
 
 def _read_npz(dataset: str) -> dict:
