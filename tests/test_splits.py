@@ -232,3 +232,28 @@ def test_split_syntax_read_without_tfds_agrees_with_tfds(spec):
     except sources.DataError:
       got = 'refused'
     assert got == expected, sizes
+
+
+def test_early_stopping_counts_afresh_when_its_metric_changes_on_a_resume():
+  from trainkit.training import plateaus  # pylint: disable=g-import-not-at-top
+  config = tiny_config(early_stopping_patience=2, early_stopping_metric='rmse',
+                       early_stopping_min_delta=0.0)
+  # Saved while stopping on r2 (higher is better): 0.95 is no bar for an rmse.
+  meta = {'early_stopping_best': 0.95, 'early_stopping_wait': 1, 'early_stopping_for': 'r2'}
+  assert plateaus.early_stop(config, meta, {'rmse': 500.0}, epoch=4) is None
+  assert (meta['early_stopping_best'], meta['early_stopping_wait']) == (500.0, 0)
+  # A checkpoint from before the metric was recorded goes on as it was.
+  meta = {'early_stopping_best': 400.0, 'early_stopping_wait': 1}
+  assert 'did not improve' in plateaus.early_stop(config, meta, {'rmse': 500.0}, epoch=4)
+
+
+def test_the_test_split_is_part_of_training_where_it_evaluates_the_epochs():
+  from trainkit.workdirs import config_history  # pylint: disable=g-import-not-at-top
+  stored = json.loads(json.dumps(tiny_config(validation_split='', test_split='test').to_dict()))
+  other = tiny_config(validation_split='', test_split='test[:50%]')
+  # It decides the best checkpoint and early stopping: a change is one to training.
+  assert config_history.training_differences(stored, other) == {
+      'test_split': ('test', 'test[:50%]')}
+  assert 'test_split' in config_history.CONTINUABLE
+  stored['validation_split'] = other.validation_split = 'train[40:]'
+  assert config_history.training_differences(stored, other) == {}

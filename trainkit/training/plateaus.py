@@ -45,9 +45,12 @@ def early_stop(config, meta: dict, metrics: dict, epoch: int) -> str | None:
     return None
   metric = config.early_stopping_metric
   value = metrics[metric]
+  if meta.get('early_stopping_for', metric) != metric:
+    # Changed on a resume: the best of another metric is no bar for this one.
+    meta.update(early_stopping_best=None, early_stopping_wait=0)
   if _improved(value, meta.get('early_stopping_best'), metric,
                config.early_stopping_min_delta):
-    meta.update(early_stopping_best=value, early_stopping_wait=0)
+    meta.update(early_stopping_best=value, early_stopping_wait=0, early_stopping_for=metric)
     return None
   meta['early_stopping_wait'] = meta.get('early_stopping_wait', 0) + 1
   if meta['early_stopping_wait'] < config.early_stopping_patience:

@@ -49,7 +49,7 @@ OPERATIONAL = UNREPORTED + (
 CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'momentum',
                'grad_clip_norm', 'schedule', 'warmup_epochs', 'end_lr_factor',
                'decay_rate', 'decay_epochs', 'staircase', 'input_mode', 'nan_policy',
-               'nan_skip_limit', 'validation_split', 'best_metric',
+               'nan_skip_limit', 'validation_split', 'test_split', 'best_metric',
                'early_stopping_patience', 'early_stopping_metric',
                'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
                'plateau_min_delta')
@@ -95,7 +95,11 @@ def training_differences(stored: dict, config) -> dict:
   The one comparison of configs: a resume, a finished sweep member and a
   search worker joining a study all use it.
   """
-  return {k: v for k, v in differences(stored, config).items() if k not in OPERATIONAL}
+  # Without a validation split the epochs are evaluated on the test split, which
+  # then decides the best checkpoint and early stopping as validation_split does.
+  by_test = not stored.get('validation_split', True) or not config.validation_split
+  return {k: v for k, v in differences(stored, config).items()
+          if k not in OPERATIONAL or (k == 'test_split' and by_test)}
 
 
 def _switched_transforms(changed: dict, optimizer: str | None) -> dict:
