@@ -196,6 +196,25 @@ def test_the_python_api_takes_a_module_itself(user_modules, mock_mnist, tmp_path
   assert params['backbone']['nnx']['dense']['kernel'].shape == (784, 8)
 
 
+def test_a_module_no_other_process_can_import_is_refused_or_warned_of(tmp_path):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+
+  class Local(nn.Module):  # config.json would record 'tests.test_own_models:...<locals>.Local'.
+    @nn.compact
+    def __call__(self, x, *, train):
+      return nn.Dense(4)(x.reshape((x.shape[0], -1)))
+
+  with pytest.raises(trainkit.Refused, match='a class made inside a function cannot be imported '
+                     'again'):
+    trainkit.train(tiny_config(), str(tmp_path / 'local'), model=Local)
+  assert not (tmp_path / 'local').exists()
+  # A notebook's class: a later process that defines it again can still read the workdir.
+  main = type('Net', (Local,), {'__module__': '__main__', '__qualname__': 'Net'})
+  with pytest.warns(UserWarning, match=r"defined in __main__ .* records '__main__:Net': only a "
+                    'process that defines it again'), pytest.raises(trainkit.Refused):
+    trainkit.train(tiny_config(), str(tmp_path / 'main'), model=main)
+
+
 @pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_a_workdir_whose_module_is_gone_is_refused_naming_it(user_modules, mock_mnist,
                                                              tmp_path, monkeypatch):

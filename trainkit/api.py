@@ -162,6 +162,15 @@ def _module_fields(model) -> tuple:
   """(import path, constructor arguments) of a module class or linen instance."""
   cls = model if isinstance(model, type) else type(model)
   path = f'{cls.__module__}:{cls.__qualname__}'
+  if '<locals>' in cls.__qualname__:
+    raise Refused(f'model={cls.__qualname__}: a class made inside a function cannot be '
+                  'imported again to read the workdir; define it at the top level of a module',
+                  cli.EXIT_BAD_INPUT)
+  if cls.__module__ == '__main__':
+    warnings.warn(f'model {cls.__qualname__} is defined in __main__ (a notebook or the script '
+                  f'run), so config.json records {path!r}: only a process that defines it again '
+                  'can read the workdir, not main.py --mode=eval|predict|export. Define it in '
+                  'a module to hand the workdir on.', UserWarning, stacklevel=3)
   if isinstance(model, type):
     return path, None
   if not hasattr(cls, '__dataclass_fields__'):
