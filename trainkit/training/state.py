@@ -156,7 +156,10 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
     traced = carried_values.placeholders(config)
     model = models_lib.create(traced.model, tasks.create(config, spec), spec.shift, spec.scale,
                               config.dtype, spec.bins)
-    models_lib.check_built(traced, model, spec.input_shape, spec.input_dtype)
+    if not shapes_only:
+      # Only before training: a restore reads a model that passed it when it
+      # was trained, and the check initialises the model op by op.
+      models_lib.check_built(traced, model, spec.input_shape, spec.input_dtype)
     init = functools.partial(create_train_state, config=traced, model=model,
                              input_shape=spec.input_shape,
                              steps_per_epoch=spec.steps_per_epoch, input_dtype=spec.input_dtype)
