@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -33,6 +34,7 @@ from trainkit.serving import row_inputs
 from trainkit.training import model_summary
 from trainkit.training import optimizers
 from trainkit.training import train as train_lib
+from trainkit.workdirs import lock as workdir_lock
 from trainkit.workdirs import config_history
 from trainkit.workdirs import layout as workdir_lib
 
@@ -145,17 +147,34 @@ def train(config, workdir: str, *, data: dict | None = None,
       config.model.module, args = _module_fields(model)
       if args is not None:  # A class keeps the arguments the config gives it.
         config.model.args = args
+    written = None
     if data is not None:
       path, contents = _in_memory(config, workdir, data)
       # Everything that can refuse the run does so before the data is written
       # (a resume's digest check reads the file already there: the same path).
       train_lib.check_before_work(config, workdir, continue_with_changes)
       if not os.path.exists(path):
+        written = (path, not os.path.exists(workdir))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         workdir_lib.write_bytes(path, contents)
-    _, summary = train_lib.train_and_evaluate(config, workdir,
-                                              continue_with_changes=continue_with_changes)
+    try:
+      _, summary = train_lib.train_and_evaluate(config, workdir,
+                                                continue_with_changes=continue_with_changes)
+    except ValueError:  # A refusal of the data itself: the workdir as it was.
+      if written and not workdir_lib.checkpoint_steps(workdir):
+        _remove_data(workdir, *written)
+      raise
   return Trained(summary, workdir)
+
+
+def _remove_data(workdir: str, path: str, made_workdir: bool) -> None:
+  """Removes data `train` wrote for a run refused, and the workdir if it made it for that."""
+  os.remove(path)
+  folder = os.path.dirname(path)
+  if not os.listdir(folder):
+    os.rmdir(folder)
+  if made_workdir and set(os.listdir(workdir)) <= {workdir_lock.LOCK_FILE}:
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _module_fields(model) -> tuple:
