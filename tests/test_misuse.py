@@ -354,6 +354,14 @@ def test_a_dataset_that_is_no_source_is_refused_in_one_line(tmp_path, dataset, m
     input_pipeline.create_datasets(config)
 
 
+def test_a_split_mnist_has_not_is_refused_naming_those_it_has(tmp_path):
+  config = tiny_config(manual_dir=idx_dir(tmp_path), data_dir=str(tmp_path / 'tfds'),
+                       validation_split='validation')
+  with pytest.raises(sources.DataError, match=r"^dataset='mnist': has no split 'validation' "
+                     r"\(it has: 'train', 'test'\)$"):  # It was "split 'validation': 'validation'".
+    input_pipeline.create_datasets(config)
+
+
 def test_arrays_are_known_by_their_suffix_in_any_case(tmp_path):
   with open(tmp_path / 'DATA.NPZ', 'wb') as f:  # A path would get '.npz' added.
     np.savez(f, x=np.zeros((4, 2), np.float32), y=np.arange(4) % 2)

@@ -257,3 +257,12 @@ def test_the_test_split_is_part_of_training_where_it_evaluates_the_epochs():
   assert 'test_split' in config_history.CONTINUABLE
   stored['validation_split'] = other.validation_split = 'train[40:]'
   assert config_history.training_differences(stored, other) == {}
+
+
+def test_a_split_columns_values_with_dots_and_dashes_are_split_names():
+  from trainkit.data.sources import split_syntax  # pylint: disable=g-import-not-at-top
+  sizes = {'0.5': 10, '2020-01': 20, 'train': 30}.__getitem__
+  # TFDS's parser reads neither: the docs' own example failed.
+  assert split_syntax.split_ranges('0.5', sizes) == [('0.5', 0, 10)]
+  assert split_syntax.split_ranges('2020-01[:50%]+train[:3]', sizes) == [
+      ('2020-01', 0, 10), ('train', 0, 3)]

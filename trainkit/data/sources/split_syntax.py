@@ -34,8 +34,9 @@ def split_ranges(spec: str, size_of) -> list:
   return out
 
 
-# A split's name, and optionally a slice of whole numbers, all with or without '%'.
-_PART = re.compile(r'(\w+)(?:\[(\d+%?)?:(\d+%?)?\])?')
+# A split's name (a split column's values may hold '.' and '-': '0.5', '2020-01'), and
+# optionally a slice of whole numbers, all with or without '%'.
+_PART = re.compile(r'([\w.\-]+)(?:\[(\d+%?)?:(\d+%?)?\])?')
 
 
 def _whole_or_slice(spec: str, size_of) -> list | None:

@@ -227,6 +227,9 @@ class TfdsSource(base.Source):
 
   def arrays(self, split: str) -> dict:
     if self._facts:
+      if split not in offline_data.IDX_FILES:
+        self.refuse(f'has no split {split!r} (it has: '
+                    f'{", ".join(map(repr, offline_data.IDX_FILES))})')
       # Read from the source files in TFDS's order: nothing to prepare or decode.
       offline_data.validate_manual_dir(self.dataset, self._config.manual_dir, payload=False)
       key = decoded_cache.files_key(self._facts['name'], self._facts['version'], split,
