@@ -99,6 +99,16 @@ class BareAssert(nn.Module):
     return x
 
 
+class NnxAnyArgs(nnx.Module):
+  """Takes its sizes as keyword arguments, and one it cannot do without."""
+
+  def __init__(self, din: int, *, rngs: nnx.Rngs, **sizes):
+    self.dense = nnx.Linear(din, sizes.get('width', 8), rngs=rngs)
+
+  def __call__(self, x):
+    return nnx.relu(self.dense(x.reshape((x.shape[0], -1))))
+
+
 class DebugPrint(nn.Module):
   """Prints from inside the model: a host callback, which jax.export cannot serialize."""
 
@@ -136,6 +146,9 @@ def _own(module='usermodels:Dense64', **fields):
     ('usermodels:NnxDense64', {'widht': 8}, "takes no argument 'widht'"),
     ('usermodels', {}, "give 'package.module:Name'"),
     ('usermodels:Dense64', {'widht': 8}, "takes no argument 'widht' .*did you mean 'width'"),
+    # Found only once the data was read, as a call convention of linen's.
+    ('usermodels:NnxAnyArgs', {'width': 8}, "model.args: usermodels:NnxAnyArgs cannot be built "
+     r"with \{'width': 8\} \(missing a required argument: 'din'\)"),
 ])
 def test_a_module_that_cannot_be_built_is_refused_in_one_line(user_modules, module, args,
                                                               message):
@@ -143,6 +156,12 @@ def test_a_module_that_cannot_be_built_is_refused_in_one_line(user_modules, modu
   config.model.args = args
   with pytest.raises(errors.ConfigError, match=message):
     config_checks.validate(config)
+
+
+def test_an_nnx_constructor_taking_any_keywords_takes_them(user_modules):
+  # They were refused: 'takes no argument 'width' (it takes: din, sizes)'.
+  config_checks.validate(_own('usermodels:NnxAnyArgs', **{'model.args': {'din': 784,
+                                                                          'width': 16}}))
 
 
 @pytest.mark.parametrize('module, message', [

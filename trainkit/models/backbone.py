@@ -98,19 +98,34 @@ def construct(path: str, args: dict) -> nn.Module:
   """The module of `path` built with `args`, refused in one line where it takes other ones."""
   cls = resolve(path)
   if issubclass(cls, nnx.Module):
-    fields = set(inspect.signature(cls.__init__).parameters) - {'self', 'rngs'}
-  else:
-    fields = {f for f in getattr(cls, '__dataclass_fields__', {}) if f not in ('parent', 'name')}
+    _check_nnx_args(path, cls, args)
+    return NnxBackbone(cls, flax.core.FrozenDict(args))
+  fields = {f for f in getattr(cls, '__dataclass_fields__', {}) if f not in ('parent', 'name')}
   unknown = sorted(set(args) - fields)
   if unknown:
     raise errors.ConfigError(
         f'model.args: {path} takes no argument {unknown[0]!r} (it takes: '
         f'{", ".join(sorted(fields)) or "none"}){errors.suggest(unknown[0], fields)}')
-  if issubclass(cls, nnx.Module):
-    return NnxBackbone(cls, flax.core.FrozenDict(args))
   try:
     return cls(**args)
   except TypeError as e:
+    raise errors.ConfigError(f'model.args: {path} cannot be built with {args!r} ({e})') from None
+
+
+def _check_nnx_args(path: str, cls, args: dict) -> None:
+  """Refuses `args` an NNX class's constructor cannot bind: unknown or missing ones."""
+  signature = inspect.signature(cls.__init__)
+  fields = set(signature.parameters) - {'self', 'rngs'}
+  takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+  unknown = sorted(set(args) - fields)
+  if unknown and not takes_any:
+    raise errors.ConfigError(
+        f'model.args: {path} takes no argument {unknown[0]!r} (it takes: '
+        f'{", ".join(sorted(fields)) or "none"}){errors.suggest(unknown[0], fields)}')
+  rngs = {'rngs': None} if 'rngs' in signature.parameters else {}
+  try:
+    signature.bind(None, **args, **rngs)
+  except TypeError as e:  # A required argument not given.
     raise errors.ConfigError(f'model.args: {path} cannot be built with {args!r} ({e})') from None
 
 
