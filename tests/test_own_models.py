@@ -109,6 +109,26 @@ class NnxAnyArgs(nnx.Module):
     return nnx.relu(self.dense(x.reshape((x.shape[0], -1))))
 
 
+class Consts(nn.Module):
+  """A variable of its own collection: neither trained nor checkpointed."""
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    scale = self.variable('consts', 'scale', lambda: 2.0)
+    return nn.Dense(4)(x.reshape((x.shape[0], -1))) * scale.value
+
+
+class NnxBuffer(nnx.Module):
+  """An nnx.Variable buffer: built abstractly to restore, it was a ShapeDtypeStruct."""
+
+  def __init__(self, *, rngs: nnx.Rngs):
+    self.dense = nnx.Linear(784, 4, rngs=rngs)
+    self.offset = nnx.Variable(jnp.ones((4,)))
+
+  def __call__(self, x):
+    return self.dense(x.reshape((x.shape[0], -1))) + self.offset.value
+
+
 class DebugPrint(nn.Module):
   """Prints from inside the model: a host callback, which jax.export cannot serialize."""
 
@@ -170,6 +190,8 @@ def test_an_nnx_constructor_taking_any_keywords_takes_them(user_modules):
     ('usermodels:NanInit', 'initial parameters are not all finite'),
     # An error without a message is named by its kind.
     ('usermodels:BareAssert', r'fails on inputs of shape \(2, 28, 28, 1\) \(AssertionError\)'),
+    ('usermodels:Consts', "keeps variables in collection 'consts', which a run neither"),
+    ('usermodels:NnxBuffer', "keeps variables in collection 'Variable'"),
     ('usermodels:OneLogitColumn', r"sets HEAD = False, .* task='classification' takes "
      r'\(2, 10\) for a batch of 2, it returns \(2, 1\)'),
 ])

@@ -145,6 +145,12 @@ def check_built(config, model, input_shape: tuple, input_dtype: str) -> None:
     raise errors.ConfigError(
         f'model.module={name!r} fails on inputs of shape {tuple(example.shape)} '
         f'({errors.raised(e)})') from None
+  other = sorted(set(variables) - {'params', 'batch_stats', 'intermediates'})
+  if other:
+    raise errors.ConfigError(
+        f'model.module={name!r} keeps variables in collection {other[0]!r}, which a run '
+        'neither trains nor checkpoints: only params and batch_stats (linen) or nnx.Param '
+        'and nnx.BatchStat (NNX); make them parameters, or compute them in __call__')
   features = jax.eval_shape(
       lambda: model.backbone.apply(
           {k: v['backbone'] for k, v in variables.items() if 'backbone' in v},
