@@ -157,17 +157,21 @@ def test_a_summary_older_than_the_config_is_evaluated_again(tmp_path):
   assert again['eval_loss'] == summary['eval_loss']  # Evaluated, not the stale figure.
 
 
-@pytest.mark.parametrize('change', [{'test_split': 'test[:50%]'}, {'eval_batch_size': 8}])
-def test_a_finished_run_with_another_evaluation_evaluates_again(tmp_path, change):
-  _, summary = _run(tmp_path)
+@pytest.mark.parametrize('base, change', [
+    # The test split reports alone where a validation split evaluates the epochs.
+    ({'train_split': 'train[:40]', 'validation_split': 'train[40:]'},
+     {'test_split': 'test[:50%]'}),
+    ({}, {'eval_batch_size': 8})])
+def test_a_finished_run_with_another_evaluation_evaluates_again(tmp_path, base, change):
+  _, summary = _run(tmp_path, **base)
   checkpoints = {k: v for k, v in digest(tmp_path).items() if k.startswith('checkpoints')}
-  state, again = _run(tmp_path, **change)
+  state, again = _run(tmp_path, **base, **change)
   assert {k: v for k, v in digest(tmp_path).items()
           if k.startswith('checkpoints')} == checkpoints  # Nothing new trained or saved.
-  assert int(state.step) == 12
+  assert int(state.step) == summary['step'] > 0
   assert again['step'] == summary['step'] and again['train_wall_s'] == summary['train_wall_s']
   if 'test_split' in change:  # Half the examples: other figures.
-    assert again['eval_loss'] != summary['eval_loss']
+    assert again['test_loss'] != summary['test_loss']
   with open(tmp_path / 'summary.json') as f:
     assert json.load(f) == again  # Written again.
 

@@ -118,7 +118,8 @@ CONTINUED = {
     'grad_clip_norm': 2.0, 'schedule': 'constant', 'warmup_epochs': 0.25,
     'end_lr_factor': 0.1, 'decay_rate': 0.9, 'decay_epochs': 2.0, 'staircase': True,
     'input_mode': 'stream', 'nan_policy': 'skip', 'nan_skip_limit': 3,
-    'validation_split': 'train[40:]', 'best_metric': 'loss', 'early_stopping_patience': 5,
+    'validation_split': 'train[40:]', 'test_split': 'test[:40]', 'best_metric': 'loss',
+    'early_stopping_patience': 5,
     'early_stopping_metric': 'accuracy', 'early_stopping_min_delta': 0.01,
     'plateau_patience': 3, 'plateau_factor': 0.5, 'plateau_min_delta': 1e-3,
 }

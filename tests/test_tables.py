@@ -409,6 +409,20 @@ def test_whole_number_targets_are_classes_by_the_values_found(tmp_path, labels, 
   assert set(np.unique(np.asarray(data.train['y'])).tolist()) == set(range(len(names)))
 
 
+def test_a_split_columns_splits_that_no_split_reads_are_warned_of(tmp_path, caplog):
+  columns = _columns(200)
+  columns['part'] = np.array(['train', 'train', 'train', 'validation', 'test'] * 40)
+  path = _write(columns, tmp_path / 't.csv')
+  # The table config's slices of 'train' left as they are: 80 rows never read.
+  input_pipeline.create_datasets(_config(path, split_column='part'))
+  assert ("split_column='part' has rows that no split reads: 'validation' (40 rows), "
+          "'test' (40 rows); train_split='train[:70%]'") in caplog.text
+  caplog.clear()
+  input_pipeline.create_datasets(_config(path, split_column='part', train_split='train',
+                                         validation_split='validation', test_split='test'))
+  assert 'no split reads' not in caplog.text
+
+
 def test_a_column_of_amounts_is_refused_as_classes(tmp_path):
   columns = _columns(300)
   columns['label'] = np.arange(300) * 7 + 1000  # Prices, task left at classes.

@@ -74,6 +74,11 @@ def takes_classes(config) -> bool:
   return of(config).CLASSES
 
 
+def of_real_values() -> tuple:
+  """The tasks whose targets are real values, not classes (for a refusal to name)."""
+  return tuple(name for name, task in TASKS.items() if not task.CLASSES)
+
+
 def scales_targets(config) -> bool:
   """Whether `config`'s model predicts standardised targets (real values)."""
   return of(config).SCALES_TARGETS

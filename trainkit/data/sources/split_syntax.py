@@ -34,6 +34,11 @@ def split_ranges(spec: str, size_of) -> list:
   return out
 
 
+def names(spec: str) -> set:
+  """The named splits `spec` reads ('train[:80%]+extra' -> {'train', 'extra'})."""
+  return {part.split('[')[0].strip() for part in spec.split('+')}
+
+
 # A split's name (a split column's values may hold '.' and '-': '0.5', '2020-01'), and
 # optionally a slice of whole numbers, all with or without '%'.
 _PART = re.compile(r'([\w.\-]+)(?:\[(\d+%?)?:(\d+%?)?\])?')

@@ -25,6 +25,7 @@ import dataclasses
 import difflib
 import re
 
+from absl import logging
 import numpy as np
 
 from trainkit import errors
@@ -186,6 +187,7 @@ class TableSource(base.Source):
       is_train = np.zeros(meta['rows'], bool)
       for name, lo, hi in split_syntax.split_ranges(config.train_split, size_of):
         is_train[self._split(splits, name)[lo:hi]] = True
+      self._note_unread(splits)
       encoding = self._fit(arrays, meta, features, is_train)
     else:
       encoding = self._stored(meta, features, classes)
@@ -286,7 +288,7 @@ class TableSource(base.Source):
     elif len(found) > max(100, len(values) // 10):
       self.refuse(f'target_column={name!r} holds {len(found):,} distinct whole numbers in '
                   f'{len(values):,} rows: too many to be task={self._config.task!r}\'s '
-                  "classes; for amounts or counts set task='regression'")
+                  f'classes; for amounts or counts set task={tasks.of_real_values()[0]!r}')
     keys = np.array([int(c) for c in names], np.int64)
     order = np.argsort(keys)
     return order[np.searchsorted(keys[order], values)].astype(np.int32), names
@@ -324,6 +326,17 @@ class TableSource(base.Source):
       levels = meta['levels'][split]
       return {levels[c]: rows[values == c] for c in np.unique(values) if c >= 0}
     return {_split_name(v): rows[values == v] for v in np.unique(values[~np.isnan(values)])}
+
+  def _note_unread(self, splits: dict) -> None:
+    """Warns of a split column's splits that no split reads (the splits left at 'train[:70%]'?)."""
+    config = self._config
+    specs = {f: config[f] for f in ('train_split', 'validation_split', 'test_split') if config[f]}
+    read = set().union(*(split_syntax.names(spec) for spec in specs.values()))
+    unread = [f'{name!r} ({len(rows):,} rows)' for name, rows in splits.items()
+              if name not in read]
+    if config.split_column and unread:
+      logging.warning('split_column=%r has rows that no split reads: %s; %s', config.split_column,
+                      ', '.join(unread), ', '.join(f'{f}={v!r}' for f, v in specs.items()))
 
   def _split(self, splits: dict, name: str) -> np.ndarray:
     if name not in splits:
