@@ -178,6 +178,16 @@ def test_a_module_that_cannot_be_built_is_refused_in_one_line(user_modules, modu
     config_checks.validate(config)
 
 
+def test_a_compute_dtype_goes_to_the_backbones_layers(user_modules):
+  from trainkit.models import backbone  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  # The built-in CNN computed in float32 under dtype='bfloat16': only the head did not.
+  assert backbone.construct('cnn', {}, 'bfloat16').dtype == 'bfloat16'
+  assert backbone.construct('cnn', {'dense': 8}).dtype == 'float32'
+  with pytest.raises(errors.ConfigError, match="dtype='bfloat16': model.module='usermodels:"
+                     "Dense64' takes no dtype argument, so only the head would compute in it"):
+    config_checks.validate(_own(dtype='bfloat16'))
+
+
 def test_an_nnx_constructor_taking_any_keywords_takes_them(user_modules):
   # They were refused: 'takes no argument 'width' (it takes: din, sizes)'.
   config_checks.validate(_own('usermodels:NnxAnyArgs', **{'model.args': {'din': 784,

@@ -54,7 +54,8 @@ def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float3
   if not _module(model_config):
     return mlp.create_model(model_config, head, input_shift, input_scale, dtype)
   backbone = _backbones()
-  return backbone.WithHead(backbone.construct(_module(model_config), _args(model_config)),
+  return backbone.WithHead(backbone.construct(_module(model_config), _args(model_config),
+                                              str(jnp.dtype(dtype))),
                            head, input_shift=input_shift, input_scale=input_scale,
                            dtype=jnp.dtype(dtype))
 
@@ -69,7 +70,7 @@ def check_config(config) -> None:
     except (TypeError, ValueError) as e:
       raise errors.ConfigError(f'model.args={_args(config.model)!r}: every argument must be a '
                                f'JSON value, to be recorded in config.json ({e})') from None
-    _backbones().construct(_module(config.model), _args(config.model))
+    _backbones().construct(_module(config.model), _args(config.model), config.dtype)
 
 
 def _check_family(config) -> None:

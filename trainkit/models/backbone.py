@@ -94,9 +94,14 @@ def _shapes_only(nnx_class):
   return build
 
 
-def construct(path: str, args: dict) -> nn.Module:
-  """The module of `path` built with `args`, refused in one line where it takes other ones."""
+def construct(path: str, args: dict, dtype: str = 'float32') -> nn.Module:
+  """The module of `path` built with `args`, refused in one line where it takes other ones.
+
+  A compute `dtype` other than float32 goes to the module as its `dtype`
+  argument (as Flax's layers take theirs), unless `args` gives one.
+  """
   cls = resolve(path)
+  args = _with_dtype(path, cls, args, dtype)
   if issubclass(cls, nnx.Module):
     _check_nnx_args(path, cls, args)
     return NnxBackbone(cls, flax.core.FrozenDict(args))
@@ -110,6 +115,19 @@ def construct(path: str, args: dict) -> nn.Module:
     return cls(**args)
   except TypeError as e:
     raise errors.ConfigError(f'model.args: {path} cannot be built with {args!r} ({e})') from None
+
+
+def _with_dtype(path: str, cls, args: dict, dtype: str) -> dict:
+  """`args` with the run's compute dtype as the module's `dtype`; refused where it takes none."""
+  if dtype == 'float32' or 'dtype' in args:
+    return args
+  takes = ('dtype' in inspect.signature(cls.__init__).parameters if issubclass(cls, nnx.Module)
+           else 'dtype' in getattr(cls, '__dataclass_fields__', {}))
+  if not takes:
+    raise errors.ConfigError(
+        f'dtype={dtype!r}: model.module={path!r} takes no dtype argument, so only the head '
+        'would compute in it; give the module a dtype field for its layers, or use float32')
+  return {**args, 'dtype': dtype}
 
 
 def _check_nnx_args(path: str, cls, args: dict) -> None:

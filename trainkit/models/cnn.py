@@ -18,14 +18,16 @@ class CNN(nn.Module):
   dense: int = 256  # Width of the Dense layer on the flattened features.
   dropout: float = 0.3  # Before and after the Dense layer.
   momentum: float = 0.9  # BatchNorm's running-average decay.
+  dtype: str = 'float32'  # The layers' compute dtype (the run's `dtype`).
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.momentum)
+    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.momentum,
+                                dtype=self.dtype)
     for width in self.channels:
-      x = nn.relu(norm()(nn.Conv(width, (3, 3), use_bias=False)(x)))
+      x = nn.relu(norm()(nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(x)))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(self.dense)(x))
+    x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
     return nn.Dropout(self.dropout, deterministic=not train)(x)
