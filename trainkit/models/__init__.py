@@ -21,6 +21,11 @@ from trainkit.tasks import ensemble
 FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
 # The MLP's fields TabM does not read (it has its paper's ReLU and init), at their defaults.
 _NOT_TABM = {'activation': 'relu', 'kernel_init': 'lecun_normal'}
+# The MLP's layer fields, which a backbone does not read, at the default config's values
+# (tests/test_own_models.py checks they are those).
+MLP_ONLY = {'hidden_sizes': (512, 512), 'dropout_rates': (0.3, 0.4), 'activation': 'relu',
+            'use_batchnorm': True, 'batchnorm_momentum': 0.9, 'kernel_init': 'lecun_normal',
+            'init_scale': 0.01}
 
 
 def _backbones():
@@ -62,7 +67,10 @@ def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float3
 
 def check_config(config) -> None:
   """Refuses the model's fields: the MLP's, TabM's, or a backbone that cannot be built."""
-  mlp.check_config(config)
+  if _module(config.model):  # The MLP's layer fields are not read (check_new_run).
+    errors.one_of(config, 'dtype', mlp.DTYPES)
+  else:
+    mlp.check_config(config)
   _check_family(config)
   if _module(config.model):
     try:
@@ -95,17 +103,30 @@ def _check_family(config) -> None:
 
 
 def check_new_run(config) -> None:
-  """Refuses, for a run that starts training, the MLP's fields TabM would not read.
+  """Refuses, for a run that starts training, the MLP's fields its model would not read.
 
-  Only there: a workdir TabM trained before this check holds whatever these
-  fields said, and its model is TabM's all the same.
+  Only there: a workdir trained before this check holds whatever these
+  fields said, and its model is TabM's or its backbone's all the same.
   """
+  if _module(config.model):
+    _check_backbone_ignores_mlp(config)
   if config.model.get('family', 'mlp') != 'tabm':
     return
   for name, value in _NOT_TABM.items():
     errors.require(config.model[name] == value, f'model.{name}', config.model[name],
                    f"is the MLP's; model.family='tabm' does not read it (its layers are "
                    f"ReLU, initialised as its paper's): leave it {value!r}")
+
+
+def _check_backbone_ignores_mlp(config) -> None:
+  """Refuses an MLP field changed for a backbone, which has layers of its own.
+
+  Read by nothing, a sweep over one would train the same model again and again.
+  """
+  for name, value in MLP_ONLY.items():
+    errors.require(config.model[name] == value, f'model.{name}', config.model[name],
+                   f"is the MLP's; model.module={_module(config.model)!r} has layers of its "
+                   f'own (set them in model.args): leave it {value!r}')
 
 
 def check_data(config, data) -> None:
