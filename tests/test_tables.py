@@ -365,7 +365,7 @@ def _bad(tmp_path, name):
     ('garbage', {}, 'garbage.parquet cannot be read as a table'),
     ('ok', {'target_column': 'labl'}, "target_column='labl' is not a column .did you mean 'label'"),
     ('ok', {'target_column': ''}, 'a table needs target_column'),
-    ('one_value', {}, "target_column='label' holds one value only"),
+    ('one_value', {}, r"target_column='label' holds one value only \('0'\)$"),
     ('ok', {'task': 'classification', 'target_column': 'value', 'best_metric': 'accuracy',
             'early_stopping_metric': 'loss'}, "task='classification': needs integer class"),
     ('all_missing', {}, "column 'b' has no values .all missing."),
@@ -421,6 +421,16 @@ def test_a_split_columns_splits_that_no_split_reads_are_warned_of(tmp_path, capl
   input_pipeline.create_datasets(_config(path, split_column='part', train_split='train',
                                          validation_split='validation', test_split='test'))
   assert 'no split reads' not in caplog.text
+
+
+def test_an_exports_signature_gives_a_date_columns_unit():
+  from trainkit.data.sources import tables  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from trainkit.serving import table_inputs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  day, amount = table_inputs.signature(
+      [tables.Column('day', 'date', fill=19000.0), tables.Column('amount', 'float')], 'float64')
+  # ONNX takes it as a float64 number, which the user must compute from a date.
+  assert day['unit'] == 'days since 1970-01-01 UTC' and day['dtype'] == 'float64'
+  assert 'unit' not in amount
 
 
 def test_a_column_of_amounts_is_refused_as_classes(tmp_path):

@@ -65,6 +65,8 @@ def signature(table_columns: list, number_dtype: str) -> list:
       entry.update(dtype=None, levels=list(c.levels))
     else:
       entry.update(dtype=number_dtype, fill=c.fill, missing='NaN')
+      if c.kind == 'date':  # As --mode=predict reads a date column.
+        entry['unit'] = 'days since 1970-01-01 UTC'
     described.append(entry)
   return described
 

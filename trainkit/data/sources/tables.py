@@ -49,7 +49,7 @@ def _split_name(value: float) -> str:
 class Column:
   """How one table column becomes features (fitted on training rows)."""
   name: str
-  kind: str  # 'integer', 'float', 'bool' or 'string'.
+  kind: str  # 'integer', 'float', 'bool', 'date' (days since 1970-01-01 UTC) or 'string'.
   fill: float = 0.0  # Numbers: the training mean, for missing values.
   indicator: bool = False  # Numbers: a missing-value feature follows.
   levels: tuple = ()  # Strings: the one-hot levels (then one for OTHER).
@@ -269,7 +269,8 @@ class TableSource(base.Source):
     else:
       y, classes = values.astype(np.float32), None
     if len(np.unique(y)) < 2:
-      self.refuse(f'target_column={name!r} holds one value only ({np.unique(y)[0]!r})')
+      only = classes[int(y[0])] if classes else f'{float(y[0]):g}'
+      self.refuse(f'target_column={name!r} holds one value only ({only!r})')
     if classes and self._config.positive_class:
       y, classes = self._positive_last(name, y, classes)
     return y, classes
