@@ -1,5 +1,6 @@
 """Device-resident and streamed input, scanned multi-step calls, bfloat16."""
 
+import logging
 import types
 
 import jax
@@ -271,3 +272,13 @@ def test_a_streamed_call_holds_a_bounded_number_of_batches():
   assert calls_lib.steps_per_call(tiny_config(steps_per_call=0), streamed) == 100
   assert calls_lib.steps_per_call(tiny_config(steps_per_call=30), streamed) == 30
   assert calls_lib.steps_per_call(tiny_config(steps_per_call=0), resident) == 0
+
+
+def test_a_resume_reading_its_rows_otherwise_says_so(tmp_path, mock_mnist, caplog):
+  train.train_and_evaluate(tiny_config(input_mode='device', num_epochs=1), str(tmp_path))
+  # As input_mode='auto' may choose on a machine of less memory: another order of rows.
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    train.train_and_evaluate(tiny_config(input_mode='stream', num_epochs=2), str(tmp_path),
+                             continue_with_changes=True)
+  assert ("input_mode='stream' reads the training rows as 'stream', the checkpoint's epochs "
+          "read them as 'device'") in caplog.text
