@@ -5,6 +5,7 @@ by path (`config.model.module='usermodels:Dense64'`), as a user's would be.
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -234,7 +235,7 @@ def test_a_module_that_cannot_train_is_refused_before_any_step(user_modules, moc
 
 
 @pytest.mark.slow  # An MNIST epoch per backbone.
-def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path, monkeypatch):
+def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path, monkeypatch, caplog):
   _, summary = train.train_and_evaluate(_own(), str(tmp_path))
   assert summary['step'] > 0
   stored = json.loads((tmp_path / 'config.json').read_text())
@@ -256,6 +257,16 @@ def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path, monkey
   # A module computing the task's outputs itself adds no head.
   _, logits = train.train_and_evaluate(_own('usermodels:Logits'), str(tmp_path / 'logits'))
   assert logits['step'] == summary['step']
+  # Its class's source is part of what the workdir records: edited, a load says so.
+  assert json.loads((tmp_path / 'model.json').read_text())['module_digest']
+  trainkit.load(str(tmp_path))
+  assert 'source has changed' not in caplog.text
+  source = user_modules / 'usermodels.py'
+  source.write_text(source.read_text().replace('Dense(64) and ReLU', 'Dense(64), then ReLU'))
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    trainkit.load(str(tmp_path))
+  assert ("model.module='usermodels:Dense64': its class's source has changed since the "
+          'workdir was trained') in caplog.text
 
 
 @pytest.mark.slow  # Trains twice.

@@ -8,6 +8,7 @@ one by name ('cnn') or any Flax linen module by import path, built with
 
 import json
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +64,23 @@ def create(model_config, head, input_shift=0.0, input_scale=255.0, dtype='float3
                                               str(jnp.dtype(dtype))),
                            head, input_shift=input_shift, input_scale=input_scale,
                            dtype=jnp.dtype(dtype))
+
+
+def module_digest(model_config) -> str:
+  """A digest of the backbone class's source ('' for the built-in MLP and TabM)."""
+  return _backbones().source_digest(_module(model_config)) if _module(model_config) else ''
+
+
+def note_module_change(model_config, trained_digest: str) -> None:
+  """Warns where the backbone's source differs from the one its checkpoints were trained by.
+
+  Its weights are then read by other code; a comment changes the digest too,
+  so this warns rather than refuses.
+  """
+  now = module_digest(model_config)
+  if trained_digest and now and now != trained_digest:
+    logging.warning('model.module=%r: its class\'s source has changed since the workdir was '
+                    'trained; its checkpoints are read by the new code', _module(model_config))
 
 
 def check_config(config) -> None:

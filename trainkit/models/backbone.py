@@ -17,6 +17,7 @@ and returns them (a classifier's logits).
 """
 
 import functools
+import hashlib
 import importlib
 import inspect
 from typing import Any
@@ -52,6 +53,15 @@ def resolve(path: str):
     raise errors.ConfigError(f'model.module={path!r} is not a Flax linen or NNX Module class '
                              f'(it is {found!r})')
   return found
+
+
+def source_digest(path: str) -> str:
+  """A digest of the source of the class `path` names ('' where Python has none)."""
+  try:
+    source = inspect.getsource(resolve(path))
+  except (OSError, TypeError):  # Made at run time, or from a file since gone.
+    return ''
+  return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def _in_mode(module, x, train: bool):

@@ -12,6 +12,7 @@ from absl import logging
 import jax
 
 from trainkit import errors
+from trainkit import models
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
 from trainkit.data import pipeline as input_pipeline
@@ -43,6 +44,7 @@ def restore(config, workdir: str, checkpoint: str = 'latest', evaluates: bool = 
     raise errors.ConfigError(
         f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
         'training run has written (train first)') from None
+  models.note_module_change(config.model, spec.module_digest)
   directory = workdir_lib.checkpoint_dir(workdir)
   if not os.path.isdir(directory):  # Refused before a manager would create the folder.
     raise errors.ConfigError(

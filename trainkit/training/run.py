@@ -17,6 +17,7 @@ import time
 from absl import logging
 import jax
 
+from trainkit import models
 from trainkit import tasks
 from trainkit.checkpoints import manager as checkpointing
 from trainkit.checkpoints import warm_start
@@ -41,6 +42,14 @@ from trainkit.workdirs import layout as workdir_lib
 
 # How a stop_reason of max_steps begins (Run.after_epoch writes it).
 _BUDGET = 'max_steps='
+
+
+def _trained_digest(workdir: str) -> str:
+  """The backbone source digest model.json holds ('' for none, or no readable file)."""
+  try:
+    return workdir_lib.ModelSpec.read(workdir).module_digest
+  except (FileNotFoundError, ValueError):
+    return ''
 
 
 def _note_input_mode(meta: dict, config, streamed: bool) -> None:
@@ -162,6 +171,7 @@ class Run:
       logging.warning('Training on from step %d with changes to the config: %s.',
                       restored_step, config_changes)
     _note_input_mode(self.meta, config, streamed)
+    models.note_module_change(config.model, _trained_digest(self.workdir))
     _lift_stops(self.meta, config, restored_step)
     return state
 

@@ -115,7 +115,8 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       target_shift=target_shift, target_scale=target_scale, columns=data.columns,
       class_names=data.class_names,
       class_weights=training_statistics.class_weights(config, data),
-      data_fingerprint=data.fingerprint, bins=training_statistics.quantile_bins(config, data))
+      data_fingerprint=data.fingerprint, bins=training_statistics.quantile_bins(config, data),
+      module_digest=models_lib.module_digest(config.model))
 
 
 # A copy of a state (any tree of arrays) on its devices, in one call: a copy

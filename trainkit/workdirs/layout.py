@@ -181,6 +181,8 @@ class ModelSpec:
     data_fingerprint: a digest of the bytes of the table's or .npz file the
       model was trained on; '' for other data. A resume, or an evaluation, on
       files of another digest is refused.
+    module_digest: a digest of the backbone class's source ('' for the
+      built-in models); a restore by changed code warns.
   """
   num_classes: int
   input_shape: tuple
@@ -196,6 +198,7 @@ class ModelSpec:
   class_weights: tuple = ()
   data_fingerprint: str = ''
   bins: tuple = ()
+  module_digest: str = ''
 
   @property
   def input_name(self) -> str:
