@@ -236,6 +236,11 @@ def test_regression_on_an_npz_file_fits_as_least_squares_does(tmp_path):
      "task='classification': needs integer class labels .* not all class labels 0..K-1"),
     ({'x': np.zeros((4, 1)), 'y': np.zeros(4, np.int64)}, {'task': 'classification'},
      "task='classification': needs integer class labels .at least 2 classes.; .* has 1 class"),
+    # The named splits were ignored for 'x'/'y'.
+    ({'x': np.zeros((4, 1)), 'y': np.zeros(4), 'x_test': np.zeros((4, 1)),
+      'y_test': np.zeros(4)}, {}, r"holds both 'x'/'y' .* and named splits \(x_test, y_test\)"),
+    ({'x': np.array([{'a': 1}] * 4, dtype=object), 'y': np.zeros(4)}, {},
+     r'cannot be read as a .npz file \(ValueError: Object arrays cannot be loaded'),
     # Cast to 32 bits, these wrapped to -807,049,216 or became inf.
     ({'x': np.array([[1.0], [2.0], [1e300], [3.0]]), 'y': np.zeros(4)}, {},
      r"x of split .train. holds 1 values past 32 bits' range \(np.float64\(1e\+300\) in row 2\)"),

@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 
+from trainkit import errors
 from trainkit.data.sources import base
 from trainkit.data.sources import synthetic
 from trainkit.data.sources import table_files
@@ -72,7 +73,11 @@ def _read_npz(dataset: str) -> dict:
     with np.load(path, allow_pickle=False) as arrays:
       arrays = {k: arrays[k] for k in arrays.files}
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-    _refuse(dataset, f'cannot be read as a .npz file ({type(e).__name__})')
+    _refuse(dataset, f'cannot be read as a .npz file ({errors.raised(e)})')
+  split_keys = sorted(k for k in arrays if k.startswith(('x_', 'y_')))
+  if ('x' in arrays or 'y' in arrays) and split_keys:
+    _refuse(dataset, f"holds both 'x'/'y' (one split, 'train') and named splits "
+            f"({', '.join(split_keys)}); keep one form")
   if 'x' in arrays or 'y' in arrays:
     named = {'train': ('x', 'y')}
   else:
