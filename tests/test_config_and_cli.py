@@ -151,6 +151,13 @@ def test_cli_rejects_stray_positional_arguments(tmp_path):
   assert error_lines(result.stderr) == [
       "error: unexpected arguments 'extra': only --mode=predict takes input files"]
   assert os.listdir(tmp_path) == []
+  # sweep.py alike (it printed absl's usage text and exited 1).
+  result = run_main('--config=configs/sweeps/lr_seed.py', f'--workdir={tmp_path}', 'extra',
+                    script='sweep.py')
+  assert result.returncode == 2
+  assert error_lines(result.stderr) == [
+      "error: unexpected arguments 'extra': give every setting as a flag (--config=SWEEP_FILE, "
+      '--config.FIELD=VALUE, --workdir=DIR)']
 
 
 @pytest.mark.slow  # A process start each.

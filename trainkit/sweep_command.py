@@ -23,7 +23,6 @@ from trainkit.runtime import collector
 # What the modules below build lives to the end: no collection walks it
 # (trainkit/runtime/collector.py).
 with collector.paused_then_frozen():
-  from absl import app
   from absl import flags
   from ml_collections import config_flags
 
@@ -70,7 +69,8 @@ def _common_overrides(argv) -> list:
 def main(argv):
   """Runs the sweep, then prints the ranking and the best member's command."""
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    cli.refuse(f'unexpected arguments {" ".join(argv[1:])!r}: give every setting as a flag '
+               '(--config=SWEEP_FILE, --config.FIELD=VALUE, --workdir=DIR)')
   cli.setup_logging()
   cli.use_compilation_cache(FLAGS.config.cache_dir)
   sweep_path = config_flags.get_config_filename(FLAGS['config'])
