@@ -411,6 +411,11 @@ def test_workdir_that_is_a_file_is_refused(tmp_path, mock_mnist):
      "error: unknown config field 'lerning_rate' in the --config overrides "
      "(did you mean 'learning_rate'?)"),
     ('--config.batch_size=large', 'error: flag --config.batch_size=large: '),
+    # ml_collections' KeyError and TypeError: tracebacks, exit 1.
+    ('--config.modle.hidden_sizes=(256,)',
+     "error: unknown config section 'modle' in the --config overrides (did you mean 'model'?)"),
+    ('--config.optimizer.name=adam',
+     "error: --config.optimizer.name: 'optimizer' is a config field, not a section"),
 ])
 @pytest.mark.slow  # A process start each.
 def test_cli_refuses_misspelt_fields_and_wrong_types_in_one_line(finished_workdir, flag,

@@ -221,14 +221,36 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as e:
     refuse(str(e).splitlines()[0])
-  except AttributeError as e:  # ml_collections: a field the config lacks.
+  except (AttributeError, KeyError) as e:  # ml_collections: a field or section it lacks.
     message = str(e).replace('\\n', ' ').replace('\\', '')
     field = re.search(r"'(\w+)'", message)
     if not field:
       raise
     hint = re.search(r'Did you mean "(\w+)"', message)
-    refuse(f'unknown config field {field.group(1)!r} in the --config overrides'
-            + (f' (did you mean {hint.group(1)!r}?)' if hint else ''))
+    refuse(f'unknown config {"section" if isinstance(e, KeyError) else "field"} '
+           f'{field.group(1)!r} in the --config overrides'
+           + (f' (did you mean {hint.group(1)!r}?)' if hint else ''))
+  except TypeError:  # A dotted path through a field that is no section.
+    if config_file is None or config_file[2] is not None:
+      raise
+    config = configs.load(config_file[1])
+    for arg in (a.split('=')[0] for a in argv[1:] if a.startswith('--config.')):
+      field = _value_on_the_way(config, arg[len('--config.'):])
+      if field:
+        refuse(f'{arg}: {field!r} is a config field, not a section')
+    raise
+
+
+def _value_on_the_way(config, dotted: str) -> str:
+  """The field holding a value that `dotted` ('optimizer.name') goes on past; '' if none."""
+  node, parts = config, dotted.split('.')
+  for i, part in enumerate(parts[:-1]):
+    if not hasattr(node, 'keys') or part not in node:
+      return ''
+    node = node[part]
+    if not hasattr(node, 'keys'):
+      return '.'.join(parts[:i + 1])
+  return ''
 
 
 def run(main) -> None:
