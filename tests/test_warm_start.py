@@ -72,7 +72,7 @@ def test_an_average_of_the_parameters_starts_from_the_warm_started_ones(source, 
   assert evaluation.evaluate(state, data, 16) == evaluation.evaluate(loaded, data, 16)
 
 
-def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path):
+def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path, caplog):
   config, workdir = source
   spec = dataclasses.replace(workdir_lib.ModelSpec.read(workdir), num_classes=5)
   warm = config.copy_and_resolve_references()
@@ -93,6 +93,18 @@ def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path):
                             latest.params['Dense_0']['kernel'])
   np.testing.assert_array_equal(state.params['Dense_1']['kernel'],
                                 state_lib.create_state(warm, spec).params['Dense_1']['kernel'])
+  # A pattern that matches nothing (a typo) would load the head it meant to keep fresh.
+  warm.init_exclude = 'Dense_9'
+  spec = workdir_lib.ModelSpec.read(workdir)
+  with pytest.raises(errors.ConfigError, match="init_exclude='Dense_9' matches none of the "
+                     "model's arrays, so every one would be loaded"):
+    state_lib.warm_started(warm, state_lib.create_state(warm, spec))
+  # The source's arrays this model has no place for are named, not dropped unsaid.
+  warm.init_exclude, warm.model.use_batchnorm = '', False
+  with caplog.at_level(logging.WARNING, logger='absl'):
+    state_lib.warm_started(warm, state_lib.create_state(warm, spec))
+  assert 'of its arrays have no place in this model and are not used: params/BatchNorm_0/' in (
+      caplog.text)
 
 
 def _max_difference(a, b) -> float:

@@ -16,6 +16,7 @@ checkpoints were all broken and set aside starts from scratch again
 import os
 import re
 
+from absl import logging
 import flax
 import numpy as np
 
@@ -70,7 +71,7 @@ def load(config, state):
   finally:
     manager.close()
   exclude = re.compile(config.init_exclude) if config.init_exclude else None
-  loaded = {}
+  loaded, kept_fresh, unused = {}, [], []
   for collection in ('params', 'batch_stats'):
     fresh = flax.traverse_util.flatten_dict(
         flax.serialization.to_state_dict(getattr(state, collection)), sep='/')
@@ -80,6 +81,7 @@ def load(config, state):
       path = f'{collection}/{key}'
       if exclude and exclude.search(path):
         out[key] = value
+        kept_fresh.append(path)
         continue
       if key not in theirs:
         raise errors.ConfigError(
@@ -92,9 +94,30 @@ def load(config, state):
             f'{np.dtype(value.dtype).name} here; leave it freshly initialised with '
             'init_exclude')
       out[key] = np.asarray(theirs[key])
+    unused += [f'{collection}/{key}' for key in theirs if key not in fresh]
     loaded[collection] = flax.serialization.from_state_dict(
         getattr(state, collection), flax.traverse_util.unflatten_dict(out, sep='/'))
+  _report(config, step, kept_fresh, unused)
   return state.replace(**loaded)
+
+
+def _report(config, step: int, kept_fresh: list, unused: list) -> None:
+  """Refuses an init_exclude that matches nothing; says what stayed fresh and went unused.
+
+  A pattern that matches nothing is a typo: every array would be loaded,
+  the one meant to stay fresh too.
+  """
+  if config.init_exclude and not kept_fresh:
+    raise errors.ConfigError(
+        f'init_exclude={config.init_exclude!r} matches none of the model\'s arrays, so '
+        'every one would be loaded; they are named as params/<layer>/<array> (see '
+        '--mode=summary)')
+  if kept_fresh:
+    logging.info('Warm start: freshly initialised, not loaded: %s.', ', '.join(kept_fresh))
+  if unused:
+    logging.warning('Warm start from %r (checkpoint %d): %d of its arrays have no place in '
+                    'this model and are not used: %s', config.init_from, step, len(unused),
+                    ', '.join(unused[:8]) + (', ...' if len(unused) > 8 else ''))
 
 
 def check_config(config) -> None:
