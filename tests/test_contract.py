@@ -465,3 +465,15 @@ def test_the_commands_refuse_in_one_line_with_status_2_and_change_nothing(tmp_pa
     assert 'Traceback' not in done.stderr
   assert {str(w): digest(w) for w in (tmp_path / 'run', trained)} == before
   assert not list(tmp_path.glob('*_predictions.csv'))
+
+
+def test_runs_of_other_losses_overlay_their_shared_curves(tmp_path):
+  from trainkit.tracking import plots  # pylint: disable=g-import-not-at-top
+  curve = lambda *keys: {'step': [1, 2], **{k: [1.0, 0.5] for k in keys}}
+  runs = {'nll': {'train': curve('loss', 'nll', 'rmse'), 'eval': curve('loss', 'nll', 'rmse'),
+                  'panels': ('nll', 'rmse'), 'eval_split': 'validation'},
+          'mse': {'train': curve('loss', 'mse', 'rmse'), 'eval': curve('loss', 'mse', 'rmse'),
+                  'panels': ('mse', 'rmse'), 'eval_split': 'validation'}}
+  # The second run has no 'nll' curve: a KeyError ended report.py and a sweep's end.
+  plots.learning_curves(runs, str(tmp_path / 'curves.png'))
+  assert (tmp_path / 'curves.png').stat().st_size > 0

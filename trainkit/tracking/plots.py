@@ -96,11 +96,12 @@ def learning_curves(runs: dict, path: str, splits=('train', 'eval')) -> None:
     color = colors[i % len(colors)]
     prefix = f'{label}: ' if len(runs) > 1 else ''
     for ax, key in zip(axes, (first, second)):
+      # Runs of other tasks or losses have other curves: each panel draws those that have it.
       train, evaluation = curves['train'], curves['eval']
-      if 'train' in splits and train.get('step'):
+      if 'train' in splits and train.get('step') and key in train:
         ax.plot(train['step'], train[key], color=color, alpha=0.45, linewidth=1,
                 label=f'{prefix}train')
-      if 'eval' in splits and evaluation.get('step'):
+      if 'eval' in splits and evaluation.get('step') and key in evaluation:
         ax.plot(evaluation['step'], evaluation[key], color=color, marker='o',
                 markersize=3, linewidth=2, label=f'{prefix}{curves.get("eval_split", "eval")}')
   first, second = metrics_lib.get(first), metrics_lib.get(second)
