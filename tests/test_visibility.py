@@ -62,7 +62,13 @@ def test_tensorboard_reader_finds_the_scalars_and_hparams(tmp_path):
   rates = scalars['train_learning_rate']
   assert rates[max(rates)] < rates[min(rates)]
   assert all(v > 0 for v in scalars['epoch_steps_per_s'].values())
-  assert reader.PluginTagToContent('hparams')  # The config as hparams.
+  # The config as hparams, with the figures the tab shows beside it (none were named).
+  from tensorboardX.proto import plugin_hparams_pb2  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  experiment = plugin_hparams_pb2.HParamsPluginData.FromString(
+      reader.PluginTagToContent('hparams')['_hparams_/experiment']).experiment
+  assert {'eval_accuracy', 'eval_loss', 'train_loss'} <= {
+      m.name.tag for m in experiment.metric_infos}
+  assert 'learning_rate' in {h.name for h in experiment.hparam_infos}
 
 
 def test_events_are_written_by_the_caller_and_flushed_by_one_thread(tmp_path, monkeypatch):

@@ -113,13 +113,17 @@ class MetricLogger:
       from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
       self._summary = summary_pb2.Summary
 
-  def write_hparams(self, hparams: dict) -> None:
-    """The config as TensorBoard hparams (its HPARAMS tab), in the run's event file."""
+  def write_hparams(self, hparams: dict, metrics=()) -> None:
+    """The config as TensorBoard hparams (its HPARAMS tab), in the run's event file.
+
+    `metrics`: the tags of the scalars the tab shows beside them (it shows
+    only those it is given).
+    """
     if self._events:
       # The summaries of the hparams plugin, written straight into this
       # run's file (tensorboardX's add_hparams would open another run).
       from tensorboardX import summary as tb_summary  # pylint: disable=g-import-not-at-top
-      for proto in tb_summary.hparams(hparams, {}):
+      for proto in tb_summary.hparams(hparams, dict.fromkeys(metrics, 0.0)):
         self._events.add(proto)
 
   def logged(self, step: int, split: str) -> bool:

@@ -236,7 +236,8 @@ class Run:
       self._tracker.open(self.step, self.config_changes)
     self._logger = metric_logging.MetricLogger(
         self.workdir, resume_step=self.step, log_train_scalars=log_scalars, tracker=self._tracker)
-    self._logger.write_hparams(metric_logging.flat_hparams(self.config))
+    self._logger.write_hparams(metric_logging.flat_hparams(self.config),
+                               [f'eval_{m}' for m in self.metrics] + ['train_loss'])
     self._start = time.perf_counter()
 
   def wall_s(self) -> float:
