@@ -477,3 +477,19 @@ def test_runs_of_other_losses_overlay_their_shared_curves(tmp_path):
   # The second run has no 'nll' curve: a KeyError ended report.py and a sweep's end.
   plots.learning_curves(runs, str(tmp_path / 'curves.png'))
   assert (tmp_path / 'curves.png').stat().st_size > 0
+
+
+@pytest.mark.slow  # Process starts.
+def test_the_workdirs_own_config_takes_overrides_on_the_command_line(tmp_path):
+  from tests.helpers import error_lines, run_main  # pylint: disable=g-import-not-at-top
+  _, run = _arrays_run(tmp_path)
+  # Without --config, ml_collections defined no --config.FIELD flag: 'Unknown flag'.
+  result = run_main(f'--workdir={run}', '--mode=eval', '--config.eval_batch_size=7',
+                    '--config.test_split=train[:32]')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'on 32 examples of train[:32]' in result.stdout
+  for flag, message in (
+      ('--config.eval_batchsize=7', "unknown config field 'eval_batchsize'"),
+      ('--config.plots=maybe', '--config.plots=maybe: give true or false')):
+    result = run_main(f'--workdir={run}', '--mode=eval', flag)
+    assert result.returncode == 2 and message in error_lines(result.stderr)[0], result.stderr

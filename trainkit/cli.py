@@ -253,7 +253,7 @@ def _value_on_the_way(config, dotted: str) -> str:
   return ''
 
 
-def run(main) -> None:
+def run(main, flags_parser=None) -> None:
   """Absl's app.run(main) with this module's flag parsing, then a quick exit.
 
   Once `main` is done, everything the command wrote is closed. Python's
@@ -264,7 +264,7 @@ def run(main) -> None:
   """
   _dump_stacks_when_overdue()
   try:
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=flags_parser or parse_flags)
     code = 0
   except SystemExit as e:
     code = e.code

@@ -10,8 +10,11 @@
 
 `--config` is a config file, or the name of one shipped in the package
 (`default`, `table`, `mixture_density`, ... : trainkit/configs/). Every mode
-but train may leave it out: the workdir's own config is used.
+but train may leave it out: the workdir's own config is used, with the
+command's --config.FIELD=VALUE overrides (--config.eval_batch_size=100).
 """
+
+import ast
 
 from trainkit.runtime import collector
 
@@ -89,9 +92,10 @@ def main(argv):
   if config is None and FLAGS.mode == 'train':
     cli.refuse('--config is required to train (a config file, or a shipped one: '
                f'{", ".join(configs.names())})')
-  if config is None:  # The workdir's own, as it was trained.
+  if config is None:  # The workdir's own, as it was trained, with the overrides given.
     with cli.exits():
-      config = config_history.workdir_config(FLAGS.workdir, configs.load('default'))
+      config = _overridden(config_history.workdir_config(FLAGS.workdir,
+                                                         configs.load('default')))
   cli.setup_logging()
   cli.use_compilation_cache(config.cache_dir)
   # Before anything touches JAX. With no flags, SLURM / TPU / MPI are detected.
@@ -111,6 +115,52 @@ def main(argv):
                  header=FLAGS.header, export_format=FLAGS.format)
 
 
+# --config.FIELD=VALUE given without --config: (field, text) for the workdir's own config.
+_WORKDIR_OVERRIDES = []
+
+
+def _parse_flags(argv):
+  """cli.parse_flags; without --config, its overrides are kept for the workdir's config.
+
+  ml_collections defines --config.FIELD flags only for a --config it loads.
+  """
+  if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    kept = [a for a in argv[1:] if a.startswith('--config.') and '=' in a]
+    _WORKDIR_OVERRIDES[:] = [a[len('--config.'):].split('=', 1) for a in kept]
+    argv = [a for a in argv if a not in kept]
+  return cli.parse_flags(argv)
+
+
+def _overridden(config):
+  """`config` with the command's --config.FIELD=VALUE, typed as the fields are."""
+  if not _WORKDIR_OVERRIDES:
+    return config
+  from trainkit.search import sweeps  # pylint: disable=g-import-not-at-top
+  return sweeps.member_config(config, {field: _typed(field, _field(config, field), text)
+                                       for field, text in _WORKDIR_OVERRIDES})
+
+
+def _field(config, dotted: str):
+  node = config
+  for part in dotted.split('.'):
+    node = node.get(part) if hasattr(node, 'get') else None
+  return node
+
+
+def _typed(field: str, current, text: str):
+  """`text` as a value of `current`'s type: a string field takes it as written."""
+  if current is None or isinstance(current, str):
+    return text
+  if isinstance(current, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      cli.refuse(f'--config.{field}={text}: give true or false')
+    return text.lower() in ('true', '1')
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # Refused by the field's type, naming it.
+
+
 def run() -> None:
   """The console script's entry point (and main.py's)."""
-  cli.run(main)
+  cli.run(main, _parse_flags)
