@@ -190,3 +190,12 @@ def test_incomplete_multi_process_flags_are_one_line_and_touch_nothing(tmp_path)
   assert errors == ['error: --jax_coordinator_address=None --jax_num_processes=2 '
                     '--jax_process_id=1: coordinator_address should be defined.']
   assert not workdir.exists()
+
+
+@pytest.mark.slow  # A process start each.
+def test_help_shows_the_commands_own_flags_and_exits_0():
+  # absl's listed the main module's flags (none: they are the library's) and exited 1.
+  for script, flag in (('main.py', '--mode:'), ('sweep.py', '--storage:')):
+    result = run_main('--help', script=script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert flag in result.stdout and '--workdir:' in result.stdout

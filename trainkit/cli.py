@@ -207,6 +207,19 @@ def _quiet_orbax(record) -> bool:
   return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def print_help_if_asked(argv, doc: str, module: str) -> None:
+  """--help (-h): the command's usage and its own flags, exit 0.
+
+  absl's lists only the main module's flags (none: they are the library's)
+  and exits 1, the status of a bug.
+  """
+  if any(a in ('--help', '-h', '-?', '--helpshort') for a in argv[1:]):
+    print(f'{doc.strip()}\n\nFlags:{flags.FLAGS.module_help(module)}\n\n'
+          '--config.FIELD=VALUE sets any field of the config. Exit statuses: '
+          'docs/crash_safety.md. --helpfull lists every library\'s flags too.')
+    sys.exit(0)
+
+
 def parse_flags(argv):
   """Parses flags as absl does, but bad flags or config fields are one line and status 2."""
   config_file = _config_file(argv)

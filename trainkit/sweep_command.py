@@ -150,4 +150,9 @@ def _search(spec, sweep_path: str, start: float) -> None:
 
 def run() -> None:
   """The console script's entry point (and sweep.py's)."""
-  cli.run(main)
+  cli.run(main, _parse_flags)
+
+
+def _parse_flags(argv):
+  cli.print_help_if_asked(argv, __doc__, __name__)
+  return cli.parse_flags(argv)

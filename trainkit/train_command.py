@@ -124,6 +124,7 @@ def _parse_flags(argv):
 
   ml_collections defines --config.FIELD flags only for a --config it loads.
   """
+  cli.print_help_if_asked(argv, __doc__, __name__)
   if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
     kept = [a for a in argv[1:] if a.startswith('--config.') and '=' in a]
     _WORKDIR_OVERRIDES[:] = [a[len('--config.'):].split('=', 1) for a in kept]
