@@ -151,6 +151,11 @@ def test_a_warm_started_run_trains_from_the_source_and_outlives_it(source, tmp_p
   with pytest.raises(errors.ConfigError, match="init_from='.*:7' is not latest, best"):
     state_lib.warm_started(seventh, fresh)
   assert 7 not in steps
+  # A run from it is refused before any work (it was, after loading the data, leaving
+  # the new workdir's checkpoints folder and lock).
+  with pytest.raises(errors.ConfigError, match="init_from='.*:7' is not latest, best"):
+    train.train_and_evaluate(seventh, str(tmp_path / 'seventh'))
+  assert not (tmp_path / 'seventh').exists()
 
 
 def test_best_is_refused_where_no_checkpoint_was_chosen(tmp_path):

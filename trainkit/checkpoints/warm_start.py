@@ -48,28 +48,34 @@ def check(config, workdir: str) -> None:
 
 
 def check_source(init_from: str) -> None:
-  """Refuses an `init_from` whose workdir has no checkpoints folder."""
-  source, _ = parse(init_from)
-  if not os.path.isdir(workdir_lib.checkpoint_dir(source)):
+  """Refuses an `init_from` without the checkpoint it names (a step, :best, :latest).
+
+  Before any work: the step is chosen as the warm start will choose it.
+  """
+  _read_source(init_from, read=False)
+
+
+def _read_source(init_from: str, read: bool = True):
+  """(step, its state dict or None) of the checkpoint `init_from` names."""
+  workdir, which = parse(init_from)
+  if not os.path.isdir(workdir_lib.checkpoint_dir(workdir)):  # Not made by a manager.
     raise errors.ConfigError(
-        f'init_from={init_from!r}: {source!r} has no checkpoints folder (a trained '
+        f'init_from={init_from!r}: {workdir!r} has no checkpoints folder (a trained '
         'workdir, optionally with :STEP, :best or :latest)')
-
-
-def load(config, state):
-  """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
-  check_source(config.init_from)  # Not created by the manager below.
-  workdir, which = parse(config.init_from)
   # "best" as the source run chose it: by its own metric and split.
   best_metric = selection.best_metric(config_history.stored(workdir) or {})
   manager = checkpointing.create_manager(workdir_lib.checkpoint_dir(workdir), 1,
                                          best_metric=best_metric)
   try:
-    step = checkpointing.choose_step(manager, which, best_metric,
-                                     f'init_from={config.init_from!r}')
-    saved = checkpointing.read_state_dict(manager, step)
+    step = checkpointing.choose_step(manager, which, best_metric, f'init_from={init_from!r}')
+    return step, (checkpointing.read_state_dict(manager, step) if read else None)
   finally:
     manager.close()
+
+
+def load(config, state):
+  """`state` with the params and batch_stats of `config.init_from`'s checkpoint."""
+  step, saved = _read_source(config.init_from)
   exclude = re.compile(config.init_exclude) if config.init_exclude else None
   loaded, kept_fresh, unused = {}, [], []
   for collection in ('params', 'batch_stats'):
