@@ -72,6 +72,22 @@ def test_an_average_of_the_parameters_starts_from_the_warm_started_ones(source, 
   assert evaluation.evaluate(state, data, 16) == evaluation.evaluate(loaded, data, 16)
 
 
+def test_a_source_keeping_an_average_gives_the_average(source, tmp_path):
+  """It evaluated, ranked and exported with its average (ema_decay): the raw
+  parameters were loaded."""
+  config, _ = source
+  averaging = config.copy_and_resolve_references()
+  averaging.ema_decay = 0.9
+  train.train_and_evaluate(averaging, str(tmp_path / 'ema'))
+  loaded, step, spec = restore_lib.restore(averaging, str(tmp_path / 'ema'), 'latest')
+  warm = config.copy_and_resolve_references()
+  warm.init_from = f'{tmp_path / "ema"}:{step}'
+  state = state_lib.warm_started(warm, state_lib.create_state(warm, spec))
+  jax.tree.map(np.testing.assert_array_equal, state.params,
+               optimizers.params_for_eval(loaded).params)
+  assert not np.array_equal(state.params['Dense_0']['kernel'], loaded.params['Dense_0']['kernel'])
+
+
 def test_a_new_head_is_refused_unless_left_fresh(source, tmp_path, caplog):
   config, workdir = source
   spec = dataclasses.replace(workdir_lib.ModelSpec.read(workdir), num_classes=5)

@@ -81,7 +81,9 @@ def load(config, state):
   for collection in ('params', 'batch_stats'):
     fresh = flax.traverse_util.flatten_dict(
         flax.serialization.to_state_dict(getattr(state, collection)), sep='/')
-    theirs = flax.traverse_util.flatten_dict(saved.get(collection) or {}, sep='/')
+    theirs = flax.traverse_util.flatten_dict(
+        (_as_evaluated(saved) if collection == 'params' else saved.get(collection)) or {},
+        sep='/')
     out = {}
     for key, value in fresh.items():
       path = f'{collection}/{key}'
@@ -105,6 +107,27 @@ def load(config, state):
         getattr(state, collection), flax.traverse_util.unflatten_dict(out, sep='/'))
   _report(config, step, kept_fresh, unused)
   return state.replace(**loaded)
+
+
+def _as_evaluated(saved: dict):
+  """The source's parameters as it evaluated, ranked and exported them.
+
+  Their average (ema_decay) where it kept one, else the parameters.
+  """
+  def find(tree):
+    if isinstance(tree, dict):
+      if 'ema_params' in tree:
+        return tree['ema_params']
+      for value in tree.values():
+        found = find(value)
+        if found is not None:
+          return found
+    return None
+  averaged = find(saved.get('opt_state'))
+  if averaged is not None:
+    logging.info('Warm start: the source kept an average of its parameters (ema_decay); '
+                 'that average is loaded, as it evaluated with it.')
+  return saved.get('params') if averaged is None else averaged
 
 
 def _report(config, step: int, kept_fresh: list, unused: list) -> None:
