@@ -242,3 +242,20 @@ def test_calls_end_at_the_profiled_range():
 def test_bad_visibility_fields_are_refused(field, value):
   with pytest.raises(errors.ConfigError, match=field):
     config_checks.validate(tiny_config(**{field: value}))
+
+
+def test_tensorboard_shows_a_resumed_runs_history_once_and_whole(tmp_path):
+  """Points past the checkpoint were shown twice once redone, and those a kill caught in
+  memory were missing: TensorBoard now shows the history the checkpoint covers, then the
+  resumed run's."""
+  first = metric_logs.MetricLogger(str(tmp_path))
+  for step in range(1, 11):
+    first.write(step, 'eval', {'loss': float(step)})
+  first.close()
+  resumed = metric_logs.MetricLogger(str(tmp_path), resume_step=5)  # Checkpoint at step 5.
+  for step in range(6, 9):
+    resumed.write(step, 'eval', {'loss': 100.0 + step})
+  resumed.close()
+  _, scalars = _scalars(tmp_path)
+  assert scalars['eval_loss'] == {**{s: float(s) for s in range(1, 6)},
+                                  **{s: 100.0 + s for s in range(6, 9)}}

@@ -40,8 +40,11 @@ class EventFile:
     from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
     self._event = event_pb2.Event
     self.directory = workdir
-    # events.out.tfevents.<time>.<host>, the name SummaryWriter gives it.
-    self._writer = event_file_writer.EventsWriter(os.path.join(workdir, 'events'))
+    # events.out.tfevents.<time>.<host>, the name SummaryWriter gives it, then
+    # the time in ns: a file opened in the same second (a quick resume) had
+    # the same name and replaced the first; TensorBoard reads them in name order.
+    self._writer = event_file_writer.EventsWriter(
+        os.path.join(workdir, 'events'), filename_suffix=f'.{time.time_ns()}')
     self._queued = collections.deque()
     self._closing = threading.Event()
     self._flusher = threading.Thread(target=self._flush_every, name='event_file_flush',
@@ -54,6 +57,12 @@ class EventFile:
     if step is not None:
       event.step = step
     self._queued.append(event)
+
+  def add_session_start(self, step: int) -> None:
+    """Queues a session start at `step` (TensorBoard drops what it read at or past it)."""
+    from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    self._queued.append(self._event(session_log=event_pb2.SessionLog(
+        status=event_pb2.SessionLog.START), step=step, wall_time=time.time()))
 
   def _write_queued(self) -> None:
     while self._queued:
@@ -94,6 +103,7 @@ class MetricLogger:
     self._tracker = tracker
     self._jsonl = None
     self._kept = set()  # (step, split) of the records kept from before.
+    kept = []
     if self._is_writer:
       path = os.path.join(workdir, workdir_lib.METRICS)
       if os.path.exists(path):
@@ -112,6 +122,25 @@ class MetricLogger:
     if self._events:
       from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
       self._summary = summary_pb2.Summary
+      self._restart_events(kept)
+
+  def _restart_events(self, kept: list) -> None:
+    """Starts the event file with the history the checkpoint covers.
+
+    TensorBoard drops what it read before a session start at step 0 (the
+    first it sees marks the first session): the points an earlier process
+    wrote past the checkpoint, twice once redone, go, and the history is the
+    kept records', with none of those it held in memory at a kill missing.
+    """
+    self._events.add_session_start(0)
+    for record in kept:
+      if isinstance(record.get('metrics'), dict):
+        self._events.add(self._scalars(record.get('split'), record['metrics']), record['step'])
+
+  def _scalars(self, split: str, metrics: dict):
+    """One event's summary of every scalar of a write, as TensorBoard reads them."""
+    return self._summary(value=[self._summary.Value(tag=f'{split}_{k}', simple_value=v)
+                                for k, v in metrics.items()])
 
   def write_hparams(self, hparams: dict, metrics=()) -> None:
     """The config as TensorBoard hparams (its HPARAMS tab), in the run's event file.
@@ -143,9 +172,7 @@ class MetricLogger:
         full_disk.ensure_space(self._jsonl.name, 2**16, workdir_lib.METRICS)
         # One event holding every scalar of the write, as TensorBoard reads
         # them: a twentieth of the host time of an add_scalar per scalar.
-        self._events.add(self._summary(value=[
-            self._summary.Value(tag=tag, simple_value=value) for tag, value in named.items()]),
-                         step)
+        self._events.add(self._scalars(split, metrics), step)
         self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
                                       'metrics': metrics}) + '\n')
         self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.
