@@ -396,17 +396,23 @@ def test_bad_tables_are_refused_before_any_work(tmp_path, table, overrides, mess
     ((1, 2), 'binary', ('1', '2')),  # Refused as 3 classes, 0 among them.
     ((-1, 1), 'binary', ('-1', '1')),  # Refused as 'not class labels'.
     ((0, 1, 2), 'classification', ('0', '1', '2')),  # As before.
-    ((3, 7, 10), 'classification', ('3', '7', '10')),  # In numeric order.
+    ((1, 3), 'classification', ('0', '1', '2', '3')),  # From 0, as trained workdirs have it.
+    ((10, -5, 3), 'classification', ('-5', '3', '10')),  # Refused; in numeric order now.
 ])
-def test_whole_number_targets_are_classes_by_the_values_found(tmp_path, labels, task, names):
+def test_whole_number_targets_are_classes(tmp_path, labels, task, names):
   columns = _columns(60)
-  columns['label'] = np.array(labels)[np.arange(60) % len(labels)]
-  config = _config(_write(columns, tmp_path / 't.csv'), task=task,
-                   best_metric='accuracy', early_stopping_metric='loss')
+  # Each label as often as its place: the classes' counts say which row went where.
+  columns['label'] = np.repeat(labels, [10 * (i + 1) for i in range(len(labels))])[
+      np.random.default_rng(0).permutation(10 * sum(range(1, len(labels) + 1)))[:60]] if len(
+          labels) == 3 else np.array(labels)[np.arange(60) % len(labels)]
+  config = _config(_write(columns, tmp_path / 't.csv'), task=task, best_metric='accuracy',
+                   early_stopping_metric='loss', train_split='train', validation_split='',
+                   test_split='train')
   data = input_pipeline.create_datasets(config)
   assert data.class_names == names
-  # Each row's class is its value's place among them: every class has its rows.
-  assert set(np.unique(np.asarray(data.train['y'])).tolist()) == set(range(len(names)))
+  counts = np.bincount(np.asarray(data.train['y']), minlength=len(names))
+  assert dict(zip(names, counts)) == {
+      str(v): int((columns['label'] == v).sum()) for v in map(int, names)}
 
 
 def test_a_split_columns_splits_that_no_split_reads_are_warned_of(tmp_path, caplog):
@@ -433,14 +439,22 @@ def test_an_exports_signature_gives_a_date_columns_unit():
   assert 'unit' not in amount
 
 
-def test_a_column_of_amounts_is_refused_as_classes(tmp_path):
-  columns = _columns(300)
-  columns['label'] = np.arange(300) * 7 + 1000  # Prices, task left at classes.
-  with pytest.raises(sources.DataError, match=r"target_column='label' holds 300 distinct whole "
-                     "numbers in 300 rows: too many .* set task='regression'"):
-    input_pipeline.create_datasets(_config(_write(columns, tmp_path / 't.csv'),
-                                           task='classification', best_metric='accuracy',
-                                           early_stopping_metric='loss'))
+def test_amounts_or_ids_are_refused_as_classes(tmp_path):
+  columns = _columns(2000)
+  columns['label'] = np.arange(2000) * 7 + 1000  # Prices, the task left at classes.
+  config = _config(_write(columns, tmp_path / 'prices.csv'), task='classification',
+                   best_metric='accuracy', early_stopping_metric='loss')
+  with pytest.raises(sources.DataError, match=r"target_column='label' makes 14,994 classes of "
+                     "2,000 rows: too many for task='classification'; for amounts or counts "
+                     "set task='regression'"):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+  columns['label'] = np.full(2000, 20200101)  # Dates: 20 million names were built first.
+  columns['label'][::2] = 20200102
+  config.dataset = _write(columns, tmp_path / 'dates.csv')
+  with pytest.raises(sources.DataError, match="holds whole numbers up to 20,200,102: as "
+                     'classes 0..max, too many'):
+    input_pipeline.create_datasets(config)
 
 
 @pytest.mark.slow

@@ -110,6 +110,8 @@ def train_group(configs, workdirs, data: input_pipeline.Data | None = None,
   if data.mode != 'device':
     raise NotGroupable('the data is streamed (input_mode=stream)')
   config_checks.check_data(base, data)
+  for config, workdir in zip(configs, workdirs):
+    config_checks.check_new_run_data(config, data, workdir)
   spec = state_lib.model_spec(base, data)
   with contextlib.ExitStack() as locks:
     for workdir in workdirs:

@@ -17,6 +17,7 @@ from trainkit import tasks
 from trainkit.checkpoints import manager as checkpoints
 from trainkit.checkpoints import warm_start
 from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
 from trainkit.data import statistics as training_statistics
 from trainkit.runtime import profiling
 from trainkit.tracking import metric_logs
@@ -66,6 +67,12 @@ def check_new_run(config, workdir: str) -> None:
   """
   if not workdir_lib.checkpoint_steps(workdir):
     models.check_new_run(config)
+
+
+def check_new_run_data(config, data, workdir: str) -> None:
+  """What only a run that starts training in `workdir` is refused of its data."""
+  if not workdir_lib.checkpoint_steps(workdir):
+    sources.check_new_run(config, data)
 
 
 def check_data(config, data) -> None:

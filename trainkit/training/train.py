@@ -82,6 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             config, bool(changes) or not config_history.finished_summary(workdir, config)):
           data = input_pipeline.create_datasets(config)
       config_checks.check_data(config, data)
+      config_checks.check_new_run_data(config, data, workdir)
       spec = state_lib.model_spec(config, data)
       # Replicated on every device; every process builds the same values.
       state = parallel.replicate(state_lib.create_state(config, spec), data.mesh)

@@ -24,6 +24,8 @@ from trainkit.data.sources import table_formats
 from trainkit.data.sources import tables
 
 DataError = base.DataError
+# What only a run that starts training is refused of its data (a table's).
+check_new_run = tables.check_new_run
 
 
 def open_source(config, fitted=None) -> base.Source:

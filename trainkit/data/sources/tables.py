@@ -40,6 +40,34 @@ OTHER = '<other>'
 _CHUNK = 65_536
 
 
+# Whole-number labels from 0 are classes 0..max: past this many, an id or a date.
+_MOST_CLASSES = 2**20
+
+
+def check_new_run(config, data) -> None:
+  """Refuses, for a run that starts training, what a table's encoding would carry silently.
+
+  Row numbers as a feature (an unnamed column: R's write.csv, pandas'
+  to_csv), and a column of amounts taken as classes. Only there: a workdir
+  trained before these checks resumes as it was.
+  """
+  if not data.columns:
+    return
+  named = [Column.from_tuple(c).name for c in data.columns]
+  for name in named if not config.feature_columns else ():
+    if not name or re.fullmatch(r'Unnamed: \d+|__index_level_\d+__', name):
+      raise base.DataError(
+          f'dataset={config.dataset!r}: column {name!r} has no name: row numbers, as R and '
+          'pandas write them? Set id_columns to carry it into predictions, or '
+          'feature_columns to the columns to learn from')
+  rows = data.num_train + data.num_validation + data.num_test
+  if len(data.class_names) > max(1000, rows // 5):
+    raise base.DataError(
+        f'dataset={config.dataset!r}: target_column={config.target_column!r} makes '
+        f'{len(data.class_names):,} classes of {rows:,} rows: too many for '
+        f'task={config.task!r}; for amounts or counts set task={tasks.of_real_values()[0]!r}')
+
+
 def _split_name(value: float) -> str:
   """A number split value's name: a whole number as written (20200101), else its exact text."""
   return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(float(value))
@@ -212,18 +240,9 @@ class TableSource(base.Source):
     else:
       features = [column('feature_columns (every other column; name the ones to use)', names[i])
                   for i in range(len(names)) if i not in used]
-      self._refuse_row_numbers([names[i] for i in features])
     if not features:
       self.refuse('no feature columns are left besides the target, ids, weight and split')
     return features
-
-  def _refuse_row_numbers(self, names: list) -> None:
-    """Refuses an unnamed column as a feature: R and pandas write their row numbers so."""
-    for name in names:
-      if not name or re.fullmatch(r'Unnamed: \d+', name):
-        self.refuse(f'column {name!r} has no name: row numbers, as R and pandas write them '
-                    'first? Set id_columns to carry it into predictions, or feature_columns '
-                    'to the columns to learn from')
 
   def _stored(self, meta, features: list, classes) -> list:
     """The encoding model.json keeps, each column checked against the file's kind."""
@@ -276,23 +295,21 @@ class TableSource(base.Source):
     return y, classes
 
   def _whole_number_classes(self, name, values):
-    """(class indices, names): the distinct values in order, as strings' sorted levels are.
+    """(class indices, names) of whole-number labels.
 
-    A trained model keeps its own names (labels 0..K-1 named '0'..'K-1' before
-    classes were the values found, which is the same for such labels).
+    Labels from 0 are classes 0..max, as ever (a trained workdir's classes
+    stay what they were). Negative labels (-1/1), and those of a task with a
+    positive class (1/2), were refused: their classes are the values found,
+    in numeric order, as a string target's are its sorted levels.
     """
+    if values.min() >= 0 and not tasks.of(self._config).POSITIVE_CLASS:
+      if values.max() >= _MOST_CLASSES:  # Ids or dates: billions of names before any check.
+        self.refuse(f'target_column={name!r} holds whole numbers up to {int(values.max()):,}: '
+                    f'as classes 0..max, too many; for amounts, ids or dates set '
+                    f'task={tasks.of_real_values()[0]!r}')
+      return values.astype(np.int32), tuple(str(c) for c in range(int(values.max()) + 1))
     found = np.unique(values)
-    names = tuple(str(c) for c in found)
-    fitted = tuple(self._fitted.class_names) if self._fitted is not None else ()
-    if fitted and set(names) <= set(fitted):
-      names = fitted
-    elif len(found) > max(100, len(values) // 10):
-      self.refuse(f'target_column={name!r} holds {len(found):,} distinct whole numbers in '
-                  f'{len(values):,} rows: too many to be task={self._config.task!r}\'s '
-                  f'classes; for amounts or counts set task={tasks.of_real_values()[0]!r}')
-    keys = np.array([int(c) for c in names], np.int64)
-    order = np.argsort(keys)
-    return order[np.searchsorted(keys[order], values)].astype(np.int32), names
+    return np.searchsorted(found, values).astype(np.int32), tuple(str(c) for c in found)
 
   def _positive_last(self, name, y, classes):
     """The configured positive class made the last (class 1 of a binary task)."""
