@@ -156,16 +156,8 @@ def user_modules(tmp_path_factory, monkeypatch):
   return folder
 
 
-def _backbone(**fields):
-  """tiny_config for a backbone: the MLP's layer fields left at their defaults, unread."""
-  config = tiny_config(**fields)
-  for name, value in models.MLP_ONLY.items():
-    config.model[name] = value
-  return config
-
-
 def _own(module='usermodels:Dense64', **fields):
-  return _backbone(**{'model.module': module, **fields})
+  return tiny_config(**{'model.module': module, **fields})
 
 
 @pytest.mark.parametrize('module, args, message', [
@@ -187,17 +179,15 @@ def test_a_module_that_cannot_be_built_is_refused_in_one_line(user_modules, modu
     config_checks.validate(config)
 
 
-def test_the_mlps_fields_are_refused_for_a_backbone_unless_left_alone(user_modules):
-  assert models.MLP_ONLY == {k: default.get_config().model[k] for k in models.MLP_ONLY}
-  # They had no effect, and hidden_sizes alone was refused for its dropout rates.
-  for field, value in (('model.hidden_sizes', (128,)), ('model.use_batchnorm', False)):
-    config = _own()
-    config.model[field.split('.')[1]] = value
-    config_checks.validate(config)
-    with pytest.raises(errors.ConfigError, match=f"{field}=.*: is the MLP's; model.module="
-                       "'usermodels:Dense64' has layers of its own"):
-      config_checks.check_new_run(config, '/nonexistent/w')
-  config_checks.check_new_run(_own(), '/nonexistent/w')
+def test_a_sweep_over_the_mlps_fields_of_a_backbone_is_refused(user_modules):
+  # Read by nothing, it trained one model again and again.
+  with pytest.raises(errors.ConfigError, match=r"model.dropout_rates=\(0.5,\): is the MLP's; "
+                     "model.module='usermodels:Dense64' has layers of its own"):
+    sweeps.member_config(_own(), {'model.dropout_rates': (0.5,)})
+  # The MLP's checks do not run for a backbone (hidden_sizes alone failed on its dropout).
+  config = _own()
+  config.model.hidden_sizes = (128, 64, 32)
+  config_checks.validate(config)
 
 
 def test_a_compute_dtype_goes_to_the_backbones_layers(user_modules):
@@ -207,7 +197,9 @@ def test_a_compute_dtype_goes_to_the_backbones_layers(user_modules):
   assert backbone.construct('cnn', {'dense': 8}).dtype == 'float32'
   with pytest.raises(errors.ConfigError, match="dtype='bfloat16': model.module='usermodels:"
                      "Dense64' takes no dtype argument, so only the head would compute in it"):
-    config_checks.validate(_own(dtype='bfloat16'))
+    config_checks.check_new_run(_own(dtype='bfloat16'), '/nonexistent/w')
+  # Only a new run: a workdir trained before this check is served as it was.
+  config_checks.validate(_own(dtype='bfloat16'))
 
 
 def test_an_nnx_constructor_taking_any_keywords_takes_them(user_modules):
@@ -272,14 +264,14 @@ def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path, monkey
 @pytest.mark.slow  # Trains twice.
 def test_the_python_api_takes_a_module_itself(user_modules, mock_mnist, tmp_path):
   import usermodels  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  result = trainkit.train(_backbone(), str(tmp_path), model=usermodels.Dense64(width=32))
+  result = trainkit.train(tiny_config(), str(tmp_path), model=usermodels.Dense64(width=32))
   stored = json.loads((tmp_path / 'config.json').read_text())
   assert stored['model']['module'] == 'usermodels:Dense64'
   assert stored['model']['args'] == {'width': 32}
   params = result.load()._state.params  # pylint: disable=protected-access
   assert params['backbone']['Dense_0']['kernel'].shape == (784, 32)
   # An NNX module is given as its class; its arguments stay the config's.
-  result = trainkit.train(_backbone(), str(tmp_path / 'nnx'), model=usermodels.NnxDense64,
+  result = trainkit.train(tiny_config(), str(tmp_path / 'nnx'), model=usermodels.NnxDense64,
                           overrides={'model.args': {'width': 8}})
   params = result.load()._state.params  # pylint: disable=protected-access
   assert params['backbone']['nnx']['dense']['kernel'].shape == (784, 8)
@@ -295,13 +287,13 @@ def test_a_module_no_other_process_can_import_is_refused_or_warned_of(tmp_path):
 
   with pytest.raises(trainkit.Refused, match='a class made inside a function cannot be imported '
                      'again'):
-    trainkit.train(_backbone(), str(tmp_path / 'local'), model=Local)
+    trainkit.train(tiny_config(), str(tmp_path / 'local'), model=Local)
   assert not (tmp_path / 'local').exists()
   # A notebook's class: a later process that defines it again can still read the workdir.
   main = type('Net', (Local,), {'__module__': '__main__', '__qualname__': 'Net'})
   with pytest.warns(UserWarning, match=r"defined in __main__ .* records '__main__:Net': only a "
                     'process that defines it again'), pytest.raises(trainkit.Refused):
-    trainkit.train(_backbone(), str(tmp_path / 'main'), model=main)
+    trainkit.train(tiny_config(), str(tmp_path / 'main'), model=main)
 
 
 @pytest.mark.slow  # Over five seconds here: the full suite runs it.
@@ -443,7 +435,7 @@ def test_an_unknown_module_is_one_line_on_the_command_line(user_modules, tmp_pat
 
 @pytest.mark.slow  # A CNN trains.
 def test_the_built_in_cnn_trains_and_is_summarised(mock_mnist, tmp_path):
-  config = _backbone(**{'model.module': 'cnn', 'steps_per_call': 1})  # As mnist_cnn's.
+  config = tiny_config(**{'model.module': 'cnn', 'steps_per_call': 1})  # As mnist_cnn's.
   config.model.args = {'channels': (4, 8), 'dense': 16}
   _, summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['step'] > 0

@@ -22,11 +22,9 @@ from trainkit.tasks import ensemble
 FAMILIES = ('mlp', 'tabm')  # config.model.family: the built-in MLP's kinds.
 # The MLP's fields TabM does not read (it has its paper's ReLU and init), at their defaults.
 _NOT_TABM = {'activation': 'relu', 'kernel_init': 'lecun_normal'}
-# The MLP's layer fields, which a backbone does not read, at the default config's values
-# (tests/test_own_models.py checks they are those).
-MLP_ONLY = {'hidden_sizes': (512, 512), 'dropout_rates': (0.3, 0.4), 'activation': 'relu',
-            'use_batchnorm': True, 'batchnorm_momentum': 0.9, 'kernel_init': 'lecun_normal',
-            'init_scale': 0.01}
+# The MLP's layer fields, which a backbone does not read.
+MLP_ONLY = ('hidden_sizes', 'dropout_rates', 'activation', 'use_batchnorm',
+            'batchnorm_momentum', 'kernel_init', 'init_scale')
 
 
 def _backbones():
@@ -127,7 +125,11 @@ def check_new_run(config) -> None:
   fields said, and its model is TabM's or its backbone's all the same.
   """
   if _module(config.model):
-    _check_backbone_ignores_mlp(config)
+    errors.require(config.dtype == 'float32' or 'dtype' in _args(config.model)
+                   or _backbones().takes_dtype(_module(config.model)), 'dtype', config.dtype,
+                   f'model.module={_module(config.model)!r} takes no dtype argument, so only '
+                   'the head would compute in it; give the module a dtype field for its '
+                   'layers, or use float32')
   if config.model.get('family', 'mlp') != 'tabm':
     return
   for name, value in _NOT_TABM.items():
@@ -136,15 +138,18 @@ def check_new_run(config) -> None:
                    f"ReLU, initialised as its paper's): leave it {value!r}")
 
 
-def _check_backbone_ignores_mlp(config) -> None:
-  """Refuses an MLP field changed for a backbone, which has layers of its own.
+def check_overridden(config, fields) -> None:
+  """Refuses overrides (a sweep's, a search's) of the MLP's fields for a backbone.
 
   Read by nothing, a sweep over one would train the same model again and again.
   """
-  for name, value in MLP_ONLY.items():
-    errors.require(config.model[name] == value, f'model.{name}', config.model[name],
-                   f"is the MLP's; model.module={_module(config.model)!r} has layers of its "
-                   f'own (set them in model.args): leave it {value!r}')
+  if not _module(config.model):
+    return
+  for field in fields:
+    name = field.removeprefix('model.')
+    errors.require(not (field.startswith('model.') and name in MLP_ONLY), field,
+                   config.model.get(name), f"is the MLP's; model.module="
+                   f'{_module(config.model)!r} has layers of its own (set them in model.args)')
 
 
 def check_data(config, data) -> None:

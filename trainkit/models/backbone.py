@@ -111,7 +111,7 @@ def construct(path: str, args: dict, dtype: str = 'float32') -> nn.Module:
   argument (as Flax's layers take theirs), unless `args` gives one.
   """
   cls = resolve(path)
-  args = _with_dtype(path, cls, args, dtype)
+  args = _with_dtype(path, args, dtype)
   if issubclass(cls, nnx.Module):
     _check_nnx_args(path, cls, args)
     return NnxBackbone(cls, flax.core.FrozenDict(args))
@@ -127,16 +127,22 @@ def construct(path: str, args: dict, dtype: str = 'float32') -> nn.Module:
     raise errors.ConfigError(f'model.args: {path} cannot be built with {args!r} ({e})') from None
 
 
-def _with_dtype(path: str, cls, args: dict, dtype: str) -> dict:
-  """`args` with the run's compute dtype as the module's `dtype`; refused where it takes none."""
-  if dtype == 'float32' or 'dtype' in args:
+def takes_dtype(path: str) -> bool:
+  """Whether the module class `path` names has a `dtype` argument (as Flax's layers do)."""
+  cls = resolve(path)
+  if issubclass(cls, nnx.Module):
+    return 'dtype' in inspect.signature(cls.__init__).parameters
+  return 'dtype' in getattr(cls, '__dataclass_fields__', {})
+
+
+def _with_dtype(path: str, args: dict, dtype: str) -> dict:
+  """`args` with the run's compute dtype as the module's `dtype`, where it takes one.
+
+  A new run without one is refused (models.check_new_run): only the head
+  would compute in it.
+  """
+  if dtype == 'float32' or 'dtype' in args or not takes_dtype(path):
     return args
-  takes = ('dtype' in inspect.signature(cls.__init__).parameters if issubclass(cls, nnx.Module)
-           else 'dtype' in getattr(cls, '__dataclass_fields__', {}))
-  if not takes:
-    raise errors.ConfigError(
-        f'dtype={dtype!r}: model.module={path!r} takes no dtype argument, so only the head '
-        'would compute in it; give the module a dtype field for its layers, or use float32')
   return {**args, 'dtype': dtype}
 
 

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 
 from trainkit import errors
+from trainkit import models
 from trainkit import tasks
 from trainkit.checkpoints import warm_start
 from trainkit.data import pipeline as input_pipeline
@@ -118,6 +119,7 @@ def member_config(base: ml_collections.ConfigDict, overrides: dict):
       raise errors.ConfigError(
           f'{dotted}={value!r}: {str(e).splitlines()[0]}') from e
   config_checks.validate(config)
+  models.check_overridden(config, overrides)
   return config
 
 
