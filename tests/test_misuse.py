@@ -342,7 +342,7 @@ def test_an_unknown_dataset_is_refused_alike_with_or_without_manual_dir(tmp_path
     ('{tmp}/parts', 'a folder is read as a table of Parquet files, and it holds no .parquet'),
     ('{tmp}/data.xlsx', r'not a file this reads: a table \(.csv, .tsv, .txt, .parquet, .pq;'),
     ('{tmp}/gone', 'no such file or folder'),
-    ('data.json', 'no such file or folder'),
+    ('data.json', 'is not a TFDS dataset name, a table or .npz arrays'),
     ('mnist!', r'is not a TFDS dataset name, a table or .npz arrays \(ValueError: Parsing'),
 ])
 def test_a_dataset_that_is_no_source_is_refused_in_one_line(tmp_path, dataset, message):
@@ -361,6 +361,11 @@ def test_a_split_mnist_has_not_is_refused_naming_those_it_has(tmp_path):
   with pytest.raises(sources.DataError, match=r"^dataset='mnist': has no split 'validation' "
                      r"\(it has: 'train', 'test'\)$"):  # It was "split 'validation': 'validation'".
     input_pipeline.create_datasets(config)
+
+
+def test_a_tfds_name_with_a_dot_is_not_taken_for_a_path():
+  sources._refuse_other_files('c4/en.noclean')  # pylint: disable=protected-access
+  sources._refuse_other_files('wikipedia/20230601.en')  # pylint: disable=protected-access
 
 
 def test_arrays_are_known_by_their_suffix_in_any_case(tmp_path):

@@ -242,6 +242,11 @@ def test_early_stopping_counts_afresh_when_its_metric_changes_on_a_resume():
   meta = {'early_stopping_best': 0.95, 'early_stopping_wait': 1, 'early_stopping_for': 'r2'}
   assert plateaus.early_stop(config, meta, {'rmse': 500.0}, epoch=4) is None
   assert (meta['early_stopping_best'], meta['early_stopping_wait']) == (500.0, 0)
+  # A run that stopped early on r2 trains on, its count started afresh.
+  meta = {'early_stopping_best': 0.95, 'early_stopping_wait': 3, 'early_stopping_for': 'r2',
+          'stop_reason': 'early stopping after epoch 9: ...'}
+  plateaus.lift_early_stop(config, meta)
+  assert 'stop_reason' not in meta and meta['early_stopping_wait'] == 0
   # A checkpoint from before the metric was recorded goes on as it was.
   meta = {'early_stopping_best': 400.0, 'early_stopping_wait': 1}
   assert 'did not improve' in plateaus.early_stop(config, meta, {'rmse': 500.0}, epoch=4)

@@ -34,9 +34,18 @@ def lift_early_stop(config, meta: dict) -> None:
   of a longer (or no) patience; a run killed before its first save after
   such a change finds config.json changed, and goes on the same way.
   """
+  _restart_for_another_metric(config, meta)
   if str(meta.get('stop_reason')).startswith(_EARLY_STOP) and not (
       0 < config.early_stopping_patience <= meta.get('early_stopping_wait', 0)):
     del meta['stop_reason']
+
+
+def _restart_for_another_metric(config, meta: dict) -> None:
+  """A count of another metric (changed on a resume) starts afresh: its best is no bar."""
+  if meta.get('early_stopping_for', config.early_stopping_metric) != (
+      config.early_stopping_metric):
+    meta.update(early_stopping_best=None, early_stopping_wait=0)
+    meta.pop('early_stopping_for')
 
 
 def early_stop(config, meta: dict, metrics: dict, epoch: int) -> str | None:
@@ -45,9 +54,7 @@ def early_stop(config, meta: dict, metrics: dict, epoch: int) -> str | None:
     return None
   metric = config.early_stopping_metric
   value = metrics[metric]
-  if meta.get('early_stopping_for', metric) != metric:
-    # Changed on a resume: the best of another metric is no bar for this one.
-    meta.update(early_stopping_best=None, early_stopping_wait=0)
+  _restart_for_another_metric(config, meta)
   if _improved(value, meta.get('early_stopping_best'), metric,
                config.early_stopping_min_delta):
     meta.update(early_stopping_best=value, early_stopping_wait=0, early_stopping_for=metric)
