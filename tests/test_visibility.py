@@ -252,10 +252,15 @@ def test_tensorboard_shows_a_resumed_runs_history_once_and_whole(tmp_path):
   for step in range(1, 11):
     first.write(step, 'eval', {'loss': float(step)})
   first.close()
+  time.sleep(0.1)  # The resume's time is not the kept points'.
   resumed = metric_logs.MetricLogger(str(tmp_path), resume_step=5)  # Checkpoint at step 5.
   for step in range(6, 9):
     resumed.write(step, 'eval', {'loss': 100.0 + step})
   resumed.close()
-  _, scalars = _scalars(tmp_path)
+  reader, scalars = _scalars(tmp_path)
   assert scalars['eval_loss'] == {**{s: float(s) for s in range(1, 6)},
                                   **{s: 100.0 + s for s in range(6, 9)}}
+  # The kept points at the times they were logged, not the resume's.
+  logged = {r['step']: r['time'] for r in map(json.loads, open(tmp_path / 'metrics.jsonl'))}
+  assert {e.step: e.wall_time for e in reader.Scalars('eval_loss')} == pytest.approx(
+      logged, abs=0.01)

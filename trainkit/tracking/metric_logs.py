@@ -38,7 +38,7 @@ class EventFile:
     # Imported here: a tenth of a second that eval, predict and export never need.
     from tensorboardX import event_file_writer  # pylint: disable=g-import-not-at-top
     from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    self._event = event_pb2.Event
+    self._event, self._session_log = event_pb2.Event, event_pb2.SessionLog
     self.directory = workdir
     # events.out.tfevents.<time>.<host>, the name SummaryWriter gives it, then
     # the time in ns: a file opened in the same second (a quick resume) had
@@ -51,18 +51,17 @@ class EventFile:
                                      daemon=True)
     self._flusher.start()
 
-  def add(self, summary, step: int | None = None) -> None:
-    """Queues `summary` (a tensorboardX Summary proto) at `step`."""
-    event = self._event(summary=summary, wall_time=time.time())
+  def add(self, summary, step: int | None = None, wall_time: float | None = None) -> None:
+    """Queues `summary` (a tensorboardX Summary proto) at `step` (at `wall_time`, or now)."""
+    event = self._event(summary=summary, wall_time=wall_time or time.time())
     if step is not None:
       event.step = step
     self._queued.append(event)
 
   def add_session_start(self, step: int) -> None:
     """Queues a session start at `step` (TensorBoard drops what it read at or past it)."""
-    from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-    self._queued.append(self._event(session_log=event_pb2.SessionLog(
-        status=event_pb2.SessionLog.START), step=step, wall_time=time.time()))
+    start = self._session_log(status=self._session_log.START)
+    self._queued.append(self._event(session_log=start, step=step, wall_time=time.time()))
 
   def _write_queued(self) -> None:
     while self._queued:
@@ -135,7 +134,8 @@ class MetricLogger:
     self._events.add_session_start(0)
     for record in kept:
       if isinstance(record.get('metrics'), dict):
-        self._events.add(self._scalars(record.get('split'), record['metrics']), record['step'])
+        self._events.add(self._scalars(record.get('split'), record['metrics']), record['step'],
+                         record.get('time'))
 
   def _scalars(self, split: str, metrics: dict):
     """One event's summary of every scalar of a write, as TensorBoard reads them."""
