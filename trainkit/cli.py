@@ -207,6 +207,28 @@ def _quiet_orbax(record) -> bool:
   return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def config_overrides(argv) -> tuple:
+  """([--config.FIELD=VALUE ...], argv without them): the overrides, each whole.
+
+  absl takes them as --config.FIELD=VALUE, --config.FIELD VALUE and, for a
+  bool, --noconfig.FIELD.
+  """
+  overrides, rest, skip = [], [], False
+  for i, arg in enumerate(argv):
+    if skip:
+      skip = False
+    elif arg.startswith('--noconfig.'):
+      overrides.append(f'--config.{arg[len("--noconfig."):]}=False')
+    elif arg.startswith('--config.') and '=' not in arg:
+      skip = i + 1 < len(argv) and not argv[i + 1].startswith('--')
+      overrides.append(f'{arg}={argv[i + 1] if skip else True}')
+    elif arg.startswith('--config.'):
+      overrides.append(arg)
+    else:
+      rest.append(arg)
+  return overrides, rest
+
+
 def print_help_if_asked(argv, doc: str, module: str) -> None:
   """--help (-h): the command's usage and its own flags, exit 0.
 

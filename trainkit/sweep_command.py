@@ -62,21 +62,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _common_overrides(argv) -> list:
-  """The --config.FIELD overrides given on the command line, each as one --X=VALUE.
-
-  absl takes them as --config.FIELD=VALUE, --config.FIELD VALUE and, for a
-  bool, --noconfig.FIELD: each is given on, whole.
-  """
-  out = []
-  for i, arg in enumerate(argv):
-    if arg.startswith('--noconfig.'):
-      out.append(f'--config.{arg[len("--noconfig."):]}=False')
-    elif arg.startswith('--config.') and '=' not in arg:
-      value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith('--') else None
-      out.append(f'{arg}={value}' if value is not None else f'{arg}=True')
-    elif arg.startswith('--config.'):
-      out.append(arg)
-  return out
+  """The --config.FIELD overrides given on the command line, each as one --config.X=VALUE."""
+  return cli.config_overrides(argv)[0]
 
 
 def main(argv):

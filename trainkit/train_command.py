@@ -126,9 +126,8 @@ def _parse_flags(argv):
   """
   cli.print_help_if_asked(argv, __doc__, __name__)
   if not any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
-    kept = [a for a in argv[1:] if a.startswith('--config.') and '=' in a]
-    _WORKDIR_OVERRIDES[:] = [a[len('--config.'):].split('=', 1) for a in kept]
-    argv = [a for a in argv if a not in kept]
+    overrides, argv = cli.config_overrides(argv)
+    _WORKDIR_OVERRIDES[:] = [a[len('--config.'):].split('=', 1) for a in overrides]
   return cli.parse_flags(argv)
 
 
