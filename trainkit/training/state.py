@@ -158,8 +158,8 @@ def create_state(config, spec: workdir_lib.ModelSpec, shapes_only: bool = False)
     model = models_lib.create(traced.model, tasks.create(config, spec), spec.shift, spec.scale,
                               config.dtype, spec.bins)
     if not shapes_only:
-      # Only before training: a restore reads a model that passed it when it
-      # was trained, and the check initialises the model op by op.
+      # Not for a restore's target (load, eval, predict, export): the check
+      # initialises the model op by op, and the model passed it in training.
       models_lib.check_built(traced, model, spec.input_shape, spec.input_dtype)
     init = functools.partial(create_train_state, config=traced, model=model,
                              input_shape=spec.input_shape,

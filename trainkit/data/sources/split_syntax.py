@@ -85,8 +85,7 @@ def _instructions(spec: str, size_of) -> list:
   # Here, not at the top: importing TFDS takes a quarter of a second, which a
   # run whose splits are whole names never needs.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  names = {part.split('[')[0].strip() for part in spec.split('+')}
-  sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names}
+  sizes = {name: types.SimpleNamespace(num_examples=size_of(name)) for name in names(spec)}
   return tfds.core.ReadInstruction.from_spec(spec).to_absolute(sizes)
 
 
