@@ -1,5 +1,6 @@
 """A trained workdir's model as a TensorFlow SavedModel (--mode=export, the default format)."""
 
+import glob
 import os
 import shutil
 
@@ -49,7 +50,11 @@ def _export(tf, oex, config, workdir: str, checkpoint: str) -> str:
 
   directory = os.path.join(os.path.abspath(workdir), workdir_lib.EXPORT)
   # Written beside the old export and swapped in whole: a model TF cannot
-  # convert, or a kill, leaves the old one as it was.
+  # convert, or a kill while writing, leaves the old one as it was. What a
+  # killed export left beside it goes (the workdir's lock is held).
+  for stale in glob.glob(f'{glob.escape(directory)}.tmp-*') + glob.glob(
+      f'{glob.escape(directory)}.old-*'):
+    shutil.rmtree(stale, ignore_errors=True)
   temporary = f'{directory}.tmp-{os.getpid()}'
   try:
     with errors.converting('savedmodel', 'jax2tf', 'jax'):
