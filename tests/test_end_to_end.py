@@ -176,6 +176,14 @@ def test_a_finished_run_with_another_evaluation_evaluates_again(tmp_path, base, 
     assert json.load(f) == again  # Written again.
 
 
+def test_the_test_split_that_chose_the_best_checkpoint_cannot_change_unsaid(tmp_path):
+  # Without a validation split the epochs were evaluated on the test split.
+  _run(tmp_path)
+  with pytest.raises(errors.ConfigError, match='test_split "test" -> "test.:50%."; run with '
+                     '--continue_with_changes'):
+    _run(tmp_path, test_split='test[:50%]')
+
+
 def test_more_epochs_continue_from_the_finished_run(tmp_path, caplog):
   _run(tmp_path, num_epochs=1, schedule='constant')
   with caplog.at_level(logging.INFO, logger='absl'):
