@@ -7,6 +7,7 @@ by path (`config.model.module='usermodels:Dense64'`), as a user's would be.
 import json
 import logging
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -253,7 +254,8 @@ def test_own_backbones_train_and_load(user_modules, mock_mnist, tmp_path, monkey
   assert json.loads((tmp_path / 'model.json').read_text())['module_digest']
   trainkit.load(str(tmp_path))
   assert 'source has changed' not in caplog.text
-  source = user_modules / 'usermodels.py'
+  # The file the module was imported from (an earlier test's folder, under xdist).
+  source = pathlib.Path(sys.modules['usermodels'].__file__)
   source.write_text(source.read_text().replace('Dense(64) and ReLU', 'Dense(64), then ReLU'))
   with caplog.at_level(logging.WARNING, logger='absl'):
     trainkit.load(str(tmp_path))

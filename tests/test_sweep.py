@@ -354,9 +354,10 @@ def test_a_member_whose_data_does_not_suit_it_is_refused_before_any_trains(tmp_p
 
 
 def test_the_best_members_command_keeps_every_spelling_of_the_overrides():
-  from trainkit import sweep_command  # pylint: disable=g-import-not-at-top
+  from trainkit import cli  # pylint: disable=g-import-not-at-top
   # --noconfig.X was dropped (another model trained) and '--config.num_epochs 3' lost its 3.
-  assert sweep_command._common_overrides([  # pylint: disable=protected-access
+  assert cli.config_overrides([
       'sweep.py', '--config=s.py', '--noconfig.model.use_batchnorm', '--config.num_epochs', '3',
-      '--workdir=w', '--config.seed=2']) == [
-          '--config.model.use_batchnorm=False', '--config.num_epochs=3', '--config.seed=2']
+      '--workdir=w', '--config.seed=2']) == (
+          ['--config.model.use_batchnorm=False', '--config.num_epochs=3', '--config.seed=2'],
+          ['sweep.py', '--config=s.py', '--workdir=w'])
