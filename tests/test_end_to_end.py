@@ -176,6 +176,7 @@ def test_a_finished_run_with_another_evaluation_evaluates_again(tmp_path, base, 
     assert json.load(f) == again  # Written again.
 
 
+@pytest.mark.slow  # Trains a model of its own.
 def test_the_test_split_that_chose_the_best_checkpoint_cannot_change_unsaid(tmp_path):
   # Without a validation split the epochs were evaluated on the test split.
   _run(tmp_path)

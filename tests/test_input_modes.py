@@ -274,6 +274,7 @@ def test_a_streamed_call_holds_a_bounded_number_of_batches():
   assert calls_lib.steps_per_call(tiny_config(steps_per_call=0), resident) == 0
 
 
+@pytest.mark.slow  # Trains a model of its own.
 def test_a_resume_reading_its_rows_otherwise_says_so(tmp_path, mock_mnist, caplog):
   train.train_and_evaluate(tiny_config(input_mode='device', num_epochs=1), str(tmp_path))
   # As input_mode='auto' may choose on a machine of less memory: another order of rows.

@@ -407,6 +407,7 @@ def test_a_headless_module_must_return_the_tasks_outputs(user_modules, tmp_path,
   assert not os.path.exists(tmp_path / 'run')
 
 
+@pytest.mark.slow  # Trains a model of its own.
 def test_a_model_jax_export_cannot_convert_is_one_line_and_writes_nothing(user_modules,
                                                                            mock_mnist, tmp_path):
   train.train_and_evaluate(_own('usermodels:DebugPrint', num_epochs=1), str(tmp_path))

@@ -72,6 +72,7 @@ def test_an_average_of_the_parameters_starts_from_the_warm_started_ones(source, 
   assert evaluation.evaluate(state, data, 16) == evaluation.evaluate(loaded, data, 16)
 
 
+@pytest.mark.slow  # Trains a model of its own.
 def test_a_source_keeping_an_average_gives_the_average(source, tmp_path):
   """It evaluated, ranked and exported with its average (ema_decay): the raw
   parameters were loaded."""
