@@ -137,3 +137,22 @@ def test_cli_summary_mode_prints_the_table_without_data(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'Trainable parameters: 671,754' in result.stdout
   assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.slow  # Process starts.
+def test_the_summary_table_is_the_same_in_every_process(tmp_path):
+  """Flax orders its collections' columns by a set of names: by the strings' hashes,
+  which differ per process. The table puts params first whatever they are."""
+  import subprocess  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  import sys  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from tests.helpers import ENV, ROOT  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  code = ('from configs import default\nfrom trainkit.training import model_summary\n'
+          'c = default.get_config()\n'
+          f'print(model_summary.table(c, model_summary.spec_without_data(c, {str(tmp_path)!r}),'
+          ' flops=False))')
+  texts = {subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, check=True, env={**ENV, 'PYTHONHASHSEED': seed}).stdout
+           for seed in ('0', '1', '2', '3')}
+  (text,) = texts
+  header = next(line for line in text.splitlines() if line.startswith('┃'))
+  assert header.index(' params ') < header.index(' batch_stats ')

@@ -119,7 +119,27 @@ def _table(config, spec: workdir_lib.ModelSpec, flops: bool, width: int) -> str:
     total = (cost[0] if isinstance(cost, list) else cost or {}).get('flops')
     totals.append('FLOPs per training example (forward and backward, as the train step '
                   'computes them): ' + (f'{total:,.0f}' if total else 'unknown'))
-  return _columns(spec) + layers.rstrip() + '\n' + '\n'.join(totals) + '\n'
+  return _columns(spec) + params_first(layers).rstrip() + '\n' + '\n'.join(totals) + '\n'
+
+
+def params_first(layers: str) -> str:
+  """Flax's table with its params column before its batch_stats column, in any process.
+
+  Flax takes the columns from a set of the collections' names, whose order
+  follows the strings' hashes, which differ from process to process: the
+  same model's summary came out with the two columns either way round.
+  """
+  lines = layers.split('\n')
+  table = [i for i, line in enumerate(lines) if line[:1] in '┏┃┡│├└' and line]
+  header = next((i for i in table if lines[i].startswith('┃')), None)
+  if header is None or [c.strip() for c in lines[header].split('┃')[-3:-1]] != [
+      'batch_stats', 'params']:
+    return layers
+  a, b, c = [i for i, ch in enumerate(lines[header]) if ch == '┃'][-3:]
+  for i in table:
+    line = lines[i]
+    lines[i] = line[:a + 1] + line[b + 1:c] + line[b] + line[a + 1:b] + line[c:]
+  return '\n'.join(lines)
 
 
 def _columns(spec: workdir_lib.ModelSpec) -> str:
