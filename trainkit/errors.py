@@ -26,6 +26,13 @@ def field(config, name: str):
   return config
 
 
+def field_or_none(config, name: str):
+  """The value of a dotted field of `config`, or None where it has no such field."""
+  for part in name.split('.'):
+    config = config.get(part) if hasattr(config, 'get') else None
+  return config
+
+
 def one_of(config, name: str, choices) -> None:
   """Refuses `config.<name>` unless it is one of `choices`."""
   value = field(config, name)

@@ -27,7 +27,9 @@ with collector.paused_then_frozen():
 
   from trainkit import cli
   from trainkit import configs
+  from trainkit import errors
   from trainkit.runtime import parallel
+  from trainkit.training import config_checks
   from trainkit.workdirs import config_history
 
 FLAGS = flags.FLAGS
@@ -135,16 +137,9 @@ def _overridden(config):
   """`config` with the command's --config.FIELD=VALUE, typed as the fields are."""
   if not _WORKDIR_OVERRIDES:
     return config
-  from trainkit.search import sweeps  # pylint: disable=g-import-not-at-top
-  return sweeps.member_config(config, {field: _typed(field, _field(config, field), text)
-                                       for field, text in _WORKDIR_OVERRIDES})
-
-
-def _field(config, dotted: str):
-  node = config
-  for part in dotted.split('.'):
-    node = node.get(part) if hasattr(node, 'get') else None
-  return node
+  return config_checks.overridden(
+      config, {field: _typed(field, errors.field_or_none(config, field), text)
+               for field, text in _WORKDIR_OVERRIDES})
 
 
 def _typed(field: str, current, text: str):

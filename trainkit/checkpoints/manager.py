@@ -345,8 +345,8 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
   `workdir/broken_checkpoints/` (only once a good one is found, or none is
   left), with a warning naming both. A checkpoint that does not fit the config
   raises CheckpointMismatchError before anything is moved; so does
-  `before_new_run()`, called where none is usable, whatever it raises (a
-  run that cannot start anew).
+  `before_new_run()`, called where broken ones would be set aside and none
+  is usable, whatever it raises (a run that cannot start anew).
 
   Returns:
     (state, meta, step), or None when there is no usable checkpoint.
@@ -359,7 +359,7 @@ def restore_latest(manager: ocp.CheckpointManager, state, workdir: str,
       break
     except BrokenCheckpointError as e:
       broken.append((step, e))
-  if found is None and before_new_run is not None:
+  if found is None and broken and before_new_run is not None:
     before_new_run()
   for step, error in broken:
     _set_aside(workdir, manager.directory, step, error,

@@ -19,6 +19,7 @@ import re
 from absl import logging
 import flax
 import numpy as np
+import optax
 
 from trainkit import errors
 from trainkit.checkpoints import manager as checkpointing
@@ -114,16 +115,8 @@ def _as_evaluated(saved: dict):
 
   Their average (ema_decay) where it kept one, else the parameters.
   """
-  def find(tree):
-    if isinstance(tree, dict):
-      if 'ema_params' in tree:
-        return tree['ema_params']
-      for value in tree.values():
-        found = find(value)
-        if found is not None:
-          return found
-    return None
-  averaged = find(saved.get('opt_state'))
+  # Where optimizers.params_for_eval finds it in a state, in the state's dict.
+  averaged = optax.tree_utils.tree_get(saved.get('opt_state') or {}, 'ema_params')
   if averaged is not None:
     logging.info('Warm start: the source kept an average of its parameters (ema_decay); '
                  'that average is loaded, as it evaluated with it.')

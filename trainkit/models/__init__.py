@@ -69,13 +69,12 @@ def module_digest(model_config) -> str:
   return _backbones().source_digest(_module(model_config)) if _module(model_config) else ''
 
 
-def note_module_change(model_config, trained_digest: str) -> None:
-  """Warns where the backbone's source differs from the one its checkpoints were trained by.
+def note_module_change(model_config, trained_digest: str, now: str) -> None:
+  """Warns where the backbone's source (digest `now`) is not the one it was trained by.
 
   Its weights are then read by other code; a comment changes the digest too,
   so this warns rather than refuses.
   """
-  now = module_digest(model_config)
   if trained_digest and now and now != trained_digest:
     logging.warning('model.module=%r: its class\'s source has changed since the workdir was '
                     'trained; its checkpoints are read by the new code', _module(model_config))

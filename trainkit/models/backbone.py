@@ -116,11 +116,7 @@ def construct(path: str, args: dict, dtype: str = 'float32') -> nn.Module:
     _check_nnx_args(path, cls, args)
     return NnxBackbone(cls, flax.core.FrozenDict(args))
   fields = {f for f in getattr(cls, '__dataclass_fields__', {}) if f not in ('parent', 'name')}
-  unknown = sorted(set(args) - fields)
-  if unknown:
-    raise errors.ConfigError(
-        f'model.args: {path} takes no argument {unknown[0]!r} (it takes: '
-        f'{", ".join(sorted(fields)) or "none"}){errors.suggest(unknown[0], fields)}')
+  _refuse_unknown(path, args, fields)
   try:
     return cls(**args)
   except TypeError as e:
@@ -146,16 +142,22 @@ def _with_dtype(path: str, args: dict, dtype: str) -> dict:
   return {**args, 'dtype': dtype}
 
 
+def _refuse_unknown(path: str, args: dict, fields: set) -> None:
+  """Refuses the first of `args` that is not one of the module's `fields`."""
+  unknown = sorted(set(args) - fields)
+  if unknown:
+    raise errors.ConfigError(
+        f'model.args: {path} takes no argument {unknown[0]!r} (it takes: '
+        f'{", ".join(sorted(fields)) or "none"}){errors.suggest(unknown[0], fields)}')
+
+
 def _check_nnx_args(path: str, cls, args: dict) -> None:
   """Refuses `args` an NNX class's constructor cannot bind: unknown or missing ones."""
   signature = inspect.signature(cls.__init__)
   fields = set(signature.parameters) - {'self', 'rngs'}
   takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-  unknown = sorted(set(args) - fields)
-  if unknown and not takes_any:
-    raise errors.ConfigError(
-        f'model.args: {path} takes no argument {unknown[0]!r} (it takes: '
-        f'{", ".join(sorted(fields)) or "none"}){errors.suggest(unknown[0], fields)}')
+  if not takes_any:
+    _refuse_unknown(path, args, fields)
   rngs = {'rngs': None} if 'rngs' in signature.parameters else {}
   try:
     signature.bind(None, **args, **rngs)

@@ -76,7 +76,7 @@ def _executor(launcher: str, workers: int, options: list, folder: str):
   try:
     executor = submitit.AutoExecutor(folder, cluster='local' if launcher == 'local' else 'slurm')
   except RuntimeError as e:  # No SLURM here (no srun).
-    raise errors.ConfigError(f'--launcher={launcher}: {str(e).splitlines()[0]}') from e
+    raise errors.ConfigError(f'--launcher={launcher}: {errors.raised(e)}') from e
   params = parameters(options)
   if launcher == 'slurm':
     params.setdefault('slurm_array_parallelism', workers)
@@ -86,8 +86,7 @@ def _executor(launcher: str, workers: int, options: list, folder: str):
     executor.update_parameters(**params)
   # submitit: NameError for an unknown key, AssertionError for a value of the wrong type.
   except (ValueError, TypeError, NameError, AssertionError) as e:
-    raise errors.ConfigError(f'--slurm: {str(e).splitlines()[0] if str(e) else type(e).__name__}'
-                             ) from e
+    raise errors.ConfigError(f'--slurm: {errors.raised(e)}') from e
   return executor
 
 

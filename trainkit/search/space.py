@@ -166,7 +166,7 @@ class Search:
     models.check_new_run(base)
     for name, dim in self.space.items():
       # A number drawn for a tuple field sets every element: of none, it sets nothing.
-      _check(_base_value(base, name) != () or isinstance(dim, Categorical), name,
+      _check(errors.field_or_none(base, name) != () or isinstance(dim, Categorical), name,
              f"the base config's {name} is () (no layer to set); give it one value a layer")
       for value in dim.extremes():
         models.check_new_run(trial_config(base, {name: value}, self.metric))
@@ -192,19 +192,11 @@ def _check(ok: bool, name: str, why: str) -> None:
     raise errors.ConfigError(f'search {name}: {why}')
 
 
-def _base_value(base, name: str):
-  """The value of dotted field `name` in `base`, or None where it has none."""
-  value = base
-  for part in name.split('.'):
-    value = value.get(part) if hasattr(value, 'get') else None
-  return value
-
-
 def overrides(base, params: dict) -> dict:
   """The dotted config overrides for drawn `params` (scalars spread over tuple fields)."""
   out = {}
   for name, value in params.items():
-    current = _base_value(base, name)
+    current = errors.field_or_none(base, name)
     if isinstance(current, tuple) and not isinstance(value, tuple):
       value = tuple(type(c)(value) if isinstance(c, float) else value for c in current)
     elif isinstance(current, int) and isinstance(value, float) and value == math.floor(value):

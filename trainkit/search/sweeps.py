@@ -6,7 +6,6 @@ A sweep file is a config file with `get_config()` (the base) and
 `DIR/<name>/` with exactly what `main.py` writes there.
 """
 
-import copy
 import csv
 import importlib.util
 import io
@@ -19,10 +18,8 @@ import sys
 
 from absl import logging
 import jax
-import ml_collections
 
 from trainkit import errors
-from trainkit import models
 from trainkit import tasks
 from trainkit.checkpoints import warm_start
 from trainkit.data import pipeline as input_pipeline
@@ -98,29 +95,8 @@ def member_name(index: int, overrides: dict) -> str:
   return name[:120]
 
 
-def member_config(base: ml_collections.ConfigDict, overrides: dict):
-  """A copy of `base` with `overrides` set; ConfigError names a bad field."""
-  config = copy.deepcopy(base)  # Keeps field types and placeholders.
-  for dotted, value in overrides.items():
-    *path, last = dotted.split('.')
-    node = config
-    for part in path:
-      if not isinstance(node.get(part), ml_collections.ConfigDict):
-        raise errors.ConfigError(f'unknown config field {dotted!r}')
-      node = node[part]
-    if last not in node:
-      hint = errors.suggest(last, list(node.keys()))
-      raise errors.ConfigError(f'unknown config field {dotted!r}{hint}')
-    if isinstance(node[last], tuple) and isinstance(value, list):
-      value = tuple(value)
-    try:
-      node[last] = value
-    except TypeError as e:
-      raise errors.ConfigError(
-          f'{dotted}={value!r}: {str(e).splitlines()[0]}') from e
-  config_checks.validate(config)
-  models.check_overridden(config, overrides)
-  return config
+# A copy of a config with dotted overrides set: trainkit/training/config_checks.py's.
+member_config = config_checks.overridden
 
 
 def build_members(base, overrides_list: list) -> list:
@@ -261,9 +237,10 @@ def _train(todo: list, parallel: str, changes: dict, continue_with_changes: bool
   # Each member's data checked before any trains (the data is kept for the
   # sweep anyway): a batch larger than a split refuses the sweep, not member 3.
   problems = []
-  for name, config, _ in todo:
+  for name, config, member_dir in todo:
     try:
       config_checks.check_data(config, shared_data(config, datasets))
+      config_checks.check_new_run_data(config, shared_data(config, datasets), member_dir)
     except (errors.ConfigError, sources.DataError) as e:
       problems.append(f'member {name}: {e}')
   if problems:

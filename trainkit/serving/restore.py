@@ -44,7 +44,8 @@ def restore(config, workdir: str, checkpoint: str = 'latest', evaluates: bool = 
     raise errors.ConfigError(
         f'--workdir={workdir!r} has no {workdir_lib.MODEL_SPEC}: not a workdir a '
         'training run has written (train first)') from None
-  models.note_module_change(config.model, spec.module_digest)
+  models.note_module_change(config.model, spec.module_digest,
+                            models.module_digest(config.model))
   directory = workdir_lib.checkpoint_dir(workdir)
   if not os.path.isdir(directory):  # Refused before a manager would create the folder.
     raise errors.ConfigError(

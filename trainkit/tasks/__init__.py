@@ -42,6 +42,7 @@ checkpoints, sweeps and searches see only metric names and directions.
 """
 
 from trainkit import errors
+from trainkit.tasks import base
 from trainkit.tasks import binary
 from trainkit.tasks import classification
 from trainkit.tasks import mixture_density
@@ -123,4 +124,6 @@ def check_data(config, data) -> None:
                  config.positive_class, f"names a class of a table's target; dataset="
                  f'{config.dataset!r} has unnamed classes (the positive one is class 1)')
   of(config).check_data(config, data)
+  if of(config).CLASSES:  # A label per example: [n, 1] labels would broadcast in the loss.
+    base.one_label_each(config, data)
 

@@ -75,7 +75,6 @@ class Binary(base.Task):
                    f'needs labels 0 and 1; dataset={config.dataset!r} has '
                    + (f'{data.num_classes} classes' if data.num_classes else
                       'targets that are not class labels'))
-    base.one_label_each(config, data)
 
   @classmethod
   def class_probabilities(cls, predictions: dict) -> dict:

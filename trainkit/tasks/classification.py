@@ -49,7 +49,6 @@ class Classification(base.Task):
     errors.require(data.num_classes >= 2, 'task', config.task,
                    f'needs integer class labels (at least 2 classes); '
                    f'dataset={config.dataset!r} has {found}')
-    base.one_label_each(config, data)
 
   @classmethod
   def metrics(cls, config) -> tuple:

@@ -134,13 +134,13 @@ class MetricLogger:
     self._events.add_session_start(0)
     for record in kept:
       if isinstance(record.get('metrics'), dict):
-        self._events.add(self._scalars(record.get('split'), record['metrics']), record['step'],
-                         record.get('time'))
+        named = {f'{record.get("split")}_{k}': v for k, v in record['metrics'].items()}
+        self._events.add(self._scalars(named), record['step'], record.get('time'))
 
-  def _scalars(self, split: str, metrics: dict):
-    """One event's summary of every scalar of a write, as TensorBoard reads them."""
-    return self._summary(value=[self._summary.Value(tag=f'{split}_{k}', simple_value=v)
-                                for k, v in metrics.items()])
+  def _scalars(self, named: dict):
+    """One event's summary of every scalar of a write ({tag: value}), as TensorBoard reads them."""
+    return self._summary(value=[self._summary.Value(tag=tag, simple_value=value)
+                                for tag, value in named.items()])
 
   def write_hparams(self, hparams: dict, metrics=()) -> None:
     """The config as TensorBoard hparams (its HPARAMS tab), in the run's event file.
@@ -172,7 +172,7 @@ class MetricLogger:
         full_disk.ensure_space(self._jsonl.name, 2**16, workdir_lib.METRICS)
         # One event holding every scalar of the write, as TensorBoard reads
         # them: a twentieth of the host time of an add_scalar per scalar.
-        self._events.add(self._scalars(split, metrics), step)
+        self._events.add(self._scalars(named), step)
         self._jsonl.write(json.dumps({'step': step, 'split': split, 'time': time.time(),
                                       'metrics': metrics}) + '\n')
         self._jsonl.flush()  # A kill must not lose lines a checkpoint covers.

@@ -9,7 +9,10 @@ the field and the offending value; the command line prints it without a
 traceback.
 """
 
+import copy
 import math
+
+import ml_collections
 
 from trainkit import errors
 from trainkit import models
@@ -57,6 +60,31 @@ def validate(config) -> None:
   reported = tasks.check_config(config)
   checkpoints.check_config(config, reported)
   plateaus.check_config(config, reported)
+
+
+def overridden(base, overrides: dict):
+  """A copy of `base` with `overrides` set; ConfigError names a bad field."""
+  config = copy.deepcopy(base)  # Keeps field types and placeholders.
+  for dotted, value in overrides.items():
+    *path, last = dotted.split('.')
+    node = config
+    for part in path:
+      if not isinstance(node.get(part), ml_collections.ConfigDict):
+        raise errors.ConfigError(f'unknown config field {dotted!r}')
+      node = node[part]
+    if last not in node:
+      hint = errors.suggest(last, list(node.keys()))
+      raise errors.ConfigError(f'unknown config field {dotted!r}{hint}')
+    if isinstance(node[last], tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[last] = value
+    except TypeError as e:
+      raise errors.ConfigError(
+          f'{dotted}={value!r}: {str(e).splitlines()[0]}') from e
+  validate(config)
+  models.check_overridden(config, overrides)
+  return config
 
 
 def check_new_run(config, workdir: str) -> None:

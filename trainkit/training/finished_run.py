@@ -41,7 +41,7 @@ def _summary(config, workdir: str) -> dict | None:
     return None
   stored = config_history.stored(workdir)
   summary = config_history.finished_summary(workdir, config, stored)
-  if summary is None or stored is None:
+  if summary is None:
     return None
   if set(config_history.differences(stored, config)) - set(config_history.UNREPORTED):
     return None

@@ -52,19 +52,20 @@ def _trained_digest(workdir: str) -> str:
     return ''
 
 
-def _note_input_mode(meta: dict, config, streamed: bool) -> None:
-  """Warns where the input is read otherwise than for the checkpoint.
+def _record_input_mode(meta: dict, config, streamed: bool) -> None:
+  """Records how the input is read, warning where the checkpoint's epochs read it otherwise.
 
   input_mode='auto' chooses by the machine's memory; the two modes read an
   epoch's rows in other orders.
   """
   now = 'stream' if streamed else 'device'
-  if meta.get('input_mode', now) != now:
+  if meta.setdefault('input_mode', now) != now:
     logging.warning(
         "input_mode=%r reads the training rows as %r, the checkpoint's epochs read them as %r: "
         'from here the rows come in another order than an uninterrupted run\'s, and its '
         "figures differ; give input_mode='%s' to resume as it ran", config.input_mode, now,
         meta['input_mode'], meta['input_mode'])
+    meta['input_mode'] = now
 
 
 def _lift_stops(meta: dict, config, step: int) -> None:
@@ -109,7 +110,7 @@ class Run:
     self.best_metric = selection.best_metric(config)
     self.metrics = tasks.metrics(config)  # The task's, in the summary's order.
     state = self._restore(state, streamed, config_changes)
-    self.meta['input_mode'] = 'stream' if streamed else 'device'
+    _record_input_mode(self.meta, config, streamed)
     self.state, self.step = state, int(state.step)
     self.tracker = divergence.NonFiniteTracker(
         config.nan_policy, config.nan_skip_limit, self.meta.get('skipped_steps', 0),
@@ -170,8 +171,8 @@ class Run:
     if config_changes:
       logging.warning('Training on from step %d with changes to the config: %s.',
                       restored_step, config_changes)
-    _note_input_mode(self.meta, config, streamed)
-    models.note_module_change(config.model, _trained_digest(self.workdir))
+    models.note_module_change(config.model, _trained_digest(self.workdir),
+                              self.spec.module_digest)
     _lift_stops(self.meta, config, restored_step)
     return state
 
