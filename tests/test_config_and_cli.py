@@ -177,6 +177,8 @@ def test_cli_bad_value_is_one_line_and_touches_nothing(tmp_path):
   assert errors == ["error: optimizer='adamm' is not one of: sgd, momentum, "
                     "nesterov, adam, adamw, rmsprop (did you mean 'adam'?)"]
   assert 'Traceback' not in result.stderr
+  # The refusal is not buried under the config's hundred lines logged before it.
+  assert 'Config:' not in result.stderr and len(result.stderr.splitlines()) <= 3
   assert not workdir.exists()
 
 

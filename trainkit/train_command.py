@@ -109,6 +109,8 @@ def main(argv):
                f'--jax_num_processes={FLAGS.jax_num_processes} '
                f'--jax_process_id={FLAGS.jax_process_id}: {str(e).splitlines()[0]}')
   if FLAGS.mode == 'train':
+    with cli.exits():  # A refused field is the command's one line, not after the whole config.
+      config_checks.validate(config)
     logging.info('Config:\n%s', config)
   with cli.exits():
     cli.run_mode(FLAGS.mode, config, FLAGS.workdir, inputs,
