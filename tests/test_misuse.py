@@ -606,3 +606,19 @@ def test_a_file_given_as_the_workdir_is_refused_in_one_line(tmp_path):
     with workdir_lock.hold(str(folder / 'notes.txt'), 'export'):
       pass
   assert (folder / 'notes.txt').read_text() == 'mine'
+
+
+def test_a_refused_run_in_a_folder_of_ones_own_leaves_no_lock_file(tmp_path):
+  folder = tmp_path / 'mine'
+  folder.mkdir()
+  (folder / 'notes.txt').write_text('mine')
+  with pytest.raises(errors.ConfigError):
+    with workdir_lock.hold(str(folder)):
+      raise errors.ConfigError('refused')
+  assert sorted(p.name for p in folder.iterdir()) == ['notes.txt']
+  # A lock file that was there before (a workdir's) stays.
+  (folder / workdir_lock.LOCK_FILE).write_text('')
+  with pytest.raises(errors.ConfigError):
+    with workdir_lock.hold(str(folder)):
+      raise errors.ConfigError('refused')
+  assert (folder / workdir_lock.LOCK_FILE).exists()

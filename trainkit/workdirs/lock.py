@@ -54,8 +54,9 @@ def hold(workdir: str, purpose: str = 'train'):
   """Holds `workdir`'s lock for the block; WorkdirBusy if a live process has it.
 
   Creates the workdir if needed; if the block then raises a refusal
-  (a ValueError: ConfigError, DataError, ...) and the workdir was created here and holds
-  nothing but the lock, it is removed again: a refused run leaves no trace.
+  (a ValueError: ConfigError, DataError, ...), what was created here goes again:
+  the workdir if it holds nothing but the lock, else a lock file made here (a
+  folder of the user's own files is left as it was). A refused run leaves no trace.
   """
   if jax.process_index() > 0:
     yield
@@ -65,6 +66,7 @@ def hold(workdir: str, purpose: str = 'train'):
   created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
+  lock_created = not os.path.lexists(path)
   try:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:  # A folder, or a file not ours, in its place.
@@ -96,5 +98,8 @@ def hold(workdir: str, purpose: str = 'train'):
         pass  # A full disk cannot refuse a truncation, but be safe on exit.
       if refused and created and os.listdir(workdir) == [LOCK_FILE]:
         shutil.rmtree(workdir, ignore_errors=True)
+      elif refused and lock_created:
+        with contextlib.suppress(OSError):
+          os.remove(path)
   finally:
     os.close(fd)  # Releases the lock.
