@@ -127,6 +127,27 @@ def test_csv_parquet_and_a_folder_of_parquet_files_train_alike(tmp_path):
   assert len(os.listdir(tmp_path / 'cache' / 'tables')) == 3
 
 
+def test_a_parquet_file_with_an_empty_column_takes_its_kind_from_a_later_file(tmp_path):
+  columns = _columns(200)
+  typed, untyped = tmp_path / 'typed', tmp_path / 'untyped'
+  for folder in (typed, untyped):
+    folder.mkdir()
+    _write({k: v[100:] for k, v in columns.items()}, folder / 'part1.parquet')
+  first = {k: v[:100] for k, v in columns.items()}
+  first['colour'], first['b'] = [None] * 100, np.full(100, np.nan)
+  _write(first, typed / 'part0.parquet')
+  # As pandas writes a column without a value: of type null, not string or double.
+  pq.write_table(pa.table({k: pa.nulls(100) if k in ('colour', 'b') else pa.array(v)
+                           for k, v in first.items()}), str(untyped / 'part0.parquet'))
+  assert pq.read_schema(untyped / 'part0.parquet').field('colour').type == pa.null()
+  want, got = (table_files.load(str(f), '') for f in (typed, untyped))
+  assert got[0]['kinds'] == want[0]['kinds'] and got[0]['problems'] == {}
+  assert got[0]['levels'] == want[0]['levels']
+  every = range(len(want[0]['names']))
+  for mine, theirs in zip(got[1].take(every), want[1].take(every)):
+    np.testing.assert_array_equal(mine, theirs)
+
+
 def test_a_changed_table_is_converted_again_and_its_stale_copy_removed(tmp_path):
   columns = _columns(50)
   path = _write(columns, tmp_path / 't.csv')

@@ -28,8 +28,9 @@ import numpy as np
 from trainkit.data.sources import base
 from trainkit.data.sources import table_formats
 
-# Bump when the layout of the converted columns, or what conversion refuses, changes.
-_FORMAT = 6
+# Bump when the layout of the converted columns, or what conversion refuses, changes
+# (7: a Parquet column without values in its first file takes a later file's kind).
+_FORMAT = 7
 _META = 'meta.json'
 _ROWS = 'rows.bin'
 SUFFIXES = table_formats.SUFFIXES
@@ -175,13 +176,15 @@ def _convert_blocks(dataset, paths, writer, fmt, column_types) -> tuple:
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
   kinds, levels, problems, rows = None, None, {}, 0
+  typed = None  # Parquet: each column's type in the first file that has values in it.
   for batch in table_formats.batches(dataset, paths, fmt, column_types):
     names = batch.schema.names
     if kinds is None:
-      kinds = []
+      kinds, typed = [], table_formats.parquet_types(paths)
       for field in batch.schema:
         try:
-          kinds.append(table_formats.kind(field.type))
+          kinds.append(table_formats.kind(
+              typed.get(field.name, field.type) if pa.types.is_null(field.type) else field.type))
         except table_formats.Unsupported as e:
           kinds.append('unsupported')
           problems[field.name] = str(e)

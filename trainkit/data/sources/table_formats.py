@@ -182,6 +182,23 @@ def batches(dataset: str, paths: list, fmt: TextFormat, column_types=None, inclu
     raise base.DataError(f'dataset={dataset!r}: holds no rows')
 
 
+def parquet_types(paths: list) -> dict:
+  """{name: the first type other than null} of the Parquet files' columns, from their footers.
+
+  A file can hold a column with no value (pandas writes an all-missing
+  column as type null); its kind is the one a later file gives it.
+  """
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
+  types = {}
+  for path in paths:
+    if not is_text(path):
+      for field in pq.read_schema(path):
+        if not pa.types.is_null(field.type):
+          types.setdefault(field.name, field.type)
+  return types
+
+
 def _check_names(dataset: str, names: list) -> None:
   repeated = sorted({n for n in names if names.count(n) > 1})
   if repeated:
