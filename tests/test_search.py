@@ -22,6 +22,7 @@ from tests import conftest
 from tests.helpers import (ENV, ROOT, checkpoint_steps, error_lines, session_cache_dir,
                            tiny_config, write_mnist)
 from trainkit import errors
+from trainkit.runtime import preemption
 from trainkit.search import launch
 from trainkit.search import optuna_internals
 from trainkit.search import optuna_search as search
@@ -598,3 +599,24 @@ def test_a_qmc_search_keeps_one_sampler_per_worker(tmp_path):
   sampler = study.sampler
   assert search._take(study, storage, spec) is not None  # pylint: disable=protected-access
   assert study.sampler is sampler
+
+
+def test_an_interrupted_trial_is_queued_again_without_using_a_retry(tmp_path, monkeypatch):
+  """max_retry=0: a trial stopped by a signal twice is queued again each time."""
+  config = _config(num_epochs=1)
+  spec = _spec(num_trials=1, max_retry=0)
+  directory = str(tmp_path / 's')
+
+  def stopped(*args, **kwargs):
+    raise preemption.Interrupted(signal.SIGTERM, 0, directory)
+
+  monkeypatch.setattr(search.train, 'train_and_evaluate', stopped)
+  with conftest.mock_data():
+    study, storage = search.prepare(spec, config, directory, None, None, 'sweep.py')
+    for _ in range(2):
+      with pytest.raises(preemption.Interrupted):
+        search.run_worker(study, storage, spec, config, directory)
+  trials = study.get_trials()
+  assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
+  assert {search.trial_name(t) for t in trials} == {'trial_0000'}
+  assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 1

@@ -276,9 +276,7 @@ def _run_trial(study, storage, trial, search, base, directory, datasets, parent=
     # Checkpointed; queued again at once for the next worker to resume.
     trial.set_user_attr('status', 'interrupted')
     study.tell(trial, state=TrialState.FAIL)
-    with samplers.experimental():
-      storage.get_heartbeat_stale_trial_callback()(
-          study, storage.get_trial(optuna_internals.trial_id(trial)))
+    _queue_again(study, storage.get_trial(optuna_internals.trial_id(trial)))
     raise
   except BaseException:  # An error of its own: recorded, then raised.
     trial.set_user_attr('status', 'failed')
@@ -289,6 +287,19 @@ def _run_trial(study, storage, trial, search, base, directory, datasets, parent=
   else:  # Its objective: its best checkpoint's (the best epoch of those saved).
     study.tell(trial, sweeps.objective(summary, search.metric))
   _tag_trial(parent, workdir, storage, trial)
+
+
+def _queue_again(study, frozen) -> None:
+  """Queues an interrupted trial to resume its checkpoint, as its own next attempt.
+
+  As Optuna's retry of a dead worker's trial, but not counted against
+  `max_retry`: a preemptible machine may stop a long trial any number of times.
+  """
+  study.add_trial(optuna.create_trial(
+      state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+      user_attrs=frozen.user_attrs,
+      system_attrs={'failed_trial': frozen.number, **frozen.system_attrs},
+      intermediate_values=frozen.intermediate_values))
 
 
 def _tag_trial(parent, workdir: str, storage, trial) -> None:

@@ -42,8 +42,6 @@ def rows(study: optuna.Study, directory: str, metrics) -> list:
   for name, tries in attempts.items():
     last = max(tries, key=lambda t: t.number)
     state = _STATES.get(last.state) or last.user_attrs.get('status', 'failed')
-    if last.state == TrialState.FAIL and state == 'interrupted':
-      state = 'failed'  # Its retry was not queued (max_retry): it will not resume.
     summary = workdir_lib.read_summary(os.path.join(directory, name)) or {}
     value = last.value if last.value is not None else (
         last.intermediate_values[max(last.intermediate_values)]
