@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import ROOT, checkpoint_steps, digest, tiny_config, write_mnist
 from trainkit import errors
 from trainkit.data import pipeline as input_pipeline
+from trainkit.data import sources
 from trainkit.search import groups as grouping
 from trainkit.search import sweeps
 from trainkit.serving import restore as restore_lib
@@ -361,3 +362,21 @@ def test_the_best_members_command_keeps_every_spelling_of_the_overrides():
       '--workdir=w', '--config.seed=2']) == (
           ['--config.model.use_batchnorm=False', '--config.num_epochs=3', '--config.seed=2'],
           ['sweep.py', '--config=s.py', '--workdir=w'])
+
+
+def test_a_finished_member_trained_on_other_data_is_refused_before_any_trains(tmp_path):
+  table = tmp_path / 't.csv'
+  rows = np.random.default_rng(0).normal(size=(60, 2))
+  write = lambda values: table.write_text('a,y\n' + ''.join(
+      f'{a:.6f},{int(b > 0)}\n' for a, b in values))
+  write(rows)
+  base = tiny_config(dataset=str(table), target_column='y', task='binary',
+                     normalization='per_feature', test_split='train', num_epochs=1)
+  sweeps.run_sweep(base, [{'seed': 0}], str(tmp_path / 'sweep'))
+  before = digest(tmp_path / 'sweep')
+  write(rows[::-1])  # The same rows in another order: another file.
+  # Its finished results would be ranked beside members trained on the new file.
+  with pytest.raises(sources.DataError, match=r"is not the data --workdir='.*00_seed=0' was "
+                                             'trained on'):
+    sweeps.run_sweep(base, [{'seed': 0}, {'seed': 1}], str(tmp_path / 'sweep'))
+  assert digest(tmp_path / 'sweep') == before

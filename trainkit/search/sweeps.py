@@ -21,7 +21,6 @@ import jax
 
 from trainkit import errors
 from trainkit import tasks
-from trainkit.checkpoints import warm_start
 from trainkit.data import pipeline as input_pipeline
 from trainkit.data import sources
 from trainkit.runtime import preemption
@@ -282,12 +281,9 @@ def run_sweep(base, member_overrides: list, workdir: str, parallel: str = 'auto'
   workdir_lib.check_workdir(workdir)
   if os.path.isdir(workdir):
     workdir_lib.check_kinds(workdir, files=(SUMMARY_CSV, SUMMARY_MD), folders=())
-  for name, _, config in members:
-    workdir_lib.check_workdir(os.path.join(workdir, name))
-    config_checks.check_new_run(config, os.path.join(workdir, name))
-    warm_start.check(config, os.path.join(workdir, name))
-  changes = {name: config_history.check_resume(config, os.path.join(workdir, name),
-                                               continue_with_changes)
+  # As a lone run's, and a finished member's too: one trained on other data is refused.
+  changes = {name: train.check_before_work(config, os.path.join(workdir, name),
+                                           continue_with_changes)
              for name, _, config in members}
   with workdir_lock.hold(workdir, 'sweep'):
     # Its members' MLflow runs nest under this one (trainkit/tracking/mlflow_run.py).
