@@ -298,6 +298,23 @@ def test_a_module_no_other_process_can_import_is_refused_or_warned_of(tmp_path):
     trainkit.train(tiny_config(), str(tmp_path / 'main'), model=main)
 
 
+def test_module_instances_config_json_cannot_record_are_refused_in_one_line(user_modules,
+                                                                            tmp_path):
+  import usermodels  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from flax import nnx  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  # The NNX instance's whole repr (its parameter arrays) was the message; an
+  # array-valued linen field raised numpy's 'truth value ... is ambiguous'.
+  for model, message in (
+      (usermodels.NnxDense64(rngs=nnx.Rngs(0)),
+       r"^model=NnxDense64\(\.\.\.\): give an NNX module as its class \(its arguments in "
+       r"overrides=\{'model.args': \.\.\.\}\); an instance cannot be recorded$"),
+      (usermodels.Dense64(width=np.arange(3)), r"^model=Dense64: its field 'width' holds an array; "
+                                    r'config.json records plain values')):
+    with pytest.raises(trainkit.Refused, match=message):
+      trainkit.train(tiny_config(), str(tmp_path / 'w'), model=model)
+  assert not (tmp_path / 'w').exists()
+
+
 @pytest.mark.slow  # Over five seconds here: the full suite runs it.
 def test_a_workdir_whose_module_is_gone_is_refused_naming_it(user_modules, mock_mnist,
                                                              tmp_path, monkeypatch):

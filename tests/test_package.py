@@ -346,3 +346,38 @@ def test_an_id_column_named_as_a_prediction_column_is_refused(tmp_path):
   with pytest.raises(trainkit.Refused, match=r"^id_columns: 'row' is also a column the "
                                              r"predictions are written in \(row, class, "):
     trainkit.load(workdir).predict(frame.drop(columns=['label'])[:3])
+
+
+def test_numpy_scalars_in_the_overrides_are_taken_as_pythons(tmp_path):
+  # A notebook's loop over np.logspace gives numpy scalars; they were refused.
+  result = trainkit.train(_regression_config(), str(tmp_path / 'w'),
+                          overrides={'learning_rate': np.float32(0.01),
+                                     'num_epochs': np.int64(1),
+                                     'model.hidden_sizes': (np.int64(8),)},
+                          data={'train': _regression_data(), 'test': _regression_data(1)})
+  assert result.summary['epoch'] == 1
+  config = trainkit.load(str(tmp_path / 'w')).config
+  assert config.learning_rate == pytest.approx(0.01) and type(config.learning_rate) is float
+  assert tuple(config.model.hidden_sizes) == (8,)
+
+
+def test_what_the_api_would_drop_or_garble_is_refused_in_one_line(tmp_path):
+  pandas = pytest.importorskip('pandas')
+  x, y = _regression_data()
+  frame = pandas.DataFrame(x, columns=['a', 'b', 'c'])
+  workdir = str(tmp_path / 'w')
+  cases = [
+      # Its column names would be dropped: a reordered frame predicted silently.
+      (dict(data={'train': (frame, y), 'test': (frame, y)}),
+       r"^data: an \(x, y\) pair with x a DataFrame; give each split as one DataFrame"),
+      # The data's keys name its splits: a split override was dropped unsaid.
+      (dict(data={'train': (x, y), 'test': (x, y)},
+            overrides={'validation_split': 'train[80%:]'}),
+       r'^overrides: validation_split with data=: the data\'s keys are its splits'),
+  ]
+  for kwargs, message in cases:
+    with pytest.raises(trainkit.Refused, match=message):
+      trainkit.train(_regression_config(), workdir, **kwargs)
+  with pytest.raises(trainkit.Refused, match=r"^workdir=None: give the run's folder as a path"):
+    trainkit.train('default', None)
+  assert not os.path.exists(workdir)

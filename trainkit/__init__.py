@@ -21,3 +21,7 @@ def __getattr__(name: str):
   if name in __all__:
     return getattr(importlib.import_module('trainkit.api'), name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

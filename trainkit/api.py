@@ -109,10 +109,19 @@ def _config(config, overrides: dict | None) -> ml_collections.ConfigDict:
       raise Refused(f'overrides: {field!r} is a section; set its fields one by one '
                     f'({field}.{next(iter(node[name]))!s}: ...)', cli.EXIT_BAD_INPUT)
     try:
-      node[name] = value
+      node[name] = _plain(value)
     except TypeError as e:
       raise Refused(f'{field}={value!r}: {e}', cli.EXIT_BAD_INPUT) from None
   return config
+
+
+def _plain(value):
+  """NumPy scalars (a loop over np.logspace) as Python's, inside tuples and lists too."""
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, (tuple, list)):
+    return type(value)(_plain(v) for v in value)
+  return value
 
 
 def train(config, workdir: str, *, data: dict | None = None,
@@ -141,6 +150,15 @@ def train(config, workdir: str, *, data: dict | None = None,
     Refused: what the command line refuses (its message is the `error:` line),
       before anything is written.
   """
+  if not isinstance(workdir, (str, os.PathLike)):
+    raise Refused(f'workdir={workdir!r}: give the run\'s folder as a path', cli.EXIT_BAD_INPUT)
+  workdir = os.fspath(workdir)
+  named = sorted(set(overrides or {}) & set(_DATA_SPLIT_FIELDS)) if isinstance(
+      overrides, dict) else []
+  if data is not None and named:
+    raise Refused(f'overrides: {", ".join(named)} with data=: the data\'s keys are its '
+                  "splits (give a validation split as data['validation'])",
+                  cli.EXIT_BAD_INPUT)
   with _refusals():
     config = _config(config, overrides)
     if model is not None:
@@ -193,16 +211,26 @@ def _module_fields(model) -> tuple:
   if isinstance(model, type):
     return path, None
   if not hasattr(cls, '__dataclass_fields__'):
-    raise Refused(f'model={model!r}: give an NNX module as its class (its arguments in '
-                  "overrides={'model.args': ...}); an instance cannot be recorded",
+    raise Refused(f'model={cls.__qualname__}(...): give an NNX module as its class (its '
+                  "arguments in overrides={'model.args': ...}); an instance cannot be recorded",
                   cli.EXIT_BAD_INPUT)
   # The fields set to other than their defaults: what config.json records.
-  fields = {f: getattr(model, f) for f, spec in cls.__dataclass_fields__.items()
-            if f not in ('parent', 'name') and getattr(model, f) != spec.default}
+  fields = {}
+  for f, spec in cls.__dataclass_fields__.items():
+    value = getattr(model, f)
+    if f in ('parent', 'name') or value is spec.default:
+      continue
+    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, '__array__'):
+      raise Refused(f'model={cls.__qualname__}: its field {f!r} holds an array; config.json '
+                    'records plain values (numbers, strings, tuples)', cli.EXIT_BAD_INPUT)
+    if value != spec.default:
+      fields[f] = value
   return path, fields
 
 
 _SPLIT = '__split__'  # The column a DataFrame's rows name their split in.
+# What in-memory data sets itself: an override of them would be dropped.
+_DATA_SPLIT_FIELDS = ('dataset', 'train_split', 'validation_split', 'test_split', 'split_column')
 
 
 def _in_memory(config, workdir: str, data: dict) -> tuple:
@@ -215,6 +243,11 @@ def _in_memory(config, workdir: str, data: dict) -> tuple:
     raise Refused(f'data={sorted(data) if isinstance(data, dict) else type(data).__name__!r}: '
                   'give a dict of train and test splits (optionally validation), each an '
                   '(x, y) pair of arrays, or each a DataFrame', cli.EXIT_BAD_INPUT)
+  if pairs and any(hasattr(v[0], 'columns') for v in data.values()):
+    # As arrays its column names would be dropped, and a reordered frame predicted silently.
+    raise Refused("data: an (x, y) pair with x a DataFrame; give each split as one DataFrame "
+                  "with the target among its columns (and set target_column), so its "
+                  'columns are recorded and checked by name', cli.EXIT_BAD_INPUT)
   if pairs:
     contents, suffix = _npz({f'{k}_{split}': _numbers(f"data[{split!r}]'s {k}", v)
                              for split, pair in data.items()
