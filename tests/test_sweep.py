@@ -194,6 +194,35 @@ def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
     assert len(list(csv.DictReader(f))) == 2
 
 
+@pytest.mark.slow  # A process start.
+def test_a_sweep_whose_every_member_diverged_names_no_best(tmp_path):
+  write_mnist(tmp_path, n_train=64, n_test=20)
+  sweep_file = tmp_path / 'nan_sweep.py'
+  sweep_file.write_text(
+      'from configs import default\n'
+      'from trainkit.search import sweeps\n'
+      'def get_config():\n'
+      '  config = default.get_config()\n'
+      '  config.model.hidden_sizes, config.model.dropout_rates = (16,), (0.1,)\n'
+      '  config.batch_size, config.num_epochs, config.plots = 16, 1, False\n'
+      "  config.optimizer = 'sgd'\n"
+      '  return config\n'
+      'def get_sweep():\n'
+      '  return sweeps.product(learning_rate=[1e30])\n')
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
+       f'--workdir={tmp_path / "sweep"}', f'--config.manual_dir={tmp_path}',
+       f'--config.data_dir={tmp_path / "tfds"}', '--config.train_split=train',
+       '--config.validation_split=', '--parallel=sequential'],
+      cwd=ROOT, capture_output=True, text=True, timeout=240,
+      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  # It named the diverged member 'Best' and gave its command, with status 0.
+  assert result.returncode == 3, result.stderr[-2000:]
+  assert 'Best:' not in result.stdout
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: every member diverged (nan_policy='stop'); none is best")
+
+
 def test_structure_key_separates_structure_from_carried_values():
   key = carried_values.structure_key
   base = tiny_config(weight_decay=1e-4)
@@ -282,6 +311,8 @@ def test_a_diverging_member_is_stopped_alone(tmp_path):
   rows = sweeps.run_sweep(tiny_config(input_mode='device', optimizer='sgd'),
                              overrides, str(tmp_path / 'sweep'), 'vmap')
   assert [r['status'] for r in rows] == ['finished', 'diverged']
+  table = (tmp_path / 'sweep' / sweeps.SUMMARY_MD).read_text().splitlines()
+  assert table[-1].startswith('| 2 | 01_learning_rate=1e+30 | learning_rate=1e+30 | diverged |')
 
 
 @pytest.mark.slow  # Ten seconds here: a group trained, interrupted and resumed.

@@ -94,6 +94,10 @@ def main(argv):
         f'summary in {os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)}')
   with open(os.path.join(FLAGS.workdir, sweeps.SUMMARY_MD)) as f:
     print(f.read())
+  if best['status'] != 'finished':  # Diverged members rank last: none finished.
+    print(f'error: every member diverged (nan_policy={FLAGS.config.nan_policy!r}); none is '
+          'best', file=sys.stderr)
+    sys.exit(cli.EXIT_DIVERGED)
   # The split its epochs were evaluated on (a member may set its own).
   best_config = sweeps.member_config(FLAGS.config, best['overrides'])
   ranked_on = 'validation' if best_config.validation_split else 'test'

@@ -180,8 +180,9 @@ def write_summary(directory: str, rows: list, metrics) -> list:
            '|---|---|---|---|---|---|---|---|---|']
   for row in ranked:
     overrides = ', '.join(f'{k}={v}' for k, v in row['overrides'].items())
-    lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | '
-                 f'{row["best_metric"]} {row["objective"]:.4f} | '
+    objective = (f'{row["best_metric"]} {row["objective"]:.4f}'
+                 if row['status'] == 'finished' else row['status'])  # 'diverged', not nan.
+    lines.append(f'| {row["rank"]} | {row["name"]} | {overrides} | {objective} | '
                  f'{progress.figure(first, row["best_eval_" + first])} | '
                  f'{progress.figure(first, row["eval_" + first])} | '
                  f'{progress.figure(second, row["eval_" + second])} | '
