@@ -55,6 +55,10 @@ def test_space_values_grids_and_tuple_fields():
   assert ss.Float(1e-4, 1e-2, log=True).grid_values() == pytest.approx([1e-4, 1e-3, 1e-2])
   assert ss.Float(0.0, 0.5).grid_values() == [0.0, 0.25, 0.5]
   assert ss.Int(1, 9, grid=3).grid_values() == [1, 5, 9]
+  # A grid's points are values a trial can draw: on the step (they were not).
+  assert ss.Int(16, 64, step=16, grid=4).grid_values() == [16, 32, 48, 64]
+  assert ss.Float(0.0, 0.5, step=0.05, grid=4).grid_values() == [0.0, 0.15, 0.35, 0.5]
+  assert ss.Float(0.0, 0.5, step=0.05, grid=3).grid_values() == [0.0, 0.25, 0.5]
   spec = ss.Search(space={'learning_rate': ss.Float(1e-3, 1e-2, log=True, grid=2),
                           'optimizer': ss.Categorical(('adam', 'sgd'))}, sampler='grid')
   assert spec.queue() == [{'learning_rate': pytest.approx(1e-3), 'optimizer': 'adam'},
@@ -86,6 +90,14 @@ def test_space_values_grids_and_tuple_fields():
      'search learning_rate: step=0.0001 cannot be used with log=True'),
     (_spec(space={'model.hidden_sizes': ss.Int(8, 64, step=0)}),
      'search model.hidden_sizes: step=0 must be > 0'),
+    (_spec(space={'model.hidden_sizes': ss.Int(8, 64, grid=0)}),
+     'search model.hidden_sizes: grid=0 must be >= 1'),
+    # A drawn 100.3 was refused mid-search, not before it.
+    (_spec(space={'batch_size': ss.Float(8, 16)}),
+     'search batch_size: a Float for a field of whole numbers (8); search it with Int'),
+    (_spec(space={'model.hidden_sizes': ss.Float(8, 16)}),
+     'search model.hidden_sizes: a Float for a field of whole numbers ((16,)); search it with '
+     'Int'),
 ])
 def test_a_bad_search_is_refused_before_the_directory_is_touched(tmp_path, spec, message):
   with pytest.raises(errors.ConfigError) as e:
@@ -214,6 +226,14 @@ def test_joining_a_study_of_another_search_is_refused(tmp_path):
   search.prepare(_spec(), _config(data_dir=str(tmp_path / 'elsewhere'), progress='off',
                                   cache_dir=str(tmp_path / 'c')),
                  directory, None, None, 'sweep.py')
+  # Each worker's own settings are not another search.
+  search.prepare(_spec(max_retry=9, heartbeat_s=2, grace_s=10), _config(), directory, None,
+                 None, 'sweep.py')
+  # Another study's trials would land in this one's trial folders.
+  with pytest.raises(errors.ConfigError, match=r"^--workdir='.*/s' holds the trials of study "
+                                               r"'s'; give --study=s to join it, or another "
+                                               r"--workdir for study 'v2'$"):
+    search.prepare(_spec(num_trials=8), _config(), directory, None, 'v2', 'sweep.py')
   # In a shared RDB (SQLite here), a new sweep directory refused is not left behind.
   url = f'sqlite:///{tmp_path / "studies.db"}'
   search.prepare(_spec(), _config(), str(tmp_path / 'a'), url, 'shared', 'sweep.py')

@@ -66,6 +66,16 @@ def _common_overrides(argv) -> list:
   return cli.config_overrides(argv)[0]
 
 
+def _refuse_swept(fields, why: str) -> None:
+  """A --config.FIELD the members set themselves would be overwritten in every one, unsaid."""
+  for given in _common_overrides(sys.argv):
+    name = given[len('--config.'):].split('=', 1)[0]
+    for field in sorted(fields):
+      if name == field or name.startswith(field + '.') or field.startswith(name + '.'):
+        cli.refuse(f'{given}: {field} is what the members differ in ({why} for each); '
+                   'change it in the sweep file')
+
+
 def main(argv):
   """Runs the sweep, then prints the ranking and the best member's command."""
   if len(argv) > 1:
@@ -79,6 +89,7 @@ def main(argv):
     module = sweeps.load_sweep_file(sweep_path)
     spec = search_space.load_search(sweep_path, module)
     if spec is not None:
+      _refuse_swept(spec.space, 'the search draws it')
       _search(spec, sweep_path, start)
       return
     given = [name for name in ('storage', 'study', 'launcher', 'workers', 'slurm')
@@ -87,6 +98,7 @@ def main(argv):
       cli.refuse(f'--{given[0]} is for a search (a sweep file with get_search()); '
                  f'{sweep_path} has get_sweep()')
     overrides = sweeps.load_sweep(sweep_path, module)
+    _refuse_swept({k for member in overrides for k in member}, 'the sweep sets it')
     ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
                               FLAGS.continue_with_changes)
   best = ranked[0]

@@ -198,17 +198,18 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
   else:
     raise errors.ConfigError(
         f'study {name!r} exists but its trials were never queued (its creator died); '
-        'give another --study or --workdir')
+        'give another --workdir')
   # The search exactly; the base config as a resume compares it.
   theirs, ours = attrs.get('search') or {}, record['search']
   changed = [f'search.{k} {theirs.get(k)!r} -> {ours.get(k)!r}'
-             for k in sorted(theirs.keys() | ours.keys()) if theirs.get(k) != ours.get(k)]
+             for k in sorted(theirs.keys() | ours.keys())
+             if theirs.get(k) != ours.get(k) and k not in search_space.PER_WORKER]
   changed += [f'{k} {json.dumps(old)} -> {json.dumps(new)}' for k, (old, new) in
               config_history.training_differences(attrs.get('base_config') or {}, base).items()]
   if changed:
     raise errors.ConfigError(
         f'study {name!r} was created by another search: {"; ".join(changed[:5])}; '
-        'give the same sweep file and overrides, or another --study / --workdir')
+        'give the same sweep file and overrides, or another --workdir')
   return study
 
 
@@ -353,6 +354,19 @@ def _work_on_trials(study, storage, search, base, directory: str, poll_s: float,
 RECORD = 'search.json'  # What the sweep directory's search is, and where its trials are.
 
 
+def _check_one_study(directory: str, name: str) -> None:
+  """A folder holds one study's trials: trial_NNNN of another study would land in them."""
+  try:
+    with open(os.path.join(directory, RECORD)) as f:
+      record = json.load(f)
+  except (OSError, ValueError):  # None yet, or cut short: the study's storage decides.
+    record = {}
+  if isinstance(record, dict) and record.get('study', name) != name:
+    raise errors.ConfigError(
+        f'--workdir={directory!r} holds the trials of study {record["study"]!r}; give '
+        f'--study={record["study"]} to join it, or another --workdir for study {name!r}')
+
+
 def prepare(spec: search_space.Search, base, directory: str, url: str | None,
             study_name: str | None, sweep_path: str):
   """Checks everything, then opens the storage and the study; (study, storage).
@@ -367,6 +381,7 @@ def prepare(spec: search_space.Search, base, directory: str, url: str | None,
   # The warm start's source, unless the search's first trial has started from it.
   warm_start.check(base, os.path.join(directory, 'trial_0000'))
   name = study_name or os.path.basename(os.path.abspath(directory))
+  _check_one_study(directory, name)
   # An RDB is opened (or refused) before the directory is made; the journal
   # file lives in it.
   storage = open_storage(url, directory, spec) if url else None

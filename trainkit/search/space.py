@@ -34,7 +34,7 @@ class Float:
 
   def grid_values(self) -> list:
     space = np.geomspace if self.log else np.linspace
-    return [float(v) for v in space(self.low, self.high, self.grid)]
+    return _on_steps(space(self.low, self.high, self.grid), self.low, self.high, self.step, float)
 
   def extremes(self) -> list:
     return [self.low, self.high]
@@ -60,7 +60,7 @@ class Int:
 
   def grid_values(self) -> list:
     space = np.geomspace if self.log else np.linspace
-    return sorted({int(round(v)) for v in space(self.low, self.high, self.grid)})
+    return _on_steps(space(self.low, self.high, self.grid), self.low, self.high, self.step, int)
 
   def extremes(self) -> list:
     return [self.low, self.high]
@@ -68,7 +68,17 @@ class Int:
   def check(self, name: str) -> None:
     _check(self.low < self.high, name, f'low={self.low!r} must be < high={self.high!r}')
     _check(not self.log or self.low > 0, name, f'log=True needs low > 0, got {self.low!r}')
+    _check(self.grid >= 1, name, f'grid={self.grid!r} must be >= 1')
     _check_step(self, name)
+
+
+def _on_steps(points, low, high, step, kind) -> list:
+  """The grid's points on the values a trial can draw: low + k * step, within [low, high]."""
+  if step is None:
+    return sorted({kind(p) for p in points})
+  top = math.floor((high - low) / step + 1e-9)
+  return sorted({kind(round(low + min(top, round((p - low) / step)) * step, 12))
+                 for p in points})
 
 
 def _check_step(dim, name: str) -> None:
@@ -102,6 +112,8 @@ class Categorical:
 
 
 SAMPLERS = ('tpe', 'random', 'qmc', 'grid')
+# Each worker's own: changed on a running search, they are not another search.
+PER_WORKER = ('heartbeat_s', 'grace_s', 'max_retry')
 PRUNERS = ('hyperband', 'successive_halving', 'median', 'none')
 METRICS = tuple(metrics_lib.CATALOGUE)
 
@@ -166,8 +178,13 @@ class Search:
     models.check_new_run(base)
     for name, dim in self.space.items():
       # A number drawn for a tuple field sets every element: of none, it sets nothing.
-      _check(errors.field_or_none(base, name) != () or isinstance(dim, Categorical), name,
+      current = errors.field_or_none(base, name)
+      _check(current != () or isinstance(dim, Categorical), name,
              f"the base config's {name} is () (no layer to set); give it one value a layer")
+      whole = all(isinstance(v, int) and not isinstance(v, bool)
+                  for v in (current if isinstance(current, tuple) else (current,)))
+      _check(not (isinstance(dim, Float) and whole and current != ()), name,
+             f'a Float for a field of whole numbers ({current!r}); search it with Int')
       for value in dim.extremes():
         models.check_new_run(trial_config(base, {name: value}, self.metric))
 
