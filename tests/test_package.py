@@ -381,3 +381,16 @@ def test_what_the_api_would_drop_or_garble_is_refused_in_one_line(tmp_path):
   with pytest.raises(trainkit.Refused, match=r"^workdir=None: give the run's folder as a path"):
     trainkit.train('default', None)
   assert not os.path.exists(workdir)
+
+
+def test_a_tables_whole_number_classes_are_predicted_as_numbers(tmp_path):
+  frame = _table(0, 200)
+  frame['label'] = (frame['label'] == 'big').astype(np.int64) + 1  # Classes 1 and 2.
+  config = tiny_config(target_column='label', normalization='per_feature',
+                       best_metric='loss', batch_size=32, eval_batch_size=64, num_epochs=1)
+  trainkit.train(config, str(tmp_path / 'run'), data={'train': frame[:150], 'test': frame[150:]})
+  predicted = trainkit.load(str(tmp_path / 'run')).predict(frame[150:].drop(columns=['label']))
+  # They came back as text ('1', '2'): compared with the labels, never equal.
+  assert predicted['class'].dtype.kind == 'i' and set(predicted['class']) <= {0, 1, 2}
+  probs = np.stack([predicted[f'probs_{c}'] for c in ('0', '1', '2')], -1)
+  assert predicted['class'].tolist() == np.argmax(probs, -1).tolist()

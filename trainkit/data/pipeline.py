@@ -80,6 +80,7 @@ class Data:
   target_dtype: str = 'int32'  # The targets' dtype as read.
   columns: tuple = ()  # A table's columns as features (tables.Column.as_tuple each).
   class_names: tuple = ()  # A table's class names, by class index.
+  numeric_classes: bool = False  # They are a number column's values (predicted as numbers).
   fingerprint: str = ''  # A digest of the files read (tables, .npz); '' for other data.
 
 

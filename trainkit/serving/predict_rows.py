@@ -63,7 +63,9 @@ def predictions(state, config, spec, rows: np.ndarray, ids: dict) -> dict:
     columns.update(_columns(shown_as.get(name, name),
                             values.reshape(mask.size, *values.shape[2:])[mask]))
   if spec.class_names and 'class' in columns:  # A table's classes by their names.
-    columns['class'] = np.asarray(spec.class_names, object)[columns['class']]
+    names = (np.asarray([int(n) for n in spec.class_names], np.int64) if spec.numeric_classes
+             else np.asarray(spec.class_names, object))  # As the labels were: 1, not '1'.
+    columns['class'] = names[columns['class']]
   clash = sorted(set(ids) & ({'row'} | set(columns)))
   if clash:  # One column would overwrite the other in the file.
     raise errors.ConfigError(

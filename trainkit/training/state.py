@@ -113,7 +113,7 @@ def model_spec(config, data: input_pipeline.Data) -> workdir_lib.ModelSpec:
       scale=scale, steps_per_epoch=calls.steps_per_epoch(data, config.batch_size),
       input_dtype=data.input_dtype, target_shape=tuple(data.target_shape),
       target_shift=target_shift, target_scale=target_scale, columns=data.columns,
-      class_names=data.class_names,
+      class_names=data.class_names, numeric_classes=data.numeric_classes,
       class_weights=training_statistics.class_weights(config, data),
       data_fingerprint=data.fingerprint, bins=training_statistics.quantile_bins(config, data),
       module_digest=models_lib.module_digest(config.model))

@@ -174,6 +174,8 @@ class ModelSpec:
     columns: a table's columns as features, each (name, kind, fill,
       indicator, levels) (trainkit/data/sources/tables.py); () for other data.
     class_names: a table's class names by class index (predictions show them).
+    numeric_classes: the class names are a number column's values: the
+      Python API predicts them as integers, as the labels were given.
     class_weights: the weight of each class in the training loss; () = none.
     bins: per input feature, the edges of its quantile bins on the training
       rows (model.family='tabm' embeds the features that have them); () for
@@ -195,6 +197,7 @@ class ModelSpec:
   target_scale: tuple = ()
   columns: tuple = ()
   class_names: tuple = ()
+  numeric_classes: bool = False
   class_weights: tuple = ()
   data_fingerprint: str = ''
   bins: tuple = ()

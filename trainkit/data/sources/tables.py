@@ -223,7 +223,8 @@ class TableSource(base.Source):
     codes_of = [col.positions(meta['levels'][i]) if col.kind == 'string' else None
                 for i, col in zip(features, encoding)]
     return {'meta': meta, 'arrays': arrays, 'features': features, 'encoding': encoding,
-            'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits}
+            'codes_of': codes_of, 'y': y, 'w': w, 'classes': classes, 'splits': splits,
+            'target': target}
 
   def _features(self, column, names: list, used: set) -> list:
     """The feature columns' indices: as configured, or the stored ones, or every other."""
@@ -418,7 +419,9 @@ class TableSource(base.Source):
             'input_shape': (sum(len(c.features()) for c in t['encoding']),),
             'target_shape': (), 'target_dtype': t['y'].dtype.name,
             'columns': tuple(c.as_tuple() for c in t['encoding']),
-            'class_names': tuple(t['classes'] or ()), 'fingerprint': t['meta']['digest']}
+            'class_names': tuple(t['classes'] or ()), 'fingerprint': t['meta']['digest'],
+            # Classes that are a number column's values (not a string column's levels).
+            'numeric_classes': bool(t['classes']) and t['meta']['kinds'][t['target']] != 'string'}
 
   def records(self, split: str) -> TableRecords:
     t = self._load()
