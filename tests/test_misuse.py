@@ -595,6 +595,10 @@ def test_values_past_float32s_range_are_refused_not_made_infinite():
   with pytest.raises(table_formats.Infinite, match=r"beyond float32's range \(1e\+39, the "
                                                     r"first in row 12\)"):
     table_formats.numbers(pa.array([1.0, 1e39]), 'number', first_row=11)
+  # A boolean column given numbers (a DataFrame's 0/1): 5 was taken as a feature value.
+  assert table_formats.numbers(pa.array([1, 0, None]), 'bool').tolist()[:2] == [1.0, 0.0]
+  with pytest.raises(table_formats.Unsupported, match=r'^holds 5 \(row 2\), not a boolean'):
+    table_formats.numbers(pa.array([1, 0, 5]), 'bool')
 
 
 def test_a_file_given_as_the_workdir_is_refused_in_one_line(tmp_path):

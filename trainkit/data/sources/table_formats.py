@@ -237,6 +237,11 @@ def numbers(column, kind_: str, first_row: int = 0) -> np.ndarray:
   predictions number them), for the message.
   """
   values = _numbers(column, kind_)
+  if kind_ == 'bool':  # Given as numbers (a DataFrame's 0/1 ints): those two only.
+    other = np.flatnonzero(~np.isnan(values) & (values != 0) & (values != 1))
+    if other.size:
+      raise Unsupported(f'holds {values[other[0]]:g} (row {first_row + other[0]}), not a '
+                        'boolean (true/false or 1/0)')
   infinite = np.flatnonzero(np.isinf(values))
   if infinite.size:
     raise Infinite(f'holds an infinite value ({values[infinite[0]]:g}, the first in row '
