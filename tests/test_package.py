@@ -6,6 +6,7 @@ extras' one-line refusals, the core's size) is tests/test_wheel.py.
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -394,3 +395,18 @@ def test_a_tables_whole_number_classes_are_predicted_as_numbers(tmp_path):
   assert predicted['class'].dtype.kind == 'i' and set(predicted['class']) <= {0, 1, 2}
   probs = np.stack([predicted[f'probs_{c}'] for c in ('0', '1', '2')], -1)
   assert predicted['class'].tolist() == np.argmax(probs, -1).tolist()
+
+
+def test_a_workdir_trained_on_arrays_works_copied_elsewhere(array_run, tmp_path):
+  workdir, result, data = array_run
+  copy = str(tmp_path / 'handed_on')
+  shutil.copytree(workdir, copy)
+  original = str(tmp_path / 'original')
+  os.rename(workdir, original)  # The first workdir gone: config.json still names its file.
+  try:
+    evaluated = trainkit.load(copy).evaluate()
+    again = trainkit.train(_regression_config(), copy, data=data)  # Finished: as it stands.
+  finally:
+    os.rename(original, workdir)
+  assert evaluated['eval_rmse'] == pytest.approx(result.summary['test_rmse'], rel=1e-6)
+  assert again.summary['test_rmse'] == result.summary['test_rmse']

@@ -256,7 +256,7 @@ def _in_memory(config, workdir: str, data: dict) -> tuple:
     contents, suffix = _parquet(data), 'parquet'
     config.split_column = _SPLIT
   name = f'{suffix}-{hashlib.sha256(contents).hexdigest()[:16]}.{suffix}'
-  config.dataset = os.path.join(os.path.abspath(workdir), 'data', name)
+  config.dataset = os.path.join(os.path.abspath(workdir), workdir_lib.DATA, name)
   config.train_split, config.test_split = 'train', 'test'
   config.validation_split = 'validation' if 'validation' in data else ''
   return config.dataset, contents

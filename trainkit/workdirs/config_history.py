@@ -138,6 +138,8 @@ def stored(workdir: str) -> dict | None:
     raise errors.ConfigError(
         f'{path} holds a JSON {type(config).__name__}, not a config; the workdir no '
         'longer says how it was trained: restore the file, or use another --workdir')
+  if isinstance(config.get('dataset'), str):
+    config['dataset'] = workdir_lib.held_data(workdir, config['dataset'])
   return config
 
 

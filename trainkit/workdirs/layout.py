@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 
 from trainkit import errors
 
@@ -31,10 +32,26 @@ PLOT_FILES = {'classes': ('learning_curves.png', 'confusion_matrix.png', 'worst_
                           PREDICTIONS),
               'values': ('learning_curves.png', 'predicted_vs_true.png', PREDICTIONS)}
 PROFILE = 'profile'
+# In-memory data the Python API trained on, named by its contents: DATA/<kind>-<digest>.<kind>.
+DATA = 'data'
+_HELD = re.compile(r'(npz|parquet)-[0-9a-f]{16}\.(npz|parquet)')
 EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
 # What a run reads back or rewrites in place: each must be of its kind.
 FILES = (CONFIG, HISTORY, MODEL_SPEC, MODEL_SUMMARY, LOCK, METRICS, SUMMARY, EVAL)
 FOLDERS = (CHECKPOINTS, PLOTS)
+
+
+def held_data(workdir: str, dataset: str) -> str:
+  """`dataset`, or this workdir's own copy of it (data the API wrote into it).
+
+  config.json names the file in the workdir the run trained in; a workdir
+  copied or moved since reads its own copy, so it is self-contained.
+  """
+  name = os.path.basename(dataset)
+  if os.path.basename(os.path.dirname(dataset)) != DATA or not _HELD.fullmatch(name):
+    return dataset
+  here = os.path.join(os.path.abspath(workdir), DATA, name)
+  return here if os.path.isfile(here) else dataset
 
 
 class WorkdirError(ValueError):
