@@ -281,6 +281,9 @@ def test_launcher_flags_are_stripped_and_slurm_options_parsed():
           '--slurm=slurm_partition=gpu,timeout_min=90', '--workdir=/w']
   assert launch.worker_command(argv) == [sys.executable, os.path.abspath('sweep.py'),
                                          '--config=s.py', '--workdir=/w']
+  # absl's one-dash spellings too: a worker keeping -launcher=local would launch more.
+  assert launch.worker_command(['sweep.py', '-launcher=local', '-workers', '2', '-w']) == [
+      sys.executable, os.path.abspath('sweep.py'), '-w']
   params = launch.parameters(['slurm_partition=gpu', 'timeout_min=90', 'mem_gb=7.5'])
   assert params['slurm_partition'] == 'gpu' and params['timeout_min'] == 90
   assert params['mem_gb'] == 7.5 and params['slurm_signal_delay_s'] == 120

@@ -44,7 +44,8 @@ def worker_command(argv: list) -> list:
   """`argv` (this sweep.py command) without the launcher's flags."""
   keep, args = [], iter(argv[1:])
   for arg in args:
-    if arg.split('=')[0] in _LAUNCH_FLAGS:
+    # absl takes -launcher=local as --launcher=local: a worker keeping it would launch more.
+    if arg.startswith('-') and '--' + arg.split('=')[0].lstrip('-') in _LAUNCH_FLAGS:
       if '=' not in arg:
         next(args, None)  # `--workers 4`: its value too.
       continue
