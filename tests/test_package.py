@@ -99,8 +99,14 @@ def test_a_bad_override_is_refused_with_the_commands_line_and_writes_nothing(tmp
   with pytest.raises(trainkit.Refused, match="unknown config field 'batch_sise'"):
     trainkit.train('default', str(tmp_path / 'w'), overrides={'batch_sise': 8})
   assert not os.path.exists(tmp_path / 'w')
-  with pytest.raises(trainkit.Refused, match='holds no config.json'):
+  with pytest.raises(trainkit.Refused, match=r"^workdir='.*never_trained' holds no config.json: "
+                                             'it was never trained; train it first$'):
     trainkit.load(str(tmp_path / 'never_trained'))
+  # The file in-memory data became is the caller's 'data' (it is gone again).
+  x, y = _regression_data()
+  with pytest.raises(trainkit.Refused, match=r"^data: x of split 'train' holds \d+ NaN"):
+    trainkit.train(_regression_config(), str(tmp_path / 'w'),
+                   data={'train': (np.where(x > 2, np.nan, x), y), 'test': (x, y)})
 
 
 @pytest.mark.slow  # A process start.

@@ -51,9 +51,20 @@ class Refused(Exception):
     self.exit_status = exit_status
 
 
+# The command line's words in a refusal, as a Python caller says them.
+_AS_CALLED = (('run with --continue_with_changes', 'call with continue_with_changes=True'),
+              ('--continue_with_changes', 'continue_with_changes=True'),
+              ('give --config (and train it first)', 'train it first'),
+              ('--checkpoint=', 'checkpoint='), ('--workdir=', 'workdir='))
+
+
 @contextlib.contextmanager
-def _refusals():
-  """The library's refusals as `Refused` (an interruption stays what it is)."""
+def _refusals(renamed: dict | None = None):
+  """The library's refusals as `Refused` (an interruption stays what it is).
+
+  `renamed`: {text: what the caller calls it}, e.g. the file in-memory data
+  became, which the caller never named.
+  """
   try:
     yield
   except preemption.Interrupted:
@@ -62,7 +73,10 @@ def _refusals():
     status = cli.exit_status(e)
     if status is None:
       raise
-    raise Refused(str(e), status) from e
+    message = str(e)
+    for text, called in (*(renamed or {}).items(), *_AS_CALLED):
+      message = message.replace(text, called)
+    raise Refused(message, status) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +173,8 @@ def train(config, workdir: str, *, data: dict | None = None,
     raise Refused(f'overrides: {", ".join(named)} with data=: the data\'s keys are its '
                   "splits (give a validation split as data['validation'])",
                   cli.EXIT_BAD_INPUT)
-  with _refusals():
+  renamed = {}
+  with _refusals(renamed):
     config = _config(config, overrides)
     if model is not None:
       config.model.module, args = _module_fields(model)
@@ -168,6 +183,7 @@ def train(config, workdir: str, *, data: dict | None = None,
     written = None
     if data is not None:
       path, contents = _in_memory(config, workdir, data)
+      renamed[f'dataset={path!r}'] = 'data'  # A file the caller never named.
       # Everything that can refuse the run does so before the data is written
       # (a resume's digest check reads the file already there: the same path).
       train_lib.check_before_work(config, workdir, continue_with_changes)
