@@ -53,6 +53,12 @@ CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'mome
                'early_stopping_patience', 'early_stopping_metric',
                'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
                'plateau_min_delta')
+# The continuable fields that act only on steps yet to train: on a run that has
+# trained every epoch of its config they would change config.json and nothing else.
+STEPS_ONLY = ('learning_rate', 'weight_decay', 'momentum', 'grad_clip_norm', 'schedule',
+              'warmup_epochs', 'end_lr_factor', 'decay_rate', 'decay_epochs', 'staircase',
+              'input_mode', 'nan_policy', 'nan_skip_limit', 'plateau_patience',
+              'plateau_factor', 'plateau_min_delta')
 # What a checkpoint is read as, in every mode: its model and head. The last
 # is a prefix: every field of the model section.
 INFERENCE = ('dataset', 'dtype', 'task', 'regression_loss', 'num_components', 'positive_class',
@@ -242,6 +248,15 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
   budget = changed.get('max_steps')
   if budget and 0 < budget[1] < step:
     raise errors.ConfigError(f'max_steps={budget[1]}: {where} has trained {step} steps already')
+  idle = {k: v for k, v in changed.items() if k in STEPS_ONLY}
+  if idle and steps_per_epoch:
+    epochs = config.num_epochs if not config.max_steps else min(
+        config.num_epochs, -(-config.max_steps // steps_per_epoch))
+    if step >= epochs * steps_per_epoch:  # config.json would say what no step trained with.
+      raise errors.ConfigError(
+          f'{where} has trained every epoch of its config ({epochs}): {_listed(idle)} '
+          'would train no step; raise num_epochs (or max_steps) with it, or use another '
+          '--workdir')
   return changed
 
 
