@@ -118,6 +118,7 @@ def test_load_predicts_what_the_command_writes_for_arrays(array_run, tmp_path):
   predicted = model.predict(rows)
   # Refused in one line naming x, as a table's refusals do (not --input=...).
   for bad, message in ((rows[:, :2], r'^x: holds an array of shape \(37, 2\)'),
+                       (rows[:0], '^x: holds no rows$'),
                        (np.where(np.arange(3) == 1, np.nan, rows), '^x: holds NaN')):
     with pytest.raises(trainkit.Refused, match=message):
       model.predict(bad)
@@ -186,6 +187,8 @@ def test_a_table_from_dataframes_predicts_what_the_command_writes(tmp_path):
   mixed.iloc[1, 0] = 'text'
   for bad, message in ((rows.drop(columns=[rows.columns[0]]), "^x: has no column '"),
                        (mixed, f'^x: .*column {rows.columns[0]}'),
+                       (pytest.importorskip('pandas').concat([rows, rows[['colour']]], axis=1),
+                        "^x: has more than one column named 'colour'$"),
                        (rows.to_numpy(), '^x: a model trained on a table predicts a pandas')):
     with pytest.raises(trainkit.Refused, match=message) as refused:
       model.predict(bad)

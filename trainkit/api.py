@@ -11,6 +11,7 @@ checkpoint through Orbax. Nothing in a workdir is run or unpickled. Every
 refusal raises `Refused`, whose message is the command line's `error:` line.
 """
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -337,6 +338,10 @@ def _write_frame(x, path: str, used: list) -> None:
   if not all(hasattr(x, name) for name in ('columns', 'dtypes', 'iloc')):
     raise errors.ConfigError(f'x: a model trained on a table predicts a pandas DataFrame of its '
                              f'columns, not {type(x).__name__}')
+  names = collections.Counter(map(str, x.columns))
+  repeated = sorted(name for name, count in names.items() if count > 1)
+  if repeated:  # pyarrow's message lists every column, its own way.
+    raise errors.ConfigError(f'x: has more than one column named {", ".join(map(repr, repeated))}')
   try:
     used = set(used)  # Names as the table had them: pyarrow writes every label as text.
     table = pa.Table.from_pandas(x[[c for c in x.columns if str(c) in used]],

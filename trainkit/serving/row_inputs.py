@@ -160,7 +160,9 @@ def array_rows(label: str, rows: np.ndarray, input_shape: tuple,
     refuse_as(label, f'holds {rows.dtype} values, not numbers')
   fits = rows.ndim >= 1 and (rows.shape[1:] in (tuple(input_shape), (features,))
                              or (rows.ndim == 1 and features == 1))
-  if not fits or not len(rows):
+  if fits and not len(rows):
+    refuse_as(label, 'holds no rows')
+  if not fits:
     one_row = rows.shape == tuple(input_shape)  # A row without the rows' axis.
     refuse_as(label, f'holds an array of shape {rows.shape}; the model takes rows of shape '
               f'{tuple(input_shape)}' + (f' (or of {features} features)'
