@@ -108,11 +108,12 @@ def test_a_bad_search_is_refused_before_the_directory_is_touched(tmp_path, spec,
 
 def test_a_number_for_an_empty_tuple_field_is_refused(tmp_path):
   """Drawn for every layer of a field of none, the number would set nothing, silently."""
-  with pytest.raises(errors.ConfigError, match="search model.dropout_rates: the base config's "
-                                               r'model.dropout_rates is \(\) \(no layer'):
-    search.prepare(_spec(space={'model.dropout_rates': ss.Float(0.0, 0.5)}),
-                   _config(**{'model.dropout_rates': ()}), str(tmp_path / 's'), None, None,
-                   'sweep.py')
+  for dim in (ss.Float(0.0, 0.5), ss.Categorical((0.1, 0.3))):
+    with pytest.raises(errors.ConfigError, match="search model.dropout_rates: the base config's "
+                                                 r'model.dropout_rates is \(\) \(no layer'):
+      search.prepare(_spec(space={'model.dropout_rates': dim}),
+                     _config(**{'model.dropout_rates': ()}), str(tmp_path / 's'), None, None,
+                     'sweep.py')
   assert not (tmp_path / 's').exists()
 
 

@@ -179,7 +179,8 @@ class Search:
     for name, dim in self.space.items():
       # A number drawn for a tuple field sets every element: of none, it sets nothing.
       current = errors.field_or_none(base, name)
-      _check(current != () or isinstance(dim, Categorical), name,
+      # A choice is a scalar too (Categorical takes no tuples): spread over no layer.
+      _check(current != (), name,
              f"the base config's {name} is () (no layer to set); give it one value a layer")
       whole = all(isinstance(v, int) and not isinstance(v, bool)
                   for v in (current if isinstance(current, tuple) else (current,)))
