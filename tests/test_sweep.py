@@ -159,45 +159,10 @@ def test_a_search_flag_given_to_a_sweep_is_refused_not_ignored(tmp_path):
   assert not (tmp_path / 'sweep').exists()
 
 
-def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
+def _tiny_sweep(tmp_path, name: str, sweep: str, optimizer: str = 'adam'):
+  """sweep.py on a sweep file of a small MLP over 64 mocked images: (its file, the result)."""
   write_mnist(tmp_path, n_train=64, n_test=20)
-  sweep_file = tmp_path / 'tiny_sweep.py'
-  sweep_file.write_text(
-      'from configs import default\n'
-      'from trainkit.search import sweeps\n'
-      'def get_config():\n'
-      '  config = default.get_config()\n'
-      '  config.model.hidden_sizes = (16,)\n'
-      '  config.model.dropout_rates = (0.1,)\n'
-      '  config.batch_size = 16\n'
-      '  config.num_epochs = 1\n'
-      '  config.plots = False\n'
-      '  return config\n'
-      'def get_sweep():\n'
-      '  return sweeps.product(learning_rate=[1e-3, 1e-2])\n')
-  workdir = tmp_path / 'sweep'
-  result = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
-       f'--workdir={workdir}', f'--config.manual_dir={tmp_path}',
-       f'--config.data_dir={tmp_path / "tfds"}', '--config.train_split=train',
-       '--config.validation_split=', '--parallel=sequential'],
-      cwd=ROOT, capture_output=True, text=True, timeout=240,
-      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert 'Sweep of 2 members done' in result.stdout
-  assert re.search(r'Best: \S+ \(test accuracy ', result.stdout)  # No validation split.
-  best_command = result.stdout.strip().splitlines()[-1]
-  assert best_command.startswith(f'python main.py --config={sweep_file} ')
-  assert f'--config.manual_dir={tmp_path}' in best_command
-  assert '--config.learning_rate=' in best_command
-  with open(workdir / 'sweep_summary.csv') as f:
-    assert len(list(csv.DictReader(f))) == 2
-
-
-@pytest.mark.slow  # A process start.
-def test_a_sweep_whose_every_member_diverged_names_no_best(tmp_path):
-  write_mnist(tmp_path, n_train=64, n_test=20)
-  sweep_file = tmp_path / 'nan_sweep.py'
+  sweep_file = tmp_path / f'{name}.py'
   sweep_file.write_text(
       'from configs import default\n'
       'from trainkit.search import sweeps\n'
@@ -205,10 +170,10 @@ def test_a_sweep_whose_every_member_diverged_names_no_best(tmp_path):
       '  config = default.get_config()\n'
       '  config.model.hidden_sizes, config.model.dropout_rates = (16,), (0.1,)\n'
       '  config.batch_size, config.num_epochs, config.plots = 16, 1, False\n'
-      "  config.optimizer = 'sgd'\n"
+      f'  config.optimizer = {optimizer!r}\n'
       '  return config\n'
       'def get_sweep():\n'
-      '  return sweeps.product(learning_rate=[1e30])\n')
+      f'  return sweeps.product({sweep})\n')
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
        f'--workdir={tmp_path / "sweep"}', f'--config.manual_dir={tmp_path}',
@@ -216,6 +181,25 @@ def test_a_sweep_whose_every_member_diverged_names_no_best(tmp_path):
        '--config.validation_split=', '--parallel=sequential'],
       cwd=ROOT, capture_output=True, text=True, timeout=240,
       env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'})
+  return sweep_file, result
+
+
+def test_sweep_cli_prints_the_ranking_and_the_best_command(tmp_path):
+  sweep_file, result = _tiny_sweep(tmp_path, 'tiny_sweep', 'learning_rate=[1e-3, 1e-2]')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'Sweep of 2 members done' in result.stdout
+  assert re.search(r'Best: \S+ \(test accuracy ', result.stdout)  # No validation split.
+  best_command = result.stdout.strip().splitlines()[-1]
+  assert best_command.startswith(f'python main.py --config={sweep_file} ')
+  assert f'--config.manual_dir={tmp_path}' in best_command
+  assert '--config.learning_rate=' in best_command
+  with open(tmp_path / 'sweep' / 'sweep_summary.csv') as f:
+    assert len(list(csv.DictReader(f))) == 2
+
+
+@pytest.mark.slow  # A process start.
+def test_a_sweep_whose_every_member_diverged_names_no_best(tmp_path):
+  _, result = _tiny_sweep(tmp_path, 'nan_sweep', 'learning_rate=[1e30]', optimizer='sgd')
   # It named the diverged member 'Best' and gave its command, with status 0.
   assert result.returncode == 3, result.stderr[-2000:]
   assert 'Best:' not in result.stdout

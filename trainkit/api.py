@@ -14,7 +14,6 @@ refusal raises `Refused`, whose message is the command line's `error:` line.
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import io
 import os
 import shutil
@@ -136,6 +135,8 @@ def _plain(value):
     return value.item()
   if isinstance(value, (tuple, list)):
     return type(value)(_plain(v) for v in value)
+  if isinstance(value, dict):  # model.args
+    return {k: _plain(v) for k, v in value.items()}
   return value
 
 
@@ -234,10 +235,10 @@ def _module_fields(model) -> tuple:
   # The fields set to other than their defaults: what config.json records.
   fields = {}
   for f, spec in cls.__dataclass_fields__.items():
-    value = getattr(model, f)
+    value = _plain(getattr(model, f))
     if f in ('parent', 'name') or value is spec.default:
       continue
-    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, '__array__'):
+    if isinstance(value, np.ndarray) or hasattr(value, '__array__'):
       raise Refused(f'model={cls.__qualname__}: its field {f!r} holds an array; config.json '
                     'records plain values (numbers, strings, tuples)', cli.EXIT_BAD_INPUT)
     if value != spec.default:
@@ -272,8 +273,7 @@ def _in_memory(config, workdir: str, data: dict) -> tuple:
   else:
     contents, suffix = _parquet(data), 'parquet'
     config.split_column = _SPLIT
-  name = f'{suffix}-{hashlib.sha256(contents).hexdigest()[:16]}.{suffix}'
-  config.dataset = os.path.join(os.path.abspath(workdir), workdir_lib.DATA, name)
+  config.dataset = workdir_lib.data_file(workdir, suffix, contents)
   config.train_split, config.test_split = 'train', 'test'
   config.validation_split = 'validation' if 'validation' in data else ''
   return config.dataset, contents
@@ -338,12 +338,12 @@ def _write_frame(x, path: str, used: list) -> None:
   if not all(hasattr(x, name) for name in ('columns', 'dtypes', 'iloc')):
     raise errors.ConfigError(f'x: a model trained on a table predicts a pandas DataFrame of its '
                              f'columns, not {type(x).__name__}')
-  names = collections.Counter(map(str, x.columns))
+  used = set(used)  # Names as the table had them: pyarrow writes every label as text.
+  names = collections.Counter(str(c) for c in x.columns if str(c) in used)
   repeated = sorted(name for name, count in names.items() if count > 1)
-  if repeated:  # pyarrow's message lists every column, its own way.
+  if repeated:  # Which one the model takes is a guess; pyarrow's message lists every column.
     raise errors.ConfigError(f'x: has more than one column named {", ".join(map(repr, repeated))}')
   try:
-    used = set(used)  # Names as the table had them: pyarrow writes every label as text.
     table = pa.Table.from_pandas(x[[c for c in x.columns if str(c) in used]],
                                  preserve_index=False)
     pq.write_table(table, path)

@@ -98,7 +98,8 @@ def main(argv):
       cli.refuse(f'--{given[0]} is for a search (a sweep file with get_search()); '
                  f'{sweep_path} has get_sweep()')
     overrides = sweeps.load_sweep(sweep_path, module)
-    _refuse_swept({k for member in overrides for k in member}, 'the sweep sets it')
+    # A field some members leave alone takes the flag there: refused only where every one sets it.
+    _refuse_swept(set.intersection(*(set(member) for member in overrides)), 'the sweep sets it')
     ranked = sweeps.run_sweep(FLAGS.config, overrides, FLAGS.workdir, FLAGS.parallel,
                               FLAGS.continue_with_changes)
   best = ranked[0]

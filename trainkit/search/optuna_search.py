@@ -204,8 +204,11 @@ def open_study(storage, name: str, search: search_space.Search, base) -> optuna.
   changed = [f'search.{k} {theirs.get(k)!r} -> {ours.get(k)!r}'
              for k in sorted(theirs.keys() | ours.keys())
              if theirs.get(k) != ours.get(k) and k not in search_space.PER_WORKER]
+  # Every trial sets the searched fields: their base values are no part of the search.
+  searched = lambda k: any(k == f or k.startswith(f + '.') for f in search.space)
   changed += [f'{k} {json.dumps(old)} -> {json.dumps(new)}' for k, (old, new) in
-              config_history.training_differences(attrs.get('base_config') or {}, base).items()]
+              config_history.training_differences(attrs.get('base_config') or {}, base).items()
+              if not searched(k)]
   if changed:
     raise errors.ConfigError(
         f'study {name!r} was created by another search: {"; ".join(changed[:5])}; '

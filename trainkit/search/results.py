@@ -42,6 +42,10 @@ def rows(study: optuna.Study, directory: str, metrics) -> list:
   for name, tries in attempts.items():
     last = max(tries, key=lambda t: t.number)
     state = _STATES.get(last.state) or last.user_attrs.get('status', 'failed')
+    if last.state == TrialState.FAIL and state == 'interrupted':
+      # The last attempt, yet interrupted ones are queued again: one that inherited the
+      # status and whose worker died past max_retry. It will not resume.
+      state = 'failed'
     summary = workdir_lib.read_summary(os.path.join(directory, name)) or {}
     value = last.value if last.value is not None else (
         last.intermediate_values[max(last.intermediate_values)]

@@ -37,7 +37,9 @@ class Float:
     return _on_steps(space(self.low, self.high, self.grid), self.low, self.high, self.step, float)
 
   def extremes(self) -> list:
-    return [self.low, self.high]
+    """The bounds, and a value between them that a field of whole numbers refuses."""
+    inside = (np.geomspace if self.log else np.linspace)(self.low, self.high, 7)[3] * 1.01
+    return [self.low, self.high, *_on_steps([inside], self.low, self.high, self.step, float)]
 
   def check(self, name: str) -> None:
     _check(self.low < self.high, name, f'low={self.low!r} must be < high={self.high!r}')
@@ -182,9 +184,7 @@ class Search:
       # A choice is a scalar too (Categorical takes no tuples): spread over no layer.
       _check(current != (), name,
              f"the base config's {name} is () (no layer to set); give it one value a layer")
-      whole = all(isinstance(v, int) and not isinstance(v, bool)
-                  for v in (current if isinstance(current, tuple) else (current,)))
-      _check(not (isinstance(dim, Float) and whole and current != ()), name,
+      _check(not (isinstance(dim, Float) and type(current) is int), name,
              f'a Float for a field of whole numbers ({current!r}); search it with Int')
       for value in dim.extremes():
         models.check_new_run(trial_config(base, {name: value}, self.metric))

@@ -31,6 +31,7 @@ import json
 import os
 import time
 
+from absl import logging
 
 from trainkit import errors
 from trainkit.workdirs import layout as workdir_lib
@@ -252,11 +253,11 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
   if idle and steps_per_epoch:
     epochs = config.num_epochs if not config.max_steps else min(
         config.num_epochs, -(-config.max_steps // steps_per_epoch))
-    if step >= epochs * steps_per_epoch:  # config.json would say what no step trained with.
-      raise errors.ConfigError(
-          f'{where} has trained every epoch of its config ({epochs}): {_listed(idle)} '
-          'would train no step; raise num_epochs (or max_steps) with it, or use another '
-          '--workdir')
+    if step >= epochs * steps_per_epoch:  # Recorded at its last step: the history says so.
+      # Not refused: a sweep continues its unfinished members with the change.
+      logging.warning('%s has trained every epoch of its config (%d): %s trains no step '
+                      '(raise num_epochs or max_steps with it to train on)', where, epochs,
+                      _listed(idle))
   return changed
 
 

@@ -5,6 +5,7 @@ Light on purpose (no JAX): report.py reads workdirs with it alone.
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,12 @@ EXPORT = os.path.join('export', 'saved_model')  # --mode=export.
 # What a run reads back or rewrites in place: each must be of its kind.
 FILES = (CONFIG, HISTORY, MODEL_SPEC, MODEL_SUMMARY, LOCK, METRICS, SUMMARY, EVAL)
 FOLDERS = (CHECKPOINTS, PLOTS)
+
+
+def data_file(workdir: str, suffix: str, contents: bytes) -> str:
+  """Where in `workdir` in-memory data written as `contents` (a .`suffix` file) is kept."""
+  name = f'{suffix}-{hashlib.sha256(contents).hexdigest()[:16]}.{suffix}'
+  return os.path.join(os.path.abspath(workdir), DATA, name)
 
 
 def held_data(workdir: str, dataset: str) -> str:

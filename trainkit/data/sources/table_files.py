@@ -180,7 +180,9 @@ def _convert_blocks(dataset, paths, writer, fmt, column_types) -> tuple:
   for batch in table_formats.batches(dataset, paths, fmt, column_types):
     names = batch.schema.names
     if kinds is None:
-      kinds, typed = [], table_formats.parquet_types(paths)
+      kinds = []
+      if any(pa.types.is_null(field.type) for field in batch.schema):
+        typed = table_formats.parquet_types(paths)
       for field in batch.schema:
         try:
           kinds.append(table_formats.kind(

@@ -192,10 +192,15 @@ def parquet_types(paths: list) -> dict:
   from pyarrow import parquet as pq  # pylint: disable=g-import-not-at-top
   types = {}
   for path in paths:
-    if not is_text(path):
-      for field in pq.read_schema(path):
-        if not pa.types.is_null(field.type):
-          types.setdefault(field.name, field.type)
+    if is_text(path):
+      continue
+    try:
+      schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError):
+      continue  # Refused naming the file when its rows are read.
+    for field in schema:
+      if not pa.types.is_null(field.type):
+        types.setdefault(field.name, field.type)
   return types
 
 
