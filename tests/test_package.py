@@ -31,6 +31,11 @@ def test_importing_trainkit_loads_nothing_heavy(tmp_path):
   assert result.stdout.split('\n')[:2] == ['[] False', 'True True']
 
 
+def test_the_api_is_listed_for_tab_completion():
+  # dir() listed only 'importlib': the API is loaded on first use.
+  assert set(trainkit.__all__) <= set(dir(trainkit))
+
+
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
   assert {'default', 'table', 'mixture_density', 'sweeps/search'} <= set(configs.names())
   monkeypatch.chdir(tmp_path)  # Where no configs/ folder is.

@@ -414,3 +414,17 @@ def test_a_command_line_override_of_a_swept_field_is_refused(tmp_path):
       'error: --config.learning_rate=0.5: learning_rate is what the members differ in (the '
       'sweep sets it for each); change it in the sweep file')
   assert not (tmp_path / 'sweep').exists()
+  # A search draws it for every trial alike.
+  sweep_file.write_text('from trainkit.search import space\n'
+                        'from trainkit.configs.default import get_config\n'
+                        'def get_search():\n'
+                        "  return space.Search(space={'learning_rate': space.Float(1e-4, 1e-2)})\n")
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'sweep.py'), f'--config={sweep_file}',
+       f'--workdir={tmp_path / "sweep"}', '--config.learning_rate=0.5'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      'learning_rate is what the members differ in (the search draws it for each); change it '
+      'in the sweep file')
+  assert not (tmp_path / 'sweep').exists()

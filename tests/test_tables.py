@@ -146,6 +146,10 @@ def test_a_parquet_file_with_an_empty_column_takes_its_kind_from_a_later_file(tm
   every = range(len(want[0]['names']))
   for mine, theirs in zip(got[1].take(every), want[1].take(every)):
     np.testing.assert_array_equal(mine, theirs)
+  # A later file that is no Parquet file is refused naming it, as ever (not a traceback).
+  (untyped / 'part1.parquet').write_bytes(b'not parquet')
+  with pytest.raises(sources.DataError, match=r'part1.parquet cannot be read as a table'):
+    table_files.load(str(untyped), '')
 
 
 def test_a_changed_table_is_converted_again_and_its_stale_copy_removed(tmp_path):

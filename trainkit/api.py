@@ -166,15 +166,7 @@ def train(config, workdir: str, *, data: dict | None = None,
     Refused: what the command line refuses (its message is the `error:` line),
       before anything is written.
   """
-  if not isinstance(workdir, (str, os.PathLike)):
-    raise Refused(f'workdir={workdir!r}: give the run\'s folder as a path', cli.EXIT_BAD_INPUT)
-  workdir = os.fspath(workdir)
-  named = sorted(set(overrides or {}) & set(_DATA_SPLIT_FIELDS)) if isinstance(
-      overrides, dict) else []
-  if data is not None and named:
-    raise Refused(f'overrides: {", ".join(named)} with data=: the data\'s keys are its '
-                  "splits (give a validation split as data['validation'])",
-                  cli.EXIT_BAD_INPUT)
+  workdir = _checked_call(workdir, data, overrides)
   renamed = {}
   with _refusals(renamed):
     config = _config(config, overrides)
@@ -201,6 +193,19 @@ def train(config, workdir: str, *, data: dict | None = None,
         _remove_data(workdir, *written)
       raise
   return Trained(summary, workdir)
+
+
+def _checked_call(workdir, data, overrides) -> str:
+  """`train`'s workdir as a str; refused: one that is no path, or overrides data= sets."""
+  if not isinstance(workdir, (str, os.PathLike)):
+    raise Refused(f'workdir={workdir!r}: give the run\'s folder as a path', cli.EXIT_BAD_INPUT)
+  named = sorted(set(overrides or {}) & set(_DATA_SPLIT_FIELDS)) if isinstance(
+      overrides, dict) else []
+  if data is not None and named:
+    raise Refused(f'overrides: {", ".join(named)} with data=: the data\'s keys are its '
+                  "splits (give a validation split as data['validation'])",
+                  cli.EXIT_BAD_INPUT)
+  return os.fspath(workdir)
 
 
 def _remove_data(workdir: str, path: str, made_workdir: bool) -> None:
