@@ -147,13 +147,23 @@ def test_early_stopping_and_plateaus_decide_alike_after_a_resume(tmp_path, resto
   # halved after each epoch from the second, and the run stops after epoch 4.
   config = tiny_config(num_epochs=10, keep_checkpoints=10, early_stopping_patience=3,
                        early_stopping_min_delta=10.0, plateau_patience=1,
-                       plateau_factor=0.5, plateau_min_delta=10.0, **SPLITS)
+                       plateau_factor=0.5, plateau_min_delta=10.0, progress='off', **SPLITS)
   state, summary = train.train_and_evaluate(config, str(tmp_path / 'whole'))
   assert summary['stop_reason'].startswith('early stopping after epoch 4: the validation '
                                            'loss did not improve by more than 10 for 3 epochs')
   assert summary['step'] == 4 * 5 and summary['epoch'] == 4
   rate = float(state.opt_state.hyperparams['learning_rate'])
   assert rate == pytest.approx(1e-3 * 0.5 ** 3)
+  # The logged train rate is the one the steps had: the schedule's, times the
+  # cuts so far (after epochs 2 and 3 for epoch 4's steps; it ignored them).
+  from trainkit.training import optimizers  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  schedule = optimizers.create_learning_rate_fn(config, 5)
+  with open(tmp_path / 'whole' / 'metrics.jsonl') as f:
+    logged = {r['step']: r['metrics'] for r in map(json.loads, f) if r['split'] == 'train'}
+  for step, metrics in logged.items():
+    cuts = max(0, (step - 1) // 5 - 1)  # Epochs ended with a cut before this step's epoch.
+    assert metrics['learning_rate'] == pytest.approx(float(schedule(step - 1)) * 0.5 ** cuts)
+    assert metrics['steps_per_s'] > 0  # It was 0 without a progress bar.
   # Killed after epoch 2's checkpoint: its later checkpoints never were.
   shutil.copytree(tmp_path / 'whole', tmp_path / 'resumed')
   for step in (15, 20):

@@ -97,11 +97,13 @@ class Members:
     if self._pending is None:
       return
     (first, num_steps, metrics), self._pending = self._pending, None
-    metrics = jax.device_get(metrics)
+    metrics = jax.device_get(metrics)  # Its steps are done by now: the epoch's rate so far.
+    started, first_step = self._epoch_start
+    rate = (first + num_steps - first_step) / max(time.perf_counter() - started, 1e-9)
     shown = []
     for i in self.alive():
       own = jax.tree.map(lambda x: x[:num_steps], self.program.member(metrics, i))  # pylint: disable=cell-var-from-loop
-      if self.runs[i].log_train(first, own, self.show.steps_per_s):
+      if self.runs[i].log_train(first, own, rate):
         shown.append(own)
     if shown:
       self.show.update(first + num_steps, num_steps, _mean(shown))

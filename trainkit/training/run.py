@@ -253,7 +253,8 @@ class Run:
       self.diverged = e
       return False
     for at, averaged in self.averager.add(first_step, metrics):
-      averaged['learning_rate'] = self.learning_rate_fn(at - 1)
+      # The schedule's rate times the plateaus' cuts so far: the rate the steps had.
+      averaged['learning_rate'] = self.learning_rate_fn(at - 1) * plateaus.lr_scale(self.meta)
       averaged['steps_per_s'] = steps_per_s
       self._logger.write(at, 'train', averaged)
     return True
