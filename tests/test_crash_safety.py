@@ -102,6 +102,20 @@ def test_nan_policies_on_the_host():
   assert tolerant.state() == {'skipped_steps': 5, 'nonfinite_in_a_row': 3}
 
 
+def test_a_skipped_step_is_left_out_of_the_logged_averages():
+  # One dropped step's NaN made the whole window's loss NaN.
+  from trainkit.tracking import metric_logs  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  averager = metric_logs.StepAverager(4)
+  steps = {'finite': np.array([1.0, 0.0, 1.0, 1.0]), 'loss': np.array([1.0, np.nan, 2.0, 3.0])}
+  ((step, averages),) = averager.add(0, steps)
+  assert step == 4 and averages == {'finite': 0.75, 'loss': 2.0}
+  # A resumed window goes on with what the checkpoint saved of it.
+  half = metric_logs.StepAverager(4)
+  assert half.add(0, {k: v[:2] for k, v in steps.items()}) == []
+  resumed = metric_logs.StepAverager(4, half.window())
+  assert resumed.add(2, {k: v[2:] for k, v in steps.items()}) == [(4, averages)]
+
+
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path,
                                                                       mock_mnist):
   config = tiny_config(optimizer='sgd', schedule='constant', learning_rate=1e30,

@@ -189,13 +189,18 @@ class MetricLogger:
 
 
 class StepAverager:
-  """Averages per-step metrics over windows that end at multiples of `every`."""
+  """Averages per-step metrics over windows that end at multiples of `every`.
+
+  A step dropped as non-finite (nan_policy='skip': its 'finite' is 0) counts
+  in the window's `finite` share only: its NaN made the whole window's loss NaN.
+  """
 
   def __init__(self, every: int, window: dict | None = None):
     """`window`: the open window a checkpoint saved (`window()`), to resume it."""
     self._every = every
     window = window or {'sums': {}, 'count': 0}
     self._sums, self._count = dict(window['sums']), window['count']
+    self._kept = window.get('kept', self._count)  # Saved before skipped steps were left out.
 
   def window(self) -> dict:
     """The open window's sums and count, exact as JSON.
@@ -203,7 +208,8 @@ class StepAverager:
     A checkpoint keeps them, so a resumed run logs the averages an
     uninterrupted one does.
     """
-    return {'sums': {k: float(v) for k, v in self._sums.items()}, 'count': self._count}
+    return {'sums': {k: float(v) for k, v in self._sums.items()}, 'count': self._count,
+            'kept': self._kept}
 
   def add(self, first_step: int, per_step: dict) -> list:
     """Takes metrics of steps first_step+1, first_step+2, ... (arrays [n]).
@@ -214,13 +220,17 @@ class StepAverager:
     per_step = {k: np.asarray(v, np.float64) for k, v in jax.device_get(per_step).items()}
     done = []
     for i in range(len(next(iter(per_step.values())))):
+      kept = 'finite' not in per_step or per_step['finite'][i] > 0
       for key, values in per_step.items():
-        self._sums[key] = self._sums.get(key, 0.0) + values[i]
+        self._sums[key] = self._sums.get(key, 0.0) + (values[i] if kept or key == 'finite'
+                                                      else 0.0)
       self._count += 1
+      self._kept += kept
       if (first_step + i + 1) % self._every == 0:
-        done.append((first_step + i + 1,
-                     {k: s / self._count for k, s in self._sums.items()}))
-        self._sums, self._count = {}, 0
+        done.append((first_step + i + 1, {
+            k: s / (self._count if k == 'finite' else self._kept) if self._kept or k == 'finite'
+            else float('nan') for k, s in self._sums.items()}))
+        self._sums, self._count, self._kept = {}, 0, 0
     return done
 
 
