@@ -134,6 +134,20 @@ def test_worst_errors_and_confusion_counts():
   np.testing.assert_array_equal(counts, [[1, 0, 0], [1, 0, 0], [0, 1, 1]])
 
 
+def test_worst_errors_draw_float_images_as_uint8_ones(tmp_path):
+  # Floats in [0, 1] were drawn on a 0-255 scale: every cell white.
+  images = np.zeros((2, 12, 12, 1), np.float32)
+  images[:, 3:9, 3:9] = 1.0
+  labels, probs = np.array([0, 1]), np.array([[0.2, 0.8], [0.9, 0.1]])
+  drawn = {}
+  for name, pixels in (('float', images), ('uint8', (images * 255).astype(np.uint8))):
+    plots.worst_errors(pixels, labels, probs, np.arange(2), str(tmp_path / f'{name}.png'))
+    with Image.open(tmp_path / f'{name}.png') as image:
+      drawn[name] = np.asarray(image.convert('L'), np.float64)
+  assert drawn['uint8'].min() < 50  # The squares are dark.
+  np.testing.assert_array_equal(drawn['float'], drawn['uint8'])
+
+
 def test_read_metrics_keeps_the_latest_eval_of_a_step(tmp_path):
   lines = [{'step': 6, 'split': 'eval', 'metrics': {'loss': 1.0, 'accuracy': 0.5}},
            {'step': 6, 'split': 'train', 'metrics': {'loss': 2.0, 'accuracy': 0.4}},

@@ -98,7 +98,9 @@ def learning_curves(runs: dict, path: str, splits=('train', 'eval')) -> None:
     for ax, key in zip(axes, (first, second)):
       # Runs of other tasks or losses have other curves: each panel draws those that have it.
       train, evaluation = curves['train'], curves['eval']
-      if 'train' in splits and train.get('step') and key in train:
+      # A curve logged for evaluation only (a regression's RMSE) is NaN in training.
+      if 'train' in splits and train.get('step') and key in train and (
+          np.isfinite(np.asarray(train[key], np.float64)).any()):
         ax.plot(train['step'], train[key], color=color, alpha=0.45, linewidth=1,
                 label=f'{prefix}train')
       if 'eval' in splits and evaluation.get('step') and key in evaluation:
@@ -138,8 +140,8 @@ def confusion_counts(labels, predicted, num_classes: int) -> np.ndarray:
   return counts
 
 
-def confusion_matrix(labels, probs, path: str) -> None:
-  """The test split's confusion matrix, counts written in each cell."""
+def confusion_matrix(labels, probs, path: str, class_names=()) -> None:
+  """The test split's confusion matrix, counts written in each cell; a table's classes by name."""
   num_classes = probs.shape[1]
   counts = confusion_counts(labels, probs.argmax(-1), num_classes)
   accuracy = np.trace(counts) / counts.sum()
@@ -152,11 +154,13 @@ def confusion_matrix(labels, probs, path: str) -> None:
       if counts[t, p]:
         ax.text(p, t, str(counts[t, p]), ha='center', va='center', fontsize=7,
                 color='white' if shares[t, p] > 0.5 else 'black')
-  ax.set_xticks(range(num_classes))
-  ax.set_yticks(range(num_classes))
+  names = [str(n)[:12] for n in class_names] if len(class_names) == num_classes else None
+  ax.set_xticks(range(num_classes), names, rotation=45 if names else 0, ha='right' if names
+                else 'center')
+  ax.set_yticks(range(num_classes), names)
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')
-  ax.set_title(f'Confusion matrix, test split ({counts.sum()} images, '
+  ax.set_title(f'Confusion matrix, test split ({counts.sum()} examples, '
                f'{accuracy:.2%} correct)')
   colorbar = fig.colorbar(image, ax=ax, fraction=0.046)
   colorbar.set_ticks(np.sqrt([0, 0.01, 0.1, 0.5, 1]))
@@ -187,7 +191,10 @@ def worst_errors(images, labels, probs, indices, path: str) -> None:
     ax.text(left + width / 2, top - 1, f'#{index}: true {label}\n'
             f'pred {p.argmax()} ({p.max():.1%})', ha='center', va='bottom',
             fontsize=8, color='firebrick')
-  ax.imshow(mosaic, cmap='gray_r', vmin=0, vmax=255, interpolation='nearest')
+  # Pixels as stored: 0-255 in uint8, else their own range (floats in [0, 1] were all white).
+  top = 255.0 if images.dtype == np.uint8 or not n else max(float(images.max()), 1e-6)
+  ax.imshow(mosaic, cmap='gray_r', vmin=min(0.0, float(images.min()) if n else 0.0), vmax=top,
+            interpolation='nearest')
   ax.axis('off')
   fig.suptitle('Most confident mistakes on the test split' if n else
                'No mistakes on the test split')
@@ -226,6 +233,14 @@ def write_run_plots(workdir: str, predictions: dict, config) -> None:
   draw(workdir)
 
 
+def _class_names(workdir: str) -> tuple:
+  """A table's class names (model.json), () for others or where it cannot be read."""
+  try:
+    return workdir_lib.ModelSpec.read(workdir).class_names
+  except (OSError, ValueError):
+    return ()
+
+
 def draw(workdir: str) -> list:
   """(Re)draws a run's plots from its workdir; returns the files written."""
   directory = os.path.join(workdir, workdir_lib.PLOTS)
@@ -243,7 +258,7 @@ def draw(workdir: str) -> list:
           regression_plots.DRAW[name](p, written[-1])
         return written
       written.append(os.path.join(directory, 'confusion_matrix.png'))
-      confusion_matrix(p['label'], p['probs'], written[-1])
+      confusion_matrix(p['label'], p['probs'], written[-1], _class_names(workdir))
       if p['worst_image'].ndim < 3:  # Features, not images: no pictures of them.
         return written
       written.append(os.path.join(directory, 'worst_errors.png'))
