@@ -24,8 +24,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   for workdir in args.workdir:
     if not os.path.exists(os.path.join(workdir, workdir_lib.METRICS)):
+      members = sorted(d for d in (os.listdir(workdir) if os.path.isdir(workdir) else ())
+                       if os.path.exists(os.path.join(workdir, d, workdir_lib.METRICS)))
+      hint = (f'; a sweep\'s: give its members, e.g. --workdir {workdir}/{members[0]} ...'
+              if members else '')
       print(f'error: --workdir={workdir!r} has no {workdir_lib.METRICS} (not a run\'s '
-            'workdir)', file=sys.stderr)
+            f'workdir){hint}', file=sys.stderr)
       return 2
   runs = {}
   for workdir in args.workdir:

@@ -112,7 +112,7 @@ def test_a_skipped_step_is_left_out_of_the_logged_averages():
   # A resumed window goes on with what the checkpoint saved of it.
   half = metric_logs.StepAverager(4)
   assert half.add(0, {k: v[:2] for k, v in steps.items()}) == []
-  resumed = metric_logs.StepAverager(4, half.window())
+  resumed = metric_logs.StepAverager(4, json.loads(json.dumps(half.window())))
   assert resumed.add(2, {k: v[2:] for k, v in steps.items()}) == [(4, averages)]
 
 

@@ -121,6 +121,9 @@ def test_plots_are_written_and_redrawn_by_report(tmp_path, capsys):
   assert (second / 'plots' / 'learning_curves.png').exists()
   assert output.exists() and str(output) in capsys.readouterr().out
   assert report.main(['--workdir', str(tmp_path / 'nothing')]) == 2
+  # A folder of runs (a sweep's) points at them.
+  assert report.main(['--workdir', str(tmp_path)]) == 2
+  assert f"a sweep's: give its members, e.g. --workdir {tmp_path}/adam" in capsys.readouterr().err
 
 
 def test_worst_errors_and_confusion_counts():

@@ -220,12 +220,12 @@ class StepAverager:
     per_step = {k: np.asarray(v, np.float64) for k, v in jax.device_get(per_step).items()}
     done = []
     for i in range(len(next(iter(per_step.values())))):
-      kept = 'finite' not in per_step or per_step['finite'][i] > 0
+      kept = bool('finite' not in per_step or per_step['finite'][i] > 0)
       for key, values in per_step.items():
         self._sums[key] = self._sums.get(key, 0.0) + (values[i] if kept or key == 'finite'
                                                       else 0.0)
       self._count += 1
-      self._kept += kept
+      self._kept += int(kept)  # A Python int: the checkpoint keeps the window as JSON.
       if (first_step + i + 1) % self._every == 0:
         done.append((first_step + i + 1, {
             k: s / (self._count if k == 'finite' else self._kept) if self._kept or k == 'finite'
