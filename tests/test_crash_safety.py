@@ -61,6 +61,19 @@ def test_broken_latest_checkpoint_falls_back_to_the_previous(tmp_path, mock_mnis
   assert resumed['eval_loss'] == straight['eval_loss']
 
 
+def test_only_process_0_moves_a_broken_checkpoint(tmp_path, monkeypatch):
+  # Every process finds it broken; a second move of the one folder failed, and
+  # the other processes then waited on the one that crashed.
+  (tmp_path / 'checkpoints' / '12').mkdir(parents=True)
+  monkeypatch.setattr(jax, 'process_index', lambda: 1)
+  checkpointing._set_aside(str(tmp_path), tmp_path / 'checkpoints', 12, 'why', 'then')  # pylint: disable=protected-access
+  assert (tmp_path / 'checkpoints' / '12').is_dir()
+  monkeypatch.setattr(jax, 'process_index', lambda: 0)
+  checkpointing._set_aside(str(tmp_path), tmp_path / 'checkpoints', 12, 'why', 'then')  # pylint: disable=protected-access
+  assert not (tmp_path / 'checkpoints' / '12').exists()
+  assert (tmp_path / 'broken_checkpoints' / '12').is_dir()
+
+
 def test_checksum_catches_a_checkpoint_that_reads_back_wrong(tmp_path, mock_mnist):
   train.train_and_evaluate(tiny_config(), str(tmp_path))
   meta_path = tmp_path / 'checkpoints' / '12' / 'meta' / 'metadata'

@@ -326,7 +326,13 @@ def read_state_dict(manager: ocp.CheckpointManager, step: int) -> dict:
 
 
 def _set_aside(workdir: str, directory, step: int, error, then: str) -> None:
-  """Moves broken checkpoint `step` to `workdir/broken_checkpoints/`, with a warning."""
+  """Moves broken checkpoint `step` to `workdir/broken_checkpoints/`, with a warning.
+
+  By process 0 alone: every process finds it broken and goes on without it,
+  and a second move of the one folder failed (the others then waited forever).
+  """
+  if jax.process_index() > 0:
+    return
   aside = os.path.join(workdir, workdir_lib.BROKEN_CHECKPOINTS)
   os.makedirs(aside, exist_ok=True)
   target = os.path.join(aside, str(step))
