@@ -404,8 +404,11 @@ def _kill_when_training(worker, tmp_path, url, timeout_s=180, signum=signal.SIGK
       trials = []
     for trial in trials:
       workdir = tmp_path / 'search' / str(trial.user_attrs.get('workdir'))
+      # Early in the trial (two checkpoints at most): one near its end could be
+      # told complete between this look and the signal (seen once, under load).
       if (trial.user_attrs.get('worker', '').endswith(f':{worker.pid}')
-          and os.path.isdir(workdir / 'checkpoints') and checkpoint_steps(workdir)):
+          and os.path.isdir(workdir / 'checkpoints')
+          and 1 <= len(checkpoint_steps(workdir)) <= 2):
         worker.send_signal(signum)
         worker.wait(timeout=120)
         return workdir.name
