@@ -19,6 +19,7 @@ import numpy as np
 from trainkit.data import calls
 from trainkit.tracking import progress as progress_lib
 from trainkit.training import cadence
+from trainkit.workdirs import config_history
 
 
 def _mean(metrics: list) -> dict:
@@ -61,9 +62,26 @@ class Members:
     if step >= total_steps or not self.alive():
       logging.info('Training already finished at step %d (%s); re-evaluating only.', step,
                    self.runs[0].stop_reason or f'{self.config.num_epochs} epochs')
+      if step >= self._shown_epochs * self.steps_per_epoch:
+        self._warn_idle_changes(step)
     else:
       logging.info('Training from step %d to %d (%d steps per epoch).', step,
                    self._shown_epochs * self.steps_per_epoch, self.steps_per_epoch)
+
+  def _warn_idle_changes(self, step: int) -> None:
+    """Warns of a resume's changes that act on steps alone where none is left to train.
+
+    Recorded at the last step (the history says so), not refused: a sweep
+    continues its unfinished members with them.
+    """
+    for run in self.runs:
+      idle = {k: v for k, v in (run.config_changes or {}).items()
+              if k in config_history.STEPS_ONLY}
+      if idle:
+        logging.warning('--workdir=%r (checkpoint at step %d) has trained every epoch of its '
+                        'config (%d): %s trains no step (raise num_epochs or max_steps with it '
+                        'to train on)', run.workdir, step, self._shown_epochs,
+                        config_history.listed(idle))
 
   def alive(self) -> list:
     """The indices of the runs still training."""

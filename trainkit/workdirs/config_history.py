@@ -31,7 +31,6 @@ import json
 import os
 import time
 
-from absl import logging
 
 from trainkit import errors
 from trainkit.workdirs import layout as workdir_lib
@@ -55,7 +54,8 @@ CONTINUABLE = ('num_epochs', 'max_steps', 'learning_rate', 'weight_decay', 'mome
                'early_stopping_min_delta', 'plateau_patience', 'plateau_factor',
                'plateau_min_delta')
 # The continuable fields that act only on steps yet to train: on a run that has
-# trained every epoch of its config they would change config.json and nothing else.
+# trained every epoch of its config they change config.json and nothing else
+# (trainkit/training/members.py warns; a sweep still continues its unfinished members).
 STEPS_ONLY = ('learning_rate', 'weight_decay', 'momentum', 'grad_clip_norm', 'schedule',
               'warmup_epochs', 'end_lr_factor', 'decay_rate', 'decay_epochs', 'staircase',
               'input_mode', 'nan_policy', 'nan_skip_limit', 'plateau_patience',
@@ -197,7 +197,8 @@ def workdir_config(workdir: str, defaults):
   return defaults
 
 
-def _listed(changes: dict) -> str:
+def listed(changes: dict) -> str:
+  """{field: (old, new)} as one line: `field old -> new, ...`."""
   return ', '.join(f'{k} {json.dumps(old)} -> {json.dumps(new)}'
                    for k, (old, new) in changes.items())
 
@@ -224,17 +225,17 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
   switched = _switched_transforms(changed, trained.get('optimizer'))
   if switched:
     raise errors.ConfigError(
-        f'{where} was trained with another config: {_listed(switched)} turns an optimizer '
+        f'{where} was trained with another config: {listed(switched)} turns an optimizer '
         'transform on or off, which changes what its checkpoints hold; these can change '
         'between non-zero values only (or use another --workdir)')
   if fixed:
     raise errors.ConfigError(
-        f'{where} was trained with another config: {_listed(fixed)} cannot change '
+        f'{where} was trained with another config: {listed(fixed)} cannot change '
         'in a trained workdir (they decide what its checkpoints mean); give its '
         f'values (see {workdir_lib.CONFIG} there) or use another --workdir')
   if not continue_with_changes:
     raise errors.ConfigError(
-        f'{where} was trained with another config: {_listed(changed)}; run with '
+        f'{where} was trained with another config: {listed(changed)}; run with '
         f'--continue_with_changes to train on with these from step {step} '
         f'(recorded in {HISTORY}), or give its values, or use another --workdir')
   epochs = changed.get('num_epochs')
@@ -249,15 +250,6 @@ def check_resume(config, workdir: str, continue_with_changes: bool = False) -> d
   budget = changed.get('max_steps')
   if budget and 0 < budget[1] < step:
     raise errors.ConfigError(f'max_steps={budget[1]}: {where} has trained {step} steps already')
-  idle = {k: v for k, v in changed.items() if k in STEPS_ONLY}
-  if idle and steps_per_epoch:
-    epochs = config.num_epochs if not config.max_steps else min(
-        config.num_epochs, -(-config.max_steps // steps_per_epoch))
-    if step >= epochs * steps_per_epoch:  # Recorded at its last step: the history says so.
-      # Not refused: a sweep continues its unfinished members with the change.
-      logging.warning('%s has trained every epoch of its config (%d): %s trains no step '
-                      '(raise num_epochs or max_steps with it to train on)', where, epochs,
-                      _listed(idle))
   return changed
 
 
@@ -280,7 +272,7 @@ def check_inference(config, workdir: str, evaluates: bool = False) -> dict | Non
   if changed:
     raise errors.ConfigError(
         f'--workdir={workdir!r} was trained with another model or data: '
-        f'{_listed(changed)}; give its values (see {workdir_lib.CONFIG} there)')
+        f'{listed(changed)}; give its values (see {workdir_lib.CONFIG} there)')
   return trained
 
 
